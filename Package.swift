@@ -1,0 +1,62 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Warnings are errors in CI (`make test` passes -warnings-as-errors through SWIFT_FLAGS);
+// locally they stay warnings so work in progress builds.
+let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "Switchyard",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "switchyard", targets: ["switchyard"]),
+        .library(name: "SwitchyardMachine", targets: ["Machine"]),
+    ],
+    targets: [
+        // C modules: kernel UAPI headers plus a shim for what Swift cannot import (variadic
+        // ioctl, function-like macros), and the host libraries.
+        .target(name: "CLinux", path: "Sources/CLinux"),
+        .systemLibrary(name: "CPCI", path: "Sources/CPCI"),
+        .systemLibrary(name: "CUdev", path: "Sources/CUdev"),
+        .systemLibrary(name: "CFDT", path: "Sources/CFDT"),
+
+        .target(name: "VMMBase", swiftSettings: swiftSettings),
+        .target(name: "HostOS", dependencies: ["VMMBase", "CLinux"], swiftSettings: swiftSettings),
+        .target(name: "GuestMemory", dependencies: ["VMMBase"], swiftSettings: swiftSettings),
+        .target(name: "AddressSpace", dependencies: ["VMMBase"], swiftSettings: swiftSettings),
+        .target(name: "Interrupts", dependencies: ["VMMBase"], swiftSettings: swiftSettings),
+        .target(name: "PCI", dependencies: ["VMMBase", "AddressSpace", "Interrupts"],
+                swiftSettings: swiftSettings),
+        .target(name: "Chipset", dependencies: ["PCI", "AddressSpace", "Interrupts", "VMMBase"],
+                resources: [], swiftSettings: swiftSettings),
+        .target(name: "HostDevices", dependencies: ["HostOS", "VMMBase", "CPCI", "CUdev"],
+                swiftSettings: swiftSettings),
+        .target(name: "Machine",
+                dependencies: ["Chipset", "PCI", "AddressSpace", "Interrupts", "GuestMemory",
+                               "HostOS", "VMMBase"],
+                swiftSettings: swiftSettings),
+        .target(name: "Control", dependencies: ["Machine", "Chipset", "PCI", "VMMBase", "HostDevices"],
+                swiftSettings: swiftSettings),
+        .executableTarget(name: "switchyard", dependencies: ["Control", "Machine", "VMMBase"],
+                          swiftSettings: swiftSettings),
+
+        .testTarget(name: "VMMBaseTests", dependencies: ["VMMBase"], swiftSettings: swiftSettings),
+        .testTarget(name: "HostOSTests", dependencies: ["HostOS"], swiftSettings: swiftSettings),
+        .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "VMMBase"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "AddressSpaceTests", dependencies: ["AddressSpace", "VMMBase"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "InterruptsTests", dependencies: ["Interrupts", "VMMBase"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "PCITests", dependencies: ["PCI", "VMMBase"], swiftSettings: swiftSettings),
+        .testTarget(name: "ChipsetTests", dependencies: ["Chipset", "PCI", "VMMBase", "AddressSpace"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "MachineTests", dependencies: ["Machine", "Chipset", "PCI", "VMMBase"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "ControlTests", dependencies: ["Control", "Machine", "VMMBase"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "IntegrationTests",
+                    dependencies: ["Control", "Machine", "Chipset", "PCI", "VMMBase"],
+                    swiftSettings: swiftSettings),
+    ]
+)

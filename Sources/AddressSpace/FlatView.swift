@@ -1,0 +1,186 @@
+import VMMBase
+
+/// A region tree flattened into disjoint, sorted ranges, each served by one handler.
+/// Immutable once built: dispatch is a binary search, and a new tree gives a new view.
+public struct FlatView: Sendable {
+    public struct Entry: Sendable {
+        public let range: AddressRange
+        /// Offset, within the handler's own region, of `range.base`.
+        public let handlerOffset: UInt64
+        public let handler: any IORegionHandler
+        public let name: String
+    }
+
+    public let entries: [Entry]
+    private let bases: [UInt64]
+
+    public init(rendering root: Region) {
+        var leaves: [Leaf] = []
+        if let all = AddressRange(base: 0, last: root.size == 0 ? 0 : root.size - 1), root.size > 0 {
+            collectLeaves(of: root, localClip: all, delta: 0, into: &leaves)
+        }
+        entries = resolveOverlaps(leaves)
+        bases = entries.map(\.range.base)
+    }
+
+    /// The entry containing `address`, if any.
+    public func entry(containing address: UInt64) -> Entry? {
+        // Last entry whose base <= address.
+        var low = 0, high = bases.count
+        while low < high {
+            let mid = (low + high) / 2
+            if bases[mid] <= address { low = mid + 1 } else { high = mid }
+        }
+        guard low > 0 else { return nil }
+        let candidate = entries[low - 1]
+        return candidate.range.contains(address) ? candidate : nil
+    }
+
+    /// Reads `width` bytes at `address`. Bytes that hit no region read as all-ones; an access
+    /// that straddles two regions is split into byte accesses.
+    public func read(at address: UInt64, width: AccessWidth) -> UInt64 {
+        if let e = entry(containing: address), e.range.contains(address, length: UInt64(width.bytes)) {
+            return width.truncate(e.handler.read(offset: address - e.range.base + e.handlerOffset, width: width))
+        }
+        guard width != .byte else { return 0xFF }
+        var value: UInt64 = 0
+        for i in 0..<UInt64(width.bytes) {
+            let (a, overflow) = address.addingReportingOverflow(i)
+            let byte = overflow ? 0xFF : read(at: a, width: .byte)
+            value |= byte << (8 * i)
+        }
+        return value
+    }
+
+    /// Writes `width` bytes at `address`; bytes that hit no region are dropped.
+    public func write(at address: UInt64, width: AccessWidth, value: UInt64) {
+        if let e = entry(containing: address), e.range.contains(address, length: UInt64(width.bytes)) {
+            e.handler.write(offset: address - e.range.base + e.handlerOffset, width: width,
+                            value: width.truncate(value))
+            return
+        }
+        guard width != .byte else { return }
+        for i in 0..<UInt64(width.bytes) {
+            let (a, overflow) = address.addingReportingOverflow(i)
+            if !overflow { write(at: a, width: .byte, value: (value >> (8 * i)) & 0xFF) }
+        }
+    }
+
+    /// One line per entry, for debugging and tests: "[0xcf8-0xcfb] pci-conf-addr".
+    public var summary: String {
+        entries.map { "\($0.range) \($0.name)" }.joined(separator: "\n")
+    }
+}
+
+/// A leaf clipped by its ancestors, with its precedence: lower rank wins.
+private struct Leaf {
+    var range: AddressRange
+    var handlerOffset: UInt64
+    var handler: any IORegionHandler
+    var name: String
+    var rank: Int
+}
+
+/// Walks the tree in precedence order (higher priority first, later-added first among equals),
+/// so a leaf's position in `leaves` is its rank. `localClip` is in the region's own
+/// coordinates; `delta` converts them to absolute addresses (wrapping add).
+private func collectLeaves(of region: Region, localClip: AddressRange, delta: UInt64, into leaves: inout [Leaf]) {
+    guard region.size > 0, let own = AddressRange(base: 0, size: region.size),
+          let clip = own.intersection(localClip) else { return }
+    switch region.content {
+    case .handler(let handler):
+        let (absBase, o1) = clip.base.addingReportingOverflow(delta)
+        let (absLast, o2) = clip.last.addingReportingOverflow(delta)
+        guard !o1, !o2, let range = AddressRange(base: absBase, last: absLast) else { return }
+        leaves.append(Leaf(range: range, handlerOffset: clip.base, handler: handler,
+                           name: region.name, rank: leaves.count))
+    case .container(let children):
+        let ordered = children.enumerated().sorted {
+            $0.element.priority != $1.element.priority ? $0.element.priority > $1.element.priority
+                                                       : $0.offset > $1.offset
+        }
+        for (_, child) in ordered {
+            guard child.region.size > 0,
+                  let childRange = AddressRange(base: child.base, size: child.region.size),
+                  let visible = childRange.intersection(clip),
+                  let childClip = AddressRange(base: visible.base - child.base, last: visible.last - child.base)
+            else { continue }
+            collectLeaves(of: child.region, localClip: childClip, delta: delta &+ child.base, into: &leaves)
+        }
+    case .alias(let target, let offset):
+        guard let targetClip = clip.shifted(by: offset) else { return }
+        collectLeaves(of: target, localClip: targetClip, delta: delta &- offset, into: &leaves)
+    }
+}
+
+/// Sweeps the leaves' boundaries and keeps, for every stretch, the leaf of lowest rank.
+private func resolveOverlaps(_ leaves: [Leaf]) -> [FlatView.Entry] {
+    guard !leaves.isEmpty else { return [] }
+    let byBase = leaves.sorted { $0.range.base < $1.range.base }
+    var points: [UInt64] = []
+    points.reserveCapacity(leaves.count * 2)
+    for leaf in leaves {
+        points.append(leaf.range.base)
+        if leaf.range.last < .max { points.append(leaf.range.last + 1) }
+    }
+    points.sort()
+    var heap = RankHeap()
+    var next = 0
+    var out: [FlatView.Entry] = []
+    var i = 0
+    while i < points.count {
+        let point = points[i]
+        while i < points.count && points[i] == point { i += 1 }
+        while next < byBase.count && byBase[next].range.base <= point {
+            heap.push(byBase[next])
+            next += 1
+        }
+        while let top = heap.top, top.range.last < point { heap.pop() }
+        guard let top = heap.top else { continue }
+        let stretchLast = i < points.count ? points[i] - 1 : top.range.last
+        let last = min(stretchLast, top.range.last)
+        let offset = top.handlerOffset + (point - top.range.base)
+        if let prev = out.last, prev.name == top.name, prev.handler === top.handler,
+           prev.range.last &+ 1 == point, prev.handlerOffset + (point - prev.range.base) == offset {
+            out[out.count - 1] = FlatView.Entry(range: AddressRange(base: prev.range.base, last: last)!,
+                                                handlerOffset: prev.handlerOffset, handler: top.handler, name: top.name)
+        } else {
+            out.append(FlatView.Entry(range: AddressRange(base: point, last: last)!,
+                                      handlerOffset: offset, handler: top.handler, name: top.name))
+        }
+    }
+    return out
+}
+
+/// A binary min-heap of leaves by rank.
+private struct RankHeap {
+    private var items: [Leaf] = []
+    var top: Leaf? { items.first }
+
+    mutating func push(_ leaf: Leaf) {
+        items.append(leaf)
+        var c = items.count - 1
+        while c > 0 {
+            let p = (c - 1) / 2
+            guard items[c].rank < items[p].rank else { break }
+            items.swapAt(c, p)
+            c = p
+        }
+    }
+
+    mutating func pop() {
+        guard !items.isEmpty else { return }
+        items.swapAt(0, items.count - 1)
+        items.removeLast()
+        var p = 0
+        while true {
+            let l = 2 * p + 1, r = l + 1
+            var m = p
+            if l < items.count && items[l].rank < items[m].rank { m = l }
+            if r < items.count && items[r].rank < items[m].rank { m = r }
+            if m == p { break }
+            items.swapAt(p, m)
+            p = m
+        }
+    }
+}

@@ -1,0 +1,1 @@
+// Chipset: see ARCHITECTURE.md

@@ -1,0 +1,1 @@
+// Control: see ARCHITECTURE.md

@@ -1,0 +1,1 @@
+// GuestMemory: see ARCHITECTURE.md

@@ -1,0 +1,1 @@
+// HostDevices: see ARCHITECTURE.md

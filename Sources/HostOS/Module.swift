@@ -1,0 +1,1 @@
+// HostOS: see ARCHITECTURE.md

@@ -1,0 +1,1 @@
+// Machine: see ARCHITECTURE.md

@@ -1,0 +1,46 @@
+import VMMBase
+
+/// One PCI function as the platform sees it. Config accesses arrive already split into
+/// in-range pieces (`offset + width <= 4096`, width 1, 2 or 4); a write returns its effects
+/// for the caller to apply once the function's lock is released.
+public protocol PCIFunction: AnyObject, Sendable {
+    /// A short name for logs and the monitor ("mch", "rp1", "testdev3").
+    var name: String { get }
+    func configRead(_ offset: Int, width: AccessWidth) -> UInt32
+    func configWrite(_ offset: Int, width: AccessWidth, value: UInt32) -> ConfigWriteEffects
+    /// A copy of the config space, to decide mappings and for monitors.
+    func configSnapshot() -> ConfigSpace
+    /// An access to BAR `index` (the ROM is index 6) at `offset` within it.
+    func barRead(_ index: Int, offset: UInt64, width: AccessWidth) -> UInt64
+    func barWrite(_ index: Int, offset: UInt64, width: AccessWidth, value: UInt64)
+    /// Returns to the power-on state (a conventional reset).
+    func reset()
+}
+
+extension PCIFunction {
+    public func barRead(_ index: Int, offset: UInt64, width: AccessWidth) -> UInt64 { width.allOnes }
+    public func barWrite(_ index: Int, offset: UInt64, width: AccessWidth, value: UInt64) {}
+}
+
+/// Primary, secondary and subordinate bus numbers of a bridge.
+public struct BridgeBusNumbers: Sendable, Hashable {
+    public var primary: UInt8
+    public var secondary: UInt8
+    public var subordinate: UInt8
+
+    public init(primary: UInt8, secondary: UInt8, subordinate: UInt8) {
+        self.primary = primary
+        self.secondary = secondary
+        self.subordinate = subordinate
+    }
+
+    /// True when config cycles for `bus` go through this bridge.
+    public func forwards(_ bus: UInt8) -> Bool { secondary != 0 && bus >= secondary && bus <= subordinate }
+}
+
+/// A function that forwards config cycles to a secondary bus (PCI-PCI bridge, PCIe port).
+/// Routing asks it, by bus number, which bus lies behind it.
+public protocol PCIBridgeFunction: PCIFunction {
+    var secondary: PCIBus { get }
+    var busNumbers: BridgeBusNumbers { get }
+}
