@@ -29,6 +29,11 @@ public final class PCIBus: Sendable {
         }
     }
 
+    /// Whatever is attached at `devfn`, visible to config cycles or not.
+    public func occupant(at devfn: UInt8) -> (any PCIFunction)? {
+        slots.withLock { $0.functions[Int(devfn)] }
+    }
+
     /// Every function present, in devfn order.
     public var functions: [(devfn: UInt8, function: any PCIFunction)] {
         slots.withLock { s in

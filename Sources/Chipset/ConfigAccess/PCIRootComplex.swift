@@ -1,0 +1,66 @@
+import PCI
+import VMMBase
+
+/// Receives what config writes changed, after the function's lock is released. The machine
+/// implements it to remap BARs and windows; tests may record.
+public protocol ConfigEffectSink: AnyObject, Sendable {
+    func apply(_ effects: ConfigWriteEffects, from function: any PCIFunction, at address: PCIAddress)
+}
+
+/// The root of one PCI segment: the host bridge's view of bus numbers. Every config cycle,
+/// whether it came through CF8/CFC or ECAM, is routed here and then through bridges by bus
+/// number. An access to nothing reads all-ones and a write is dropped (master abort).
+public final class PCIRootComplex: Sendable {
+    public let segment: UInt16
+    public let rootBus: PCIBus
+    /// The root bus's number (0 on q35).
+    public let rootBusNumber: UInt8
+    private let effectSink: any ConfigEffectSink
+
+    public init(segment: UInt16 = 0, rootBus: PCIBus, rootBusNumber: UInt8 = 0, effectSink: any ConfigEffectSink) {
+        self.segment = segment
+        self.rootBus = rootBus
+        self.rootBusNumber = rootBusNumber
+        self.effectSink = effectSink
+    }
+
+    public func function(bus: UInt8, devfn: UInt8) -> (any PCIFunction)? {
+        rootBus.resolve(bus, thisBusNumber: rootBusNumber)?.function(at: devfn)
+    }
+
+    /// A config read of 1, 2 or 4 bytes. Accesses that cross a dword boundary are split into
+    /// bytes, so each register sees only in-range, register-local accesses.
+    public func configRead(bus: UInt8, devfn: UInt8, offset: Int, width: AccessWidth) -> UInt32 {
+        guard offset >= 0, offset < ConfigSpace.expressSize else { return UInt32(truncatingIfNeeded: width.allOnes) }
+        guard let function = function(bus: bus, devfn: devfn) else {
+            return UInt32(truncatingIfNeeded: width.allOnes)
+        }
+        if width == .qword || offset % 4 + width.bytes > 4 {
+            var value: UInt64 = 0
+            for i in 0..<width.bytes {
+                let byte: UInt64 = offset + i < ConfigSpace.expressSize
+                    ? UInt64(function.configRead(offset + i, width: .byte) & 0xFF) : 0xFF
+                value |= byte << (8 * UInt64(i))
+            }
+            return UInt32(truncatingIfNeeded: value)
+        }
+        return function.configRead(offset, width: width)
+    }
+
+    public func configWrite(bus: UInt8, devfn: UInt8, offset: Int, width: AccessWidth, value: UInt32) {
+        guard offset >= 0, offset < ConfigSpace.expressSize,
+              let function = function(bus: bus, devfn: devfn) else { return }
+        var effects: ConfigWriteEffects = []
+        if width == .qword || offset % 4 + width.bytes > 4 {
+            for i in 0..<min(width.bytes, 4) where offset + i < ConfigSpace.expressSize {
+                effects.formUnion(function.configWrite(offset + i, width: .byte,
+                                                       value: (value >> (8 * UInt32(i))) & 0xFF))
+            }
+        } else {
+            effects = function.configWrite(offset, width: width, value: value)
+        }
+        if !effects.isEmpty {
+            effectSink.apply(effects, from: function, at: PCIAddress(segment: segment, bus: bus, devfn: devfn))
+        }
+    }
+}

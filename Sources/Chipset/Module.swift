@@ -1,1 +1,0 @@
-// Chipset: see ARCHITECTURE.md

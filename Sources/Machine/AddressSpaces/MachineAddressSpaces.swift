@@ -1,0 +1,113 @@
+import AddressSpace
+import Chipset
+import PCI
+import Synchronization
+import VMMBase
+
+/// The machine's memory and port spaces, in two layers that are each a flattened region
+/// tree: the platform layer (RAM, ECAM, chipset ports) and, below it in priority, the PCI
+/// layer (BARs routed through bridge windows). Each layer is rebuilt only when something it
+/// shows changed, and the PCI layer lazily, on the first access after a change: firmware
+/// enumeration moves thousands of BARs with config cycles alone and pays for one rebuild.
+final class MachineAddressSpaces: ConfigEffectSink {
+    private struct Views {
+        var platformMemory: FlatView
+        var platformIO: FlatView
+        var pciMemory: FlatView?
+        var pciIO: FlatView?
+        var pciRebuilds = 0
+        var platformRebuilds = 0
+    }
+
+    private let views: Mutex<Views>
+    private let composePlatform: @Sendable () -> (memory: Region, io: Region)
+    private let rootBus: PCIBus
+
+    init(rootBus: PCIBus, composePlatform: @escaping @Sendable () -> (memory: Region, io: Region)) {
+        self.rootBus = rootBus
+        self.composePlatform = composePlatform
+        let platform = composePlatform()
+        views = Mutex(Views(platformMemory: FlatView(rendering: platform.memory),
+                            platformIO: FlatView(rendering: platform.io)))
+    }
+
+    func rebuildPlatform() {
+        let platform = composePlatform()
+        let memory = FlatView(rendering: platform.memory), io = FlatView(rendering: platform.io)
+        views.withLock {
+            $0.platformMemory = memory
+            $0.platformIO = io
+            $0.platformRebuilds += 1
+        }
+    }
+
+    func invalidatePCI() {
+        views.withLock {
+            $0.pciMemory = nil
+            $0.pciIO = nil
+        }
+    }
+
+    /// (platform layer, PCI layer), building the PCI layer if it is stale.
+    private func current(io: Bool) -> (FlatView, FlatView) {
+        if let ready = views.withLock({ v -> (FlatView, FlatView)? in
+            if io, let pci = v.pciIO { return (v.platformIO, pci) }
+            if !io, let pci = v.pciMemory { return (v.platformMemory, pci) }
+            return nil
+        }) { return ready }
+        // Build outside the lock: building takes device locks for config snapshots.
+        let trees = PCIMappings.build(bus: rootBus)
+        let memory = FlatView(rendering: trees.memory), ioView = FlatView(rendering: trees.io)
+        return views.withLock { v in
+            v.pciMemory = memory
+            v.pciIO = ioView
+            v.pciRebuilds += 1
+            return io ? (v.platformIO, ioView) : (v.platformMemory, memory)
+        }
+    }
+
+    func read(io: Bool, at address: UInt64, width: AccessWidth) -> UInt64 {
+        let (platform, pci) = current(io: io)
+        return platform.entry(containing: address) != nil ? platform.read(at: address, width: width)
+                                                           : pci.read(at: address, width: width)
+    }
+
+    func write(io: Bool, at address: UInt64, width: AccessWidth, value: UInt64) {
+        let (platform, pci) = current(io: io)
+        if platform.entry(containing: address) != nil {
+            platform.write(at: address, width: width, value: value)
+        } else {
+            pci.write(at: address, width: width, value: value)
+        }
+    }
+
+    /// Text of both layers, for debugging ("info mtree"-like).
+    func describe(io: Bool) -> String {
+        let (platform, pci) = current(io: io)
+        return "platform:\n" + platform.summary + "\npci:\n" + pci.summary
+    }
+
+    var rebuildCounts: (platform: Int, pci: Int) { views.withLock { ($0.platformRebuilds, $0.pciRebuilds) } }
+
+    // MARK: ConfigEffectSink
+
+    func apply(_ effects: ConfigWriteEffects, from function: any PCIFunction, at address: PCIAddress) {
+        if effects.affectsMappings { invalidatePCI() }
+        if effects.contains(.deviceSpecific) && address.bus == 0 && function is Q35HostBridge {
+            rebuildPlatform()
+        }
+    }
+}
+
+/// Forwards effects to a sink it does not own, breaking the reference cycle
+/// root complex -> sink -> address spaces -> ECAM handler -> root complex.
+final class WeakEffectSink: ConfigEffectSink {
+    private struct Box: @unchecked Sendable { weak var target: MachineAddressSpaces? }
+    private let box = Mutex(Box())
+
+    func connect(_ target: MachineAddressSpaces) { box.withLock { $0.target = target } }
+
+    func apply(_ effects: ConfigWriteEffects, from function: any PCIFunction, at address: PCIAddress) {
+        box.withLock { $0.target }?.apply(effects, from: function, at: address)
+    }
+}

@@ -1,0 +1,53 @@
+import AddressSpace
+import PCI
+import VMMBase
+
+/// Serves accesses to one BAR of one function.
+final class BARHandler: IORegionHandler {
+    let function: any PCIFunction
+    let index: Int
+
+    init(function: any PCIFunction, index: Int) {
+        self.function = function
+        self.index = index
+    }
+
+    func read(offset: UInt64, width: AccessWidth) -> UInt64 { function.barRead(index, offset: offset, width: width) }
+    func write(offset: UInt64, width: AccessWidth, value: UInt64) { function.barWrite(index, offset: offset, width: width, value: value) }
+}
+
+/// Builds the memory and I/O region trees of a PCI hierarchy from its live config spaces:
+/// each decoded BAR is a leaf on its bus, and each bridge window is an alias of the
+/// secondary bus's tree, so an access reaches a device only through the windows above it.
+enum PCIMappings {
+    static let wholeSpace: UInt64 = .max
+
+    static func build(bus: PCIBus) -> (memory: Region, io: Region) {
+        var memory = Region.container("pci-mem(\(bus.name))", size: wholeSpace)
+        var io = Region.container("pci-io(\(bus.name))", size: 1 << 32)
+        for (devfn, function) in bus.functions {
+            let config = function.configSnapshot()
+            let label = "\(function.name)@\(hex(devfn >> 3, 2)).\(devfn & 7)"
+            for (index, bar) in config.bars.enumerated() {
+                guard let bar, let range = config.decodedBARRange(index), let size = range.size else { continue }
+                let leaf = Region.leaf("\(label) BAR\(index)", size: size,
+                                       handler: BARHandler(function: function, index: index))
+                if bar.isIO { io.add(leaf, at: range.base) } else { memory.add(leaf, at: range.base) }
+            }
+            if let bridge = function as? any PCIBridgeFunction {
+                let windows = config.decodedWindows
+                let behind = build(bus: bridge.secondary)
+                for (name, window) in [("mem", windows.memory), ("pref", windows.prefetchable)] {
+                    if let window, let size = window.size {
+                        memory.add(.alias("\(label) \(name) window", of: behind.memory, offset: window.base, size: size),
+                                   at: window.base)
+                    }
+                }
+                if let window = windows.io, let size = window.size, window.last < 1 << 32 {
+                    io.add(.alias("\(label) io window", of: behind.io, offset: window.base, size: size), at: window.base)
+                }
+            }
+        }
+        return (memory, io)
+    }
+}

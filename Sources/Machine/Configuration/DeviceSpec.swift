@@ -1,0 +1,96 @@
+import VMMBase
+
+/// A device as QEMU's `-device` spells it: `driver,id=x,bus=y,addr=0x3.0x1,multifunction=on,...`.
+public struct DeviceSpec: Sendable, Hashable {
+    public var driver: String
+    public var id: String?
+    public var bus: String?
+    /// Device and function on the parent bus (`addr=SLOT[.FN]`), or nil for the first free slot.
+    public var devfn: UInt8?
+    public var multifunction: Bool
+    /// Properties not interpreted here, for the device's own factory.
+    public var properties: [String: String]
+
+    public init(driver: String, id: String? = nil, bus: String? = nil, devfn: UInt8? = nil,
+                multifunction: Bool = false, properties: [String: String] = [:]) {
+        self.driver = driver
+        self.id = id
+        self.bus = bus
+        self.devfn = devfn
+        self.multifunction = multifunction
+        self.properties = properties
+    }
+
+    public init(parsing text: String) throws(MachineConfigurationError) {
+        let fields = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        guard let driver = fields.first, !driver.isEmpty, !driver.contains("=") else {
+            throw .malformedDevice(text, reason: "it must start with a driver name, e.g. pci-testdev,id=t1")
+        }
+        self.init(driver: driver)
+        for field in fields.dropFirst() {
+            guard let eq = field.firstIndex(of: "=") else {
+                throw .malformedDevice(text, reason: "'\(field)' is not of the form name=value")
+            }
+            let key = String(field[..<eq]), value = String(field[field.index(after: eq)...])
+            switch key {
+            case "id": id = value
+            case "bus": bus = value
+            case "addr": devfn = try Self.parseAddress(value, in: text)
+            case "multifunction":
+                guard let on = Self.parseBool(value) else {
+                    throw .malformedDevice(text, reason: "multifunction must be on or off, not '\(value)'")
+                }
+                multifunction = on
+            default: properties[key] = value
+            }
+        }
+    }
+
+    /// `SLOT[.FN]`, each decimal or 0x-hex, as QEMU accepts it.
+    static func parseAddress(_ value: String, in text: String) throws(MachineConfigurationError) -> UInt8 {
+        let parts = value.split(separator: ".", omittingEmptySubsequences: false)
+        guard (1...2).contains(parts.count), let slot = parseNumber(parts[0]),
+              let fn = parts.count == 2 ? parseNumber(parts[1]) : 0, slot < 32, fn < 8 else {
+            throw .malformedDevice(text, reason: "addr=\(value) must be SLOT[.FN] with slot 0-31 and function 0-7")
+        }
+        return UInt8(slot << 3 | fn)
+    }
+
+    static func parseNumber(_ s: Substring) -> UInt64? {
+        if s.hasPrefix("0x") || s.hasPrefix("0X") { return UInt64(s.dropFirst(2), radix: 16) }
+        return UInt64(s)
+    }
+
+    static func parseBool(_ s: String) -> Bool? {
+        switch s {
+        case "on", "true", "yes": true
+        case "off", "false", "no": false
+        default: nil
+        }
+    }
+}
+
+public enum MachineConfigurationError: Error, Hashable, CustomStringConvertible {
+    case malformedDevice(String, reason: String)
+    case unknownDriver(String, known: [String])
+    case noSuchBus(String, device: String)
+    case addressInUse(bus: String, address: String, occupant: String)
+    case busFull(String)
+    case duplicateID(String)
+    case invalidProperty(device: String, property: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .malformedDevice(let text, let reason): "bad device '\(text)': \(reason)"
+        case .unknownDriver(let driver, let known):
+            "unknown device driver '\(driver)'; known drivers: \(known.joined(separator: ", "))"
+        case .noSuchBus(let bus, let device):
+            "device '\(device)': no bus named '\(bus)' (use pcie.0 or the id of a bridge or port defined earlier)"
+        case .addressInUse(let bus, let address, let occupant):
+            "address \(address) on bus \(bus) is already used by \(occupant); choose another addr="
+        case .busFull(let bus): "bus \(bus) has no free slot; add a bridge or a root port"
+        case .duplicateID(let id): "duplicate device id '\(id)'; ids must be unique"
+        case .invalidProperty(let device, let property, let reason): "device '\(device)': \(property): \(reason)"
+        }
+    }
+}

@@ -1,0 +1,24 @@
+/// Everything needed to build a machine.
+public struct MachineConfiguration: Sendable, Hashable {
+    public var memorySize: UInt64
+    public var layout: Q35Layout
+    /// Devices in the order they are created; a device's bus must be defined before it.
+    public var devices: [DeviceSpec]
+
+    public init(memorySize: UInt64 = 128 << 20, layout: Q35Layout = .standard, devices: [DeviceSpec] = []) {
+        self.memorySize = memorySize
+        self.layout = layout
+        self.devices = devices
+    }
+
+    /// The built-in default machine `make run` shows: q35 with a PCI-PCI bridge and test
+    /// endpoints on both sides of it.
+    public static var defaultMachine: MachineConfiguration {
+        MachineConfiguration(devices: [
+            DeviceSpec(driver: "pci-testdev", id: "t0", bus: "pcie.0", devfn: 2 << 3),
+            DeviceSpec(driver: "pci-bridge", id: "br1", bus: "pcie.0", devfn: 3 << 3),
+            DeviceSpec(driver: "pci-testdev", id: "t1", bus: "br1", devfn: 1 << 3),
+            DeviceSpec(driver: "pci-testdev", id: "t2", bus: "br1", devfn: 2 << 3),
+        ])
+    }
+}

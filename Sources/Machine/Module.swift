@@ -1,1 +1,0 @@
-// Machine: see ARCHITECTURE.md
