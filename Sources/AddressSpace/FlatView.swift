@@ -89,9 +89,10 @@ private func collectLeaves(of region: Region, localClip: AddressRange, delta: UI
           let clip = own.intersection(localClip) else { return }
     switch region.content {
     case .handler(let handler):
-        let (absBase, o1) = clip.base.addingReportingOverflow(delta)
-        let (absLast, o2) = clip.last.addingReportingOverflow(delta)
-        guard !o1, !o2, let range = AddressRange(base: absBase, last: absLast) else { return }
+        // `delta` may be "negative" (wrapped) below an alias; modular arithmetic gives the
+        // true address as long as the range itself does not wrap.
+        let absBase = clip.base &+ delta, absLast = clip.last &+ delta
+        guard let range = AddressRange(base: absBase, last: absLast) else { return }
         leaves.append(Leaf(range: range, handlerOffset: clip.base, handler: handler,
                            name: region.name, rank: leaves.count))
     case .container(let children):
