@@ -48,43 +48,42 @@ final class MachineAddressSpaces: ConfigEffectSink {
         }
     }
 
-    /// (platform layer, PCI layer), building the PCI layer if it is stale.
-    private func current(io: Bool) -> (FlatView, FlatView) {
-        if let ready = views.withLock({ v -> (FlatView, FlatView)? in
-            if io, let pci = v.pciIO { return (v.platformIO, pci) }
-            if !io, let pci = v.pciMemory { return (v.platformMemory, pci) }
-            return nil
-        }) { return ready }
+    private func platform(io: Bool) -> FlatView {
+        views.withLock { io ? $0.platformIO : $0.platformMemory }
+    }
+
+    /// The PCI layer, rebuilt first if something invalidated it.
+    private func pci(io: Bool) -> FlatView {
+        if let ready = views.withLock({ io ? $0.pciIO : $0.pciMemory }) { return ready }
         // Build outside the lock: building takes device locks for config snapshots.
         let trees = PCIMappings.build(bus: rootBus)
         let memory = FlatView(rendering: trees.memory), ioView = FlatView(rendering: trees.io)
-        return views.withLock { v in
+        views.withLock { v in
             v.pciMemory = memory
             v.pciIO = ioView
             v.pciRebuilds += 1
-            return io ? (v.platformIO, ioView) : (v.platformMemory, memory)
         }
+        return io ? ioView : memory
     }
 
     func read(io: Bool, at address: UInt64, width: AccessWidth) -> UInt64 {
-        let (platform, pci) = current(io: io)
+        let platform = platform(io: io)
         return platform.entry(containing: address) != nil ? platform.read(at: address, width: width)
-                                                           : pci.read(at: address, width: width)
+                                                           : pci(io: io).read(at: address, width: width)
     }
 
     func write(io: Bool, at address: UInt64, width: AccessWidth, value: UInt64) {
-        let (platform, pci) = current(io: io)
+        let platform = platform(io: io)
         if platform.entry(containing: address) != nil {
             platform.write(at: address, width: width, value: value)
         } else {
-            pci.write(at: address, width: width, value: value)
+            pci(io: io).write(at: address, width: width, value: value)
         }
     }
 
     /// Text of both layers, for debugging ("info mtree"-like).
     func describe(io: Bool) -> String {
-        let (platform, pci) = current(io: io)
-        return "platform:\n" + platform.summary + "\npci:\n" + pci.summary
+        "platform:\n" + platform(io: io).summary + "\npci:\n" + pci(io: io).summary
     }
 
     var rebuildCounts: (platform: Int, pci: Int) { views.withLock { ($0.platformRebuilds, $0.pciRebuilds) } }
