@@ -248,3 +248,73 @@ struct PCINameDatabaseTests {
         #expect(names.programmingInterface(classCode: 0x0C03, progIf: 0x30) == "XHCI")
     }
 }
+
+/// A deeper topology for the tree: nested bridges, a bridge with an empty secondary bus,
+/// multi-function devices and a root bus with no bridge above it (as a PCI expander's).
+@Suite("lspci tree on nested topologies")
+struct LspciTreeTests {
+    static func bridge(_ secondary: UInt8, _ subordinate: UInt8, primary: UInt8) -> [UInt8] {
+        var cs = ConfigSpace(layout: .bridge, express: false)
+        cs.setIdentity(PCIIdentity(vendorID: 0x1B36, deviceID: 0x0001, classCode: 0x060400))
+        cs.write(Reg.primaryBus, width: .byte, value: UInt32(primary))
+        cs.write(Reg.secondaryBus, width: .byte, value: UInt32(secondary))
+        cs.write(Reg.subordinateBus, width: .byte, value: UInt32(subordinate))
+        return cs.bytes
+    }
+
+    static func device(_ vendor: UInt16, _ device: UInt16, _ classCode: UInt32) -> [UInt8] {
+        var cs = ConfigSpace(layout: .endpoint, express: false)
+        cs.setIdentity(PCIIdentity(vendorID: vendor, deviceID: device, classCode: classCode))
+        return cs.bytes
+    }
+
+    static let functions: [(address: PCIAddress, config: [UInt8])] = {
+        let a = LspciFixture.address
+        return [
+            (a(0, 0, 0), device(0x8086, 0x29C0, 0x060000)),
+            (a(0, 1, 0), bridge(1, 3, primary: 0)),
+            (a(0, 2, 0), device(0x1AF4, 0x1041, 0x020000)),
+            (a(0, 3, 0), bridge(4, 4, primary: 0)),
+            (a(0, 0x1F, 0), device(0x8086, 0x2918, 0x060100)),
+            (a(0, 0x1F, 2), device(0x8086, 0x2922, 0x010601)),
+            (a(0, 0x1F, 3), device(0x8086, 0x2930, 0x0C0500)),
+            (a(1, 0, 0), bridge(2, 2, primary: 1)),
+            (a(1, 1, 0), bridge(3, 3, primary: 1)),
+            (a(1, 2, 0), device(0x1AF4, 0x1042, 0x010000)),
+            (a(2, 0, 0), device(0x1AF4, 0x1041, 0x020000)),
+            (a(2, 1, 0), device(0x1234, 0xABCD, 0xFF0000)),
+            (a(3, 0, 0), device(0x1AF4, 0x1048, 0x010000)),
+            (a(0x10, 0, 0), device(0x1AF4, 0x1041, 0x020000)),
+        ]
+    }()
+
+    @Test("tree identical to lspci -F", arguments: [["-t"], ["-tv"], ["-tvnn"], ["-tn"]])
+    func matchesRealLspci(_ arguments: [String]) throws {
+        let renderer = LspciRenderer(Self.functions, view: .configDump, names: names)
+        let dump = renderer.render(LspciOptions(hexDump: 3))
+        let ours = renderer.render(try LspciOptions(arguments: arguments))
+        let theirs = try realLspci(dump: dump, arguments)
+        #expect(ours == theirs, "--- ours\n\(ours)--- real\n\(theirs)")
+    }
+
+    /// In the guest, lspci knows each device's parent bridge from sysfs, so nesting follows
+    /// the hardware: bus 2 hangs under 01:00.0, bus 3 under 01:01.0.
+    @Test func guestViewNestsByParent() {
+        let renderer = LspciRenderer(Self.functions, view: .guestKernel, names: names)
+        let expected = """
+            -+-[0000:00]-+-00.0
+             |           +-01.0-[01-03]--+-00.0-[02]--+-00.0
+             |           |               |            \\-01.0
+             |           |               +-01.0-[03]----00.0
+             |           |               \\-02.0
+             |           +-02.0
+             |           +-03.0-[04]--
+             |           +-1f.0
+             |           +-1f.2
+             |           \\-1f.3
+             \\-[0000:10]---00.0
+
+            """
+        #expect(renderer.render(LspciOptions(tree: true)) == expected)
+    }
+}
