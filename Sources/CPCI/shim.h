@@ -8,6 +8,11 @@ static inline char *sy_pci_lookup_vendor(struct pci_access *a, char *buf, int si
 static inline char *sy_pci_lookup_device(struct pci_access *a, char *buf, int size, int vendor, int device) {
     return pci_lookup_name(a, buf, size, PCI_LOOKUP_DEVICE, vendor, device);
 }
+// Vendor and device together, as lspci's main line names a function ("Vendor Device", with
+// libpci's own fallbacks when either is unknown).
+static inline char *sy_pci_lookup_vendor_device(struct pci_access *a, char *buf, int size, int vendor, int device) {
+    return pci_lookup_name(a, buf, size, PCI_LOOKUP_VENDOR | PCI_LOOKUP_DEVICE, vendor, device);
+}
 static inline char *sy_pci_lookup_subsystem(struct pci_access *a, char *buf, int size,
                                             int vendor, int device, int subvendor, int subdevice) {
     return pci_lookup_name(a, buf, size, PCI_LOOKUP_SUBSYSTEM | PCI_LOOKUP_VENDOR | PCI_LOOKUP_DEVICE,
