@@ -53,7 +53,7 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "MachineTests", dependencies: ["Machine", "Chipset", "PCI", "VMMBase"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "ControlTests", dependencies: ["Control", "Machine", "VMMBase"],
+        .testTarget(name: "ControlTests", dependencies: ["Control", "Machine", "VMMBase", "PCI", "HostDevices"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "IntegrationTests",
                     dependencies: ["Control", "Machine", "Chipset", "PCI", "VMMBase"],
