@@ -44,6 +44,8 @@ let package = Package(
         .testTarget(name: "HostOSTests", dependencies: ["HostOS"], swiftSettings: swiftSettings),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "VMMBase"],
                     swiftSettings: swiftSettings),
+        .testTarget(name: "HostDevicesTests", dependencies: ["HostDevices", "HostOS", "VMMBase"],
+                    swiftSettings: swiftSettings),
         .testTarget(name: "AddressSpaceTests", dependencies: ["AddressSpace", "VMMBase"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "InterruptsTests", dependencies: ["Interrupts", "VMMBase"],

@@ -24,4 +24,9 @@ unsigned long sy_kvm_get_vcpu_mmap_size(void);
 unsigned long sy_vfio_get_api_version(void);
 unsigned long sy_vfio_check_extension(void);
 
+/// strerror into a caller's buffer (thread-safe), always NUL-terminated.
+void sy_strerror(int error, char *buffer, size_t size);
+/// pipe2(2) (declared by glibc only under _GNU_SOURCE).
+int sy_pipe2(int fds[2], int flags);
+
 #endif

@@ -1,1 +1,0 @@
-// GuestMemory: see ARCHITECTURE.md

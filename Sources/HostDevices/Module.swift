@@ -1,1 +1,0 @@
-// HostDevices: see ARCHITECTURE.md

@@ -1,1 +1,0 @@
-// HostOS: see ARCHITECTURE.md
