@@ -1,11 +1,107 @@
+import Control
+import Foundation
 import Machine
-import VMMBase
 
-let machine = try Machine(.defaultMachine)
-let report = try machine.runFirmware()
-for f in report.functions {
-    print(f.address.shortDescription, hex(f.vendorID, 4) + ":" + hex(f.deviceID, 4), f.bars.map { "\($0.index)=\($0.range)" }, f.windows)
+/// `switchyard` command line: argument parsing and configuration only.
+enum Command {
+    case run(MachineConfiguration)
+    case lspci(MachineConfiguration, LspciOptions)
+    case help
 }
-print(report.summary)
-print(machine.describeMemory())
-print(machine.describePorts())
+
+struct UsageError: Error, CustomStringConvertible {
+    let description: String
+}
+
+let usage = """
+    usage: switchyard COMMAND [OPTIONS]
+
+    Switchyard is a virtual machine monitor for Linux/KVM built around the PCI platform:
+    an Intel q35 chipset (MCH 8086:29c0, ICH9 LPC 8086:2918) with bridges and hot-plug.
+
+    commands:
+      run                 build the machine, run firmware enumeration, print the guest's
+                          lspci -tvnn tree and a one-line summary
+      lspci [-n|-nn] [-t] [-v...] [-x|-xxx|-xxxx]
+                          print what lspci in a guest would print after enumeration
+      help, --help        this text
+
+    machine options (any command):
+      -device DRIVER[,id=ID][,bus=BUS][,addr=SLOT[.FN]][,multifunction=on]
+                          add a device (drivers: pci-testdev, pci-bridge); BUS is pcie.0
+                          or the id of a bridge added earlier
+      -nodefaults         start from the bare chipset instead of the built-in default machine
+      -m SIZE             guest RAM, e.g. 512M or 2G (default 128M)
+    """
+
+func parseSize(_ text: String) -> UInt64? {
+    let units: [Character: UInt64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
+    if let last = text.last?.uppercased().first, let unit = units[last], let n = UInt64(text.dropLast()) {
+        return n.multipliedReportingOverflow(by: unit).overflow ? nil : n * unit
+    }
+    return UInt64(text).map { $0 << 20 }  // QEMU reads a bare number as MiB
+}
+
+func parse(_ arguments: [String]) throws -> Command {
+    guard let verb = arguments.first else { return .help }
+    var devices: [DeviceSpec] = []
+    var defaults = true
+    var memory: UInt64?
+    var lspciFlags: [String] = []
+    var rest = arguments.dropFirst()
+    while let argument = rest.popFirst() {
+        switch argument {
+        case "-device", "--device":
+            guard let spec = rest.popFirst() else { throw UsageError(description: "-device needs a value, e.g. -device pci-testdev,id=t1") }
+            devices.append(try DeviceSpec(parsing: spec))
+        case "-nodefaults", "--nodefaults":
+            defaults = false
+        case "-m":
+            guard let value = rest.popFirst(), let size = parseSize(value), size >= 1 << 20 else {
+                throw UsageError(description: "-m needs a memory size of at least 1M, e.g. -m 512M")
+            }
+            memory = size
+        case "-h", "--help":
+            return .help
+        default:
+            if verb == "lspci", argument.count > 1, argument.hasPrefix("-"), argument.dropFirst().allSatisfy({ "ntvx".contains($0) }) {
+                lspciFlags.append(argument)
+            } else {
+                throw UsageError(description: "unknown option '\(argument)' for '\(verb)'; see switchyard --help")
+            }
+        }
+    }
+    var configuration = defaults ? MachineConfiguration.defaultMachine : MachineConfiguration()
+    configuration.devices += devices
+    if let memory { configuration.memorySize = memory }
+    switch verb {
+    case "run": return .run(configuration)
+    case "lspci": return .lspci(configuration, try LspciOptions(arguments: lspciFlags))
+    case "help", "-h", "--help": return .help
+    default: throw UsageError(description: "unknown command '\(verb)'; commands are run, lspci, help")
+    }
+}
+
+func execute(_ command: Command) throws {
+    switch command {
+    case .help:
+        print(usage)
+    case .lspci(let configuration, let options):
+        let machine = try Machine(configuration)
+        try machine.runFirmware()
+        print(GuestLspci.render(machine, options: options), terminator: "")
+    case .run(let configuration):
+        let machine = try Machine(configuration)
+        let report = try machine.runFirmware()
+        print(GuestLspci.render(machine, options: LspciOptions(numbering: .namesAndNumbers, verbosity: 1, tree: true)),
+              terminator: "")
+        print("switchyard: q35 with \(configuration.memorySize >> 20) MiB: \(report.summary)")
+    }
+}
+
+do {
+    try execute(try parse(Array(CommandLine.arguments.dropFirst())))
+} catch {
+    FileHandle.standardError.write(Data("switchyard: \(error)\n".utf8))
+    exit(2)
+}
