@@ -1,0 +1,36 @@
+import Foundation
+
+/// Runs a program and returns its standard output, standard error and exit status.
+@discardableResult
+func run(_ executable: String, _ arguments: [String], input: String? = nil) throws -> (out: String, err: String, status: Int32) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    // Read both pipes before waiting, so a chatty child cannot block on a full pipe.
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self), process.terminationStatus)
+}
+
+/// The `switchyard` executable built beside the test bundle.
+var switchyardBinary: String {
+    let bundleDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for candidate in [bundleDirectory, bundleDirectory.deletingLastPathComponent()] {
+        let path = candidate.appendingPathComponent("switchyard").path
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    // Fall back to the package's debug build folder.
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    return root.appendingPathComponent(".build/debug/switchyard").path
+}
+
+func temporaryFile(_ name: String, contents: String) throws -> String {
+    let path = NSTemporaryDirectory() + "switchyard-\(getpid())-\(UUID().uuidString)-\(name)"
+    try contents.write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+}
