@@ -29,6 +29,8 @@ let package = Package(
                 swiftSettings: swiftSettings),
         .target(name: "Chipset", dependencies: ["PCI", "AddressSpace", "Interrupts", "VMMBase"],
                 resources: [], swiftSettings: swiftSettings),
+        .target(name: "Firmware", dependencies: ["VMMBase", "CFDT"], swiftSettings: swiftSettings),
+        .target(name: "KVM", dependencies: ["HostOS", "VMMBase", "CLinux"], swiftSettings: swiftSettings),
         .target(name: "HostDevices", dependencies: ["HostOS", "VMMBase", "CPCI", "CUdev"],
                 swiftSettings: swiftSettings),
         .target(name: "Machine",
@@ -41,6 +43,8 @@ let package = Package(
                           swiftSettings: swiftSettings),
 
         .testTarget(name: "VMMBaseTests", dependencies: ["VMMBase"], swiftSettings: swiftSettings),
+        .testTarget(name: "FirmwareTests", dependencies: ["Firmware", "VMMBase"], swiftSettings: swiftSettings),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "HostOS", "VMMBase"], swiftSettings: swiftSettings),
         .testTarget(name: "HostOSTests", dependencies: ["HostOS"], swiftSettings: swiftSettings),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory", "VMMBase"],
                     swiftSettings: swiftSettings),

@@ -1,0 +1,1 @@
+// Firmware: ACPI tables, device tree, Linux boot (see ARCHITECTURE.md)

@@ -1,0 +1,1 @@
+// KVM: VM, vCPU, irqchip, irqfd, ioeventfd (see ARCHITECTURE.md)
