@@ -47,6 +47,11 @@ public enum MSIXFireResult: Sendable, Hashable {
 public struct MSIXDelivery: Sendable, Hashable {
     public let vector: Int
     public let message: MSIMessage
+
+    public init(vector: Int, message: MSIMessage) {
+        self.vector = vector
+        self.message = message
+    }
 }
 
 /// The MSI-X vector table and Pending Bit Array that a function exposes through its BARs.
@@ -122,6 +127,7 @@ public struct MSIXTable: Sendable, Hashable {
     }
 
     /// A guest write. Nil when the access touches neither the table nor the PBA.
+    @discardableResult
     public mutating func write(bar: Int, offset: UInt64, width: AccessWidth, value: UInt64,
                                control: MSIXControl) -> MSIXTableWrite? {
         guard let (region, relative) = locate(bar: bar, offset: offset, width: width) else { return nil }
