@@ -160,7 +160,7 @@ extension ConfigSpace {
             } else {
                 mask |= 0xFFFF_FFFF_0000_0000
             }
-            let size = ~(mask | 0xF) &+ 1
+            let size = ~mask &+ 1  // the flag bits are never writable, so they count as address bits here
             let prefetchable = flags & 0x8 != 0
             bars[index] = BARDescriptor(is64Bit ? .memory64(prefetchable: prefetchable) : .memory32(prefetchable: prefetchable),
                                         size: size)
