@@ -193,7 +193,7 @@ import PCI
         #expect(config.acsControl == [.sourceValidation, .p2pRequestRedirect])
 
         let egress = try config.addACS([.p2pEgressControl], egressVectorBits: 40)
-        #expect(config.capability(.extended(ExtendedCapabilityID.acs + 0))?.offset == acs)
+        #expect(config.capability(.extended(ExtendedCapabilityID.acs))?.offset == acs)  // the first ACS wins lookups
         #expect(config.read(egress + ACSRegister.capability, width: .word) == 0x2820)
         config.writeAllOnes(egress + ACSRegister.egressControlVector, length: 8)
         #expect(config.read(egress + ACSRegister.egressControlVector, width: .dword) == 0xFFFF_FFFF)
