@@ -42,6 +42,8 @@ public enum ConfigSpaceError: Error, Equatable, CustomStringConvertible {
     case capabilityOverlap(offset: Int, length: Int, existing: String)
     case capabilityOutOfRange(offset: Int, length: Int)
     case noRoomForCapability(length: Int, extended: Bool)
+    /// A capability builder was given arguments the specification does not allow.
+    case invalidCapability(name: String, reason: String)
 
     public var description: String {
         switch self {
@@ -52,6 +54,7 @@ public enum ConfigSpaceError: Error, Equatable, CustomStringConvertible {
             "capability at 0x\(String(offset, radix: 16)) (\(length) bytes) lies outside its config space area"
         case .noRoomForCapability(let length, let extended):
             "no room for a \(length)-byte \(extended ? "extended " : "")capability"
+        case .invalidCapability(let name, let reason): "\(name) capability: \(reason)"
         }
     }
 }

@@ -60,6 +60,8 @@ public struct ConfigSpace: Sendable, Equatable {
     @discardableResult
     public mutating func write(_ offset: Int, width: AccessWidth, value: UInt32) -> ConfigWriteEffects {
         var changes: [(offset: Int, old: UInt8)] = []
+        // Effects of rules that masks cannot express (see CapabilityWriteRules.swift).
+        var ruleEffects: ConfigWriteEffects = []
         for i in 0..<min(width.bytes, 4) {
             let o = offset + i
             guard o >= 0 && o < size else { continue }
@@ -67,12 +69,15 @@ public struct ConfigSpace: Sendable, Equatable {
             let old = bytes[o]
             var new = (old & ~writable[o]) | (v & writable[o])
             new &= ~(v & writeOneToClear[o])
+            if ownerIndex(o) != 0 {
+                new = applyCapabilityRules(at: o, old: old, proposed: new, written: v, effects: &ruleEffects)
+            }
             if new != old {
                 bytes[o] = new
                 changes.append((o, old))
             }
         }
-        return changes.isEmpty ? [] : effects(ofChanges: changes)
+        return changes.isEmpty ? ruleEffects : effects(ofChanges: changes).union(ruleEffects)
     }
 
     // MARK: Device-side set-up (not subject to masks)

@@ -19,17 +19,26 @@ public struct ConfigWriteEffects: OptionSet, Sendable, Hashable, CustomStringCon
     public static let bridgeControlChanged = ConfigWriteEffects(rawValue: 1 << 12)
     /// MSI enable, address, data or masks changed.
     public static let msiChanged = ConfigWriteEffects(rawValue: 1 << 13)
-    /// MSI-X enable or function mask changed.
+    /// MSI-X enable or function mask changed (only Message Control counts).
     public static let msixChanged = ConfigWriteEffects(rawValue: 1 << 14)
     /// A device-specific register changed; the device that returns this knows which.
     public static let deviceSpecific = ConfigWriteEffects(rawValue: 1 << 15)
+    /// The Power Management D-state changed.
+    public static let powerStateChanged = ConfigWriteEffects(rawValue: 1 << 16)
+    /// PCI Express Slot Control was written. Every write is a hot-plug command, even one that
+    /// changes no bit, so this is reported for any write touching the register.
+    public static let slotControlWritten = ConfigWriteEffects(rawValue: 1 << 17)
+    /// Software set Initiate Function Level Reset (the bit itself always reads 0).
+    public static let functionLevelReset = ConfigWriteEffects(rawValue: 1 << 18)
+    /// SR-IOV control, NumVFs, System Page Size or a VF BAR changed.
+    public static let sriovChanged = ConfigWriteEffects(rawValue: 1 << 19)
 
     public static let anyBAR = ConfigWriteEffects(rawValue: 0x3F)
 
     /// True when address-space mappings may have to be rebuilt.
     public var affectsMappings: Bool {
         !intersection([.anyBAR, .romChanged, .decodingChanged, .busNumbersChanged, .windowsChanged,
-                       .bridgeControlChanged]).isEmpty
+                       .bridgeControlChanged, .sriovChanged]).isEmpty
     }
 
     public var changedBARs: [Int] { (0..<6).filter { contains(.bar($0)) } }
@@ -40,7 +49,8 @@ public struct ConfigWriteEffects: OptionSet, Sendable, Hashable, CustomStringCon
             (.romChanged, "rom"), (.decodingChanged, "decoding"), (.busMasterChanged, "busMaster"),
             (.intxDisableChanged, "intxDisable"), (.busNumbersChanged, "busNumbers"), (.windowsChanged, "windows"),
             (.bridgeControlChanged, "bridgeControl"), (.msiChanged, "msi"), (.msixChanged, "msix"),
-            (.deviceSpecific, "deviceSpecific"),
+            (.deviceSpecific, "deviceSpecific"), (.powerStateChanged, "powerState"),
+            (.slotControlWritten, "slotControl"), (.functionLevelReset, "flr"), (.sriovChanged, "sriov"),
         ]
         for (flag, name) in named where contains(flag) { names.append(name) }
         return "[" + names.joined(separator: ", ") + "]"
@@ -79,9 +89,11 @@ extension ConfigSpace {
             }
             let ownerIndex = ownerIndex(o)
             if ownerIndex > 0 {
-                switch capabilities[ownerIndex - 1].kind {
+                let record = capabilities[ownerIndex - 1]
+                switch record.kind {
                 case .msi: effects.insert(.msiChanged)
-                case .msix: effects.insert(.msixChanged)
+                case .msix where (2...3).contains(o - record.offset): effects.insert(.msixChanged)
+                case .extended(ExtendedCapabilityID.sriov): effects.insert(.sriovChanged)
                 default: break
                 }
             }
