@@ -1,4 +1,5 @@
 // TEMPORARY stand-ins until the full MCH/LPC models land (branch `oracle`); delete on merge.
+import Interrupts
 import PCI
 import Synchronization
 import VMMBase
@@ -28,6 +29,7 @@ public final class Q35HostBridge: PCIFunction {
     }
     public func configSnapshot() -> ConfigSpace { config.snapshot() }
     public func reset() { config.reset() }
+    public func pirq(forSlot slot: UInt8, pin: INTxPin) -> PIRQ { PIRQ(rawValue: (Int(slot) + pin.rawValue) % 4 + 4)! }
 }
 
 public final class ICH9LPC: PCIFunction {
@@ -47,4 +49,5 @@ public final class ICH9LPC: PCIFunction {
     }
     public func configSnapshot() -> ConfigSpace { config.snapshot() }
     public func reset() { config.reset() }
+    public func pirq(forSlot slot: UInt8, pin: INTxPin) -> PIRQ { PIRQ(rawValue: (Int(slot) + pin.rawValue) % 4 + 4)! }
 }

@@ -19,6 +19,9 @@ public final class Machine: Sendable {
     public let ram: RAMHandler
     let spaces: MachineAddressSpaces
     let topology: Topology
+    let lines: SharedLines
+    let events = EventBroadcaster()
+    private let connections = Mutex<[ObjectIdentifier: FunctionInterrupts]>([:])
 
     public init(_ configuration: MachineConfiguration = .defaultMachine) throws(MachineConfigurationError) {
         self.configuration = configuration
@@ -33,7 +36,9 @@ public final class Machine: Sendable {
         let ecam = ECAMHandler(root: root)
         let layout = configuration.layout
 
-        let spaces = MachineAddressSpaces(rootBus: rootBus) {
+        let spaces = MachineAddressSpaces(rootBus: rootBus, barWriteObserver: { function in
+            if let controller = function as? any HotPlugController { sink.target?.drainHotPlugEvents(controller) }
+        }) {
             var memory = Region.container("system", size: .max)
             let low = min(ram.size, layout.lowMemoryLimit)
             memory.add(.alias("ram-below-4g", of: .leaf("ram", size: ram.size, handler: ram), offset: 0, size: low), at: 0)
@@ -49,16 +54,18 @@ public final class Machine: Sendable {
             io.add(.leaf("pci-config-data", size: 4, handler: configData), at: ConfigDataPort.port)
             return (memory, io)
         }
-        sink.connect(spaces)
 
         self.rootBus = rootBus
         self.rootComplex = root
         self.hostBridge = hostBridge
         self.lpc = lpc
         self.ram = ram
-        self.interrupts = RecordingSink()
+        let interrupts = RecordingSink()
+        self.interrupts = interrupts
+        self.lines = SharedLines(sink: interrupts)
         self.spaces = spaces
         self.topology = Topology(rootBus: rootBus)
+        sink.connect(self)
 
         do {
             try rootBus.attach(hostBridge, at: 0)
@@ -66,7 +73,10 @@ public final class Machine: Sendable {
         } catch {
             preconditionFailure("q35 chipset placement: \(error)")
         }
-        for spec in configuration.devices { _ = try topology.add(spec) }
+        for spec in configuration.devices {
+            let placed = try topology.add(spec).device
+            connectInterrupts(placed)
+        }
     }
 
     // MARK: vCPU exit entry points
@@ -89,13 +99,22 @@ public final class Machine: Sendable {
 
     // MARK: Topology
 
-    /// Creates a device from its description and attaches it (before firmware runs).
+    /// Creates a device from its description and attaches it (cold plug, before firmware).
     @discardableResult
     public func add(_ spec: DeviceSpec) throws(MachineConfigurationError) -> PlacedDevice {
-        try topology.add(spec)
+        let placed = try topology.add(spec).device
+        connectInterrupts(placed)
+        spaces.invalidatePCI()
+        return placed
     }
 
     public var devices: [PlacedDevice] { topology.placed }
+
+    public func device(id: String) -> PlacedDevice? { topology.device(id: id) }
+
+    /// Listens for machine events (DEVICE_DELETED). Returns a token for `removeEventListener`.
+    public func addEventListener(_ handler: @escaping @Sendable (MachineEvent) -> Void) -> Int { events.add(handler) }
+    public func removeEventListener(_ token: Int) { events.remove(token) }
 
     /// The flattened maps as text, for debugging.
     public func describeMemory() -> String { spaces.describe(io: false) }
@@ -103,4 +122,45 @@ public final class Machine: Sendable {
 
     /// How often each address-space layer was rebuilt (for tests of the lazy rebuild).
     public var mappingRebuilds: (platform: Int, pci: Int) { spaces.rebuildCounts }
+
+    /// INTx lines currently asserted, by GSI, with how many functions assert each.
+    public var assertedINTxLines: [GSI: Int] { lines.snapshot }
+
+    /// Functions with a connected interrupt output (each placed function that raises interrupts).
+    public var connectedInterruptOutputs: Int { connections.withLock { $0.count } }
+
+    // MARK: Interrupt wiring
+
+    /// The GSI a function's INTx pin reaches: swizzled up to bus 0, then through the LPC's
+    /// PIRQ links (each link is its own IOAPIC input in APIC mode).
+    func intxGSI(for placed: PlacedDevice) -> GSI? {
+        guard let pin = INTxPin(register: placed.function.configSnapshot().interruptPin) else { return nil }
+        let route = INTxRoute(pin: pin, slotPath: topology.slotPath(busName: placed.busName, devfn: placed.devfn))
+        return lpc.pirq(forSlot: route.rootSlot, pin: route.rootPin).apicGSI
+    }
+
+    func connectInterrupts(_ placed: PlacedDevice) {
+        guard let function = placed.function as? any InterruptingFunction else { return }
+        let output = FunctionInterrupts(gsi: intxGSI(for: placed), lines: lines, sink: interrupts)
+        connections.withLock { $0[ObjectIdentifier(function)] = output }
+        function.connect(interrupts: output)
+    }
+
+    func disconnectInterrupts(_ placed: PlacedDevice) {
+        guard let function = placed.function as? any InterruptingFunction else { return }
+        function.connect(interrupts: DisconnectedInterrupts())
+        let output = connections.withLock { $0.removeValue(forKey: ObjectIdentifier(function)) }
+        output?.release()
+    }
+
+    // MARK: Config write effects
+
+    /// Applies a config write's effects: mappings, and hot-plug controller events.
+    func apply(_ effects: ConfigWriteEffects, from function: any PCIFunction, at address: PCIAddress) {
+        spaces.apply(effects, from: function, at: address)
+        if let controller = function as? any HotPlugController,
+           !effects.intersection([.slotControlWritten, .deviceSpecific]).isEmpty {
+            drainHotPlugEvents(controller)
+        }
+    }
 }

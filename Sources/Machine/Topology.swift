@@ -10,28 +10,59 @@ public struct PlacedDevice: Sendable {
     public let function: any PCIFunction
     public let busName: String
     public let devfn: UInt8
+    /// True when it was hot-plugged after the machine started.
+    public let hotPlugged: Bool
 }
 
 /// Creates devices from specs and places them on named buses. Buses are named as QEMU names
 /// them: `pcie.0` for the root, a bridge's id for the bus behind it.
 final class Topology: Sendable {
+    struct BusEntry {
+        let bus: PCIBus
+        /// The bridge in front of this bus (nil for the root bus).
+        let bridge: (any PCIBridgeFunction)?
+        /// Where that bridge sits: its parent bus's name and its devfn there.
+        let parent: (name: String, devfn: UInt8)?
+    }
+
     private struct State {
-        var buses: [String: PCIBus]
+        var buses: [String: BusEntry]
         var placed: [PlacedDevice] = []
         var anonymous = 0
     }
     private let state: Mutex<State>
-
-    static let drivers = ["pci-testdev", "pci-bridge"]
+    let rootBusName: String
 
     init(rootBus: PCIBus) {
-        state = Mutex(State(buses: [rootBus.name: rootBus]))
+        rootBusName = rootBus.name
+        state = Mutex(State(buses: [rootBus.name: BusEntry(bus: rootBus, bridge: nil, parent: nil)]))
     }
 
     var placed: [PlacedDevice] { state.withLock { $0.placed } }
 
-    func add(_ spec: DeviceSpec) throws(MachineConfigurationError) -> PlacedDevice {
-        try state.withLock { (s: inout State) throws(MachineConfigurationError) -> PlacedDevice in
+    func device(id: String) -> PlacedDevice? { state.withLock { s in s.placed.first { $0.id == id } } }
+
+    func bus(named name: String) -> BusEntry? { state.withLock { $0.buses[name] } }
+
+    /// The chain of (slot device number) from the function up to the root bus, nearest first,
+    /// ending with the root-bus slot: what INTx swizzling needs.
+    func slotPath(busName: String, devfn: UInt8) -> [UInt8] {
+        state.withLock { s in
+            var path = [devfn >> 3]
+            var current = busName
+            while let parent = s.buses[current]?.parent {
+                path.append(parent.devfn >> 3)
+                current = parent.name
+            }
+            return path
+        }
+    }
+
+    /// Creates and attaches a device. With `requireHotPlug`, the bus must be behind a
+    /// hot-plug controller whose slots include the device number; the controller is returned.
+    func add(_ spec: DeviceSpec, requireHotPlug: Bool = false) throws(MachineConfigurationError)
+        -> (device: PlacedDevice, controller: (any HotPlugController)?) {
+        try state.withLock { (s: inout State) throws(MachineConfigurationError) in
             let id: String
             if let given = spec.id {
                 guard s.buses[given] == nil, !s.placed.contains(where: { $0.id == given }) else {
@@ -42,43 +73,91 @@ final class Topology: Sendable {
                 s.anonymous += 1
                 id = "\(spec.driver)-\(s.anonymous)"
             }
-            let busName = spec.bus ?? "pcie.0"
-            guard let bus = s.buses[busName] else { throw .noSuchBus(busName, device: id) }
+            let busName = spec.bus ?? rootBusName
+            guard let entry = s.buses[busName] else { throw .noSuchBus(busName, device: id) }
             let devfn: UInt8
-            if let requested = spec.devfn { devfn = requested } else { devfn = try Self.firstFreeSlot(on: bus, named: busName) }
-            if let occupant = bus.occupant(at: devfn) {
-                throw .addressInUse(bus: busName, address: "\(hex(devfn >> 3, 2)).\(devfn & 7)", occupant: occupant.name)
+            if let requested = spec.devfn { devfn = requested } else { devfn = try Self.firstFreeSlot(on: entry.bus, named: busName) }
+            if let occupant = entry.bus.occupant(at: devfn) {
+                throw .addressInUse(bus: busName, address: Self.format(devfn), occupant: occupant.name)
             }
-            let function: any PCIFunction
-            switch spec.driver {
-            case "pci-testdev":
-                function = PCITestDevice(name: id, multiFunction: spec.multifunction)
-            case "pci-bridge":
-                do {
-                    let bridge = try PCIBridge(name: id) { cs in cs.setMultiFunction(spec.multifunction) }
-                    s.buses[id] = bridge.secondary
-                    function = bridge
-                } catch {
-                    throw .invalidProperty(device: id, property: "pci-bridge", reason: "\(error)")
+            var controller: (any HotPlugController)?
+            if requireHotPlug {
+                guard let c = entry.bridge as? any HotPlugController else {
+                    throw .notHotPluggable(bus: busName, reason: "bus '\(busName)' has no hot-plug controller; plug into a root port, downstream port or bridge slot")
                 }
-            default:
-                throw .unknownDriver(spec.driver, known: Self.drivers)
+                guard c.hotPlugSlots.contains(devfn >> 3) else {
+                    throw .notHotPluggable(bus: busName, reason: "slot \(devfn >> 3) of '\(busName)' is not hot-pluggable (slots: \(c.hotPlugSlots.map(String.init).joined(separator: ",")))")
+                }
+                controller = c
             }
+            let function = try DeviceFactory.make(spec, id: id)
             do {
-                try bus.attach(function, at: devfn)
+                try entry.bus.attach(function, at: devfn)
             } catch {
-                s.buses[id] = nil
-                throw .addressInUse(bus: busName, address: "\(hex(devfn >> 3, 2)).\(devfn & 7)", occupant: "\(error)")
+                throw .addressInUse(bus: busName, address: Self.format(devfn), occupant: "\(error)")
             }
-            let placed = PlacedDevice(id: id, driver: spec.driver, function: function, busName: busName, devfn: devfn)
+            if let bridge = function as? any PCIBridgeFunction {
+                s.buses[id] = BusEntry(bus: bridge.secondary, bridge: bridge, parent: (busName, devfn))
+            }
+            let placed = PlacedDevice(id: id, driver: spec.driver, function: function, busName: busName, devfn: devfn,
+                                      hotPlugged: requireHotPlug)
             s.placed.append(placed)
-            return placed
+            return (placed, controller)
         }
     }
+
+    /// Detaches every function in device slot `device` of bus `busName` (all functions of a
+    /// multi-function device leave together) and everything behind them. Returns what left.
+    func removeSlot(busName: String, device: UInt8) -> [PlacedDevice] {
+        state.withLock { s in
+            guard let entry = s.buses[busName] else { return [] }
+            var removed: [PlacedDevice] = []
+            func removeBus(named name: String) {
+                for child in s.placed where child.busName == name {
+                    removed.append(child)
+                    if s.buses[child.id] != nil { removeBus(named: child.id) }
+                }
+                s.placed.removeAll { $0.busName == name }
+                s.buses[name] = nil
+            }
+            for function in 0..<UInt8(8) {
+                let devfn = device << 3 | function
+                guard entry.bus.detach(at: devfn) != nil else { continue }
+                if let index = s.placed.firstIndex(where: { $0.busName == busName && $0.devfn == devfn }) {
+                    let placed = s.placed.remove(at: index)
+                    removed.append(placed)
+                    if s.buses[placed.id] != nil { removeBus(named: placed.id) }
+                }
+            }
+            return removed
+        }
+    }
+
+    static func format(_ devfn: UInt8) -> String { "\(hex(devfn >> 3, 2)).\(devfn & 7)" }
 
     private static func firstFreeSlot(on bus: PCIBus, named name: String) throws(MachineConfigurationError) -> UInt8 {
         let used = Set(bus.functions.map { $0.devfn >> 3 })
         guard let slot = (0..<32).first(where: { !used.contains(UInt8($0)) }) else { throw .busFull(name) }
         return UInt8(slot) << 3
+    }
+}
+
+/// Builds device models from specs: the one place that knows driver names.
+enum DeviceFactory {
+    static let drivers = ["pci-testdev", "pci-bridge"]
+
+    static func make(_ spec: DeviceSpec, id: String) throws(MachineConfigurationError) -> any PCIFunction {
+        switch spec.driver {
+        case "pci-testdev":
+            return PCITestDevice(name: id, multiFunction: spec.multifunction)
+        case "pci-bridge":
+            do {
+                return try PCIBridge(name: id) { cs in cs.setMultiFunction(spec.multifunction) }
+            } catch {
+                throw .invalidProperty(device: id, property: "pci-bridge", reason: "\(error)")
+            }
+        default:
+            throw .unknownDriver(spec.driver, known: drivers)
+        }
     }
 }

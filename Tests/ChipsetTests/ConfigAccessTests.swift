@@ -143,7 +143,7 @@ struct PortRig {
         // Extended space of a conventional function reads as absent.
         #expect(ecam.read(offset: UInt64(2 << 3) << 12 | 0x100, width: .dword) == 0xFFFF_FFFF)
         // A qword access is two dwords.
-        #expect(ecam.read(offset: UInt64(2 << 3) << 12 | 4, width: .qword) == 0x00FF_0000_0000_0000)
+        #expect(ecam.read(offset: UInt64(2 << 3) << 12 | 4, width: .qword) == 0x00FF_0000_0010_0000)  // status has the capability-list bit
         // A misaligned dword crossing into the next function is split.
         let crossing = ecam.read(offset: UInt64(2 << 3 | 2) << 12 | 0xFFE, width: .dword)
         #expect(crossing == 0x1B36_FFFF)

@@ -3,55 +3,126 @@ import Synchronization
 import VMMBase
 
 /// A hot-pluggable test endpoint with QEMU pci-testdev's identity (1b36:0005): an I/O BAR,
-/// a 32-bit memory BAR and a 64-bit prefetchable memory BAR, each backed by scratch
-/// registers the guest can write and read back. Used by tests and benchmarks.
-public final class PCITestDevice: PCIFunction {
+/// a 32-bit memory BAR and a 64-bit prefetchable memory BAR, MSI-X and INTx.
+///
+/// BAR layout (all BARs): bytes 0x00-0xFF are scratch registers the guest can write and read
+/// back. In BAR 1, a write of N to the doorbell at 0x100 raises MSI-X vector N (or asserts
+/// INTx while MSI-X is off); a write to 0x104 deasserts INTx. The MSI-X table (4 vectors)
+/// is at 0x800 and the PBA at 0xC00 of BAR 1.
+public final class PCITestDevice: InterruptingFunction {
     public static let identity = PCIIdentity(vendorID: 0x1B36, deviceID: 0x0005, classCode: 0x00_FF_00,
                                              subsystemVendorID: 0x1AF4, subsystemID: 0x1100)
     public static let ioBARSize: UInt64 = 256
     public static let memoryBARSize: UInt64 = 4096
     public static let prefetchBARSize: UInt64 = 1 << 20
+    public static let doorbell: UInt64 = 0x100
+    public static let intxClear: UInt64 = 0x104
+    public static let msixLayout = MSIXLayout(vectors: 4, tableBAR: 1, tableOffset: 0x800, pbaBAR: 1, pbaOffset: 0xC00)
 
     public let name: String
-    private let config: ConfigSpaceCell
-    private let scratch: Mutex<[UInt8]>
+
+    private struct State {
+        var config: ConfigSpace
+        var msix: MSIXTable
+        var scratch = [UInt8](repeating: 0, count: 3 * 256)
+        var intxAsserted = false
+        var output: any PCIInterruptOutput = DisconnectedInterrupts()
+        var resetConfig: ConfigSpace
+    }
+    private let state: Mutex<State>
 
     public init(name: String, express: Bool = false, multiFunction: Bool = false) {
         self.name = name
         var cs = ConfigSpace(layout: .endpoint, express: express)
         cs.setIdentity(Self.identity)
-        cs.setInterruptPin(INTxPinRegister.a)
+        cs.setInterruptPin(1)
         cs.setMultiFunction(multiFunction)
         // The layout is fixed and valid; a failure here is a bug in this file.
         do {
             try cs.defineBAR(0, BARDescriptor(.io, size: Self.ioBARSize))
             try cs.defineBAR(1, BARDescriptor(.memory32(prefetchable: false), size: Self.memoryBARSize))
             try cs.defineBAR(2, BARDescriptor(.memory64(prefetchable: true), size: Self.prefetchBARSize))
+            try cs.addPowerManagement()
+            if express { try cs.addPCIExpress(PCIExpressOptions(portType: .endpoint)) }
+            try cs.addMSIX(Self.msixLayout)
         } catch {
-            preconditionFailure("PCITestDevice BAR layout: \(error)")
+            preconditionFailure("PCITestDevice layout: \(error)")
         }
-        config = ConfigSpaceCell(cs)
-        scratch = Mutex([UInt8](repeating: 0, count: 3 * 256))
+        cs.captureResetState()
+        state = Mutex(State(config: cs, msix: MSIXTable(layout: Self.msixLayout), resetConfig: cs))
     }
 
-    public func configRead(_ offset: Int, width: AccessWidth) -> UInt32 { config.read(offset, width: width) }
+    public func connect(interrupts: any PCIInterruptOutput) { state.withLock { $0.output = interrupts } }
+
+    public func configRead(_ offset: Int, width: AccessWidth) -> UInt32 {
+        state.withLock { $0.config.read(offset, width: width) }
+    }
+
     public func configWrite(_ offset: Int, width: AccessWidth, value: UInt32) -> ConfigWriteEffects {
-        config.write(offset, width: width, value: value)
-    }
-    public func configSnapshot() -> ConfigSpace { config.snapshot() }
-    public func reset() {
-        config.reset()
-        scratch.withLock { $0 = [UInt8](repeating: 0, count: 3 * 256) }
+        let (effects, deliveries, output, intx) = state.withLock { s in
+            let effects = s.config.write(offset, width: width, value: value)
+            var deliveries: [MSIXDelivery] = []
+            if effects.contains(.msixChanged), let control = s.config.msixControl {
+                deliveries = s.msix.deliverPending(control: control)
+            }
+            return (effects, deliveries, s.output, s.intxAsserted && !s.config.command.contains(.intxDisable))
+        }
+        for d in deliveries { output.signal(d.message) }
+        if effects.contains(.intxDisableChanged) { output.setINTx(intx) }
+        return effects
     }
 
-    /// Each BAR exposes 256 bytes of scratch space at its start; the rest reads as zero.
+    public func configSnapshot() -> ConfigSpace { state.withLock { $0.config } }
+
+    public func reset() {
+        let output = state.withLock { s in
+            s.config = s.resetConfig
+            s.msix.reset()
+            s.scratch = [UInt8](repeating: 0, count: 3 * 256)
+            s.intxAsserted = false
+            return s.output
+        }
+        output.setINTx(false)
+    }
+
     public func barRead(_ index: Int, offset: UInt64, width: AccessWidth) -> UInt64 {
-        guard (0...2).contains(index), offset < 256, offset + UInt64(width.bytes) <= 256 else { return 0 }
-        return scratch.withLock { LittleEndian.load($0, at: index * 256 + Int(offset), count: width.bytes) }
+        state.withLock { s in
+            if let value = s.msix.read(bar: index, offset: offset, width: width) { return value }
+            guard (0...2).contains(index), offset + UInt64(width.bytes) <= 256 else { return 0 }
+            return LittleEndian.load(s.scratch, at: index * 256 + Int(offset), count: width.bytes)
+        }
     }
 
     public func barWrite(_ index: Int, offset: UInt64, width: AccessWidth, value: UInt64) {
-        guard (0...2).contains(index), offset < 256, offset + UInt64(width.bytes) <= 256 else { return }
-        scratch.withLock { LittleEndian.store(value, into: &$0, at: index * 256 + Int(offset), count: width.bytes) }
+        enum Action { case none, msi(MSIMessage), intx(Bool) }
+        let (action, output) = state.withLock { s -> (Action, any PCIInterruptOutput) in
+            let control = s.config.msixControl ?? MSIXControl(enabled: false, functionMasked: false)
+            if let result = s.msix.write(bar: index, offset: offset, width: width, value: value, control: control) {
+                if case .vectorUnmasked(_, let message?) = result { return (.msi(message), s.output) }
+                return (.none, s.output)
+            }
+            if index == 1 && offset == Self.doorbell && width == .dword {
+                if control.enabled {
+                    if case .deliver(let message) = s.msix.fire(Int(value & 0xFFFF), control: control) { return (.msi(message), s.output) }
+                    return (.none, s.output)
+                }
+                s.intxAsserted = true
+                s.config.setInterruptStatus(true)
+                return (.intx(!s.config.command.contains(.intxDisable)), s.output)
+            }
+            if index == 1 && offset == Self.intxClear && width == .dword {
+                s.intxAsserted = false
+                s.config.setInterruptStatus(false)
+                return (.intx(false), s.output)
+            }
+            guard (0...2).contains(index), offset + UInt64(width.bytes) <= 256 else { return (.none, s.output) }
+            LittleEndian.store(value, into: &s.scratch, at: index * 256 + Int(offset), count: width.bytes)
+            return (.none, s.output)
+        }
+        switch action {
+        case .none: break
+        case .msi(let message): output.signal(message)
+        case .intx(let level): output.setINTx(level)
+        }
     }
 }

@@ -9,7 +9,7 @@ import VMMBase
 /// layer (BARs routed through bridge windows). Each layer is rebuilt only when something it
 /// shows changed, and the PCI layer lazily, on the first access after a change: firmware
 /// enumeration moves thousands of BARs with config cycles alone and pays for one rebuild.
-final class MachineAddressSpaces: ConfigEffectSink {
+final class MachineAddressSpaces: Sendable {
     private struct Views {
         var platformMemory: FlatView
         var platformIO: FlatView
@@ -22,9 +22,12 @@ final class MachineAddressSpaces: ConfigEffectSink {
     private let views: Mutex<Views>
     private let composePlatform: @Sendable () -> (memory: Region, io: Region)
     private let rootBus: PCIBus
+    private let barWriteObserver: @Sendable (any PCIFunction) -> Void
 
-    init(rootBus: PCIBus, composePlatform: @escaping @Sendable () -> (memory: Region, io: Region)) {
+    init(rootBus: PCIBus, barWriteObserver: @escaping @Sendable (any PCIFunction) -> Void,
+         composePlatform: @escaping @Sendable () -> (memory: Region, io: Region)) {
         self.rootBus = rootBus
+        self.barWriteObserver = barWriteObserver
         self.composePlatform = composePlatform
         let platform = composePlatform()
         views = Mutex(Views(platformMemory: FlatView(rendering: platform.memory),
@@ -56,7 +59,7 @@ final class MachineAddressSpaces: ConfigEffectSink {
     private func pci(io: Bool) -> FlatView {
         if let ready = views.withLock({ io ? $0.pciIO : $0.pciMemory }) { return ready }
         // Build outside the lock: building takes device locks for config snapshots.
-        let trees = PCIMappings.build(bus: rootBus)
+        let trees = PCIMappings.build(bus: rootBus, observer: barWriteObserver)
         let memory = FlatView(rendering: trees.memory), ioView = FlatView(rendering: trees.io)
         views.withLock { v in
             v.pciMemory = memory
@@ -88,8 +91,7 @@ final class MachineAddressSpaces: ConfigEffectSink {
 
     var rebuildCounts: (platform: Int, pci: Int) { views.withLock { ($0.platformRebuilds, $0.pciRebuilds) } }
 
-    // MARK: ConfigEffectSink
-
+    /// Applies what a config write changed to the mappings.
     func apply(_ effects: ConfigWriteEffects, from function: any PCIFunction, at address: PCIAddress) {
         if effects.affectsMappings { invalidatePCI() }
         if effects.contains(.deviceSpecific) && address.bus == 0 && function is Q35HostBridge {
@@ -98,15 +100,17 @@ final class MachineAddressSpaces: ConfigEffectSink {
     }
 }
 
-/// Forwards effects to a sink it does not own, breaking the reference cycle
-/// root complex -> sink -> address spaces -> ECAM handler -> root complex.
+/// Forwards effects to a machine it does not own, breaking the reference cycle
+/// machine -> root complex -> sink -> machine.
 final class WeakEffectSink: ConfigEffectSink {
-    private struct Box: @unchecked Sendable { weak var target: MachineAddressSpaces? }
+    private struct Box: @unchecked Sendable { weak var target: Machine? }
     private let box = Mutex(Box())
 
-    func connect(_ target: MachineAddressSpaces) { box.withLock { $0.target = target } }
+    func connect(_ target: Machine) { box.withLock { $0.target = target } }
+
+    var target: Machine? { box.withLock { $0.target } }
 
     func apply(_ effects: ConfigWriteEffects, from function: any PCIFunction, at address: PCIAddress) {
-        box.withLock { $0.target }?.apply(effects, from: function, at: address)
+        target?.apply(effects, from: function, at: address)
     }
 }

@@ -1,4 +1,5 @@
 import AddressSpace
+import Chipset
 import PCI
 import VMMBase
 
@@ -6,14 +7,21 @@ import VMMBase
 final class BARHandler: IORegionHandler {
     let function: any PCIFunction
     let index: Int
+    /// Called after each write, for functions whose BAR writes can have platform effects
+    /// (a hot-plug controller's registers).
+    let afterWrite: (@Sendable (any PCIFunction) -> Void)?
 
-    init(function: any PCIFunction, index: Int) {
+    init(function: any PCIFunction, index: Int, afterWrite: (@Sendable (any PCIFunction) -> Void)?) {
         self.function = function
         self.index = index
+        self.afterWrite = afterWrite
     }
 
     func read(offset: UInt64, width: AccessWidth) -> UInt64 { function.barRead(index, offset: offset, width: width) }
-    func write(offset: UInt64, width: AccessWidth, value: UInt64) { function.barWrite(index, offset: offset, width: width, value: value) }
+    func write(offset: UInt64, width: AccessWidth, value: UInt64) {
+        function.barWrite(index, offset: offset, width: width, value: value)
+        afterWrite?(function)
+    }
 }
 
 /// Builds the memory and I/O region trees of a PCI hierarchy from its live config spaces:
@@ -22,7 +30,7 @@ final class BARHandler: IORegionHandler {
 enum PCIMappings {
     static let wholeSpace: UInt64 = .max
 
-    static func build(bus: PCIBus) -> (memory: Region, io: Region) {
+    static func build(bus: PCIBus, observer: (@Sendable (any PCIFunction) -> Void)?) -> (memory: Region, io: Region) {
         var memory = Region.container("pci-mem(\(bus.name))", size: wholeSpace)
         var io = Region.container("pci-io(\(bus.name))", size: 1 << 32)
         for (devfn, function) in bus.functions {
@@ -31,12 +39,13 @@ enum PCIMappings {
             for (index, bar) in config.bars.enumerated() {
                 guard let bar, let range = config.decodedBARRange(index), let size = range.size else { continue }
                 let leaf = Region.leaf("\(label) BAR\(index)", size: size,
-                                       handler: BARHandler(function: function, index: index))
+                                       handler: BARHandler(function: function, index: index,
+                                                            afterWrite: function is any HotPlugController ? observer : nil))
                 if bar.isIO { io.add(leaf, at: range.base) } else { memory.add(leaf, at: range.base) }
             }
             if let bridge = function as? any PCIBridgeFunction {
                 let windows = config.decodedWindows
-                let behind = build(bus: bridge.secondary)
+                let behind = build(bus: bridge.secondary, observer: observer)
                 for (name, window) in [("mem", windows.memory), ("pref", windows.prefetchable)] {
                     if let window, let size = window.size {
                         memory.add(.alias("\(label) \(name) window", of: behind.memory, offset: window.base, size: size),

@@ -1,3 +1,4 @@
+import Chipset
 import VMMBase
 
 /// A device as QEMU's `-device` spells it: `driver,id=x,bus=y,addr=0x3.0x1,multifunction=on,...`.
@@ -78,6 +79,9 @@ public enum MachineConfigurationError: Error, Hashable, CustomStringConvertible 
     case busFull(String)
     case duplicateID(String)
     case invalidProperty(device: String, property: String, reason: String)
+    case notHotPluggable(bus: String, reason: String)
+    case noSuchDevice(String)
+    case hotPlug(HotPlugError)
 
     public var description: String {
         switch self {
@@ -91,6 +95,9 @@ public enum MachineConfigurationError: Error, Hashable, CustomStringConvertible 
         case .busFull(let bus): "bus \(bus) has no free slot; add a bridge or a root port"
         case .duplicateID(let id): "duplicate device id '\(id)'; ids must be unique"
         case .invalidProperty(let device, let property, let reason): "device '\(device)': \(property): \(reason)"
+        case .notHotPluggable(_, let reason): reason
+        case .noSuchDevice(let id): "Device '\(id)' not found"
+        case .hotPlug(let error): "\(error)"
         }
     }
 }

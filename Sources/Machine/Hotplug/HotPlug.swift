@@ -1,0 +1,69 @@
+import Chipset
+import PCI
+import VMMBase
+
+extension Machine {
+    /// Hot-plugs a device into a slot of a hot-plug controller (a root or downstream port,
+    /// or a bridge slot). Functions other than 0 are attached silently, as QEMU does; plugging
+    /// function 0 signals the slot. On error the machine is left as it was.
+    @discardableResult
+    public func hotPlug(_ spec: DeviceSpec) throws(MachineConfigurationError) -> PlacedDevice {
+        let (placed, controller) = try topology.add(spec, requireHotPlug: true)
+        connectInterrupts(placed)
+        spaces.invalidatePCI()
+        if placed.devfn & 7 == 0, let controller {
+            do {
+                try controller.plug(device: placed.devfn >> 3)
+            } catch {
+                for removed in topology.removeSlot(busName: placed.busName, device: placed.devfn >> 3) {
+                    disconnectInterrupts(removed)
+                }
+                spaces.invalidatePCI()
+                throw .hotPlug(error)
+            }
+            drainHotPlugEvents(controller)
+        }
+        return placed
+    }
+
+    /// Requests removal of a device. Removal completes when the guest lets go (or at once for
+    /// a surprise removal); `MachineEvent.deviceDeleted` reports it.
+    public func unplug(id: String, mode: UnplugMode = .attentionButton) throws(MachineConfigurationError) {
+        guard let placed = topology.device(id: id) else { throw .noSuchDevice(id) }
+        guard let entry = topology.bus(named: placed.busName), let controller = entry.bridge as? any HotPlugController else {
+            throw .notHotPluggable(bus: placed.busName, reason: "Bus '\(placed.busName)' does not support hotplugging")
+        }
+        do {
+            try controller.requestUnplug(device: placed.devfn >> 3, mode: mode)
+        } catch {
+            throw .hotPlug(error)
+        }
+        drainHotPlugEvents(controller)
+    }
+
+    /// Acts on what a controller reports: an ejected slot's devices are detached, their
+    /// interrupt routes released and mappings dropped, and DEVICE_DELETED is reported.
+    func drainHotPlugEvents(_ controller: any HotPlugController) {
+        let pending = controller.takeEvents()
+        guard !pending.isEmpty else { return }
+        guard let busName = topology.busName(behind: controller) else { return }
+        var deleted: [PlacedDevice] = []
+        for event in pending {
+            if case .ejected(let device) = event {
+                deleted += topology.removeSlot(busName: busName, device: device)
+            }
+        }
+        guard !deleted.isEmpty else { return }
+        for placed in deleted { disconnectInterrupts(placed) }
+        spaces.invalidatePCI()
+        for placed in deleted {
+            events.emit(.deviceDeleted(id: placed.id, path: "/machine/peripheral/\(placed.id)"))
+        }
+    }
+}
+
+extension Topology {
+    func busName(behind controller: any HotPlugController) -> String? {
+        placed.first { $0.function === controller }?.id
+    }
+}

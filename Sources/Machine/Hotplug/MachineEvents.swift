@@ -1,0 +1,32 @@
+import Synchronization
+
+/// Things the machine reports to monitors (QMP events).
+public enum MachineEvent: Sendable, Hashable {
+    /// A device's removal completed; `path` is its QOM-style path.
+    case deviceDeleted(id: String, path: String)
+}
+
+/// Listeners for machine events. Handlers run on the thread that caused the event, after
+/// the machine's locks are released; they must not block.
+final class EventBroadcaster: Sendable {
+    private struct State {
+        var next = 0
+        var handlers: [Int: @Sendable (MachineEvent) -> Void] = [:]
+    }
+    private let state = Mutex(State())
+
+    func add(_ handler: @escaping @Sendable (MachineEvent) -> Void) -> Int {
+        state.withLock { s in
+            s.next += 1
+            s.handlers[s.next] = handler
+            return s.next
+        }
+    }
+
+    func remove(_ token: Int) { _ = state.withLock { $0.handlers.removeValue(forKey: token) } }
+
+    func emit(_ event: MachineEvent) {
+        let handlers = state.withLock { Array($0.handlers.values) }
+        for handler in handlers { handler(event) }
+    }
+}
