@@ -14,9 +14,26 @@ public final class RecordingSink: InterruptSink {
         var events: [Event] = []
     }
     private let state = Mutex(State())
-    private let observer: (@Sendable (Event) -> Void)?
+    private let observers = Mutex<[Int: @Sendable (Event) -> Void]>([:])
+    private let nextToken = Mutex(0)
 
-    public init(observer: (@Sendable (Event) -> Void)? = nil) { self.observer = observer }
+    public init(observer: (@Sendable (Event) -> Void)? = nil) {
+        if let observer { _ = addObserver(observer) }
+    }
+
+    /// Calls `observer` for every level change and MSI from now on (the qtest server's
+    /// irq_intercept uses this). Returns a token for `removeObserver`.
+    public func addObserver(_ observer: @escaping @Sendable (Event) -> Void) -> Int {
+        let token = nextToken.withLock { $0 += 1; return $0 }
+        observers.withLock { $0[token] = observer }
+        return token
+    }
+
+    public func removeObserver(_ token: Int) { _ = observers.withLock { $0.removeValue(forKey: token) } }
+
+    private func notify(_ event: Event) {
+        for observer in observers.withLock({ Array($0.values) }) { observer(event) }
+    }
 
     public func setLevel(_ gsi: GSI, high: Bool) {
         let changed = state.withLock { s -> Bool in
@@ -25,12 +42,12 @@ public final class RecordingSink: InterruptSink {
             s.events.append(.level(gsi, high: high))
             return true
         }
-        if changed { observer?(.level(gsi, high: high)) }
+        if changed { notify(.level(gsi, high: high)) }
     }
 
     public func signal(_ message: MSIMessage) {
         state.withLock { $0.events.append(.msi(message)) }
-        observer?(.msi(message))
+        notify(.msi(message))
     }
 
     public func isHigh(_ gsi: GSI) -> Bool { state.withLock { $0.levels[gsi, default: false] } }
