@@ -22,6 +22,9 @@ final class FunctionNode {
     var romSize: UInt64?
     var secondary: BusNode?
     var windowRequests: [ResourceKind: [ResourceAllocator.Request]] = [:]
+    var windowSizes: [ResourceKind: UInt64] = [:]
+    /// For bridges with hot-pluggable slots below: what to keep free for devices not there yet.
+    var reservation: HotPlugReservation?
 
     init(address: PCIAddress, vendorID: UInt16, deviceID: UInt16, classCode: UInt32, romOffset: Int) {
         self.address = address
@@ -29,6 +32,34 @@ final class FunctionNode {
         self.deviceID = deviceID
         self.classCode = classCode
         self.romOffset = romOffset
+    }
+}
+
+/// What firmware keeps free behind a hot-plug-capable bridge: extra bus numbers and window
+/// sizes, as QEMU's bus-reserve, io-reserve, mem-reserve and pref64-reserve properties ask.
+struct HotPlugReservation: Hashable {
+    var buses: UInt8?
+    var io: UInt64?
+    var memory: UInt64?
+    var prefetchable: UInt64?
+
+    /// Defaults when a hot-pluggable bridge asks for nothing: room for a typical endpoint in
+    /// each memory window and no I/O window (a dozen I/O windows would exhaust the 64 KiB
+    /// port space), and no extra buses.
+    static let defaults = HotPlugReservation(buses: 0, io: 0, memory: 2 << 20, prefetchable: 32 << 20)
+
+    func overridden(by other: HotPlugReservation?) -> HotPlugReservation {
+        guard let other else { return self }
+        return HotPlugReservation(buses: other.buses ?? buses, io: other.io ?? io, memory: other.memory ?? memory,
+                                  prefetchable: other.prefetchable ?? prefetchable)
+    }
+
+    func size(of kind: ResourceKind) -> UInt64 {
+        switch kind {
+        case .io: io ?? 0
+        case .memory: memory ?? 0
+        case .prefetchable: prefetchable ?? 0
+        }
     }
 }
 
@@ -67,6 +98,7 @@ struct BusScan {
                                         classCode: read(number, devfn, Reg.revisionID, .dword) >> 8,
                                         romOffset: layout.romOffset)
                 probeBARs(node, layout: layout)
+                if layout == .bridge { node.reservation = reservation(of: node) }
                 if layout == .bridge {
                     guard nextBus <= 255 else { throw .busNumbersExhausted(at: node.address) }
                     let secondary = UInt8(nextBus)
@@ -74,7 +106,12 @@ struct BusScan {
                     // Open the whole range below while scanning, then close it to what was found.
                     setBusNumbers(node, primary: number, secondary: secondary, subordinate: 0xFF)
                     let child = try scan(bus: secondary)
-                    child.subordinate = UInt8(nextBus - 1)
+                    // Keep bus numbers for bridges and switches that may be plugged later.
+                    let extra = Int(node.reservation?.buses ?? 0)
+                    let wanted = max(nextBus - 1, Int(secondary) + extra)
+                    guard wanted <= 255 else { throw .busNumbersExhausted(at: node.address) }
+                    nextBus = wanted + 1
+                    child.subordinate = UInt8(wanted)
                     setBusNumbers(node, primary: number, secondary: secondary, subordinate: child.subordinate)
                     node.secondary = child
                     bus.subordinate = max(bus.subordinate, child.subordinate)
@@ -83,6 +120,58 @@ struct BusScan {
             }
         }
         return bus
+    }
+
+    /// Capability offsets of a function, walking the standard list defensively (a looping
+    /// or out-of-range list ends the walk).
+    private func capabilities(_ a: PCIAddress) -> [(id: UInt8, offset: Int)] {
+        guard read(a.bus, a.devfn, Reg.status, .word) & UInt32(StatusBits.capabilityList.rawValue) != 0 else { return [] }
+        var out: [(UInt8, Int)] = []
+        var offset = Int(read(a.bus, a.devfn, Reg.capabilitiesPointer, .byte) & 0xFC)
+        while offset >= 0x40 && out.count < 48 {
+            let header = read(a.bus, a.devfn, offset, .word)
+            out.append((UInt8(header & 0xFF), offset))
+            offset = Int(header >> 8) & 0xFC
+        }
+        return out
+    }
+
+    /// Whether a bridge has hot-pluggable slots (PCIe Slot Capabilities with Hot-Plug Capable,
+    /// or an SHPC), and the reservation it asks for through QEMU's resource-reserve
+    /// capability (Red Hat vendor-specific capability, type 1), which firmware honours.
+    private func reservation(of node: FunctionNode) -> HotPlugReservation? {
+        let a = node.address
+        var hotPluggable = false
+        var requested: HotPlugReservation?
+        for (id, offset) in capabilities(a) {
+            switch id {
+            case CapabilityID.pciExpress:
+                let flags = read(a.bus, a.devfn, offset + 2, .word)
+                let slotImplemented = flags & (1 << 8) != 0
+                let slotCaps = read(a.bus, a.devfn, offset + 0x14, .dword)
+                if slotImplemented && slotCaps & (1 << 6) != 0 { hotPluggable = true }
+            case CapabilityID.hotPlug:
+                hotPluggable = true
+            case CapabilityID.vendorSpecific:
+                let lengthAndType = read(a.bus, a.devfn, offset + 2, .word)
+                guard lengthAndType & 0xFF >= 0x20, lengthAndType >> 8 == 1 else { continue }
+                func q(_ o: Int) -> UInt64 {
+                    UInt64(read(a.bus, a.devfn, offset + o, .dword)) | UInt64(read(a.bus, a.devfn, offset + o + 4, .dword)) << 32
+                }
+                func set32(_ v: UInt32) -> UInt64? { v == .max ? nil : UInt64(v) }
+                func set64(_ v: UInt64) -> UInt64? { v == .max ? nil : v }
+                let pref32 = set32(read(a.bus, a.devfn, offset + 0x14, .dword))
+                let pref64 = set64(q(0x18))
+                requested = HotPlugReservation(
+                    buses: set32(read(a.bus, a.devfn, offset + 4, .dword)).map { UInt8(clamping: $0) },
+                    io: set64(q(0x08)), memory: set32(read(a.bus, a.devfn, offset + 0x10, .dword)),
+                    prefetchable: pref64 ?? pref32)
+            default:
+                break
+            }
+        }
+        guard hotPluggable || requested != nil else { return nil }
+        return HotPlugReservation.defaults.overridden(by: requested)
     }
 
     private func setBusNumbers(_ node: FunctionNode, primary: UInt8, secondary: UInt8, subordinate: UInt8) {

@@ -69,12 +69,15 @@ public struct FirmwareEnumerator {
             if let child = function.secondary {
                 let childRequests = requests(of: child)
                 for kind in ResourceKind.allCases {
-                    guard let list = childRequests[kind], !list.isEmpty else { continue }
+                    let list = childRequests[kind] ?? []
+                    let reserve = function.reservation?.size(of: kind) ?? 0
+                    guard !list.isEmpty || reserve > 0 else { continue }
                     let footprint = ResourceAllocator.footprint(of: list)
                     let granule = kind.bridgeGranularity
-                    let size = ResourceAllocator.alignUp(footprint.size, granule)
+                    let size = ResourceAllocator.alignUp(max(footprint.size, reserve), granule)
                     let id = items.add(.window(function, kind))
                     function.windowRequests[kind] = list
+                    function.windowSizes[kind] = size
                     out[kind, default: []].append(.init(id: id, size: size, alignment: max(granule, footprint.alignment)))
                 }
             }
@@ -98,8 +101,8 @@ public struct FirmwareEnumerator {
         }
         for (id, address) in placed {
             assigned[id] = address
-            if case .window(let bridge, let k) = items.list[id], let children = bridge.windowRequests[k] {
-                let size = list.first { $0.id == id }!.size
+            if case .window(let bridge, let k) = items.list[id], let children = bridge.windowRequests[k], !children.isEmpty {
+                let size = bridge.windowSizes[k] ?? 0
                 try place(children, kind: k, in: AddressRange(base: address, size: size)!, into: &assigned)
             }
         }
@@ -141,8 +144,7 @@ public struct FirmwareEnumerator {
                     write(function, f.romOffset, .dword, UInt32(truncatingIfNeeded: address))
                     record.rom = AddressRange(base: address, size: size)
                 case .window(let f, let kind):
-                    let size = f.windowRequests[kind].map { ResourceAllocator.alignUp(ResourceAllocator.footprint(of: $0).size, kind.bridgeGranularity) } ?? 0
-                    let range = AddressRange(base: address, size: size)!
+                    let range = AddressRange(base: address, size: f.windowSizes[kind] ?? 0)!
                     programWindow(function, kind: kind, range: range)
                     open.insert(kind)
                     command.insert(kind == .io ? .io : .memory)
