@@ -164,3 +164,13 @@ public final class Machine: Sendable {
         }
     }
 }
+
+extension Machine {
+    /// A platform reset (system_reset): every function returns to its power-on state, which
+    /// closes ECAM and every BAR and window until firmware runs again.
+    public func reset() {
+        for (_, function) in rootBus.functions { function.reset() }
+        spaces.invalidatePCI()
+        spaces.rebuildPlatform()
+    }
+}

@@ -135,6 +135,17 @@ struct PortRig {
         #expect(effects == [.bar(1), .decodingChanged])
     }
 
+    @Test func offsetsOutsideConfigSpaceReadAllOnesAndAreDropped() throws {
+        let rig = try PortRig()
+        for offset in [4096, 4097, 1 << 20, -1, Int.max] {
+            #expect(rig.root.configRead(bus: 0, devfn: 2 << 3, offset: offset, width: .dword) == 0xFFFF_FFFF)
+            rig.root.configWrite(bus: 0, devfn: 2 << 3, offset: offset, width: .dword, value: 0)
+        }
+        // A dword at 4094 reaches the last two bytes and no further.
+        #expect(rig.root.configRead(bus: 0, devfn: 2 << 3, offset: 4094, width: .dword) == 0xFFFF_FFFF)
+        #expect(rig.log.entries.withLock { $0.isEmpty })
+    }
+
     @Test func ecamDecodesBusDeviceFunctionAndRegister() throws {
         let rig = try PortRig()
         let ecam = ECAMHandler(root: rig.root)
