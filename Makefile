@@ -20,7 +20,7 @@ test: setup
 	$(SWIFT) test --skip-build --parallel
 
 bench: setup
-	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark
+	bash Benchmarks/report.sh
 
 clean:
 	rm -rf .build Benchmarks/.build

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the ConfigAccess benchmarks (release build) and prints the median wall-clock time per
+# config access for each case, plus the N=4096 / N=1 ratios for ECAM and CF8/CFC.
+# Usage: Benchmarks/report.sh [extra `swift package benchmark` options, e.g. --filter ECAM]
+# The full tool output is kept in Benchmarks/.build/config-access-report.txt.
+set -euo pipefail
+cd "$(dirname "$0")"
+mkdir -p .build
+out=.build/config-access-report.txt
+
+# jemalloc is not needed: Package.swift enables only the benchmark package's MallocInterposer
+# trait (not its default RuntimeInterposer, whose package is not available here). To build
+# without the malloc interposer too, use the package's documented switch:
+#   BENCHMARK_DISABLE_MALLOC_INTERPOSER=1 Benchmarks/report.sh
+# "instructions" needs perf_event counters; where the kernel offers none it shows n/a.
+swift package --allow-writing-to-package-directory benchmark run \
+    --target ConfigAccess --no-progress --time-units nanoseconds "$@" | tee "$out" >/dev/null
+
+# The text table: a benchmark's name on its own line, then rows "│ Metric │ p0 │ p25 │ p50 │ ...".
+# Rows marked "*" are scaled by the inner loop, i.e. per access.
+awk -F'│' '
+    function trim(s) { gsub(/^[ \t]+|[ \t]+$/, "", s); return s }
+    /^(ECAM|CF8-CFC) read / { name = $0; next }
+    name != "" && /Time \(wall clock\)/ { ns[name] = trim($5) + 0; order[++n] = name }
+    name != "" && /Instructions/         { ins[name] = trim($5) }
+    name != "" && /Malloc \(total\)/      { mal[name] = trim($5) }
+    END {
+        if (n == 0) { print "no results parsed; see the raw output"; exit 1 }
+        printf "%-36s %10s %14s %8s\n", "benchmark (median of samples)", "ns/access", "instructions", "mallocs"
+        for (i = 1; i <= n; i++) {
+            b = order[i]
+            printf "%-36s %10.0f %14s %8s\n", b, ns[b], (b in ins ? ins[b] : "n/a"), (b in mal ? mal[b] : "n/a")
+        }
+        print ""
+        split("ECAM CF8-CFC", paths, " ")
+        for (p = 1; p <= 2; p++) {
+            one = paths[p] " read N=1"; big = paths[p] " read N=4096"; mid = paths[p] " read N=256"
+            if ((one in ns) && (big in ns) && ns[one] > 0)
+                printf "%-8s N=4096/N=1 = %.2f   (N=256/N=1 = %.2f)\n", paths[p], ns[big] / ns[one], ns[mid] / ns[one]
+        }
+    }' "$out"
