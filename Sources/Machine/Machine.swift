@@ -104,7 +104,7 @@ public final class Machine: Sendable {
     public func add(_ spec: DeviceSpec) throws(MachineConfigurationError) -> PlacedDevice {
         let placed = try topology.add(spec).device
         connectInterrupts(placed)
-        spaces.invalidatePCI()
+        topologyChanged()
         return placed
     }
 
@@ -153,6 +153,12 @@ public final class Machine: Sendable {
         output?.release()
     }
 
+    /// After functions were attached, detached or reset: routes and mappings may differ.
+    func topologyChanged() {
+        rootComplex.invalidateRoutes()
+        spaces.invalidatePCI()
+    }
+
     // MARK: Config write effects
 
     /// Applies a config write's effects: mappings, and hot-plug controller events.
@@ -170,7 +176,7 @@ extension Machine {
     /// closes ECAM and every BAR and window until firmware runs again.
     public func reset() {
         for (_, function) in rootBus.functions { function.reset() }
-        spaces.invalidatePCI()
+        topologyChanged()
         spaces.rebuildPlatform()
     }
 }

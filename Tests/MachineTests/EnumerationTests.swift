@@ -81,16 +81,31 @@ import VMMBase
         #expect(machine.mappingRebuilds.pci <= afterFirmware + 1)
     }
 
-    @Test func exhaustedWindowIsAClearError() throws {
+    @Test func exhaustedMemoryWindowIsAClearError() throws {
         var config = MachineConfiguration(devices: (0..<4).map { DeviceSpec(driver: "pci-testdev", id: "t\($0)") })
-        config.layout.pciIOLast = config.layout.pciIOBase + 0x1FF  // room for two 256-byte I/O BARs
+        config.layout.pciMemory64Last = config.layout.pciMemory64Base + (3 << 20) - 1  // room for three 1 MiB BARs
         let machine = try Machine(config)
         #expect {
             try machine.runFirmware()
         } throws: { error in
-            guard case .windowExhausted(kind: .io, needed: 0x400, _) = error as? EnumerationError else { return false }
+            guard case .windowExhausted(kind: .prefetchable, needed: 4 << 20, _) = error as? EnumerationError else { return false }
             return "\(error)".contains("cannot hold")
         }
+    }
+
+    @Test func exhaustedIOSpaceLeavesIOBARsUnassignedWithAWarning() throws {
+        var config = MachineConfiguration(devices: (0..<4).map { DeviceSpec(driver: "pci-testdev", id: "t\($0)") })
+        config.layout.pciIOLast = config.layout.pciIOBase + 0x1FF  // room for two 256-byte I/O BARs
+        let machine = try Machine(config)
+        let report = try machine.runFirmware()
+        #expect(report.warnings.count == 1)
+        #expect(report.warnings.first?.contains("4 I/O BARs left unassigned") == true)
+        let bars = report.functions.flatMap(\.bars)
+        #expect(!bars.contains { $0.kind == .io })
+        #expect(bars.filter { $0.kind != .io }.count == 8)
+        // Memory still works, and I/O decoding stays off on the devices.
+        let ecam = ECAMConfigCycles(machine, base: Q35Layout.standard.ecamBase)
+        #expect(ecam.read(bus: 0, devfn: 1 << 3, offset: Reg.command, width: .word) & 0x3 == 0x2)
     }
 
     @Test func busNumbersExhaustedIsAClearError() throws {

@@ -1,4 +1,5 @@
 import PCI
+import Synchronization
 import VMMBase
 
 /// Receives what config writes changed, after the function's lock is released. The machine
@@ -16,6 +17,15 @@ public final class PCIRootComplex: Sendable {
     /// The root bus's number (0 on q35).
     public let rootBusNumber: UInt8
     private let effectSink: any ConfigEffectSink
+    /// Bus number -> bus, filled on demand by walking the bridges. Dropped whenever bus
+    /// numbers or the topology may have changed, so routing stays what the bridges say.
+    private let routes = Mutex(RouteTable())
+    private enum Route { case unknown, absent, present(PCIBus) }
+    private struct RouteTable {
+        var entries = [Route](repeating: .unknown, count: 256)
+        /// Bumped by every invalidation, so a walk that raced with one is not cached.
+        var generation = 0
+    }
 
     public init(segment: UInt16 = 0, rootBus: PCIBus, rootBusNumber: UInt8 = 0, effectSink: any ConfigEffectSink) {
         self.segment = segment
@@ -24,8 +34,32 @@ public final class PCIRootComplex: Sendable {
         self.effectSink = effectSink
     }
 
+    /// Forgets cached routes: call after attaching or detaching functions, or resetting them.
+    /// Config writes through this root complex invalidate on their own.
+    public func invalidateRoutes() {
+        routes.withLock { table in
+            table.entries = [Route](repeating: .unknown, count: 256)
+            table.generation += 1
+        }
+    }
+
+    /// The bus that config cycles for `number` reach, or nil (master abort).
+    public func bus(_ number: UInt8) -> PCIBus? {
+        let (route, generation) = routes.withLock { ($0.entries[Int(number)], $0.generation) }
+        switch route {
+        case .present(let bus): return bus
+        case .absent: return nil
+        case .unknown:
+            let found = rootBus.resolve(number, thisBusNumber: rootBusNumber)
+            routes.withLock { table in
+                if table.generation == generation { table.entries[Int(number)] = found.map { .present($0) } ?? .absent }
+            }
+            return found
+        }
+    }
+
     public func function(bus: UInt8, devfn: UInt8) -> (any PCIFunction)? {
-        rootBus.resolve(bus, thisBusNumber: rootBusNumber)?.function(at: devfn)
+        self.bus(bus)?.function(at: devfn)
     }
 
     /// A config read of 1, 2 or 4 bytes. Accesses that cross a dword boundary are split into
@@ -59,6 +93,7 @@ public final class PCIRootComplex: Sendable {
         } else {
             effects = function.configWrite(offset, width: width, value: value)
         }
+        if !effects.intersection([.busNumbersChanged, .bridgeControlChanged]).isEmpty { invalidateRoutes() }
         if !effects.isEmpty {
             effectSink.apply(effects, from: function, at: PCIAddress(segment: segment, bus: bus, devfn: devfn))
         }

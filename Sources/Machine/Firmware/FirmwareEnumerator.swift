@@ -29,13 +29,34 @@ public struct FirmwareEnumerator {
         var scan = BusScan(cycles: cycles)
         let root = try scan.scan(bus: 0)
         // Bottom-up sizes, then top-down addresses.
-        items.list.removeAll()
-        let rootRequests = requests(of: root)
-        var assigned: [Int: UInt64] = [:]
-        try place(rootRequests, windows: windows, into: &assigned)
         var report = EnumerationReport(buses: scan.nextBus)
+        var assigned: [Int: UInt64] = [:]
+        do {
+            try placeAll(root, withIO: true, into: &assigned)
+        } catch .windowExhausted(kind: .io, let needed, let window) {
+            // Like PC firmware, give up on I/O rather than on the machine: PCI Express devices
+            // must work without their I/O BARs, and the guest OS can still try to place them.
+            assigned = [:]
+            try placeAll(root, withIO: false, into: &assigned)
+            let skipped = countIOBARs(root)
+            report.warnings.append("I/O space exhausted (0x\(String(needed, radix: 16)) bytes wanted, window \(window)): "
+                                   + "\(skipped) I/O BARs left unassigned")
+        }
         program(root, assigned: assigned, report: &report)
         return report
+    }
+
+    private func placeAll(_ root: BusNode, withIO: Bool, into assigned: inout [Int: UInt64]) throws(EnumerationError) {
+        items.list.removeAll()
+        includeIO = withIO
+        let rootRequests = requests(of: root)
+        try place(rootRequests, windows: windows, into: &assigned)
+    }
+
+    private func countIOBARs(_ bus: BusNode) -> Int {
+        bus.functions.reduce(0) { sum, f in
+            sum + f.bars.filter { $0.kind == .io }.count + (f.secondary.map(countIOBARs) ?? 0)
+        }
     }
 
     // MARK: Sizing
@@ -48,17 +69,22 @@ public struct FirmwareEnumerator {
             case window(FunctionNode, ResourceKind)
         }
         var list: [Item] = []
+        var includeIO = true
         func add(_ item: Item) -> Int {
             list.append(item)
             return list.count - 1
         }
     }
     private let items = Items()
+    private var includeIO: Bool {
+        get { items.includeIO }
+        nonmutating set { items.includeIO = newValue }
+    }
 
     private func requests(of bus: BusNode) -> [ResourceKind: [ResourceAllocator.Request]] {
         var out: [ResourceKind: [ResourceAllocator.Request]] = [:]
         for function in bus.functions {
-            for bar in function.bars {
+            for bar in function.bars where includeIO || bar.kind != .io {
                 let id = items.add(.bar(function, bar))
                 out[bar.kind, default: []].append(.init(id: id, size: bar.size, alignment: bar.size))
             }
@@ -68,7 +94,7 @@ public struct FirmwareEnumerator {
             }
             if let child = function.secondary {
                 let childRequests = requests(of: child)
-                for kind in ResourceKind.allCases {
+                for kind in ResourceKind.allCases where includeIO || kind != .io {
                     let list = childRequests[kind] ?? []
                     let reserve = function.reservation?.size(of: kind) ?? 0
                     guard !list.isEmpty || reserve > 0 else { continue }
@@ -263,6 +289,8 @@ public struct EnumerationReport: Sendable {
     /// Buses in use: bus 0 plus one per bridge.
     public let buses: Int
     public var functions: [EnumeratedFunction] = []
+    /// What firmware had to give up on, in words (e.g. I/O BARs left unassigned).
+    public var warnings: [String] = []
 
     init(buses: Int) { self.buses = buses }
 

@@ -10,7 +10,7 @@ extension Machine {
     public func hotPlug(_ spec: DeviceSpec) throws(MachineConfigurationError) -> PlacedDevice {
         let (placed, controller) = try topology.add(spec, requireHotPlug: true)
         connectInterrupts(placed)
-        spaces.invalidatePCI()
+        topologyChanged()
         if placed.devfn & 7 == 0, let controller {
             do {
                 try controller.plug(device: placed.devfn >> 3)
@@ -18,7 +18,7 @@ extension Machine {
                 for removed in topology.removeSlot(busName: placed.busName, device: placed.devfn >> 3) {
                     disconnectInterrupts(removed)
                 }
-                spaces.invalidatePCI()
+                topologyChanged()
                 throw .hotPlug(error)
             }
             drainHotPlugEvents(controller)
@@ -55,7 +55,7 @@ extension Machine {
         }
         guard !deleted.isEmpty else { return }
         for placed in deleted { disconnectInterrupts(placed) }
-        spaces.invalidatePCI()
+        topologyChanged()
         for placed in deleted {
             events.emit(.deviceDeleted(id: placed.id, path: "/machine/peripheral/\(placed.id)"))
         }
