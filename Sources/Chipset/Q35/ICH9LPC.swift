@@ -124,9 +124,11 @@ public final class ICH9LPC: PCIFunction {
         }
         config.captureResetState()
         var chipsetConfig = [UInt8](repeating: 0, count: ChipsetConfig.size)
+        // DxxIR registers are 16 bits wide and some sit only 2 bytes apart (D28IR at
+        // 0x3146 follows D29IR at 0x3144), so each is stored as a word.
         for slot: UInt8 in [25, 26, 27, 28, 29, 31] {
             let offset = ChipsetConfig.interruptRouteRegister(slot: slot)!
-            LittleEndian.store(UInt64(ChipsetConfig.irDefault), into: &chipsetConfig, at: offset, count: 4)
+            LittleEndian.store(UInt64(ChipsetConfig.irDefault), into: &chipsetConfig, at: offset, count: 2)
         }
         LittleEndian.store(UInt64(ChipsetConfig.gcsDefault), into: &chipsetConfig, at: ChipsetConfig.gcs, count: 4)
         powerOn = State(config: config, chipsetConfig: chipsetConfig)
