@@ -24,6 +24,7 @@ import os
 import re
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -70,6 +71,14 @@ class QTestError(Exception):
     pass
 
 
+def _default_signals():
+    """Gives QEMU ordinary signal handling: a parent such as a test runner may have
+    blocked or ignored SIGTERM, which QEMU would inherit."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 class QEMUMachine:
     """One QEMU process and its qtest connection."""
 
@@ -84,7 +93,8 @@ class QEMUMachine:
             [QEMU, "-machine", "q35", "-accel", "tcg", "-S", "-nodefaults",
              "-display", "none", "-qtest", "unix:" + path, "-monitor", "none",
              "-serial", "none", "-qtest-log", "/dev/null"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr,
+            preexec_fn=_default_signals)
         ready, _, _ = select.select([self.listener], [], [], 30)
         if not ready:
             self.close()
@@ -100,7 +110,7 @@ class QEMUMachine:
             if self.proc.poll() is None:
                 self.proc.terminate()
                 try:
-                    self.proc.wait(10)
+                    self.proc.wait(2)
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     self.proc.wait()
