@@ -55,7 +55,7 @@ let package = Package(
         .testTarget(name: "InterruptsTests", dependencies: ["Interrupts", "VMMBase"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "PCITests", dependencies: ["PCI", "VMMBase"], swiftSettings: swiftSettings),
-        .testTarget(name: "ChipsetTests", dependencies: ["Chipset", "PCI", "VMMBase", "AddressSpace"],
+        .testTarget(name: "ChipsetTests", dependencies: ["Chipset", "PCI", "VMMBase", "AddressSpace", "Interrupts"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "MachineTests", dependencies: ["Machine", "Chipset", "PCI", "VMMBase"],
                     swiftSettings: swiftSettings),
