@@ -46,6 +46,7 @@ public final class Machine: Sendable {
                 memory.add(.alias("ram-above-4g", of: .leaf("ram", size: ram.size, handler: ram), offset: low,
                                   size: ram.size - low), at: 1 << 32)
             }
+            memory.addChipsetDecode(hostBridge: hostBridge, lpc: lpc, ram: ram, lowMemoryTop: low)
             if let window = hostBridge.ecamWindow {
                 memory.add(.leaf("ecam", size: window.size, handler: ecam), at: window.base, priority: 1)
             }

@@ -94,7 +94,7 @@ final class MachineAddressSpaces: Sendable {
     /// Applies what a config write changed to the mappings.
     func apply(_ effects: ConfigWriteEffects, from function: any PCIFunction, at address: PCIAddress) {
         if effects.affectsMappings { invalidatePCI() }
-        if effects.contains(.deviceSpecific) && address.bus == 0 && function is Q35HostBridge {
+        if effects.contains(.deviceSpecific) && address.bus == 0 && (function is Q35HostBridge || function is ICH9LPC) {
             rebuildPlatform()
         }
     }
