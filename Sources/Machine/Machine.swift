@@ -71,6 +71,8 @@ public final class Machine: Sendable {
         do {
             try rootBus.attach(hostBridge, at: 0)
             try rootBus.attach(lpc, at: 0x1F << 3)
+            try rootBus.attach(ICH9Functions.ahci(), at: 0x1F << 3 | 2)
+            try rootBus.attach(ICH9Functions.smbus(), at: 0x1F << 3 | 3)
         } catch {
             preconditionFailure("q35 chipset placement: \(error)")
         }

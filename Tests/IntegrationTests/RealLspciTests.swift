@@ -78,7 +78,7 @@ import Testing
         let result = try run(switchyardBinary, ["run"])
         #expect(result.status == 0)
         #expect(result.out.contains("-[0000:00]-+-00.0  Intel Corporation 82G33/G31/P35/P31 Express DRAM Controller [8086:29c0]"))
-        #expect(result.out.contains("6 functions on 2 buses"))
+        #expect(result.out.contains("8 functions on 2 buses"))
     }
 }
 

@@ -9,11 +9,11 @@ import VMMBase
         let machine = try Machine(.defaultMachine)
         let report = try machine.runFirmware()
         let addresses = report.functions.map(\.address.shortDescription)
-        #expect(addresses == ["00:00.0", "00:02.0", "00:03.0", "00:1f.0", "01:01.0", "01:02.0"])
+        #expect(addresses == ["00:00.0", "00:02.0", "00:03.0", "00:1f.0", "00:1f.2", "00:1f.3", "01:01.0", "01:02.0"])
         let bridge = try #require(report.functions.first { $0.isBridge })
         #expect(bridge.busNumbers == BridgeBusNumbers(primary: 0, secondary: 1, subordinate: 1))
         let bars = report.functions.flatMap(\.bars)
-        #expect(bars.count == 9)
+        #expect(bars.count == 12)  // 3 per test device, 2 for AHCI, 1 for SMBus
         for (i, a) in bars.enumerated() {
             for b in bars[(i + 1)...] where a.kind == b.kind || (a.kind != .io && b.kind != .io) {
                 #expect(!a.range.overlaps(b.range), "\(a.range) overlaps \(b.range)")
@@ -99,10 +99,11 @@ import VMMBase
         let machine = try Machine(config)
         let report = try machine.runFirmware()
         #expect(report.warnings.count == 1)
-        #expect(report.warnings.first?.contains("4 I/O BARs left unassigned") == true)
+        // Four test devices, AHCI's index/data pair and SMBus: six I/O BARs.
+        #expect(report.warnings.first?.contains("6 I/O BARs left unassigned") == true)
         let bars = report.functions.flatMap(\.bars)
         #expect(!bars.contains { $0.kind == .io })
-        #expect(bars.filter { $0.kind != .io }.count == 8)
+        #expect(bars.filter { $0.kind != .io }.count == 9)
         // Memory still works, and I/O decoding stays off on the devices.
         let ecam = ECAMConfigCycles(machine, base: Q35Layout.standard.ecamBase)
         #expect(ecam.read(bus: 0, devfn: 1 << 3, offset: Reg.command, width: .word) & 0x3 == 0x2)

@@ -416,9 +416,21 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out-dir")
     ap.add_argument("--print", choices=["lspci", "wmask"])
+    ap.add_argument("--probe", metavar="BUS:DEV.FN", action="append",
+                    help="print 'offset reset after_ff after_00' for each of the function's 256 bytes")
     args = ap.parse_args()
+    if args.probe:
+        with QEMUMachine() as m:
+            for text in args.probe:
+                bus, rest = text.split(":")
+                dev, fn = rest.split(".")
+                bdf = (int(bus, 16), int(dev, 16), int(fn, 16))
+                for offset in range(256):
+                    orig, a, b = probe_byte(m, bdf, offset)
+                    print(f"{fmt_bdf(bdf)} {offset:02x} {orig:02x} {a:02x} {b:02x}")
+        return
     if not args.out_dir and not args.print:
-        ap.error("give --out-dir or --print")
+        ap.error("give --out-dir, --print or --probe")
     if shutil.which(QEMU) is None:
         sys.exit(f"{QEMU} not found")
     version, _ = qemu_version()

@@ -25,7 +25,10 @@ public struct ConfigSpace: Sendable, Equatable {
     /// Bytes a function reports and enforces at reset; `reset()` returns to them.
     private var resetBytes: [UInt8]?
 
-    public init(layout: HeaderLayout, express: Bool) {
+    /// - Parameter deviceSpecificStorage: QEMU's convention for the bytes past the header that
+    ///   no capability claims: plain read/write storage instead of read-only zero. Models
+    ///   of QEMU devices use it so guests and tests see what QEMU shows.
+    public init(layout: HeaderLayout, express: Bool, deviceSpecificStorage: Bool = false) {
         size = express ? Self.expressSize : Self.conventionalSize
         bytes = [UInt8](repeating: 0, count: Self.expressSize)
         writable = bytes
@@ -39,6 +42,9 @@ public struct ConfigSpace: Sendable, Equatable {
         setWritable(Reg.cacheLineSize, width: 1, mask: 0xFF)
         setWritable(Reg.interruptLine, width: 1, mask: 0xFF)
         if layout == .bridge { defineBridgeRegisters() }
+        if deviceSpecificStorage {
+            for o in 0x40..<size { writable[o] = 0xFF }
+        }
     }
 
     // MARK: Guest access
@@ -149,8 +155,14 @@ public struct ConfigSpace: Sendable, Equatable {
 
     func ownerIndex(_ offset: Int) -> Int { Int(owner[offset]) }
 
+    /// Gives bytes to a capability. They start read-only (the builder then opens the bits
+    /// its registers define), whatever the function's default for free bytes is.
     mutating func claim(_ offset: Int, length: Int, for recordIndex: Int) {
-        for o in offset..<(offset + length) { owner[o] = UInt8(recordIndex + 1) }
+        for o in offset..<(offset + length) {
+            owner[o] = UInt8(recordIndex + 1)
+            writable[o] = 0
+            writeOneToClear[o] = 0
+        }
     }
 
     mutating func appendCapability(_ record: CapabilityRecord) -> Int {
@@ -189,9 +201,9 @@ public struct ConfigSpace: Sendable, Equatable {
 }
 
 extension CommandBits {
-    /// The Command bits every function lets software change.
-    public static let standardWritable: CommandBits = [.io, .memory, .busMaster, .parityErrorResponse, .serr,
-                                                       .intxDisable]
+    /// The Command bits every function lets software change: 0x0507, as QEMU's devices do
+    /// (parity error response stays read-only zero: no emulated bus has parity errors).
+    public static let standardWritable: CommandBits = [.io, .memory, .busMaster, .serr, .intxDisable]
 }
 
 /// Vendor, device, class and subsystem: what lspci names a function by.
