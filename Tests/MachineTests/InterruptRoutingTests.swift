@@ -34,6 +34,19 @@ import VMMBase
         #expect(!machine.interrupts.isHigh(otherGSI))
     }
 
+    @Test func firmwareProgramsPIRQLinksAndInterruptLines() throws {
+        let machine = try Machine(.defaultMachine)
+        try machine.runFirmware()
+        #expect(PIRQ.allCases.map { machine.lpc.pirqRoute($0) } == [10, 10, 11, 11, 10, 10, 11, 11])
+        let ecam = ECAMConfigCycles(machine, base: Q35Layout.standard.ecamBase)
+        // 01:01.0 reaches slot 3 as INTB; its line is the IRQ of that slot's link.
+        let link = machine.lpc.pirq(forSlot: 3, pin: .b)
+        let line = ecam.read(bus: 1, devfn: 1 << 3, offset: Reg.interruptLine, width: .byte)
+        #expect(line == UInt32(machine.lpc.pirqRoute(link) ?? 0))
+        // The host bridge has no pin and keeps line 0.
+        #expect(ecam.read(bus: 0, devfn: 0, offset: Reg.interruptLine, width: .byte) == 0)
+    }
+
     @Test func intxDisableMasksTheLine() throws {
         let machine = try Machine(.defaultMachine)
         let report = try machine.runFirmware()

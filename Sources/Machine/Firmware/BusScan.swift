@@ -20,6 +20,9 @@ final class FunctionNode {
     let romOffset: Int
     var bars: [BARProbe] = []
     var romSize: UInt64?
+    /// Device numbers from this function's slot up to its root-bus slot.
+    var slotPath: [UInt8] = []
+    var interruptPin: UInt8 = 0
     var secondary: BusNode?
     var windowRequests: [ResourceKind: [ResourceAllocator.Request]] = [:]
     var windowSizes: [ResourceKind: UInt64] = [:]
@@ -82,7 +85,7 @@ struct BusScan {
 
     init(cycles: any ConfigCycles) { self.cycles = cycles }
 
-    mutating func scan(bus number: UInt8) throws(EnumerationError) -> BusNode {
+    mutating func scan(bus number: UInt8, parentSlots: [UInt8] = []) throws(EnumerationError) -> BusNode {
         let bus = BusNode(number: number)
         for device in UInt8(0)..<32 {
             guard read(number, device << 3, Reg.vendorID, .word) != 0xFFFF else { continue }
@@ -97,6 +100,8 @@ struct BusScan {
                                         deviceID: UInt16(ids >> 16),
                                         classCode: read(number, devfn, Reg.revisionID, .dword) >> 8,
                                         romOffset: layout.romOffset)
+                node.slotPath = [device] + parentSlots
+                node.interruptPin = UInt8(read(number, devfn, Reg.interruptPin, .byte) & 0xFF)
                 probeBARs(node, layout: layout)
                 if layout == .bridge { node.reservation = reservation(of: node) }
                 if layout == .bridge {
@@ -105,7 +110,7 @@ struct BusScan {
                     nextBus += 1
                     // Open the whole range below while scanning, then close it to what was found.
                     setBusNumbers(node, primary: number, secondary: secondary, subordinate: 0xFF)
-                    let child = try scan(bus: secondary)
+                    let child = try scan(bus: secondary, parentSlots: node.slotPath)
                     // Keep bus numbers for bridges and switches that may be plugged later.
                     let extra = Int(node.reservation?.buses ?? 0)
                     let wanted = max(nextBus - 1, Int(secondary) + extra)

@@ -155,7 +155,8 @@ public struct FirmwareEnumerator {
             var command = CommandBits()
             var record = EnumeratedFunction(address: function.address, vendorID: function.vendorID,
                                             deviceID: function.deviceID, classCode: function.classCode,
-                                            isBridge: function.secondary != nil)
+                                            isBridge: function.secondary != nil, slotPath: function.slotPath,
+                                            interruptPin: function.interruptPin)
             var open: Set<ResourceKind> = []
             for (item, address) in byFunction[ObjectIdentifier(function)] ?? [] {
                 switch item {
@@ -279,6 +280,10 @@ public struct EnumeratedFunction: Sendable {
     public let deviceID: UInt16
     public let classCode: UInt32
     public let isBridge: Bool
+    /// Device numbers from the function's slot up to its root-bus slot (for INTx routing).
+    public let slotPath: [UInt8]
+    /// Interrupt Pin register: 0 none, 1-4 INTA-INTD.
+    public let interruptPin: UInt8
     public var bars: [AssignedBAR] = []
     public var rom: AddressRange?
     public var busNumbers: BridgeBusNumbers?

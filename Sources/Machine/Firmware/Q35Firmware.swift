@@ -1,4 +1,6 @@
 import Chipset
+import Interrupts
+import PCI
 import VMMBase
 
 extension Machine {
@@ -23,7 +25,28 @@ extension Machine {
             io: AddressRange(base: layout.pciIOBase, last: layout.pciIOLast)!,
             memory32: AddressRange(base: layout.pciMemory32Base, last: layout.pciMemory32Last)!,
             memory64: AddressRange(base: layout.pciMemory64Base, last: layout.pciMemory64Last)!))
-        return try enumerator.run()
+        let report = try enumerator.run()
+        routeLegacyInterrupts(report, cycles: ports)
+        return report
+    }
+
+    /// PC firmware's legacy interrupt set-up: every PIRQ link gets a PIC IRQ (10 or 11,
+    /// alternating in pairs as SeaBIOS does on q35), and every function's Interrupt Line says
+    /// which IRQ its pin reaches after swizzling. APIC-mode guests use ACPI's _PRT instead.
+    func routeLegacyInterrupts(_ report: EnumerationReport, cycles: some ConfigCycles) {
+        let irqOfLink: [UInt8] = [10, 10, 11, 11, 10, 10, 11, 11]
+        let lpc = UInt8(0x1F << 3)
+        for link in PIRQ.allCases {
+            let register = link.rawValue < 4 ? 0x60 + link.rawValue : 0x68 + link.rawValue - 4
+            cycles.write(bus: 0, devfn: lpc, offset: register, width: .byte, value: UInt32(irqOfLink[link.rawValue]))
+        }
+        for function in report.functions {
+            guard let pin = INTxPin(register: function.interruptPin) else { continue }
+            let route = INTxRoute(pin: pin, slotPath: function.slotPath)
+            let link = self.lpc.pirq(forSlot: route.rootSlot, pin: route.rootPin)
+            cycles.write(bus: function.address.bus, devfn: function.address.devfn, offset: Reg.interruptLine,
+                         width: .byte, value: UInt32(irqOfLink[link.rawValue]))
+        }
     }
 
     /// Every function's config space as a guest would read it, through config cycles.
