@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "CLinux.h"
+#include <stddef.h>
 #include <string.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
@@ -17,8 +18,88 @@ unsigned long sy_kvm_get_api_version(void) { return KVM_GET_API_VERSION; }
 unsigned long sy_kvm_create_vm(void) { return KVM_CREATE_VM; }
 unsigned long sy_kvm_check_extension(void) { return KVM_CHECK_EXTENSION; }
 unsigned long sy_kvm_get_vcpu_mmap_size(void) { return KVM_GET_VCPU_MMAP_SIZE; }
+unsigned long sy_kvm_get_supported_cpuid(void) { return KVM_GET_SUPPORTED_CPUID; }
+unsigned long sy_kvm_create_vcpu(void) { return KVM_CREATE_VCPU; }
+unsigned long sy_kvm_set_tss_addr(void) { return KVM_SET_TSS_ADDR; }
+unsigned long sy_kvm_set_identity_map_addr(void) { return KVM_SET_IDENTITY_MAP_ADDR; }
+unsigned long sy_kvm_set_user_memory_region(void) { return KVM_SET_USER_MEMORY_REGION; }
+unsigned long sy_kvm_create_irqchip(void) { return KVM_CREATE_IRQCHIP; }
+unsigned long sy_kvm_enable_cap(void) { return KVM_ENABLE_CAP; }
+unsigned long sy_kvm_create_pit2(void) { return KVM_CREATE_PIT2; }
+unsigned long sy_kvm_set_gsi_routing(void) { return KVM_SET_GSI_ROUTING; }
+unsigned long sy_kvm_irqfd(void) { return KVM_IRQFD; }
+unsigned long sy_kvm_ioeventfd(void) { return KVM_IOEVENTFD; }
+unsigned long sy_kvm_signal_msi(void) { return KVM_SIGNAL_MSI; }
+unsigned long sy_kvm_irq_line(void) { return KVM_IRQ_LINE; }
+unsigned long sy_kvm_run(void) { return KVM_RUN; }
+unsigned long sy_kvm_get_regs(void) { return KVM_GET_REGS; }
+unsigned long sy_kvm_set_regs(void) { return KVM_SET_REGS; }
+unsigned long sy_kvm_get_sregs(void) { return KVM_GET_SREGS; }
+unsigned long sy_kvm_set_sregs(void) { return KVM_SET_SREGS; }
+unsigned long sy_kvm_set_cpuid2(void) { return KVM_SET_CPUID2; }
+unsigned long sy_kvm_get_msrs(void) { return KVM_GET_MSRS; }
+unsigned long sy_kvm_set_msrs(void) { return KVM_SET_MSRS; }
 unsigned long sy_vfio_get_api_version(void) { return VFIO_GET_API_VERSION; }
 unsigned long sy_vfio_check_extension(void) { return VFIO_CHECK_EXTENSION; }
+
+#define SY_OFFSET(field) ((unsigned long)offsetof(struct kvm_run, field))
+
+struct sy_kvm_layout sy_kvm_layout(void) {
+    struct sy_kvm_layout l = {
+        .run_size = sizeof(struct kvm_run),
+        .exit_reason = SY_OFFSET(exit_reason),
+        .immediate_exit = SY_OFFSET(immediate_exit),
+        .io_direction = SY_OFFSET(io.direction),
+        .io_size = SY_OFFSET(io.size),
+        .io_port = SY_OFFSET(io.port),
+        .io_count = SY_OFFSET(io.count),
+        .io_data_offset = SY_OFFSET(io.data_offset),
+        .mmio_phys_addr = SY_OFFSET(mmio.phys_addr),
+        .mmio_data = SY_OFFSET(mmio.data),
+        .mmio_len = SY_OFFSET(mmio.len),
+        .mmio_is_write = SY_OFFSET(mmio.is_write),
+        .system_event_type = SY_OFFSET(system_event.type),
+        .system_event_ndata = SY_OFFSET(system_event.ndata),
+        .system_event_data = SY_OFFSET(system_event.data),
+        .internal_suberror = SY_OFFSET(internal.suberror),
+        .internal_ndata = SY_OFFSET(internal.ndata),
+        .internal_data = SY_OFFSET(internal.data),
+        .internal_data_count = sizeof(((struct kvm_run *)0)->internal.data) / sizeof(__u64),
+        .fail_entry_reason = SY_OFFSET(fail_entry.hardware_entry_failure_reason),
+        .fail_entry_cpu = SY_OFFSET(fail_entry.cpu),
+        .hw_exit_reason = SY_OFFSET(hw.hardware_exit_reason),
+        .cpuid2_header = offsetof(struct kvm_cpuid2, entries),
+        .cpuid_entry2_size = sizeof(struct kvm_cpuid_entry2),
+        .msrs_header = offsetof(struct kvm_msrs, entries),
+        .msr_entry_size = sizeof(struct kvm_msr_entry),
+        .irq_routing_header = offsetof(struct kvm_irq_routing, entries),
+        .irq_routing_entry_size = sizeof(struct kvm_irq_routing_entry),
+    };
+    return l;
+}
+
+void sy_kvm_routing_irqchip(struct kvm_irq_routing_entry *entry, uint32_t gsi,
+                            uint32_t chip, uint32_t pin) {
+    memset(entry, 0, sizeof *entry);
+    entry->gsi = gsi;
+    entry->type = KVM_IRQ_ROUTING_IRQCHIP;
+    entry->u.irqchip.irqchip = chip;
+    entry->u.irqchip.pin = pin;
+}
+
+void sy_kvm_routing_msi(struct kvm_irq_routing_entry *entry, uint32_t gsi,
+                        uint64_t address, uint32_t data) {
+    memset(entry, 0, sizeof *entry);
+    entry->gsi = gsi;
+    entry->type = KVM_IRQ_ROUTING_MSI;
+    entry->u.msi.address_lo = (uint32_t)address;
+    entry->u.msi.address_hi = (uint32_t)(address >> 32);
+    entry->u.msi.data = data;
+}
+
+void sy_atomic_store_u8(uint8_t *address, uint8_t value) {
+    __atomic_store_n(address, value, __ATOMIC_RELEASE);
+}
 
 void sy_strerror(int error, char *buffer, size_t size) {
     if (size == 0) return;

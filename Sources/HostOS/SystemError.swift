@@ -29,6 +29,7 @@ public struct Errno: RawRepresentable, Hashable, Sendable, CustomStringConvertib
     public static let outOfRange = Errno(rawValue: ERANGE)
     public static let notSupported = Errno(rawValue: EOPNOTSUPP)
     public static let noSuchDevice = Errno(rawValue: ENXIO)
+    public static let argumentListTooLong = Errno(rawValue: E2BIG)
 
     /// strerror text, e.g. "No such file or directory".
     public var message: String {

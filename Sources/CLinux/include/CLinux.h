@@ -21,8 +21,59 @@ unsigned long sy_kvm_get_api_version(void);
 unsigned long sy_kvm_create_vm(void);
 unsigned long sy_kvm_check_extension(void);
 unsigned long sy_kvm_get_vcpu_mmap_size(void);
+unsigned long sy_kvm_get_supported_cpuid(void);
+unsigned long sy_kvm_create_vcpu(void);
+unsigned long sy_kvm_set_tss_addr(void);
+unsigned long sy_kvm_set_identity_map_addr(void);
+unsigned long sy_kvm_set_user_memory_region(void);
+unsigned long sy_kvm_create_irqchip(void);
+unsigned long sy_kvm_enable_cap(void);
+unsigned long sy_kvm_create_pit2(void);
+unsigned long sy_kvm_set_gsi_routing(void);
+unsigned long sy_kvm_irqfd(void);
+unsigned long sy_kvm_ioeventfd(void);
+unsigned long sy_kvm_signal_msi(void);
+unsigned long sy_kvm_irq_line(void);
+unsigned long sy_kvm_run(void);
+unsigned long sy_kvm_get_regs(void);
+unsigned long sy_kvm_set_regs(void);
+unsigned long sy_kvm_get_sregs(void);
+unsigned long sy_kvm_set_sregs(void);
+unsigned long sy_kvm_set_cpuid2(void);
+unsigned long sy_kvm_get_msrs(void);
+unsigned long sy_kvm_set_msrs(void);
 unsigned long sy_vfio_get_api_version(void);
 unsigned long sy_vfio_check_extension(void);
+
+/// Byte offsets and sizes of the KVM structures Swift reads as raw bytes: struct kvm_run's
+/// exit union (anonymous unions do not import well) and the headers and entry strides of the
+/// structures that end in a flexible array.
+struct sy_kvm_layout {
+    unsigned long run_size;
+    unsigned long exit_reason;
+    unsigned long immediate_exit;
+    unsigned long io_direction, io_size, io_port, io_count, io_data_offset;
+    unsigned long mmio_phys_addr, mmio_data, mmio_len, mmio_is_write;
+    unsigned long system_event_type, system_event_ndata, system_event_data;
+    unsigned long internal_suberror, internal_ndata, internal_data, internal_data_count;
+    unsigned long fail_entry_reason, fail_entry_cpu;
+    unsigned long hw_exit_reason;
+    unsigned long cpuid2_header, cpuid_entry2_size;
+    unsigned long msrs_header, msr_entry_size;
+    unsigned long irq_routing_header, irq_routing_entry_size;
+};
+struct sy_kvm_layout sy_kvm_layout(void);
+
+/// Fills a GSI routing entry that routes `gsi` to `pin` of irqchip `chip` (0/1 PIC, 2 IOAPIC).
+void sy_kvm_routing_irqchip(struct kvm_irq_routing_entry *entry, uint32_t gsi,
+                            uint32_t chip, uint32_t pin);
+/// Fills a GSI routing entry that turns `gsi` into an MSI write.
+void sy_kvm_routing_msi(struct kvm_irq_routing_entry *entry, uint32_t gsi,
+                        uint64_t address, uint32_t data);
+
+/// A release store of one byte that another thread (or the kernel) reads, e.g.
+/// kvm_run.immediate_exit.
+void sy_atomic_store_u8(uint8_t *address, uint8_t value);
 
 /// strerror into a caller's buffer (thread-safe), always NUL-terminated.
 void sy_strerror(int error, char *buffer, size_t size);

@@ -1,1 +1,0 @@
-// KVM: VM, vCPU, irqchip, irqfd, ioeventfd (see ARCHITECTURE.md)

@@ -1,0 +1,201 @@
+import HostOS
+import Synchronization
+
+/// Wiring a machine to it (Machine's four exit entry points already have the protocol's exact
+/// signatures, so the conformance is empty; Machine's target needs "KVM" in its dependencies):
+///
+/// ```swift
+/// extension Machine: VCPUExitHandler {}
+///
+/// let kvm = try KVMSystem()
+/// let vm = try kvm.createVirtualMachine()            // .init(irqchip: .full) for a real guest
+/// let ram = SharedMapping(try MemoryMapping.anonymous(count: 1 << 20))
+/// try vm.mapMemory(guestAddress: 0, mapping: ram)     // the same mapping GuestMemory uses
+/// let code = try FileSystem.readFile("Firmware/realmode-probe/probe.bin")
+/// ram.bytes.baseAddress!.advanced(by: 0x7C00).copyMemory(from: code, byteCount: code.count)
+/// let vcpu = try vm.createVCPU(id: 0)
+/// var sregs = try vcpu.specialRegisters()
+/// sregs.cs = .realMode(selector: 0, code: true)
+/// try vcpu.setSpecialRegisters(sregs)
+/// var regs = Registers(); regs.rip = 0x7C00; regs.rflags = 2
+/// try vcpu.setRegisters(regs)
+/// let runner = try VCPURunner(vcpus: [vcpu], handler: machine)
+/// try runner.start()
+/// guard runner.waitUntilFinished(timeoutMilliseconds: 5000) else { runner.requestStop(); ... }
+/// let reasons = runner.join()                         // [.halted]; the UART holds the lines
+/// ```
+///
+/// Without an in-kernel irqchip (the default) the probe's final HLT exits to user space and
+/// stops the runner; with `.full` or `.split`, KVM keeps a halted vCPU in the kernel, so the
+/// caller stops the runner itself once the expected output has arrived.
+///
+/// Runs each vCPU on its own thread, sending port and MMIO exits to a `VCPUExitHandler`, until
+/// the guest halts (when `stopOnHalt`), shuts down, resets, fails, or `requestStop()` is called.
+///
+/// When one vCPU stops, the runner stops the others (the machine stops as a whole). Stopping
+/// kicks each thread: it sets kvm_run.immediate_exit and sends `Signals.kick` (SIGUSR1, with a
+/// no-op handler installed by `start()`), so a vCPU inside KVM_RUN returns with EINTR and one
+/// about to enter it returns at once.
+public final class VCPURunner: Sendable {
+    public struct Options: Sendable {
+        /// Stop at a HLT exit. HLT exits only without an in-kernel LAPIC; when false, HLT is
+        /// treated as a no-op and the vCPU re-enters the guest.
+        public var stopOnHalt: Bool
+        /// The signal that kicks a vCPU thread out of KVM_RUN.
+        public var kickSignal: Int32
+
+        public init(stopOnHalt: Bool = true, kickSignal: Int32 = Signals.kick) {
+            self.stopOnHalt = stopOnHalt
+            self.kickSignal = kickSignal
+        }
+    }
+
+    /// Why a vCPU's thread ended.
+    public enum StopReason: Hashable, Sendable {
+        case halted
+        case shutdown
+        case systemEvent(SystemEvent)
+        case stopRequested
+        case internalError(suberror: UInt32, data: [UInt64])
+        case failEntry(hardwareReason: UInt64, cpu: UInt32)
+        case unknownExit(hardwareReason: UInt64)
+        /// An exit reason the runner does not handle.
+        case unhandledExit(reason: UInt32)
+        /// kvm_run held values that failed the bounds checks.
+        case malformedExit(KVMExitError)
+        /// KVM_RUN itself failed.
+        case runFailed(SystemError)
+    }
+
+    public let vcpus: [KVMVCPU]
+    public let options: Options
+    private let handler: any VCPUExitHandler
+
+    private struct State: ~Copyable {
+        var threads: [HostThread] = []
+        var reasons: [StopReason?]
+        var started = false
+    }
+    private let state: Mutex<State>
+    private let stopRequested = Atomic<Bool>(false)
+    /// Signalled by each thread as it ends; `waitUntilFinished` sleeps on it.
+    private let finishedEvent: EventFD
+    private let finishedPoll: Epoll
+
+    public init(vcpus: [KVMVCPU], handler: any VCPUExitHandler, options: Options = .init()) throws(SystemError) {
+        self.vcpus = vcpus
+        self.handler = handler
+        self.options = options
+        self.state = Mutex(State(reasons: Array(repeating: nil, count: vcpus.count)))
+        let event = try EventFD()
+        let poll = try Epoll()
+        try poll.add(event.rawValue, events: .readable, data: 0)
+        self.finishedEvent = event
+        self.finishedPoll = poll
+    }
+
+    /// Starts one thread per vCPU. Call once.
+    public func start() throws(SystemError) {
+        try Signals.installNoOpHandler(for: options.kickSignal)
+        try state.withLock { (state) throws(SystemError) in
+            precondition(!state.started, "VCPURunner.start() called twice")
+            state.started = true
+            for index in vcpus.indices {
+                let thread = try HostThread { [self] in self.threadMain(index) }
+                state.threads.append(thread)
+            }
+        }
+    }
+
+    /// Asks every vCPU to stop and kicks it out of KVM_RUN. Returns at once; `join()` waits.
+    public func requestStop() {
+        stopRequested.store(true, ordering: .sequentiallyConsistent)
+        for index in vcpus.indices { kick(index) }
+    }
+
+    public var isStopRequested: Bool { stopRequested.load(ordering: .sequentiallyConsistent) }
+
+    /// Makes vCPU `index` leave KVM_RUN (it re-enters unless a stop was requested).
+    public func kick(_ index: Int) {
+        vcpus[index].requestImmediateExit(true)
+        let thread = state.withLock { $0.threads.indices.contains(index) ? $0.threads[index] : nil }
+        _ = try? thread?.signal(options.kickSignal)
+    }
+
+    /// Waits until every vCPU thread has ended or `timeoutMilliseconds` pass (-1: forever).
+    /// Returns true when all have ended.
+    public func waitUntilFinished(timeoutMilliseconds: Int) -> Bool {
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: .milliseconds(timeoutMilliseconds))
+        while true {
+            if allFinished { return true }
+            var wait: Int32 = -1
+            if timeoutMilliseconds >= 0 {
+                let remaining = clock.now.duration(to: deadline)
+                if remaining <= .zero { return allFinished }
+                let (seconds, attoseconds) = remaining.components
+                wait = Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1)
+            }
+            _ = try? finishedPoll.wait(maxEvents: 1, timeoutMilliseconds: wait)
+            _ = try? finishedEvent.consume()
+        }
+    }
+
+    private var allFinished: Bool {
+        state.withLock { $0.started && $0.reasons.allSatisfy { $0 != nil } }
+    }
+
+    /// Joins every vCPU thread and returns why each ended (in vCPU order). Call after
+    /// `requestStop()` or once the guest has stopped; it blocks until the threads end.
+    public func join() -> [StopReason] {
+        let threads = state.withLock { $0.threads }
+        for thread in threads { thread.join() }
+        return state.withLock { $0.reasons.map { $0 ?? .stopRequested } }
+    }
+
+    // MARK: The vCPU thread
+
+    private func threadMain(_ index: Int) {
+        let vcpu = vcpus[index]
+        var reason: StopReason
+        do throws(SystemError) {
+            try Signals.unblockInCurrentThread(options.kickSignal)
+            reason = runLoop(vcpu)
+        } catch {
+            reason = .runFailed(error)
+        }
+        state.withLock { $0.reasons[index] = reason }
+        if reason != .stopRequested { requestStop() }
+        _ = try? finishedEvent.signal()
+    }
+
+    private func runLoop(_ vcpu: KVMVCPU) -> StopReason {
+        let area = vcpu.runArea
+        while true {
+            if isStopRequested { return .stopRequested }
+            let exit: VCPUExit
+            do throws(SystemError) {
+                exit = try vcpu.run()
+            } catch {
+                return .runFailed(error)
+            }
+            switch exit {
+            case .portIO, .mmio:
+                area.complete(exit, with: handler)
+            case .interrupted:
+                // A kick: clear immediate_exit, then look at the stop flag at the loop's top
+                // (the kicker sets the flag before immediate_exit, so no stop is missed).
+                vcpu.requestImmediateExit(false)
+            case .halt:
+                if options.stopOnHalt { return .halted }
+            case .shutdown: return .shutdown
+            case .systemEvent(let event): return .systemEvent(event)
+            case .internalError(let suberror, let data): return .internalError(suberror: suberror, data: data)
+            case .failEntry(let reason, let cpu): return .failEntry(hardwareReason: reason, cpu: cpu)
+            case .unknown(let reason): return .unknownExit(hardwareReason: reason)
+            case .other(let reason): return .unhandledExit(reason: reason)
+            case .malformed(let error): return .malformedExit(error)
+            }
+        }
+    }
+}

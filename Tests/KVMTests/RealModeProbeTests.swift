@@ -1,0 +1,67 @@
+import Foundation
+import HostOS
+import KVM
+import Testing
+import VMMBase
+
+private let probeDirectory = repositoryRoot + "/Firmware/realmode-probe"
+
+@Suite struct RealModeProbeTests {
+    @Test(.enabled(if: kvmAvailable, noKVM))
+    func probeListsBusZeroOnTheUART() throws {
+        let code = try FileSystem.readFile(probeDirectory + "/probe.bin")
+        let platform = FakePlatform(functions: [
+            0x00: (0x8086, 0x29C0),  // q35 host bridge
+            0x02: (0x1B36, 0x0005),  // QEMU PCI test device
+            0x1F: (0x8086, 0x2918),  // ICH9 LPC
+        ])
+        let (vm, vcpu) = try makeRealModeGuest(code)
+        let reasons = try runWithWatchdog([vcpu], handler: platform)
+        withExtendedLifetime(vm) {}
+
+        #expect(reasons == [.halted], "the probe did not reach its hlt in 5 s: \(platform.uartOutput.debugDescription)")
+        #expect(platform.uartOutput == """
+            00:00.0 8086:29c0
+            00:02.0 1b36:0005
+            00:1f.0 8086:2918
+
+            """)
+        #expect(platform.unexpectedAccesses == [])
+        print("realmode-probe printed:\n\(platform.uartOutput)", terminator: "")
+    }
+
+    @Test(.enabled(if: kvmAvailable, noKVM))
+    func probeWithNoDevicesPrintsNothingAndHalts() throws {
+        let code = try FileSystem.readFile(probeDirectory + "/probe.bin")
+        let platform = FakePlatform(functions: [:])
+        let (vm, vcpu) = try makeRealModeGuest(code)
+        let reasons = try runWithWatchdog([vcpu], handler: platform)
+        withExtendedLifetime(vm) {}
+        #expect(reasons == [.halted])
+        #expect(platform.uartOutput == "")
+    }
+
+    @Test(.enabled(if: Self.assemblerAvailable, "GNU as/objcopy (Debian package binutils) not installed"))
+    func committedBytesMatchAFreshAssembly() throws {
+        let work = try FileSystem.makeTemporaryDirectory(prefix: "switchyard-probe")
+        defer { try? FileSystem.removeTree(work) }
+        try Self.execute("/usr/bin/as", ["--32", "-o", work + "/probe.o", probeDirectory + "/probe.S"])
+        try Self.execute("/usr/bin/objcopy", ["-O", "binary", "-j", ".text", work + "/probe.o", work + "/probe.bin"])
+        let fresh = try FileSystem.readFile(work + "/probe.bin")
+        let committed = try FileSystem.readFile(probeDirectory + "/probe.bin")
+        #expect(fresh == committed, "Firmware/realmode-probe/probe.bin is stale; rebuild it (see its README)")
+    }
+
+    static var assemblerAvailable: Bool {
+        FileSystem.exists("/usr/bin/as") && FileSystem.exists("/usr/bin/objcopy")
+    }
+
+    private static func execute(_ tool: String, _ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: tool)
+        process.arguments = arguments
+        try process.run()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(tool) \(arguments.joined(separator: " ")) failed")
+    }
+}
