@@ -30,7 +30,12 @@ public final class Machine: Sendable {
         let root = PCIRootComplex(rootBus: rootBus, effectSink: sink)
         let hostBridge = Q35HostBridge(name: "mch")
         let lpc = ICH9LPC(name: "lpc")
-        let ram = RAMHandler(size: configuration.memorySize)
+        let ram: RAMHandler
+        do {
+            ram = try RAMHandler(size: configuration.memorySize)
+        } catch {
+            throw .hostResource("cannot map \(configuration.memorySize >> 20) MiB of guest RAM: \(error)")
+        }
         let configAddress = ConfigAddressPort()
         let configData = ConfigDataPort(address: configAddress, root: root)
         let ecam = ECAMHandler(root: root)

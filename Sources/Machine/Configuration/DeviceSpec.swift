@@ -82,6 +82,7 @@ public enum MachineConfigurationError: Error, Hashable, CustomStringConvertible 
     case notHotPluggable(bus: String, reason: String)
     case noSuchDevice(String)
     case hotPlug(HotPlugError)
+    case hostResource(String)
 
     public var description: String {
         switch self {
@@ -98,6 +99,7 @@ public enum MachineConfigurationError: Error, Hashable, CustomStringConvertible 
         case .notHotPluggable(_, let reason): reason
         case .noSuchDevice(let id): "Device '\(id)' not found"
         case .hotPlug(let error): "\(error)"
+        case .hostResource(let reason): reason
         }
     }
 }

@@ -1,35 +1,30 @@
 import AddressSpace
-import Foundation
+import HostOS
 import VMMBase
 
-/// Guest RAM for the no-vCPU harness and monitors: a zero-filled host allocation answering
-/// MMIO-style accesses. Pages are allocated lazily by the host (calloc of a large block
-/// maps zero pages on demand).
-public final class RAMHandler: IORegionHandler, @unchecked Sendable {
-    // @unchecked: the buffer is plain memory; concurrent guest accesses race as they would on
-    // real RAM, and each access stays inside the allocation (checked below).
+/// Guest RAM: one anonymous host mapping (pages appear on first touch), which KVM maps into
+/// the guest and which answers MMIO-style accesses for the no-vCPU harness and monitors.
+public final class RAMHandler: IORegionHandler {
     public let size: UInt64
-    private let base: UnsafeMutableRawPointer
+    /// The host mapping, for KVM memory slots and DMA.
+    public let mapping: SharedMapping
 
-    public init(size: UInt64) {
+    public init(size: UInt64) throws(SystemError) {
         self.size = size
-        guard let p = calloc(Int(size), 1) else { fatalError("cannot allocate \(size) bytes of guest RAM") }
-        base = p
+        mapping = SharedMapping(try MemoryMapping.anonymous(count: Int(size)))
     }
 
-    deinit { free(base) }
-
     public func read(offset: UInt64, width: AccessWidth) -> UInt64 {
+        // Plain loads: the guest races with us on real RAM too. The bounds check keeps
+        // every access inside the mapping.
         guard offset < size, UInt64(width.bytes) <= size - offset else { return width.allOnes }
         var v: UInt64 = 0
-        for i in 0..<width.bytes { v |= UInt64(base.load(fromByteOffset: Int(offset) + i, as: UInt8.self)) << (8 * UInt64(i)) }
+        for i in 0..<width.bytes { v |= UInt64(mapping.bytes[Int(offset) + i]) << (8 * UInt64(i)) }
         return v
     }
 
     public func write(offset: UInt64, width: AccessWidth, value: UInt64) {
         guard offset < size, UInt64(width.bytes) <= size - offset else { return }
-        for i in 0..<width.bytes {
-            base.storeBytes(of: UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))), toByteOffset: Int(offset) + i, as: UInt8.self)
-        }
+        for i in 0..<width.bytes { mapping.bytes[Int(offset) + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) }
     }
 }
