@@ -29,6 +29,23 @@ final class Topology: Sendable {
         var buses: [String: BusEntry]
         var placed: [PlacedDevice] = []
         var anonymous = 0
+        /// (chassis, physical slot) of slots that have a number, and who owns each: a guest
+        /// names slots by these, so two slots may not share one.
+        var chassisSlots: [ChassisSlot: String] = [:]
+    }
+
+    struct ChassisSlot: Hashable {
+        let chassis: Int
+        let slot: Int
+    }
+
+    /// A port with a hot-plug slot identifies it by chassis and slot (QEMU's properties).
+    static func chassisSlot(of spec: DeviceSpec) -> ChassisSlot? {
+        guard ["pcie-root-port", "ioh3420", "xio3130-downstream"].contains(spec.driver),
+              spec.properties["hotplug"] != "off" else { return nil }
+        let chassis = spec.properties["chassis"].flatMap { DeviceSpec.parseNumber(Substring($0)) } ?? 0
+        let slot = spec.properties["slot"].flatMap { DeviceSpec.parseNumber(Substring($0)) } ?? 0
+        return ChassisSlot(chassis: Int(clamping: chassis), slot: Int(clamping: slot))
     }
     private let state: Mutex<State>
     let rootBusName: String
@@ -76,7 +93,17 @@ final class Topology: Sendable {
             let busName = spec.bus ?? rootBusName
             guard let entry = s.buses[busName] else { throw .noSuchBus(busName, device: id) }
             let devfn: UInt8
-            if let requested = spec.devfn { devfn = requested } else { devfn = try Self.firstFreeSlot(on: entry.bus, named: busName) }
+            if let requested = spec.devfn {
+                devfn = requested
+            } else if requireHotPlug, let controller = entry.bridge as? any HotPlugController {
+                // Only the controller's slots will do; QEMU's "no slot available" otherwise.
+                guard let free = controller.hotPlugSlots.first(where: { entry.bus.occupant(at: $0 << 3) == nil }) else {
+                    throw .busFull(busName)
+                }
+                devfn = free << 3
+            } else {
+                devfn = try Self.firstFreeSlot(on: entry.bus, named: busName)
+            }
             if let occupant = entry.bus.occupant(at: devfn) {
                 throw .addressInUse(bus: busName, address: Self.format(devfn), occupant: occupant.name)
             }
@@ -90,6 +117,11 @@ final class Topology: Sendable {
                 }
                 controller = c
             }
+            if let slot = Self.chassisSlot(of: spec) {
+                if let owner = s.chassisSlots[slot] {
+                    throw .duplicateChassisSlot(chassis: slot.chassis, slot: slot.slot, owner: owner)
+                }
+            }
             let function = try DeviceFactory.make(spec, id: id)
             do {
                 try entry.bus.attach(function, at: devfn)
@@ -99,6 +131,7 @@ final class Topology: Sendable {
             if let bridge = function as? any PCIBridgeFunction {
                 s.buses[id] = BusEntry(bus: bridge.secondary, bridge: bridge, parent: (busName, devfn))
             }
+            if let slot = Self.chassisSlot(of: spec) { s.chassisSlots[slot] = id }
             let placed = PlacedDevice(id: id, driver: spec.driver, function: function, busName: busName, devfn: devfn,
                                       hotPlugged: requireHotPlug)
             s.placed.append(placed)
@@ -115,6 +148,7 @@ final class Topology: Sendable {
             func removeBus(named name: String) {
                 for child in s.placed where child.busName == name {
                     removed.append(child)
+                    s.chassisSlots = s.chassisSlots.filter { $0.value != child.id }
                     if s.buses[child.id] != nil { removeBus(named: child.id) }
                 }
                 s.placed.removeAll { $0.busName == name }
@@ -125,6 +159,7 @@ final class Topology: Sendable {
                 guard entry.bus.detach(at: devfn) != nil else { continue }
                 if let index = s.placed.firstIndex(where: { $0.busName == busName && $0.devfn == devfn }) {
                     let placed = s.placed.remove(at: index)
+                    s.chassisSlots = s.chassisSlots.filter { $0.value != placed.id }
                     removed.append(placed)
                     if s.buses[placed.id] != nil { removeBus(named: placed.id) }
                 }
@@ -144,17 +179,34 @@ final class Topology: Sendable {
 
 /// Builds device models from specs: the one place that knows driver names.
 enum DeviceFactory {
-    static let drivers = ["pci-testdev", "pci-bridge"]
+    static var drivers: [String] { ["pci-testdev", "pci-bridge"] + PCIePortFactory.drivers }
 
     static func make(_ spec: DeviceSpec, id: String) throws(MachineConfigurationError) -> any PCIFunction {
         switch spec.driver {
         case "pci-testdev":
-            return PCITestDevice(name: id, multiFunction: spec.multifunction)
+            for key in spec.properties.keys where key != "express" {
+                throw .invalidProperty(device: id, property: key, reason: "pci-testdev accepts only express=on|off")
+            }
+            let express: Bool
+            switch spec.properties["express"] {
+            case nil, "off": express = false
+            case "on": express = true
+            case let other?: throw .invalidProperty(device: id, property: "express", reason: "'\(other)' must be on or off")
+            }
+            return PCITestDevice(name: id, express: express, multiFunction: spec.multifunction)
         case "pci-bridge":
             do {
                 return try PCIBridge(name: id) { cs in cs.setMultiFunction(spec.multifunction) }
             } catch {
                 throw .invalidProperty(device: id, property: "pci-bridge", reason: "\(error)")
+            }
+        case let driver where PCIePortFactory.drivers.contains(driver):
+            do {
+                let port = try PCIePortFactory.make(driver: driver, id: id, properties: spec.properties)
+                if spec.multifunction, let port = port as? any PCIExpressPort { port.setMultiFunction() }
+                return port
+            } catch {
+                throw .device(id: id, reason: "\(error)")
             }
         default:
             throw .unknownDriver(spec.driver, known: drivers)

@@ -83,6 +83,15 @@ public final class PCIePortEngine: Sendable {
 
     public func configSnapshot() -> ConfigSpace { state.withLock { $0.config } }
 
+    /// Sets the Header Type multi-function bit (for `multifunction=on` at placement); it
+    /// survives resets, as the header type is fixed by the hardware.
+    public func setMultiFunction() {
+        state.withLock { s in
+            s.config.setMultiFunction(true)
+            s.config.captureResetState()
+        }
+    }
+
     public func reset() {
         let actions = state.withLock { s -> [PortInterruptAction] in
             resetLocked(&s)
@@ -239,6 +248,7 @@ extension PCIExpressPort {
     public func connect(interrupts: any PCIInterruptOutput) { engine.connect(interrupts: interrupts) }
 
     public var hotPlugSlots: [UInt8] { engine.hotPlugSlots }
+    public func setMultiFunction() { engine.setMultiFunction() }
     public func plug(device: UInt8) throws(HotPlugError) { try engine.plug(device: device) }
     public func requestUnplug(device: UInt8, mode: UnplugMode) throws(HotPlugError) {
         try engine.requestUnplug(device: device, mode: mode)

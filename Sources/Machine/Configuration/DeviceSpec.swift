@@ -83,6 +83,8 @@ public enum MachineConfigurationError: Error, Hashable, CustomStringConvertible 
     case noSuchDevice(String)
     case hotPlug(HotPlugError)
     case hostResource(String)
+    case device(id: String, reason: String)
+    case duplicateChassisSlot(chassis: Int, slot: Int, owner: String)
 
     public var description: String {
         switch self {
@@ -93,13 +95,16 @@ public enum MachineConfigurationError: Error, Hashable, CustomStringConvertible 
             "device '\(device)': no bus named '\(bus)' (use pcie.0 or the id of a bridge or port defined earlier)"
         case .addressInUse(let bus, let address, let occupant):
             "address \(address) on bus \(bus) is already used by \(occupant); choose another addr="
-        case .busFull(let bus): "bus \(bus) has no free slot; add a bridge or a root port"
+        case .busFull(let bus): "bus \(bus) has no free slot; add a bridge, a switch or another root port"
         case .duplicateID(let id): "duplicate device id '\(id)'; ids must be unique"
         case .invalidProperty(let device, let property, let reason): "device '\(device)': \(property): \(reason)"
         case .notHotPluggable(_, let reason): reason
         case .noSuchDevice(let id): "Device '\(id)' not found"
         case .hotPlug(let error): "\(error)"
         case .hostResource(let reason): reason
+        case .device(_, let reason): reason
+        case .duplicateChassisSlot(let chassis, let slot, let owner):
+            "chassis \(chassis) slot \(slot) is already used by '\(owner)'; give each hot-pluggable port its own chassis=/slot="
         }
     }
 }

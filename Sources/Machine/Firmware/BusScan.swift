@@ -82,6 +82,9 @@ struct BusScan {
     let cycles: any ConfigCycles
     /// The next unused bus number (also the count of buses numbered so far).
     private(set) var nextBus = 1
+    /// Every bus-number register written, with its value before, so a failed enumeration
+    /// can put the machine back as it found it.
+    private(set) var busNumberHistory: [(address: PCIAddress, original: UInt32)] = []
 
     init(cycles: any ConfigCycles) { self.cycles = cycles }
 
@@ -179,9 +182,18 @@ struct BusScan {
         return HotPlugReservation.defaults.overridden(by: requested)
     }
 
-    private func setBusNumbers(_ node: FunctionNode, primary: UInt8, secondary: UInt8, subordinate: UInt8) {
+    /// Restores every bus-number register the scan wrote, newest first.
+    func undoBusNumbers() {
+        for (address, original) in busNumberHistory.reversed() {
+            write(address.bus, address.devfn, Reg.primaryBus, .dword, original)
+        }
+    }
+
+    private mutating func setBusNumbers(_ node: FunctionNode, primary: UInt8, secondary: UInt8, subordinate: UInt8) {
         let a = node.address
-        let latency = read(a.bus, a.devfn, Reg.primaryBus, .dword) & 0xFF00_0000
+        let original = read(a.bus, a.devfn, Reg.primaryBus, .dword)
+        busNumberHistory.append((a, original))
+        let latency = original & 0xFF00_0000
         write(a.bus, a.devfn, Reg.primaryBus, .dword,
               latency | UInt32(subordinate) << 16 | UInt32(secondary) << 8 | UInt32(primary))
     }

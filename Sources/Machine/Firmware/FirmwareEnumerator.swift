@@ -27,6 +27,17 @@ public struct FirmwareEnumerator {
 
     public func run() throws(EnumerationError) -> EnumerationReport {
         var scan = BusScan(cycles: cycles)
+        do {
+            return try run(&scan)
+        } catch {
+            // Nothing was programmed but bus numbers (BAR probes restore as they go): undo them,
+            // so a failed enumeration leaves the machine as it was.
+            scan.undoBusNumbers()
+            throw error
+        }
+    }
+
+    private func run(_ scan: inout BusScan) throws(EnumerationError) -> EnumerationReport {
         let root = try scan.scan(bus: 0)
         // Bottom-up sizes, then top-down addresses.
         var report = EnumerationReport(buses: scan.nextBus)
