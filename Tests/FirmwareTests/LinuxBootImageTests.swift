@@ -153,7 +153,7 @@ import Testing
     }
 
     @Test func randomHeaderCorruptionNeverCrashes() {
-        var rng = SplitMix64(seed: 0x5EED)
+        var rng = LinuxBootRNG(seed: 0x5EED)
         let base = F.image(payloadSize: 0x800)
         for _ in 0..<3000 {
             var b = base
@@ -174,7 +174,7 @@ import Testing
     }
 }
 
-struct SplitMix64: RandomNumberGenerator {
+struct LinuxBootRNG: RandomNumberGenerator {
     var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {

@@ -39,22 +39,22 @@ import VMMBase
         // boot_params fields at their documented offsets.
         let bp = plan.bootParams
         #expect(bp.count == 4096)
-        #expect(bp.le(0x1EF, 1) == 0, "sentinel")
+        #expect(bp.bootLE(0x1EF, 1) == 0, "sentinel")
         let loaderFields = Set([0x210] + Array(0x214..<0x220) + Array(0x228..<0x22C))
         for (i, byte) in image.rawSetupHeader.enumerated() where !loaderFields.contains(0x1F1 + i) {
             #expect(bp[0x1F1 + i] == byte, "setup header byte 0x\(String(0x1F1 + i, radix: 16)) copied from the image")
         }
-        #expect(bp.le(0x202, 4) == 0x5372_6448)
-        #expect(bp.le(0x210, 1) == 0xFF, "type_of_loader")
-        #expect(bp.le(0x228, 4) == plan.commandLineAddress, "cmd_line_ptr")
-        #expect(bp.le(0x218, 4) == (plan.initrd?.base ?? 0), "ramdisk_image")
-        #expect(bp.le(0x21C, 4) == (plan.initrd?.size ?? 0), "ramdisk_size")
-        #expect(bp.le(0x0C0, 4) == 0 && bp.le(0x0C4, 4) == 0 && bp.le(0x0C8, 4) == 0, "ext_* fields")
-        #expect(bp.le(0x070, 8) == (plan.acpiRSDPAddress ?? 0), "acpi_rsdp_addr")
-        #expect(bp.le(0x1E8, 1) == UInt64(plan.e820.count), "e820_entries")
+        #expect(bp.bootLE(0x202, 4) == 0x5372_6448)
+        #expect(bp.bootLE(0x210, 1) == 0xFF, "type_of_loader")
+        #expect(bp.bootLE(0x228, 4) == plan.commandLineAddress, "cmd_line_ptr")
+        #expect(bp.bootLE(0x218, 4) == (plan.initrd?.base ?? 0), "ramdisk_image")
+        #expect(bp.bootLE(0x21C, 4) == (plan.initrd?.size ?? 0), "ramdisk_size")
+        #expect(bp.bootLE(0x0C0, 4) == 0 && bp.bootLE(0x0C4, 4) == 0 && bp.bootLE(0x0C8, 4) == 0, "ext_* fields")
+        #expect(bp.bootLE(0x070, 8) == (plan.acpiRSDPAddress ?? 0), "acpi_rsdp_addr")
+        #expect(bp.bootLE(0x1E8, 1) == UInt64(plan.e820.count), "e820_entries")
         for (i, e) in plan.e820.enumerated() {
             let o = 0x2D0 + 20 * i
-            #expect(bp.le(o, 8) == e.base && bp.le(o + 8, 8) == e.size && bp.le(o + 16, 4) == UInt64(e.type.rawValue))
+            #expect(bp.bootLE(o, 8) == e.base && bp.bootLE(o + 8, 8) == e.size && bp.bootLE(o + 16, 4) == UInt64(e.type.rawValue))
         }
         #expect(bp[(0x2D0 + 20 * plan.e820.count)...].allSatisfy { $0 == 0 })
 
@@ -165,7 +165,7 @@ import VMMBase
         for initrd in [nil, [UInt8]()] {
             let plan = try Self.plan(initrd: initrd)
             #expect(plan.initrd == nil && plan.region(.initrd) == nil)
-            #expect(plan.bootParams.le(0x218, 8) == 0)
+            #expect(plan.bootParams.bootLE(0x218, 8) == 0)
         }
     }
 
@@ -218,7 +218,7 @@ import VMMBase
 
     @Test func rsdpAndFixedRegionChecks() throws {
         let plan = try Self.plan(rsdp: nil)
-        #expect(plan.bootParams.le(0x70, 8) == 0 && !plan.rsdpInBootParams)
+        #expect(plan.bootParams.bootLE(0x70, 8) == 0 && !plan.rsdpInBootParams)
         #expect(throws: LinuxBootError.rsdpNotInReservedMemory(address: 0x50_0000)) { try Self.plan(rsdp: 0x50_0000) }
         #expect(throws: LinuxBootError.rsdpNotInReservedMemory(address: 0xF_FFF0)) { try Self.plan(rsdp: 0xF_FFF0) }
         #expect(throws: LinuxBootError.rsdpNotInReservedMemory(address: .max - 3)) { try Self.plan(rsdp: .max - 3) }

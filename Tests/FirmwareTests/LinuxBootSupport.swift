@@ -75,7 +75,7 @@ final class SparseGuestMemory: GuestMemoryWriter {
 
 /// Little-endian reads from a byte array, for checking boot_params.
 extension Array where Element == UInt8 {
-    func le(_ offset: Int, _ width: Int) -> UInt64 {
+    func bootLE(_ offset: Int, _ width: Int) -> UInt64 {
         (0..<width).reversed().reduce(0) { $0 << 8 | UInt64(self[offset + $1]) }
     }
 }
