@@ -79,7 +79,8 @@ public final class ACPIHotPlugController: Sendable {
     public var registers: any IORegionHandler { Registers(controller: self) }
 
     public func read(offset: UInt64, width: AccessWidth) -> UInt64 {
-        guard width == .dword, offset & 3 == 0 else { return width.allOnes }
+        // QEMU accepts only dword accesses; others read 0 and write nothing.
+        guard width == .dword, offset & 3 == 0 else { return 0 }
         return UInt64(state.withLock { s -> UInt32 in
             let bsel = s.select
             guard bsel < Self.maxBuses else { return 0 }
