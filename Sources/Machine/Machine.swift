@@ -20,10 +20,15 @@ public final class Machine: Sendable {
     let spaces: MachineAddressSpaces
     let topology: Topology
     let lines: SharedLines
-    let events = EventBroadcaster()
+    let events: EventBroadcaster
+    /// COM1, RTC/CMOS, i8042, RST_CNT, the ACPI PM block and APM ports, ACPI PCI hot-plug.
+    public let legacy: LegacyDevices
     private let connections = Mutex<[ObjectIdentifier: FunctionInterrupts]>([:])
 
-    public init(_ configuration: MachineConfiguration = .defaultMachine) throws(MachineConfigurationError) {
+    /// `serialBackend` receives COM1's output; `clock` drives the RTC, PM timer and UART timeouts.
+    public init(_ configuration: MachineConfiguration = .defaultMachine,
+                serialBackend: any SerialBackend = NullSerialBackend(),
+                clock: any PlatformClock = SystemClock()) throws(MachineConfigurationError) {
         self.configuration = configuration
         let rootBus = PCIBus(name: "pcie.0")
         let sink = WeakEffectSink()
@@ -40,6 +45,14 @@ public final class Machine: Sendable {
         let configData = ConfigDataPort(address: configAddress, root: root)
         let ecam = ECAMHandler(root: root)
         let layout = configuration.layout
+        let interrupts = RecordingSink()
+        let events = EventBroadcaster()
+        let lowMemory = min(ram.size, layout.lowMemoryLimit)
+        let legacy = LegacyDevices(interrupts: interrupts, events: PlatformEventForwarder(events), clock: clock,
+                                   serialBackend: serialBackend, lpc: lpc, belowFourGiB: lowMemory,
+                                   aboveFourGiB: ram.size - lowMemory)
+        let configAddressAndReset = ConfigAddressAndResetControl(configAddress: configAddress,
+                                                                 resetControl: legacy.resetControl)
 
         let spaces = MachineAddressSpaces(rootBus: rootBus, barWriteObserver: { function in
             if let controller = function as? any HotPlugController { sink.target?.drainHotPlugEvents(controller) }
@@ -56,8 +69,9 @@ public final class Machine: Sendable {
                 memory.add(.leaf("ecam", size: window.size, handler: ecam), at: window.base, priority: 1)
             }
             var io = Region.container("io", size: 1 << 16)
-            io.add(.leaf("pci-config-address", size: 4, handler: configAddress), at: ConfigAddressPort.port)
+            io.add(.leaf("pci-config-address", size: 4, handler: configAddressAndReset), at: ConfigAddressPort.port)
             io.add(.leaf("pci-config-data", size: 4, handler: configData), at: ConfigDataPort.port)
+            io.addLegacyDevices(legacy, lpc: lpc)
             return (memory, io)
         }
 
@@ -66,8 +80,9 @@ public final class Machine: Sendable {
         self.hostBridge = hostBridge
         self.lpc = lpc
         self.ram = ram
-        let interrupts = RecordingSink()
         self.interrupts = interrupts
+        self.events = events
+        self.legacy = legacy
         self.lines = SharedLines(sink: interrupts)
         self.spaces = spaces
         self.topology = Topology(rootBus: rootBus)
@@ -184,6 +199,7 @@ extension Machine {
     /// closes ECAM and every BAR and window until firmware runs again.
     public func reset() {
         for (_, function) in rootBus.functions { function.reset() }
+        legacy.reset()
         topologyChanged()
         spaces.rebuildPlatform()
     }
