@@ -39,3 +39,20 @@ awk -F'│' '
                 printf "%-8s N=4096/N=1 = %.2f   (N=256/N=1 = %.2f)\n", paths[p], ns[big] / ns[one], ns[mid] / ns[one]
         }
     }' "$out"
+
+# Hot-plug and enumerate N endpoints: time per device and growth.
+hp=.build/hotplug-report.txt
+swift package --allow-writing-to-package-directory benchmark run \
+    --target HotPlug --no-progress --time-units microseconds "$@" | tee "$hp" >/dev/null
+echo
+awk -F'│' '
+    function trim(s) { gsub(/^[ \t]+|[ \t]+$/, "", s); return s }
+    /^HotPlug\+enumerate N=/ { name = $0; split(name, parts, "N="); n[name] = parts[2] + 0; next }
+    name != "" && /Time \(wall clock\)/ { us[name] = trim($5) + 0; order[++k] = name; name = "" }
+    END {
+        if (k == 0) { print "no hot-plug results parsed; see the raw output"; exit 1 }
+        printf "%-32s %12s %14s\n", "benchmark (median)", "total us", "us per device"
+        for (i = 1; i <= k; i++) { b = order[i]; printf "%-32s %12.0f %14.2f\n", b, us[b], us[b] / n[b] }
+        first = order[1]; last = order[k]
+        printf "per-device cost N=%d vs N=%d: %.2fx\n", n[last], n[first], (us[last] / n[last]) / (us[first] / n[first])
+    }' "$hp"
