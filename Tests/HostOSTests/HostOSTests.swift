@@ -1,3 +1,4 @@
+import Foundation
 import CLinux
 import Glibc
 import HostOS
@@ -204,18 +205,20 @@ private func temporaryPath(_ name: String) -> String {
         #expect(try epoll.wait(timeoutMilliseconds: 0).isEmpty)
     }
 
-    @Test func wakeFromAnotherThread() async throws {
+    @Test func wakeFromAnotherThread() throws {
         let epoll = try Epoll()
         let e = try EventFD()
         try epoll.add(e.rawValue, events: .readable, data: 1)
         let raw = e.rawValue
-        let waker = Task.detached {
+        // A real thread, not a task: the test itself blocks in epoll_wait, and a task could
+        // wait behind it for a cooperative-pool thread that never comes free.
+        let waker = Thread {
             usleep(20_000)
             var one: UInt64 = 1
             _ = Glibc.write(raw, &one, 8)
         }
+        waker.start()
         let events = try epoll.wait(timeoutMilliseconds: 5000)
-        await waker.value
         #expect(events.map(\.data) == [1])
     }
 
