@@ -28,5 +28,7 @@ unsigned long sy_vfio_check_extension(void);
 void sy_strerror(int error, char *buffer, size_t size);
 /// pipe2(2) (declared by glibc only under _GNU_SOURCE).
 int sy_pipe2(int fds[2], int flags);
+/// accept4(2) without the peer address (declared by glibc only under _GNU_SOURCE).
+int sy_accept4(int fd, int flags);
 
 #endif
