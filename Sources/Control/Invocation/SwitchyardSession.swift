@@ -69,7 +69,13 @@ public final class SwitchyardSession: Sendable {
     }
 
     /// Serves until exit is requested; closes every socket; returns the exit code.
+    /// SIGTERM, SIGINT and SIGHUP end the session cleanly (sockets removed), as QEMU ends on them.
     public func run() throws -> Int32 {
+        try SignalSet.termination.block()
+        detach("switchyard-signals") { [controller] in
+            _ = SignalSet.termination.wait()
+            controller.requestExit(code: 0)
+        }
         try start()
         let code = controller.waitForExit()
         stop()
