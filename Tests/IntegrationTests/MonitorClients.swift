@@ -144,10 +144,11 @@ final class ChildProcess {
         return process.terminationStatus
     }
 
-    func stop() {
+    /// Ends the process: SIGTERM, then SIGKILL after `grace` seconds (0: SIGKILL at once).
+    func stop(grace: Double = 5) {
         if process.isRunning {
-            process.terminate()
-            if waitForExit(seconds: 5) == nil { kill(process.processIdentifier, SIGKILL) }
+            if grace > 0 { process.terminate() }
+            if grace == 0 || waitForExit(seconds: grace) == nil { kill(process.processIdentifier, SIGKILL) }
         }
         process.waitUntilExit()
     }
