@@ -178,6 +178,8 @@ public struct JSONParser {
             case "null": return .null
             default: throw JSONParseError(description: "invalid keyword '\(word)'")
             }
+        case UInt8(ascii: "]"), UInt8(ascii: "}"):
+            throw JSONParseError(description: "expecting value")
         default:
             throw JSONParseError(description: "stray \(describeHere())")
         }
@@ -201,6 +203,9 @@ public struct JSONParser {
         }
         while true {
             skipWhitespace()
+            if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
+                throw JSONParseError(description: "expecting value")  // a trailing comma, as QEMU words it
+            }
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") || bytes[index] == UInt8(ascii: "'") else {
                 throw JSONParseError(description: "key is not a string in object near \(describeHere())")
             }
@@ -362,7 +367,8 @@ public struct JSONStreamSplitter: Sendable {
                 case 0x21...0x7E:
                     buffer.append(b)
                 default:
-                    let stray = b < 0x80 ? "\\x\(String(b, radix: 16))" : "\\x\(String(b, radix: 16))"
+                    // QEMU shows a byte that is not valid UTF-8 as U+FFFD.
+                    let stray = b < 0x80 ? String(Character(Unicode.Scalar(b))) : "\u{FFFD}"
                     out.append(.error("stray '\(stray)'"))
                     reset()
                     continue

@@ -39,6 +39,10 @@ enum QMPCommands {
             .init(name: "bus", kind: .string, required: false),
         ])) { monitor, _, args throws(QMPError) in
             let spec = try deviceSpec(args)
+            // QEMU looks the driver up before the bus.
+            guard Machine.knownDrivers.contains(spec.driver) else {
+                throw QMPError("'\(spec.driver)' is not a valid device model name")
+            }
             do throws(MachineConfigurationError) {
                 try monitor.machine.hotPlug(spec)
             } catch {
