@@ -123,6 +123,24 @@ struct MonitorRobustnessTests {
         #expect(!FileManager.default.fileExists(atPath: path), "QMP socket left behind")
     }
 
+    /// libqtest's arrangement: the test listens for QMP too, and the VMM connects to it.
+    @Test func qmpAsAClientLikeLibqtest() throws {
+        let qmpListener = try TestListener(name: "qmp-client")
+        let child = try ChildProcess(switchyardBinary, [
+            "-machine", "q35", "-accel", "qtest", "-display", "none", "-S",
+            "-chardev", "socket,path=\(qmpListener.path),id=char0", "-mon", "chardev=char0,mode=control",
+        ])
+        defer { child.stop() }
+        let socket = try qmpListener.accept()
+        #expect(socket.readLine()?.hasPrefix("{\"QMP\": {\"version\"") == true)
+        try socket.send("{\"execute\": \"qmp_capabilities\"}\n{\"execute\": \"query-status\"}\n{\"execute\": \"quit\"}\n")
+        #expect(socket.readLine() == "{\"return\": {}}")
+        #expect(socket.readLine() == "{\"return\": {\"status\": \"prelaunch\", \"running\": false}}")
+        #expect(socket.readLine()?.contains("\"event\": \"SHUTDOWN\"") == true)
+        #expect(socket.readLine() == "{\"return\": {}}")
+        #expect(child.waitForExit(seconds: 10) == 0)
+    }
+
     @Test func commandLineErrorsNameTheOption() throws {
         for (arguments, message) in [
             (["-machine", "pc"], "-machine pc: unsupported machine type"),
