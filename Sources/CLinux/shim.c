@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
+#include <sys/socket.h>
 
 int sy_ioctl_ptr(int fd, unsigned long request, void *argument) {
     return ioctl(fd, request, argument);
@@ -109,3 +110,5 @@ void sy_strerror(int error, char *buffer, size_t size) {
 }
 
 int sy_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
+
+int sy_accept4(int fd, int flags) { return accept4(fd, NULL, NULL, flags); }

@@ -133,6 +133,20 @@ public final class Machine: Sendable {
 
     public var devices: [PlacedDevice] { topology.placed }
 
+    /// The device drivers `DeviceSpec.driver` may name.
+    public static var knownDrivers: [String] { DeviceFactory.drivers }
+
+    /// A system reset (QMP `system_reset`): every function returns to its power-on state, so
+    /// PCIEXBAR, BARs and bridge bus numbers are cleared as firmware never ran. RAM keeps its
+    /// contents, as on a warm reset.
+    public func reset() {
+        hostBridge.reset()
+        lpc.reset()
+        for placed in topology.placed { placed.function.reset() }
+        spaces.rebuildPlatform()
+        spaces.invalidatePCI()
+    }
+
     public func device(id: String) -> PlacedDevice? { topology.device(id: id) }
 
     /// Listens for machine events (DEVICE_DELETED). Returns a token for `removeEventListener`.
@@ -145,6 +159,15 @@ public final class Machine: Sendable {
 
     /// How often each address-space layer was rebuilt (for tests of the lazy rebuild).
     public var mappingRebuilds: (platform: Int, pci: Int) { spaces.rebuildCounts }
+
+    /// Drives IOAPIC input `number` directly, as a device wired to it would (qtest's
+    /// `set_irq_in ioapic`). Observers of `interrupts` see the change.
+    public func setIOAPICInput(_ number: UInt32, high: Bool) {
+        interrupts.setLevel(GSI(number), high: high)
+    }
+
+    /// The IOAPIC's input count (q35: 24, GSI 0-23).
+    public static let ioapicInputs: UInt32 = 24
 
     /// INTx lines currently asserted, by GSI, with how many functions assert each.
     public var assertedINTxLines: [GSI: Int] { lines.snapshot }

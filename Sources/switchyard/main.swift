@@ -4,6 +4,8 @@ import Machine
 
 /// `switchyard` command line: argument parsing and configuration only.
 enum Command {
+    /// A QEMU-compatible invocation: build the machine, serve QMP and qtest until quit.
+    case serve(QEMUInvocation)
     case run(MachineConfiguration)
     case lspci(MachineConfiguration, LspciOptions)
     case help
@@ -15,6 +17,7 @@ struct UsageError: Error, CustomStringConvertible {
 
 let usage = """
     usage: switchyard COMMAND [OPTIONS]
+           switchyard -machine q35 [QEMU-STYLE OPTIONS]
 
     Switchyard is a virtual machine monitor for Linux/KVM built around the PCI platform:
     an Intel q35 chipset (MCH 8086:29c0, ICH9 LPC 8086:2918) with bridges and hot-plug.
@@ -32,18 +35,15 @@ let usage = """
                           or the id of a bridge added earlier
       -nodefaults         start from the bare chipset instead of the built-in default machine
       -m SIZE             guest RAM, e.g. 512M or 2G (default 128M)
-    """
 
-func parseSize(_ text: String) -> UInt64? {
-    let units: [Character: UInt64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
-    if let last = text.last?.uppercased().first, let unit = units[last], let n = UInt64(text.dropLast()) {
-        return n.multipliedReportingOverflow(by: unit).overflow ? nil : n * unit
-    }
-    return UInt64(text).map { $0 << 20 }  // QEMU reads a bare number as MiB
-}
+    \(QEMUInvocation.usage)
+    """
 
 func parse(_ arguments: [String]) throws -> Command {
     guard let verb = arguments.first else { return .help }
+    if verb.hasPrefix("-"), !["-h", "--help", "-help"].contains(verb) {
+        return .serve(try QEMUInvocation.parse(arguments))
+    }
     var devices: [DeviceSpec] = []
     var defaults = true
     var memory: UInt64?
@@ -57,7 +57,7 @@ func parse(_ arguments: [String]) throws -> Command {
         case "-nodefaults", "--nodefaults":
             defaults = false
         case "-m":
-            guard let value = rest.popFirst(), let size = parseSize(value), size >= 1 << 20 else {
+            guard let value = rest.popFirst(), let size = MemorySize.parse(value), size >= 1 << 20 else {
                 throw UsageError(description: "-m needs a memory size of at least 1M, e.g. -m 512M")
             }
             memory = size
@@ -84,6 +84,9 @@ func parse(_ arguments: [String]) throws -> Command {
 
 func execute(_ command: Command) throws {
     switch command {
+    case .serve(let invocation):
+        let session = try SwitchyardSession(invocation)
+        exit(try session.run())
     case .help:
         print(usage)
     case .lspci(let configuration, let options):

@@ -79,5 +79,7 @@ void sy_atomic_store_u8(uint8_t *address, uint8_t value);
 void sy_strerror(int error, char *buffer, size_t size);
 /// pipe2(2) (declared by glibc only under _GNU_SOURCE).
 int sy_pipe2(int fds[2], int flags);
+/// accept4(2) without the peer address (declared by glibc only under _GNU_SOURCE).
+int sy_accept4(int fd, int flags);
 
 #endif

@@ -1,0 +1,272 @@
+import Machine
+
+/// The accelerator a QEMU-style invocation asks for.
+public enum Accelerator: String, Sendable, Hashable {
+    /// vCPUs run under KVM.
+    case kvm
+    /// No vCPU: a qtest client plays the CPU; the virtual clock belongs to it.
+    case qtest
+}
+
+/// A QEMU-compatible invocation (`switchyard -machine q35 -accel qtest -qtest unix:PATH ...`):
+/// what the `switchyard` executable parses and `SwitchyardSession` runs.
+public struct QEMUInvocation: Sendable, Hashable {
+    public var machine = MachineConfiguration()
+    public var accelerator: Accelerator = .kvm
+    public var cpus = 1
+    /// -S: build the machine but do not start it (query-status says prelaunch).
+    public var startPaused = false
+    /// QMP monitors: from -qmp, and from -mon chardev=ID,mode=control.
+    public var qmp: [SocketEndpoint] = []
+    public var qtest: SocketEndpoint?
+    /// -qtest-log: a path, "none", or nil for standard error (QEMU's default).
+    public var qtestLog: String?
+    public var kernel: String?
+    public var initrd: String?
+    public var append: String?
+
+    public init() {}
+}
+
+public struct InvocationError: Error, Hashable, Sendable, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+extension QEMUInvocation {
+    /// The options a QEMU-style invocation understands, for help text.
+    public static let usage = """
+        QEMU-style invocation (the first argument starts with '-'):
+          -machine q35[,accel=kvm|qtest]   the machine type (q35 only; pc-q35-* accepted)
+          -accel kvm|qtest                 kvm runs vCPUs; qtest runs none (a qtest client drives
+                                           the machine); tcg is not supported
+          -m SIZE                          guest RAM, e.g. 512M, 2G, or size=2G (default 128M)
+          -smp N[,...]                     vCPU count (1-255)
+          -device DRIVER[,id=ID][,bus=BUS][,addr=SLOT[.FN]][,multifunction=on][,PROP=VALUE...]
+          -nodefaults                      accepted; a QEMU-style machine starts bare anyway
+          -S                               do not start: query-status reports prelaunch until cont
+          -display none                    (only none)
+          -serial none, -monitor none      (only none)
+          -qmp unix:PATH[,server=on][,wait=off]
+                                           a QMP monitor; without server=on Switchyard connects
+                                           to PATH, with it Switchyard listens there
+          -chardev socket,id=ID,path=PATH[,server=on][,wait=off]
+          -mon chardev=ID,mode=control     a QMP monitor on a socket chardev
+          -qtest unix:PATH[,server=on][,wait=off]
+                                           the qtest protocol (QEMU's system/qtest.c); the
+                                           process ends when this socket closes
+          -qtest-log FILE|none             log qtest traffic as QEMU does (default: stderr)
+          -kernel FILE, -initrd FILE, -append TEXT
+                                           stored for direct Linux boot
+        Switchyard serves its monitors until QMP `quit` or until the qtest socket closes.
+        """
+
+    /// Parses a QEMU-style argument list. Errors name the option at fault.
+    public static func parse(_ arguments: [String]) throws(InvocationError) -> QEMUInvocation {
+        var result = QEMUInvocation()
+        var chardevs: [String: SocketEndpoint] = [:]
+        var monitors: [String] = []
+        var rest = arguments[...]
+        func value(_ option: String) throws(InvocationError) -> String {
+            guard let v = rest.popFirst() else { throw InvocationError("option \(option) needs a value") }
+            return v
+        }
+        while let raw = rest.popFirst() {
+            // QEMU accepts --option as well as -option.
+            let option = raw.hasPrefix("--") ? String(raw.dropFirst()) : raw
+            switch option {
+            case "-machine", "-M":
+                let text = try value(option)
+                let fields = try KeyValueList(text, implicitKey: "type", option: option)
+                for (key, v) in fields.pairs {
+                    switch key {
+                    case "type":
+                        guard v == "q35" || v.hasPrefix("pc-q35") else {
+                            throw InvocationError("-machine \(v): unsupported machine type; Switchyard models q35 only")
+                        }
+                    case "accel": result.accelerator = try accelerator(v)
+                    default: throw InvocationError("-machine: unsupported property '\(key)'")
+                    }
+                }
+            case "-accel":
+                let fields = try KeyValueList(try value(option), implicitKey: "accel", option: option)
+                for (key, v) in fields.pairs {
+                    guard key == "accel" else { throw InvocationError("-accel: unsupported property '\(key)'") }
+                    result.accelerator = try accelerator(v)
+                }
+            case "-enable-kvm":
+                result.accelerator = .kvm
+            case "-m":
+                let text = try value(option)
+                let sizeText = text.hasPrefix("size=") ? String(text.dropFirst(5)) : text
+                guard let size = MemorySize.parse(sizeText), size >= 1 << 20 else {
+                    throw InvocationError("-m \(text): needs a memory size of at least 1M, e.g. -m 512M")
+                }
+                result.machine.memorySize = size
+            case "-smp":
+                let fields = try KeyValueList(try value(option), implicitKey: "cpus", option: option)
+                for (key, v) in fields.pairs {
+                    guard let n = Int(v), (1...255).contains(n) else {
+                        throw InvocationError("-smp: \(key)=\(v) must be a number from 1 to 255")
+                    }
+                    switch key {
+                    case "cpus": result.cpus = n
+                    case "sockets", "cores", "threads", "maxcpus", "dies", "clusters": break
+                    default: throw InvocationError("-smp: unsupported property '\(key)'")
+                    }
+                }
+            case "-device":
+                let text = try value(option)
+                do {
+                    result.machine.devices.append(try DeviceSpec(parsing: text))
+                } catch {
+                    throw InvocationError("-device \(text): \(error)")
+                }
+            case "-nodefaults", "-no-user-config", "-no-reboot", "-no-shutdown":
+                break
+            case "-S":
+                result.startPaused = true
+            case "-display", "-serial", "-monitor", "-parallel", "-vga":
+                let v = try value(option)
+                guard v == "none" else { throw InvocationError("\(option) \(v): only '\(option) none' is supported") }
+            case "-qmp":
+                let text = try value(option)
+                result.qmp.append(try endpoint(text, option: option))
+            case "-chardev":
+                let text = try value(option)
+                let fields = try KeyValueList(text, implicitKey: "backend", option: option)
+                guard fields["backend"] == "socket" else {
+                    throw InvocationError("-chardev \(text): only socket chardevs are supported")
+                }
+                guard let id = fields["id"], !id.isEmpty else { throw InvocationError("-chardev \(text): needs id=") }
+                guard let path = fields["path"], !path.isEmpty else {
+                    throw InvocationError("-chardev \(text): needs path= (Unix sockets only)")
+                }
+                guard chardevs[id] == nil else { throw InvocationError("-chardev: duplicate id '\(id)'") }
+                var e = SocketEndpoint(path: path)
+                for (key, v) in fields.pairs {
+                    switch key {
+                    case "backend", "id", "path": break
+                    case "server": e.server = try flag(v, key, option)
+                    case "wait": e.wait = try flag(v, key, option)
+                    case "nowait": e.wait = false
+                    default: throw InvocationError("-chardev \(text): unsupported property '\(key)'")
+                    }
+                }
+                chardevs[id] = e
+            case "-mon":
+                let text = try value(option)
+                let fields = try KeyValueList(text, implicitKey: "chardev", option: option)
+                for (key, v) in fields.pairs {
+                    switch key {
+                    case "chardev": monitors.append(v)
+                    case "mode":
+                        guard v == "control" else { throw InvocationError("-mon \(text): only mode=control (QMP) is supported") }
+                    case "pretty": break
+                    default: throw InvocationError("-mon \(text): unsupported property '\(key)'")
+                    }
+                }
+                guard fields["mode"] == "control" else { throw InvocationError("-mon \(text): needs mode=control (QMP)") }
+            case "-qtest":
+                let text = try value(option)
+                guard result.qtest == nil else { throw InvocationError("-qtest given twice") }
+                result.qtest = try endpoint(text, option: option)
+            case "-qtest-log":
+                result.qtestLog = try value(option)
+            case "-kernel": result.kernel = try value(option)
+            case "-initrd": result.initrd = try value(option)
+            case "-append": result.append = try value(option)
+            default:
+                if option.hasPrefix("-") {
+                    throw InvocationError("unknown option '\(raw)'; see switchyard --help")
+                }
+                throw InvocationError("unexpected argument '\(raw)'; options start with '-'; see switchyard --help")
+            }
+        }
+        for id in monitors {
+            guard let e = chardevs[id] else { throw InvocationError("-mon chardev=\(id): no -chardev with id '\(id)'") }
+            result.qmp.append(e)
+        }
+        if (result.initrd != nil || result.append != nil) && result.kernel == nil {
+            throw InvocationError("-initrd and -append need -kernel")
+        }
+        return result
+    }
+
+    static func accelerator(_ text: String) throws(InvocationError) -> Accelerator {
+        // QEMU accepts a ':'-separated fallback list; the first supported one wins.
+        for name in text.split(separator: ":") {
+            switch name {
+            case "kvm": return .kvm
+            case "qtest": return .qtest
+            case "tcg": continue
+            default: throw InvocationError("-accel \(name): unknown accelerator; Switchyard supports kvm and qtest")
+            }
+        }
+        throw InvocationError("-accel tcg: TCG is not supported; Switchyard runs guests under KVM (-accel kvm) or with no vCPU (-accel qtest)")
+    }
+
+    static func flag(_ v: String, _ key: String, _ option: String) throws(InvocationError) -> Bool {
+        switch v {
+        case "on", "yes", "true", "": return true
+        case "off", "no", "false": return false
+        default: throw InvocationError("\(option): \(key)=\(v) must be on or off")
+        }
+    }
+
+    /// `unix:PATH[,server=on|server][,wait=off|nowait]`.
+    static func endpoint(_ text: String, option: String) throws(InvocationError) -> SocketEndpoint {
+        guard text.hasPrefix("unix:") else {
+            throw InvocationError("\(option) \(text): only unix:PATH sockets are supported")
+        }
+        let fields = text.dropFirst(5).split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        guard let path = fields.first, !path.isEmpty else { throw InvocationError("\(option) \(text): empty socket path") }
+        var e = SocketEndpoint(path: path)
+        for field in fields.dropFirst() {
+            let parts = field.split(separator: "=", maxSplits: 1).map(String.init)
+            let key = parts.first ?? "", v = parts.count > 1 ? parts[1] : ""
+            switch key {
+            case "server": e.server = try flag(v, key, option)
+            case "wait": e.wait = try flag(v, key, option)
+            case "nowait": e.wait = false
+            default: throw InvocationError("\(option) \(text): unsupported property '\(field)'")
+            }
+        }
+        return e
+    }
+}
+
+/// A QEMU option value: `first,key=value,...`, where a first field without '=' is the
+/// option's implicit key (`-machine q35` is type=q35).
+struct KeyValueList {
+    var pairs: [(String, String)] = []
+
+    init(_ text: String, implicitKey: String, option: String) throws(InvocationError) {
+        for (i, field) in text.split(separator: ",", omittingEmptySubsequences: false).enumerated() {
+            if let eq = field.firstIndex(of: "=") {
+                pairs.append((String(field[..<eq]), String(field[field.index(after: eq)...])))
+            } else if i == 0 && !field.isEmpty {
+                pairs.append((implicitKey, String(field)))
+            } else if !field.isEmpty {
+                pairs.append((String(field), ""))  // a bare flag such as `server`
+            } else {
+                throw InvocationError("\(option) \(text): empty field")
+            }
+        }
+    }
+
+    subscript(key: String) -> String? { pairs.last { $0.0 == key }?.1 }
+}
+
+/// Memory sizes as QEMU writes them: a number with an optional K/M/G/T suffix; a bare
+/// number means MiB.
+public enum MemorySize {
+    public static func parse(_ text: String) -> UInt64? {
+        let units: [Character: UInt64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
+        if let last = text.last?.uppercased().first, let unit = units[last], let n = UInt64(text.dropLast()) {
+            return n.multipliedReportingOverflow(by: unit).overflow ? nil : n * unit
+        }
+        guard let n = UInt64(text), !n.multipliedReportingOverflow(by: 1 << 20).overflow else { return nil }
+        return n << 20
+    }
+}

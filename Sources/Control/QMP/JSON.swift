@@ -1,0 +1,392 @@
+/// A JSON value as QMP uses it. Objects keep their members' order, so replies read in the
+/// order they were built. Integers stay integers (QMP addresses and sizes are 64-bit).
+public enum JSONValue: Sendable, Hashable {
+    case null
+    case bool(Bool)
+    case int(Int64)
+    case double(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([(String, JSONValue)])
+
+    public static func == (a: JSONValue, b: JSONValue) -> Bool {
+        switch (a, b) {
+        case (.null, .null): true
+        case (.bool(let x), .bool(let y)): x == y
+        case (.int(let x), .int(let y)): x == y
+        case (.double(let x), .double(let y)): x == y
+        case (.string(let x), .string(let y)): x == y
+        case (.array(let x), .array(let y)): x == y
+        case (.object(let x), .object(let y)):
+            x.count == y.count && zip(x, y).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+        default: false
+        }
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        switch self {
+        case .null: hasher.combine(0)
+        case .bool(let b): hasher.combine(b)
+        case .int(let i): hasher.combine(i)
+        case .double(let d): hasher.combine(d)
+        case .string(let s): hasher.combine(s)
+        case .array(let a): hasher.combine(a)
+        case .object(let o): for (k, v) in o { hasher.combine(k); hasher.combine(v) }
+        }
+    }
+
+    /// A member of an object (the last one with that name, as QEMU's qdict keeps).
+    public subscript(key: String) -> JSONValue? {
+        guard case .object(let members) = self else { return nil }
+        return members.last { $0.0 == key }?.1
+    }
+
+    public var stringValue: String? { if case .string(let s) = self { s } else { nil } }
+    public var intValue: Int64? { if case .int(let i) = self { i } else { nil } }
+    public var boolValue: Bool? { if case .bool(let b) = self { b } else { nil } }
+    public var arrayValue: [JSONValue]? { if case .array(let a) = self { a } else { nil } }
+    public var objectValue: [(String, JSONValue)]? { if case .object(let o) = self { o } else { nil } }
+
+    /// QAPI's name for the value's type, as error messages say it.
+    public var typeName: String {
+        switch self {
+        case .null: "null"
+        case .bool: "boolean"
+        case .int, .double: "number"
+        case .string: "string"
+        case .array: "array"
+        case .object: "object"
+        }
+    }
+
+    /// Compact text in QEMU's style (`{"a": 1, "b": [true]}`), ASCII only: other characters
+    /// are written as \uXXXX escapes, as QEMU's qobject_to_json does.
+    public var serialized: String {
+        var out = ""
+        Self.write(self, into: &out)
+        return out
+    }
+
+    private static func write(_ value: JSONValue, into out: inout String) {
+        switch value {
+        case .null: out += "null"
+        case .bool(let b): out += b ? "true" : "false"
+        case .int(let i): out += String(i)
+        case .double(let d): out += d.isFinite ? "\(d)" : "null"
+        case .string(let s): writeString(s, into: &out)
+        case .array(let items):
+            out += "["
+            for (i, item) in items.enumerated() {
+                if i > 0 { out += ", " }
+                write(item, into: &out)
+            }
+            out += "]"
+        case .object(let members):
+            out += "{"
+            for (i, (key, item)) in members.enumerated() {
+                if i > 0 { out += ", " }
+                writeString(key, into: &out)
+                out += ": "
+                write(item, into: &out)
+            }
+            out += "}"
+        }
+    }
+
+    private static func writeString(_ s: String, into out: inout String) {
+        out += "\""
+        for unit in s.utf16 {
+            switch unit {
+            case 0x22: out += "\\\""
+            case 0x5C: out += "\\\\"
+            case 0x08: out += "\\b"
+            case 0x0C: out += "\\f"
+            case 0x0A: out += "\\n"
+            case 0x0D: out += "\\r"
+            case 0x09: out += "\\t"
+            case 0x20..<0x7F: out.unicodeScalars.append(Unicode.Scalar(UInt8(unit)))
+            default:
+                let hex = String(unit, radix: 16, uppercase: true)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            }
+        }
+        out += "\""
+    }
+}
+
+extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral,
+    ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral {
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(integerLiteral value: Int64) { self = .int(value) }
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+    public init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
+    public init(dictionaryLiteral elements: (String, JSONValue)...) { self = .object(elements) }
+}
+
+/// Why a JSON text did not parse; `description` is the part after "JSON parse error, ".
+public struct JSONParseError: Error, Hashable, Sendable, CustomStringConvertible {
+    public let description: String
+}
+
+/// A strict JSON parser with QEMU's extension of single-quoted strings, over bytes (the text
+/// may be anything a client sends). Nesting is limited as QEMU limits it.
+public struct JSONParser {
+    public static let maximumNesting = 1024
+
+    private let bytes: [UInt8]
+    private var index = 0
+
+    public static func parse(_ text: some Collection<UInt8>) throws(JSONParseError) -> JSONValue {
+        var parser = JSONParser(bytes: Array(text))
+        parser.skipWhitespace()
+        let value = try parser.value(depth: 0)
+        parser.skipWhitespace()
+        if parser.index < parser.bytes.count {
+            throw JSONParseError(description: "expecting end of input near \(parser.describeHere())")
+        }
+        return value
+    }
+
+    private init(bytes: [UInt8]) { self.bytes = bytes }
+
+    private mutating func skipWhitespace() {
+        while index < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[index]) { index += 1 }
+    }
+
+    private func describeHere() -> String {
+        guard index < bytes.count else { return "end of input" }
+        let b = bytes[index]
+        if b >= 0x21 && b < 0x7F { return "'\(Character(Unicode.Scalar(b)))'" }
+        return "byte 0x\(String(b, radix: 16))"
+    }
+
+    private mutating func value(depth: Int) throws(JSONParseError) -> JSONValue {
+        guard depth < Self.maximumNesting else { throw JSONParseError(description: "nesting limit exceeded") }
+        guard index < bytes.count else { throw JSONParseError(description: "expecting value") }
+        switch bytes[index] {
+        case UInt8(ascii: "{"): return try object(depth: depth)
+        case UInt8(ascii: "["): return try array(depth: depth)
+        case UInt8(ascii: "\""), UInt8(ascii: "'"): return .string(try string())
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try number()
+        case UInt8(ascii: "a")...UInt8(ascii: "z"):
+            let start = index
+            while index < bytes.count, (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(bytes[index]) { index += 1 }
+            let word = String(decoding: bytes[start..<index], as: UTF8.self)
+            switch word {
+            case "true": return .bool(true)
+            case "false": return .bool(false)
+            case "null": return .null
+            default: throw JSONParseError(description: "invalid keyword '\(word)'")
+            }
+        case UInt8(ascii: "]"), UInt8(ascii: "}"):
+            throw JSONParseError(description: "expecting value")
+        default:
+            throw JSONParseError(description: "stray \(describeHere())")
+        }
+    }
+
+    private mutating func expect(_ c: Character) throws(JSONParseError) {
+        skipWhitespace()
+        guard index < bytes.count, bytes[index] == c.asciiValue! else {
+            throw JSONParseError(description: "expecting '\(c)' near \(describeHere())")
+        }
+        index += 1
+    }
+
+    private mutating func object(depth: Int) throws(JSONParseError) -> JSONValue {
+        index += 1
+        var members: [(String, JSONValue)] = []
+        skipWhitespace()
+        if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
+            index += 1
+            return .object(members)
+        }
+        while true {
+            skipWhitespace()
+            if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
+                throw JSONParseError(description: "expecting value")  // a trailing comma, as QEMU words it
+            }
+            guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") || bytes[index] == UInt8(ascii: "'") else {
+                throw JSONParseError(description: "key is not a string in object near \(describeHere())")
+            }
+            let key = try string()
+            try expect(":")
+            skipWhitespace()
+            let v = try value(depth: depth + 1)
+            if let i = members.firstIndex(where: { $0.0 == key }) { members[i].1 = v } else { members.append((key, v)) }
+            skipWhitespace()
+            guard index < bytes.count else { throw JSONParseError(description: "premature end of input in object") }
+            if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
+            if bytes[index] == UInt8(ascii: "}") { index += 1; return .object(members) }
+            throw JSONParseError(description: "expected separator in dict near \(describeHere())")
+        }
+    }
+
+    private mutating func array(depth: Int) throws(JSONParseError) -> JSONValue {
+        index += 1
+        var items: [JSONValue] = []
+        skipWhitespace()
+        if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
+            index += 1
+            return .array(items)
+        }
+        while true {
+            skipWhitespace()
+            items.append(try value(depth: depth + 1))
+            skipWhitespace()
+            guard index < bytes.count else { throw JSONParseError(description: "premature end of input in list") }
+            if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
+            if bytes[index] == UInt8(ascii: "]") { index += 1; return .array(items) }
+            throw JSONParseError(description: "expected separator in list near \(describeHere())")
+        }
+    }
+
+    private mutating func hex4() throws(JSONParseError) -> UInt16 {
+        guard index + 4 <= bytes.count,
+              let v = UInt16(String(decoding: bytes[index..<index + 4], as: UTF8.self), radix: 16) else {
+            throw JSONParseError(description: "invalid hex escape sequence in string")
+        }
+        index += 4
+        return v
+    }
+
+    private mutating func string() throws(JSONParseError) -> String {
+        let quote = bytes[index]
+        index += 1
+        var units: [UInt16] = []
+        var raw: [UInt8] = []
+        func flushRaw() throws(JSONParseError) {
+            guard !raw.isEmpty else { return }
+            guard let s = String(validating: raw, as: UTF8.self) else {
+                throw JSONParseError(description: "invalid UTF-8 sequence in string")
+            }
+            units += s.utf16
+            raw.removeAll()
+        }
+        while true {
+            guard index < bytes.count else { throw JSONParseError(description: "missing '\(Character(Unicode.Scalar(quote)))' at end of string") }
+            let b = bytes[index]
+            index += 1
+            if b == quote { break }
+            if b < 0x20 { throw JSONParseError(description: "control character in string") }
+            if b != UInt8(ascii: "\\") { raw.append(b); continue }
+            try flushRaw()
+            guard index < bytes.count else { throw JSONParseError(description: "unterminated escape in string") }
+            let e = bytes[index]
+            index += 1
+            switch e {
+            case UInt8(ascii: "\""): units.append(0x22)
+            case UInt8(ascii: "'"): units.append(0x27)
+            case UInt8(ascii: "\\"): units.append(0x5C)
+            case UInt8(ascii: "/"): units.append(0x2F)
+            case UInt8(ascii: "b"): units.append(0x08)
+            case UInt8(ascii: "f"): units.append(0x0C)
+            case UInt8(ascii: "n"): units.append(0x0A)
+            case UInt8(ascii: "r"): units.append(0x0D)
+            case UInt8(ascii: "t"): units.append(0x09)
+            case UInt8(ascii: "u"): units.append(try hex4())
+            default: throw JSONParseError(description: "invalid escape sequence in string")
+            }
+        }
+        try flushRaw()
+        guard let s = String(validating: units, as: UTF16.self) else {
+            throw JSONParseError(description: "invalid \\u escape (unpaired surrogate) in string")
+        }
+        return s
+    }
+
+    private mutating func number() throws(JSONParseError) -> JSONValue {
+        let start = index
+        if bytes[index] == UInt8(ascii: "-") { index += 1 }
+        var isInteger = true
+        while index < bytes.count {
+            let b = bytes[index]
+            if (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(b) { index += 1; continue }
+            if [UInt8(ascii: "."), UInt8(ascii: "e"), UInt8(ascii: "E"), UInt8(ascii: "+"), UInt8(ascii: "-")].contains(b) {
+                isInteger = false
+                index += 1
+                continue
+            }
+            break
+        }
+        let text = String(decoding: bytes[start..<index], as: UTF8.self)
+        if isInteger, let i = Int64(text) { return .int(i) }
+        if let d = Double(text), text.last?.isNumber == true { return .double(d) }
+        throw JSONParseError(description: "invalid number '\(text)'")
+    }
+}
+
+/// Splits a QMP byte stream into JSON texts as QEMU's streamer does: a text ends where its
+/// outermost brace or bracket closes; a scalar ends at whitespace. Strings are tracked so
+/// braces inside them do not count. Bytes that can never start or continue JSON outside a
+/// string end the text at once with an error, so binary garbage cannot stall the stream.
+public struct JSONStreamSplitter: Sendable {
+    public enum Item: Sendable, Equatable {
+        case text([UInt8])
+        case error(String)
+    }
+
+    public let limit: Int
+    private var buffer: [UInt8] = []
+    private var depth = 0
+    private var quote: UInt8?
+    private var escaped = false
+    private var discarding = false
+
+    public init(limit: Int = 1 << 20) { self.limit = limit }
+
+    public mutating func feed(_ input: some Sequence<UInt8>) -> [Item] {
+        var out: [Item] = []
+        for b in input {
+            if discarding {
+                if b == 0x0A { discarding = false }
+                continue
+            }
+            if let q = quote {
+                buffer.append(b)
+                if escaped { escaped = false } else if b == UInt8(ascii: "\\") { escaped = true } else if b == q { quote = nil }
+            } else {
+                switch b {
+                case 0x20, 0x09, 0x0A, 0x0D:
+                    if depth == 0 && !buffer.isEmpty { out.append(.text(buffer)); buffer.removeAll() } else if depth > 0 { buffer.append(b) }
+                case UInt8(ascii: "{"), UInt8(ascii: "["):
+                    if depth == 0 && !buffer.isEmpty { out.append(.text(buffer)); buffer.removeAll() }
+                    depth += 1
+                    buffer.append(b)
+                case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                    buffer.append(b)
+                    depth -= 1
+                    if depth <= 0 {
+                        out.append(.text(buffer))
+                        buffer.removeAll()
+                        depth = 0
+                    }
+                case UInt8(ascii: "\""), UInt8(ascii: "'"):
+                    quote = b
+                    buffer.append(b)
+                case 0x21...0x7E:
+                    buffer.append(b)
+                default:
+                    // QEMU shows a byte that is not valid UTF-8 as U+FFFD.
+                    let stray = b < 0x80 ? String(Character(Unicode.Scalar(b))) : "\u{FFFD}"
+                    out.append(.error("stray '\(stray)'"))
+                    reset()
+                    continue
+                }
+            }
+            if buffer.count > limit {
+                out.append(.error("token size limit exceeded (\(limit) bytes)"))
+                reset()
+                discarding = b != 0x0A
+            }
+        }
+        return out
+    }
+
+    private mutating func reset() {
+        buffer.removeAll()
+        depth = 0
+        quote = nil
+        escaped = false
+    }
+}

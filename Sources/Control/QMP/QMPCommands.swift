@@ -1,0 +1,135 @@
+import Machine
+
+/// The commands Switchyard's QMP monitor answers, with their argument schemas.
+enum QMPCommands {
+    struct Handler: Sendable {
+        let schema: QMPArguments.Schema
+        let run: @Sendable (QMPMonitor, QMPSession, QMPArguments) throws(QMPError) -> JSONValue
+        /// Runs after the reply was sent (quit).
+        var after: (@Sendable (QMPMonitor) -> Void)? = nil
+    }
+
+    static let none = QMPArguments.Schema.fields([])
+
+    static let table: [String: Handler] = [
+        "qmp_capabilities": Handler(schema: .fields([.init(name: "enable", kind: .stringArray, required: false)])) {
+            _, session, args throws(QMPError) in
+            for (i, item) in (args["enable"]?.arrayValue ?? []).enumerated() {
+                let name = item.stringValue ?? ""
+                guard name == "oob" else {
+                    throw QMPError("Parameter 'enable[\(i)]' does not accept value '\(name)'")
+                }
+                throw QMPError("Capability 'oob' not available")
+            }
+            session.setNegotiated()
+            return [:]
+        },
+        "query-version": Handler(schema: none) { monitor, _, _ in monitor.versionInfo },
+        "query-status": Handler(schema: none) { monitor, _, _ in
+            let state = monitor.controller.runState
+            return ["status": .string(state.rawValue), "running": .bool(state == .running)]
+        },
+        "query-commands": Handler(schema: none) { _, _, _ in
+            .array(table.keys.sorted().map { ["name": .string($0)] })
+        },
+        "query-pci": Handler(schema: none) { monitor, _, _ in QueryPCI.info(monitor.machine) },
+        "device_add": Handler(schema: .open(required: [
+            .init(name: "driver", kind: .string, required: true),
+            .init(name: "id", kind: .string, required: false),
+            .init(name: "bus", kind: .string, required: false),
+        ])) { monitor, _, args throws(QMPError) in
+            let spec = try deviceSpec(args)
+            // QEMU looks the driver up before the bus.
+            guard Machine.knownDrivers.contains(spec.driver) else {
+                throw QMPError("'\(spec.driver)' is not a valid device model name")
+            }
+            do throws(MachineConfigurationError) {
+                try monitor.machine.hotPlug(spec)
+            } catch {
+                throw qmpError(error)
+            }
+            return [:]
+        },
+        "device_del": Handler(schema: .fields([.init(name: "id", kind: .string, required: true)])) {
+            monitor, _, args throws(QMPError) in
+            do throws(MachineConfigurationError) {
+                try monitor.machine.unplug(id: args["id"]?.stringValue ?? "", mode: .attentionButton)
+            } catch {
+                throw qmpError(error)
+            }
+            return [:]
+        },
+        "system_reset": Handler(schema: none) { monitor, _, _ in
+            monitor.machine.reset()
+            monitor.emit("RESET", data: ["guest": false, "reason": "host-qmp-system-reset"])
+            return [:]
+        },
+        "stop": Handler(schema: none) { monitor, _, _ in
+            if monitor.controller.setRunState(.paused) == .running { monitor.emit("STOP") }
+            return [:]
+        },
+        "cont": Handler(schema: none) { monitor, _, _ in
+            if monitor.controller.setRunState(.running) != .running { monitor.emit("RESUME") }
+            return [:]
+        },
+        "quit": Handler(schema: none, run: { monitor, _, _ in
+            monitor.controller.setRunState(.shutdown)
+            monitor.emit("SHUTDOWN", data: ["guest": false, "reason": "host-qmp-quit"])
+            return [:]
+        }, after: { monitor in monitor.controller.requestExit(code: 0) }),
+    ]
+
+    /// device_add's arguments as a device description: QEMU's property names, values given
+    /// as strings, numbers or booleans. A numeric `addr` is a devfn, as QEMU reads it.
+    static func deviceSpec(_ args: QMPArguments) throws(QMPError) -> DeviceSpec {
+        var spec = DeviceSpec(driver: args["driver"]?.stringValue ?? "")
+        spec.id = args["id"]?.stringValue
+        spec.bus = args["bus"]?.stringValue
+        for (name, value) in args.values where !["driver", "id", "bus"].contains(name) {
+            let text: String
+            switch value {
+            case .string(let s): text = s
+            case .int(let i): text = String(i)
+            case .bool(let b): text = b ? "on" : "off"
+            case .double(let d): text = "\(d)"
+            default: throw QMPError("Invalid parameter type for '\(name)', expected: string")
+            }
+            switch name {
+            case "addr":
+                if case .int(let devfn) = value {
+                    guard (0...255).contains(devfn) else { throw QMPError("Property 'addr' expects a PCI address 0-255 or SLOT.FN") }
+                    spec.devfn = UInt8(devfn)
+                } else {
+                    do {
+                        spec.devfn = try DeviceSpec(parsing: "\(spec.driver),addr=\(text)").devfn
+                    } catch {
+                        throw QMPError("\(error)")
+                    }
+                }
+            case "multifunction":
+                switch text {
+                case "on", "true", "yes": spec.multifunction = true
+                case "off", "false", "no": spec.multifunction = false
+                default: throw QMPError("Parameter 'multifunction' expects 'on' or 'off'")
+                }
+            default:
+                spec.properties[name] = text
+            }
+        }
+        return spec
+    }
+
+    /// Machine errors in QEMU's words where QEMU has words for them.
+    static func qmpError(_ error: MachineConfigurationError) -> QMPError {
+        switch error {
+        case .unknownDriver(let driver, _): QMPError("'\(driver)' is not a valid device model name")
+        case .noSuchBus(let bus, _): QMPError("Bus '\(bus)' not found")
+        case .duplicateID(let id): QMPError("Duplicate device ID '\(id)'")
+        case .noSuchDevice(let id): QMPError(.deviceNotFound, "Device '\(id)' not found")
+        case .notHotPluggable(let bus, let reason):
+            reason.contains("has no hot-plug controller") ? QMPError("Bus '\(bus)' does not support hotplugging")
+                                                          : QMPError(reason)
+        default: QMPError("\(error)")
+        }
+    }
+}

@@ -1,0 +1,59 @@
+import Dispatch
+import Machine
+import Synchronization
+
+/// QEMU's run states that Switchyard reports (query-status).
+public enum RunState: String, Sendable, Hashable {
+    /// Started with -S: built, not yet running.
+    case prelaunch
+    case running
+    /// Stopped by `stop`.
+    case paused
+    /// `quit` was requested.
+    case shutdown
+}
+
+/// What every monitor of one machine shares: the machine, the run state, and the way out
+/// (`quit`, or the qtest socket closing).
+public final class VMController: Sendable {
+    public let machine: Machine
+    private let state: Mutex<RunState>
+    private let exitCode = Mutex<Int32?>(nil)
+    private let exitSignal = DispatchSemaphore(value: 0)
+
+    public init(machine: Machine, startPaused: Bool) {
+        self.machine = machine
+        state = Mutex(startPaused ? .prelaunch : .running)
+    }
+
+    public var runState: RunState { state.withLock { $0 } }
+
+    /// Changes the run state; returns the previous one.
+    @discardableResult
+    public func setRunState(_ new: RunState) -> RunState {
+        state.withLock { s in
+            let old = s
+            s = new
+            return old
+        }
+    }
+
+    /// Asks the process to end with `code`. The first request wins.
+    public func requestExit(code: Int32 = 0) {
+        let first = exitCode.withLock { c -> Bool in
+            guard c == nil else { return false }
+            c = code
+            return true
+        }
+        if first { exitSignal.signal() }
+    }
+
+    public var exitRequested: Bool { exitCode.withLock { $0 != nil } }
+
+    /// Blocks until `requestExit`; returns its code.
+    public func waitForExit() -> Int32 {
+        exitSignal.wait()
+        exitSignal.signal()  // let other waiters through too
+        return exitCode.withLock { $0 ?? 0 }
+    }
+}

@@ -1,0 +1,235 @@
+import Foundation
+import Machine
+import Testing
+@testable import Control
+
+@Suite("JSON for QMP")
+struct JSONTests {
+    @Test func parsesAndSerializesInQEMUStyle() throws {
+        let v = try JSONParser.parse(Array(#"{"execute": "x", "arguments": {"a": [1, -2, true, null, 'q'], "b": "\u00e9\n"}}"#.utf8))
+        #expect(v["execute"] == "x")
+        #expect(v["arguments"]?["a"] == [1, -2, true, .null, "q"])
+        #expect(v.serialized == #"{"execute": "x", "arguments": {"a": [1, -2, true, null, "q"], "b": "\u00E9\n"}}"#)
+        #expect(JSONValue.int(-1).serialized == "-1")
+    }
+
+    @Test func errorsUseQEMUWording() {
+        func error(_ text: String) -> String? {
+            do { _ = try JSONParser.parse(Array(text.utf8)); return nil } catch { return error.description }
+        }
+        #expect(error("foo") == "invalid keyword 'foo'")
+        #expect(error(#"{"a": 1,}"#) == "expecting value")
+        #expect(error("[1,]") == "expecting value")
+        #expect(error(#"{"a" 1}"#)?.hasPrefix("expecting ':'") == true)
+        #expect(error(#""\ud800""#)?.contains("surrogate") == true)
+        #expect(error(String(repeating: "[", count: 2000) + String(repeating: "]", count: 2000)) == "nesting limit exceeded")
+    }
+
+    @Test func splitterFramesMessagesAndRecovers() {
+        var s = JSONStreamSplitter(limit: 64)
+        var items = s.feed(Array(#"{"a": "}{"} [1] 12 {"b""#.utf8))
+        #expect(items == [.text(Array(#"{"a": "}{"}"#.utf8)), .text(Array("[1]".utf8)), .text(Array("12".utf8))])
+        items = s.feed(Array(": 2}\n".utf8))
+        #expect(items == [.text(Array(#"{"b": 2}"#.utf8))])
+        items = s.feed([0xFF, 0x0A])
+        #expect(items == [.error("stray '\u{FFFD}'")])
+        items = s.feed(Array(("{\"x\": \"" + String(repeating: "z", count: 100) + "\"}\n{}").utf8))
+        #expect(items.count == 2 && items[1] == .text(Array("{}".utf8)))
+        if case .error(let m) = items[0] { #expect(m.hasPrefix("token size limit exceeded")) } else { Issue.record("no error") }
+    }
+}
+
+@Suite("QMP monitor in process")
+struct QMPMonitorTests {
+    static func monitor(_ devices: [DeviceSpec] = [], paused: Bool = false) throws -> QMPMonitor {
+        QMPMonitor(controller: VMController(machine: try Machine(MachineConfiguration(devices: devices)), startPaused: paused))
+    }
+
+    static func run(_ m: QMPMonitor, _ s: QMPSession, _ text: String) -> String {
+        m.handle(text: Array(text.utf8), in: s)?.serialized ?? "<none>"
+    }
+
+    @Test func negotiationAndQueries() throws {
+        let m = try Self.monitor(paused: true)
+        let s = m.openSession()
+        #expect(s.takeOutput() == ["{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 1, \"major\": 0}, \"package\": \"switchyard 0.1.0\"}, \"capabilities\": []}}\n"])
+        #expect(Self.run(m, s, #"{"execute": "query-status"}"#) ==
+                #"{"error": {"class": "CommandNotFound", "desc": "Expecting capabilities negotiation with 'qmp_capabilities'"}}"#)
+        #expect(Self.run(m, s, #"{"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}"#) ==
+                #"{"error": {"class": "GenericError", "desc": "Capability 'oob' not available"}}"#)
+        #expect(Self.run(m, s, #"{"execute": "qmp_capabilities", "id": 7}"#) == #"{"return": {}, "id": 7}"#)
+        #expect(Self.run(m, s, #"{"execute": "query-status"}"#) == #"{"return": {"status": "prelaunch", "running": false}}"#)
+        #expect(Self.run(m, s, #"{"execute": "cont"}"#) == #"{"return": {}}"#)
+        let out = s.takeOutput()
+        #expect(out.count == 1 && out[0].contains("\"event\": \"RESUME\"") && !out[0].contains("\"data\""))
+        #expect(Self.run(m, s, #"{"execute": "query-status"}"#) == #"{"return": {"status": "running", "running": true}}"#)
+    }
+
+    @Test func queryPCIShowsChipsetAndBridges() throws {
+        let m = try Self.monitor([DeviceSpec(driver: "pci-bridge", id: "br1", devfn: 3 << 3),
+                                  DeviceSpec(driver: "pci-testdev", id: "t1", bus: "br1", devfn: 1 << 3)])
+        try m.machine.runFirmware()
+        let s = m.openSession()
+        _ = Self.run(m, s, #"{"execute": "qmp_capabilities"}"#)
+        let reply = try JSONParser.parse(Array(Self.run(m, s, #"{"execute": "query-pci"}"#).utf8))
+        let devices = reply["return"]?.arrayValue?.first?["devices"]?.arrayValue ?? []
+        #expect(devices.map { $0["slot"]?.intValue } == [0, 3, 31])
+        #expect(devices[0]["class_info"] == ["class": 0x600, "desc": "Host bridge"])
+        let bridge = devices[1]
+        #expect(bridge["qdev_id"] == "br1")
+        #expect(bridge["pci_bridge"]?["bus"]?["secondary"] == 1)
+        let behind = bridge["pci_bridge"]?["devices"]?.arrayValue ?? []
+        #expect(behind.count == 1 && behind.first?["qdev_id"] == "t1" && behind.first?["bus"] == 1)
+        let regions = behind.first?["regions"]?.arrayValue ?? []
+        #expect(regions.map { $0["bar"]?.intValue } == [0, 1, 2])
+        #expect(regions.allSatisfy { ($0["address"]?.intValue ?? -1) > 0 })   // firmware assigned them
+        #expect(regions[2]["mem_type_64"] == true && regions[2]["prefetch"] == true && regions[0]["type"] == "io")
+        #expect(behind.first?["irq_pin"] == 1 && behind.first?["id"]?["subsystem-vendor"] == 0x1AF4)
+    }
+
+    @Test func deviceAddAndDelErrorsInQEMUWords() throws {
+        let m = try Self.monitor([DeviceSpec(driver: "pci-bridge", id: "br1", devfn: 3 << 3)])
+        let s = m.openSession()
+        _ = Self.run(m, s, #"{"execute": "qmp_capabilities"}"#)
+        func desc(_ t: String) -> String? { try? JSONParser.parse(Array(Self.run(m, s, t).utf8))["error"]?["desc"]?.stringValue }
+        #expect(desc(#"{"execute": "device_add", "arguments": {"driver": "pci-testdev", "bus": "br1"}}"#)
+                == "Bus 'br1' does not support hotplugging")
+        #expect(desc(#"{"execute": "device_add", "arguments": {"driver": "pci-testdev", "addr": "0x40"}}"#)?
+                .contains("addr=0x40") == true)
+        #expect(desc(#"{"execute": "device_add", "arguments": {"driver": "pci-testdev", "x": {"y": 1}}}"#)
+                == "Invalid parameter type for 'x', expected: string")
+        #expect(desc(#"{"execute": "device_del", "arguments": {"id": "br1"}}"#) == "Bus 'pcie.0' does not support hotplugging")
+        #expect(Self.run(m, s, #"{"execute": "device_del", "arguments": {"id": "zz"}}"#) ==
+                #"{"error": {"class": "DeviceNotFound", "desc": "Device 'zz' not found"}}"#)
+    }
+
+    @Test func deviceAddPassesPropertiesThrough() throws {
+        let spec = try QMPCommands.deviceSpec(QMPArguments(
+            [("driver", "pcie-root-port"), ("id", "rp1"), ("bus", "pcie.0"), ("addr", 0x1A), ("chassis", 1), ("slot", "2"),
+             ("multifunction", true)],
+            schema: .open(required: [])))
+        #expect(spec == DeviceSpec(driver: "pcie-root-port", id: "rp1", bus: "pcie.0", devfn: 0x1A, multifunction: true,
+                                   properties: ["chassis": "1", "slot": "2"]))
+        let text = try QMPCommands.deviceSpec(QMPArguments([("driver", "pci-testdev"), ("addr", "0x3.0x1")], schema: .open(required: [])))
+        #expect(text.devfn == UInt8(0x19))  // slot 3, function 1
+    }
+
+    /// DEVICE_DELETED goes, in QEMU's shape, to every negotiated session and to no other.
+    @Test func deviceDeletedReachesNegotiatedSessions() throws {
+        let m = try Self.monitor()
+        let a = m.openSession(), b = m.openSession(), late = m.openSession()
+        for s in [a, b] { _ = Self.run(m, s, #"{"execute": "qmp_capabilities"}"#) }
+        for s in [a, b, late] { _ = s.takeOutput() }
+        m.publish(.deviceDeleted(id: "hp0", path: "/machine/peripheral/hp0"))
+        for s in [a, b] {
+            let out = s.takeOutput()
+            #expect(out.count == 1)
+            let event = try JSONParser.parse(Array(out[0].utf8))
+            #expect(event["event"] == "DEVICE_DELETED")
+            #expect(event["data"] == ["device": "hp0", "path": "/machine/peripheral/hp0"])
+            #expect(event["timestamp"]?["seconds"]?.intValue ?? 0 > 1_600_000_000)
+            #expect((0..<1_000_000).contains(event["timestamp"]?["microseconds"]?.intValue ?? -1))
+        }
+        #expect(late.takeOutput().isEmpty)
+        m.closeSession(b)
+    }
+
+    @Test func quitRepliesThenRequestsExit() throws {
+        let m = try Self.monitor()
+        let s = m.openSession()
+        _ = Self.run(m, s, #"{"execute": "qmp_capabilities"}"#)
+        _ = s.takeOutput()
+        #expect(m.handle(text: Array(#"{"execute": "quit"}"#.utf8), in: s) == nil)   // sent before exit
+        let out = s.takeOutput()
+        #expect(out.count == 2 && out[0].contains("\"SHUTDOWN\"") && out[1] == "{\"return\": {}}\n")
+        #expect(m.controller.exitRequested && m.controller.waitForExit() == 0)
+        #expect(m.controller.runState == .shutdown)
+    }
+
+    @Test func systemResetClearsFirmwareState() throws {
+        let m = try Self.monitor([DeviceSpec(driver: "pci-bridge", id: "br1", devfn: 3 << 3)])
+        try m.machine.runFirmware()
+        #expect(m.machine.hostBridge.ecamWindow != nil)
+        let s = m.openSession()
+        _ = Self.run(m, s, #"{"execute": "qmp_capabilities"}"#)
+        #expect(Self.run(m, s, #"{"execute": "system_reset"}"#) == #"{"return": {}}"#)
+        #expect(m.machine.hostBridge.ecamWindow == nil)
+        #expect(m.machine.mmioRead(0xB000_0000, width: .dword) != 0x29C0_8086)   // ECAM gone
+        #expect(s.takeOutput().last?.contains("\"reason\": \"host-qmp-system-reset\"") == true)
+    }
+}
+
+@Suite("qtest server in process")
+struct QTestServerTests {
+    @Test func repliesAndNumbers() throws {
+        let server = QTestServer(machine: try Machine(MachineConfiguration()), virtualClock: true)
+        func run(_ line: String) -> String {
+            server.process(line: Array(line.utf8))
+            return server.takeOutput().joined()
+        }
+        #expect(run("outl 0xcf8 0x80000000") == "OK\n")
+        #expect(run("inw 0xcfc") == "OK 0x8086\n")
+        #expect(run("inb 0xcfc") == "OK 0x0086\n")
+        #expect(run("writeb 0x10 -1") == "OK\n")                   // strtoul: -1 wraps, truncated to a byte
+        #expect(run("readb 0x10") == "OK 0x00000000000000ff\n")
+        #expect(run("writew 0x20 010") == "OK\n")                  // leading 0: octal
+        #expect(run("readw 0x20") == "OK 0x0000000000000008\n")
+        #expect(run("b64read 0x20 0") == "OK \n")
+        #expect(run("b64write 0x30 2 AQID") == "OK\n")             // longer data is truncated
+        #expect(run("read 0x30 3") == "OK 0x010200\n")
+        #expect(run("clock_step 9223372036854775807") == "OK 9223372036854775807\n")
+        #expect(run("clock_step 1") == "FAIL could not advance time\n")
+    }
+
+    @Test func cIntegers() {
+        #expect(CInteger.unsigned("0x10") == 16)
+        #expect(CInteger.unsigned("017") == 15)
+        #expect(CInteger.unsigned("0") == 0)
+        #expect(CInteger.unsigned("-1") == UInt64.max)
+        #expect(CInteger.unsigned("18446744073709551616") == nil)
+        #expect(CInteger.unsigned("08") == nil)
+        #expect(CInteger.unsigned("") == nil)
+        #expect(CInteger.signed("-9223372036854775808") == Int64.min)
+        #expect(CInteger.signed("9223372036854775808") == nil)
+    }
+}
+
+@Suite("QEMU-style command line")
+struct QEMUInvocationTests {
+    @Test func parsesTheSupportedSubset() throws {
+        let inv = try QEMUInvocation.parse([
+            "-machine", "q35,accel=qtest", "-m", "size=256M", "-smp", "4,cores=2", "-nodefaults", "-S", "-display", "none",
+            "-device", "pci-bridge,id=br1,chassis_nr=1", "-qmp", "unix:/tmp/a.sock,server=on,wait=off",
+            "-chardev", "socket,id=c0,path=/tmp/b.sock", "-mon", "chardev=c0,mode=control",
+            "-qtest", "unix:/tmp/q.sock", "-qtest-log", "/dev/null",
+            "-kernel", "vmlinuz", "-initrd", "initrd.img", "-append", "console=ttyS0",
+        ])
+        #expect(inv.accelerator == .qtest && inv.startPaused && inv.cpus == 4)
+        #expect(inv.machine.memorySize == 256 << 20)
+        #expect(inv.machine.devices == [DeviceSpec(driver: "pci-bridge", id: "br1", properties: ["chassis_nr": "1"])])
+        #expect(inv.qmp == [SocketEndpoint(path: "/tmp/a.sock", server: true, wait: false), SocketEndpoint(path: "/tmp/b.sock")])
+        #expect(inv.qtest == SocketEndpoint(path: "/tmp/q.sock"))
+        #expect(inv.qtestLog == "/dev/null" && inv.kernel == "vmlinuz" && inv.initrd == "initrd.img" && inv.append == "console=ttyS0")
+        #expect(try QEMUInvocation.parse(["-accel", "tcg:kvm"]).accelerator == .kvm)
+        #expect(try QEMUInvocation.parse(["--machine", "pc-q35-9.2"]).accelerator == .kvm)
+        #expect(try QEMUInvocation.parse(["-qmp", "unix:/x,server,nowait"]).qmp == [SocketEndpoint(path: "/x", server: true, wait: false)])
+    }
+
+    @Test func errorsNameTheOption() {
+        func message(_ a: [String]) -> String {
+            do { _ = try QEMUInvocation.parse(a); return "" } catch { return error.description }
+        }
+        #expect(message(["-accel", "tcg"]).hasPrefix("-accel tcg: TCG is not supported"))
+        #expect(message(["-accel", "hvf"]) == "-accel hvf: unknown accelerator; Switchyard supports kvm and qtest")
+        #expect(message(["-machine", "q35,smm=off"]) == "-machine: unsupported property 'smm'")
+        #expect(message(["-display", "gtk"]) == "-display gtk: only '-display none' is supported")
+        #expect(message(["-chardev", "socket,id=c0"]).contains("needs path="))
+        #expect(message(["-chardev", "file,id=c0,path=/x"]).contains("only socket chardevs"))
+        #expect(message(["-mon", "chardev=c0,mode=readline"]).contains("only mode=control"))
+        #expect(message(["-append", "x"]) == "-initrd and -append need -kernel")
+        #expect(message(["-qtest", "unix:/a", "-qtest", "unix:/b"]) == "-qtest given twice")
+        #expect(message(["-qtest", "unix:/a,reconnect=1"]).contains("unsupported property 'reconnect=1'"))
+        #expect(message(["stray"]).hasPrefix("unexpected argument 'stray'"))
+        #expect(message(["-m"]) == "option -m needs a value")
+    }
+}
