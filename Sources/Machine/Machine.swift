@@ -136,17 +136,6 @@ public final class Machine: Sendable {
     /// The device drivers `DeviceSpec.driver` may name.
     public static var knownDrivers: [String] { DeviceFactory.drivers }
 
-    /// A system reset (QMP `system_reset`): every function returns to its power-on state, so
-    /// PCIEXBAR, BARs and bridge bus numbers are cleared as firmware never ran. RAM keeps its
-    /// contents, as on a warm reset.
-    public func reset() {
-        hostBridge.reset()
-        lpc.reset()
-        for placed in topology.placed { placed.function.reset() }
-        spaces.rebuildPlatform()
-        spaces.invalidatePCI()
-    }
-
     public func device(id: String) -> PlacedDevice? { topology.device(id: id) }
 
     /// Listens for machine events (DEVICE_DELETED). Returns a token for `removeEventListener`.
@@ -218,8 +207,9 @@ public final class Machine: Sendable {
 }
 
 extension Machine {
-    /// A platform reset (system_reset): every function returns to its power-on state, which
-    /// closes ECAM and every BAR and window until firmware runs again.
+    /// A platform reset (QMP `system_reset`): every function returns to its power-on state,
+    /// which closes ECAM and every BAR and window until firmware runs again. RAM keeps its
+    /// contents, as on a warm reset.
     public func reset() {
         for (_, function) in rootBus.functions { function.reset() }
         legacy.reset()

@@ -147,6 +147,10 @@ public final class QMPMonitor: Sendable {
         switch event {
         case .deviceDeleted(let id, let path):
             emit("DEVICE_DELETED", data: ["device": .string(id), "path": .string(path)])
+        case .resetRequested:
+            emit("RESET", data: ["guest": .bool(true), "reason": .string("guest-reset")])
+        case .powerOff:
+            emit("SHUTDOWN", data: ["guest": .bool(true), "reason": .string("guest-shutdown")])
         }
     }
 
