@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the rig's boot images under .rig/build/KEY/ and prints that folder's path:
-#   vmlinuz          the Debian 6.1 kernel, for L1 and for L2
+#   vmlinuz          the Debian 6.1 kernel (bzImage), for L1 and for L2
+#   vmlinux          the same kernel uncompressed (ELF, booted through PVH: no decompression)
 #   l2-initrd.gz     L2: busybox-static and l2/init
 #   l1-initrd.img    L1: busybox, kvm/kvm-amd modules and their dependencies, the L2 kernel and
 #                    initramfs, QEMU with its libraries and firmware, l1/init and the scenarios,
@@ -42,7 +43,7 @@ file "$busybox" 2>/dev/null | grep -q dynamically && echo "warning: $busybox is 
 
 key=$( {
   echo "compress=$COMPRESS kver=$kver"
-  cd "$HERE" && find build-initramfs.sh common.sh l1 l2 -type f | sort | xargs sha256sum
+  cd "$HERE" && find build-initramfs.sh common.sh extract-vmlinux.py l1 l2 -type f | sort | xargs sha256sum
   sha256sum "$kernel" "$busybox" "$qemu"
   [ -z "$switchyard" ] || sha256sum "$switchyard"
 } | sha256sum | cut -c1-16)
@@ -71,6 +72,8 @@ copy_libs() { # ROOT BINARY
 pack() { # ROOT OUTPUT COMPRESSOR
   (cd "$1" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc -R 0:0 --quiet) | $3 >"$2"
 }
+
+python3 "$HERE/extract-vmlinux.py" "$kernel" "$work/out/vmlinux"
 
 # --- L2 -----------------------------------------------------------------------------------------
 l2=$work/l2
@@ -112,7 +115,7 @@ printf '%s\n' "${order[@]}" >"$l1/rig/modules/order"
 
 cp "$qemu" "$l1/usr/bin/qemu-system-x86_64"
 copy_libs "$l1" "$qemu"
-for f in bios-256k.bin kvmvapic.bin linuxboot_dma.bin; do
+for f in bios-256k.bin kvmvapic.bin linuxboot_dma.bin pvh.bin qboot.rom; do
   src=""
   for d in /usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu; do
     [ -e "$d/$f" ] && { src=$d/$f; break; }
@@ -123,6 +126,7 @@ done
 install_busybox "$l1" usr/bin
 
 cp "$kernel" "$l1/l2/vmlinuz"
+cp "$work/out/vmlinux" "$l1/l2/vmlinux"
 cp "$work/out/l2-initrd.gz" "$l1/l2/initrd.gz"
 cp "$HERE/l1/init" "$l1/init"; chmod 755 "$l1/init"
 cp "$HERE/l1/lib.sh" "$l1/rig/lib.sh"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Boots L1 (the Debian kernel under QEMU TCG with -cpu max, which emulates AMD SVM) with the rig's
 # initramfs and runs one scenario inside it; the serial console goes to a log with host times.
-# usage: run.sh [--switchyard PATH] [--timeout SECONDS] [--smp N] SCENARIO...
+# usage: run.sh [--switchyard PATH] [--timeout SECONDS] [--smp N] [--bzimage] [--append ARGS] SCENARIO...
+#   --bzimage boots L1 from the compressed kernel instead of the extracted vmlinux (PVH)
+#   --append adds to L1's kernel command line, e.g. rig.l2bios=qboot (see l1/lib.sh)
 #   SCENARIO: kvm-check, qemu-boot, qemu-hotplug, switchyard-boot, or all (those four)
 # Each scenario boots its own L1. Exit status: one scenario: 0 passed, 77 skipped, 1 failed (or
 # timed out); several: 0 when none failed. Logs: .rig/logs/SCENARIO-TIME.log
@@ -12,19 +14,23 @@ CACHE=${RIG_CACHE:-$REPO/.rig}
 timeout_s=${RIG_TIMEOUT:-180}
 smp=${RIG_L1_SMP:-1}
 build_args=()
+l1_append_extra=""
+l1_kernel=vmlinux   # PVH entry: no decompression under TCG (--bzimage: the kernel as shipped)
 scenarios=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --switchyard) build_args+=(--switchyard "$2"); shift 2 ;;
     --timeout) timeout_s=$2; shift 2 ;;
     --smp) smp=$2; shift 2 ;;
-    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --bzimage) l1_kernel=vmlinuz; shift ;;
+    --append) l1_append_extra="$l1_append_extra $2"; shift 2 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     all) scenarios+=(kvm-check qemu-boot qemu-hotplug switchyard-boot); shift ;;
     -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     *) scenarios+=("$1"); shift ;;
   esac
 done
-[ ${#scenarios[@]} -gt 0 ] || { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ ${#scenarios[@]} -gt 0 ] || { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 for s in "${scenarios[@]}"; do
   [ -f "$HERE/l1/scenarios/$s.sh" ] || { echo "run.sh: no scenario $s (Tests/Rig/l1/scenarios/)" >&2; exit 2; }
 done
@@ -49,8 +55,8 @@ run_one() {
   set +e
   timeout -k 10 "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -M q35 -m 2048 -smp "$smp" \
     -nodefaults -display none -serial stdio -no-reboot -nic none \
-    -kernel "$images/vmlinuz" -initrd "$images/l1-initrd.img" \
-    -append "console=ttyS0 quiet panic=-1 rig.scenario=$scenario" </dev/null 2>&1 |
+    -kernel "$images/$l1_kernel" -initrd "$images/l1-initrd.img" \
+    -append "console=ttyS0 quiet panic=-1 rig.scenario=$scenario$l1_append_extra" </dev/null 2>&1 |
     host_stamp "$t0" | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e

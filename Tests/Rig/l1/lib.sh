@@ -16,12 +16,15 @@ elapsed() {
 stamp() { while IFS= read -r _line; do read _up _ </proc/uptime; echo "$_up $_line"; done; }
 
 # wait_for FILE REGEX TIMEOUT_S: polls FILE until a line matches; prints that line's stamp
-# (first field). Returns 1 on timeout.
+# (first field). Returns 1 on timeout, 2 when FILE shows the VMM exited first.
 wait_for() {
   _deadline=$(( $(centi "$(now)") + $3 * 100 ))
   while :; do
-    _hit=$(grep -m1 -E -e "$2" "$1" 2>/dev/null)
-    if [ -n "$_hit" ]; then echo "${_hit%% *}"; return 0; fi
+    _hit=$(grep -m1 -E -e "$2" -e '^[0-9.]+ VMM-EXIT' "$1" 2>/dev/null)
+    if [ -n "$_hit" ]; then
+      if echo "$_hit" | grep -q -E -e "$2"; then echo "${_hit%% *}"; return 0; fi
+      echo "VMM exited while waiting for /$2/ in $1" >&2; return 2
+    fi
     [ "$(centi "$(now)")" -ge "$_deadline" ] && return 1
     sleep 0.05
   done
@@ -59,13 +62,25 @@ EXPECT_PCIEPORT=7      # rp1-4, up1, dn1, dn2
 EXPECT_SHPCHP=1        # br1
 EXPECT_PCIEHP=6        # rp1-4, dn1, dn2
 
+# Options from L1's kernel command line (run.sh --append): rig.l2bios=qboot boots L2 QEMU with
+# qboot instead of SeaBIOS; rig.l2kernel=bzimage gives QEMU the compressed kernel instead of the
+# ELF vmlinux (PVH entry, no decompression: seconds faster nested).
+L2_BIOS_ARGS=""
+L2_QEMU_KERNEL=/l2/vmlinux
+[ -e $L2_QEMU_KERNEL ] || L2_QEMU_KERNEL=$L2_KERNEL
+for _arg in $(cat /proc/cmdline); do
+  case "$_arg" in
+    rig.l2bios=qboot) L2_BIOS_ARGS="-bios /usr/share/qemu/qboot.rom" ;;
+    rig.l2kernel=bzimage) L2_QEMU_KERNEL=$L2_KERNEL ;;
+  esac
+done
+
 # QEMU for L2: q35 on KVM, native PCIe hot-plug (ACPI hot-plug off for ports and bridges).
-qemu_l2_command() { # MODE [extra args...]
-  _mode=$1; shift
-  echo qemu-system-x86_64 -accel kvm -cpu host -M q35 -m 512 -smp 1 -nodefaults -display none \
+qemu_l2_command() { # [KERNEL]
+  echo qemu-system-x86_64 $L2_BIOS_ARGS -accel kvm -cpu host -M q35 -m 512 -smp 1 -nodefaults -display none \
     -no-reboot -serial stdio \
     -global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off \
-    -kernel $L2_KERNEL -initrd $L2_INITRD $TOPOLOGY "$@"
+    -kernel ${1:-$L2_QEMU_KERNEL} -initrd $L2_INITRD $TOPOLOGY
 }
 
 # start_vmm LOG CMD...: runs the VMM in the background, its stdout (the L2 serial console)

@@ -13,7 +13,8 @@ if ! grep -q -e '-kernel' /tmp/sy-help.txt; then
   exit 77
 fi
 rc=0
-boot_and_check qemu /tmp/l2-qemu.log $(qemu_l2_command) || rc=1
+# Both get the same bzImage (the Linux boot protocol Switchyard implements).
+boot_and_check qemu /tmp/l2-qemu.log $(qemu_l2_command $L2_KERNEL) || rc=1
 # Switchyard gets the same devices; its serial console is its standard output.
 boot_and_check switchyard /tmp/l2-sy.log /switchyard -machine q35 -accel kvm -m 512 \
   -kernel $L2_KERNEL -initrd $L2_INITRD $TOPOLOGY || rc=1
