@@ -78,7 +78,7 @@ python3 "$HERE/extract-vmlinux.py" "$kernel" "$work/out/vmlinux"
 # --- L2 -----------------------------------------------------------------------------------------
 l2=$work/l2
 mkdir -p "$l2"/{bin,dev,proc,sys,tmp}
-mknod -m 600 "$l2/dev/console" c 5 1
+mknod -m 600 "$l2/dev/console" c 5 1 2>/dev/null || true  # root only; init reopens it
 install_busybox "$l2" bin
 cp "$HERE/l2/init" "$l2/init"; chmod 755 "$l2/init"
 pack "$l2" "$work/out/l2-initrd.gz" "gzip -9"
@@ -88,7 +88,7 @@ l1=$work/l1
 mkdir -p "$l1"/usr/{bin,lib,lib64} "$l1"/{dev,proc,sys,tmp,run,etc,rig/modules,rig/scenarios,l2} \
          "$l1/usr/share/qemu"
 ln -s usr/bin "$l1/bin"; ln -s usr/bin "$l1/sbin"; ln -s usr/lib "$l1/lib"; ln -s usr/lib64 "$l1/lib64"
-mknod -m 600 "$l1/dev/console" c 5 1
+mknod -m 600 "$l1/dev/console" c 5 1 2>/dev/null || true  # root only; init reopens it
 : >"$l1/etc/passwd"
 
 # kvm-amd and everything it depends on, dependencies first.

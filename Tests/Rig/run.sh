@@ -52,21 +52,21 @@ run_one() {
   log=$CACHE/logs/$scenario-$(date +%Y%m%d-%H%M%S).log
   echo "== rig: $scenario (L1: TCG, -smp $smp, timeout ${timeout_s}s) log: $log"
   t0=$EPOCHREALTIME
-  set +e
+  # The pipeline's status is tee's; QEMU's (124 or 137 when timeout ended it) is PIPESTATUS[0].
   timeout -k 10 "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -M q35 -m 2048 -smp "$smp" \
     -nodefaults -display none -serial stdio -no-reboot -nic none \
     -kernel "$images/$l1_kernel" -initrd "$images/l1-initrd.img" \
     -append "console=ttyS0 quiet panic=-1 rig.scenario=$scenario$l1_append_extra" </dev/null 2>&1 |
     host_stamp "$t0" | tee "$log"
   rc=${PIPESTATUS[0]}
-  set -e
-  [ "$rc" = 124 ] || [ "$rc" = 137 ] && echo "    rig: L1 killed after ${timeout_s}s" | tee -a "$log"
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then echo "    rig: L1 killed after ${timeout_s}s" | tee -a "$log"; fi
   python3 "$HERE/summarize.py" "$log"
 }
 
 pass=0 fail=0 skip=0 last=1
 for s in "${scenarios[@]}"; do
-  set +e; run_one "$s"; last=$?; set -e
+  last=0
+  run_one "$s" || last=$?
   case $last in 0) pass=$((pass + 1)) ;; 77) skip=$((skip + 1)) ;; *) fail=$((fail + 1)) ;; esac
 done
 echo "rig: $pass passed, $fail failed, $skip skipped"

@@ -39,7 +39,7 @@ exec 3>&-
 wait_vmm_exit "$log" 20
 echo "--- L2 console, times relative to VMM start:"
 show_l2_log "$log"
-echo "--- QMP:"
-sed 's/^/  /' /tmp/qmp.log | cut -c1-300
+echo "--- QMP replies and events, times relative to VMM start:"
+show_l2_log /tmp/qmp.log | cut -c1-200
 grep -q ' RIG-L2 hotplug-timeout' "$log" && fail "L2's hot-plug watch timed out"
 exit $rc
