@@ -36,7 +36,7 @@ report_time() { echo "RIG-TIME $1=$2"; }
 # The L2 guest: the same kernel as L1 and a busybox initramfs (see l2/init).
 L2_KERNEL=/l2/vmlinuz
 L2_INITRD=/l2/initrd.gz
-l2_append() { echo "console=ttyS0 quiet panic=-1 pci=noearly tsc=reliable no_timer_check rig.l2=$1"; }
+l2_append() { echo "console=ttyS0 quiet panic=-1 pci=noearly tsc=reliable no_timer_check rig.l2=$1$L2_FORWARD"; }
 
 # The PCI topology every VMM under test gets: four root ports (rp1 holds an endpoint, rp3 and
 # rp4 are empty hot-plug targets), a switch (upstream up1 under rp2, downstream dn1 with an
@@ -64,14 +64,17 @@ EXPECT_PCIEHP=6        # rp1-4, dn1, dn2
 
 # Options from L1's kernel command line (run.sh --append): rig.l2bios=qboot boots L2 QEMU with
 # qboot instead of SeaBIOS; rig.l2kernel=bzimage gives QEMU the compressed kernel instead of the
-# ELF vmlinux (PVH entry, no decompression: seconds faster nested).
+# ELF vmlinux (PVH entry, no decompression: seconds faster nested); rig.l2gaps=S is passed on
+# to L2, whose init then lists the kernel messages that came S seconds or more after the last.
 L2_BIOS_ARGS=""
+L2_FORWARD=""
 L2_QEMU_KERNEL=/l2/vmlinux
 [ -e $L2_QEMU_KERNEL ] || L2_QEMU_KERNEL=$L2_KERNEL
 for _arg in $(cat /proc/cmdline); do
   case "$_arg" in
     rig.l2bios=qboot) L2_BIOS_ARGS="-bios /usr/share/qemu/qboot.rom" ;;
     rig.l2kernel=bzimage) L2_QEMU_KERNEL=$L2_KERNEL ;;
+    rig.l2gaps=*) L2_FORWARD="$L2_FORWARD $_arg" ;;
   esac
 done
 
