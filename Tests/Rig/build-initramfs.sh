@@ -64,7 +64,7 @@ install_busybox() { # ROOT BINDIR
 
 # Copies an ELF binary's shared libraries (and the loader) to the same paths under ROOT.
 copy_libs() { # ROOT BINARY
-  ldd "$2" | grep -oE '/[^ ]+' | while read -r lib; do
+  { ldd "$2" 2>/dev/null || true; } | { grep -oE '/[^ ]+' || true; } | while read -r lib; do
     [ -e "$1$lib" ] || { mkdir -p "$(dirname "$1$lib")"; cp -L "$lib" "$1$lib"; }
   done
 }
@@ -136,7 +136,7 @@ if [ -n "$switchyard" ]; then
   cp "$switchyard" "$l1/switchyard"; chmod 755 "$l1/switchyard"
   copy_libs "$l1" "$switchyard"
   for f in /usr/share/misc/pci.ids /usr/share/hwdata/pci.ids; do
-    [ -e "$f" ] && { mkdir -p "$l1$(dirname "$f")"; cp -L "$f" "$l1$f"; }
+    if [ -e "$f" ]; then mkdir -p "$l1$(dirname "$f")"; cp -L "$f" "$l1$f"; fi
   done
 fi
 
