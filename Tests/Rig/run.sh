@@ -40,9 +40,9 @@ mkdir -p "$CACHE/logs"
 
 # Prefixes each line with seconds since $1 (bash's EPOCHREALTIME: no fork per line).
 host_stamp() {
-  local t0=${1/./} line d
+  local t0=${1//[.,]/} line d
   while IFS= read -r line; do
-    d=$(( ${EPOCHREALTIME/./} - t0 ))
+    d=$(( ${EPOCHREALTIME//[.,]/} - t0 ))
     printf '%4d.%02d %s\n' $((d / 1000000)) $((d % 1000000 / 10000)) "${line%$'\r'}"
   done
 }
