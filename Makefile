@@ -4,7 +4,7 @@ SWIFT ?= swift
 SWIFT_FLAGS ?= -Xswiftc -warnings-as-errors
 BIN = .build/debug/switchyard
 
-.PHONY: setup build run test unit-test tool-test bench clean
+.PHONY: setup build run test unit-test tool-test bench clean rig-test
 
 setup:
 	@bash scripts/setup.sh
@@ -21,6 +21,14 @@ test: setup
 
 bench: setup
 	bash Benchmarks/report.sh
+
+# The nested rig (Tests/Rig/README.md): a real Linux guest under QEMU, then under Switchyard when
+# RIG_SWITCHYARD names a binary built with `swift build -c release --static-swift-stdlib`
+# (default: .build/release/switchyard when it exists).
+RIG_SWITCHYARD ?= $(wildcard .build/release/switchyard)
+rig-test:
+	@bash Tests/Rig/setup.sh
+	bash Tests/Rig/run.sh $(if $(RIG_SWITCHYARD),--switchyard $(RIG_SWITCHYARD)) all
 
 clean:
 	rm -rf .build Benchmarks/.build

@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Builds the rig's boot images under .rig/build/KEY/ and prints that folder's path:
+#   vmlinuz          the Debian 6.1 kernel (bzImage), for L1 and for L2
+#   vmlinux          the same kernel uncompressed (ELF, booted through PVH: no decompression)
+#   l2-initrd.gz     L2: busybox-static and l2/init
+#   l1-initrd.img    L1: busybox, kvm/kvm-amd modules and their dependencies, the L2 kernel and
+#                    initramfs, QEMU with its libraries and firmware, l1/init and the scenarios,
+#                    and (with --switchyard PATH) the Switchyard binary as /switchyard with the
+#                    shared libraries ldd lists
+# KEY hashes every input (these scripts, the kernel, busybox, QEMU, the Switchyard binary), so a
+# second call with the same inputs only prints the path.
+# usage: build-initramfs.sh [--switchyard PATH] [--kernel-version VERSION]
+# RIG_L1_COMPRESS=none|gzip (default none: an uncompressed cpio unpacks faster under TCG).
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+CACHE=${RIG_CACHE:-$REPO/.rig}
+COMPRESS=${RIG_L1_COMPRESS:-none}
+
+switchyard=""
+kver=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --switchyard) switchyard=$(realpath "$2"); shift 2 ;;
+    --kernel-version) kver=$2; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "build-initramfs.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+if [ -n "$switchyard" ] && [ ! -x "$switchyard" ]; then
+  echo "build-initramfs.sh: $switchyard is not an executable" >&2; exit 2
+fi
+
+# shellcheck source=common.sh
+. "$HERE/common.sh"
+[ -n "$kver" ] || kver=$(rig_kernel_version)
+kernel=/boot/vmlinuz-$kver
+moddir=/lib/modules/$kver
+[ -r "$kernel" ] && [ -d "$moddir" ] || { echo "build-initramfs.sh: no $kernel or $moddir; run setup.sh" >&2; exit 1; }
+busybox=$(command -v busybox)
+qemu=$(command -v qemu-system-x86_64)
+file "$busybox" 2>/dev/null | grep -q dynamically && echo "warning: $busybox is not static (install busybox-static)" >&2
+
+key=$( {
+  echo "compress=$COMPRESS kver=$kver"
+  cd "$HERE" && find build-initramfs.sh common.sh extract-vmlinux.py l1 l2 -type f | sort | xargs sha256sum
+  sha256sum "$kernel" "$busybox" "$qemu"
+  [ -z "$switchyard" ] || sha256sum "$switchyard"
+} | sha256sum | cut -c1-16)
+out=$CACHE/build/$key
+if [ -f "$out/done" ]; then echo "$out"; exit 0; fi
+
+work=$(mktemp -d "$CACHE/tmp.XXXXXX" 2>/dev/null || { mkdir -p "$CACHE"; mktemp -d "$CACHE/tmp.XXXXXX"; })
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/out"
+
+# Applets as symlinks next to busybox, never over a file already there.
+install_busybox() { # ROOT BINDIR
+  cp "$busybox" "$1/$2/busybox"
+  for a in $("$busybox" --list); do
+    [ -e "$1/$2/$a" ] || [ -L "$1/$2/$a" ] || ln -s busybox "$1/$2/$a"
+  done
+}
+
+# Copies an ELF binary's shared libraries (and the loader) to the same paths under ROOT.
+copy_libs() { # ROOT BINARY
+  { ldd "$2" 2>/dev/null || true; } | { grep -oE '/[^ ]+' || true; } | while read -r lib; do
+    [ -e "$1$lib" ] || { mkdir -p "$(dirname "$1$lib")"; cp -L "$lib" "$1$lib"; }
+  done
+}
+
+pack() { # ROOT OUTPUT COMPRESSOR
+  (cd "$1" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc -R 0:0 --quiet) | $3 >"$2"
+}
+
+python3 "$HERE/extract-vmlinux.py" "$kernel" "$work/out/vmlinux"
+
+# --- L2 -----------------------------------------------------------------------------------------
+l2=$work/l2
+mkdir -p "$l2"/{bin,dev,proc,sys,tmp}
+mknod -m 600 "$l2/dev/console" c 5 1 2>/dev/null || true  # root only; init reopens it
+install_busybox "$l2" bin
+cp "$HERE/l2/init" "$l2/init"; chmod 755 "$l2/init"
+pack "$l2" "$work/out/l2-initrd.gz" "gzip -9"
+
+# --- L1 -----------------------------------------------------------------------------------------
+l1=$work/l1
+mkdir -p "$l1"/usr/{bin,lib,lib64} "$l1"/{dev,proc,sys,tmp,run,etc,rig/modules,rig/scenarios,l2} \
+         "$l1/usr/share/qemu"
+ln -s usr/bin "$l1/bin"; ln -s usr/bin "$l1/sbin"; ln -s usr/lib "$l1/lib"; ln -s usr/lib64 "$l1/lib64"
+mknod -m 600 "$l1/dev/console" c 5 1 2>/dev/null || true  # root only; init reopens it
+: >"$l1/etc/passwd"
+
+# kvm-amd and everything it depends on, dependencies first.
+declare -A seen=()
+order=()
+add_module() {
+  local m=${1//_/-} dep
+  [ -n "${seen[$m]:-}" ] && return
+  seen[$m]=1
+  for dep in $(modinfo -k "$kver" -F depends "$m" | tr ',' ' '); do add_module "$dep"; done
+  local f name
+  f=$(modinfo -k "$kver" -F filename "$m")
+  name=$(basename "$f"); name=${name%.xz}; name=${name%.zst}; name=${name%.gz}
+  case "$f" in
+    *.xz) xz -dc "$f" >"$l1/rig/modules/$name" ;;
+    *.zst) zstd -qdc "$f" >"$l1/rig/modules/$name" ;;
+    *.gz) gzip -dc "$f" >"$l1/rig/modules/$name" ;;
+    *) cp "$f" "$l1/rig/modules/$name" ;;
+  esac
+  order+=("$name")
+}
+add_module kvm-amd
+printf '%s\n' "${order[@]}" >"$l1/rig/modules/order"
+
+cp "$qemu" "$l1/usr/bin/qemu-system-x86_64"
+copy_libs "$l1" "$qemu"
+for f in bios-256k.bin kvmvapic.bin linuxboot_dma.bin pvh.bin qboot.rom; do
+  src=""
+  for d in /usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu; do
+    [ -e "$d/$f" ] && { src=$d/$f; break; }
+  done
+  [ -n "$src" ] || { echo "build-initramfs.sh: QEMU firmware $f not found" >&2; exit 1; }
+  cp -L "$src" "$l1/usr/share/qemu/$f"
+done
+install_busybox "$l1" usr/bin
+
+cp "$kernel" "$l1/l2/vmlinuz"
+cp "$work/out/vmlinux" "$l1/l2/vmlinux"
+cp "$work/out/l2-initrd.gz" "$l1/l2/initrd.gz"
+cp "$HERE/l1/init" "$l1/init"; chmod 755 "$l1/init"
+cp "$HERE/l1/lib.sh" "$l1/rig/lib.sh"
+cp "$HERE"/l1/scenarios/*.sh "$l1/rig/scenarios/"; chmod 755 "$l1"/rig/scenarios/*.sh
+
+if [ -n "$switchyard" ]; then
+  cp "$switchyard" "$l1/switchyard"; chmod 755 "$l1/switchyard"
+  copy_libs "$l1" "$switchyard"
+  for f in /usr/share/misc/pci.ids /usr/share/hwdata/pci.ids; do
+    if [ -e "$f" ]; then mkdir -p "$l1$(dirname "$f")"; cp -L "$f" "$l1$f"; fi
+  done
+fi
+
+case "$COMPRESS" in
+  none) pack "$l1" "$work/out/l1-initrd.img" cat ;;
+  gzip) pack "$l1" "$work/out/l1-initrd.img" "gzip -1" ;;
+  *) echo "build-initramfs.sh: RIG_L1_COMPRESS must be none or gzip" >&2; exit 2 ;;
+esac
+cp "$kernel" "$work/out/vmlinuz"
+{
+  echo "kernel=$kver"
+  echo "qemu=$("$qemu" --version | head -n1)"
+  echo "busybox=$("$busybox" | head -n1)"
+  echo "modules=${order[*]}"
+  echo "switchyard=${switchyard:-none}"
+  (cd "$work/out" && du -b -- *) | awk '{print "size " $2 " " $1}'
+} >"$work/out/manifest"
+touch "$work/out/done"
+
+mkdir -p "$CACHE/build"
+rm -rf "$out"
+mv "$work/out" "$out"
+# Keep the four newest builds.
+ls -1dt "$CACHE"/build/*/ 2>/dev/null | tail -n +5 | xargs -r rm -rf
+echo "$out"

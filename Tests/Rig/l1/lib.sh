@@ -1,0 +1,179 @@
+# Helpers shared by the L1 scenarios (busybox sh). Times come from /proc/uptime (10 ms steps).
+
+# Seconds since L1 booted, e.g. 12.34.
+now() { read _up _ </proc/uptime; echo "$_up"; }
+
+# Centiseconds from a seconds value with two decimals ("12.34" -> 1234), octal-safe.
+centi() { echo $(( ${1%.*} * 100 + 1${1#*.} - 100 )); }
+
+# Seconds between two now() values, with two decimals.
+elapsed() {
+  _d=$(( $(centi "$2") - $(centi "$1") ))
+  printf '%d.%02d' $((_d / 100)) $((_d % 100))
+}
+
+# Prefixes each line of stdin with the L1 time it arrived.
+stamp() { while IFS= read -r _line; do read _up _ </proc/uptime; echo "$_up $_line"; done; }
+
+# wait_for FILE REGEX TIMEOUT_S: polls FILE until a line matches; prints that line's stamp
+# (first field). Returns 1 on timeout, 2 when FILE shows the VMM exited first.
+wait_for() {
+  _deadline=$(( $(centi "$(now)") + $3 * 100 ))
+  while :; do
+    _hit=$(grep -m1 -E -e "$2" -e '^[0-9.]+ VMM-EXIT' "$1" 2>/dev/null)
+    if [ -n "$_hit" ]; then
+      if echo "$_hit" | grep -q -E -e "$2"; then echo "${_hit%% *}"; return 0; fi
+      echo "VMM exited while waiting for /$2/ in $1" >&2; return 2
+    fi
+    [ "$(centi "$(now)")" -ge "$_deadline" ] && return 1
+    sleep 0.05
+  done
+}
+
+# One timing figure, picked up by run.sh's summary.
+report_time() { echo "RIG-TIME $1=$2"; }
+
+# The L2 guest: the same kernel as L1 and a busybox initramfs (see l2/init).
+L2_KERNEL=/l2/vmlinuz
+L2_INITRD=/l2/initrd.gz
+l2_append() { echo "console=ttyS0 quiet panic=-1 pci=noearly tsc=reliable no_timer_check rig.l2=$1$L2_FORWARD"; }
+
+# The PCI topology every VMM under test gets: four root ports (rp1 holds an endpoint, rp3 and
+# rp4 are empty hot-plug targets), a switch (upstream up1 under rp2, downstream dn1 with an
+# endpoint and an empty dn2), a PCI-PCI bridge with SHPC (br1) with an endpoint, and a root
+# complex endpoint on pcie.0. pci-testdev is QEMU's 1b36:0005.
+TOPOLOGY="
+-device pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1
+-device pcie-root-port,id=rp2,bus=pcie.0,chassis=2,slot=2
+-device pcie-root-port,id=rp3,bus=pcie.0,chassis=3,slot=3
+-device pcie-root-port,id=rp4,bus=pcie.0,chassis=4,slot=4
+-device pci-testdev,id=t1,bus=rp1
+-device x3130-upstream,id=up1,bus=rp2
+-device xio3130-downstream,id=dn1,bus=up1,chassis=5,slot=0
+-device xio3130-downstream,id=dn2,bus=up1,chassis=6,slot=1
+-device pci-testdev,id=t2,bus=dn1
+-device pci-bridge,id=br1,bus=pcie.0,chassis_nr=7
+-device pci-testdev,id=t3,bus=br1,addr=1
+-device pci-testdev,id=t0,bus=pcie.0
+"
+# What L2 must see with that topology.
+EXPECT_TESTDEVS=4      # 1b36:0005
+EXPECT_PCIEPORT=7      # rp1-4, up1, dn1, dn2
+EXPECT_SHPCHP=1        # br1
+EXPECT_PCIEHP=6        # rp1-4, dn1, dn2
+
+# Options from L1's kernel command line (run.sh --append): rig.l2bios=qboot boots L2 QEMU with
+# qboot instead of SeaBIOS; rig.l2kernel=bzimage gives QEMU the compressed kernel instead of the
+# ELF vmlinux (PVH entry, no decompression: seconds faster nested); rig.l2gaps=S is passed on
+# to L2, whose init then lists the kernel messages that came S seconds or more after the last.
+L2_BIOS_ARGS=""
+L2_FORWARD=""
+L2_QEMU_KERNEL=/l2/vmlinux
+[ -e $L2_QEMU_KERNEL ] || L2_QEMU_KERNEL=$L2_KERNEL
+for _arg in $(cat /proc/cmdline); do
+  case "$_arg" in
+    rig.l2bios=qboot) L2_BIOS_ARGS="-bios /usr/share/qemu/qboot.rom" ;;
+    rig.l2kernel=bzimage) L2_QEMU_KERNEL=$L2_KERNEL ;;
+    rig.l2gaps=*) L2_FORWARD="$L2_FORWARD $_arg" ;;
+  esac
+done
+
+# QEMU for L2: q35 on KVM, native PCIe hot-plug (ACPI hot-plug off for ports and bridges).
+qemu_l2_command() { # [KERNEL]
+  echo qemu-system-x86_64 $L2_BIOS_ARGS -accel kvm -cpu host -M q35 -m 512 -smp 1 -nodefaults -display none \
+    -no-reboot -serial stdio \
+    -global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off \
+    -kernel ${1:-$L2_QEMU_KERNEL} -initrd $L2_INITRD $TOPOLOGY
+}
+
+# start_vmm LOG CMD...: runs the VMM in the background, its stdout (the L2 serial console)
+# time-stamped into LOG; the kernel command line comes from $L2_APPEND_LINE. Sets VMM_START.
+start_vmm() {
+  _log=$1; shift
+  : >"$_log"
+  VMM_START=$(now)
+  (
+    "$@" -append "$L2_APPEND_LINE" </dev/null 2>"$_log.err" &
+    echo $! >/tmp/l2.pid
+    wait $!
+    echo "VMM-EXIT status=$?"
+  ) | stamp >"$_log" &
+  VMM_PIPE_PID=$!
+}
+
+# wait_vmm_exit LOG TIMEOUT_S: waits for the VMM to exit, kills it after the timeout.
+wait_vmm_exit() {
+  if ! wait_for "$1" '^[0-9.]+ VMM-EXIT' "$2" >/dev/null; then
+    echo "VMM still running after $2 s: killing it"
+    [ -f /tmp/l2.pid ] && kill -9 "$(cat /tmp/l2.pid)" 2>/dev/null
+    wait_for "$1" '^[0-9.]+ VMM-EXIT' 5 >/dev/null
+  fi
+  rm -f /tmp/l2.pid
+}
+
+# Prints the L2 console lines with their L1 times made relative to VMM_START.
+show_l2_log() { # LOG
+  _s=$(centi "$VMM_START")
+  while IFS= read -r _l; do
+    _t=${_l%% *}; _rest=${_l#* }
+    case "$_t" in [0-9]*.[0-9]*) ;; *) echo "  $_l"; continue ;; esac
+    _d=$(( $(centi "$_t") - _s ))
+    printf '  +%d.%02d %s\n' $((_d / 100)) $((_d % 100)) "$_rest"
+  done <"$1"
+  [ -s "$1.err" ] && sed 's/^/  stderr: /' "$1.err" | head -n 20
+  return 0
+}
+
+# check_l2_report LOG: compares what L2 saw with the topology; prints each failed check and
+# returns the number of failures.
+check_l2_report() {
+  _f=0
+  _n=$(grep -c ' RIG-L2 dev .* 1b36:0005 ' "$1")
+  [ "$_n" = "$EXPECT_TESTDEVS" ] || { echo "CHECK FAILED: $_n pci-testdev functions, want $EXPECT_TESTDEVS"; _f=$((_f + 1)); }
+  _n=$(sed -n 's/.* RIG-L2 driver pcieport bound=\([0-9]*\).*/\1/p' "$1")
+  [ "$_n" = "$EXPECT_PCIEPORT" ] || { echo "CHECK FAILED: pcieport bound to ${_n:-?} ports, want $EXPECT_PCIEPORT"; _f=$((_f + 1)); }
+  _n=$(sed -n 's/.* RIG-L2 driver shpchp bound=\([0-9]*\).*/\1/p' "$1")
+  [ "$_n" = "$EXPECT_SHPCHP" ] || { echo "CHECK FAILED: shpchp bound to ${_n:-?} bridges, want $EXPECT_SHPCHP"; _f=$((_f + 1)); }
+  _n=$(sed -n 's/.* RIG-L2 pciehp services=\([0-9]*\).*/\1/p' "$1")
+  [ "$_n" = "$EXPECT_PCIEHP" ] || { echo "CHECK FAILED: ${_n:-?} pciehp slots, want $EXPECT_PCIEHP"; _f=$((_f + 1)); }
+  # Bridge I/O windows that could not be assigned are tolerated (QEMU with SeaBIOS leaves an
+  # empty switch downstream port without one); any other assignment failure is an error.
+  _n=$(sed -n 's/.* RIG-L2 pcierrors=\([0-9]*\) io_windows=\([0-9]*\).*/\1 \2/p' "$1")
+  if [ -z "$_n" ]; then
+    echo "CHECK FAILED: L2 printed no resource-assignment summary"; _f=$((_f + 1))
+  elif [ $((${_n% *} - ${_n#* })) != 0 ]; then
+    echo "CHECK FAILED: $((${_n% *} - ${_n#* })) resource-assignment errors (besides bridge I/O windows) in L2's dmesg"
+    _f=$((_f + 1))
+  elif [ "${_n#* }" != 0 ]; then
+    echo "note: ${_n#* } bridge I/O window(s) not assigned in L2 (tolerated)"
+  fi
+  return $_f
+}
+
+# boot_and_check LABEL LOG CMD...: boots L2 in report mode under a VMM, prints its log, the
+# timings (prefixed with LABEL) and the checks. Returns non-zero when a check fails.
+boot_and_check() {
+  _label=$1 _blog=$2; shift 2
+  L2_APPEND_LINE=$(l2_append report)
+  start_vmm "$_blog" "$@"
+  _rc=0
+  if _ti=$(wait_for "$_blog" ' RIG-L2 init ' 90); then
+    report_time "${_label}_boot_to_init" "$(elapsed "$VMM_START" "$_ti")"
+    _ku=$(sed -n 's/.* RIG-L2 init uptime=//p' "$_blog")
+    report_time "${_label}_kernel_uptime_at_init" "$_ku"
+    if _tr=$(wait_for "$_blog" ' RIG-L2 report-done' 60); then
+      report_time "${_label}_report" "$(elapsed "$_ti" "$_tr")"
+    else
+      echo "L2 did not finish its report"; _rc=1
+    fi
+  else
+    echo "L2 did not reach init within 90 s"; _rc=1
+  fi
+  wait_vmm_exit "$_blog" 20
+  _te=$(grep -m1 ' VMM-EXIT' "$_blog" | cut -d' ' -f1)
+  [ -n "$_te" ] && report_time "${_label}_total" "$(elapsed "$VMM_START" "$_te")"
+  echo "--- L2 console ($_label), times relative to VMM start:"
+  show_l2_log "$_blog"
+  [ $_rc = 0 ] || return 1
+  check_l2_report "$_blog"
+}

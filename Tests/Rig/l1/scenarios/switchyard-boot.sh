@@ -1,0 +1,21 @@
+#!/bin/sh
+# switchyard-boot: /switchyard (when the initramfs has it) boots L2 with the same topology as
+# qemu-boot; QEMU boots it first in the same run so the two timings compare as a ratio.
+# Skips (exit 77) when the binary is absent or has no Linux boot (-kernel) support yet.
+. /rig/lib.sh
+if [ ! -x /switchyard ]; then
+  echo "SKIP: no /switchyard in this initramfs (build-initramfs.sh --switchyard PATH)"; exit 77
+fi
+/switchyard --help >/tmp/sy-help.txt 2>&1
+if ! grep -q -e '-kernel' /tmp/sy-help.txt; then
+  echo "SKIP: /switchyard has no -kernel option yet (Linux boot support); its help says:"
+  head -n 5 /tmp/sy-help.txt | sed 's/^/  /'
+  exit 77
+fi
+rc=0
+# Both get the same bzImage (the Linux boot protocol Switchyard implements).
+boot_and_check qemu /tmp/l2-qemu.log $(qemu_l2_command $L2_KERNEL) || rc=1
+# Switchyard gets the same devices; its serial console is its standard output.
+boot_and_check switchyard /tmp/l2-sy.log /switchyard -machine q35 -accel kvm -m 512 \
+  -kernel $L2_KERNEL -initrd $L2_INITRD $TOPOLOGY || rc=1
+exit $rc

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Boots L1 (the Debian kernel under QEMU TCG with -cpu max, which emulates AMD SVM) with the rig's
+# initramfs and runs one scenario inside it; the serial console goes to a log with host times.
+# usage: run.sh [--switchyard PATH] [--timeout SECONDS] [--smp N] [--bzimage] [--append ARGS] SCENARIO...
+#   --bzimage boots L1 from the compressed kernel instead of the extracted vmlinux (PVH)
+#   --append adds to L1's kernel command line, e.g. rig.l2bios=qboot (see l1/lib.sh)
+#   SCENARIO: kvm-check, qemu-boot, qemu-hotplug, switchyard-boot, or all (those four)
+# Each scenario boots its own L1. Exit status: one scenario: 0 passed, 77 skipped, 1 failed (or
+# timed out); several: 0 when none failed. Logs: .rig/logs/SCENARIO-TIME.log
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+CACHE=${RIG_CACHE:-$REPO/.rig}
+timeout_s=${RIG_TIMEOUT:-180}
+smp=${RIG_L1_SMP:-1}
+build_args=()
+l1_append_extra=""
+l1_kernel=vmlinux   # PVH entry: no decompression under TCG (--bzimage: the kernel as shipped)
+scenarios=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --switchyard) build_args+=(--switchyard "$2"); shift 2 ;;
+    --timeout) timeout_s=$2; shift 2 ;;
+    --smp) smp=$2; shift 2 ;;
+    --bzimage) l1_kernel=vmlinuz; shift ;;
+    --append) l1_append_extra="$l1_append_extra $2"; shift 2 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    all) scenarios+=(kvm-check qemu-boot qemu-hotplug switchyard-boot); shift ;;
+    -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
+    *) scenarios+=("$1"); shift ;;
+  esac
+done
+[ ${#scenarios[@]} -gt 0 ] || { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+for s in "${scenarios[@]}"; do
+  [ -f "$HERE/l1/scenarios/$s.sh" ] || { echo "run.sh: no scenario $s (Tests/Rig/l1/scenarios/)" >&2; exit 2; }
+done
+
+images=$("$HERE/build-initramfs.sh" "${build_args[@]}")
+mkdir -p "$CACHE/logs"
+
+# Prefixes each line with seconds since $1 (bash's EPOCHREALTIME: no fork per line).
+host_stamp() {
+  local t0=${1//[.,]/} line d
+  while IFS= read -r line; do
+    d=$(( ${EPOCHREALTIME//[.,]/} - t0 ))
+    printf '%4d.%02d %s\n' $((d / 1000000)) $((d % 1000000 / 10000)) "${line%$'\r'}"
+  done
+}
+
+run_one() {
+  local scenario=$1 log rc t0
+  log=$CACHE/logs/$scenario-$(date +%Y%m%d-%H%M%S).log
+  echo "== rig: $scenario (L1: TCG, -smp $smp, timeout ${timeout_s}s) log: $log"
+  t0=$EPOCHREALTIME
+  # The pipeline's status is tee's; QEMU's (124 or 137 when timeout ended it) is PIPESTATUS[0].
+  timeout -k 10 "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -M q35 -m 2048 -smp "$smp" \
+    -nodefaults -display none -serial stdio -no-reboot -nic none \
+    -kernel "$images/$l1_kernel" -initrd "$images/l1-initrd.img" \
+    -append "console=ttyS0 quiet panic=-1 rig.scenario=$scenario$l1_append_extra" </dev/null 2>&1 |
+    host_stamp "$t0" | tee "$log"
+  rc=${PIPESTATUS[0]}
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then echo "    rig: L1 killed after ${timeout_s}s" | tee -a "$log"; fi
+  python3 "$HERE/summarize.py" "$log"
+}
+
+pass=0 fail=0 skip=0 last=1
+for s in "${scenarios[@]}"; do
+  last=0
+  run_one "$s" || last=$?
+  case $last in 0) pass=$((pass + 1)) ;; 77) skip=$((skip + 1)) ;; *) fail=$((fail + 1)) ;; esac
+done
+echo "rig: $pass passed, $fail failed, $skip skipped"
+if [ ${#scenarios[@]} = 1 ]; then exit "$last"; fi
+[ $fail = 0 ]
