@@ -73,6 +73,7 @@ extension PlatformDescription {
             let legacy = AddressRange(base: 0, last: 0xCFF)!
             if io.overlaps(legacy) { throw .overlappingWindows("I/O window \(io)", "legacy I/O and CF8/CFC \(legacy)") }
         }
+        if let h = hpet, h.base > 0xFFFF_FFFF - 0x3FF { throw .invalidWindow("HPET at 0x\(String(h.base, radix: 16)) (Memory32Fixed needs it below 4 GiB)") }
         guard pci.mem32Window.last <= 0xFFFF_FFFF else { throw .invalidWindow("32-bit window \(pci.mem32Window)") }
         if let w64 = pci.mem64Window, w64.base <= 0xFFFF_FFFF {
             throw .invalidWindow("64-bit window \(w64) starts below 4 GiB")

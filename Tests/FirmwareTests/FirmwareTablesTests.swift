@@ -190,6 +190,9 @@ struct BadDescriptionTests {
         d.oem.oemID = "TOOLONGID"
         expectError(.invalidOEMField(field: "oemID", value: "TOOLONGID"), d)
         d = Descriptions.plain
+        d.hpet = .init(base: 0x1_0000_0000)
+        #expect(throws: FirmwareError.self) { try FirmwareTables.build(d) }
+        d = Descriptions.plain
         d.layout.size = 0x100
         #expect(throws: FirmwareError.self) { try FirmwareTables.build(d) }
     }
