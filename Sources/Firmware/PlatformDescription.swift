@@ -293,12 +293,13 @@ public struct PlatformDescription: Hashable, Sendable {
         public var hostAddressWidth: UInt8
         public var interruptRemapping: Bool
         public var x2apicOptOut: Bool
-        /// Where the IOAPIC sits for the DRHD device scope: QEMU's pseudo bus 0xFF, devfn 0xF8 (1f.0).
+        /// Where the IOAPIC sits for the DRHD device scope (its interrupt requester ID): QEMU's
+        /// Q35_PSEUDO_BUS_PLATFORM 0xFF and Q35_PSEUDO_DEVFN_IOAPIC 0x00, i.e. FF:00.0.
         public var ioapicBus: UInt8
         public var ioapicDevfn: UInt8
 
         public init(registerBase: UInt64 = 0xFED9_0000, hostAddressWidth: UInt8 = 39, interruptRemapping: Bool = true,
-                    x2apicOptOut: Bool = false, ioapicBus: UInt8 = 0xFF, ioapicDevfn: UInt8 = 0xF8) {
+                    x2apicOptOut: Bool = false, ioapicBus: UInt8 = 0xFF, ioapicDevfn: UInt8 = 0x00) {
             self.registerBase = registerBase
             self.hostAddressWidth = hostAddressWidth
             self.interruptRemapping = interruptRemapping
