@@ -35,7 +35,7 @@ let package = Package(
                 swiftSettings: swiftSettings),
         .target(name: "Machine",
                 dependencies: ["Chipset", "PCI", "AddressSpace", "Interrupts", "GuestMemory",
-                               "HostOS", "KVM", "VMMBase"],
+                               "HostOS", "KVM", "Firmware", "VMMBase"],
                 swiftSettings: swiftSettings),
         .target(name: "Control", dependencies: ["Machine", "Chipset", "PCI", "VMMBase", "HostDevices"],
                 swiftSettings: swiftSettings),

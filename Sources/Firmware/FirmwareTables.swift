@@ -99,7 +99,9 @@ public struct FirmwareTables: Sendable, Equatable {
 
     /// Writes RSDP.bin, XSDT.bin, FACP.bin, FACS.bin, DSDT.bin, APIC.bin, MCFG.bin, DMAR.bin and
     /// HPET.bin when present, and machine.dtb, into an existing directory.
+    /// Writes every table and the device tree, creating `directory` if needed.
     public func write(to directory: URL) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         for t in tables {
             try Data(t.bytes).write(to: directory.appendingPathComponent(t.fileName))
         }
