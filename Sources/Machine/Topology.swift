@@ -95,7 +95,7 @@ final class Topology: Sendable {
             let devfn: UInt8
             if let requested = spec.devfn {
                 devfn = requested
-            } else if requireHotPlug, let controller = entry.bridge as? any HotPlugController {
+            } else if requireHotPlug, let controller = entry.bridge as? any HotPlugController, !controller.hotPlugSlots.isEmpty {
                 // Only the controller's slots will do; QEMU's "no slot available" otherwise.
                 guard let free = controller.hotPlugSlots.first(where: { entry.bus.occupant(at: $0 << 3) == nil }) else {
                     throw .busFull(busName)
@@ -109,8 +109,8 @@ final class Topology: Sendable {
             }
             var controller: (any HotPlugController)?
             if requireHotPlug {
-                guard let c = entry.bridge as? any HotPlugController else {
-                    throw .notHotPluggable(bus: busName, reason: "bus '\(busName)' has no hot-plug controller; plug into a root port, downstream port or bridge slot")
+                guard let c = entry.bridge as? any HotPlugController, !c.hotPlugSlots.isEmpty else {
+                    throw .notHotPluggable(bus: busName, reason: "Bus '\(busName)' does not support hotplugging; plug into a root port, a switch downstream port or a bridge with an SHPC")
                 }
                 guard c.hotPlugSlots.contains(devfn >> 3) else {
                     throw .notHotPluggable(bus: busName, reason: "slot \(devfn >> 3) of '\(busName)' is not hot-pluggable (slots: \(c.hotPlugSlots.map(String.init).joined(separator: ",")))")
@@ -122,7 +122,8 @@ final class Topology: Sendable {
                     throw .duplicateChassisSlot(chassis: slot.chassis, slot: slot.slot, owner: owner)
                 }
             }
-            let function = try DeviceFactory.make(spec, id: id)
+            let bridges = s.placed.filter { $0.driver == "pci-bridge" }.count
+            let function = try DeviceFactory.make(spec, id: id, bridgeOrdinal: bridges)
             do {
                 try entry.bus.attach(function, at: devfn)
             } catch {
@@ -179,9 +180,10 @@ final class Topology: Sendable {
 
 /// Builds device models from specs: the one place that knows driver names.
 enum DeviceFactory {
-    static var drivers: [String] { ["pci-testdev", "pci-bridge"] + PCIePortFactory.drivers }
+    static var drivers: [String] { ["pci-testdev"] + PCIBridgeFactory.drivers + PCIePortFactory.drivers }
 
-    static func make(_ spec: DeviceSpec, id: String) throws(MachineConfigurationError) -> any PCIFunction {
+    /// - Parameter bridgeOrdinal: how many PCI-PCI bridges the machine already has.
+    static func make(_ spec: DeviceSpec, id: String, bridgeOrdinal: Int = 0) throws(MachineConfigurationError) -> any PCIFunction {
         switch spec.driver {
         case "pci-testdev":
             for key in spec.properties.keys where key != "express" {
@@ -194,11 +196,18 @@ enum DeviceFactory {
             case let other?: throw .invalidProperty(device: id, property: "express", reason: "'\(other)' must be on or off")
             }
             return PCITestDevice(name: id, express: express, multiFunction: spec.multifunction)
-        case "pci-bridge":
+        case let driver where PCIBridgeFactory.drivers.contains(driver):
+            var properties = spec.properties
+            if spec.multifunction { properties["multifunction"] = "on" }
+            // QEMU insists on chassis_nr; we pick one when it is left out (numbers may repeat
+            // past 255 bridges, which QEMU does not check either).
+            if driver == "pci-bridge" && properties["chassis_nr"] == nil {
+                properties["chassis_nr"] = String(bridgeOrdinal % 255 + 1)
+            }
             do {
-                return try PCIBridge(name: id) { cs in cs.setMultiFunction(spec.multifunction) }
+                return try PCIBridgeFactory.make(driver: driver, id: id, properties: properties)
             } catch {
-                throw .invalidProperty(device: id, property: "pci-bridge", reason: "\(error)")
+                throw .device(id: id, reason: "\(error)")
             }
         case let driver where PCIePortFactory.drivers.contains(driver):
             do {

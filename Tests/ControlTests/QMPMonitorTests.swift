@@ -88,7 +88,7 @@ struct QMPMonitorTests {
     }
 
     @Test func deviceAddAndDelErrorsInQEMUWords() throws {
-        let m = try Self.monitor([DeviceSpec(driver: "pci-bridge", id: "br1", devfn: 3 << 3)])
+        let m = try Self.monitor([DeviceSpec(driver: "pci-bridge", id: "br1", devfn: 3 << 3, properties: ["shpc": "off"])])
         let s = m.openSession()
         _ = Self.run(m, s, #"{"execute": "qmp_capabilities"}"#)
         func desc(_ t: String) -> String? { try? JSONParser.parse(Array(Self.run(m, s, t).utf8))["error"]?["desc"]?.stringValue }

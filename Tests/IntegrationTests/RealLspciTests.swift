@@ -43,7 +43,7 @@ import Testing
             }
             for (kind, window) in function.windows {
                 let label = kind == .io ? "I/O behind bridge" : kind == .memory ? "Memory behind bridge" : "Prefetchable memory behind bridge"
-                let width = kind == .io ? 8 : kind == .memory ? 8 : 16
+                let width = kind == .io ? 4 : kind == .memory ? 8 : 16  // QEMU's pci-bridge decodes 16-bit I/O
                 let expected = "\(label): " + hexPad(window.base, width) + "-" + hexPad(window.last, width)
                 #expect(text.contains(expected), "lspci does not show \(expected)")
             }

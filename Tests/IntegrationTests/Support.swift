@@ -10,9 +10,14 @@ func run(_ executable: String, _ arguments: [String], input: String? = nil) thro
     process.standardOutput = out
     process.standardError = err
     try process.run()
-    // Read both pipes before waiting, so a chatty child cannot block on a full pipe.
+    // Drain stderr on its own thread while stdout is read here: a child that fills one pipe
+    // while we wait on the other would otherwise deadlock both.
+    let errBox = ErrorOutput()
+    let errReader = Thread { errBox.data = err.fileHandleForReading.readDataToEndOfFile(); errBox.done.signal() }
+    errReader.start()
     let outData = out.fileHandleForReading.readDataToEndOfFile()
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    errBox.done.wait()
+    let errData = errBox.data
     process.waitUntilExit()
     return (String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self), process.terminationStatus)
 }
@@ -33,4 +38,11 @@ func temporaryFile(_ name: String, contents: String) throws -> String {
     let path = NSTemporaryDirectory() + "switchyard-\(getpid())-\(UUID().uuidString)-\(name)"
     try contents.write(toFile: path, atomically: true, encoding: .utf8)
     return path
+}
+
+/// Stderr collected by a reader thread.
+final class ErrorOutput: @unchecked Sendable {
+    // Written once by the reader before `done` is signalled, read after waiting on it.
+    var data = Data()
+    let done = DispatchSemaphore(value: 0)
 }

@@ -13,7 +13,7 @@ import VMMBase
         let bridge = try #require(report.functions.first { $0.isBridge })
         #expect(bridge.busNumbers == BridgeBusNumbers(primary: 0, secondary: 1, subordinate: 1))
         let bars = report.functions.flatMap(\.bars)
-        #expect(bars.count == 12)  // 3 per test device, 2 for AHCI, 1 for SMBus
+        #expect(bars.count == 13)  // 3 per test device, 2 for AHCI, 1 for SMBus, the bridge's SHPC BAR 0
         for (i, a) in bars.enumerated() {
             for b in bars[(i + 1)...] where a.kind == b.kind || (a.kind != .io && b.kind != .io) {
                 #expect(!a.range.overlaps(b.range), "\(a.range) overlaps \(b.range)")

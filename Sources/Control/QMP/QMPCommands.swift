@@ -127,8 +127,8 @@ enum QMPCommands {
         case .duplicateID(let id): QMPError("Duplicate device ID '\(id)'")
         case .noSuchDevice(let id): QMPError(.deviceNotFound, "Device '\(id)' not found")
         case .notHotPluggable(let bus, let reason):
-            reason.contains("has no hot-plug controller") ? QMPError("Bus '\(bus)' does not support hotplugging")
-                                                          : QMPError(reason)
+            reason.contains("does not support hotplugging") ? QMPError("Bus '\(bus)' does not support hotplugging")
+                                                            : QMPError(reason)
         default: QMPError("\(error)")
         }
     }
