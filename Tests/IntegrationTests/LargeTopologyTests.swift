@@ -20,8 +20,8 @@ import Testing
             devices.append(try DeviceSpec(parsing: "xio3130-downstream,id=dp\(d),bus=up0,chassis=2,slot=\(d),addr=\(d)"))
             slots.append("dp\(d)")
         }
-        devices.append(try DeviceSpec(parsing: "pci-bridge,id=br1,bus=rp1"))
-        devices.append(try DeviceSpec(parsing: "pci-bridge,id=br2,bus=rp2"))
+        devices.append(try DeviceSpec(parsing: "pci-bridge,id=br1,bus=rp1,chassis_nr=3"))
+        devices.append(try DeviceSpec(parsing: "pci-bridge,id=br2,bus=rp2,chassis_nr=4"))
         for i in 3..<32 { slots.append("rp\(i)") }
         let machine = try Machine(MachineConfiguration(memorySize: 64 << 20, devices: devices))
         return (machine, slots)
@@ -40,9 +40,9 @@ import Testing
             }
         }
         #expect(plugged >= 300)
-        // Endpoints behind the two bridges are cold-plugged (plain bridges have no hot-plug).
+        // The bridges' SHPC slots (devices 1-31) take hot-plugged endpoints too.
         for bridge in ["br1", "br2"] {
-            for d in 0..<8 { try machine.add(DeviceSpec(driver: "pci-testdev", id: "\(bridge)-\(d)", bus: bridge, devfn: UInt8(d) << 3)) }
+            for d in 1...8 { try machine.hotPlug(DeviceSpec(driver: "pci-testdev", id: "\(bridge)-\(d)", bus: bridge, devfn: UInt8(d) << 3)) }
         }
         let report = try machine.runFirmware()
         let endpoints = report.functions.filter { $0.vendorID == 0x1B36 && $0.deviceID == 0x0005 }
