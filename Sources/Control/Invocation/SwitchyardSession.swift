@@ -1,4 +1,5 @@
 import Foundation
+import Chipset
 import HostOS
 import Machine
 import Synchronization
@@ -10,13 +11,32 @@ public final class SwitchyardSession: Sendable {
     public let controller: VMController
     public let qmp: QMPMonitor
     public let qtest: QTestServer?
+    /// The Linux guest on KVM (-accel kvm -kernel), set up but not started until `run`.
+    public let guest: KVMLinuxGuest?
     private let listeners = Mutex<[SocketListener]>([])
     private let connections = Mutex<[SocketConnection]>([])
 
-    /// Builds the machine (reset state: firmware does not run, as under QEMU's qtest).
+    /// Builds the machine (reset state: firmware does not run, as under QEMU's qtest). With
+    /// -accel kvm -kernel, firmware runs (PCI resources as SeaBIOS assigns them) and the kernel
+    /// is loaded into a KVM guest that `run` starts.
     public init(_ invocation: QEMUInvocation) throws {
         self.invocation = invocation
-        let machine = try Machine(invocation.machine)
+        let serialToStdout = invocation.serial == .stdio || (invocation.serial == nil && invocation.bootsLinux)
+        let machine = try Machine(invocation.machine,
+                                  serialBackend: serialToStdout ? FileDescriptorSerialBackend() : NullSerialBackend())
+        if invocation.bootsLinux, let kernelPath = invocation.kernel {
+            try machine.runFirmware()
+            let kernel = try Self.readImage(kernelPath, option: "-kernel")
+            let initrd = try invocation.initrd.map { path throws in try Self.readImage(path, option: "-initrd") }
+            do {
+                guest = try KVMLinuxGuest(machine: machine, kernel: kernel, initrd: initrd,
+                                          commandLine: invocation.append ?? "", vcpuCount: invocation.cpus)
+            } catch {
+                throw InvocationError("cannot boot \(kernelPath): \(error)")
+            }
+        } else {
+            guest = nil
+        }
         controller = VMController(machine: machine, startPaused: invocation.startPaused)
         qmp = QMPMonitor(controller: controller)
         if invocation.qtest != nil {
@@ -24,6 +44,31 @@ public final class SwitchyardSession: Sendable {
                                 log: try QTestLog.open(invocation.qtestLog))
         } else {
             qtest = nil
+        }
+    }
+
+    static func readImage(_ path: String, option: String) throws -> [UInt8] {
+        do {
+            return try FileSystem.readFile(path, limit: 1 << 30)
+        } catch {
+            throw InvocationError("\(option) \(path): \(error)")
+        }
+    }
+
+    /// Starts the guest's vCPUs. A power-off or reset request, or every vCPU ending (triple
+    /// fault, KVM error), ends the session; a failure is reported on standard error.
+    func startGuest(_ guest: KVMLinuxGuest) throws {
+        _ = controller.machine.addEventListener { [controller] event in
+            switch event {
+            case .powerOff: controller.requestExit(code: 0)
+            case .resetRequested: controller.requestExit(code: 0)  // as QEMU with -no-reboot
+            case .deviceDeleted: break
+            }
+        }
+        try guest.start()
+        detach("switchyard-vcpus") { [controller] in
+            _ = guest.waitUntilFinished(timeoutMilliseconds: -1)
+            controller.requestExit(code: 1)
         }
     }
 
@@ -77,7 +122,17 @@ public final class SwitchyardSession: Sendable {
             controller.requestExit(code: 0)
         }
         try start()
+        if let guest, !invocation.startPaused { try startGuest(guest) }
         let code = controller.waitForExit()
+        if let guest {
+            let reasons = guest.stop()
+            if code != 0 {
+                FileHandle.standardError.write(Data("switchyard: the guest stopped: \(reasons)\n".utf8))
+            }
+            if let error = guest.interruptSink.error {
+                FileHandle.standardError.write(Data("switchyard: interrupt delivery failed: \(error)\n".utf8))
+            }
+        }
         stop()
         return code
     }
