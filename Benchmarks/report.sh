@@ -53,6 +53,7 @@ awk -F'│' '
         if (k == 0) { print "no hot-plug results parsed; see the raw output"; exit 1 }
         printf "%-32s %12s %14s\n", "benchmark (median)", "total us", "us per device"
         for (i = 1; i <= k; i++) { b = order[i]; printf "%-32s %12.0f %14.2f\n", b, us[b], us[b] / n[b] }
-        first = order[1]; last = order[k]
-        printf "per-device cost N=%d vs N=%d: %.2fx\n", n[last], n[first], (us[last] / n[last]) / (us[first] / n[first])
+        small = order[1]; large = order[1]
+        for (i = 2; i <= k; i++) { if (n[order[i]] < n[small]) small = order[i]; if (n[order[i]] > n[large]) large = order[i] }
+        printf "per-device cost, N=%d over N=%d: %.2fx\n", n[large], n[small], (us[large] / n[large]) / (us[small] / n[small])
     }' "$hp"

@@ -35,4 +35,5 @@ if [ ${#missing[@]} -gt 0 ] || [ $need_qemu = 1 ]; then
   fi
 fi
 
-python3 -c 'import qemu.qmp' 2>/dev/null || python3 -m pip install -q qemu.qmp
+python3 -c "import qemu.qmp" 2>/dev/null || python3 -m pip install -q qemu.qmp
+command -v dt-validate >/dev/null 2>&1 || python3 -m pip install -q dtschema

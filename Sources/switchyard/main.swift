@@ -8,6 +8,7 @@ enum Command {
     case serve(QEMUInvocation)
     case run(MachineConfiguration)
     case lspci(MachineConfiguration, LspciOptions)
+    case firmware(MachineConfiguration, outputDirectory: String)
     case help
 }
 
@@ -27,12 +28,16 @@ let usage = """
                           lspci -tvnn tree and a one-line summary
       lspci [-n|-nn] [-t] [-v...] [-x|-xxx|-xxxx]
                           print what lspci in a guest would print after enumeration
+      firmware --out DIR  write the ACPI tables (RSDP, XSDT, FACP, FACS, DSDT, APIC, MCFG,
+                          HPET, DMAR when present) and the device tree (machine.dtb) the
+                          machine would give its guest, one file each, for iasl -d / dtc
       help, --help        this text
 
     machine options (any command):
       -device DRIVER[,id=ID][,bus=BUS][,addr=SLOT[.FN]][,multifunction=on]
-                          add a device (drivers: pci-testdev, pci-bridge); BUS is pcie.0
-                          or the id of a bridge added earlier
+                          add a device (drivers: pci-testdev, pci-bridge, pcie-root-port,
+                          ioh3420, x3130-upstream, xio3130-downstream); BUS is pcie.0 or
+                          the id of a bridge or port added earlier
       -nodefaults         start from the bare chipset instead of the built-in default machine
       -m SIZE             guest RAM, e.g. 512M or 2G (default 128M)
 
@@ -48,6 +53,7 @@ func parse(_ arguments: [String]) throws -> Command {
     var defaults = true
     var memory: UInt64?
     var lspciFlags: [String] = []
+    var outputDirectory: String?
     var rest = arguments.dropFirst()
     while let argument = rest.popFirst() {
         switch argument {
@@ -61,6 +67,9 @@ func parse(_ arguments: [String]) throws -> Command {
                 throw UsageError(description: "-m needs a memory size of at least 1M, e.g. -m 512M")
             }
             memory = size
+        case "--out" where verb == "firmware":
+            guard let value = rest.popFirst() else { throw UsageError(description: "--out needs a directory, e.g. --out tables/") }
+            outputDirectory = value
         case "-h", "--help":
             return .help
         default:
@@ -77,8 +86,11 @@ func parse(_ arguments: [String]) throws -> Command {
     switch verb {
     case "run": return .run(configuration)
     case "lspci": return .lspci(configuration, try LspciOptions(arguments: lspciFlags))
+    case "firmware":
+        guard let outputDirectory else { throw UsageError(description: "firmware needs --out DIR, the directory to write the tables to") }
+        return .firmware(configuration, outputDirectory: outputDirectory)
     case "help", "-h", "--help": return .help
-    default: throw UsageError(description: "unknown command '\(verb)'; commands are run, lspci, help")
+    default: throw UsageError(description: "unknown command '\(verb)'; commands are run, lspci, firmware, help")
     }
 }
 
@@ -93,6 +105,12 @@ func execute(_ command: Command) throws {
         let machine = try Machine(configuration)
         try machine.runFirmware()
         print(GuestLspci.render(machine, options: options), terminator: "")
+    case .firmware(let configuration, let directory):
+        let machine = try Machine(configuration)
+        try machine.runFirmware()
+        let tables = try machine.firmwareTables()
+        try tables.write(to: URL(fileURLWithPath: directory, isDirectory: true))
+        print("switchyard: wrote \(tables.tables.map(\.fileName).joined(separator: ", ")) and machine.dtb to \(directory)")
     case .run(let configuration):
         let machine = try Machine(configuration)
         let report = try machine.runFirmware()

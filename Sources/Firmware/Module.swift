@@ -1,1 +1,0 @@
-// Firmware: ACPI tables, device tree, Linux boot (see ARCHITECTURE.md)
