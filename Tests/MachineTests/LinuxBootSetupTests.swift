@@ -88,6 +88,40 @@ import VMMBase
         #expect(m.mmioRead(0x9000, width: .qword) & ~0xFFF == 0xA000)
     }
 
+    @Test func acpiTablesAndThePMBlockAsFirmwareLeavesThem() throws {
+        let m = try machine(memory: 512 << 20)
+        try m.runFirmware()
+        let tables = try m.installACPITables(cpuCount: 2)
+        #expect(tables.rsdp.address == 0xE_0000)
+        #expect(tables.hpet == nil)  // the machine has no HPET
+        // In RAM (KVM maps all low RAM, BIOS area included; the machine's own view of
+        // 0xE0000 follows the PAM registers, so read the mapping).
+        func ram(_ address: UInt64, _ count: Int) -> [UInt8] {
+            (0..<count).map { m.ram.mapping.bytes[Int(address) + $0] }
+        }
+        #expect(ram(0xE_0000, 8) == Array("RSD PTR ".utf8))
+        #expect(ram(tables.dsdt.address, 4) == Array("DSDT".utf8))
+        // PMBASE 0x600 with ACPI decoding on: the OS's ACPI_ENABLE through SMI_CMD sets SCI_EN.
+        #expect(m.lpc.pmBase == 0x600)
+        #expect(m.portRead(0x604, width: .word) & 1 == 0)
+        m.portWrite(0xB2, width: .byte, value: 0x02)
+        #expect(m.portRead(0x604, width: .word) & 1 == 1)
+        // boot_params.acpi_rsdp_addr (0x070) carries the RSDP.
+        let plan = try m.loadLinux(kernel: Self.image(), initrd: nil, commandLine: "",
+                                   acpiRSDPAddress: tables.rsdp.address)
+        #expect(m.mmioRead(plan.bootParamsAddress + 0x70, width: .qword) == 0xE_0000)
+    }
+
+    @Test func pcRoutingSendsThePITToIOAPICPin2() {
+        let routes = KVMLinuxGuest.pcRouting
+        #expect(routes.count == 15 + 23)
+        #expect(routes.contains(.irqchip(gsi: 0, chip: 2, pin: 2)))
+        #expect(routes.contains(.irqchip(gsi: 0, chip: 0, pin: 0)))
+        #expect(routes.contains(.irqchip(gsi: 9, chip: 1, pin: 1)))
+        #expect(routes.contains(.irqchip(gsi: 19, chip: 2, pin: 19)))
+        #expect(!routes.contains { if case .irqchip(2, _, _) = $0 { true } else { false } })
+    }
+
     @Test func oversizedKernelIsATypedError() throws {
         let m = try machine(memory: 16 << 20)
         #expect(throws: LinuxLoadError.self) { try m.loadLinux(kernel: Self.image(), initrd: nil, commandLine: "") }

@@ -30,6 +30,8 @@ public struct QEMUInvocation: Sendable, Hashable {
     /// -no-reboot: a guest reset ends the process. Switchyard does that in any case for now
     /// (a KVM guest is not restarted in place yet).
     public var noReboot = false
+    /// -machine acpi=on|off: whether a KVM Linux boot gets ACPI tables (default on).
+    public var acpi = true
 
     /// Where -serial sends COM1.
     public enum SerialTarget: String, Sendable, Hashable {
@@ -52,7 +54,9 @@ extension QEMUInvocation {
     /// The options a QEMU-style invocation understands, for help text.
     public static let usage = """
         QEMU-style invocation (the first argument starts with '-'):
-          -machine q35[,accel=kvm|qtest]   the machine type (q35 only; pc-q35-* accepted)
+          -machine q35[,accel=kvm|qtest][,acpi=on|off]
+                                           the machine type (q35 only; pc-q35-* accepted);
+                                           acpi=off boots Linux without ACPI tables
           -accel kvm|qtest                 kvm runs vCPUs; qtest runs none (a qtest client drives
                                            the machine); tcg is not supported
           -m SIZE                          guest RAM, e.g. 512M, 2G, or size=2G (default 128M)
@@ -105,6 +109,7 @@ extension QEMUInvocation {
                             throw InvocationError("-machine \(v): unsupported machine type; Switchyard models q35 only")
                         }
                     case "accel": result.accelerator = try accelerator(v)
+                    case "acpi": result.acpi = try flag(v, key, option)
                     default: throw InvocationError("-machine: unsupported property '\(key)'")
                     }
                 }

@@ -30,7 +30,8 @@ public final class SwitchyardSession: Sendable {
             let initrd = try invocation.initrd.map { path throws in try Self.readImage(path, option: "-initrd") }
             do {
                 guest = try KVMLinuxGuest(machine: machine, kernel: kernel, initrd: initrd,
-                                          commandLine: invocation.append ?? "", vcpuCount: invocation.cpus)
+                                          commandLine: invocation.append ?? "", vcpuCount: invocation.cpus,
+                                          acpi: invocation.acpi)
             } catch {
                 throw InvocationError("cannot boot \(kernelPath): \(error)")
             }
@@ -47,9 +48,27 @@ public final class SwitchyardSession: Sendable {
         }
     }
 
+    /// A kernel or initrd file, read with as few read(2) calls as its size allows (each
+    /// system call is costly when Switchyard itself runs in an emulated guest).
     static func readImage(_ path: String, option: String) throws -> [UInt8] {
         do {
-            return try FileSystem.readFile(path, limit: 1 << 30)
+            let fd = try FileDescriptor.open(path, .readOnly)
+            let size = Int(try fd.size())
+            guard size <= 1 << 30 else {
+                throw SystemError(.outOfRange, operation: "read", context: "\(size) bytes (1 GiB at most)")
+            }
+            var bytes = [UInt8](repeating: 0, count: size)
+            var done = 0
+            while done < size {
+                let n = try bytes.withUnsafeMutableBytes { raw in
+                    Result { () throws(SystemError) in
+                        try fd.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[done...]))
+                    }
+                }.get()
+                if n == 0 { break }
+                done += n
+            }
+            return done == size ? bytes : Array(bytes[..<done])
         } catch {
             throw InvocationError("\(option) \(path): \(error)")
         }

@@ -37,19 +37,26 @@ public final class KVMLinuxGuest: Sendable {
     public let plan: LinuxBootPlan
     public let runner: VCPURunner
 
+    /// The ACPI tables given to the guest (nil when booted without ACPI).
+    public let firmwareTables: FirmwareTables?
+
     /// Loads the kernel into the machine's RAM and sets up the VM and its vCPUs (not started).
-    /// The machine's interrupts go to KVM from here on.
+    /// With `acpi`, the machine's ACPI tables go into RAM first (run `runFirmware()` before) and
+    /// the kernel finds them through boot_params. The machine's interrupts go to KVM from here on.
     public init(machine: Machine, kernel: [UInt8], initrd: [UInt8]?, commandLine: String,
-                vcpuCount: Int = 1, kvmPath: String = KVMSystem.defaultPath) throws(KVMGuestError) {
+                vcpuCount: Int = 1, acpi: Bool = true, kvmPath: String = KVMSystem.defaultPath) throws(KVMGuestError) {
         self.machine = machine
         do {
-            plan = try machine.loadLinux(kernel: kernel, initrd: initrd, commandLine: commandLine)
+            firmwareTables = acpi ? try machine.installACPITables(cpuCount: max(vcpuCount, 1)) : nil
+            plan = try machine.loadLinux(kernel: kernel, initrd: initrd, commandLine: commandLine,
+                                         acpiRSDPAddress: firmwareTables?.rsdp.address)
         } catch {
             throw .load(error)
         }
         do throws(SystemError) {
             let system = try KVMSystem(path: kvmPath)
             let vm = try system.createVirtualMachine(.init(irqchip: .full, createPIT: true))
+            try vm.setGSIRouting(Self.pcRouting)
             let low = Int(machine.lowRAMSize)
             try vm.mapMemory(guestAddress: 0, mapping: machine.ram.mapping, offset: 0, size: low)
             if machine.ram.size > UInt64(low) {
@@ -74,6 +81,21 @@ public final class KVMLinuxGuest: Sendable {
             throw .kvm(error)
         }
     }
+
+    /// QEMU's GSI routing for a PC with the in-kernel irqchip: GSIs 0-15 drive the PIC inputs
+    /// of the same number (except the cascade, 2) and IOAPIC pins 0-23 drive the pin of the
+    /// same number, except GSI 0, which drives IOAPIC pin 2: the PIT's IRQ 0 arrives where the
+    /// MADT's interrupt source override (IRQ 0 -> GSI 2) says.
+    public static let pcRouting: [KVMVirtualMachine.GSIRoute] = {
+        var routes: [KVMVirtualMachine.GSIRoute] = []
+        for gsi: UInt32 in 0..<16 where gsi != 2 {
+            routes.append(.irqchip(gsi: gsi, chip: gsi < 8 ? 0 : 1, pin: gsi % 8))
+        }
+        for gsi: UInt32 in 0..<24 where gsi != 2 {
+            routes.append(.irqchip(gsi: gsi, chip: 2, pin: gsi == 0 ? 2 : gsi))
+        }
+        return routes
+    }()
 
     /// CPUID first (KVM checks later state against it), then MSRs, FPU, LINT pins and, for the
     /// boot processor, the 64-bit entry state. Application processors keep KVM's reset state

@@ -6,6 +6,7 @@ public enum LinuxLoadError: Error, CustomStringConvertible {
     case kernelImage(BzImageError)
     case plan(LinuxBootError)
     case memoryLayout(MemoryLayoutError)
+    case firmwareTables(FirmwareError)
     /// The plan wrote outside guest RAM (a plan/layout mismatch).
     case outsideRAM(address: UInt64, count: Int)
 
@@ -14,6 +15,7 @@ public enum LinuxLoadError: Error, CustomStringConvertible {
         case .kernelImage(let e): "kernel image: \(e)"
         case .plan(let e): "Linux boot: \(e)"
         case .memoryLayout(let e): "memory layout: \(e)"
+        case .firmwareTables(let e): "ACPI tables: \(e)"
         case .outsideRAM(let a, let n): "\(n) bytes at 0x\(String(a, radix: 16)) are not guest RAM"
         }
     }
@@ -61,14 +63,16 @@ extension Machine {
 
     /// Plans a Linux boot for this machine's memory and writes it (zero page, command line,
     /// GDT, page tables, kernel, initrd) into guest RAM. The returned plan holds the boot
-    /// processor's register state.
-    public func loadLinux(kernel: [UInt8], initrd: [UInt8]?, commandLine: String) throws(LinuxLoadError) -> LinuxBootPlan {
+    /// processor's register state. `acpiRSDPAddress` (tables already in RAM) goes into
+    /// boot_params.
+    public func loadLinux(kernel: [UInt8], initrd: [UInt8]?, commandLine: String,
+                          acpiRSDPAddress: UInt64? = nil) throws(LinuxLoadError) -> LinuxBootPlan {
         let image: BzImage
         do { image = try BzImage(bytes: kernel) } catch { throw .kernelImage(error) }
         let plan: LinuxBootPlan
         do {
             plan = try LinuxBootPlan.make(kernel: image, initrd: initrd, commandLine: commandLine,
-                                          memory: memoryLayoutDescription)
+                                          memory: memoryLayoutDescription, acpiRSDPAddress: acpiRSDPAddress)
         } catch {
             throw .plan(error)
         }
