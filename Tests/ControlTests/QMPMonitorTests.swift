@@ -215,6 +215,19 @@ struct QEMUInvocationTests {
         #expect(try QEMUInvocation.parse(["-qmp", "unix:/x,server,nowait"]).qmp == [SocketEndpoint(path: "/x", server: true, wait: false)])
     }
 
+    @Test func linuxBootOptions() throws {
+        let boot = try QEMUInvocation.parse(["-machine", "q35", "-accel", "kvm", "-kernel", "bzImage", "-no-reboot"])
+        #expect(boot.bootsLinux && boot.acpi && boot.noReboot && boot.serial == nil)
+        let plain = try QEMUInvocation.parse(["-machine", "q35,accel=kvm,acpi=off", "-serial", "stdio", "-kernel", "k"])
+        #expect(plain.bootsLinux && !plain.acpi && plain.serial == .stdio)
+        #expect(try !QEMUInvocation.parse(["-accel", "qtest", "-kernel", "k"]).bootsLinux)
+        #expect(try QEMUInvocation.parse(["-serial", "none"]).serial == QEMUInvocation.SerialTarget.none)
+        #expect(throws: InvocationError("-serial pty: only '-serial stdio' and '-serial none' are supported")) {
+            try QEMUInvocation.parse(["-serial", "pty"])
+        }
+        #expect(QEMUInvocation.usage.contains("-kernel FILE"))
+    }
+
     @Test func errorsNameTheOption() {
         func message(_ a: [String]) -> String {
             do { _ = try QEMUInvocation.parse(a); return "" } catch { return error.description }
