@@ -1,3 +1,4 @@
+import Synchronization
 import Foundation
 import Machine
 import Testing
@@ -226,6 +227,15 @@ struct QEMUInvocationTests {
             try QEMUInvocation.parse(["-serial", "pty"])
         }
         #expect(QEMUInvocation.usage.contains("-kernel FILE"))
+    }
+
+    @Test func runStateObserversSeeEveryChange() throws {
+        let controller = VMController(machine: try Machine(MachineConfiguration(devices: [])), startPaused: true)
+        let seen = Mutex<[String]>([])
+        controller.observeRunState { old, new in seen.withLock { $0.append("\(old.rawValue)>\(new.rawValue)") } }
+        controller.setRunState(.running)
+        controller.setRunState(.paused)
+        #expect(seen.withLock { $0 } == ["prelaunch>running", "running>paused"])
     }
 
     @Test func errorsNameTheOption() {

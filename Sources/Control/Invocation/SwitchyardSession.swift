@@ -140,6 +140,21 @@ public final class SwitchyardSession: Sendable {
             _ = SignalSet.termination.wait()
             controller.requestExit(code: 0)
         }
+        if let guest {
+            if invocation.startPaused {
+                // -S: the vCPUs start at the first QMP `cont`. (`stop` does not pause them yet.)
+                let started = Mutex(false)
+                controller.observeRunState { [self] _, new in
+                    guard new == .running, started.withLock({ s in defer { s = true }; return !s }) else { return }
+                    do {
+                        try startGuest(guest)
+                    } catch {
+                        FileHandle.standardError.write(Data("switchyard: cannot start the guest: \(error)\n".utf8))
+                        controller.requestExit(code: 1)
+                    }
+                }
+            }
+        }
         try start()
         if let guest, !invocation.startPaused { try startGuest(guest) }
         let code = controller.waitForExit()
