@@ -13,6 +13,8 @@ public final class SwitchyardSession: Sendable {
     public let qtest: QTestServer?
     /// The Linux guest on KVM (-accel kvm -kernel), set up but not started until `run`.
     public let guest: KVMLinuxGuest?
+    /// COM1 is on standard output (and reads standard input once the guest runs).
+    let serialToStdout: Bool
     private let listeners = Mutex<[SocketListener]>([])
     private let connections = Mutex<[SocketConnection]>([])
 
@@ -21,7 +23,7 @@ public final class SwitchyardSession: Sendable {
     /// is loaded into a KVM guest that `run` starts.
     public init(_ invocation: QEMUInvocation) throws {
         self.invocation = invocation
-        let serialToStdout = invocation.serial == .stdio || (invocation.serial == nil && invocation.bootsLinux)
+        serialToStdout = invocation.serial == .stdio || (invocation.serial == nil && invocation.bootsLinux)
         let machine = try Machine(invocation.machine,
                                   serialBackend: serialToStdout ? FileDescriptorSerialBackend() : NullSerialBackend())
         if invocation.bootsLinux, let kernelPath = invocation.kernel {
@@ -85,9 +87,28 @@ public final class SwitchyardSession: Sendable {
             }
         }
         try guest.start()
+        if serialToStdout { forwardStandardInput(to: controller.machine.legacy.serial) }
         detach("switchyard-vcpus") { [controller] in
             _ = guest.waitUntilFinished(timeoutMilliseconds: -1)
             controller.requestExit(code: 1)
+        }
+    }
+
+    /// COM1's input: what arrives on standard input, as QEMU's `-serial stdio` does. Bytes the
+    /// UART has no room for wait until the guest reads (polled every millisecond). Ends at EOF.
+    func forwardStandardInput(to serial: UART16550) {
+        detach("switchyard-serial-input") {
+            var buffer = [UInt8](repeating: 0, count: 256)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return }
+                var pending = Array(buffer[..<n])
+                while !pending.isEmpty {
+                    pending.removeFirst(serial.receive(pending))
+                    if !pending.isEmpty { usleep(1000) }
+                }
+            }
         }
     }
 
