@@ -64,7 +64,7 @@ public final class KVMLinuxGuest: Sendable {
                                  size: Int(machine.ram.size) - low)
             }
             let sink = KVMInterruptSink(virtualMachine: vm)
-            machine.attachInterruptSink(sink)
+            machine.attachInterruptSink(PIRQSteeringSink(downstream: sink, lpc: machine.lpc))
 
             let supported = try system.supportedCPUID()
             var vcpus: [KVMVCPU] = []
