@@ -57,7 +57,7 @@ let package = Package(
         .testTarget(name: "PCITests", dependencies: ["PCI", "VMMBase"], swiftSettings: swiftSettings),
         .testTarget(name: "ChipsetTests", dependencies: ["Chipset", "PCI", "VMMBase", "AddressSpace", "Interrupts"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "MachineTests", dependencies: ["Machine", "Chipset", "PCI", "VMMBase"],
+        .testTarget(name: "MachineTests", dependencies: ["Machine", "Chipset", "PCI", "VMMBase", "Firmware", "KVM", "Interrupts"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "ControlTests", dependencies: ["Control", "Machine", "VMMBase", "PCI", "HostDevices"],
                     swiftSettings: swiftSettings),

@@ -40,6 +40,10 @@ unsigned long sy_kvm_set_sregs(void) { return KVM_SET_SREGS; }
 unsigned long sy_kvm_set_cpuid2(void) { return KVM_SET_CPUID2; }
 unsigned long sy_kvm_get_msrs(void) { return KVM_GET_MSRS; }
 unsigned long sy_kvm_set_msrs(void) { return KVM_SET_MSRS; }
+unsigned long sy_kvm_get_fpu(void) { return KVM_GET_FPU; }
+unsigned long sy_kvm_set_fpu(void) { return KVM_SET_FPU; }
+unsigned long sy_kvm_get_lapic(void) { return KVM_GET_LAPIC; }
+unsigned long sy_kvm_set_lapic(void) { return KVM_SET_LAPIC; }
 unsigned long sy_vfio_get_api_version(void) { return VFIO_GET_API_VERSION; }
 unsigned long sy_vfio_check_extension(void) { return VFIO_CHECK_EXTENSION; }
 

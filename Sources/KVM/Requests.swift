@@ -27,6 +27,10 @@ enum KVMRequest {
     static let setCPUID2 = sy_kvm_set_cpuid2()
     static let getMSRs = sy_kvm_get_msrs()
     static let setMSRs = sy_kvm_set_msrs()
+    static let getFPU = sy_kvm_get_fpu()
+    static let setFPU = sy_kvm_set_fpu()
+    static let getLAPIC = sy_kvm_get_lapic()
+    static let setLAPIC = sy_kvm_set_lapic()
 }
 
 /// Byte offsets inside KVM's structures, taken from the C headers at build time.

@@ -16,6 +16,9 @@ public final class Machine: Sendable {
     public let lpc: ICH9LPC
     /// Where device interrupts go while no irqchip is attached.
     public let interrupts: RecordingSink
+    /// What every device raises interrupts into: forwards to `interrupts` until
+    /// `attachInterruptSink(_:)` puts an irqchip (KVM's) behind it.
+    let interruptOutput: ForwardingSink
     public let ram: RAMHandler
     let spaces: MachineAddressSpaces
     let topology: Topology
@@ -46,9 +49,10 @@ public final class Machine: Sendable {
         let ecam = ECAMHandler(root: root)
         let layout = configuration.layout
         let interrupts = RecordingSink()
+        let interruptOutput = ForwardingSink(interrupts)
         let events = EventBroadcaster()
         let lowMemory = min(ram.size, layout.lowMemoryLimit)
-        let legacy = LegacyDevices(interrupts: interrupts, events: PlatformEventForwarder(events), clock: clock,
+        let legacy = LegacyDevices(interrupts: interruptOutput, events: PlatformEventForwarder(events), clock: clock,
                                    serialBackend: serialBackend, lpc: lpc, belowFourGiB: lowMemory,
                                    aboveFourGiB: ram.size - lowMemory)
         let configAddressAndReset = ConfigAddressAndResetControl(configAddress: configAddress,
@@ -81,9 +85,10 @@ public final class Machine: Sendable {
         self.lpc = lpc
         self.ram = ram
         self.interrupts = interrupts
+        self.interruptOutput = interruptOutput
         self.events = events
         self.legacy = legacy
-        self.lines = SharedLines(sink: interrupts)
+        self.lines = SharedLines(sink: interruptOutput)
         self.spaces = spaces
         self.topology = Topology(rootBus: rootBus)
         sink.connect(self)
@@ -152,7 +157,15 @@ public final class Machine: Sendable {
     /// Drives IOAPIC input `number` directly, as a device wired to it would (qtest's
     /// `set_irq_in ioapic`). Observers of `interrupts` see the change.
     public func setIOAPICInput(_ number: UInt32, high: Bool) {
-        interrupts.setLevel(GSI(number), high: high)
+        interruptOutput.setLevel(GSI(number), high: high)
+    }
+
+    /// Sends device interrupts (INTx line levels, MSIs, legacy IRQs) to `sink` instead of
+    /// `interrupts` from now on, e.g. to KVM's in-kernel irqchip. Attach before the guest runs:
+    /// line levels are not replayed. Returns the previous sink.
+    @discardableResult
+    public func attachInterruptSink(_ sink: any InterruptSink) -> any InterruptSink {
+        interruptOutput.attach(sink)
     }
 
     /// The IOAPIC's input count (q35: 24, GSI 0-23).
@@ -176,7 +189,7 @@ public final class Machine: Sendable {
 
     func connectInterrupts(_ placed: PlacedDevice) {
         guard let function = placed.function as? any InterruptingFunction else { return }
-        let output = FunctionInterrupts(gsi: intxGSI(for: placed), lines: lines, sink: interrupts)
+        let output = FunctionInterrupts(gsi: intxGSI(for: placed), lines: lines, sink: interruptOutput)
         connections.withLock { $0[ObjectIdentifier(function)] = output }
         function.connect(interrupts: output)
     }

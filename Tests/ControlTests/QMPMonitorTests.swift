@@ -1,3 +1,4 @@
+import Synchronization
 import Foundation
 import Machine
 import Testing
@@ -213,6 +214,28 @@ struct QEMUInvocationTests {
         #expect(try QEMUInvocation.parse(["-accel", "tcg:kvm"]).accelerator == .kvm)
         #expect(try QEMUInvocation.parse(["--machine", "pc-q35-9.2"]).accelerator == .kvm)
         #expect(try QEMUInvocation.parse(["-qmp", "unix:/x,server,nowait"]).qmp == [SocketEndpoint(path: "/x", server: true, wait: false)])
+    }
+
+    @Test func linuxBootOptions() throws {
+        let boot = try QEMUInvocation.parse(["-machine", "q35", "-accel", "kvm", "-kernel", "bzImage", "-no-reboot"])
+        #expect(boot.bootsLinux && boot.acpi && boot.noReboot && boot.serial == nil)
+        let plain = try QEMUInvocation.parse(["-machine", "q35,accel=kvm,acpi=off", "-serial", "stdio", "-kernel", "k"])
+        #expect(plain.bootsLinux && !plain.acpi && plain.serial == .stdio)
+        #expect(try !QEMUInvocation.parse(["-accel", "qtest", "-kernel", "k"]).bootsLinux)
+        #expect(try QEMUInvocation.parse(["-serial", "none"]).serial == QEMUInvocation.SerialTarget.none)
+        #expect(throws: InvocationError("-serial pty: only '-serial stdio' and '-serial none' are supported")) {
+            try QEMUInvocation.parse(["-serial", "pty"])
+        }
+        #expect(QEMUInvocation.usage.contains("-kernel FILE"))
+    }
+
+    @Test func runStateObserversSeeEveryChange() throws {
+        let controller = VMController(machine: try Machine(MachineConfiguration(devices: [])), startPaused: true)
+        let seen = Mutex<[String]>([])
+        controller.observeRunState { old, new in seen.withLock { $0.append("\(old.rawValue)>\(new.rawValue)") } }
+        controller.setRunState(.running)
+        controller.setRunState(.paused)
+        #expect(seen.withLock { $0 } == ["prelaunch>running", "running>paused"])
     }
 
     @Test func errorsNameTheOption() {

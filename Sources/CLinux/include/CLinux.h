@@ -42,6 +42,10 @@ unsigned long sy_kvm_set_sregs(void);
 unsigned long sy_kvm_set_cpuid2(void);
 unsigned long sy_kvm_get_msrs(void);
 unsigned long sy_kvm_set_msrs(void);
+unsigned long sy_kvm_get_fpu(void);
+unsigned long sy_kvm_set_fpu(void);
+unsigned long sy_kvm_get_lapic(void);
+unsigned long sy_kvm_set_lapic(void);
 unsigned long sy_vfio_get_api_version(void);
 unsigned long sy_vfio_check_extension(void);
 

@@ -24,6 +24,23 @@ public struct QEMUInvocation: Sendable, Hashable {
     public var kernel: String?
     public var initrd: String?
     public var append: String?
+    /// -serial: where COM1 goes. nil is the default: standard output when a kernel boots
+    /// under KVM, nowhere otherwise.
+    public var serial: SerialTarget?
+    /// -no-reboot: a guest reset ends the process. Switchyard does that in any case for now
+    /// (a KVM guest is not restarted in place yet).
+    public var noReboot = false
+    /// -machine acpi=on|off: whether a KVM Linux boot gets ACPI tables (default on).
+    public var acpi = true
+
+    /// Where -serial sends COM1.
+    public enum SerialTarget: String, Sendable, Hashable {
+        case none
+        case stdio
+    }
+
+    /// A Linux guest boots on KVM: -accel kvm with -kernel.
+    public var bootsLinux: Bool { accelerator == .kvm && kernel != nil }
 
     public init() {}
 }
@@ -37,7 +54,9 @@ extension QEMUInvocation {
     /// The options a QEMU-style invocation understands, for help text.
     public static let usage = """
         QEMU-style invocation (the first argument starts with '-'):
-          -machine q35[,accel=kvm|qtest]   the machine type (q35 only; pc-q35-* accepted)
+          -machine q35[,accel=kvm|qtest][,acpi=on|off]
+                                           the machine type (q35 only; pc-q35-* accepted);
+                                           acpi=off boots Linux without ACPI tables
           -accel kvm|qtest                 kvm runs vCPUs; qtest runs none (a qtest client drives
                                            the machine); tcg is not supported
           -m SIZE                          guest RAM, e.g. 512M, 2G, or size=2G (default 128M)
@@ -46,7 +65,8 @@ extension QEMUInvocation {
           -nodefaults                      accepted; a QEMU-style machine starts bare anyway
           -S                               do not start: query-status reports prelaunch until cont
           -display none                    (only none)
-          -serial none, -monitor none      (only none)
+          -serial stdio|none               COM1 (stdio is the default with -accel kvm -kernel)
+          -monitor none                    (only none)
           -qmp unix:PATH[,server=on][,wait=off]
                                            a QMP monitor; without server=on Switchyard connects
                                            to PATH, with it Switchyard listens there
@@ -57,8 +77,12 @@ extension QEMUInvocation {
                                            process ends when this socket closes
           -qtest-log FILE|none             log qtest traffic as QEMU does (default: stderr)
           -kernel FILE, -initrd FILE, -append TEXT
-                                           stored for direct Linux boot
-        Switchyard serves its monitors until QMP `quit` or until the qtest socket closes.
+                                           with -accel kvm: boot this Linux bzImage (64-bit
+                                           boot protocol) on KVM; COM1 on standard output;
+                                           the process ends when the guest powers off or resets
+          -no-reboot                       accepted (a reset always ends the process)
+        Switchyard serves its monitors until QMP `quit`, until the qtest socket closes, or
+        until a booted guest powers off.
         """
 
     /// Parses a QEMU-style argument list. Errors name the option at fault.
@@ -85,6 +109,7 @@ extension QEMUInvocation {
                             throw InvocationError("-machine \(v): unsupported machine type; Switchyard models q35 only")
                         }
                     case "accel": result.accelerator = try accelerator(v)
+                    case "acpi": result.acpi = try flag(v, key, option)
                     default: throw InvocationError("-machine: unsupported property '\(key)'")
                     }
                 }
@@ -122,11 +147,19 @@ extension QEMUInvocation {
                 } catch {
                     throw InvocationError("-device \(text): \(error)")
                 }
-            case "-nodefaults", "-no-user-config", "-no-reboot", "-no-shutdown":
+            case "-nodefaults", "-no-user-config", "-no-shutdown":
                 break
+            case "-no-reboot":
+                result.noReboot = true
             case "-S":
                 result.startPaused = true
-            case "-display", "-serial", "-monitor", "-parallel", "-vga":
+            case "-serial":
+                let v = try value(option)
+                guard let target = SerialTarget(rawValue: v) else {
+                    throw InvocationError("-serial \(v): only '-serial stdio' and '-serial none' are supported")
+                }
+                result.serial = target
+            case "-display", "-monitor", "-parallel", "-vga":
                 let v = try value(option)
                 guard v == "none" else { throw InvocationError("\(option) \(v): only '\(option) none' is supported") }
             case "-qmp":

@@ -1,4 +1,5 @@
 import Foundation
+import Chipset
 import HostOS
 import Machine
 import Synchronization
@@ -10,13 +11,35 @@ public final class SwitchyardSession: Sendable {
     public let controller: VMController
     public let qmp: QMPMonitor
     public let qtest: QTestServer?
+    /// The Linux guest on KVM (-accel kvm -kernel), set up but not started until `run`.
+    public let guest: KVMLinuxGuest?
+    /// COM1 is on standard output (and reads standard input once the guest runs).
+    let serialToStdout: Bool
     private let listeners = Mutex<[SocketListener]>([])
     private let connections = Mutex<[SocketConnection]>([])
 
-    /// Builds the machine (reset state: firmware does not run, as under QEMU's qtest).
+    /// Builds the machine (reset state: firmware does not run, as under QEMU's qtest). With
+    /// -accel kvm -kernel, firmware runs (PCI resources as SeaBIOS assigns them) and the kernel
+    /// is loaded into a KVM guest that `run` starts.
     public init(_ invocation: QEMUInvocation) throws {
         self.invocation = invocation
-        let machine = try Machine(invocation.machine)
+        serialToStdout = invocation.serial == .stdio || (invocation.serial == nil && invocation.bootsLinux)
+        let machine = try Machine(invocation.machine,
+                                  serialBackend: serialToStdout ? FileDescriptorSerialBackend() : NullSerialBackend())
+        if invocation.bootsLinux, let kernelPath = invocation.kernel {
+            try machine.runFirmware()
+            let kernel = try Self.readImage(kernelPath, option: "-kernel")
+            let initrd = try invocation.initrd.map { path throws in try Self.readImage(path, option: "-initrd") }
+            do {
+                guest = try KVMLinuxGuest(machine: machine, kernel: kernel, initrd: initrd,
+                                          commandLine: invocation.append ?? "", vcpuCount: invocation.cpus,
+                                          acpi: invocation.acpi)
+            } catch {
+                throw InvocationError("cannot boot \(kernelPath): \(error)")
+            }
+        } else {
+            guest = nil
+        }
         controller = VMController(machine: machine, startPaused: invocation.startPaused)
         qmp = QMPMonitor(controller: controller)
         if invocation.qtest != nil {
@@ -24,6 +47,68 @@ public final class SwitchyardSession: Sendable {
                                 log: try QTestLog.open(invocation.qtestLog))
         } else {
             qtest = nil
+        }
+    }
+
+    /// A kernel or initrd file, read with as few read(2) calls as its size allows (each
+    /// system call is costly when Switchyard itself runs in an emulated guest).
+    static func readImage(_ path: String, option: String) throws -> [UInt8] {
+        do {
+            let fd = try FileDescriptor.open(path, .readOnly)
+            let size = Int(try fd.size())
+            guard size <= 1 << 30 else {
+                throw SystemError(.outOfRange, operation: "read", context: "\(size) bytes (1 GiB at most)")
+            }
+            var bytes = [UInt8](repeating: 0, count: size)
+            var done = 0
+            while done < size {
+                let n = try bytes.withUnsafeMutableBytes { raw in
+                    Result { () throws(SystemError) in
+                        try fd.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[done...]))
+                    }
+                }.get()
+                if n == 0 { break }
+                done += n
+            }
+            return done == size ? bytes : Array(bytes[..<done])
+        } catch {
+            throw InvocationError("\(option) \(path): \(error)")
+        }
+    }
+
+    /// Starts the guest's vCPUs. A power-off or reset request, or every vCPU ending (triple
+    /// fault, KVM error), ends the session; a failure is reported on standard error.
+    func startGuest(_ guest: KVMLinuxGuest) throws {
+        _ = controller.machine.addEventListener { [controller] event in
+            switch event {
+            case .powerOff: controller.requestExit(code: 0)
+            case .resetRequested: controller.requestExit(code: 0)  // as QEMU with -no-reboot
+            case .deviceDeleted: break
+            }
+        }
+        try guest.start()
+        if serialToStdout { forwardStandardInput(to: controller.machine.legacy.serial) }
+        detach("switchyard-vcpus") { [controller] in
+            _ = guest.waitUntilFinished(timeoutMilliseconds: -1)
+            controller.requestExit(code: 1)
+        }
+    }
+
+    /// COM1's input: what arrives on standard input, as QEMU's `-serial stdio` does. Bytes the
+    /// UART has no room for wait until the guest reads (polled every millisecond). Ends at EOF.
+    func forwardStandardInput(to serial: UART16550) {
+        detach("switchyard-serial-input") {
+            var buffer = [UInt8](repeating: 0, count: 256)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return }
+                var pending = Array(buffer[..<n])
+                while !pending.isEmpty {
+                    pending.removeFirst(serial.receive(pending))
+                    if !pending.isEmpty { usleep(1000) }
+                }
+            }
         }
     }
 
@@ -76,8 +161,33 @@ public final class SwitchyardSession: Sendable {
             _ = SignalSet.termination.wait()
             controller.requestExit(code: 0)
         }
+        if let guest {
+            if invocation.startPaused {
+                // -S: the vCPUs start at the first QMP `cont`. (`stop` does not pause them yet.)
+                let started = Mutex(false)
+                controller.observeRunState { [self] _, new in
+                    guard new == .running, started.withLock({ s in defer { s = true }; return !s }) else { return }
+                    do {
+                        try startGuest(guest)
+                    } catch {
+                        FileHandle.standardError.write(Data("switchyard: cannot start the guest: \(error)\n".utf8))
+                        controller.requestExit(code: 1)
+                    }
+                }
+            }
+        }
         try start()
+        if let guest, !invocation.startPaused { try startGuest(guest) }
         let code = controller.waitForExit()
+        if let guest {
+            let reasons = guest.stop()
+            if code != 0 {
+                FileHandle.standardError.write(Data("switchyard: the guest stopped: \(reasons)\n".utf8))
+            }
+            if let error = guest.interruptSink.error {
+                FileHandle.standardError.write(Data("switchyard: interrupt delivery failed: \(error)\n".utf8))
+            }
+        }
         stop()
         return code
     }

@@ -28,14 +28,24 @@ public final class VMController: Sendable {
 
     public var runState: RunState { state.withLock { $0 } }
 
-    /// Changes the run state; returns the previous one.
+    private let observers = Mutex<[@Sendable (_ old: RunState, _ new: RunState) -> Void]>([])
+
+    /// Changes the run state; returns the previous one. Observers run after the change,
+    /// on the caller's thread.
     @discardableResult
     public func setRunState(_ new: RunState) -> RunState {
-        state.withLock { s in
+        let old = state.withLock { s in
             let old = s
             s = new
             return old
         }
+        for observer in observers.withLock({ $0 }) { observer(old, new) }
+        return old
+    }
+
+    /// Calls `observer` with the old and new state on every `setRunState`.
+    public func observeRunState(_ observer: @escaping @Sendable (_ old: RunState, _ new: RunState) -> Void) {
+        observers.withLock { $0.append(observer) }
     }
 
     /// Asks the process to end with `code`. The first request wins.
