@@ -17,7 +17,10 @@ run: build
 
 test: setup
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
-	$(SWIFT) test --skip-build --parallel
+	# Serial: many tests start real processes (QEMU, lspci, iasl, switchyard), and Foundation's
+	# Process lets concurrently spawned children inherit each other's pipes. A hang fails
+	# after 30 minutes instead of eating CI's 90.
+	timeout 1800 $(SWIFT) test --skip-build --no-parallel
 
 bench: setup
 	bash Benchmarks/report.sh
