@@ -62,7 +62,7 @@ let package = Package(
         .testTarget(name: "ControlTests", dependencies: ["Control", "Machine", "VMMBase", "PCI", "HostDevices"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "IntegrationTests",
-                    dependencies: ["Control", "Machine", "Chipset", "PCI", "VMMBase"],
+                    dependencies: ["Control", "Machine", "Chipset", "PCI", "VMMBase", "KVM", "Firmware"],
                     swiftSettings: swiftSettings),
     ]
 )
