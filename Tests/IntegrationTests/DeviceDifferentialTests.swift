@@ -78,15 +78,7 @@ struct DeviceDifferentialTests {
     }
 
     static func replies(_ executable: String, grace: Double, _ arguments: (String) -> [String]) throws -> [String] {
-        let listener = try TestListener(name: "devdiff")
-        let child = try ChildProcess(executable, arguments("unix:\(listener.path)"))
-        defer { child.stop(grace: grace) }
-        let qt = QTestClient(try listener.accept())
-        return try probes.map { probe in
-            var last = ""
-            for command in probe.commands { last = try qt.command(command) }
-            return last
-        }
+        try QTestDifferentialTests.replies(to: probes.map(\.commands), executable, grace: grace, arguments)
     }
 
     @Test(.enabled(if: QTestDifferentialTests.qemu != nil, "qemu-system-x86_64 is not installed"), .timeLimit(.minutes(5)))

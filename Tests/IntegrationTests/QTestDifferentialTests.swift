@@ -107,13 +107,20 @@ struct QTestDifferentialTests {
 
     /// Runs every probe against a program started with `arguments(socketSpec)`.
     static func replies(_ executable: String, grace: Double, _ arguments: (String) -> [String]) throws -> [String] {
+        try replies(to: probes.map(\.commands), executable, grace: grace, arguments)
+    }
+
+    /// Starts `executable` with `arguments(socketSpec)`, runs each command group over qtest and
+    /// returns the last reply of each group.
+    static func replies(to groups: [[String]], _ executable: String, grace: Double,
+                        _ arguments: (String) -> [String]) throws -> [String] {
         let listener = try TestListener(name: "diff")
         let child = try ChildProcess(executable, arguments("unix:\(listener.path)"))
         defer { child.stop(grace: grace) }
         let qt = QTestClient(try listener.accept())
-        return try probes.map { probe in
+        return try groups.map { commands in
             var last = ""
-            for command in probe.commands { last = try qt.command(command) }
+            for command in commands { last = try qt.command(command) }
             return last
         }
     }
