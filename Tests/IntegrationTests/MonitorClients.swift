@@ -208,7 +208,8 @@ final class QMPTestClient {
     }
 
     func nextReply() throws -> String {
-        while let line = socket.readLine() {
+        while let raw = socket.readLine() {
+            let line = raw.hasSuffix("\r") ? String(raw.dropLast()) : raw  // QEMU ends lines with CRLF
             if line.contains("\"event\"") { events.append(line); continue }
             return line
         }
