@@ -1,3 +1,4 @@
+import VMMBase
 import HostOS
 import Synchronization
 
@@ -194,7 +195,9 @@ public final class VCPURunner: Sendable {
             case .failEntry(let reason, let cpu): return .failEntry(hardwareReason: reason, cpu: cpu)
             case .unknown(let reason): return .unknownExit(hardwareReason: reason)
             case .other(let reason): return .unhandledExit(reason: reason)
-            case .malformed(let error): return .malformedExit(error)
+            case .malformed(let error):
+                GuestErrorLog.report(device: "vcpu", kind: "malformed-exit", "stopping on a malformed exit: \(error)")
+                return .malformedExit(error)
             }
         }
     }

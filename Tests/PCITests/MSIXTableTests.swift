@@ -147,3 +147,15 @@ import VMMBase
         #expect(table.read(bar: 1, offset: 0x110, width: .qword) == nil)
     }
 }
+
+@Suite struct MSIXGuestErrorTests {
+    @Test func misalignedTableWritesAreReportedAndIgnored() {
+        var table = MSIXTable(layout: MSIXLayout(vectors: 2, tableBAR: 0, tableOffset: 0, pbaBAR: 0, pbaOffset: 0x800))
+        let before = GuestErrorLog.recent.count
+        let result = table.write(bar: 0, offset: 2, width: .dword, value: 0xFFFF_FFFF,
+                                 control: MSIXControl(enabled: true, functionMasked: false))
+        #expect(result == .ignored)
+        #expect(GuestErrorLog.recent.count > before || before >= 256)
+        #expect(GuestErrorLog.recent.last?.device == "msix")
+    }
+}

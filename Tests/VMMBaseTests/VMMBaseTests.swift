@@ -53,3 +53,24 @@ import VMMBase
         #expect(!MSIMessage(address: 0xFED0_0000, data: 0).targetsInterruptWindow)
     }
 }
+
+@Suite struct GuestErrorLogTests {
+    @Test func reportsAreRateLimitedPerKind() {
+        let lines = LineCollector()
+        GuestErrorLog.setSink { lines.append($0) }
+        defer { GuestErrorLog.setSink(nil) }
+        for i in 0..<25 { GuestErrorLog.report(device: "logtest", kind: "flood", "bad write \(i)") }
+        GuestErrorLog.report(device: "logtest", kind: "other", "a different problem")
+        let seen = lines.lines
+        #expect(seen.count == GuestErrorLog.limitPerKind + 1)
+        #expect(seen.first == "switchyard: guest error: logtest: bad write 0")
+        #expect(seen[GuestErrorLog.limitPerKind - 1].hasSuffix("(further 'flood' reports from logtest suppressed)"))
+        #expect(seen.last == "switchyard: guest error: logtest: a different problem")
+    }
+}
+
+final class LineCollector: @unchecked Sendable {
+    // Only touched from the reporting thread in these tests.
+    private(set) var lines: [String] = []
+    func append(_ line: String) { lines.append(line) }
+}

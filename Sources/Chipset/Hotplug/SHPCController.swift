@@ -299,6 +299,10 @@ public struct SHPCController: Sendable, Equatable {
         default:
             status.insert(.invalidCommand)
         }
+        if !status.intersection([.invalidCommand, .invalidSpeedMode, .mrlOpen]).isEmpty {
+            GuestErrorLog.report(device: name, kind: "command",
+                                 "SHPC command 0x\(String(code, radix: 16)) refused (Command Status 0x\(String(status.rawValue, radix: 16)))")
+        }
         store(UInt32(status.rawValue), at: SHPCRegister.commandStatus, width: 2)
         var serr = serrInt
         serr.insert(.commandCompletionDetected)

@@ -131,7 +131,11 @@ public struct MSIXTable: Sendable, Hashable {
     public mutating func write(bar: Int, offset: UInt64, width: AccessWidth, value: UInt64,
                                control: MSIXControl) -> MSIXTableWrite? {
         guard let (region, relative) = locate(bar: bar, offset: offset, width: width) else { return nil }
-        guard region == .table, isHonoured(relative, width, regionSize: layout.tableSize) else { return .ignored }
+        guard region == .table, isHonoured(relative, width, regionSize: layout.tableSize) else {
+            GuestErrorLog.report(device: "msix", kind: "bad-access",
+                                 "ignored \(width.bytes)-byte write at BAR\(bar)+0x\(String(offset, radix: 16)) (\(region == .table ? "misaligned table access" : "PBA is read-only"))")
+            return .ignored
+        }
         let vector = Int(relative / Self.entrySize)
         let wasMasked = entries[vector].masked
         setTableDword(at: relative, UInt32(truncatingIfNeeded: value))
