@@ -216,6 +216,23 @@ struct QEMUInvocationTests {
         #expect(try QEMUInvocation.parse(["-qmp", "unix:/x,server,nowait"]).qmp == [SocketEndpoint(path: "/x", server: true, wait: false)])
     }
 
+    @Test func pipeChardevMonitors() throws {
+        let inv = try QEMUInvocation.parse(["-chardev", "pipe,id=m0,path=/tmp/qmp", "-mon", "chardev=m0,mode=control"])
+        #expect(inv.qmpPipes == ["/tmp/qmp"] && inv.qmp.isEmpty)
+        #expect(throws: InvocationError("-chardev pipe,id=m0: needs path=")) {
+            try QEMUInvocation.parse(["-chardev", "pipe,id=m0"])
+        }
+        #expect(throws: InvocationError("-chardev pipe,id=m0,path=/p,server=on: unsupported property 'server' for a pipe")) {
+            try QEMUInvocation.parse(["-chardev", "pipe,id=m0,path=/p,server=on"])
+        }
+        #expect(throws: InvocationError("-chardev file,id=f,path=/p: only socket and pipe chardevs are supported")) {
+            try QEMUInvocation.parse(["-chardev", "file,id=f,path=/p"])
+        }
+        #expect(throws: InvocationError("-mon chardev=m1: no -chardev with id 'm1'")) {
+            try QEMUInvocation.parse(["-chardev", "pipe,id=m0,path=/p", "-mon", "chardev=m1,mode=control"])
+        }
+    }
+
     @Test func linuxBootOptions() throws {
         let boot = try QEMUInvocation.parse(["-machine", "q35", "-accel", "kvm", "-kernel", "bzImage", "-no-reboot"])
         #expect(boot.bootsLinux && boot.acpi && boot.noReboot && boot.serial == nil)
@@ -247,7 +264,7 @@ struct QEMUInvocationTests {
         #expect(message(["-machine", "q35,smm=off"]) == "-machine: unsupported property 'smm'")
         #expect(message(["-display", "gtk"]) == "-display gtk: only '-display none' is supported")
         #expect(message(["-chardev", "socket,id=c0"]).contains("needs path="))
-        #expect(message(["-chardev", "file,id=c0,path=/x"]).contains("only socket chardevs"))
+        #expect(message(["-chardev", "file,id=c0,path=/x"]).contains("only socket and pipe chardevs"))
         #expect(message(["-mon", "chardev=c0,mode=readline"]).contains("only mode=control"))
         #expect(message(["-append", "x"]) == "-initrd and -append need -kernel")
         #expect(message(["-qtest", "unix:/a", "-qtest", "unix:/b"]) == "-qtest given twice")
