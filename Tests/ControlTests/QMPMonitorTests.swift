@@ -104,6 +104,32 @@ struct QMPMonitorTests {
                 #"{"error": {"class": "DeviceNotFound", "desc": "Device 'zz' not found"}}"#)
     }
 
+    /// device_del x-surprise (Switchyard's): at once on a port with Hot-Plug Surprise; refused
+    /// by a port without it and by an SHPC slot.
+    @Test func deviceDelSurprise() throws {
+        let m = try Self.monitor([
+            DeviceSpec(driver: "pcie-root-port", id: "rp1", devfn: 3 << 3, properties: ["chassis": "1", "slot": "1"]),
+            DeviceSpec(driver: "pcie-root-port", id: "rp2", devfn: 4 << 3,
+                       properties: ["chassis": "2", "slot": "2", "x-hotplug-surprise": "off"]),
+            DeviceSpec(driver: "pci-bridge", id: "br1", devfn: 5 << 3, properties: ["chassis_nr": "3"]),
+        ])
+        let s = m.openSession()
+        _ = Self.run(m, s, #"{"execute": "qmp_capabilities"}"#)
+        for (id, bus) in [("a", "rp1"), ("b", "rp2"), ("c", "br1")] {
+            #expect(Self.run(m, s, #"{"execute": "device_add", "arguments": {"driver": "pci-testdev", "id": "\#(id)", "bus": "\#(bus)"}}"#)
+                    == #"{"return": {}}"#)
+        }
+        _ = s.takeOutput()
+        #expect(Self.run(m, s, #"{"execute": "device_del", "arguments": {"id": "a", "x-surprise": true}}"#) == #"{"return": {}}"#)
+        #expect(s.takeOutput().contains { $0.contains(#""event": "DEVICE_DELETED", "data": {"device": "a""#) })
+        for id in ["b", "c"] {
+            let reply = Self.run(m, s, #"{"execute": "device_del", "arguments": {"id": "\#(id)", "x-surprise": true}}"#)
+            #expect(reply.contains("does not advertise hot-plug surprise"), "\(reply)")
+        }
+        #expect(Self.run(m, s, #"{"execute": "device_del", "arguments": {"id": "b", "x-surprise": 1}}"#)
+                == #"{"error": {"class": "GenericError", "desc": "Invalid parameter type for 'x-surprise', expected: boolean"}}"#)
+    }
+
     @Test func deviceAddPassesPropertiesThrough() throws {
         let spec = try QMPCommands.deviceSpec(QMPArguments(
             [("driver", "pcie-root-port"), ("id", "rp1"), ("bus", "pcie.0"), ("addr", 0x1A), ("chassis", 1), ("slot", "2"),
