@@ -104,6 +104,32 @@ struct QMPMonitorTests {
                 #"{"error": {"class": "DeviceNotFound", "desc": "Device 'zz' not found"}}"#)
     }
 
+    /// device_del x-surprise (Switchyard's): at once on a port with Hot-Plug Surprise; refused
+    /// by a port without it and by an SHPC slot.
+    @Test func deviceDelSurprise() throws {
+        let m = try Self.monitor([
+            DeviceSpec(driver: "pcie-root-port", id: "rp1", devfn: 3 << 3, properties: ["chassis": "1", "slot": "1"]),
+            DeviceSpec(driver: "pcie-root-port", id: "rp2", devfn: 4 << 3,
+                       properties: ["chassis": "2", "slot": "2", "x-hotplug-surprise": "off"]),
+            DeviceSpec(driver: "pci-bridge", id: "br1", devfn: 5 << 3, properties: ["chassis_nr": "3"]),
+        ])
+        let s = m.openSession()
+        _ = Self.run(m, s, #"{"execute": "qmp_capabilities"}"#)
+        for (id, bus) in [("a", "rp1"), ("b", "rp2"), ("c", "br1")] {
+            #expect(Self.run(m, s, #"{"execute": "device_add", "arguments": {"driver": "pci-testdev", "id": "\#(id)", "bus": "\#(bus)"}}"#)
+                    == #"{"return": {}}"#)
+        }
+        _ = s.takeOutput()
+        #expect(Self.run(m, s, #"{"execute": "device_del", "arguments": {"id": "a", "x-surprise": true}}"#) == #"{"return": {}}"#)
+        #expect(s.takeOutput().contains { $0.contains(#""event": "DEVICE_DELETED", "data": {"device": "a""#) })
+        for id in ["b", "c"] {
+            let reply = Self.run(m, s, #"{"execute": "device_del", "arguments": {"id": "\#(id)", "x-surprise": true}}"#)
+            #expect(reply.contains("does not advertise hot-plug surprise"), "\(reply)")
+        }
+        #expect(Self.run(m, s, #"{"execute": "device_del", "arguments": {"id": "b", "x-surprise": 1}}"#)
+                == #"{"error": {"class": "GenericError", "desc": "Invalid parameter type for 'x-surprise', expected: boolean"}}"#)
+    }
+
     @Test func deviceAddPassesPropertiesThrough() throws {
         let spec = try QMPCommands.deviceSpec(QMPArguments(
             [("driver", "pcie-root-port"), ("id", "rp1"), ("bus", "pcie.0"), ("addr", 0x1A), ("chassis", 1), ("slot", "2"),
@@ -216,6 +242,23 @@ struct QEMUInvocationTests {
         #expect(try QEMUInvocation.parse(["-qmp", "unix:/x,server,nowait"]).qmp == [SocketEndpoint(path: "/x", server: true, wait: false)])
     }
 
+    @Test func pipeChardevMonitors() throws {
+        let inv = try QEMUInvocation.parse(["-chardev", "pipe,id=m0,path=/tmp/qmp", "-mon", "chardev=m0,mode=control"])
+        #expect(inv.qmpPipes == ["/tmp/qmp"] && inv.qmp.isEmpty)
+        #expect(throws: InvocationError("-chardev pipe,id=m0: needs path=")) {
+            try QEMUInvocation.parse(["-chardev", "pipe,id=m0"])
+        }
+        #expect(throws: InvocationError("-chardev pipe,id=m0,path=/p,server=on: unsupported property 'server' for a pipe")) {
+            try QEMUInvocation.parse(["-chardev", "pipe,id=m0,path=/p,server=on"])
+        }
+        #expect(throws: InvocationError("-chardev file,id=f,path=/p: only socket and pipe chardevs are supported")) {
+            try QEMUInvocation.parse(["-chardev", "file,id=f,path=/p"])
+        }
+        #expect(throws: InvocationError("-mon chardev=m1: no -chardev with id 'm1'")) {
+            try QEMUInvocation.parse(["-chardev", "pipe,id=m0,path=/p", "-mon", "chardev=m1,mode=control"])
+        }
+    }
+
     @Test func linuxBootOptions() throws {
         let boot = try QEMUInvocation.parse(["-machine", "q35", "-accel", "kvm", "-kernel", "bzImage", "-no-reboot"])
         #expect(boot.bootsLinux && boot.acpi && boot.noReboot && boot.serial == nil)
@@ -247,7 +290,7 @@ struct QEMUInvocationTests {
         #expect(message(["-machine", "q35,smm=off"]) == "-machine: unsupported property 'smm'")
         #expect(message(["-display", "gtk"]) == "-display gtk: only '-display none' is supported")
         #expect(message(["-chardev", "socket,id=c0"]).contains("needs path="))
-        #expect(message(["-chardev", "file,id=c0,path=/x"]).contains("only socket chardevs"))
+        #expect(message(["-chardev", "file,id=c0,path=/x"]).contains("only socket and pipe chardevs"))
         #expect(message(["-mon", "chardev=c0,mode=readline"]).contains("only mode=control"))
         #expect(message(["-append", "x"]) == "-initrd and -append need -kernel")
         #expect(message(["-qtest", "unix:/a", "-qtest", "unix:/b"]) == "-qtest given twice")

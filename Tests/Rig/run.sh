@@ -4,14 +4,14 @@
 # usage: run.sh [--switchyard PATH] [--timeout SECONDS] [--smp N] [--bzimage] [--append ARGS] SCENARIO...
 #   --bzimage boots L1 from the compressed kernel instead of the extracted vmlinux (PVH)
 #   --append adds to L1's kernel command line, e.g. rig.l2bios=qboot (see l1/lib.sh)
-#   SCENARIO: kvm-check, qemu-boot, qemu-hotplug, switchyard-boot, or all (those four)
+#   SCENARIO: kvm-check, qemu-boot, qemu-hotplug, switchyard-boot, switchyard-hotplug, or all (those five)
 # Each scenario boots its own L1. Exit status: one scenario: 0 passed, 77 skipped, 1 failed (or
 # timed out); several: 0 when none failed. Logs: .rig/logs/SCENARIO-TIME.log
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 CACHE=${RIG_CACHE:-$REPO/.rig}
-timeout_s=${RIG_TIMEOUT:-180}
+timeout_s=${RIG_TIMEOUT:-300}
 smp=${RIG_L1_SMP:-1}
 build_args=()
 l1_append_extra=""
@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
     --bzimage) l1_kernel=vmlinuz; shift ;;
     --append) l1_append_extra="$l1_append_extra $2"; shift 2 ;;
     -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    all) scenarios+=(kvm-check qemu-boot qemu-hotplug switchyard-boot); shift ;;
+    all) scenarios+=(kvm-check qemu-boot qemu-hotplug switchyard-boot switchyard-hotplug); shift ;;
     -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     *) scenarios+=("$1"); shift ;;
   esac

@@ -18,6 +18,8 @@ public struct QEMUInvocation: Sendable, Hashable {
     public var startPaused = false
     /// QMP monitors: from -qmp, and from -mon chardev=ID,mode=control.
     public var qmp: [SocketEndpoint] = []
+    /// QMP monitors on FIFO pairs, from -chardev pipe,path=P and -mon: read P.in, write P.out.
+    public var qmpPipes: [String] = []
     public var qtest: SocketEndpoint?
     /// -qtest-log: a path, "none", or nil for standard error (QEMU's default).
     public var qtestLog: String?
@@ -71,7 +73,9 @@ extension QEMUInvocation {
                                            a QMP monitor; without server=on Switchyard connects
                                            to PATH, with it Switchyard listens there
           -chardev socket,id=ID,path=PATH[,server=on][,wait=off]
-          -mon chardev=ID,mode=control     a QMP monitor on a socket chardev
+          -chardev pipe,id=ID,path=PATH    reads PATH.in, writes PATH.out (FIFOs the caller
+                                           made; PATH itself when those are missing)
+          -mon chardev=ID,mode=control     a QMP monitor on a socket or pipe chardev
           -qtest unix:PATH[,server=on][,wait=off]
                                            the qtest protocol (QEMU's system/qtest.c); the
                                            process ends when this socket closes
@@ -88,7 +92,7 @@ extension QEMUInvocation {
     /// Parses a QEMU-style argument list. Errors name the option at fault.
     public static func parse(_ arguments: [String]) throws(InvocationError) -> QEMUInvocation {
         var result = QEMUInvocation()
-        var chardevs: [String: SocketEndpoint] = [:]
+        var chardevs: [String: Chardev] = [:]
         var monitors: [String] = []
         var rest = arguments[...]
         func value(_ option: String) throws(InvocationError) -> String {
@@ -168,14 +172,22 @@ extension QEMUInvocation {
             case "-chardev":
                 let text = try value(option)
                 let fields = try KeyValueList(text, implicitKey: "backend", option: option)
-                guard fields["backend"] == "socket" else {
-                    throw InvocationError("-chardev \(text): only socket chardevs are supported")
+                let backend = fields["backend"]
+                guard backend == "socket" || backend == "pipe" else {
+                    throw InvocationError("-chardev \(text): only socket and pipe chardevs are supported")
                 }
                 guard let id = fields["id"], !id.isEmpty else { throw InvocationError("-chardev \(text): needs id=") }
                 guard let path = fields["path"], !path.isEmpty else {
-                    throw InvocationError("-chardev \(text): needs path= (Unix sockets only)")
+                    throw InvocationError("-chardev \(text): needs path=")
                 }
                 guard chardevs[id] == nil else { throw InvocationError("-chardev: duplicate id '\(id)'") }
+                if backend == "pipe" {
+                    for (key, _) in fields.pairs where !["backend", "id", "path"].contains(key) {
+                        throw InvocationError("-chardev \(text): unsupported property '\(key)' for a pipe")
+                    }
+                    chardevs[id] = .pipe(path)
+                    continue
+                }
                 var e = SocketEndpoint(path: path)
                 for (key, v) in fields.pairs {
                     switch key {
@@ -186,7 +198,7 @@ extension QEMUInvocation {
                     default: throw InvocationError("-chardev \(text): unsupported property '\(key)'")
                     }
                 }
-                chardevs[id] = e
+                chardevs[id] = .socket(e)
             case "-mon":
                 let text = try value(option)
                 let fields = try KeyValueList(text, implicitKey: "chardev", option: option)
@@ -217,13 +229,23 @@ extension QEMUInvocation {
             }
         }
         for id in monitors {
-            guard let e = chardevs[id] else { throw InvocationError("-mon chardev=\(id): no -chardev with id '\(id)'") }
-            result.qmp.append(e)
+            switch chardevs[id] {
+            case .socket(let e): result.qmp.append(e)
+            case .pipe(let path): result.qmpPipes.append(path)
+            case nil: throw InvocationError("-mon chardev=\(id): no -chardev with id '\(id)'")
+            }
         }
         if (result.initrd != nil || result.append != nil) && result.kernel == nil {
             throw InvocationError("-initrd and -append need -kernel")
         }
         return result
+    }
+
+    /// A -chardev's backend.
+    enum Chardev {
+        case socket(SocketEndpoint)
+        /// The path a pipe chardev's FIFOs are named from.
+        case pipe(String)
     }
 
     static func accelerator(_ text: String) throws(InvocationError) -> Accelerator {

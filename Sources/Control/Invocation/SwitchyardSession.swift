@@ -118,11 +118,32 @@ public final class SwitchyardSession: Sendable {
         for endpoint in invocation.qmp {
             try open(endpoint, name: "qmp") { [qmp] connection in qmp.serve(connection) }
         }
+        for path in invocation.qmpPipes {
+            let connection = try Self.openPipe(path)
+            connections.withLock { $0.append(connection) }
+            detach("switchyard-qmp") { [qmp] in qmp.serve(connection) }
+        }
         if let endpoint = invocation.qtest, let qtest {
             try open(endpoint, name: "qtest") { [controller] connection in
                 qtest.serve(connection)
                 controller.requestExit(code: 0)
             }
+        }
+    }
+
+    /// A pipe chardev as QEMU opens one: PATH.in to read and PATH.out to write, else PATH for
+    /// both. Read-write, as QEMU does, so opening never waits for the other side and a writer
+    /// that closes and reopens PATH.in is no end of stream.
+    static func openPipe(_ path: String) throws -> SocketConnection {
+        if let input = try? FileDescriptor.open(path + ".in", .readWrite),
+           let output = try? FileDescriptor.open(path + ".out", .readWrite) {
+            return SocketConnection(reading: input, writing: output)
+        }
+        do {
+            let fd = try FileDescriptor.open(path, .readWrite)
+            return SocketConnection(reading: try fd.duplicate(), writing: fd)
+        } catch {
+            throw InvocationError("-chardev pipe,path=\(path): cannot open \(path).in and \(path).out, nor \(path): \(error)")
         }
     }
 

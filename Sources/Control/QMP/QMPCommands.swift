@@ -1,3 +1,4 @@
+import Chipset
 import Machine
 
 /// The commands Switchyard's QMP monitor answers, with their argument schemas.
@@ -50,10 +51,14 @@ enum QMPCommands {
             }
             return [:]
         },
-        "device_del": Handler(schema: .fields([.init(name: "id", kind: .string, required: true)])) {
+        // x-surprise (Switchyard's, not QEMU's): a surprise removal from a slot with Hot-Plug
+        // Surprise; the device goes at once and the guest is told afterwards.
+        "device_del": Handler(schema: .fields([.init(name: "id", kind: .string, required: true),
+                                               .init(name: "x-surprise", kind: .bool, required: false)])) {
             monitor, _, args throws(QMPError) in
+            let mode: UnplugMode = args["x-surprise"]?.boolValue == true ? .surprise : .attentionButton
             do throws(MachineConfigurationError) {
-                try monitor.machine.unplug(id: args["id"]?.stringValue ?? "", mode: .attentionButton)
+                try monitor.machine.unplug(id: args["id"]?.stringValue ?? "", mode: mode)
             } catch {
                 throw qmpError(error)
             }

@@ -2,11 +2,14 @@ import Foundation
 import HostOS
 import Synchronization
 
-/// One connected client socket. Reads happen on the client's own thread; writes may come from
-/// any thread (replies, and events or IRQ notices caused elsewhere) and are serialized so
-/// messages never interleave. After the peer goes away, writes are dropped silently.
+/// One connected client: a socket, or a pair of FIFOs (QEMU's `-chardev pipe`). Reads happen
+/// on the client's own thread; writes may come from any thread (replies, and events or IRQ
+/// notices caused elsewhere) and are serialized so messages never interleave. After the peer
+/// goes away, writes are dropped silently.
 public final class SocketConnection: Sendable {
     private let descriptor: FileDescriptor
+    /// The FIFO written to, for a pipe pair; nil for a socket (reads and writes on one fd).
+    private let pipeOutput: FileDescriptor?
     private let writeState = Mutex(WriteState())
 
     private struct WriteState {
@@ -15,6 +18,13 @@ public final class SocketConnection: Sendable {
 
     public init(_ descriptor: consuming FileDescriptor) {
         self.descriptor = descriptor
+        pipeOutput = nil
+    }
+
+    /// A pipe pair: reads from `input`, writes to `output`.
+    public init(reading input: consuming FileDescriptor, writing output: consuming FileDescriptor) {
+        descriptor = input
+        pipeOutput = .some(output)
     }
 
     /// Reads what is available (blocking until something is). Nil at end of stream, on an
@@ -39,7 +49,10 @@ public final class SocketConnection: Sendable {
         writeState.withLock { state in
             guard !state.broken else { return false }
             do {
-                try descriptor.sendAll(Array(text.utf8))
+                switch pipeOutput {
+                case .some(let output): try output.writeAll(Array(text.utf8))
+                case .none: try descriptor.sendAll(Array(text.utf8))
+                }
                 return true
             } catch {
                 state.broken = true
@@ -49,8 +62,10 @@ public final class SocketConnection: Sendable {
     }
 
     /// Wakes a blocked reader and makes further reads and writes fail. The fd itself is closed
-    /// when the last reference goes away.
+    /// when the last reference goes away. A pipe pair only stops writing (a FIFO read cannot be
+    /// woken from outside; the reader ends with the process).
     public func close() {
+        writeState.withLock { $0.broken = true }
         _ = try? descriptor.shutdown(.both)
     }
 }

@@ -177,3 +177,66 @@ boot_and_check() {
   [ $_rc = 0 ] || return 1
   check_l2_report "$_blog"
 }
+
+# The hot-plug cycles, one per controller: NAME:BUS:EXTRA-JSON (device_add's extra arguments).
+# The root port rp3 (pciehp), the switch downstream port dn2 (pciehp), the bridge br1 (shpchp).
+HOTPLUG_TARGETS="rootport:rp3: switchport:dn2: shpc:br1:,\"addr\":\"2\""
+# device_del's extra arguments, e.g. ',"x-surprise":true' (Switchyard: surprise removal).
+HOTPLUG_DEL_EXTRA=""
+
+# hotplug_session LABEL CMD...: boots L2 in watch mode under a VMM whose QMP is on the FIFO
+# pair /tmp/qmp-LABEL.in/.out (-chardev pipe: busybox nc has no -U), then for each of
+# $HOTPLUG_TARGETS: device_add a pci-testdev, wait until L2 sees it, device_del it, wait for
+# DEVICE_DELETED and for L2 to see it gone. Reports LABEL_boot_to_init and, per target,
+# LABEL_NAME_plug, LABEL_NAME_unplug_device_deleted, LABEL_NAME_unplug_guest (L1 times from the
+# QMP command to the L2 console line or the QMP event). Prints the logs; returns 1 on failure.
+hotplug_session() {
+  _hl=$1; shift
+  _hlog=/tmp/l2-hotplug-$_hl.log _hq=/tmp/qmp-$_hl _hrc=0
+  set -- "$@" -chardev pipe,id=qmp,path=$_hq -mon chardev=qmp,mode=control
+  _hn=0; for _t in $HOTPLUG_TARGETS; do _hn=$((_hn + 1)); done
+  rm -f $_hq.in $_hq.out
+  mkfifo $_hq.in $_hq.out
+  stamp <$_hq.out >$_hq.log &
+  L2_APPEND_LINE="$(l2_append hotplug) rig.l2cycles=$_hn"
+  start_vmm "$_hlog" "$@"
+  _hotplug_cycles || _hrc=1
+  exec 3>&-
+  wait_vmm_exit "$_hlog" 20
+  echo "--- L2 console ($_hl), times relative to VMM start:"
+  show_l2_log "$_hlog"
+  echo "--- QMP replies and events ($_hl), times relative to VMM start:"
+  show_l2_log $_hq.log | cut -c1-200
+  grep -q ' RIG-L2 hotplug-timeout' "$_hlog" && { echo "$_hl: L2's hot-plug watch timed out"; _hrc=1; }
+  grep -q ' "error"' $_hq.log && { echo "$_hl: QMP returned an error"; _hrc=1; }
+  return $_hrc
+}
+
+_qmp() { echo "$1" >&3; echo "qmp> $1"; }
+
+_hotplug_cycles() {
+  _ti=$(wait_for "$_hlog" ' RIG-L2 init ' 90) || { echo "$_hl: L2 did not reach init"; return 1; }
+  report_time "${_hl}_boot_to_init" "$(elapsed "$VMM_START" "$_ti")"
+  wait_for "$_hlog" ' RIG-L2 ready devices=' 60 >/dev/null || { echo "$_hl: L2 not ready"; return 1; }
+  exec 3>$_hq.in
+  wait_for $_hq.log '"QMP"' 10 >/dev/null || { echo "$_hl: no QMP greeting"; return 1; }
+  _qmp '{"execute":"qmp_capabilities"}'
+  wait_for $_hq.log '"return"' 10 >/dev/null || { echo "$_hl: qmp_capabilities failed"; return 1; }
+  _n=1
+  for _t in $HOTPLUG_TARGETS; do
+    _name=${_t%%:*}; _rest=${_t#*:}; _bus=${_rest%%:*}; _extra=${_rest#*:}
+    if [ "$_n" = 1 ]; then _ready=' RIG-L2 ready devices='; else _ready=" RIG-L2 ready cycle=$_n "; fi
+    wait_for "$_hlog" "$_ready" 60 >/dev/null || { echo "$_hl: L2 not ready for cycle $_n ($_name)"; return 1; }
+    _t0=$(now)
+    _qmp "{\"execute\":\"device_add\",\"arguments\":{\"driver\":\"pci-testdev\",\"id\":\"hp$_n\",\"bus\":\"$_bus\"$_extra}}"
+    _t1=$(wait_for "$_hlog" " RIG-L2 plugged cycle=$_n " 30) || { echo "$_hl: L2 did not see the device plugged into $_bus"; return 1; }
+    report_time "${_hl}_${_name}_plug" "$(elapsed "$_t0" "$_t1")"
+    _t0=$(now)
+    _qmp "{\"execute\":\"device_del\",\"arguments\":{\"id\":\"hp$_n\"$HOTPLUG_DEL_EXTRA}}"
+    _t1=$(wait_for $_hq.log "DEVICE_DELETED.*\"hp$_n\"" 30) || { echo "$_hl: no DEVICE_DELETED for hp$_n within 30 s"; return 1; }
+    report_time "${_hl}_${_name}_unplug_device_deleted" "$(elapsed "$_t0" "$_t1")"
+    _t1=$(wait_for "$_hlog" " RIG-L2 unplugged cycle=$_n " 30) || { echo "$_hl: L2 did not see hp$_n leave $_bus"; return 1; }
+    report_time "${_hl}_${_name}_unplug_guest" "$(elapsed "$_t0" "$_t1")"
+    _n=$((_n + 1))
+  done
+}
