@@ -1,6 +1,6 @@
 import AddressSpace
 import Chipset
-import Glibc
+import HostOS
 import Interrupts
 import VMMBase
 
@@ -61,36 +61,24 @@ extension Region {
     }
 }
 
-/// The host's clocks: CLOCK_MONOTONIC and CLOCK_REALTIME.
+/// The host's clocks (through HostOS): CLOCK_MONOTONIC and CLOCK_REALTIME.
 public struct SystemClock: PlatformClock {
     public init() {}
-
-    public func monotonicNanoseconds() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
-    }
-
-    public func wallClockNanoseconds() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Int64(ts.tv_sec) &* 1_000_000_000 &+ Int64(ts.tv_nsec)
-    }
+    public func monotonicNanoseconds() -> UInt64 { HostClock.monotonicNanoseconds() }
+    public func wallClockNanoseconds() -> Int64 { HostClock.realtimeNanoseconds() }
 }
 
-/// Writes the guest's serial output to a file descriptor (standard output by default).
+/// Writes the guest's serial output to a duplicate of a host fd (standard output by
+/// default). Output that cannot be written is dropped, as a UART with nothing attached.
 public final class FileDescriptorSerialBackend: SerialBackend {
-    private let fd: Int32
-    public init(fd: Int32 = STDOUT_FILENO) { self.fd = fd }
+    private let output: FileDescriptor?
+
+    public init(fd: Int32 = 1) {
+        output = try? FileDescriptor.duplicating(fd)
+    }
+
     public func transmit(_ bytes: [UInt8]) {
-        bytes.withUnsafeBytes { buffer in
-            var done = 0
-            while done < buffer.count {
-                let n = Glibc.write(fd, buffer.baseAddress! + done, buffer.count - done)
-                if n <= 0 { if n < 0 && errno == EINTR { continue }; return }
-                done += n
-            }
-        }
+        try? output?.writeAll(bytes)
     }
 }
 
