@@ -39,9 +39,21 @@ public struct FlatView: Sendable {
     /// Reads `width` bytes at `address`. Bytes that hit no region read as all-ones; an access
     /// that straddles two regions is split into byte accesses.
     public func read(at address: UInt64, width: AccessWidth) -> UInt64 {
-        if let e = entry(containing: address), e.range.contains(address, length: UInt64(width.bytes)) {
+        // An unmapped start may still straddle into a region: split into bytes.
+        readIfMapped(at: address, width: width) ?? readSplit(at: address, width: width)
+    }
+
+    /// Like `read`, but nil when no region contains `address` itself: one lookup for callers
+    /// that fall through to another view.
+    public func readIfMapped(at address: UInt64, width: AccessWidth) -> UInt64? {
+        guard let e = entry(containing: address) else { return nil }
+        if e.range.contains(address, length: UInt64(width.bytes)) {
             return width.truncate(e.handler.read(offset: address - e.range.base + e.handlerOffset, width: width))
         }
+        return readSplit(at: address, width: width)
+    }
+
+    private func readSplit(at address: UInt64, width: AccessWidth) -> UInt64 {
         guard width != .byte else { return 0xFF }
         var value: UInt64 = 0
         for i in 0..<UInt64(width.bytes) {
@@ -54,11 +66,26 @@ public struct FlatView: Sendable {
 
     /// Writes `width` bytes at `address`; bytes that hit no region are dropped.
     public func write(at address: UInt64, width: AccessWidth, value: UInt64) {
-        if let e = entry(containing: address), e.range.contains(address, length: UInt64(width.bytes)) {
+        if !writeIfMapped(at: address, width: width, value: value) {
+            writeSplit(at: address, width: width, value: value)  // an unmapped start may straddle into a region
+        }
+    }
+
+    /// Like `write`, but returns false (and writes nothing) when no region contains
+    /// `address` itself.
+    @discardableResult
+    public func writeIfMapped(at address: UInt64, width: AccessWidth, value: UInt64) -> Bool {
+        guard let e = entry(containing: address) else { return false }
+        if e.range.contains(address, length: UInt64(width.bytes)) {
             e.handler.write(offset: address - e.range.base + e.handlerOffset, width: width,
                             value: width.truncate(value))
-            return
+        } else {
+            writeSplit(at: address, width: width, value: value)
         }
+        return true
+    }
+
+    private func writeSplit(at address: UInt64, width: AccessWidth, value: UInt64) {
         guard width != .byte else { return }
         for i in 0..<UInt64(width.bytes) {
             let (a, overflow) = address.addingReportingOverflow(i)

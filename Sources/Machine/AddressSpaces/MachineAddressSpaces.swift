@@ -70,16 +70,11 @@ final class MachineAddressSpaces: Sendable {
     }
 
     func read(io: Bool, at address: UInt64, width: AccessWidth) -> UInt64 {
-        let platform = platform(io: io)
-        return platform.entry(containing: address) != nil ? platform.read(at: address, width: width)
-                                                           : pci(io: io).read(at: address, width: width)
+        platform(io: io).readIfMapped(at: address, width: width) ?? pci(io: io).read(at: address, width: width)
     }
 
     func write(io: Bool, at address: UInt64, width: AccessWidth, value: UInt64) {
-        let platform = platform(io: io)
-        if platform.entry(containing: address) != nil {
-            platform.write(at: address, width: width, value: value)
-        } else {
+        if !platform(io: io).writeIfMapped(at: address, width: width, value: value) {
             pci(io: io).write(at: address, width: width, value: value)
         }
     }
