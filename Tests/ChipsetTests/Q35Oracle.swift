@@ -237,9 +237,3 @@ enum RepositoryPaths {
         executable("qemu-system-x86_64") != nil && executable("python3") != nil
     }
 }
-
-/// `value` in lower-case hexadecimal, zero-padded to `digits`.
-func hex<T: BinaryInteger>(_ value: T, _ digits: Int) -> String {
-    let text = String(value, radix: 16)
-    return String(repeating: "0", count: max(0, digits - text.count)) + text
-}

@@ -2,6 +2,7 @@ import Control
 import Foundation
 import Machine
 import Testing
+import VMMBase
 
 /// `switchyard lspci -xxxx` must be a dump real lspci accepts, and real lspci must decode from
 /// it the same devices, BARs and bridge windows that enumeration assigned.
@@ -44,7 +45,7 @@ import Testing
             for (kind, window) in function.windows {
                 let label = kind == .io ? "I/O behind bridge" : kind == .memory ? "Memory behind bridge" : "Prefetchable memory behind bridge"
                 let width = kind == .io ? 4 : kind == .memory ? 8 : 16  // QEMU's pci-bridge decodes 16-bit I/O
-                let expected = "\(label): " + hexPad(window.base, width) + "-" + hexPad(window.last, width)
+                let expected = "\(label): " + hex(window.base, width) + "-" + hex(window.last, width)
                 #expect(text.contains(expected), "lspci does not show \(expected)")
             }
         }
@@ -82,10 +83,6 @@ import Testing
     }
 }
 
-func hexPad(_ value: UInt64, _ width: Int) -> String {
-    let s = String(value, radix: 16)
-    return String(repeating: "0", count: max(0, width - s.count)) + s
-}
 
 extension MachineConfiguration {
     func adding(_ arguments: [String]) throws -> MachineConfiguration {

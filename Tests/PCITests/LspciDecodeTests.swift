@@ -1,3 +1,4 @@
+import VMMBase
 import Testing
 import PCI
 
@@ -10,8 +11,8 @@ struct LspciDecodeTests {
         #expect(rows.count == 256)
         // lspci echoes our bytes back: compare the row holding the PCI Express capability.
         let offset = try #require(config.pciExpressOffset) & ~0xF
-        let expected = (offset..<(offset + 16)).map { Lspci.hex(config.bytes[$0], 2) }.joined(separator: " ")
-        #expect(rows.contains { $0 == "\(Lspci.hex(offset, 2)): \(expected)" })
+        let expected = (offset..<(offset + 16)).map { hex(config.bytes[$0], 2) }.joined(separator: " ")
+        #expect(rows.contains { $0 == "\(hex(offset, 2)): \(expected)" })
     }
 
     @Test func verboseOutputNamesEveryCapability() throws {

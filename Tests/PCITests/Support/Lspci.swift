@@ -1,3 +1,4 @@
+import VMMBase
 import Foundation
 import PCI
 
@@ -39,8 +40,4 @@ enum Lspci {
         return String(decoding: data, as: UTF8.self)
     }
 
-    static func hex<T: BinaryInteger>(_ value: T, _ digits: Int) -> String {
-        let s = String(value, radix: 16)
-        return String(repeating: "0", count: max(0, digits - s.count)) + s
-    }
 }
