@@ -143,6 +143,19 @@ public final class Machine: Sendable {
 
     public func device(id: String) -> PlacedDevice? { topology.device(id: id) }
 
+    /// Every function config cycles reach right now, by address, routed as the root complex
+    /// routes them (through the bridges' bus numbers).
+    public func reachableFunctions() -> [(address: PCIAddress, function: any PCIFunction)] {
+        var found: [(address: PCIAddress, function: any PCIFunction)] = []
+        for number in 0...255 {
+            guard let bus = rootComplex.bus(UInt8(number)) else { continue }
+            for (devfn, function) in bus.functions where bus.function(at: devfn) != nil {
+                found.append((PCIAddress(segment: rootComplex.segment, bus: UInt8(number), devfn: devfn), function))
+            }
+        }
+        return found
+    }
+
     /// Listens for machine events (DEVICE_DELETED). Returns a token for `removeEventListener`.
     public func addEventListener(_ handler: @escaping @Sendable (MachineEvent) -> Void) -> Int { events.add(handler) }
     public func removeEventListener(_ token: Int) { events.remove(token) }

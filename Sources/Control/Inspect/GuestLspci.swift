@@ -25,17 +25,6 @@ public enum GuestLspci {
 
     /// Device models by the address config cycles currently reach them at.
     static func modelsByAddress(_ machine: Machine) -> [PCIAddress: any PCIFunction] {
-        var out: [PCIAddress: any PCIFunction] = [:]
-        func visit(_ bus: PCIBus, number: UInt8, depth: Int) {
-            for (devfn, function) in bus.functions {
-                out[PCIAddress(bus: number, devfn: devfn)] = function
-                if let bridge = function as? any PCIBridgeFunction, depth < 256 {
-                    let numbers = bridge.busNumbers
-                    if numbers.secondary > number { visit(bridge.secondary, number: numbers.secondary, depth: depth + 1) }
-                }
-            }
-        }
-        visit(machine.rootBus, number: machine.rootComplex.rootBusNumber, depth: 0)
-        return out
+        Dictionary(machine.reachableFunctions().map { ($0.address, $0.function) }, uniquingKeysWith: { first, _ in first })
     }
 }

@@ -23,38 +23,34 @@ extension Machine {
         return description
     }
 
-    /// Every numbered bus with its functions, walking bridges by their bus-number registers.
+    /// Every numbered bus with its functions, as the root complex routes config cycles.
     func describeBuses() -> [PlatformDescription.Bus] {
-        var buses: [PlatformDescription.Bus] = []
-        func visit(_ bus: PCIBus, number: UInt8, kind: PlatformDescription.Bus.Kind, depth: Int) {
-            var devices: [PlatformDescription.Device] = []
-            var children: [(PCIBus, UInt8, PlatformDescription.Bus.Kind)] = []
-            let hotPlugSlots = Set((bus === rootBus ? [] : hotPlugSlots(of: bus)))
-            for (devfn, function) in bus.functions where bus.function(at: devfn) != nil {
-                var device = PlatformDescription.Device(devfn: devfn, hotpluggable: hotPlugSlots.contains(devfn >> 3))
-                if let bridge = function as? any PCIBridgeFunction {
-                    let numbers = bridge.busNumbers
-                    if numbers.secondary > number, depth < 256 {
-                        device.secondaryBus = numbers.secondary
-                        let type = function.configSnapshot().pciExpressPortType
-                        let childKind: PlatformDescription.Bus.Kind =
-                            (type == .rootPort || type == .downstreamPort) ? .pcieDownstream : .conventional
-                        children.append((bridge.secondary, numbers.secondary, childKind))
-                    }
+        var kinds: [UInt8: PlatformDescription.Bus.Kind] = [rootComplex.rootBusNumber: .root]
+        var slots: [UInt8: Set<UInt8>] = [:]
+        var devices: [UInt8: [PlatformDescription.Device]] = [:]
+        for (address, function) in reachableFunctions() {
+            var device = PlatformDescription.Device(devfn: address.devfn)
+            if let bridge = function as? any PCIBridgeFunction {
+                let secondary = bridge.busNumbers.secondary
+                if secondary > address.bus, rootComplex.bus(secondary) === bridge.secondary {
+                    device.secondaryBus = secondary
+                    let type = function.configSnapshot().pciExpressPortType
+                    kinds[secondary] = (type == .rootPort || type == .downstreamPort) ? .pcieDownstream : .conventional
+                    slots[secondary] = Set((function as? any HotPlugController)?.hotPlugSlots ?? [])
                 }
-                devices.append(device)
             }
-            buses.append(PlatformDescription.Bus(number: number, kind: kind, devices: devices))
-            for (child, childNumber, childKind) in children { visit(child, number: childNumber, kind: childKind, depth: depth + 1) }
+            devices[address.bus, default: []].append(device)
         }
-        visit(rootBus, number: rootComplex.rootBusNumber, kind: .root, depth: 0)
-        return buses.sorted { $0.number < $1.number }
-    }
-
-    private func hotPlugSlots(of bus: PCIBus) -> [UInt8] {
-        guard let owner = devices.first(where: { ($0.function as? any PCIBridgeFunction)?.secondary === bus }),
-              let controller = owner.function as? any HotPlugController else { return [] }
-        return controller.hotPlugSlots
+        // Every bus a bridge numbers is described, empty ones too.
+        return kinds.keys.sorted().map { number in
+            let kind = kinds[number]!
+            let list = (devices[number] ?? []).map { device in
+                var d = device
+                d.hotpluggable = slots[number]?.contains(device.slot) ?? false
+                return d
+            }
+            return PlatformDescription.Bus(number: number, kind: kind, devices: list)
+        }
     }
 
     /// Firmware tables for the machine as it is now.
