@@ -70,7 +70,7 @@ public final class PCIBridge: PCIBridgeFunction, InterruptingFunction, HotPlugCo
         try configure(&cs)
         cs.captureResetState()
         shpcCapability = cap
-        secondary = PCIBus(name: name, hotPluggable: options.shpc)
+        secondary = PCIBus(name: name)
         let shpc = options.shpc ? SHPCController(name: name) : nil
         state = Mutex(State(config: cs, shpc: shpc))
     }

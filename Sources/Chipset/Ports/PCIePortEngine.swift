@@ -38,7 +38,7 @@ public final class PCIePortEngine: Sendable {
         }
         let msix: MSIXTable? = if case .msixExclusiveBAR = layout.messages { MSIXTable(layout: PCIePortLayout.msixLayout) } else { nil }
         state = Mutex(State(config: config, slot: slot, msix: msix))
-        secondary = PCIBus(name: name, hotPluggable: slot?.isHotPlugCapable ?? false)
+        secondary = PCIBus(name: name)
     }
 
     // MARK: PCIFunction

@@ -6,8 +6,6 @@ import VMMBase
 /// no global address-to-device table.
 public final class PCIBus: Sendable {
     public let name: String
-    /// False for a bus whose slots cannot take hot-plugged devices.
-    public let hotPluggable: Bool
 
     private struct Slots {
         var functions: [(any PCIFunction)?] = Array(repeating: nil, count: 256)
@@ -15,9 +13,8 @@ public final class PCIBus: Sendable {
     }
     private let slots = Mutex(Slots())
 
-    public init(name: String, hotPluggable: Bool = false) {
+    public init(name: String) {
         self.name = name
-        self.hotPluggable = hotPluggable
     }
 
     /// The function at `devfn`, as a config cycle sees it: a function other than 0 answers
