@@ -9,6 +9,7 @@ enum Command {
     case run(MachineConfiguration)
     case lspci(MachineConfiguration, LspciOptions)
     case firmware(MachineConfiguration, outputDirectory: String)
+    case kvmProbe
     case help
 }
 
@@ -31,6 +32,9 @@ let usage = """
       firmware --out DIR  write the ACPI tables (RSDP, XSDT, FACP, FACS, DSDT, APIC, MCFG,
                           HPET, DMAR when present) and the device tree (machine.dtb) the
                           machine would give its guest, one file each, for iasl -d / dtc
+      kvm-probe           time a tiny 64-bit guest on /dev/kvm: exit 0 when this host's KVM
+                          runs 64-bit guests at a usable speed, 1 when it does not (too slow,
+                          hangs or fails), 2 when there is no usable KVM
       help, --help        this text
 
     machine options (any command):
@@ -46,6 +50,10 @@ let usage = """
 
 func parse(_ arguments: [String]) throws -> Command {
     guard let verb = arguments.first else { return .help }
+    if verb == "kvm-probe" {
+        guard arguments.count == 1 else { throw UsageError(description: "kvm-probe takes no options") }
+        return .kvmProbe
+    }
     if verb.hasPrefix("-"), !["-h", "--help", "-help"].contains(verb) {
         return .serve(try QEMUInvocation.parse(arguments))
     }
@@ -90,7 +98,7 @@ func parse(_ arguments: [String]) throws -> Command {
         guard let outputDirectory else { throw UsageError(description: "firmware needs --out DIR, the directory to write the tables to") }
         return .firmware(configuration, outputDirectory: outputDirectory)
     case "help", "-h", "--help": return .help
-    default: throw UsageError(description: "unknown command '\(verb)'; commands are run, lspci, firmware, help")
+    default: throw UsageError(description: "unknown command '\(verb)'; commands are run, lspci, firmware, kvm-probe, help")
     }
 }
 
@@ -101,6 +109,14 @@ func execute(_ command: Command) throws {
         exit(try session.run())
     case .help:
         print(usage)
+    case .kvmProbe:
+        let outcome = LongModeProbe.run()
+        print("switchyard: \(outcome)")
+        switch outcome {
+        case .runs: exit(0)
+        case .tooSlow, .hangs, .failed: exit(1)
+        case .unavailable: exit(2)
+        }
     case .lspci(let configuration, let options):
         let machine = try Machine(configuration)
         try machine.runFirmware()

@@ -59,3 +59,7 @@ extension Machine {
         }
     }
 }
+
+/// Whether this host's KVM runs 64-bit guests, measured (see `LongModeProbe`): callers above
+/// Machine decide between booting a guest here and the nested rig.
+public typealias LongModeProbe = KVM.LongModeProbe
