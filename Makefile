@@ -12,8 +12,8 @@ setup:
 build: setup
 	$(SWIFT) build $(SWIFT_FLAGS)
 
-run: build
-	$(BIN) run
+run: setup
+	SWIFT="$(SWIFT)" SWIFT_FLAGS="$(SWIFT_FLAGS)" bash scripts/run.sh
 
 test: setup
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)

@@ -7,6 +7,8 @@ enum Command {
     /// A QEMU-compatible invocation: build the machine, serve QMP and qtest until quit.
     case serve(QEMUInvocation)
     case run(MachineConfiguration)
+    /// run with a kernel: boot it on KVM and hot-plug into it (GuestHotPlugDemo).
+    case runGuest(MachineConfiguration, GuestHotPlugDemo.Options)
     case lspci(MachineConfiguration, LspciOptions)
     case firmware(MachineConfiguration, outputDirectory: String)
     case kvmProbe
@@ -27,6 +29,13 @@ let usage = """
     commands:
       run                 build the machine, run firmware enumeration, print the guest's
                           lspci -tvnn tree and a one-line summary
+      run --kernel BZIMAGE --initrd INITRD [--append ARGS]
+                          boot Linux on KVM with the machine (needs a host whose KVM runs
+                          64-bit guests: see kvm-probe), print the guest's own lspci -tvnn,
+                          then hot-plug a pci-testdev into root port rp1 and unplug it twice
+                          (attention button, then surprise removal), timing what the guest
+                          sees. INITRD must hold the rig's guest agent (Tests/Rig/l2/init);
+                          `make run` builds one
       lspci [-n|-nn] [-t] [-v...] [-x|-xxx|-xxxx]
                           print what lspci in a guest would print after enumeration
       firmware --out DIR  write the ACPI tables (RSDP, XSDT, FACP, FACS, DSDT, APIC, MCFG,
@@ -62,6 +71,7 @@ func parse(_ arguments: [String]) throws -> Command {
     var memory: UInt64?
     var lspciFlags: [String] = []
     var outputDirectory: String?
+    var kernel: String?, initrd: String?, append = ""
     var rest = arguments.dropFirst()
     while let argument = rest.popFirst() {
         switch argument {
@@ -75,6 +85,13 @@ func parse(_ arguments: [String]) throws -> Command {
                 throw UsageError(description: "-m needs a memory size of at least 1M, e.g. -m 512M")
             }
             memory = size
+        case "--kernel" where verb == "run", "--initrd" where verb == "run", "--append" where verb == "run":
+            guard let value = rest.popFirst() else { throw UsageError(description: "\(argument) needs a value, e.g. \(argument) /boot/vmlinuz") }
+            switch argument {
+            case "--kernel": kernel = value
+            case "--initrd": initrd = value
+            default: append = value
+            }
         case "--out" where verb == "firmware":
             guard let value = rest.popFirst() else { throw UsageError(description: "--out needs a directory, e.g. --out tables/") }
             outputDirectory = value
@@ -92,7 +109,18 @@ func parse(_ arguments: [String]) throws -> Command {
     configuration.devices += devices
     if let memory { configuration.memorySize = memory }
     switch verb {
-    case "run": return .run(configuration)
+    case "run":
+        guard kernel != nil || initrd != nil else { return .run(configuration) }
+        guard let kernel, let initrd else {
+            throw UsageError(description: "run needs both --kernel BZIMAGE and --initrd INITRD to boot a guest (or neither)")
+        }
+        if memory == nil { configuration.memorySize = 512 << 20 }  // a Linux guest wants more than the model's 128 MiB
+        var options = GuestHotPlugDemo.Options(kernelPath: kernel, initrdPath: initrd)
+        options.extraCommandLine = append
+        guard configuration.devices.contains(where: { $0.id == options.slotBus }) else {
+            throw UsageError(description: "run --kernel hot-plugs into root port '\(options.slotBus)', which this machine lacks; drop -nodefaults or add -device pcie-root-port,id=\(options.slotBus),chassis=1")
+        }
+        return .runGuest(configuration, options)
     case "lspci": return .lspci(configuration, try LspciOptions(arguments: lspciFlags))
     case "firmware":
         guard let outputDirectory else { throw UsageError(description: "firmware needs --out DIR, the directory to write the tables to") }
@@ -127,6 +155,9 @@ func execute(_ command: Command) throws {
         let tables = try machine.firmwareTables()
         try tables.write(to: URL(fileURLWithPath: directory, isDirectory: true))
         print("switchyard: wrote \(tables.tables.map(\.fileName).joined(separator: ", ")) and machine.dtb to \(directory)")
+    case .runGuest(let configuration, let options):
+        let report = try GuestHotPlugDemo(configuration: configuration, options: options).run()
+        GuestHotPlugDemo.writeLine("switchyard: timings (host clock, from the request to the guest's report)\n\(report)")
     case .run(let configuration):
         let machine = try Machine(configuration)
         let report = try machine.runFirmware()

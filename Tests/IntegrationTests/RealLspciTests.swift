@@ -73,13 +73,19 @@ import VMMBase
         #expect(unknown.status != 0 && unknown.err.contains("-q"))
         let help = try run(switchyardBinary, ["--help"])
         #expect(help.status == 0 && help.out.contains("usage: switchyard"))
+        let half = try run(switchyardBinary, ["run", "--kernel", "/boot/vmlinuz"])
+        #expect(half.status != 0 && half.err.contains("--initrd"))
+        let noPort = try run(switchyardBinary, ["run", "-nodefaults", "--kernel", "k", "--initrd", "i"])
+        #expect(noPort.status != 0 && noPort.err.contains("rp1") && noPort.err.contains("pcie-root-port"))
+        let missing = try run(switchyardBinary, ["run", "--kernel", "/nonexistent/bzImage", "--initrd", "/nonexistent/initrd"])
+        #expect(missing.status != 0 && missing.err.contains("--kernel /nonexistent/bzImage"))
     }
 
     @Test func runPrintsTheTreeAndASummary() throws {
         let result = try run(switchyardBinary, ["run"])
         #expect(result.status == 0)
         #expect(result.out.contains("-[0000:00]-+-00.0  Intel Corporation 82G33/G31/P35/P31 Express DRAM Controller [8086:29c0]"))
-        #expect(result.out.contains("8 functions on 2 buses"))
+        #expect(result.out.contains("9 functions on 3 buses"))
     }
 }
 

@@ -19,6 +19,6 @@ import Testing
         let reasons = try machine.runRealModeProgram(program, timeoutMilliseconds: 10_000)
         #expect(reasons == [.halted])
         let lines = serial.text.split(separator: "\n").map(String.init)
-        #expect(lines == ["00:00.0 8086:29c0", "00:02.0 1b36:0005", "00:03.0 1b36:0001", "00:1f.0 8086:2918"])
+        #expect(lines == ["00:00.0 8086:29c0", "00:02.0 1b36:0005", "00:03.0 1b36:0001", "00:04.0 1b36:000c", "00:1f.0 8086:2918"])
     }
 }

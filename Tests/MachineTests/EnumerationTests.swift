@@ -9,11 +9,12 @@ import VMMBase
         let machine = try Machine(.defaultMachine)
         let report = try machine.runFirmware()
         let addresses = report.functions.map(\.address.shortDescription)
-        #expect(addresses == ["00:00.0", "00:02.0", "00:03.0", "00:1f.0", "00:1f.2", "00:1f.3", "01:01.0", "01:02.0"])
+        #expect(addresses == ["00:00.0", "00:02.0", "00:03.0", "00:04.0", "00:1f.0", "00:1f.2", "00:1f.3", "01:01.0", "01:02.0"])
         let bridge = try #require(report.functions.first { $0.isBridge })
         #expect(bridge.busNumbers == BridgeBusNumbers(primary: 0, secondary: 1, subordinate: 1))
         let bars = report.functions.flatMap(\.bars)
-        #expect(bars.count == 13)  // 3 per test device, 2 for AHCI, 1 for SMBus, the bridge's SHPC BAR 0
+        // 3 per test device, 2 for AHCI, 1 for SMBus, the bridge's SHPC BAR 0, the root port's MSI-X BAR 0
+        #expect(bars.count == 14)
         for (i, a) in bars.enumerated() {
             for b in bars[(i + 1)...] where a.kind == b.kind || (a.kind != .io && b.kind != .io) {
                 #expect(!a.range.overlaps(b.range), "\(a.range) overlaps \(b.range)")

@@ -2,7 +2,7 @@
 # Builds the rig's boot images under .rig/build/KEY/ and prints that folder's path:
 #   vmlinuz          the Debian 6.1 kernel (bzImage), for L1 and for L2
 #   vmlinux          the same kernel uncompressed (ELF, booted through PVH: no decompression)
-#   l2-initrd.gz     L2: busybox-static and l2/init
+#   l2-initrd.gz     L2: busybox-static, l2/init, and pciutils' lspci with its libraries and pci.ids
 #   l1-initrd.img    L1: busybox, kvm/kvm-amd modules and their dependencies, the L2 kernel and
 #                    initramfs, QEMU with its libraries and firmware, l1/init and the scenarios,
 #                    and (with --switchyard PATH) the Switchyard binary as /switchyard with the
@@ -44,7 +44,7 @@ file "$busybox" 2>/dev/null | grep -q dynamically && echo "warning: $busybox is 
 key=$( {
   echo "compress=$COMPRESS kver=$kver"
   cd "$HERE" && find build-initramfs.sh common.sh extract-vmlinux.py l1 l2 -type f | sort | xargs sha256sum
-  sha256sum "$kernel" "$busybox" "$qemu"
+  sha256sum "$kernel" "$busybox" "$qemu" /usr/bin/lspci
   [ -z "$switchyard" ] || sha256sum "$switchyard"
 } | sha256sum | cut -c1-16)
 out=$CACHE/build/$key
@@ -81,6 +81,12 @@ mkdir -p "$l2"/{bin,dev,proc,sys,tmp}
 mknod -m 600 "$l2/dev/console" c 5 1 2>/dev/null || true  # root only; init reopens it
 install_busybox "$l2" bin
 cp "$HERE/l2/init" "$l2/init"; chmod 755 "$l2/init"
+# The real lspci (pciutils) with its libraries and names, for rig.l2lspci=1 (busybox's lspci
+# applet cannot draw a tree).
+mkdir -p "$l2/usr/bin" "$l2/usr/share/misc"
+cp /usr/bin/lspci "$l2/usr/bin/lspci"
+copy_libs "$l2" /usr/bin/lspci
+cp /usr/share/misc/pci.ids "$l2/usr/share/misc/pci.ids"
 pack "$l2" "$work/out/l2-initrd.gz" "gzip -9"
 
 # --- L1 -----------------------------------------------------------------------------------------

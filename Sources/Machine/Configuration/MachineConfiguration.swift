@@ -12,13 +12,15 @@ public struct MachineConfiguration: Sendable, Hashable {
     }
 
     /// The built-in default machine `make run` shows: q35 with a PCI-PCI bridge and test
-    /// endpoints on both sides of it.
+    /// endpoints on both sides of it, and an empty PCIe root port (rp1) to hot-plug into.
     public static var defaultMachine: MachineConfiguration {
         MachineConfiguration(devices: [
             DeviceSpec(driver: "pci-testdev", id: "t0", bus: "pcie.0", devfn: 2 << 3),
             DeviceSpec(driver: "pci-bridge", id: "br1", bus: "pcie.0", devfn: 3 << 3),
             DeviceSpec(driver: "pci-testdev", id: "t1", bus: "br1", devfn: 1 << 3),
             DeviceSpec(driver: "pci-testdev", id: "t2", bus: "br1", devfn: 2 << 3),
+            DeviceSpec(driver: "pcie-root-port", id: "rp1", bus: "pcie.0", devfn: 4 << 3,
+                       properties: ["chassis": "1", "slot": "1"]),
         ])
     }
 }
