@@ -4,7 +4,7 @@ SWIFT ?= swift
 SWIFT_FLAGS ?= -Xswiftc -warnings-as-errors
 BIN = .build/debug/switchyard
 
-.PHONY: setup build run test unit-test tool-test bench clean rig-test
+.PHONY: setup build release run test unit-test tool-test bench clean rig-test
 
 setup:
 	@bash scripts/setup.sh
@@ -21,17 +21,22 @@ test: setup
 	# Process lets concurrently spawned children inherit each other's pipes. A hang fails
 	# after 30 minutes instead of eating CI's 90.
 	timeout 1800 $(SWIFT) test --skip-build --no-parallel
+	# Then the real Linux guest: the nested rig, every scenario (about 10 minutes here).
+	$(MAKE) rig-test
 
 bench: setup
 	bash Benchmarks/report.sh
 
-# The nested rig (Tests/Rig/README.md): a real Linux guest under QEMU, then under Switchyard when
-# RIG_SWITCHYARD names a binary built with `swift build -c release --static-swift-stdlib`
-# (default: .build/release/switchyard when it exists).
-RIG_SWITCHYARD ?= $(wildcard .build/release/switchyard)
-rig-test:
+# The static build the nested rig copies into its L1 guest (with the libraries ldd lists).
+release: setup
+	$(SWIFT) build -c release --static-swift-stdlib $(SWIFT_FLAGS)
+
+# The nested rig (Tests/Rig/README.md): a real Linux guest under QEMU and under Switchyard, side
+# by side. RIG_SWITCHYARD=PATH tests another binary built the same way.
+RIG_SWITCHYARD ?= .build/release/switchyard
+rig-test: $(if $(filter .build/release/switchyard,$(RIG_SWITCHYARD)),release,setup)
 	@bash Tests/Rig/setup.sh
-	bash Tests/Rig/run.sh $(if $(RIG_SWITCHYARD),--switchyard $(RIG_SWITCHYARD)) all
+	bash Tests/Rig/run.sh --no-skip --switchyard $(RIG_SWITCHYARD) all
 
 clean:
 	rm -rf .build Benchmarks/.build

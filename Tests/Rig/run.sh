@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Boots L1 (the Debian kernel under QEMU TCG with -cpu max, which emulates AMD SVM) with the rig's
 # initramfs and runs one scenario inside it; the serial console goes to a log with host times.
-# usage: run.sh [--switchyard PATH] [--timeout SECONDS] [--smp N] [--bzimage] [--append ARGS] SCENARIO...
+# usage: run.sh [--switchyard PATH] [--timeout SECONDS] [--smp N] [--bzimage] [--append ARGS] [--no-skip] SCENARIO...
 #   --bzimage boots L1 from the compressed kernel instead of the extracted vmlinux (PVH)
 #   --append adds to L1's kernel command line, e.g. rig.l2bios=qboot (see l1/lib.sh)
-#   SCENARIO: kvm-check, qemu-boot, qemu-hotplug, switchyard-boot, switchyard-hotplug, or all (those five)
+#   --no-skip counts a skipped scenario as failed (make rig-test: nothing may go untested)
+#   SCENARIO: kvm-check, qemu-boot, qemu-hotplug, switchyard-boot, switchyard-hotplug,
+#             switchyard-run, or all (those six)
 # Each scenario boots its own L1. Exit status: one scenario: 0 passed, 77 skipped, 1 failed (or
 # timed out); several: 0 when none failed. Logs: .rig/logs/SCENARIO-TIME.log
 set -euo pipefail
@@ -17,6 +19,7 @@ build_args=()
 l1_append_extra=""
 l1_kernel=vmlinux   # PVH entry: no decompression under TCG (--bzimage: the kernel as shipped)
 scenarios=()
+no_skip=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --switchyard) build_args+=(--switchyard "$2"); shift 2 ;;
@@ -24,8 +27,9 @@ while [ $# -gt 0 ]; do
     --smp) smp=$2; shift 2 ;;
     --bzimage) l1_kernel=vmlinuz; shift ;;
     --append) l1_append_extra="$l1_append_extra $2"; shift 2 ;;
+    --no-skip) no_skip=1; shift ;;
     -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    all) scenarios+=(kvm-check qemu-boot qemu-hotplug switchyard-boot switchyard-hotplug); shift ;;
+    all) scenarios+=(kvm-check qemu-boot qemu-hotplug switchyard-boot switchyard-hotplug switchyard-run); shift ;;
     -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     *) scenarios+=("$1"); shift ;;
   esac
@@ -67,6 +71,7 @@ pass=0 fail=0 skip=0 last=1
 for s in "${scenarios[@]}"; do
   last=0
   run_one "$s" || last=$?
+  if [ "$last" = 77 ] && [ $no_skip = 1 ]; then echo "    rig: $s skipped, counted as failed (--no-skip)"; last=1; fi
   case $last in 0) pass=$((pass + 1)) ;; 77) skip=$((skip + 1)) ;; *) fail=$((fail + 1)) ;; esac
 done
 echo "rig: $pass passed, $fail failed, $skip skipped"
