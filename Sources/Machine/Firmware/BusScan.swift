@@ -45,21 +45,27 @@ struct HotPlugReservation: Hashable {
     var io: UInt64?
     var memory: UInt64?
     var prefetchable: UInt64?
+    /// An I/O window nobody asked for, given only while the port space has room for every
+    /// such window (see `FirmwareEnumerator`): with it, Linux finds a window for a hot-plugged
+    /// endpoint's I/O BAR even behind a switch, where it cannot grow the upstream window.
+    var ioWhenRoom: UInt64 = 0
 
     /// Defaults when a hot-pluggable bridge asks for nothing: room for a typical endpoint in
-    /// each memory window and no I/O window (a dozen I/O windows would exhaust the 64 KiB
-    /// port space), and no extra buses.
-    static let defaults = HotPlugReservation(buses: 0, io: 0, memory: 2 << 20, prefetchable: 32 << 20)
+    /// each memory window, no extra buses, and a 4 KiB I/O window only when there is room
+    /// (a dozen I/O windows would exhaust the 64 KiB port space; SeaBIOS gives none at all).
+    static let defaults = HotPlugReservation(buses: 0, io: 0, memory: 2 << 20, prefetchable: 32 << 20, ioWhenRoom: 0x1000)
 
     func overridden(by other: HotPlugReservation?) -> HotPlugReservation {
         guard let other else { return self }
+        // An explicit io-reserve (even 0) replaces the optional window.
         return HotPlugReservation(buses: other.buses ?? buses, io: other.io ?? io, memory: other.memory ?? memory,
-                                  prefetchable: other.prefetchable ?? prefetchable)
+                                  prefetchable: other.prefetchable ?? prefetchable,
+                                  ioWhenRoom: other.io == nil ? ioWhenRoom : 0)
     }
 
-    func size(of kind: ResourceKind) -> UInt64 {
+    func size(of kind: ResourceKind, optionalIO: Bool = false) -> UInt64 {
         switch kind {
-        case .io: io ?? 0
+        case .io: max(io ?? 0, optionalIO ? ioWhenRoom : 0)
         case .memory: memory ?? 0
         case .prefetchable: prefetchable ?? 0
         }

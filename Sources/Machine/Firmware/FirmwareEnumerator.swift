@@ -43,12 +43,18 @@ public struct FirmwareEnumerator {
         var report = EnumerationReport(buses: scan.nextBus)
         var assigned: [Int: UInt64] = [:]
         do {
-            try placeAll(root, withIO: true, into: &assigned)
+            do {
+                try placeAll(root, withIO: true, optionalIO: true, into: &assigned)
+            } catch .windowExhausted(kind: .io, _, _) {
+                // No room for the optional hot-plug I/O windows: the BARs come first.
+                assigned = [:]
+                try placeAll(root, withIO: true, optionalIO: false, into: &assigned)
+            }
         } catch .windowExhausted(kind: .io, let needed, let window) {
             // Like PC firmware, give up on I/O rather than on the machine: PCI Express devices
             // must work without their I/O BARs, and the guest OS can still try to place them.
             assigned = [:]
-            try placeAll(root, withIO: false, into: &assigned)
+            try placeAll(root, withIO: false, optionalIO: false, into: &assigned)
             let skipped = countIOBARs(root)
             report.warnings.append("I/O space exhausted (0x\(String(needed, radix: 16)) bytes wanted, window \(window)): "
                                    + "\(skipped) I/O BARs left unassigned")
@@ -57,9 +63,11 @@ public struct FirmwareEnumerator {
         return report
     }
 
-    private func placeAll(_ root: BusNode, withIO: Bool, into assigned: inout [Int: UInt64]) throws(EnumerationError) {
+    private func placeAll(_ root: BusNode, withIO: Bool, optionalIO: Bool,
+                          into assigned: inout [Int: UInt64]) throws(EnumerationError) {
         items.list.removeAll()
         includeIO = withIO
+        items.includeOptionalIO = optionalIO
         let rootRequests = requests(of: root)
         try place(rootRequests, windows: windows, into: &assigned)
     }
@@ -81,6 +89,7 @@ public struct FirmwareEnumerator {
         }
         var list: [Item] = []
         var includeIO = true
+        var includeOptionalIO = true
         func add(_ item: Item) -> Int {
             list.append(item)
             return list.count - 1
@@ -107,7 +116,7 @@ public struct FirmwareEnumerator {
                 let childRequests = requests(of: child)
                 for kind in ResourceKind.allCases where includeIO || kind != .io {
                     let list = childRequests[kind] ?? []
-                    let reserve = function.reservation?.size(of: kind) ?? 0
+                    let reserve = function.reservation?.size(of: kind, optionalIO: items.includeOptionalIO) ?? 0
                     guard !list.isEmpty || reserve > 0 else { continue }
                     let footprint = ResourceAllocator.footprint(of: list)
                     let granule = kind.bridgeGranularity
