@@ -101,7 +101,7 @@ mechanism() {
   grep -q ' RIG-L2 cfgexits .*config_size=4096 ' /tmp/l2-cfg-$1.log ||
     echo "note: $1: L2's root port config file is not 4096 bytes: no extended config space ($(grep -o 'config_size=[0-9]*' /tmp/l2-cfg-$1.log))"
   grep -q ' RIG-L2 cfgmech .*MMCONFIG.*not reserved in ACPI motherboard resources' /tmp/l2-cfg-$1.log &&
-    echo "note: $1: ECAM is not reserved in ACPI motherboard resources (no PNP0C02 covering it); Linux $(grep -q ' RIG-L2 cfgmech .*MMCONFIG.*reserved in E820' /tmp/l2-cfg-$1.log && echo 'took the E820 reservation instead' || echo 'found no other reservation')"
+    echo "note: $1: ECAM is not reserved in ACPI motherboard resources (no PNP0C01/PNP0C02 _CRS covers it); Linux $(grep -q ' RIG-L2 cfgmech .*MMCONFIG.*reserved in E820' /tmp/l2-cfg-$1.log && echo 'took the E820 reservation instead' || echo 'found no other reservation')"
   return 0
 }
 
