@@ -19,7 +19,7 @@ def main(path: str) -> int:
                 l1_init = host
             elif text.startswith("RIG-L1 modules-loaded") and l1_kvm is None:
                 l1_kvm = host
-            elif mt := re.match(r"RIG-TIME (\S+)=([\d.]+)", text):
+            elif mt := re.match(r"RIG-TIME (\S+)=(-?[\d.]+)", text):
                 times[mt.group(1)] = float(mt.group(2))
             elif mr := re.match(r"RIG-RESULT scenario=(\S+) status=(\w+)", text):
                 result = (mr.group(1), mr.group(2), host)
@@ -29,7 +29,12 @@ def main(path: str) -> int:
     if l1_kvm is not None and l1_init is not None:
         print(f"   l1_kvm_modules_loaded (host): {l1_kvm - l1_init:.2f} s after init")
     for name, value in times.items():
-        print(f"   {name}: {value:.2f} s")
+        if name.endswith("_us_per_cfg_access"):  # cfg-exits: microseconds per config access
+            print(f"   {name}: {value:.0f} us")
+        elif "per_cfg_access" in name or "ratio" in name:  # cfg-exits: counts per access, ratios
+            print(f"   {name}: {value:.3f}")
+        else:
+            print(f"   {name}: {value:.2f} s")
     for what in ("boot_to_init", "total"):
         q, s = times.get(f"qemu_{what}"), times.get(f"switchyard_{what}")
         if q and s:

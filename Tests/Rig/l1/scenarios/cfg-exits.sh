@@ -1,0 +1,124 @@
+#!/bin/sh
+# cfg-exits: VM exits per PCI config-space access of a Linux L2 guest, under QEMU and then under
+# /switchyard in the same L1 boot, counted the same way for both: L1's KVM statistics in debugfs
+# (/sys/kernel/debug/kvm/exits, mmio_exits, io_exits; the sums over L1's VMs, and only one runs
+# at a time). L2 runs in rig.l2=cfgexits mode (l2/init): phases idle, spin, full, low, ext, each
+# between a "begin" and an "end" line; L1 snapshots the counters when it sees each. Per phase P
+# with K = bytes/4 dword accesses: (delta_P - delta_idle) / K for exits, mmio_exits, io_exits;
+# "bg" also subtracts the busy vCPU's background (timer ticks, L1's own interrupts), the spin
+# phase's rate per second times P's duration. Skips (77) without /switchyard.
+. /rig/lib.sh
+if [ ! -x /switchyard ]; then
+  echo "SKIP: no /switchyard in this initramfs (build-initramfs.sh --switchyard PATH)"; exit 77
+fi
+/switchyard --help >/tmp/sy-help.txt 2>&1
+if ! grep -q -e '-kernel' /tmp/sy-help.txt; then
+  echo "SKIP: /switchyard has no -kernel option yet (Linux boot support)"; exit 77
+fi
+mount -t debugfs none /sys/kernel/debug 2>/dev/null
+KSTAT=/sys/kernel/debug/kvm
+if [ ! -r $KSTAT/exits ] || [ ! -r $KSTAT/mmio_exits ] || [ ! -r $KSTAT/io_exits ]; then
+  echo "no KVM statistics in debugfs: $(ls $KSTAT 2>&1 | head -c 200)"; exit 1
+fi
+PHASES="idle spin full low ext"
+
+snap() { read _e <$KSTAT/exits; read _m <$KSTAT/mmio_exits; read _i <$KSTAT/io_exits; echo "$_e $_m $_i"; }
+
+# measure LABEL CMD...: boots L2 in cfgexits mode, snapshots the counters at each phase marker
+# into /tmp/cfg-LABEL.dat ("phase exits mmio io" before, then after), prints the L2 console.
+measure() {
+  _label=$1; shift
+  _log=/tmp/l2-cfg-$_label.log _dat=/tmp/cfg-$_label.dat _rc=0
+  : >$_dat
+  L2_APPEND_LINE=$(l2_append cfgexits)
+  start_vmm "$_log" "$@"
+  if _ti=$(wait_for "$_log" ' RIG-L2 init ' 90); then
+    report_time "${_label}_boot_to_init" "$(elapsed "$VMM_START" "$_ti")"
+    for _ph in $PHASES; do
+      _pat=" RIG-L2 cfgphase $_ph +"
+      wait_for "$_log" "${_pat}begin" 120 >/dev/null || { echo "$_label: L2 did not begin phase $_ph"; _rc=1; break; }
+      _a=$(snap)
+      # L2 sleeps 2 s after each marker; a snapshot later than that counted part of the work.
+      grep -q -E "${_pat}end" "$_log" && { echo "$_label: $_ph: begin snapshot too late"; _rc=1; }
+      wait_for "$_log" "${_pat}end" 120 >/dev/null || { echo "$_label: L2 did not end phase $_ph"; _rc=1; break; }
+      _b=$(snap)
+      grep -q " RIG-L2 cfgresult phase=$_ph " "$_log" && { echo "$_label: $_ph: end snapshot too late"; _rc=1; }
+      echo "$_ph $_a $_b" >>$_dat
+    done
+    [ $_rc = 0 ] && { wait_for "$_log" ' RIG-L2 cfgexits-done' 30 >/dev/null || { echo "$_label: no cfgexits-done"; _rc=1; }; }
+  else
+    echo "$_label: L2 did not reach init within 90 s"; _rc=1
+  fi
+  wait_vmm_exit "$_log" 20
+  echo "--- L2 console ($_label), times relative to VMM start:"
+  show_l2_log "$_log"
+  return $_rc
+}
+
+# figures LABEL: the per-access figures from /tmp/cfg-LABEL.dat and L2's cfgresult lines.
+# Prints one table line per phase, RIG-TIME lines for the full phase (LABEL_exits_per_cfg_access,
+# _mmio_, _io_, _bg) and for low and ext (LABEL_low_..., LABEL_ext_...); returns 1 when the full
+# phase's figure is not sensible (no bytes read, no more exits than idle, outside 0.5-10).
+figures() {
+  sed -n 's/.* RIG-L2 cfgresult phase=\([a-z]*\) bytes=\([0-9]*\) seconds=\([0-9.]*\).*/R \1 \2 \3/p' \
+    /tmp/l2-cfg-$1.log | cat - /tmp/cfg-$1.dat | awk -v L="$1" '
+    $1 == "R" { bytes[$2] = $3; secs[$2] = $4; next }
+    { ph[++n] = $1; de[$1] = $5 - $2; dm[$1] = $6 - $3; di[$1] = $7 - $4 }
+    END {
+      if (!("idle" in de) || !("spin" in de) || !("full" in de) || !("spin" in secs)) { print L ": phases missing"; exit 1 }
+      rate = secs["spin"] > 0 ? (de["spin"] - de["idle"]) / secs["spin"] : 0
+      printf "%s: phase  accesses seconds  d_exits d_mmio  d_io   exits/acc mmio/acc io/acc bg/acc us/acc\n", L
+      for (j = 1; j <= n; j++) {
+        p = ph[j]; k = bytes[p] / 4
+        printf "%s: %-5s %8d %7.2f %8d %6d %6d", L, p, k, secs[p], de[p], dm[p], di[p]
+        if (k > 0) printf "   %8.3f %8.3f %6.3f %6.3f %6.0f", (de[p] - de["idle"]) / k, (dm[p] - dm["idle"]) / k,
+          (di[p] - di["idle"]) / k, (de[p] - de["idle"] - rate * secs[p]) / k, secs[p] * 1e6 / k
+        printf "\n"
+      }
+      printf "%s: busy background %.0f exits/s (spin phase)\n", L, rate
+      for (j = 1; j <= n; j++) {
+        p = ph[j]; k = bytes[p] / 4
+        if (k <= 0) continue
+        pre = (p == "full") ? L : L "_" p
+        printf "RIG-TIME %s_exits_per_cfg_access=%.3f\n", pre, (de[p] - de["idle"]) / k
+        printf "RIG-TIME %s_mmio_exits_per_cfg_access=%.3f\n", pre, (dm[p] - dm["idle"]) / k
+        printf "RIG-TIME %s_io_exits_per_cfg_access=%.3f\n", pre, (di[p] - di["idle"]) / k
+        printf "RIG-TIME %s_exits_per_cfg_access_bg=%.3f\n", pre, (de[p] - de["idle"] - rate * secs[p]) / k
+        printf "RIG-TIME %s_us_per_cfg_access=%.0f\n", pre, secs[p] * 1e6 / k
+      }
+      k = bytes["full"] / 4
+      if (k <= 0) { print L ": CHECK FAILED: the full phase read no config bytes"; exit 1 }
+      if (de["full"] <= de["idle"]) { print L ": CHECK FAILED: no more exits reading than idle"; exit 1 }
+      x = (de["full"] - de["idle"]) / k
+      if (x < 0.5 || x > 10) { printf "%s: CHECK FAILED: %.3f exits per access, outside 0.5-10\n", L, x; exit 1 }
+    }'
+}
+
+# mechanism LABEL: how L2's Linux reaches config space (its MCFG/MMCONFIG/type 1 messages), and
+# a note when it could not read extended config space (offsets >= 256) or found ECAM only in E820.
+mechanism() {
+  grep -h ' RIG-L2 cfgmech ' /tmp/l2-cfg-$1.log | sed "s/^[0-9.]* RIG-L2 cfgmech /$1 config mechanism: /"
+  grep -q ' RIG-L2 cfgexits .*config_size=4096 ' /tmp/l2-cfg-$1.log ||
+    echo "note: $1: L2's root port config file is not 4096 bytes: no extended config space ($(grep -o 'config_size=[0-9]*' /tmp/l2-cfg-$1.log))"
+  grep -q ' RIG-L2 cfgmech .*MMCONFIG.*not reserved in ACPI motherboard resources' /tmp/l2-cfg-$1.log &&
+    echo "note: $1: ECAM is not reserved in ACPI motherboard resources (no PNP0C01/PNP0C02 _CRS covers it); Linux $(grep -q ' RIG-L2 cfgmech .*MMCONFIG.*reserved in E820' /tmp/l2-cfg-$1.log && echo 'took the E820 reservation instead' || echo 'found no other reservation')"
+  return 0
+}
+
+rc=0
+measure qemu $(qemu_l2_command) || rc=1
+measure switchyard /switchyard -machine q35 -accel kvm -m 512 -kernel $L2_KERNEL -initrd $L2_INITRD $TOPOLOGY || rc=1
+echo "--- results"
+for l in qemu switchyard; do
+  mechanism $l
+  figures $l >/tmp/cfg-fig-$l.txt || rc=1
+  cat /tmp/cfg-fig-$l.txt
+done
+# switchyard/qemu of the full phase's figures: FIGURE (without the LABEL_ prefix) RATIO-NAME.
+for f in exits_per_cfg_access:cfg_exits_ratio_switchyard_qemu exits_per_cfg_access_bg:cfg_exits_bg_ratio_switchyard_qemu \
+         us_per_cfg_access:cfg_time_ratio_switchyard_qemu; do
+  q=$(sed -n "s/^RIG-TIME qemu_${f%%:*}=//p" /tmp/cfg-fig-qemu.txt)
+  s=$(sed -n "s/^RIG-TIME switchyard_${f%%:*}=//p" /tmp/cfg-fig-switchyard.txt)
+  [ -n "$q" ] && [ -n "$s" ] && report_time "${f#*:}" "$(awk -v q="$q" -v s="$s" 'BEGIN { printf "%.3f", (q > 0) ? s / q : 0 }')"
+done
+exit $rc
