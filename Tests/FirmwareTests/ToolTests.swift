@@ -143,6 +143,14 @@ struct ToolTests {
         #expect(found.map(\.1) == expected.map(\.1))
         #expect(found.map(\.2) == expected.map(\.2))
 
+        // The ECAM window is also a motherboard resource (PNP0C02), as Linux wants it.
+        let ecam = try #require(d.pci.ecam.range)
+        let reserved = dsdt.components(separatedBy: "Device (ECMR)").dropFirst().first ?? ""
+        #expect(reserved.contains("_HID, EisaId (\"PNP0C02\")"))
+        #expect(reserved.contains("Memory32Fixed (ReadWrite,\n                    0x\(hex(ecam.base, 8).uppercased()),")
+                || reserved.contains("0x\(hex(ecam.base, 8).uppercased()),         // Address Base"), "\(reserved.prefix(400))")
+        #expect(reserved.contains("0x\(hex(ecam.size!, 8).uppercased()),         // Address Length"), "\(reserved.prefix(400))")
+
         let mcfg = try #require(dis.dsl["MCFG"])
         func field(_ label: String) -> UInt64? {
             guard let line = mcfg.components(separatedBy: "\n").first(where: { $0.contains(label + " :") }) else { return nil }

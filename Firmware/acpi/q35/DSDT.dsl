@@ -2799,6 +2799,19 @@ DefinitionBlock ("", "DSDT", 2, "SWYARD", "SWYDQ35 ", 0x00000001)
             })
         }
 
+        Device (ECMR)
+        {
+            Name (_HID, EisaId ("PNP0C02") /* PNP Motherboard Resources */)  // _HID: Hardware ID
+            Name (_UID, "ECAM")  // _UID: Unique ID
+            Name (_CRS, ResourceTemplate ()  // _CRS: Current Resource Settings
+            {
+                Memory32Fixed (ReadWrite,
+                    0xB0000000,         // Address Base
+                    0x10000000,         // Address Length
+                    )
+            })
+        }
+
         Device (C000)
         {
             Name (_HID, "ACPI0007" /* Processor Device */)  // _HID: Hardware ID

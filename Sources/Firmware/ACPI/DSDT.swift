@@ -41,6 +41,7 @@ struct DSDTBuilder {
                 for i in 0..<8 { try linkDevice(i) }
                 for i in 0..<8 { try gsiLinkDevice(i) }
                 if let h = d.hpet { try hpetDevice(h) }
+                try ecamReservation()
                 for (uid, _) in d.cpus.enumerated() {
                     try AML.device(Self.segment("C" + hex(uid, 3).uppercased())) {
                         AML.nameDecl("_HID", try AML.string("ACPI0007"))
@@ -264,6 +265,20 @@ struct DSDTBuilder {
             AML.nameDecl("_CRS", template)
             try AML.method("_DIS") {}
             try AML.method("_SRS", arguments: 1) {}
+        }
+    }
+
+    /// The ECAM window as a motherboard resource (PNP0C02). PCI Firmware 3.3 §4.1.2 asks for
+    /// it, and Linux uses MMCONFIG without complaint only when ACPI reserves it ("not reserved
+    /// in ACPI motherboard resources" otherwise, falling back to the E820 entry).
+    private func ecamReservation() throws -> AML {
+        guard let range = d.pci.ecam.range, let size = range.size, range.base <= UInt64(UInt32.max) else { return AML([]) }
+        return try AML.device("ECMR") {
+            AML.nameDecl("_HID", try AML.eisaID("PNP0C02"))
+            AML.nameDecl("_UID", try AML.string("ECAM"))
+            AML.nameDecl("_CRS", try AML.resourceTemplate([
+                .memory32Fixed(writable: true, base: UInt32(range.base), length: UInt32(clamping: size)),
+            ]))
         }
     }
 
