@@ -32,6 +32,13 @@ import Testing
         #expect(await waited?.line.text == "plugged cycle=1")
     }
 
+    @Test func giveUpEndsTheWaitEarly() {
+        let console = GuestConsole()
+        let start = ContinuousClock.now
+        #expect(console.waitForLine(timeoutSeconds: 30, giveUp: { true }) { _ in true } == nil)
+        #expect(ContinuousClock.now - start < .seconds(5))
+    }
+
     /// A guest that never sends a newline cannot make the host buffer grow past 4 KiB.
     @Test func anEndlessLineIsCapped() {
         let console = GuestConsole()

@@ -47,9 +47,9 @@ public final class GuestConsole: SerialBackend {
     public var lines: [Line] { state.withLock { $0.lines } }
 
     /// The first line at or after position `from` that satisfies `matches`, with its position;
-    /// nil when none arrived within the timeout. Polls every millisecond: the figures this
-    /// serves are tenths of seconds.
-    public func waitForLine(from: Int = 0, timeoutSeconds: Double,
+    /// nil when none arrived within the timeout or once `giveUp` says so (the guest died).
+    /// Polls every millisecond: the figures this serves are tenths of seconds.
+    public func waitForLine(from: Int = 0, timeoutSeconds: Double, giveUp: () -> Bool = { false },
                             where matches: (String) -> Bool) -> (line: Line, index: Int)? {
         let deadline = HostClock.monotonicNanoseconds() + UInt64(timeoutSeconds * 1e9)
         var next = from
@@ -59,7 +59,7 @@ public final class GuestConsole: SerialBackend {
                 return (line, next + offset)
             }
             next += fresh.count
-            if HostClock.monotonicNanoseconds() >= deadline { return nil }
+            if HostClock.monotonicNanoseconds() >= deadline || giveUp() { return nil }
             HostClock.sleep(milliseconds: 1)
         }
     }

@@ -107,8 +107,11 @@ public struct GuestHotPlugDemo {
         var cursor = 0
         func seconds(_ from: UInt64, _ to: UInt64) -> Double { Double(to &- from) / 1e9 }
         func wait(_ what: String, timeout: Double, _ matches: @escaping (String) -> Bool) throws -> GuestConsole.Line {
-            guard let (line, index) = console.waitForLine(from: cursor, timeoutSeconds: timeout, where: matches) else {
-                throw Failure(description: "the guest did not report \(what) within \(Int(timeout)) s")
+            let ended = { guest.waitUntilFinished(timeoutMilliseconds: 0) }
+            guard let (line, index) = console.waitForLine(from: cursor, timeoutSeconds: timeout, giveUp: ended, where: matches) else {
+                if ended() { throw Failure(description: "the guest stopped before it reported \(what): \(guest.stop())") }
+                throw Failure(description: "the guest did not report \(what) within \(Int(timeout)) s"
+                              + (cursor == 0 ? " (does the initrd hold the rig's guest agent, Tests/Rig/l2/init?)" : ""))
             }
             cursor = index + 1
             return line
