@@ -106,6 +106,38 @@ void sy_atomic_store_u8(uint8_t *address, uint8_t value) {
     __atomic_store_n(address, value, __ATOMIC_RELEASE);
 }
 
+uint32_t sy_atomic_load_u32(const uint32_t *address) {
+    return __atomic_load_n(address, __ATOMIC_ACQUIRE);
+}
+
+void sy_atomic_store_u32(uint32_t *address, uint32_t value) {
+    __atomic_store_n(address, value, __ATOMIC_RELEASE);
+}
+
+unsigned long sy_kvm_register_coalesced_mmio(void) { return KVM_REGISTER_COALESCED_MMIO; }
+
+struct sy_kvm_coalesced_layout sy_kvm_coalesced_layout(void) {
+    struct sy_kvm_coalesced_layout l = {
+        .ring_first = offsetof(struct kvm_coalesced_mmio_ring, first),
+        .ring_last = offsetof(struct kvm_coalesced_mmio_ring, last),
+        .ring_entries = offsetof(struct kvm_coalesced_mmio_ring, coalesced_mmio),
+        .entry_size = sizeof(struct kvm_coalesced_mmio),
+        .entry_address = offsetof(struct kvm_coalesced_mmio, phys_addr),
+        .entry_length = offsetof(struct kvm_coalesced_mmio, len),
+        .entry_pio = offsetof(struct kvm_coalesced_mmio, pio),
+        .entry_data = offsetof(struct kvm_coalesced_mmio, data),
+        .entry_data_size = sizeof(((struct kvm_coalesced_mmio *)0)->data),
+    };
+    return l;
+}
+
+void sy_kvm_coalesced_zone(struct kvm_coalesced_mmio_zone *zone, uint64_t address, uint32_t size, int pio) {
+    memset(zone, 0, sizeof *zone);
+    zone->addr = address;
+    zone->size = size;
+    zone->pio = pio ? 1 : 0;
+}
+
 void sy_strerror(int error, char *buffer, size_t size) {
     if (size == 0) return;
     /* GNU strerror_r may return a static string instead of filling the buffer. */

@@ -27,6 +27,9 @@ public struct KVMCapability: RawRepresentable, Hashable, Sendable {
     public static let readOnlyMemory = KVMCapability(rawValue: KVM_CAP_READONLY_MEM)
     public static let x2apicAPI = KVMCapability(rawValue: KVM_CAP_X2APIC_API)
     public static let tscDeadlineTimer = KVMCapability(rawValue: KVM_CAP_TSC_DEADLINE_TIMER)
+    /// Answers the coalesced ring's page offset in a vCPU's mmap (0: none).
+    public static let coalescedMMIO = KVMCapability(rawValue: KVM_CAP_COALESCED_MMIO)
+    public static let coalescedPIO = KVMCapability(rawValue: KVM_CAP_COALESCED_PIO)
 }
 
 /// One CPUID leaf as KVM reports and accepts it (`struct kvm_cpuid_entry2`).

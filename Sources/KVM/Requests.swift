@@ -16,6 +16,7 @@ enum KVMRequest {
     static let createPIT2 = sy_kvm_create_pit2()
     static let setGSIRouting = sy_kvm_set_gsi_routing()
     static let irqfd = sy_kvm_irqfd()
+    static let registerCoalescedMMIO = sy_kvm_register_coalesced_mmio()
     static let ioeventfd = sy_kvm_ioeventfd()
     static let signalMSI = sy_kvm_signal_msi()
     static let irqLine = sy_kvm_irq_line()

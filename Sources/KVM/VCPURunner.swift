@@ -44,11 +44,27 @@ public final class VCPURunner: Sendable {
         public var stopOnHalt: Bool
         /// The signal that kicks a vCPU thread out of KVM_RUN.
         public var kickSignal: Int32
+        /// Writes KVM coalesced instead of exiting: replayed before every exit is handled, and
+        /// at least every `coalescedFlushMilliseconds` by a flusher thread, so a write that no
+        /// exit follows (a reset request at 0xCF9, next to CONFIG_ADDRESS) still takes effect.
+        public var coalescedWrites: CoalescedWriteRing?
+        public var coalescedFlushMilliseconds: Int
 
-        public init(stopOnHalt: Bool = true, kickSignal: Int32 = Signals.kick) {
+        public init(stopOnHalt: Bool = true, kickSignal: Int32 = Signals.kick,
+                    coalescedWrites: CoalescedWriteRing? = nil, coalescedFlushMilliseconds: Int = 5) {
             self.stopOnHalt = stopOnHalt
             self.kickSignal = kickSignal
+            self.coalescedWrites = coalescedWrites
+            self.coalescedFlushMilliseconds = coalescedFlushMilliseconds
         }
+    }
+
+    /// Exits that reached user space, by kind, over every vCPU.
+    public struct ExitCounts: Hashable, Sendable {
+        public var portIO: UInt64 = 0
+        public var mmio: UInt64 = 0
+        public var other: UInt64 = 0
+        public var total: UInt64 { portIO + mmio + other }
     }
 
     /// Why a vCPU's thread ended.
@@ -74,11 +90,20 @@ public final class VCPURunner: Sendable {
 
     private struct State: ~Copyable {
         var threads: [HostThread] = []
+        var flusher: HostThread?
         var reasons: [StopReason?]
         var started = false
     }
     private let state: Mutex<State>
     private let stopRequested = Atomic<Bool>(false)
+    private let portExits = Atomic<UInt64>(0)
+    private let mmioExits = Atomic<UInt64>(0)
+    private let otherExits = Atomic<UInt64>(0)
+
+    public var exitCounts: ExitCounts {
+        ExitCounts(portIO: portExits.load(ordering: .relaxed), mmio: mmioExits.load(ordering: .relaxed),
+                   other: otherExits.load(ordering: .relaxed))
+    }
     /// Signalled by each thread as it ends; `waitUntilFinished` sleeps on it.
     private let finishedEvent: EventFD
     private let finishedPoll: Epoll
@@ -104,6 +129,9 @@ public final class VCPURunner: Sendable {
             for index in vcpus.indices {
                 let thread = try HostThread { [self] in self.threadMain(index) }
                 state.threads.append(thread)
+            }
+            if let ring = options.coalescedWrites {
+                state.flusher = try HostThread { [self] in self.flushCoalescedWrites(ring) }
             }
         }
     }
@@ -149,8 +177,11 @@ public final class VCPURunner: Sendable {
     /// Joins every vCPU thread and returns why each ended (in vCPU order). Call after
     /// `requestStop()` or once the guest has stopped; it blocks until the threads end.
     public func join() -> [StopReason] {
-        let threads = state.withLock { $0.threads }
+        let (threads, flusher) = state.withLock { ($0.threads, $0.flusher) }
         for thread in threads { thread.join() }
+        stopRequested.store(true, ordering: .sequentiallyConsistent)  // ends the flusher
+        flusher?.join()
+        options.coalescedWrites?.replay(into: handler)
         return state.withLock { $0.reasons.map { $0 ?? .stopRequested } }
     }
 
@@ -170,8 +201,16 @@ public final class VCPURunner: Sendable {
         _ = try? finishedEvent.signal()
     }
 
+    private func flushCoalescedWrites(_ ring: CoalescedWriteRing) {
+        while !isStopRequested {
+            ring.replay(into: handler)
+            HostClock.sleep(milliseconds: options.coalescedFlushMilliseconds)
+        }
+    }
+
     private func runLoop(_ vcpu: KVMVCPU) -> StopReason {
         let area = vcpu.runArea
+        let ring = options.coalescedWrites
         while true {
             if isStopRequested { return .stopRequested }
             let exit: VCPUExit
@@ -180,14 +219,21 @@ public final class VCPURunner: Sendable {
             } catch {
                 return .runFailed(error)
             }
+            // Writes KVM coalesced happened before this exit: they go first.
+            ring?.replay(into: handler)
             switch exit {
-            case .portIO, .mmio:
+            case .portIO:
+                portExits.add(1, ordering: .relaxed)
+                area.complete(exit, with: handler)
+            case .mmio:
+                mmioExits.add(1, ordering: .relaxed)
                 area.complete(exit, with: handler)
             case .interrupted:
                 // A kick: clear immediate_exit, then look at the stop flag at the loop's top
                 // (the kicker sets the flag before immediate_exit, so no stop is missed).
                 vcpu.requestImmediateExit(false)
             case .halt:
+                otherExits.add(1, ordering: .relaxed)
                 if options.stopOnHalt { return .halted }
             case .shutdown: return .shutdown
             case .systemEvent(let event): return .systemEvent(event)

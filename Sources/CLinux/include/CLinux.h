@@ -78,6 +78,17 @@ void sy_kvm_routing_msi(struct kvm_irq_routing_entry *entry, uint32_t gsi,
 /// A release store of one byte that another thread (or the kernel) reads, e.g.
 /// kvm_run.immediate_exit.
 void sy_atomic_store_u8(uint8_t *address, uint8_t value);
+uint32_t sy_atomic_load_u32(const uint32_t *address);
+void sy_atomic_store_u32(uint32_t *address, uint32_t value);
+
+/* KVM's coalesced MMIO/PIO ring (struct kvm_coalesced_mmio_ring), offsets from the header. */
+unsigned long sy_kvm_register_coalesced_mmio(void);
+struct sy_kvm_coalesced_layout {
+    size_t ring_first, ring_last, ring_entries;
+    size_t entry_size, entry_address, entry_length, entry_pio, entry_data, entry_data_size;
+};
+struct sy_kvm_coalesced_layout sy_kvm_coalesced_layout(void);
+void sy_kvm_coalesced_zone(struct kvm_coalesced_mmio_zone *zone, uint64_t address, uint32_t size, int pio);
 
 /// strerror into a caller's buffer (thread-safe), always NUL-terminated.
 void sy_strerror(int error, char *buffer, size_t size);

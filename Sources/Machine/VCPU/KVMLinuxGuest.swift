@@ -1,3 +1,4 @@
+import Chipset
 import Firmware
 import HostOS
 import KVM
@@ -39,6 +40,9 @@ public final class KVMLinuxGuest: Sendable {
 
     /// The ACPI tables given to the guest (nil when booted without ACPI).
     public let firmwareTables: FirmwareTables?
+    /// Writes to CONFIG_ADDRESS (0xCF8-0xCFB) that KVM queues instead of exiting (nil when this
+    /// KVM cannot coalesce port writes): a type 1 config access costs one exit, not two.
+    public let coalescedWrites: CoalescedWriteRing?
 
     /// Loads the kernel into the machine's RAM and sets up the VM and its vCPUs (not started).
     /// With `acpi`, the machine's ACPI tables go into RAM first (run `runFirmware()` before) and
@@ -56,6 +60,11 @@ public final class KVMLinuxGuest: Sendable {
         do throws(SystemError) {
             let system = try KVMSystem(path: kvmPath)
             let vm = try system.createVirtualMachine(.init(irqchip: .full, createPIT: true))
+            // CONFIG_ADDRESS only matters at the next CONFIG_DATA access, which exits and
+            // replays the queue first. QEMU coalesces it on i440fx but not on q35. A byte
+            // write to 0xCF9 (reset control) in the same zone waits for the runner's flusher.
+            let coalesce = vm.coalescedPortWriteRingPage != nil
+            if coalesce { try vm.coalescePortWrites(port: UInt16(ConfigAddressPort.port), size: 4) }
             try vm.setGSIRouting(Self.pcRouting)
             let low = Int(machine.lowRAMSize)
             try vm.mapMemory(guestAddress: 0, mapping: machine.ram.mapping, offset: 0, size: low)
@@ -76,7 +85,9 @@ public final class KVMLinuxGuest: Sendable {
             }
             virtualMachine = vm
             interruptSink = sink
-            runner = try VCPURunner(vcpus: vcpus, handler: machine, options: .init(stopOnHalt: false))
+            coalescedWrites = coalesce ? vcpus.first?.coalescedWriteRing() : nil
+            runner = try VCPURunner(vcpus: vcpus, handler: machine,
+                                    options: .init(stopOnHalt: false, coalescedWrites: coalescedWrites))
         } catch {
             throw .kvm(error)
         }

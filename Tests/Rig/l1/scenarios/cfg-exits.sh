@@ -22,10 +22,19 @@ if [ ! -r $KSTAT/exits ] || [ ! -r $KSTAT/mmio_exits ] || [ ! -r $KSTAT/io_exits
 fi
 PHASES="idle spin full low ext"
 
-snap() { read _e <$KSTAT/exits; read _m <$KSTAT/mmio_exits; read _i <$KSTAT/io_exits; echo "$_e $_m $_i"; }
+# Exits that reached the VMM (user space) are not in those statistics: KVM handles some exits
+# itself (in-kernel devices, coalesced writes). L1's tracepoint kvm_userspace_exit counts them,
+# for any VMM alike, through a histogram trigger whose "Hits:" total is the count.
+TRACE=/sys/kernel/debug/tracing/events/kvm/kvm_userspace_exit
+if [ -w $TRACE/trigger ]; then
+  echo 'hist:keys=common_pid' >$TRACE/trigger 2>/dev/null
+fi
+user_exits() { _h=$(sed -n 's/^ *Hits: *//p' $TRACE/hist 2>/dev/null); echo "${_h:-0}"; }
+
+snap() { read _e <$KSTAT/exits; read _m <$KSTAT/mmio_exits; read _i <$KSTAT/io_exits; echo "$_e $_m $_i $(user_exits)"; }
 
 # measure LABEL CMD...: boots L2 in cfgexits mode, snapshots the counters at each phase marker
-# into /tmp/cfg-LABEL.dat ("phase exits mmio io" before, then after), prints the L2 console.
+# into /tmp/cfg-LABEL.dat ("phase exits mmio io user" before, then after), prints the L2 console.
 measure() {
   _label=$1; shift
   _log=/tmp/l2-cfg-$_label.log _dat=/tmp/cfg-$_label.dat _rc=0
@@ -63,16 +72,16 @@ figures() {
   sed -n 's/.* RIG-L2 cfgresult phase=\([a-z]*\) bytes=\([0-9]*\) seconds=\([0-9.]*\).*/R \1 \2 \3/p' \
     /tmp/l2-cfg-$1.log | cat - /tmp/cfg-$1.dat | awk -v L="$1" '
     $1 == "R" { bytes[$2] = $3; secs[$2] = $4; next }
-    { ph[++n] = $1; de[$1] = $5 - $2; dm[$1] = $6 - $3; di[$1] = $7 - $4 }
+    { ph[++n] = $1; de[$1] = $6 - $2; dm[$1] = $7 - $3; di[$1] = $8 - $4; du[$1] = $9 - $5 }
     END {
       if (!("idle" in de) || !("spin" in de) || !("full" in de) || !("spin" in secs)) { print L ": phases missing"; exit 1 }
       rate = secs["spin"] > 0 ? (de["spin"] - de["idle"]) / secs["spin"] : 0
-      printf "%s: phase  accesses seconds  d_exits d_mmio  d_io   exits/acc mmio/acc io/acc bg/acc us/acc\n", L
+      printf "%s: phase  accesses seconds  d_exits d_mmio  d_io  d_user   exits/acc mmio/acc io/acc bg/acc user/acc us/acc\n", L
       for (j = 1; j <= n; j++) {
         p = ph[j]; k = bytes[p] / 4
-        printf "%s: %-5s %8d %7.2f %8d %6d %6d", L, p, k, secs[p], de[p], dm[p], di[p]
-        if (k > 0) printf "   %8.3f %8.3f %6.3f %6.3f %6.0f", (de[p] - de["idle"]) / k, (dm[p] - dm["idle"]) / k,
-          (di[p] - di["idle"]) / k, (de[p] - de["idle"] - rate * secs[p]) / k, secs[p] * 1e6 / k
+        printf "%s: %-5s %8d %7.2f %8d %6d %6d %7d", L, p, k, secs[p], de[p], dm[p], di[p], du[p]
+        if (k > 0) printf "   %8.3f %8.3f %6.3f %6.3f %8.3f %6.0f", (de[p] - de["idle"]) / k, (dm[p] - dm["idle"]) / k,
+          (di[p] - di["idle"]) / k, (de[p] - de["idle"] - rate * secs[p]) / k, (du[p] - du["idle"]) / k, secs[p] * 1e6 / k
         printf "\n"
       }
       printf "%s: busy background %.0f exits/s (spin phase)\n", L, rate
@@ -84,6 +93,7 @@ figures() {
         printf "RIG-TIME %s_mmio_exits_per_cfg_access=%.3f\n", pre, (dm[p] - dm["idle"]) / k
         printf "RIG-TIME %s_io_exits_per_cfg_access=%.3f\n", pre, (di[p] - di["idle"]) / k
         printf "RIG-TIME %s_exits_per_cfg_access_bg=%.3f\n", pre, (de[p] - de["idle"] - rate * secs[p]) / k
+        if (du[p] > 0) printf "RIG-TIME %s_user_exits_per_cfg_access=%.3f\n", pre, (du[p] - du["idle"]) / k
         printf "RIG-TIME %s_us_per_cfg_access=%.0f\n", pre, secs[p] * 1e6 / k
       }
       k = bytes["full"] / 4
@@ -116,7 +126,9 @@ for l in qemu switchyard; do
 done
 # switchyard/qemu of the full phase's figures: FIGURE (without the LABEL_ prefix) RATIO-NAME.
 for f in exits_per_cfg_access:cfg_exits_ratio_switchyard_qemu exits_per_cfg_access_bg:cfg_exits_bg_ratio_switchyard_qemu \
-         us_per_cfg_access:cfg_time_ratio_switchyard_qemu; do
+         us_per_cfg_access:cfg_time_ratio_switchyard_qemu user_exits_per_cfg_access:cfg_user_exits_ratio_switchyard_qemu \
+         low_user_exits_per_cfg_access:cfg_low_user_exits_ratio_switchyard_qemu \
+         low_us_per_cfg_access:cfg_low_time_ratio_switchyard_qemu; do
   q=$(sed -n "s/^RIG-TIME qemu_${f%%:*}=//p" /tmp/cfg-fig-qemu.txt)
   s=$(sed -n "s/^RIG-TIME switchyard_${f%%:*}=//p" /tmp/cfg-fig-switchyard.txt)
   [ -n "$q" ] && [ -n "$s" ] && report_time "${f#*:}" "$(awk -v q="$q" -v s="$s" 'BEGIN { printf "%.3f", (q > 0) ? s / q : 0 }')"
