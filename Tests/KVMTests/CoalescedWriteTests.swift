@@ -53,6 +53,27 @@ import VMMBase
         #expect(ring.replayed == UInt64(Self.iterations))
     }
 
+    /// A reset request (byte 0x06 to 0xCF9, inside the coalesced zone) followed by a tight loop
+    /// that never exits: the flusher still delivers it within milliseconds.
+    @Test(.enabled(if: kvmAvailable, noKVM))
+    func aCoalescedWriteThatNoExitFollowsStillArrives() async throws {
+        // mov al, 6; mov dx, 0xCF9; out dx, al; jmp $
+        let (vm, vcpu) = try makeRealModeGuest([0xB0, 0x06, 0xBA, 0xF9, 0x0C, 0xEE, 0xEB, 0xFE])
+        guard vm.coalescedPortWriteRingPage != nil else { return }
+        try vm.coalescePortWrites(port: 0xCF8, size: 4)
+        let ring = try #require(vcpu.coalescedWriteRing())
+        let platform = ConfigAddressLatch()
+        let runner = try VCPURunner(vcpus: [vcpu], handler: platform, options: .init(coalescedWrites: ring))
+        try runner.start()
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(2)
+        while platform.resetWrites.isEmpty && clock.now < deadline { try? await Task.sleep(for: .milliseconds(1)) }
+        runner.requestStop()
+        _ = runner.join()
+        #expect(platform.resetWrites == [0x06])
+        #expect(runner.exitCounts.portIO == 0)
+    }
+
     @Test(.enabled(if: kvmAvailable, noKVM))
     func withoutCoalescingEachPairExitsTwice() throws {
         let (vm, vcpu) = try makeRealModeGuest(Self.program)
@@ -73,9 +94,11 @@ final class ConfigAddressLatch: VCPUExitHandler {
     private struct State {
         var address: UInt32 = 0
         var seen: [UInt32] = []
+        var reset: [UInt8] = []
     }
     private let state = Mutex(State())
     var addressesSeenByCFC: [UInt32] { state.withLock { $0.seen } }
+    var resetWrites: [UInt8] { state.withLock { $0.reset } }
 
     func portRead(_ port: UInt16, width: AccessWidth) -> UInt64 {
         state.withLock { s in
@@ -85,6 +108,7 @@ final class ConfigAddressLatch: VCPUExitHandler {
     }
     func portWrite(_ port: UInt16, width: AccessWidth, value: UInt64) {
         if port == 0xCF8 && width == .dword { state.withLock { $0.address = UInt32(truncatingIfNeeded: value) } }
+        if port == 0xCF9 && width == .byte { state.withLock { $0.reset.append(UInt8(truncatingIfNeeded: value)) } }
     }
     func mmioRead(_ address: UInt64, width: AccessWidth) -> UInt64 { width.allOnes }
     func mmioWrite(_ address: UInt64, width: AccessWidth, value: UInt64) {}
