@@ -266,8 +266,22 @@ struct QEMUInvocationTests {
         #expect(plain.bootsLinux && !plain.acpi && plain.serial == .stdio)
         #expect(try !QEMUInvocation.parse(["-accel", "qtest", "-kernel", "k"]).bootsLinux)
         #expect(try QEMUInvocation.parse(["-serial", "none"]).serial == QEMUInvocation.SerialTarget.none)
-        #expect(throws: InvocationError("-serial pty: only '-serial stdio' and '-serial none' are supported")) {
+        #expect(throws: InvocationError("-serial pty: use stdio, none, unix:PATH[,server=on][,wait=off], pipe:PATH or chardev:ID")) {
             try QEMUInvocation.parse(["-serial", "pty"])
+        }
+        let socket = try QEMUInvocation.parse(["-serial", "unix:/tmp/com1,server=on,wait=off"])
+        #expect(socket.serial == .socket(SocketEndpoint(path: "/tmp/com1", server: true, wait: false)))
+        let viaChardev = try QEMUInvocation.parse(["-chardev", "socket,id=s0,path=/tmp/c,server=on,wait=off", "-serial", "chardev:s0"])
+        #expect(viaChardev.serial == .socket(SocketEndpoint(path: "/tmp/c", server: true, wait: false)) && viaChardev.qmp.isEmpty)
+        #expect(try QEMUInvocation.parse(["-serial", "pipe:/tmp/p"]).serial == .pipe("/tmp/p"))
+        #expect(throws: InvocationError("-serial chardev:s9: no -chardev with id 's9'")) {
+            try QEMUInvocation.parse(["-serial", "chardev:s9"])
+        }
+        #expect(throws: InvocationError("-serial chardev:m: chardev 'm' is already a QMP monitor; give COM1 its own -chardev")) {
+            try QEMUInvocation.parse(["-chardev", "pipe,id=m,path=/p", "-mon", "chardev=m,mode=control", "-serial", "chardev:m"])
+        }
+        #expect(throws: InvocationError("-serial stdio: only one -serial (COM1) is supported")) {
+            try QEMUInvocation.parse(["-serial", "none", "-serial", "stdio"])
         }
         #expect(QEMUInvocation.usage.contains("-kernel FILE"))
     }

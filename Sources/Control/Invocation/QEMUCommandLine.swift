@@ -35,10 +35,14 @@ public struct QEMUInvocation: Sendable, Hashable {
     /// -machine acpi=on|off: whether a KVM Linux boot gets ACPI tables (default on).
     public var acpi = true
 
-    /// Where -serial sends COM1.
-    public enum SerialTarget: String, Sendable, Hashable {
+    /// Where -serial sends COM1 (and where its input comes from).
+    public enum SerialTarget: Sendable, Hashable {
         case none
         case stdio
+        /// `unix:PATH[,server=on][,wait=off]`, or `chardev:ID` naming a socket chardev.
+        case socket(SocketEndpoint)
+        /// `pipe:PATH` or a pipe chardev: reads PATH.in, writes PATH.out.
+        case pipe(String)
     }
 
     /// A Linux guest boots on KVM: -accel kvm with -kernel.
@@ -67,7 +71,9 @@ extension QEMUInvocation {
           -nodefaults                      accepted; a QEMU-style machine starts bare anyway
           -S                               do not start: query-status reports prelaunch until cont
           -display none                    (only none)
-          -serial stdio|none               COM1 (stdio is the default with -accel kvm -kernel)
+          -serial stdio|none|unix:PATH[,server=on][,wait=off]|pipe:PATH|chardev:ID
+                                           COM1 (stdio is the default with -accel kvm -kernel);
+                                           a socket or pipe carries it both ways
           -monitor none                    (only none)
           -qmp unix:PATH[,server=on][,wait=off]
                                            a QMP monitor; without server=on Switchyard connects
@@ -93,6 +99,7 @@ extension QEMUInvocation {
     public static func parse(_ arguments: [String]) throws(InvocationError) -> QEMUInvocation {
         var result = QEMUInvocation()
         var chardevs: [String: Chardev] = [:]
+        var serialChardev: String?
         var monitors: [String] = []
         var rest = arguments[...]
         func value(_ option: String) throws(InvocationError) -> String {
@@ -159,10 +166,18 @@ extension QEMUInvocation {
                 result.startPaused = true
             case "-serial":
                 let v = try value(option)
-                guard let target = SerialTarget(rawValue: v) else {
-                    throw InvocationError("-serial \(v): only '-serial stdio' and '-serial none' are supported")
+                guard result.serial == nil, serialChardev == nil else {
+                    throw InvocationError("-serial \(v): only one -serial (COM1) is supported")
                 }
-                result.serial = target
+                switch v {
+                case "stdio": result.serial = .stdio
+                case "none", "null": result.serial = SerialTarget.none
+                case _ where v.hasPrefix("unix:"): result.serial = .socket(try endpoint(v, option: option))
+                case _ where v.hasPrefix("pipe:") && v.count > 5: result.serial = .pipe(String(v.dropFirst(5)))
+                case _ where v.hasPrefix("chardev:") && v.count > 8: serialChardev = String(v.dropFirst(8))
+                default:
+                    throw InvocationError("-serial \(v): use stdio, none, unix:PATH[,server=on][,wait=off], pipe:PATH or chardev:ID")
+                }
             case "-display", "-monitor", "-parallel", "-vga":
                 let v = try value(option)
                 guard v == "none" else { throw InvocationError("\(option) \(v): only '\(option) none' is supported") }
@@ -226,6 +241,16 @@ extension QEMUInvocation {
                     throw InvocationError("unknown option '\(raw)'; see switchyard --help")
                 }
                 throw InvocationError("unexpected argument '\(raw)'; options start with '-'; see switchyard --help")
+            }
+        }
+        if let id = serialChardev {
+            guard !monitors.contains(id) else {
+                throw InvocationError("-serial chardev:\(id): chardev '\(id)' is already a QMP monitor; give COM1 its own -chardev")
+            }
+            switch chardevs[id] {
+            case .socket(let e): result.serial = .socket(e)
+            case .pipe(let path): result.serial = .pipe(path)
+            case nil: throw InvocationError("-serial chardev:\(id): no -chardev with id '\(id)'")
             }
         }
         for id in monitors {

@@ -15,6 +15,8 @@ public final class SwitchyardSession: Sendable {
     public let guest: KVMLinuxGuest?
     /// COM1 is on standard output (and reads standard input once the guest runs).
     let serialToStdout: Bool
+    /// COM1 on a socket or pipe (-serial unix:, pipe:, chardev:).
+    let socketSerial: SocketSerialBackend?
     private let listeners = Mutex<[SocketListener]>([])
     private let connections = Mutex<[SocketConnection]>([])
 
@@ -24,8 +26,19 @@ public final class SwitchyardSession: Sendable {
     public init(_ invocation: QEMUInvocation) throws {
         self.invocation = invocation
         serialToStdout = invocation.serial == .stdio || (invocation.serial == nil && invocation.bootsLinux)
-        let machine = try Machine(invocation.machine,
-                                  serialBackend: serialToStdout ? FileDescriptorSerialBackend() : NullSerialBackend())
+        switch invocation.serial {
+        case .socket, .pipe: socketSerial = SocketSerialBackend()
+        default: socketSerial = nil
+        }
+        let serialBackend: any SerialBackend
+        if let socketSerial {
+            serialBackend = socketSerial
+        } else if serialToStdout {
+            serialBackend = FileDescriptorSerialBackend()
+        } else {
+            serialBackend = NullSerialBackend()
+        }
+        let machine = try Machine(invocation.machine, serialBackend: serialBackend)
         if invocation.bootsLinux, let kernelPath = invocation.kernel {
             try machine.runFirmware()
             let kernel = try Self.readImage(kernelPath, option: "-kernel")
@@ -94,27 +107,57 @@ public final class SwitchyardSession: Sendable {
         }
     }
 
-    /// COM1's input: what arrives on standard input, as QEMU's `-serial stdio` does. Bytes the
-    /// UART has no room for wait until the guest reads (polled every millisecond). Ends at EOF.
+    /// COM1's input: what arrives on standard input, as QEMU's `-serial stdio` does. Ends at EOF.
     func forwardStandardInput(to serial: UART16550) {
-        detach("switchyard-serial-input") {
+        Self.forwardInput(to: serial) {
             var buffer = [UInt8](repeating: 0, count: 256)
             while true {
                 let n = buffer.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
                 if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { return }
-                var pending = Array(buffer[..<n])
-                while !pending.isEmpty {
-                    pending.removeFirst(serial.receive(pending))
-                    if !pending.isEmpty { usleep(1000) }
-                }
+                return n > 0 ? Array(buffer[..<n]) : nil
             }
         }
+    }
+
+    /// Feeds what `next` returns into the UART, on a thread of its own, until it returns nil
+    /// (end of stream).
+    static func forwardInput(to serial: UART16550, _ next: @escaping @Sendable () -> [UInt8]?) {
+        detach("switchyard-serial-input") { feed(serial, next) }
+    }
+
+    /// Bytes the UART has no room for wait until the guest reads (polled every millisecond).
+    static func feed(_ serial: UART16550, _ next: () -> [UInt8]?) {
+        while var pending = next() {
+            while !pending.isEmpty {
+                pending.removeFirst(serial.receive(pending))
+                if !pending.isEmpty { usleep(1000) }
+            }
+        }
+    }
+
+    /// A COM1 client, served until it goes away: it gets the guest's output from now on, and
+    /// its input goes to the UART.
+    private func serveSerial(_ connection: SocketConnection, backend: SocketSerialBackend) {
+        backend.attach(connection)
+        defer { backend.detach(connection) }
+        Self.feed(controller.machine.legacy.serial) { connection.read(maximum: 4096) }
     }
 
     /// Opens every socket: client endpoints connect now; server endpoints listen, and with
     /// wait=on the first client is accepted before this returns.
     public func start() throws {
+        if let backend = socketSerial {
+            switch invocation.serial {
+            case .socket(let endpoint):
+                try open(endpoint, name: "serial") { [self] connection in serveSerial(connection, backend: backend) }
+            case .pipe(let path):
+                let connection = try Self.openPipe(path)
+                connections.withLock { $0.append(connection) }
+                detach("switchyard-serial") { [self] in serveSerial(connection, backend: backend) }
+            default:
+                break
+            }
+        }
         for endpoint in invocation.qmp {
             try open(endpoint, name: "qmp") { [qmp] connection in qmp.serve(connection) }
         }

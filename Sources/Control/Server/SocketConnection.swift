@@ -45,13 +45,17 @@ public final class SocketConnection: Sendable {
 
     /// Sends `text` whole; false once the peer is gone.
     @discardableResult
-    public func write(_ text: String) -> Bool {
+    public func write(_ text: String) -> Bool { write(bytes: Array(text.utf8)) }
+
+    /// Sends `bytes` whole; false once the peer is gone.
+    @discardableResult
+    public func write(bytes: [UInt8]) -> Bool {
         writeState.withLock { state in
             guard !state.broken else { return false }
             do {
                 switch pipeOutput {
-                case .some(let output): try output.writeAll(Array(text.utf8))
-                case .none: try descriptor.sendAll(Array(text.utf8))
+                case .some(let output): try output.writeAll(bytes)
+                case .none: try descriptor.sendAll(bytes)
                 }
                 return true
             } catch {
