@@ -65,9 +65,11 @@ EXPECT_PCIEHP=6        # rp1-4, dn1, dn2
 # Options from L1's kernel command line (run.sh --append): rig.l2bios=qboot boots L2 QEMU with
 # qboot instead of SeaBIOS; rig.l2kernel=bzimage gives QEMU the compressed kernel instead of the
 # ELF vmlinux (PVH entry, no decompression: seconds faster nested); rig.l2gaps=S is passed on
-# to L2, whose init then lists the kernel messages that came S seconds or more after the last.
+# to L2, whose init then lists the kernel messages that came S seconds or more after the last;
+# rig.l2smp=N gives L2 N vCPUs under both VMMs (switchyard-boot checks that L2 brings them up).
 L2_BIOS_ARGS=""
 L2_FORWARD=""
+L2_SMP=${RIG_L2_SMP:-1}
 L2_QEMU_KERNEL=/l2/vmlinux
 [ -e $L2_QEMU_KERNEL ] || L2_QEMU_KERNEL=$L2_KERNEL
 for _arg in $(cat /proc/cmdline); do
@@ -75,12 +77,13 @@ for _arg in $(cat /proc/cmdline); do
     rig.l2bios=qboot) L2_BIOS_ARGS="-bios /usr/share/qemu/qboot.rom" ;;
     rig.l2kernel=bzimage) L2_QEMU_KERNEL=$L2_KERNEL ;;
     rig.l2gaps=*) L2_FORWARD="$L2_FORWARD $_arg" ;;
+    rig.l2smp=*) L2_SMP=${_arg#rig.l2smp=} ;;
   esac
 done
 
 # QEMU for L2: q35 on KVM, native PCIe hot-plug (ACPI hot-plug off for ports and bridges).
 qemu_l2_command() { # [KERNEL]
-  echo qemu-system-x86_64 $L2_BIOS_ARGS -accel kvm -cpu host -M q35 -m 512 -smp 1 -nodefaults -display none \
+  echo qemu-system-x86_64 $L2_BIOS_ARGS -accel kvm -cpu host -M q35 -m 512 -smp $L2_SMP -nodefaults -display none \
     -no-reboot -serial stdio \
     -global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off \
     -kernel ${1:-$L2_QEMU_KERNEL} -initrd $L2_INITRD $TOPOLOGY
@@ -134,6 +137,9 @@ check_l2_report() {
   [ "$_n" = "$EXPECT_PCIEPORT" ] || { echo "CHECK FAILED: pcieport bound to ${_n:-?} ports, want $EXPECT_PCIEPORT"; _f=$((_f + 1)); }
   _n=$(sed -n 's/.* RIG-L2 driver shpchp bound=\([0-9]*\).*/\1/p' "$1")
   [ "$_n" = "$EXPECT_SHPCHP" ] || { echo "CHECK FAILED: shpchp bound to ${_n:-?} bridges, want $EXPECT_SHPCHP"; _f=$((_f + 1)); }
+  _cpus=$(sed -n 's/.* RIG-L2 cpus online=\([0-9-]*\).*/\1/p' "$1")
+  _want=0; [ "$L2_SMP" -gt 1 ] && _want="0-$((L2_SMP - 1))"
+  [ "$_cpus" = "$_want" ] || { echo "CHECK FAILED: L2's online CPUs are '${_cpus:-?}', want $_want (-smp $L2_SMP)"; _f=$((_f + 1)); }
   _n=$(sed -n 's/.* RIG-L2 pciehp services=\([0-9]*\).*/\1/p' "$1")
   [ "$_n" = "$EXPECT_PCIEHP" ] || { echo "CHECK FAILED: ${_n:-?} pciehp slots, want $EXPECT_PCIEHP"; _f=$((_f + 1)); }
   # Bridge I/O windows that could not be assigned are tolerated under QEMU only (SeaBIOS leaves

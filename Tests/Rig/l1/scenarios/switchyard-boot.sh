@@ -16,6 +16,6 @@ rc=0
 # Both get the same bzImage (the Linux boot protocol Switchyard implements).
 boot_and_check qemu /tmp/l2-qemu.log $(qemu_l2_command $L2_KERNEL) || rc=1
 # Switchyard gets the same devices; its serial console is its standard output.
-boot_and_check switchyard /tmp/l2-sy.log /switchyard -machine q35 -accel kvm -m 512 \
+boot_and_check switchyard /tmp/l2-sy.log /switchyard -machine q35 -accel kvm -m 512 -smp $L2_SMP \
   -kernel $L2_KERNEL -initrd $L2_INITRD $TOPOLOGY || rc=1
 exit $rc
