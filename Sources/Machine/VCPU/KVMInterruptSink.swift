@@ -24,7 +24,21 @@ public final class KVMInterruptSink: InterruptSink {
         }
     }
 
+    /// The guest programs MSI address and data itself: a message outside the interrupt window
+    /// (0xFEE00000-0xFEEFFFFF) would be a memory write on real hardware, and vector 0-15 is
+    /// reserved. Both are dropped with a log line; the guest sees a lost interrupt.
     public func signal(_ message: MSIMessage) {
+        guard message.targetsInterruptWindow else {
+            GuestErrorLog.report(device: "msi", kind: "address",
+                                 "\(message) is outside the interrupt window 0xfee00000-0xfeefffff; dropped")
+            return
+        }
+        let deliveryMode = message.data >> 8 & 7
+        guard message.vector >= 16 || deliveryMode > 1 else {
+            // Fixed or lowest-priority delivery with a reserved vector (NMI/INIT/ExtINT carry none).
+            GuestErrorLog.report(device: "msi", kind: "vector", "\(message) has reserved vector \(message.vector); dropped")
+            return
+        }
         do throws(SystemError) {
             try virtualMachine.signalMSI(message)
         } catch {
