@@ -96,6 +96,10 @@ public final class VCPURunner: Sendable {
     }
     private let state: Mutex<State>
     private let stopRequested = Atomic<Bool>(false)
+    /// While set, vCPU threads stay out of KVM_RUN (QMP `stop`); `parkedThreads` counts those
+    /// that have noticed.
+    private let pauseRequested = Atomic<Bool>(false)
+    private let parkedThreads = Atomic<Int>(0)
     private let portExits = Atomic<UInt64>(0)
     private let mmioExits = Atomic<UInt64>(0)
     private let otherExits = Atomic<UInt64>(0)
@@ -143,6 +147,39 @@ public final class VCPURunner: Sendable {
     }
 
     public var isStopRequested: Bool { stopRequested.load(ordering: .sequentiallyConsistent) }
+
+    /// Takes every vCPU out of KVM_RUN and keeps it out until `resume()`, as QEMU's `stop`
+    /// does; returns once every running vCPU thread is parked (true), or false when that took
+    /// longer than the timeout. Device state may then be inspected or changed without a vCPU
+    /// racing it.
+    @discardableResult
+    public func pause(timeoutMilliseconds: Int = 2000) -> Bool {
+        pauseRequested.store(true, ordering: .sequentiallyConsistent)
+        for index in vcpus.indices { kick(index) }
+        let deadline = HostClock.monotonicNanoseconds() + UInt64(max(timeoutMilliseconds, 0)) * 1_000_000
+        while true {
+            let running = state.withLock { s in s.started ? s.reasons.filter { $0 == nil }.count : 0 }
+            if parkedThreads.load(ordering: .sequentiallyConsistent) >= running { return true }
+            if HostClock.monotonicNanoseconds() >= deadline { return false }
+            HostClock.sleep(milliseconds: 1)
+        }
+    }
+
+    /// Lets paused vCPUs run again.
+    public func resume() {
+        pauseRequested.store(false, ordering: .sequentiallyConsistent)
+    }
+
+    public var isPaused: Bool { pauseRequested.load(ordering: .sequentiallyConsistent) }
+
+    /// Parks the calling vCPU thread while a pause is requested (polled every 2 ms: resuming is
+    /// rare and a few milliseconds late is fine; a stop request ends the wait).
+    private func parkWhilePaused() {
+        guard isPaused else { return }
+        parkedThreads.add(1, ordering: .sequentiallyConsistent)
+        while isPaused && !isStopRequested { HostClock.sleep(milliseconds: 2) }
+        parkedThreads.subtract(1, ordering: .sequentiallyConsistent)
+    }
 
     /// Makes vCPU `index` leave KVM_RUN (it re-enters unless a stop was requested).
     public func kick(_ index: Int) {
@@ -212,6 +249,8 @@ public final class VCPURunner: Sendable {
         let area = vcpu.runArea
         let ring = options.coalescedWrites
         while true {
+            if isStopRequested { return .stopRequested }
+            parkWhilePaused()
             if isStopRequested { return .stopRequested }
             let exit: VCPUExit
             do throws(SystemError) {

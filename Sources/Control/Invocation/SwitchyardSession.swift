@@ -226,8 +226,18 @@ public final class SwitchyardSession: Sendable {
             controller.requestExit(code: 0)
         }
         if let guest {
+            // QMP `stop` parks every vCPU before it returns (as QEMU's does); `cont` lets them go.
+            controller.observeRunState { old, new in
+                if new == .paused && old == .running {
+                    if !guest.runner.pause() {
+                        FileHandle.standardError.write(Data("switchyard: stop: a vCPU did not leave KVM_RUN within 2 s\n".utf8))
+                    }
+                } else if new == .running && old == .paused {
+                    guest.runner.resume()
+                }
+            }
             if invocation.startPaused {
-                // -S: the vCPUs start at the first QMP `cont`. (`stop` does not pause them yet.)
+                // -S: the vCPUs start at the first QMP `cont`.
                 let started = Mutex(false)
                 controller.observeRunState { [self] _, new in
                     guard new == .running, started.withLock({ s in defer { s = true }; return !s }) else { return }

@@ -237,10 +237,24 @@ _hotplug_cycles() {
     _name=${_t%%:*}; _rest=${_t#*:}; _bus=${_rest%%:*}; _extra=${_rest#*:}
     if [ "$_n" = 1 ]; then _ready=' RIG-L2 ready devices='; else _ready=" RIG-L2 ready cycle=$_n "; fi
     wait_for "$_hlog" "$_ready" 60 >/dev/null || { echo "$_hl: L2 not ready for cycle $_n ($_name)"; return 1; }
-    _t0=$(now)
-    _qmp "{\"execute\":\"device_add\",\"arguments\":{\"driver\":\"pci-testdev\",\"id\":\"hp$_n\",\"bus\":\"$_bus\"$_extra}}"
-    _t1=$(wait_for "$_hlog" " RIG-L2 plugged cycle=$_n " 30) || { echo "$_hl: L2 did not see the device plugged into $_bus"; return 1; }
-    report_time "${_hl}_${_name}_plug" "$(elapsed "$_t0" "$_t1")"
+    if [ "${HOTPLUG_PAUSE_FIRST:-0}" = 1 ]; then
+      # QMP stop, then device_add: a stopped guest must not see the device until cont.
+      _qmp '{"execute":"stop"}'
+      wait_for $_hq.log '"event": *"STOP"' 10 >/dev/null || { echo "$_hl: no STOP event after stop"; return 1; }
+      _qmp "{\"execute\":\"device_add\",\"arguments\":{\"driver\":\"pci-testdev\",\"id\":\"hp$_n\",\"bus\":\"$_bus\"$_extra}}"
+      sleep 2
+      if grep -q " RIG-L2 plugged cycle=$_n " "$_hlog"; then echo "$_hl: L2 saw hp$_n while the VM was stopped"; return 1; fi
+      echo "ok: stopped for 2 s, L2 did not run"
+      _t0=$(now)
+      _qmp '{"execute":"cont"}'
+      _t1=$(wait_for "$_hlog" " RIG-L2 plugged cycle=$_n " 30) || { echo "$_hl: L2 did not see the device after cont"; return 1; }
+      report_time "${_hl}_${_name}_plug_after_cont" "$(elapsed "$_t0" "$_t1")"
+    else
+      _t0=$(now)
+      _qmp "{\"execute\":\"device_add\",\"arguments\":{\"driver\":\"pci-testdev\",\"id\":\"hp$_n\",\"bus\":\"$_bus\"$_extra}}"
+      _t1=$(wait_for "$_hlog" " RIG-L2 plugged cycle=$_n " 30) || { echo "$_hl: L2 did not see the device plugged into $_bus"; return 1; }
+      report_time "${_hl}_${_name}_plug" "$(elapsed "$_t0" "$_t1")"
+    fi
     _t0=$(now)
     _qmp "{\"execute\":\"device_del\",\"arguments\":{\"id\":\"hp$_n\"$HOTPLUG_DEL_EXTRA}}"
     _t1=$(wait_for $_hq.log "DEVICE_DELETED.*\"hp$_n\"" 30) || { echo "$_hl: no DEVICE_DELETED for hp$_n within 30 s"; return 1; }

@@ -18,6 +18,8 @@ rc=0
 hotplug_session qemu $(qemu_l2_command) || rc=1
 SWITCHYARD="/switchyard -machine q35 -accel kvm -m 512 -kernel $L2_KERNEL -initrd $L2_INITRD $TOPOLOGY"
 hotplug_session switchyard $SWITCHYARD || rc=1
-HOTPLUG_TARGETS="rootport:rp3:" HOTPLUG_DEL_EXTRA=',"x-surprise":true'
+# The third boot: one surprise removal from rp3, plugged while the VM is stopped (QMP stop:
+# the guest must not see the device before cont).
+HOTPLUG_TARGETS="rootport:rp3:" HOTPLUG_DEL_EXTRA=',"x-surprise":true' HOTPLUG_PAUSE_FIRST=1
 hotplug_session switchyard_surprise $SWITCHYARD || rc=1
 exit $rc
