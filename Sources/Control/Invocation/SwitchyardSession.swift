@@ -226,6 +226,10 @@ public final class SwitchyardSession: Sendable {
             controller.requestExit(code: 0)
         }
         if let guest {
+            controller.setResetAction { [controller] in
+                controller.setRunState(.shutdown)
+                controller.requestExit(code: 0)
+            }
             // QMP `stop` parks every vCPU before it returns (as QEMU's does); `cont` lets them go.
             controller.observeRunState { old, new in
                 if new == .paused && old == .running {

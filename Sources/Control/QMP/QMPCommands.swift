@@ -64,11 +64,10 @@ enum QMPCommands {
             }
             return [:]
         },
-        "system_reset": Handler(schema: none) { monitor, _, _ in
-            monitor.machine.reset()
+        "system_reset": Handler(schema: none, run: { monitor, _, _ in
             monitor.emit("RESET", data: ["guest": false, "reason": "host-qmp-system-reset"])
             return [:]
-        },
+        }, after: { monitor in monitor.controller.performReset() }),
         "stop": Handler(schema: none) { monitor, _, _ in
             if monitor.controller.setRunState(.paused) == .running { monitor.emit("STOP") }
             return [:]

@@ -28,6 +28,18 @@ public final class VMController: Sendable {
 
     public var runState: RunState { state.withLock { $0 } }
 
+    /// What QMP `system_reset` does: by default the machine returns to its power-on state (no
+    /// vCPU, or a test driving it). A session with a running KVM guest ends instead, as QEMU
+    /// does with -no-reboot: resetting devices under a running kernel would only corrupt it,
+    /// and the guest is not rebooted in place.
+    private let resetAction = Mutex<(@Sendable () -> Void)?>(nil)
+
+    public func setResetAction(_ action: @escaping @Sendable () -> Void) { resetAction.withLock { $0 = action } }
+
+    public func performReset() {
+        if let action = resetAction.withLock({ $0 }) { action() } else { machine.reset() }
+    }
+
     private let observers = Mutex<[@Sendable (_ old: RunState, _ new: RunState) -> Void]>([])
 
     /// Changes the run state; returns the previous one. Observers run after the change,
