@@ -153,11 +153,11 @@ import VMMBase
         }
     }
 
-    @Test func randomCorruptionNeverCrashes() throws {
+    @Test func randomCorruptionNeverCrashesAndPlansStaySound() throws {
         var rng = LinuxBootRNG(seed: 0xE1F)
         let base = E.image()
         let noteStart = Int(base.count) - E.notes().count
-        var parsed = 0
+        var parsed = 0, planned = 0
         for _ in 0..<4000 {
             var b = base
             for _ in 0..<Int(rng.next() % 6 + 1) {
@@ -175,8 +175,14 @@ import VMMBase
             for s in kernel.loadSegments {
                 #expect(UInt64(s.contents.count) == s.fileSize && s.fileSize <= s.memorySize)
             }
+            // Whatever parses plans soundly or fails with a typed error.
+            if let plan = try? PVHBootPlan.make(kernel: kernel, initrd: [1, 2, 3], commandLine: "console=ttyS0",
+                                                memory: LinuxBootFixtures.memory) {
+                planned += 1
+                try PVHBootPlanTests.checkInvariants(plan, kernel: kernel, memory: LinuxBootFixtures.memory)
+            }
         }
-        #expect(parsed > 100, "the corruption left enough images that parse")
+        #expect(parsed > 100 && planned > 50, "the corruption left enough images to exercise the planner")
     }
 
     @Test(.enabled(if: ELFFixtures.realVmlinuxPath != nil && ReadELF.path != nil,
