@@ -29,8 +29,9 @@ let usage = """
     commands:
       run                 build the machine, run firmware enumeration, print the guest's
                           lspci -tvnn tree and a one-line summary
-      run --kernel BZIMAGE --initrd INITRD [--append ARGS]
-                          boot Linux on KVM with the machine (needs a host whose KVM runs
+      run --kernel KERNEL --initrd INITRD [--append ARGS]
+                          boot Linux on KVM with the machine (KERNEL: a bzImage or an ELF
+                          vmlinux, booted through PVH; needs a host whose KVM runs
                           64-bit guests: see kvm-probe), print the guest's own lspci -tvnn,
                           then hot-plug a pci-testdev into root port rp1 and unplug it twice
                           (attention button, then surprise removal), timing what the guest
@@ -112,7 +113,7 @@ func parse(_ arguments: [String]) throws -> Command {
     case "run":
         guard kernel != nil || initrd != nil else { return .run(configuration) }
         guard let kernel, let initrd else {
-            throw UsageError(description: "run needs both --kernel BZIMAGE and --initrd INITRD to boot a guest (or neither)")
+            throw UsageError(description: "run needs both --kernel KERNEL and --initrd INITRD to boot a guest (or neither)")
         }
         if memory == nil { configuration.memorySize = 512 << 20 }  // a Linux guest wants more than the model's 128 MiB
         var options = GuestHotPlugDemo.Options(kernelPath: kernel, initrdPath: initrd)

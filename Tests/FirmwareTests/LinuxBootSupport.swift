@@ -54,14 +54,17 @@ enum LinuxBootFixtures {
 }
 
 /// Guest memory as a list of written chunks; reads find the newest chunk covering each byte.
+/// Zeroed ranges are kept as a range, not as bytes (a hostile ELF's bss may be gigabytes).
 final class SparseGuestMemory: GuestMemoryWriter {
-    private(set) var chunks: [(address: UInt64, bytes: [UInt8])] = []
+    /// `bytes` nil: `count` zero bytes.
+    private(set) var chunks: [(address: UInt64, count: UInt64, bytes: [UInt8]?)] = []
 
-    func write(at address: UInt64, bytes: [UInt8]) throws { chunks.append((address, bytes)) }
+    func write(at address: UInt64, bytes: [UInt8]) throws { chunks.append((address, UInt64(bytes.count), bytes)) }
+    func zero(at address: UInt64, count: UInt64) throws { chunks.append((address, count, nil)) }
 
     func byte(at a: UInt64) -> UInt8 {
-        for c in chunks.reversed() where a >= c.address && a - c.address < UInt64(c.bytes.count) {
-            return c.bytes[Int(a - c.address)]
+        for c in chunks.reversed() where a >= c.address && a - c.address < c.count {
+            return c.bytes?[Int(a - c.address)] ?? 0
         }
         return 0
     }

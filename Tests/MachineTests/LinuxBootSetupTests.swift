@@ -70,7 +70,7 @@ import VMMBase
         let m = try machine(memory: 512 << 20)
         let kernel = Self.image()
         let initrd = [UInt8](repeating: 0xA5, count: 10_000)
-        let plan = try m.loadLinux(kernel: kernel, initrd: initrd, commandLine: "console=ttyS0 quiet")
+        let plan = try m.loadLinux(kernel: kernel, initrd: initrd, commandLine: "console=ttyS0 quiet").bzImagePlan
         func read(_ address: UInt64, _ count: Int) -> [UInt8] {
             (0..<count).map { UInt8(m.mmioRead(address + UInt64($0), width: .byte)) }
         }
@@ -108,7 +108,7 @@ import VMMBase
         #expect(m.portRead(0x604, width: .word) & 1 == 1)
         // boot_params.acpi_rsdp_addr (0x070) carries the RSDP.
         let plan = try m.loadLinux(kernel: Self.image(), initrd: nil, commandLine: "",
-                                   acpiRSDPAddress: tables.rsdp.address)
+                                   acpiRSDPAddress: tables.rsdp.address).bzImagePlan
         #expect(m.mmioRead(plan.bootParamsAddress + 0x70, width: .qword) == 0xE_0000)
     }
 
@@ -163,7 +163,7 @@ import VMMBase
 
     @Test func bootProcessorStateFromThePlan() throws {
         let m = try machine(memory: 512 << 20)
-        let plan = try m.loadLinux(kernel: Self.image(), initrd: nil, commandLine: "")
+        let plan = try m.loadLinux(kernel: Self.image(), initrd: nil, commandLine: "").bzImagePlan
         var base = SpecialRegisters()
         base.apicBase = 0xFEE0_0900
         let s = VCPUSetup.specialRegisters(plan.vcpu, base: base)
@@ -216,8 +216,9 @@ struct KVMLinuxGuestSetupTests {
         #expect(guest.runner.vcpus.count == 2)
         let bsp = guest.runner.vcpus[0]
         let registers = try bsp.registers()
-        #expect(registers.rip == guest.plan.kernelLoadAddress + 0x200)
-        #expect(registers.rsi == guest.plan.bootParamsAddress)
+        let plan = try guest.boot.bzImagePlan
+        #expect(registers.rip == plan.kernelLoadAddress + 0x200)
+        #expect(registers.rsi == plan.bootParamsAddress)
         let special = try bsp.specialRegisters()
         #expect(special.efer & 0x500 == 0x500 && special.cr3 == 0x9000 && special.cs.long)
         #expect(special.apicBase & 0xFFFF_F000 == 0xFEE0_0000)

@@ -36,9 +36,11 @@ def main(path: str) -> int:
         else:
             print(f"   {name}: {value:.2f} s")
     for what in ("boot_to_init", "total"):
-        q, s = times.get(f"qemu_{what}"), times.get(f"switchyard_{what}")
-        if q and s:
-            print(f"   switchyard/qemu {what}: {s / q:.2f}")
+        q = times.get(f"qemu_{what}")
+        for label in ("switchyard", "switchyard_pvh"):
+            s = times.get(f"{label}_{what}")
+            if q and s:
+                print(f"   {label}/qemu {what}: {s / q:.2f}")
     if result is None:
         print("   result: none (L1 crashed or timed out)")
         return 1

@@ -87,9 +87,11 @@ extension QEMUInvocation {
                                            process ends when this socket closes
           -qtest-log FILE|none             log qtest traffic as QEMU does (default: stderr)
           -kernel FILE, -initrd FILE, -append TEXT
-                                           with -accel kvm: boot this Linux bzImage (64-bit
-                                           boot protocol) on KVM; COM1 on standard output;
-                                           the process ends when the guest powers off or resets
+                                           with -accel kvm: boot this Linux kernel on KVM, a
+                                           bzImage (64-bit boot protocol) or an uncompressed
+                                           ELF vmlinux (PVH entry: no decompression); COM1 on
+                                           standard output; the process ends when the guest
+                                           powers off or resets
           -no-reboot                       accepted (a reset always ends the process)
         Switchyard serves its monitors until QMP `quit`, until the qtest socket closes, or
         until a booted guest powers off.

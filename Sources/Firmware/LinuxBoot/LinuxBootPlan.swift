@@ -4,11 +4,6 @@ import VMMBase
 // consists of, the e820 map and the boot vCPU's state. Computing it touches nothing; `apply`
 // writes it through whatever memory the Machine hands in.
 
-/// Where a plan writes its bytes. The Machine implements it over guest RAM; tests over an array.
-public protocol GuestMemoryWriter {
-    func write(at address: UInt64, bytes: [UInt8]) throws
-}
-
 public enum LinuxBootError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The image lacks XLF_KERNEL_64 (or predates protocol 2.12, which introduced it).
     case no64BitEntry(xloadflags: UInt16?)
@@ -58,12 +53,6 @@ public struct LinuxBootPlan: Sendable {
         public let range: AddressRange
     }
 
-    /// Bytes to place at a guest-physical address.
-    public struct GuestWrite: Equatable, Sendable {
-        public let address: UInt64
-        public let bytes: [UInt8]
-    }
-
     /// Size of an ACPI 2.0 RSDP.
     public static let rsdpSize: UInt64 = 36
     public static let kernel64BitEntryOffset: UInt64 = 0x200
@@ -91,7 +80,7 @@ public struct LinuxBootPlan: Sendable {
 
     /// Writes every piece into guest memory. The plan is unchanged and can be applied again.
     public func apply(to memory: some GuestMemoryWriter) throws {
-        for w in writes { try memory.write(at: w.address, bytes: w.bytes) }
+        for w in writes { try w.apply(to: memory) }
     }
 
     public static func make(kernel: BzImage, initrd: [UInt8]? = nil, commandLine: String,

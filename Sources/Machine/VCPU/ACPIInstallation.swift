@@ -16,7 +16,7 @@ extension Machine {
     /// Builds the ACPI tables for the machine as firmware left it (run `runFirmware()` first),
     /// turns on the PM block they describe and writes them into guest RAM at their base
     /// (0xE0000, in the legacy hole the e820 map reports reserved). Returns the tables; the
-    /// RSDP's address goes into boot_params.
+    /// RSDP's address goes into boot_params or hvm_start_info.
     ///
     /// The machine has no HPET, so the tables describe none (Linux would otherwise read all ones
     /// from it and give up on its clock events only after a delay).
@@ -29,7 +29,7 @@ extension Machine {
         enablePowerManagement(pmBase: description.power.pmBase)
         let image = tables.image
         guard let offset = ramOffset(ofGuestAddress: tables.rsdp.address, count: image.count) else {
-            throw .outsideRAM(address: tables.rsdp.address, count: image.count)
+            throw .outsideRAM(address: tables.rsdp.address, count: UInt64(image.count))
         }
         image.withUnsafeBytes { source in
             UnsafeMutableRawBufferPointer(rebasing: ram.mapping.bytes[offset..<offset + source.count])

@@ -25,7 +25,7 @@ public enum KVMGuestError: Error, CustomStringConvertible {
 /// ```swift
 /// let machine = try Machine(configuration, serialBackend: FileDescriptorSerialBackend())
 /// try machine.runFirmware()
-/// let guest = try KVMLinuxGuest(machine: machine, kernel: bzImage, initrd: initrd,
+/// let guest = try KVMLinuxGuest(machine: machine, kernel: bzImageOrVmlinux, initrd: initrd,
 ///                               commandLine: "console=ttyS0", vcpuCount: 1)
 /// try guest.start()
 /// ... until MachineEvent.powerOff, or guest.waitUntilFinished(...)
@@ -35,7 +35,8 @@ public final class KVMLinuxGuest: Sendable {
     public let machine: Machine
     public let virtualMachine: KVMVirtualMachine
     public let interruptSink: KVMInterruptSink
-    public let plan: LinuxBootPlan
+    /// How the kernel was loaded (bzImage or PVH) and the boot processor's first state.
+    public let boot: LinuxBoot
     public let runner: VCPURunner
 
     /// The ACPI tables given to the guest (nil when booted without ACPI).
@@ -44,15 +45,16 @@ public final class KVMLinuxGuest: Sendable {
     /// KVM cannot coalesce port writes): a type 1 config access costs one exit, not two.
     public let coalescedWrites: CoalescedWriteRing?
 
-    /// Loads the kernel into the machine's RAM and sets up the VM and its vCPUs (not started).
-    /// With `acpi`, the machine's ACPI tables go into RAM first (run `runFirmware()` before) and
-    /// the kernel finds them through boot_params. The machine's interrupts go to KVM from here on.
+    /// Loads the kernel (a bzImage, or an ELF vmlinux booted through PVH) into the machine's RAM
+    /// and sets up the VM and its vCPUs (not started). With `acpi`, the machine's ACPI tables go
+    /// into RAM first (run `runFirmware()` before) and the kernel finds them through boot_params
+    /// or hvm_start_info. The machine's interrupts go to KVM from here on.
     public init(machine: Machine, kernel: [UInt8], initrd: [UInt8]?, commandLine: String,
                 vcpuCount: Int = 1, acpi: Bool = true, kvmPath: String = KVMSystem.defaultPath) throws(KVMGuestError) {
         self.machine = machine
         do {
             firmwareTables = acpi ? try machine.installACPITables(cpuCount: max(vcpuCount, 1)) : nil
-            plan = try machine.loadLinux(kernel: kernel, initrd: initrd, commandLine: commandLine,
+            boot = try machine.loadLinux(kernel: kernel, initrd: initrd, commandLine: commandLine,
                                          acpiRSDPAddress: firmwareTables?.rsdp.address)
         } catch {
             throw .load(error)
@@ -80,7 +82,7 @@ public final class KVMLinuxGuest: Sendable {
             for index in 0..<max(vcpuCount, 1) {
                 let vcpu = try vm.createVCPU(id: UInt32(index))
                 try Self.prepare(vcpu, index: index, count: vcpuCount, supportedCPUID: supported,
-                                 boot: index == 0 ? plan.vcpu : nil)
+                                 boot: index == 0 ? boot.vcpu : nil)
                 vcpus.append(vcpu)
             }
             virtualMachine = vm
@@ -109,7 +111,7 @@ public final class KVMLinuxGuest: Sendable {
     }()
 
     /// CPUID first (KVM checks later state against it), then MSRs, FPU, LINT pins and, for the
-    /// boot processor, the 64-bit entry state. Application processors keep KVM's reset state
+    /// boot processor, the kernel's entry state (64-bit for a bzImage, 32-bit for PVH). Application processors keep KVM's reset state
     /// (wait-for-SIPI with an in-kernel LAPIC).
     static func prepare(_ vcpu: KVMVCPU, index: Int, count: Int, supportedCPUID: [CPUIDEntry],
                         boot: VCPUBootState?) throws(SystemError) {

@@ -4,16 +4,21 @@ import VMMBase
 /// Why a Linux boot could not be prepared.
 public enum LinuxLoadError: Error, CustomStringConvertible {
     case kernelImage(BzImageError)
+    /// An ELF kernel file (PVH boot) that cannot be booted.
+    case elfKernel(ELFKernelError)
     case plan(LinuxBootError)
+    case pvhPlan(PVHBootError)
     case memoryLayout(MemoryLayoutError)
     case firmwareTables(FirmwareError)
     /// The plan wrote outside guest RAM (a plan/layout mismatch).
-    case outsideRAM(address: UInt64, count: Int)
+    case outsideRAM(address: UInt64, count: UInt64)
 
     public var description: String {
         switch self {
         case .kernelImage(let e): "kernel image: \(e)"
+        case .elfKernel(let e): "ELF kernel: \(e)"
         case .plan(let e): "Linux boot: \(e)"
+        case .pvhPlan(let e): "PVH boot: \(e)"
         case .memoryLayout(let e): "memory layout: \(e)"
         case .firmwareTables(let e): "ACPI tables: \(e)"
         case .outsideRAM(let a, let n): "\(n) bytes at 0x\(String(a, radix: 16)) are not guest RAM"
@@ -61,30 +66,45 @@ extension Machine {
         return Int(low + (address - highBase))
     }
 
-    /// Plans a Linux boot for this machine's memory and writes it (zero page, command line,
-    /// GDT, page tables, kernel, initrd) into guest RAM. The returned plan holds the boot
-    /// processor's register state. `acpiRSDPAddress` (tables already in RAM) goes into
-    /// boot_params.
+    /// Plans a Linux boot for this machine's memory and writes it into guest RAM. The kernel file
+    /// picks the protocol: an ELF `vmlinux` boots through PVH (its segments, hvm_start_info, the
+    /// command line, GDT), anything else as a bzImage through the 64-bit boot protocol (zero page,
+    /// command line, GDT, page tables). The result holds the boot processor's register state.
+    /// `acpiRSDPAddress` (tables already in RAM) goes into boot_params or hvm_start_info.
     public func loadLinux(kernel: [UInt8], initrd: [UInt8]?, commandLine: String,
-                          acpiRSDPAddress: UInt64? = nil) throws(LinuxLoadError) -> LinuxBootPlan {
-        let image: BzImage
-        do { image = try BzImage(bytes: kernel) } catch { throw .kernelImage(error) }
-        let plan: LinuxBootPlan
-        do {
-            plan = try LinuxBootPlan.make(kernel: image, initrd: initrd, commandLine: commandLine,
-                                          memory: memoryLayoutDescription, acpiRSDPAddress: acpiRSDPAddress)
-        } catch {
-            throw .plan(error)
-        }
-        for write in plan.writes {
-            guard let offset = ramOffset(ofGuestAddress: write.address, count: write.bytes.count) else {
-                throw .outsideRAM(address: write.address, count: write.bytes.count)
+                          acpiRSDPAddress: UInt64? = nil) throws(LinuxLoadError) -> LinuxBoot {
+        let boot: LinuxBoot
+        if ELFKernel.isELF(kernel) {
+            let image: ELFKernel
+            do { image = try ELFKernel(bytes: kernel) } catch { throw .elfKernel(error) }
+            do {
+                boot = .pvh(try PVHBootPlan.make(kernel: image, initrd: initrd, commandLine: commandLine,
+                                                 memory: memoryLayoutDescription, acpiRSDPAddress: acpiRSDPAddress))
+            } catch {
+                throw .pvhPlan(error)
             }
+        } else {
+            let image: BzImage
+            do { image = try BzImage(bytes: kernel) } catch { throw .kernelImage(error) }
+            do {
+                boot = .bzImage(try LinuxBootPlan.make(kernel: image, initrd: initrd, commandLine: commandLine,
+                                                       memory: memoryLayoutDescription, acpiRSDPAddress: acpiRSDPAddress))
+            } catch {
+                throw .plan(error)
+            }
+        }
+        for write in boot.writes {
+            // Checked here too, not only by the plan: RAM's layout is the Machine's to know.
+            guard let count = write.count, count <= UInt64(Int.max),
+                  let offset = ramOffset(ofGuestAddress: write.address, count: Int(count)) else {
+                throw .outsideRAM(address: write.address, count: write.count ?? .max)
+            }
+            let target = ram.mapping.bytes[offset..<offset + Int(count)]
             write.bytes.withUnsafeBytes { source in
-                UnsafeMutableRawBufferPointer(rebasing: ram.mapping.bytes[offset..<offset + source.count])
-                    .copyMemory(from: source)
+                UnsafeMutableRawBufferPointer(rebasing: target.prefix(source.count)).copyMemory(from: source)
             }
+            UnsafeMutableRawBufferPointer(rebasing: target.dropFirst(write.bytes.count)).initializeMemory(as: UInt8.self, repeating: 0)
         }
-        return plan
+        return boot
     }
 }

@@ -63,19 +63,23 @@ EXPECT_SHPCHP=1        # br1
 EXPECT_PCIEHP=6        # rp1-4, dn1, dn2
 
 # Options from L1's kernel command line (run.sh --append): rig.l2bios=qboot boots L2 QEMU with
-# qboot instead of SeaBIOS; rig.l2kernel=bzimage gives QEMU the compressed kernel instead of the
-# ELF vmlinux (PVH entry, no decompression: seconds faster nested); rig.l2gaps=S is passed on
-# to L2, whose init then lists the kernel messages that came S seconds or more after the last;
-# rig.l2smp=N gives L2 N vCPUs under both VMMs (switchyard-boot checks that L2 brings them up).
+# qboot instead of SeaBIOS; rig.l2kernel=bzimage gives both VMMs the compressed kernel instead
+# of the ELF vmlinux (PVH entry, no decompression: seconds faster nested); rig.l2gaps=S is
+# passed on to L2, whose init then lists the kernel messages that came S seconds or more after
+# the last; rig.l2smp=N gives L2 N vCPUs under both VMMs (switchyard-boot checks that L2 brings
+# them up).
 L2_BIOS_ARGS=""
 L2_FORWARD=""
 L2_SMP=${RIG_L2_SMP:-1}
-L2_QEMU_KERNEL=/l2/vmlinux
-[ -e $L2_QEMU_KERNEL ] || L2_QEMU_KERNEL=$L2_KERNEL
+# The kernel each VMM boots by default: the PVH vmlinux (both QEMU and Switchyard boot it).
+L2_VMLINUX=/l2/vmlinux
+L2_QEMU_KERNEL=$L2_VMLINUX
+[ -e $L2_VMLINUX ] || L2_QEMU_KERNEL=$L2_KERNEL
+L2_SWITCHYARD_KERNEL=$L2_QEMU_KERNEL
 for _arg in $(cat /proc/cmdline); do
   case "$_arg" in
     rig.l2bios=qboot) L2_BIOS_ARGS="-bios /usr/share/qemu/qboot.rom" ;;
-    rig.l2kernel=bzimage) L2_QEMU_KERNEL=$L2_KERNEL ;;
+    rig.l2kernel=bzimage) L2_QEMU_KERNEL=$L2_KERNEL L2_SWITCHYARD_KERNEL=$L2_KERNEL ;;
     rig.l2gaps=*) L2_FORWARD="$L2_FORWARD $_arg" ;;
     rig.l2smp=*) L2_SMP=${_arg#rig.l2smp=} ;;
   esac

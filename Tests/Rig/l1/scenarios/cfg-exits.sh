@@ -117,7 +117,7 @@ mechanism() {
 
 rc=0
 measure qemu $(qemu_l2_command) || rc=1
-measure switchyard /switchyard -machine q35 -accel kvm -m 512 -kernel $L2_KERNEL -initrd $L2_INITRD $TOPOLOGY || rc=1
+measure switchyard /switchyard -machine q35 -accel kvm -m 512 -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY || rc=1
 echo "--- results"
 for l in qemu switchyard; do
   mechanism $l

@@ -1,6 +1,7 @@
 #!/bin/sh
 # switchyard-boot: /switchyard (when the initramfs has it) boots L2 with the same topology as
-# qemu-boot; QEMU boots it first in the same run so the two timings compare as a ratio.
+# qemu-boot; QEMU boots it first in the same run so the two timings compare as a ratio. Both
+# boot the bzImage; then Switchyard boots the PVH vmlinux too (no decompressor).
 # Skips (exit 77) when the binary is absent or has no Linux boot (-kernel) support yet.
 . /rig/lib.sh
 if [ ! -x /switchyard ]; then
@@ -13,9 +14,16 @@ if ! grep -q -e '-kernel' /tmp/sy-help.txt; then
   exit 77
 fi
 rc=0
-# Both get the same bzImage (the Linux boot protocol Switchyard implements).
+# QEMU and Switchyard get the same bzImage (the 64-bit boot protocol, xz decompressor included).
 boot_and_check qemu /tmp/l2-qemu.log $(qemu_l2_command $L2_KERNEL) || rc=1
 # Switchyard gets the same devices; its serial console is its standard output.
 boot_and_check switchyard /tmp/l2-sy.log /switchyard -machine q35 -accel kvm -m 512 -smp $L2_SMP \
   -kernel $L2_KERNEL -initrd $L2_INITRD $TOPOLOGY || rc=1
+# Then Switchyard boots the uncompressed ELF vmlinux through its PVH entry (figures switchyard_pvh_*).
+if [ -e $L2_VMLINUX ]; then
+  boot_and_check switchyard_pvh /tmp/l2-sy-pvh.log /switchyard -machine q35 -accel kvm -m 512 -smp $L2_SMP \
+    -kernel $L2_VMLINUX -initrd $L2_INITRD $TOPOLOGY || rc=1
+else
+  echo "CHECK FAILED: no $L2_VMLINUX in this initramfs for the PVH boot"; rc=1
+fi
 exit $rc

@@ -6,6 +6,7 @@
 # the switch downstream port: it has an attention button and no DLL Link Active reporting, so
 # pciehp enables neither Presence Detect Changed nor a link event that could announce it, and
 # L2 never notices the removal (seen in the rig: no interrupt, the device stays in sysfs).
+# Both VMMs boot the PVH vmlinux (rig.l2kernel=bzimage: both the bzImage).
 # Skips (exit 77) when the image has no /switchyard or its help has no -chardev pipe.
 . /rig/lib.sh
 if [ ! -x /switchyard ]; then
@@ -16,7 +17,7 @@ if ! /switchyard --help 2>&1 | grep -q -e '-chardev pipe'; then
 fi
 rc=0
 hotplug_session qemu $(qemu_l2_command) || rc=1
-SWITCHYARD="/switchyard -machine q35 -accel kvm -m 512 -kernel $L2_KERNEL -initrd $L2_INITRD $TOPOLOGY"
+SWITCHYARD="/switchyard -machine q35 -accel kvm -m 512 -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY"
 hotplug_session switchyard $SWITCHYARD || rc=1
 # The third boot: one surprise removal from rp3, plugged while the VM is stopped (QMP stop:
 # the guest must not see the device before cont).

@@ -7,7 +7,7 @@
 if [ ! -x /switchyard ]; then
   echo "SKIP: no /switchyard in this initramfs (build-initramfs.sh --switchyard PATH)"; exit 77
 fi
-if ! /switchyard --help 2>&1 | grep -q -e '--kernel BZIMAGE'; then
+if ! /switchyard --help 2>&1 | grep -q -e '--kernel [A-Z]'; then
   echo "SKIP: this /switchyard's run command cannot boot a guest (no --kernel)"; exit 77
 fi
 if ! /switchyard kvm-probe; then
