@@ -24,7 +24,8 @@ echo "$probe"
 if [ $probe_rc = 0 ]; then
   echo "== the guest boots here, on this host's KVM"
   images=$(Tests/Rig/build-initramfs.sh)
-  exec "$BIN" run --kernel "$images/vmlinuz" --initrd "$images/l2-initrd.gz"
+  # The uncompressed vmlinux boots through PVH: no decompression.
+  exec "$BIN" run --kernel "$images/vmlinux" --initrd "$images/l2-initrd.gz"
 fi
 echo "== this host's KVM cannot boot it: the guest boots one level down, in the nested rig"
 echo "   (Tests/Rig: L1 is Linux under QEMU TCG with kvm-amd; Switchyard runs in L1 and boots L2)"

@@ -216,9 +216,14 @@ struct KVMLinuxGuestSetupTests {
         #expect(guest.runner.vcpus.count == 2)
         let bsp = guest.runner.vcpus[0]
         let registers = try bsp.registers()
-        let plan = try guest.boot.bzImagePlan
+        // The same plan computed again from the same inputs (planning touches nothing).
+        let plan = try LinuxBootPlan.make(kernel: BzImage(bytes: LinuxBootSetupTests.image()), initrd: [1, 2, 3],
+                                          commandLine: "console=ttyS0", memory: machine.memoryLayoutDescription,
+                                          acpiRSDPAddress: guest.firmwareTables?.rsdp.address)
         #expect(registers.rip == plan.kernelLoadAddress + 0x200)
         #expect(registers.rsi == plan.bootParamsAddress)
+        #expect(guest.bootProcessorState == plan.vcpu)
+        #expect(guest.bootRegions.contains { $0.name == "kernel" })
         let special = try bsp.specialRegisters()
         #expect(special.efer & 0x500 == 0x500 && special.cr3 == 0x9000 && special.cs.long)
         #expect(special.apicBase & 0xFFFF_F000 == 0xFEE0_0000)

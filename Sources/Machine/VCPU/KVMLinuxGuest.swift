@@ -35,8 +35,11 @@ public final class KVMLinuxGuest: Sendable {
     public let machine: Machine
     public let virtualMachine: KVMVirtualMachine
     public let interruptSink: KVMInterruptSink
-    /// How the kernel was loaded (bzImage or PVH) and the boot processor's first state.
-    public let boot: LinuxBoot
+    /// The boot processor's first state (64-bit for a bzImage, 32-bit for PVH), and where the
+    /// boot put things. The loaded bytes themselves are not kept: they are in guest RAM, and a
+    /// vmlinux's segments are tens of megabytes.
+    public let bootProcessorState: VCPUBootState
+    public let bootRegions: [BootRegion]
     public let runner: VCPURunner
 
     /// The ACPI tables given to the guest (nil when booted without ACPI).
@@ -54,8 +57,10 @@ public final class KVMLinuxGuest: Sendable {
         self.machine = machine
         do {
             firmwareTables = acpi ? try machine.installACPITables(cpuCount: max(vcpuCount, 1)) : nil
-            boot = try machine.loadLinux(kernel: kernel, initrd: initrd, commandLine: commandLine,
-                                         acpiRSDPAddress: firmwareTables?.rsdp.address)
+            let boot = try machine.loadLinux(kernel: kernel, initrd: initrd, commandLine: commandLine,
+                                             acpiRSDPAddress: firmwareTables?.rsdp.address)
+            bootProcessorState = boot.vcpu
+            bootRegions = boot.regions
         } catch {
             throw .load(error)
         }
@@ -82,7 +87,7 @@ public final class KVMLinuxGuest: Sendable {
             for index in 0..<max(vcpuCount, 1) {
                 let vcpu = try vm.createVCPU(id: UInt32(index))
                 try Self.prepare(vcpu, index: index, count: vcpuCount, supportedCPUID: supported,
-                                 boot: index == 0 ? boot.vcpu : nil)
+                                 boot: index == 0 ? bootProcessorState : nil)
                 vcpus.append(vcpu)
             }
             virtualMachine = vm

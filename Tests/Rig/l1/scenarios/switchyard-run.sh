@@ -13,7 +13,7 @@ fi
 if ! /switchyard kvm-probe; then
   echo "FAIL: kvm-probe says L1's KVM cannot boot a 64-bit guest, but L1 has nested SVM"; exit 1
 fi
-{ /switchyard run --kernel $L2_KERNEL --initrd $L2_INITRD; echo "VMM-EXIT $?"; } 2>&1 | tee /tmp/run.log
+{ /switchyard run --kernel $L2_SWITCHYARD_KERNEL --initrd $L2_INITRD; echo "VMM-EXIT $?"; } 2>&1 | tee /tmp/run.log
 rc=0
 check() { # DESCRIPTION REGEX
   if grep -q -E -e "$2" /tmp/run.log; then echo "ok: $1"; else echo "FAIL: $1 (no /$2/)"; rc=1; fi
