@@ -110,7 +110,7 @@ public struct LinuxBootPlan: Sendable {
 
         // Fixed low structures.
         var regions: [Region] = [
-            Region(name: .gdt, range: AddressRange(base: LinuxBootLayout.gdtAddress, size: UInt64(LongModeTables.gdt.count * 8))!),
+            Region(name: .gdt, range: LongModeTables.gdt.range),
             Region(name: .idt, range: AddressRange(base: LinuxBootLayout.idtAddress, size: UInt64(LongModeTables.idtBytes.count))!),
             Region(name: .bootParams, range: AddressRange(base: LinuxBootLayout.bootParamsAddress, size: UInt64(BootParamsLayout.size))!),
             Region(name: .stack, range: AddressRange(base: LinuxBootLayout.stackBase, last: LinuxBootLayout.stackPointer + 0xF)!),
@@ -182,7 +182,7 @@ public struct LinuxBootPlan: Sendable {
         }
 
         var writes = [
-            GuestWrite(address: LinuxBootLayout.gdtAddress, bytes: LongModeTables.gdtBytes),
+            GuestWrite(address: LinuxBootLayout.gdtAddress, bytes: LongModeTables.gdt.bytes),
             GuestWrite(address: LinuxBootLayout.idtAddress, bytes: LongModeTables.idtBytes),
             GuestWrite(address: LinuxBootLayout.pml4Address, bytes: LongModeTables.pageTableBytes),
             GuestWrite(address: LinuxBootLayout.bootParamsAddress, bytes: bp.bytes),

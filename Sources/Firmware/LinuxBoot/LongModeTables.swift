@@ -28,28 +28,54 @@ public enum LinuxBootLayout {
     public static let rsdpScanArea = AddressRange(base: 0xE_0000, last: 0xF_FFFF)!
 }
 
-enum LongModeTables {
-    /// The protocol names the selectors: CS = __BOOT_CS (0x10), DS/ES/SS = __BOOT_DS (0x18).
-    /// The TSS follows them (KVM needs a usable TR).
+/// A boot GDT in the slots the Linux boot protocol names: code at 0x10 (__BOOT_CS), data at
+/// 0x18 (__BOOT_DS), then a TSS at 0x20 (KVM needs a usable TR). Both entry protocols use it,
+/// with their own descriptors, and load every segment register from it.
+struct BootGDT {
     static let codeSelector: UInt16 = 0x10
     static let dataSelector: UInt16 = 0x18
     static let tssSelector: UInt16 = 0x20
 
-    /// Flat 4 GiB segments: 64-bit code (L=1, D=0, G=1, P, S, type 0xB), 32-bit data (D/B=1,
-    /// type 0x3), busy 64-bit TSS (S=0, type 0xB).
-    static let gdt: [UInt64] = [
-        0,
-        0,
-        SegmentDescriptor.gdtEntry(base: 0, rawLimit: 0xF_FFFF, flags: 0xA09B),
-        SegmentDescriptor.gdtEntry(base: 0, rawLimit: 0xF_FFFF, flags: 0xC093),
-        SegmentDescriptor.gdtEntry(base: 0, rawLimit: 0xF_FFFF, flags: 0x808B),
-    ]
+    let entries: [UInt64]
 
-    static var gdtBytes: [UInt8] {
-        var b = BootParamsBuffer(count: gdt.count * 8)
-        for (i, e) in gdt.enumerated() { b.store64(e, at: i * 8) }
+    init(code: UInt64, data: UInt64, tss: UInt64) {
+        entries = [0, 0, code, data, tss]
+    }
+
+    var bytes: [UInt8] {
+        var b = BootParamsBuffer(count: entries.count * 8)
+        for (i, e) in entries.enumerated() { b.store64(e, at: i * 8) }
         return b.bytes
     }
+
+    var range: AddressRange { AddressRange(base: LinuxBootLayout.gdtAddress, size: UInt64(entries.count * 8))! }
+
+    func segment(_ selector: UInt16) -> SegmentDescriptor {
+        SegmentDescriptor(gdtEntry: entries[Int(selector / 8)], selector: selector)
+    }
+
+    /// The entry state: segments as loaded from this table (at `LinuxBootLayout.gdtAddress`),
+    /// the one-entry IDT, and the given registers and control registers.
+    func vcpuState(registers: GeneralRegisters, cr0: UInt64, cr3: UInt64, cr4: UInt64, efer: UInt64) -> VCPUBootState {
+        let data = segment(Self.dataSelector)
+        return VCPUBootState(
+            registers: registers,
+            cs: segment(Self.codeSelector),
+            ds: data, es: data, fs: data, gs: data, ss: data,
+            tr: segment(Self.tssSelector),
+            ldt: .unusableNull,
+            gdt: DescriptorTableRegister(base: LinuxBootLayout.gdtAddress, limit: UInt16(entries.count * 8 - 1)),
+            idt: DescriptorTableRegister(base: LinuxBootLayout.idtAddress, limit: UInt16(LongModeTables.idtBytes.count - 1)),
+            cr0: cr0, cr3: cr3, cr4: cr4, efer: efer)
+    }
+}
+
+enum LongModeTables {
+    /// Flat 4 GiB segments: 64-bit code (L=1, D=0, G=1, P, S, type 0xB), 32-bit data (D/B=1,
+    /// type 0x3), busy 64-bit TSS (S=0, type 0xB).
+    static let gdt = BootGDT(code: SegmentDescriptor.gdtEntry(base: 0, rawLimit: 0xF_FFFF, flags: 0xA09B),
+                             data: SegmentDescriptor.gdtEntry(base: 0, rawLimit: 0xF_FFFF, flags: 0xC093),
+                             tss: SegmentDescriptor.gdtEntry(base: 0, rawLimit: 0xF_FFFF, flags: 0x808B))
 
     /// A zero IDT of one entry: any exception before the kernel loads its own IDT shuts down.
     static let idtBytes = [UInt8](repeating: 0, count: 8)
@@ -88,18 +114,9 @@ enum LongModeTables {
         regs.rsp = LinuxBootLayout.stackPointer
         regs.rbp = LinuxBootLayout.stackPointer
         regs.rflags = 0x2
-        let data = SegmentDescriptor(gdtEntry: gdt[Int(dataSelector / 8)], selector: dataSelector)
-        return VCPUBootState(
-            registers: regs,
-            cs: SegmentDescriptor(gdtEntry: gdt[Int(codeSelector / 8)], selector: codeSelector),
-            ds: data, es: data, fs: data, gs: data, ss: data,
-            tr: SegmentDescriptor(gdtEntry: gdt[Int(tssSelector / 8)], selector: tssSelector),
-            ldt: .unusableNull,
-            gdt: DescriptorTableRegister(base: LinuxBootLayout.gdtAddress, limit: UInt16(gdt.count * 8 - 1)),
-            idt: DescriptorTableRegister(base: LinuxBootLayout.idtAddress, limit: UInt16(idtBytes.count - 1)),
-            cr0: VCPUBootState.cr0PE | VCPUBootState.cr0ET | VCPUBootState.cr0PG,
-            cr3: LinuxBootLayout.pml4Address,
-            cr4: VCPUBootState.cr4PAE,
-            efer: VCPUBootState.eferLME | VCPUBootState.eferLMA)
+        return gdt.vcpuState(registers: regs,
+                             cr0: VCPUBootState.cr0PE | VCPUBootState.cr0ET | VCPUBootState.cr0PG,
+                             cr3: LinuxBootLayout.pml4Address, cr4: VCPUBootState.cr4PAE,
+                             efer: VCPUBootState.eferLME | VCPUBootState.eferLMA)
     }
 }

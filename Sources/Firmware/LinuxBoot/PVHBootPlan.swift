@@ -135,7 +135,7 @@ public struct PVHBootPlan: Sendable {
         }
 
         var regions: [Region] = [
-            Region(name: .gdt, range: AddressRange(base: LinuxBootLayout.gdtAddress, size: UInt64(ProtectedModeTables.gdt.count * 8))!),
+            Region(name: .gdt, range: ProtectedModeTables.gdt.range),
             Region(name: .idt, range: AddressRange(base: LinuxBootLayout.idtAddress, size: UInt64(LongModeTables.idtBytes.count))!),
             Region(name: .startInfo, range: AddressRange(base: startInfoAddress, size: UInt64(PVHStartInfoLayout.pageSize))!),
             Region(name: .commandLine, range: AddressRange(base: LinuxBootLayout.commandLineAddress, size: LinuxBootLayout.commandLineCapacity)!),
@@ -178,7 +178,7 @@ public struct PVHBootPlan: Sendable {
 
         let page = startInfoPage(initrd: initrdRange, e820: e820, acpiRSDPAddress: acpiRSDPAddress)
         var writes = [
-            GuestWrite(address: LinuxBootLayout.gdtAddress, bytes: ProtectedModeTables.gdtBytes),
+            GuestWrite(address: LinuxBootLayout.gdtAddress, bytes: ProtectedModeTables.gdt.bytes),
             GuestWrite(address: LinuxBootLayout.idtAddress, bytes: LongModeTables.idtBytes),
             GuestWrite(address: startInfoAddress, bytes: page),
             GuestWrite(address: LinuxBootLayout.commandLineAddress, bytes: cmdline + [0]),
@@ -233,44 +233,18 @@ public struct PVHBootPlan: Sendable {
 
 /// The flat 32-bit protected-mode state PVH enters with, and a GDT that backs it.
 enum ProtectedModeTables {
-    /// The same slots as the long-mode GDT, so both boots look alike to a debugger.
-    static let codeSelector: UInt16 = 0x10
-    static let dataSelector: UInt16 = 0x18
-    static let tssSelector: UInt16 = 0x20
-
     /// Flat 4 GiB 32-bit code (D/B=1, G=1, P, S, type 0xB) and data (type 0x3); a busy 32-bit
     /// TSS (S=0, type 0xB) of 0x68 bytes at 0, because VMX refuses to enter with an unusable TR.
-    static let gdt: [UInt64] = [
-        0,
-        0,
-        SegmentDescriptor.gdtEntry(base: 0, rawLimit: 0xF_FFFF, flags: 0xC09B),
-        SegmentDescriptor.gdtEntry(base: 0, rawLimit: 0xF_FFFF, flags: 0xC093),
-        SegmentDescriptor.gdtEntry(base: 0, rawLimit: 0x67, flags: 0x008B),
-    ]
-
-    static var gdtBytes: [UInt8] {
-        var b = BootParamsBuffer(count: gdt.count * 8)
-        for (i, e) in gdt.enumerated() { b.store64(e, at: i * 8) }
-        return b.bytes
-    }
+    /// The same slots as the long-mode GDT, so both boots look alike to a debugger.
+    static let gdt = BootGDT(code: SegmentDescriptor.gdtEntry(base: 0, rawLimit: 0xF_FFFF, flags: 0xC09B),
+                             data: SegmentDescriptor.gdtEntry(base: 0, rawLimit: 0xF_FFFF, flags: 0xC093),
+                             tss: SegmentDescriptor.gdtEntry(base: 0, rawLimit: 0x67, flags: 0x008B))
 
     static func vcpuState(entry: UInt64, startInfo: UInt64) -> VCPUBootState {
         var regs = GeneralRegisters()
         regs.rip = entry
         regs.rbx = startInfo
         regs.rflags = 0x2
-        let data = SegmentDescriptor(gdtEntry: gdt[Int(dataSelector / 8)], selector: dataSelector)
-        return VCPUBootState(
-            registers: regs,
-            cs: SegmentDescriptor(gdtEntry: gdt[Int(codeSelector / 8)], selector: codeSelector),
-            ds: data, es: data, fs: data, gs: data, ss: data,
-            tr: SegmentDescriptor(gdtEntry: gdt[Int(tssSelector / 8)], selector: tssSelector),
-            ldt: .unusableNull,
-            gdt: DescriptorTableRegister(base: LinuxBootLayout.gdtAddress, limit: UInt16(gdt.count * 8 - 1)),
-            idt: DescriptorTableRegister(base: LinuxBootLayout.idtAddress, limit: UInt16(LongModeTables.idtBytes.count - 1)),
-            cr0: VCPUBootState.cr0PE | VCPUBootState.cr0ET,
-            cr3: 0,
-            cr4: 0,
-            efer: 0)
+        return gdt.vcpuState(registers: regs, cr0: VCPUBootState.cr0PE | VCPUBootState.cr0ET, cr3: 0, cr4: 0, efer: 0)
     }
 }
