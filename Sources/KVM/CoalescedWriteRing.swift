@@ -53,10 +53,19 @@ public final class CoalescedWriteRing: @unchecked Sendable {
     /// Writes replayed so far.
     public var replayed: UInt64 { replaying.withLock { $0 } }
 
+    /// Whether the kernel queued writes not yet replayed: two atomic loads, no lock, so the
+    /// check on every vCPU exit costs next to nothing while the ring is empty.
+    public var hasPending: Bool {
+        guard let base = page.baseAddress else { return false }
+        return sy_atomic_load_u32((base + layout.first).assumingMemoryBound(to: UInt32.self))
+            != sy_atomic_load_u32((base + layout.last).assumingMemoryBound(to: UInt32.self))
+    }
+
     /// Replays every pending write into `handler`, oldest first; returns how many.
     @discardableResult
     public func replay(into handler: any VCPUExitHandler) -> Int {
-        replaying.withLock { total in
+        guard hasPending else { return 0 }
+        return replaying.withLock { total in
             let count = replayLocked { write in
                 let value = LittleEndian.load(write.bytes, at: 0, count: write.bytes.count)
                 let width = AccessWidth(rawValue: write.bytes.count) ?? .byte
