@@ -112,8 +112,20 @@ public enum LinuxBoot: Sendable {
         case .pvh: "PVH"
         }
     }
+}
 
+/// A boot that comes down to bytes at guest-physical addresses (either protocol's plan).
+public protocol GuestWritePlan {
+    var writes: [GuestWrite] { get }
+}
+
+extension GuestWritePlan {
+    /// Writes every piece into guest memory. The plan is unchanged and can be applied again.
     public func apply(to memory: some GuestMemoryWriter) throws {
         for w in writes { try w.apply(to: memory) }
     }
 }
+
+extension LinuxBoot: GuestWritePlan {}
+extension LinuxBootPlan: GuestWritePlan {}
+extension PVHBootPlan: GuestWritePlan {}

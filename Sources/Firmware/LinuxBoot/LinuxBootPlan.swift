@@ -78,11 +78,6 @@ public struct LinuxBootPlan: Sendable {
 
     public func region(_ name: RegionName) -> AddressRange? { regions.first { $0.name == name }?.range }
 
-    /// Writes every piece into guest memory. The plan is unchanged and can be applied again.
-    public func apply(to memory: some GuestMemoryWriter) throws {
-        for w in writes { try w.apply(to: memory) }
-    }
-
     public static func make(kernel: BzImage, initrd: [UInt8]? = nil, commandLine: String,
                             memory: MemoryLayoutDescription,
                             acpiRSDPAddress: UInt64? = nil) throws(LinuxBootError) -> LinuxBootPlan {
