@@ -39,10 +39,13 @@ public final class Machine: Sendable {
         let hostBridge = Q35HostBridge(name: "mch")
         let lpc = ICH9LPC(name: "lpc")
         let ram: RAMHandler
+        guard configuration.memorySize <= configuration.layout.maximumRAM else {
+            throw .memoryTooLarge(requested: configuration.memorySize, maximum: configuration.layout.maximumRAM)
+        }
         do {
             ram = try RAMHandler(size: configuration.memorySize)
         } catch {
-            throw .hostResource("cannot map \(configuration.memorySize >> 20) MiB of guest RAM: \(error)")
+            throw .hostResource("cannot map \(MemorySizeText(configuration.memorySize)) of guest RAM on this host: \(error); use a smaller -m")
         }
         let configAddress = ConfigAddressPort()
         let configData = ConfigDataPort(address: configAddress, root: root)
@@ -123,6 +126,39 @@ public final class Machine: Sendable {
 
     public func mmioWrite(_ address: UInt64, width: AccessWidth, value: UInt64) {
         spaces.write(io: false, at: address, width: width, value: value)
+    }
+
+    /// Writes `bytes` from `address` on as the CPU would, byte by byte, except that runs of
+    /// RAM are copied whole (qtest's write and memset of megabytes). The range must not wrap
+    /// past 2^64; callers check.
+    public func writeMemory(_ address: UInt64, _ bytes: [UInt8]) {
+        var done = 0
+        while done < bytes.count {
+            let here = address &+ UInt64(done)
+            if let run = spaces.ramRun(at: here, in: ram) {
+                let count = Int(min(run.count, UInt64(bytes.count - done)))
+                ram.copyIn(bytes[done..<done + count], at: run.offset)
+                done += count
+            } else {
+                mmioWrite(here, width: .byte, value: UInt64(bytes[done]))
+                done += 1
+            }
+        }
+    }
+
+    /// Reads `count` bytes from `address` on, as `writeMemory` writes them.
+    public func readMemory(_ address: UInt64, count: Int) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(count)
+        while out.count < count {
+            let here = address &+ UInt64(out.count)
+            if let run = spaces.ramRun(at: here, in: ram) {
+                out += ram.copyOut(at: run.offset, count: Int(min(run.count, UInt64(count - out.count))))
+            } else {
+                out.append(UInt8(truncatingIfNeeded: mmioRead(here, width: .byte)))
+            }
+        }
+        return out
     }
 
     // MARK: Topology

@@ -5,13 +5,24 @@ import VMMBase
 
 /// A device the topology placed: its id, driver, the bus it sits on and its devfn there.
 public struct PlacedDevice: Sendable {
+    /// The user's id, or for a device given none a generated `device[N]`: generated ids live in
+    /// their own namespace (QEMU's /machine/peripheral-anon), which a user id cannot enter
+    /// because brackets are not allowed in ids.
     public let id: String
+    /// True when the user gave no id.
+    public let anonymous: Bool
     public let driver: String
     public let function: any PCIFunction
     public let busName: String
     public let devfn: UInt8
     /// True when it was hot-plugged after the machine started.
     public let hotPlugged: Bool
+
+    /// The id the user gave, nil for an anonymous device.
+    public var userID: String? { anonymous ? nil : id }
+
+    /// Where QEMU's object tree keeps it; DEVICE_DELETED reports this.
+    public var qomPath: String { (anonymous ? "/machine/peripheral-anon/" : "/machine/peripheral/") + id }
 }
 
 /// Creates devices from specs and places them on named buses. Buses are named as QEMU names
@@ -57,7 +68,16 @@ final class Topology: Sendable {
 
     var placed: [PlacedDevice] { state.withLock { $0.placed } }
 
-    func device(id: String) -> PlacedDevice? { state.withLock { s in s.placed.first { $0.id == id } } }
+    /// A device by the user's id, or by its QOM path (the only name an anonymous device has).
+    func device(id reference: String) -> PlacedDevice? {
+        state.withLock { s in
+            if let anonymous = reference.removingPrefix("/machine/peripheral-anon/") {
+                return s.placed.first { $0.anonymous && $0.id == anonymous }
+            }
+            let id = reference.removingPrefix("/machine/peripheral/") ?? reference
+            return s.placed.first { !$0.anonymous && $0.id == id }
+        }
+    }
 
     func bus(named name: String) -> BusEntry? { state.withLock { $0.buses[name] } }
 
@@ -82,13 +102,14 @@ final class Topology: Sendable {
         try state.withLock { (s: inout State) throws(MachineConfigurationError) in
             let id: String
             if let given = spec.id {
+                try DeviceID.validate(given)
                 guard s.buses[given] == nil, !s.placed.contains(where: { $0.id == given }) else {
                     throw .duplicateID(given)
                 }
                 id = given
             } else {
+                id = "device[\(s.anonymous)]"
                 s.anonymous += 1
-                id = "\(spec.driver)-\(s.anonymous)"
             }
             let busName = spec.bus ?? rootBusName
             guard let entry = s.buses[busName] else { throw .noSuchBus(busName, device: id) }
@@ -133,8 +154,8 @@ final class Topology: Sendable {
                 s.buses[id] = BusEntry(bus: bridge.secondary, bridge: bridge, parent: (busName, devfn))
             }
             if let slot = Self.chassisSlot(of: spec) { s.chassisSlots[slot] = id }
-            let placed = PlacedDevice(id: id, driver: spec.driver, function: function, busName: busName, devfn: devfn,
-                                      hotPlugged: requireHotPlug)
+            let placed = PlacedDevice(id: id, anonymous: spec.id == nil, driver: spec.driver, function: function,
+                                      busName: busName, devfn: devfn, hotPlugged: requireHotPlug)
             s.placed.append(placed)
             return (placed, controller)
         }
@@ -169,6 +190,18 @@ final class Topology: Sendable {
         }
     }
 
+    /// Detaches one function that was just attached (a failed hot-plug's rollback): its
+    /// neighbours in the slot stay.
+    func remove(_ placed: PlacedDevice) {
+        state.withLock { s in
+            guard let entry = s.buses[placed.busName], entry.bus.occupant(at: placed.devfn) === placed.function else { return }
+            _ = entry.bus.detach(at: placed.devfn)
+            s.placed.removeAll { $0.function === placed.function }
+            s.chassisSlots = s.chassisSlots.filter { $0.value != placed.id }
+            if s.buses[placed.id]?.bridge === placed.function { s.buses[placed.id] = nil }
+        }
+    }
+
     static func format(_ devfn: UInt8) -> String { "\(hex(devfn >> 3, 2)).\(devfn & 7)" }
 
     private static func firstFreeSlot(on bus: PCIBus, named name: String) throws(MachineConfigurationError) -> UInt8 {
@@ -176,6 +209,28 @@ final class Topology: Sendable {
         guard let slot = (0..<32).first(where: { !used.contains(UInt8($0)) }) else { throw .busFull(name) }
         return UInt8(slot) << 3
     }
+}
+
+/// QEMU's rule for ids (id_wellformed): a letter, then letters, digits, '-', '.' or '_'.
+enum DeviceID {
+    static let maximumLength = 128
+
+    static func validate(_ id: String) throws(MachineConfigurationError) {
+        let scalars = id.unicodeScalars
+        guard let first = scalars.first, first.isASCIILetter,
+              scalars.allSatisfy({ $0.isASCIILetter || ("0"..."9").contains($0) || "-._".unicodeScalars.contains($0) }) else {
+            throw .invalidID(id)
+        }
+        guard id.utf8.count <= maximumLength else { throw .invalidID(id) }
+    }
+}
+
+private extension Unicode.Scalar {
+    var isASCIILetter: Bool { ("a"..."z").contains(self) || ("A"..."Z").contains(self) }
+}
+
+extension String {
+    func removingPrefix(_ prefix: String) -> String? { hasPrefix(prefix) ? String(dropFirst(prefix.count)) : nil }
 }
 
 /// Builds device models from specs: the one place that knows driver names.

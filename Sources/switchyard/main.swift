@@ -82,10 +82,10 @@ func parse(_ arguments: [String]) throws -> Command {
         case "-nodefaults", "--nodefaults":
             defaults = false
         case "-m":
-            guard let value = rest.popFirst(), let size = MemorySize.parse(value), size >= 1 << 20 else {
+            guard let value = rest.popFirst() else {
                 throw UsageError(description: "-m needs a memory size of at least 1M, e.g. -m 512M")
             }
-            memory = size
+            memory = try MemorySize.option(value)
         case "--kernel" where verb == "run", "--initrd" where verb == "run", "--append" where verb == "run":
             guard let value = rest.popFirst() else { throw UsageError(description: "\(argument) needs a value, e.g. \(argument) /boot/vmlinuz") }
             switch argument {

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Synchronization
 import Foundation
 import Machine
@@ -331,5 +334,76 @@ struct QEMUInvocationTests {
         #expect(message(["-qtest", "unix:/a,reconnect=1"]).contains("unsupported property 'reconnect=1'"))
         #expect(message(["stray"]).hasPrefix("unexpected argument 'stray'"))
         #expect(message(["-m"]) == "option -m needs a value")
+    }
+}
+
+@Suite("Monitor plumbing under load")
+struct MonitorPlumbingTests {
+    /// Garbage is one error per line however long the line: a megabyte of NUL bytes costs one
+    /// reply, and the text after the newline frames normally.
+    @Test func garbageLinesAreOneErrorEach() {
+        var s = JSONStreamSplitter(limit: 64)
+        let items = s.feed([UInt8](repeating: 0, count: 100_000) + [0x0A] + Array("{}\n".utf8))
+        #expect(items == [.error("stray '\u{0}'"), .text(Array("{}".utf8))])
+        var t = JSONStreamSplitter(limit: 64)
+        t.append(Array("foo bar\n{}".utf8))
+        #expect(t.next() == .text(Array("foo".utf8)))
+        t.skipLine()  // "foo" did not parse: the rest of its line goes
+        #expect(t.next() == .text(Array("{}".utf8)))
+        t.append(Array("baz\n[1]".utf8))
+        #expect(t.next() == .text(Array("baz".utf8)))
+        t.skipLine()  // "baz" ended its line: nothing more to skip
+        #expect(t.next() == .text(Array("[1]".utf8)))
+    }
+
+    /// Callers that ask together share computations, and nobody gets an answer computed
+    /// before they asked.
+    @Test func concurrentQueriesShareFreshComputations() {
+        let computations = Mutex(0)
+        let sharing = FreshResultSharing<Int> {
+            let n = computations.withLock { $0 += 1; return $0 }
+            usleep(100_000)
+            return n
+        }
+        let group = DispatchGroup()
+        let results = Mutex<[Int]>([])
+        for _ in 0..<10 {
+            group.enter()
+            Thread {
+                let v = sharing.value()
+                results.withLock { $0.append(v) }
+                group.leave()
+            }.start()
+        }
+        group.wait()
+        #expect(results.withLock { $0.count } == 10)
+        #expect(computations.withLock { $0 } <= 3, "10 concurrent callers took \(computations.withLock { $0 }) computations")
+        // Asked after the last one finished: a new computation.
+        let before = computations.withLock { $0 }
+        #expect(sharing.value() == before + 1)
+    }
+
+    /// Many clients connecting at once all get in, even before the accept loop catches up.
+    @Test func aBurstOfConnectsIsNotRefused() throws {
+        let path = NSTemporaryDirectory() + "sy-backlog-\(getpid()).sock"
+        let listener = try SocketListener(path: path)
+        defer { listener.stop() }
+        var refused = 0
+        var fds: [Int32] = []
+        for _ in 0..<64 {
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                for (i, b) in path.utf8.enumerated() { raw[i] = b }
+            }
+            let rc = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            if rc != 0 { refused += 1 }
+            fds.append(fd)
+        }
+        for fd in fds { close(fd) }
+        #expect(refused == 0, "\(refused) of 64 simultaneous connects refused")
     }
 }

@@ -49,3 +49,21 @@ import VMMBase
         #expect(sink.events == [.msi(MSIMessage(address: 0xFEE0_0000, data: 0x30))])
     }
 }
+
+@Suite struct RecordingSinkHistoryTests {
+    /// A qtest machine may take millions of MSIs: the history keeps a window of the newest,
+    /// in order, and counts what fell out; levels are state and stay exact.
+    @Test func historyIsBoundedAndKeepsTheNewest() {
+        let sink = RecordingSink(historyLimit: 100)
+        for i in 0..<10_000 { sink.signal(MSIMessage(address: 0xFEE0_0000, data: UInt32(i))) }
+        sink.setLevel(GSI(5), high: true)
+        let events = sink.events
+        #expect(events.count == 100)
+        #expect(sink.droppedEvents == 9_901)
+        #expect(events.first == .msi(MSIMessage(address: 0xFEE0_0000, data: 9_901)))
+        #expect(events.last == .level(GSI(5), high: true))
+        #expect(sink.isHigh(GSI(5)))
+        sink.clearEvents()
+        #expect(sink.events.isEmpty)
+    }
+}

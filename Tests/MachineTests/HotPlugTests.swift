@@ -68,7 +68,7 @@ final class DeletedEvents: Sendable {
     let ids = Mutex<[String]>([])
     func attach(_ machine: Machine) {
         _ = machine.addEventListener { [self] event in
-            if case .deviceDeleted(let id, _) = event { ids.withLock { $0.append(id) } }
+            if case .deviceDeleted(let id, let path) = event { ids.withLock { $0.append(id ?? path) } }
         }
     }
 }

@@ -92,7 +92,7 @@ public struct GuestHotPlugDemo {
         let poweredOff = Mutex(false)
         _ = machine.addEventListener { event in
             switch event {
-            case .deviceDeleted(let id, _): deleted.withLock { $0[id] = HostClock.monotonicNanoseconds() }
+            case .deviceDeleted(let id, let path): deleted.withLock { $0[id ?? path] = HostClock.monotonicNanoseconds() }
             case .powerOff, .resetRequested: poweredOff.withLock { $0 = true }
             }
         }

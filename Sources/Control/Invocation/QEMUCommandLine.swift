@@ -135,12 +135,7 @@ extension QEMUInvocation {
             case "-enable-kvm":
                 result.accelerator = .kvm
             case "-m":
-                let text = try value(option)
-                let sizeText = text.hasPrefix("size=") ? String(text.dropFirst(5)) : text
-                guard let size = MemorySize.parse(sizeText), size >= 1 << 20 else {
-                    throw InvocationError("-m \(text): needs a memory size of at least 1M, e.g. -m 512M")
-                }
-                result.machine.memorySize = size
+                result.machine.memorySize = try MemorySize.option(try value(option))
             case "-smp":
                 let fields = try KeyValueList(try value(option), implicitKey: "cpus", option: option)
                 for (key, v) in fields.pairs {
@@ -350,5 +345,24 @@ public enum MemorySize {
         }
         guard let n = UInt64(text), !n.multipliedReportingOverflow(by: 1 << 20).overflow else { return nil }
         return n << 20
+    }
+
+    /// `-m`'s value (`SIZE` or `size=SIZE`) checked against what the machine can hold, with an
+    /// error that names the limit. `switchyard -m` and `switchyard lspci -m` both use it.
+    public static func option(_ text: String, layout: Q35Layout = .standard) throws(InvocationError) -> UInt64 {
+        let sizeText = text.hasPrefix("size=") ? String(text.dropFirst(5)) : text
+        let maximum = layout.maximumRAM
+        let digits = sizeText.last.map { $0.isLetter ? String(sizeText.dropLast()) : sizeText } ?? ""
+        guard let size = parse(sizeText) else {
+            if !digits.isEmpty, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber) {
+                throw InvocationError("-m \(text): too large; this q35 layout holds at most -m \(MemorySizeText(maximum))")
+            }
+            throw InvocationError("-m \(text): needs a memory size of at least 1M, e.g. -m 512M")
+        }
+        guard size >= 1 << 20 else { throw InvocationError("-m \(text): needs a memory size of at least 1M, e.g. -m 512M") }
+        guard size <= maximum else {
+            throw InvocationError("-m \(text): too large; RAM above 4 GiB would reach the 64-bit PCI window at \(MemorySizeText(layout.pciMemory64Base)); this q35 layout holds at most -m \(MemorySizeText(maximum))")
+        }
+        return size
     }
 }

@@ -19,6 +19,7 @@ public final class SocketSerialBackend: SerialBackend {
 
     public func transmit(_ bytes: [UInt8]) {
         let current = clients.withLock { $0 }
-        for client in current where !client.write(bytes: bytes) { detach(client) }
+        // A vCPU thread transmits: it never waits on a peer. A client that stops reading is dropped.
+        for client in current where !client.write(bytes: bytes, .unsolicited) { detach(client) }
     }
 }

@@ -318,8 +318,9 @@ public struct JSONParser {
 
 /// Splits a QMP byte stream into JSON texts as QEMU's streamer does: a text ends where its
 /// outermost brace or bracket closes; a scalar ends at whitespace. Strings are tracked so
-/// braces inside them do not count. Bytes that can never start or continue JSON outside a
-/// string end the text at once with an error, so binary garbage cannot stall the stream.
+/// braces inside them do not count. A byte that can never start or continue JSON outside a
+/// string is an error, and the rest of its line is skipped: one error per line of garbage,
+/// not one per byte. `skipLine()` does the same for a text the caller could not parse.
 public struct JSONStreamSplitter: Sendable {
     public enum Item: Sendable, Equatable {
         case text([UInt8])
@@ -327,19 +328,50 @@ public struct JSONStreamSplitter: Sendable {
     }
 
     public let limit: Int
+    private var input: [UInt8] = []
+    private var position = 0
     private var buffer: [UInt8] = []
     private var depth = 0
     private var quote: UInt8?
     private var escaped = false
     private var discarding = false
+    /// Bytes skipped since the last text that framed cleanly.
+    public private(set) var discardedBytes = 0
+    /// The last item ended with its line (a scalar ended by a newline): nothing is left to skip.
+    private var endedLine = false
 
     public init(limit: Int = 1 << 20) { self.limit = limit }
 
-    public mutating func feed(_ input: some Sequence<UInt8>) -> [Item] {
+    /// Takes more of the stream; `next()` frames it.
+    public mutating func append(_ bytes: some Sequence<UInt8>) {
+        if position == input.count {
+            input.removeAll(keepingCapacity: true)
+            position = 0
+        }
+        input.append(contentsOf: bytes)
+    }
+
+    /// Everything `bytes` completes, framed at once.
+    public mutating func feed(_ bytes: some Sequence<UInt8>) -> [Item] {
+        append(bytes)
         var out: [Item] = []
-        for b in input {
+        while let item = next() { out.append(item) }
+        return out
+    }
+
+    /// Skips what is left of the current line (after a text that did not parse).
+    public mutating func skipLine() {
+        reset()
+        discarding = !endedLine
+    }
+
+    /// The next complete item, or nil when the stream so far holds none.
+    public mutating func next() -> Item? {
+        while position < input.count {
+            let b = input[position]
+            position += 1
             if discarding {
-                if b == 0x0A { discarding = false }
+                if b == 0x0A { discarding = false } else { discardedBytes += 1 }
                 continue
             }
             if let q = quote {
@@ -348,19 +380,18 @@ public struct JSONStreamSplitter: Sendable {
             } else {
                 switch b {
                 case 0x20, 0x09, 0x0A, 0x0D:
-                    if depth == 0 && !buffer.isEmpty { out.append(.text(buffer)); buffer.removeAll() } else if depth > 0 { buffer.append(b) }
+                    if depth == 0 && !buffer.isEmpty { return take(endingLine: b == 0x0A) } else if depth > 0 { buffer.append(b) }
                 case UInt8(ascii: "{"), UInt8(ascii: "["):
-                    if depth == 0 && !buffer.isEmpty { out.append(.text(buffer)); buffer.removeAll() }
+                    if depth == 0 && !buffer.isEmpty {
+                        position -= 1  // the bracket starts the next text
+                        return take()
+                    }
                     depth += 1
                     buffer.append(b)
                 case UInt8(ascii: "}"), UInt8(ascii: "]"):
                     buffer.append(b)
                     depth -= 1
-                    if depth <= 0 {
-                        out.append(.text(buffer))
-                        buffer.removeAll()
-                        depth = 0
-                    }
+                    if depth <= 0 { return take() }
                 case UInt8(ascii: "\""), UInt8(ascii: "'"):
                     quote = b
                     buffer.append(b)
@@ -369,18 +400,28 @@ public struct JSONStreamSplitter: Sendable {
                 default:
                     // QEMU shows a byte that is not valid UTF-8 as U+FFFD.
                     let stray = b < 0x80 ? String(Character(Unicode.Scalar(b))) : "\u{FFFD}"
-                    out.append(.error("stray '\(stray)'"))
-                    reset()
-                    continue
+                    endedLine = false
+                    skipLine()
+                    discardedBytes += 1
+                    return .error("stray '\(stray)'")
                 }
             }
             if buffer.count > limit {
-                out.append(.error("token size limit exceeded (\(limit) bytes)"))
-                reset()
-                discarding = b != 0x0A
+                discardedBytes += buffer.count
+                endedLine = b == 0x0A
+                skipLine()
+                return .error("token size limit exceeded (\(limit) bytes)")
             }
         }
-        return out
+        return nil
+    }
+
+    private mutating func take(endingLine: Bool = false) -> Item {
+        let text = buffer
+        endedLine = endingLine
+        reset()
+        discardedBytes = 0
+        return .text(text)
     }
 
     private mutating func reset() {

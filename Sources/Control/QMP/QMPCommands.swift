@@ -33,7 +33,7 @@ enum QMPCommands {
         "query-commands": Handler(schema: none) { _, _, _ in
             .array(table.keys.sorted().map { ["name": .string($0)] })
         },
-        "query-pci": Handler(schema: none) { monitor, _, _ in QueryPCI.info(monitor.machine) },
+        "query-pci": Handler(schema: none) { monitor, _, _ in monitor.pciQuery.value() },
         "device_add": Handler(schema: .open(required: [
             .init(name: "driver", kind: .string, required: true),
             .init(name: "id", kind: .string, required: false),
@@ -104,10 +104,10 @@ enum QMPCommands {
                     guard (0...255).contains(devfn) else { throw QMPError("Property 'addr' expects a PCI address 0-255 or SLOT.FN") }
                     spec.devfn = UInt8(devfn)
                 } else {
-                    do {
-                        spec.devfn = try DeviceSpec(parsing: "\(spec.driver),addr=\(text)").devfn
+                    do throws(MachineConfigurationError) {
+                        spec.devfn = try DeviceSpec.parseAddress(text, in: "addr=\(text)")
                     } catch {
-                        throw QMPError("\(error)")
+                        throw QMPError("Property 'addr' expects a PCI address SLOT[.FN] with slot 0-31 and function 0-7, not addr=\(text)")
                     }
                 }
             case "multifunction":
@@ -129,6 +129,7 @@ enum QMPCommands {
         case .unknownDriver(let driver, _): QMPError("'\(driver)' is not a valid device model name")
         case .noSuchBus(let bus, _): QMPError("Bus '\(bus)' not found")
         case .duplicateID(let id): QMPError("Duplicate device ID '\(id)'")
+        case .invalidID: QMPError("Parameter 'id' expects an identifier; \(error)")
         case .noSuchDevice(let id): QMPError(.deviceNotFound, "Device '\(id)' not found")
         case .notHotPluggable(let bus, let reason):
             reason.contains("does not support hotplugging") ? QMPError("Bus '\(bus)' does not support hotplugging")

@@ -46,9 +46,9 @@ public final class QMPSession: Sendable {
     func setNegotiated() { negotiated.withLock { $0 = true } }
 
     @discardableResult
-    func send(_ value: JSONValue) -> Bool {
+    func send(_ value: JSONValue, _ delivery: SocketConnection.Delivery = .reply) -> Bool {
         let line = value.serialized + "\n"
-        if let connection { return connection.write(line) }
+        if let connection { return connection.write(line, delivery) }
         captured.withLock { $0.append(line) }
         return true
     }
@@ -66,10 +66,13 @@ public final class QMPMonitor: Sendable {
     private let listenerToken = Mutex<Int?>(nil)
     /// The largest JSON text a client may send.
     public let messageLimit: Int
+    /// query-pci answers, shared among clients asking at once.
+    let pciQuery: FreshResultSharing<JSONValue>
 
     public init(controller: VMController, messageLimit: Int = 1 << 20) {
         self.controller = controller
         self.messageLimit = messageLimit
+        pciQuery = FreshResultSharing { [machine = controller.machine] in QueryPCI.info(machine) }
         let token = controller.machine.addEventListener { [weak self] event in self?.publish(event) }
         listenerToken.withLock { $0 = token }
     }
@@ -94,26 +97,48 @@ public final class QMPMonitor: Sendable {
         _ = sessions.withLock { $0.removeValue(forKey: ObjectIdentifier(session)) }
     }
 
-    /// Serves one client until it disconnects (or the controller asks to exit).
+    /// Serves one client until it disconnects (or the controller asks to exit). Garbage gets
+    /// one error per line or JSON text; a client that sends nothing but garbage for
+    /// `garbageLimit` messages in a row, or more than four message limits of it, is disconnected.
     public func serve(_ connection: SocketConnection) {
         let session = QMPSession(connection: connection)
         sessions.withLock { $0[ObjectIdentifier(session)] = session }
         defer { closeSession(session) }
         guard session.send(greeting) else { return }
         var splitter = JSONStreamSplitter(limit: messageLimit)
+        var garbage = 0
         while let bytes = connection.read() {
-            for item in splitter.feed(bytes) {
+            splitter.append(bytes)
+            while let item = splitter.next() {
                 let reply: JSONValue?
                 switch item {
                 case .error(let message):
+                    garbage += 1
                     reply = ["error": QMPError(.genericError, "JSON parse error, \(message)").json]
                 case .text(let text):
-                    reply = handle(text: text, in: session)
+                    switch Result(catching: { () throws(JSONParseError) in try JSONParser.parse(text) }) {
+                    case .success(let request):
+                        garbage = 0
+                        reply = handle(request, in: session)
+                    case .failure(let error):
+                        garbage += 1
+                        splitter.skipLine()
+                        reply = ["error": QMPError(.genericError, "JSON parse error, \(error.description)").json]
+                    }
                 }
                 if let reply, !session.send(reply) { return }
+                if garbage >= garbageLimit || splitter.discardedBytes > 4 * messageLimit {
+                    session.send(["error": QMPError(.genericError, "too much invalid input; closing the connection").json])
+                    connection.flush()
+                    return
+                }
             }
         }
     }
+
+    /// Garbage messages in a row that end a connection.
+    public static let garbageLimit = 16
+    var garbageLimit: Int { Self.garbageLimit }
 
     /// The greeting QEMU sends first: version and offered capabilities (none: no OOB).
     public var greeting: JSONValue {
@@ -138,15 +163,19 @@ public final class QMPMonitor: Sendable {
         ]
         if let data { members.append(("data", data)) }
         let event = JSONValue.object(members)
+        // Never waits: a client that stopped reading is dropped, not waited for.
         for session in sessions.withLock({ Array($0.values) }) where session.isNegotiated {
-            session.send(event)
+            session.send(event, .unsolicited)
         }
     }
 
     func publish(_ event: MachineEvent) {
         switch event {
         case .deviceDeleted(let id, let path):
-            emit("DEVICE_DELETED", data: ["device": .string(id), "path": .string(path)])
+            // QEMU leaves `device` out for a device that had no id.
+            var data: [(String, JSONValue)] = id.map { [("device", .string($0))] } ?? []
+            data.append(("path", .string(path)))
+            emit("DEVICE_DELETED", data: .object(data))
         case .resetRequested:
             emit("RESET", data: ["guest": .bool(true), "reason": .string("guest-reset")])
         case .powerOff:
@@ -224,6 +253,7 @@ public final class QMPMonitor: Sendable {
             // Events a command causes go out before its reply, as QEMU orders them; actions
             // that end the process come after the reply is sent.
             session.send(response)
+            session.connection?.flush()
             after(self)
             return nil
         }

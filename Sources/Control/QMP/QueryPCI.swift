@@ -11,7 +11,7 @@ enum QueryPCI {
         let spaces = machine.guestVisibleConfigSpaces()
         let models = GuestLspci.modelsByAddress(machine)
         var ids: [ObjectIdentifier: String] = [:]
-        for placed in machine.devices { ids[ObjectIdentifier(placed.function)] = placed.id }
+        for placed in machine.devices { ids[ObjectIdentifier(placed.function)] = placed.userID ?? "" }
         var byBus: [UInt8: [(PCIAddress, [UInt8])]] = [:]
         for (address, config) in spaces { byBus[address.bus, default: []].append((address, config)) }
 

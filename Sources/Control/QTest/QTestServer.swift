@@ -91,10 +91,10 @@ public final class QTestServer: Sendable {
     }
 
     /// Sends (and logs) text to the connected test; with no connection, `outputSink` gets it.
-    private func send(_ text: String) {
+    private func send(_ text: String, _ delivery: SocketConnection.Delivery = .reply) {
         log?.sent(text)
         let connection = state.withLock { $0.connection }
-        if let connection { connection.write(text) } else { outputSink.withLock { $0.append(text) } }
+        if let connection { connection.write(text, delivery) } else { outputSink.withLock { $0.append(text) } }
     }
 
     /// What was sent while no socket was connected (tests drive `process(line:)` directly).
@@ -107,7 +107,7 @@ public final class QTestServer: Sendable {
             s.levels[number] = high
             return true
         }
-        if changed { send("IRQ \(high ? "raise" : "lower") \(number)\n") }
+        if changed { send("IRQ \(high ? "raise" : "lower") \(number)\n", .unsolicited) }
     }
 
     // MARK: Commands
@@ -151,6 +151,10 @@ public final class QTestServer: Sendable {
             let n = try unsigned(i)
             guard n <= UInt64(Self.maximumTransfer) else {
                 throw ArgumentError(message: "size \(n) is larger than \(Self.maximumTransfer) bytes")
+            }
+            // The range may end at 2^64 - 1 but not wrap to address 0, as readq/writeq do not.
+            if n > 0, let address = CInteger.unsigned(words[1]), address > UInt64.max - (n - 1) {
+                throw ArgumentError(message: "\(n) bytes at 0x\(String(address, radix: 16)) would wrap past the end of the address space")
             }
             return Int(n)
         }
@@ -264,13 +268,9 @@ public final class QTestServer: Sendable {
     /// The most bytes one read/write/memset moves.
     public static let maximumTransfer = 64 << 20
 
-    private func readMemory(_ address: UInt64, count: Int) -> [UInt8] {
-        (0..<count).map { i in UInt8(truncatingIfNeeded: machine.mmioRead(address &+ UInt64(i), width: .byte)) }
-    }
+    private func readMemory(_ address: UInt64, count: Int) -> [UInt8] { machine.readMemory(address, count: count) }
 
-    private func writeMemory(_ address: UInt64, _ bytes: [UInt8]) {
-        for (i, b) in bytes.enumerated() { machine.mmioWrite(address &+ UInt64(i), width: .byte, value: UInt64(b)) }
-    }
+    private func writeMemory(_ address: UInt64, _ bytes: [UInt8]) { machine.writeMemory(address, bytes) }
 
     static func hex(_ value: UInt64, digits: Int) -> String {
         let s = String(value, radix: 16)

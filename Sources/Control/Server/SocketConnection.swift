@@ -3,33 +3,51 @@ import HostOS
 import Synchronization
 
 /// One connected client: a socket, or a pair of FIFOs (QEMU's `-chardev pipe`). Reads happen
-/// on the client's own thread; writes may come from any thread (replies, and events or IRQ
-/// notices caused elsewhere) and are serialized so messages never interleave. After the peer
-/// goes away, writes are dropped silently.
+/// on the client's own thread. Writes go through a bounded outbox that a writer thread of the
+/// connection's own drains, so no thread of the machine ever waits on a peer: messages never
+/// interleave, replies wait for room (back-pressure on the client's own requests), and an
+/// unsolicited message (an event, an IRQ notice, serial output) that does not fit drops the
+/// client, as QEMU's monitor drops a client that stops reading. After the peer goes away,
+/// writes are dropped silently.
 public final class SocketConnection: Sendable {
     private let descriptor: FileDescriptor
     /// The FIFO written to, for a pipe pair; nil for a socket (reads and writes on one fd).
     private let pipeOutput: FileDescriptor?
-    private let writeState = Mutex(WriteState())
+    private let outbox: Outbox
+    /// Says why the connection was dropped (a client that stopped reading); nil logs nothing.
+    private let dropLog: (@Sendable (String) -> Void)?
 
-    private struct WriteState {
-        var broken = false
-    }
-
-    public init(_ descriptor: consuming FileDescriptor) {
+    /// - Parameters:
+    ///   - outputLimit: the most bytes waiting for the peer before an unsolicited message drops it.
+    public init(_ descriptor: consuming FileDescriptor, outputLimit: Int = SocketConnection.defaultOutputLimit,
+                dropLog: (@Sendable (String) -> Void)? = SocketConnection.standardErrorLog) {
         self.descriptor = descriptor
         pipeOutput = nil
+        outbox = Outbox(limit: outputLimit)
+        self.dropLog = dropLog
     }
 
     /// A pipe pair: reads from `input`, writes to `output`.
-    public init(reading input: consuming FileDescriptor, writing output: consuming FileDescriptor) {
+    public init(reading input: consuming FileDescriptor, writing output: consuming FileDescriptor,
+                outputLimit: Int = SocketConnection.defaultOutputLimit,
+                dropLog: (@Sendable (String) -> Void)? = SocketConnection.standardErrorLog) {
         descriptor = input
         pipeOutput = .some(output)
+        outbox = Outbox(limit: outputLimit)
+        self.dropLog = dropLog
+    }
+
+    /// 1 MiB: thousands of events, far more than a client that reads ever lets pile up.
+    public static let defaultOutputLimit = 1 << 20
+
+    public static let standardErrorLog: @Sendable (String) -> Void = { line in
+        FileHandle.standardError.write(Data("switchyard: \(line)\n".utf8))
     }
 
     /// Reads what is available (blocking until something is). Nil at end of stream, on an
     /// error, or after `close()`.
     public func read(maximum: Int = 64 * 1024) -> [UInt8]? {
+        guard !outbox.isClosed else { return nil }
         var chunk = [UInt8](repeating: 0, count: maximum)
         let n: Int
         do {
@@ -43,34 +61,165 @@ public final class SocketConnection: Sendable {
         return Array(chunk[..<n])
     }
 
-    /// Sends `text` whole; false once the peer is gone.
-    @discardableResult
-    public func write(_ text: String) -> Bool { write(bytes: Array(text.utf8)) }
+    /// How a message waits when the outbox is full.
+    public enum Delivery: Sendable {
+        /// A reply to the peer's own request: wait for room (the peer's reader thread waits).
+        case reply
+        /// Unsolicited: never wait; a peer with no room for it is dropped.
+        case unsolicited
+    }
 
-    /// Sends `bytes` whole; false once the peer is gone.
+    /// Queues `text` for the peer; false once the peer is gone or was dropped.
     @discardableResult
-    public func write(bytes: [UInt8]) -> Bool {
-        writeState.withLock { state in
-            guard !state.broken else { return false }
-            do {
-                switch pipeOutput {
-                case .some(let output): try output.writeAll(bytes)
-                case .none: try descriptor.sendAll(bytes)
-                }
-                return true
-            } catch {
-                state.broken = true
-                return false
-            }
+    public func write(_ text: String, _ delivery: Delivery = .reply) -> Bool { write(bytes: Array(text.utf8), delivery) }
+
+    /// Queues `bytes` for the peer; false once the peer is gone or was dropped.
+    @discardableResult
+    public func write(bytes: [UInt8], _ delivery: Delivery = .reply) -> Bool {
+        switch outbox.put(bytes, waitForRoom: delivery == .reply) {
+        case .queued(let startWriter):
+            if startWriter { startWriterThread() }
+            return true
+        case .closed:
+            return false
+        case .overflow(let pending):
+            dropLog?("dropping a client that stopped reading: \(pending) bytes unread (limit \(outbox.limit))")
+            close()
+            return false
         }
     }
 
-    /// Wakes a blocked reader and makes further reads and writes fail. The fd itself is closed
-    /// when the last reference goes away. A pipe pair only stops writing (a FIFO read cannot be
-    /// woken from outside; the reader ends with the process).
+    /// Bytes queued and not yet taken by the peer.
+    public var pendingOutput: Int { outbox.pendingBytes }
+
+    private func startWriterThread() {
+        let thread = Thread { [self] in
+            while let message = outbox.next() {
+                do {
+                    switch pipeOutput {
+                    case .some(let output): try output.writeAll(message)
+                    case .none: try descriptor.sendAll(message)
+                    }
+                    outbox.sent(message.count)
+                } catch {
+                    outbox.close()
+                }
+            }
+        }
+        thread.name = "switchyard-client-writer"
+        thread.start()
+    }
+
+    /// Waits (up to `timeout` seconds) until the peer was handed everything queued, e.g. the
+    /// reply to `quit` before the process ends. True when nothing is left.
+    @discardableResult
+    public func flush(timeout: Double = 1) -> Bool { outbox.drain(until: Date(timeIntervalSinceNow: timeout)) }
+
+    /// Wakes a blocked reader and writer and makes further reads and writes fail. Never waits
+    /// on the peer. The fd itself is closed when the last reference goes away. A pipe pair only
+    /// stops writing (a FIFO read cannot be woken from outside; the reader ends with the process).
     public func close() {
-        writeState.withLock { $0.broken = true }
+        outbox.close()
         _ = try? descriptor.shutdown(.both)
+    }
+}
+
+/// The queue between a connection's writers and its writer thread: bytes pending are bounded,
+/// and nothing here waits while holding the lock across I/O. A condition variable is what this
+/// needs (wait for work, wait for room); NSCondition is that, so the type is checked by hand:
+/// every stored property is touched only with `condition` locked.
+final class Outbox: @unchecked Sendable {
+    enum PutResult {
+        /// Queued; `true` when the writer thread must be started (the first message).
+        case queued(Bool)
+        case closed
+        /// No room for an unsolicited message: `pending` bytes were waiting.
+        case overflow(Int)
+    }
+
+    let limit: Int
+    private let condition = NSCondition()
+    private var queue: [[UInt8]] = []
+    private var head = 0
+    private var pending = 0
+    private var closed = false
+    private var writerStarted = false
+
+    init(limit: Int) { self.limit = max(1, limit) }
+
+    func put(_ bytes: [UInt8], waitForRoom: Bool) -> PutResult {
+        condition.lock()
+        defer { condition.unlock() }
+        if waitForRoom {
+            // Room means under the limit: one reply larger than the limit still goes out whole.
+            while !closed && pending >= limit { condition.wait() }
+        } else if !closed && pending + bytes.count > limit {
+            return .overflow(pending)
+        }
+        guard !closed else { return .closed }
+        queue.append(bytes)
+        pending += bytes.count
+        condition.broadcast()
+        let start = !writerStarted
+        writerStarted = true
+        return .queued(start)
+    }
+
+    /// The next message for the writer thread, waiting for one; nil once closed.
+    func next() -> [UInt8]? {
+        condition.lock()
+        defer { condition.unlock() }
+        while !closed && head == queue.count { condition.wait() }
+        guard !closed else { return nil }
+        let message = queue[head]
+        queue[head] = []
+        head += 1
+        if head > 64 && head * 2 > queue.count {
+            queue.removeFirst(head)
+            head = 0
+        }
+        return message
+    }
+
+    /// The writer thread delivered `count` bytes: room for more.
+    func sent(_ count: Int) {
+        condition.lock()
+        if !closed { pending -= count }
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func close() {
+        condition.lock()
+        closed = true
+        queue.removeAll()
+        head = 0
+        pending = 0
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Waits until everything queued was delivered, the outbox closed, or `deadline` passed.
+    /// True when nothing is left pending.
+    func drain(until deadline: Date) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        while !closed && pending > 0 {
+            guard condition.wait(until: deadline) else { break }
+        }
+        return pending == 0
+    }
+
+    var isClosed: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return closed
+    }
+
+    var pendingBytes: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return pending
     }
 }
 
@@ -104,7 +253,8 @@ public final class SocketListener: Sendable {
 
     public init(path: String) throws(SystemError) {
         self.path = path
-        listener = try UnixSocket.listen(path: path, replacingExisting: true)
+        // A deep backlog: many clients connecting at once (a test fleet, libvirt and a user) all get in.
+        listener = try UnixSocket.listen(path: path, backlog: SOMAXCONN, replacingExisting: true)
     }
 
     /// Accepts one client on the calling thread (for wait=on) and serves it on a new thread.
@@ -140,7 +290,13 @@ public final class SocketListener: Sendable {
     public func stop() {
         guard !stopped.withLock({ let was = $0; $0 = true; return was }) else { return }
         _ = try? listener.shutdown(.both)
-        for client in clients.withLock({ Array($0.values) }) { client.close() }
+        // What is already queued (a SHUTDOWN event, the reply to quit) gets a moment to go out;
+        // a client that does not read costs at most that moment.
+        let deadline = Date(timeIntervalSinceNow: 0.5)
+        for client in clients.withLock({ Array($0.values) }) {
+            client.flush(timeout: max(0, deadline.timeIntervalSinceNow))
+            client.close()
+        }
         UnixSocket.removeFile(path)
     }
 

@@ -79,6 +79,18 @@ final class MachineAddressSpaces: Sendable {
         }
     }
 
+    /// Where `address` falls in `ram` as the platform layer maps it now (PAM and SMRAM
+    /// included): the offset into `ram` and how many bytes from there stay in the same mapping.
+    func ramRun(at address: UInt64, in ram: RAMHandler) -> (offset: UInt64, count: UInt64)? {
+        guard let entry = platform(io: false).entry(containing: address), entry.handler === ram else { return nil }
+        let into = address - entry.range.base
+        let (offset, overflow) = entry.handlerOffset.addingReportingOverflow(into)
+        guard !overflow, offset < ram.size else { return nil }
+        // last - address may be 2^64 - 1 only for a region covering everything: clamp to RAM.
+        let inRegion = entry.range.last - address
+        return (offset, min(inRegion, ram.size - offset - 1) + 1)
+    }
+
     /// Text of both layers, for debugging ("info mtree"-like).
     func describe(io: Bool) -> String {
         "platform:\n" + platform(io: io).summary + "\npci:\n" + pci(io: io).summary

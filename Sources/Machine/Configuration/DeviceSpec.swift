@@ -48,7 +48,7 @@ public struct DeviceSpec: Sendable, Hashable {
     }
 
     /// `SLOT[.FN]`, each decimal or 0x-hex, as QEMU accepts it.
-    static func parseAddress(_ value: String, in text: String) throws(MachineConfigurationError) -> UInt8 {
+    public static func parseAddress(_ value: String, in text: String) throws(MachineConfigurationError) -> UInt8 {
         let parts = value.split(separator: ".", omittingEmptySubsequences: false)
         guard (1...2).contains(parts.count), let slot = parseNumber(parts[0]),
               let fn = parts.count == 2 ? parseNumber(parts[1]) : 0, slot < 32, fn < 8 else {
@@ -78,11 +78,13 @@ public enum MachineConfigurationError: Error, Hashable, CustomStringConvertible 
     case addressInUse(bus: String, address: String, occupant: String)
     case busFull(String)
     case duplicateID(String)
+    case invalidID(String)
     case invalidProperty(device: String, property: String, reason: String)
     case notHotPluggable(bus: String, reason: String)
     case noSuchDevice(String)
     case hotPlug(HotPlugError)
     case hostResource(String)
+    case memoryTooLarge(requested: UInt64, maximum: UInt64)
     case device(id: String, reason: String)
     case duplicateChassisSlot(chassis: Int, slot: Int, owner: String)
 
@@ -97,14 +99,26 @@ public enum MachineConfigurationError: Error, Hashable, CustomStringConvertible 
             "address \(address) on bus \(bus) is already used by \(occupant); choose another addr="
         case .busFull(let bus): "bus \(bus) has no free slot; add a bridge, a switch or another root port"
         case .duplicateID(let id): "duplicate device id '\(id)'; ids must be unique"
+        case .invalidID(let id):
+            "id '\(id.count > 40 ? String(id.prefix(40)) + "..." : id)' is not an identifier: ids start with a letter and contain only letters, digits, '-', '.' and '_' (at most \(128) characters)"
         case .invalidProperty(let device, let property, let reason): "device '\(device)': \(property): \(reason)"
         case .notHotPluggable(_, let reason): reason
         case .noSuchDevice(let id): "Device '\(id)' not found"
         case .hotPlug(let error): "\(error)"
         case .hostResource(let reason): reason
+        case .memoryTooLarge(let requested, let maximum):
+            "guest RAM of \(MemorySizeText(requested)) does not fit this q35 layout: RAM above 4 GiB would reach the 64-bit PCI window; use at most -m \(MemorySizeText(maximum))"
         case .device(_, let reason): reason
         case .duplicateChassisSlot(let chassis, let slot, let owner):
             "chassis \(chassis) slot \(slot) is already used by '\(owner)'; give each hot-pluggable port its own chassis=/slot="
         }
     }
+}
+
+/// A byte count as `-m` spells it: the largest unit that divides it (512M, 2G, 3T), else bytes.
+public func MemorySizeText(_ bytes: UInt64) -> String {
+    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] where bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        return "\(bytes >> shift)\(unit)"
+    }
+    return "\(bytes) bytes"
 }

@@ -18,5 +18,11 @@ public struct Q35Layout: Sendable, Hashable {
 
     public init() {}
 
+    /// The most guest RAM this layout holds: below 4 GiB up to `lowMemoryLimit`, the rest from
+    /// 4 GiB up to the 64-bit PCI window (RAM must not overlap where 64-bit BARs go).
+    public var maximumRAM: UInt64 {
+        lowMemoryLimit + (pciMemory64Base > 1 << 32 ? pciMemory64Base - (1 << 32) : 0)
+    }
+
     public static let standard = Q35Layout()
 }

@@ -15,9 +15,9 @@ extension Machine {
             do {
                 try controller.plug(device: placed.devfn >> 3)
             } catch {
-                for removed in topology.removeSlot(busName: placed.busName, device: placed.devfn >> 3) {
-                    disconnectInterrupts(removed)
-                }
+                // Only what this call added goes: functions already in the slot stay.
+                disconnectInterrupts(placed)
+                topology.remove(placed)
                 topologyChanged()
                 throw .hotPlug(error)
             }
@@ -57,7 +57,7 @@ extension Machine {
         for placed in deleted { disconnectInterrupts(placed) }
         topologyChanged()
         for placed in deleted {
-            events.emit(.deviceDeleted(id: placed.id, path: "/machine/peripheral/\(placed.id)"))
+            events.emit(.deviceDeleted(id: placed.userID, path: placed.qomPath))
         }
     }
 }

@@ -3,8 +3,9 @@ import Synchronization
 
 /// Things the machine reports to monitors (QMP events).
 public enum MachineEvent: Sendable, Hashable {
-    /// A device's removal completed; `path` is its QOM-style path.
-    case deviceDeleted(id: String, path: String)
+    /// A device's removal completed; `id` is the user's id (nil for a device given none) and
+    /// `path` its QOM path (`/machine/peripheral/ID` or `/machine/peripheral-anon/device[N]`).
+    case deviceDeleted(id: String?, path: String)
     /// The guest asked for a platform reset (i8042 pulse, RST_CNT at 0xCF9). The machine
     /// reports it; whoever runs the vCPUs decides to call `Machine.reset()`.
     case resetRequested(ResetSource)

@@ -27,4 +27,18 @@ public final class RAMHandler: IORegionHandler {
         guard offset < size, UInt64(width.bytes) <= size - offset else { return }
         for i in 0..<width.bytes { mapping.bytes[Int(offset) + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) }
     }
+
+    /// Copies `bytes` in at `offset` (checked: nothing outside the mapping is touched).
+    func copyIn(_ bytes: ArraySlice<UInt8>, at offset: UInt64) {
+        guard offset <= size, UInt64(bytes.count) <= size - offset else { return }
+        bytes.withUnsafeBytes { source in
+            UnsafeMutableRawBufferPointer(rebasing: mapping.bytes[Int(offset)..<Int(offset) + source.count]).copyMemory(from: source)
+        }
+    }
+
+    /// `count` bytes from `offset` (checked as `copyIn`).
+    func copyOut(at offset: UInt64, count: Int) -> [UInt8] {
+        guard offset <= size, UInt64(count) <= size - offset else { return [] }
+        return Array(mapping.bytes[Int(offset)..<Int(offset) + count])
+    }
 }
