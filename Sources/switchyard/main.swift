@@ -51,8 +51,11 @@ let usage = """
       -device DRIVER[,id=ID][,bus=BUS][,addr=SLOT[.FN]][,multifunction=on]
                           add a device (drivers: pci-testdev, pci-bridge, pcie-root-port,
                           ioh3420, x3130-upstream, xio3130-downstream); BUS is pcie.0 or
-                          the id of a bridge or port added earlier
-      -nodefaults         start from the bare chipset instead of the built-in default machine
+                          the id of a bridge or port added earlier. Devices add to a bare
+                          q35, as with QEMU: the built-in default machine (a pci-testdev t0
+                          at 00:02, a pci-bridge br1 at 00:03 with t1 and t2, an empty root
+                          port rp1 at 00:04) is used only when no -device is given
+      -nodefaults         the bare chipset even without -device
       -m SIZE             guest RAM, e.g. 512M or 2G (default 128M)
 
     \(QEMUInvocation.usage)
@@ -106,7 +109,9 @@ func parse(_ arguments: [String]) throws -> Command {
             }
         }
     }
-    var configuration = defaults ? MachineConfiguration.defaultMachine : MachineConfiguration()
+    // As with QEMU, -device adds to a bare q35: the default machine is a starting point for
+    // someone who names no device at all, never something a -device can collide with.
+    var configuration = defaults && devices.isEmpty ? MachineConfiguration.defaultMachine : MachineConfiguration()
     configuration.devices += devices
     if let memory { configuration.memorySize = memory }
     switch verb {
@@ -119,7 +124,7 @@ func parse(_ arguments: [String]) throws -> Command {
         var options = GuestHotPlugDemo.Options(kernelPath: kernel, initrdPath: initrd)
         options.extraCommandLine = append
         guard configuration.devices.contains(where: { $0.id == options.slotBus }) else {
-            throw UsageError(description: "run --kernel hot-plugs into root port '\(options.slotBus)', which this machine lacks; drop -nodefaults or add -device pcie-root-port,id=\(options.slotBus),chassis=1")
+            throw UsageError(description: "run --kernel hot-plugs into root port '\(options.slotBus)', which this machine lacks (-device or -nodefaults leave out the default machine); add -device pcie-root-port,id=\(options.slotBus),chassis=1,slot=1")
         }
         return .runGuest(configuration, options)
     case "lspci": return .lspci(configuration, try LspciOptions(arguments: lspciFlags))

@@ -19,7 +19,7 @@ import VMMBase
         let file = try temporaryFile("dump.txt", contents: dump.out)
         defer { try? FileManager.default.removeItem(atPath: file) }
 
-        let machine = try Machine(MachineConfiguration.defaultMachine.adding(devices))
+        let machine = try Machine(MachineConfiguration().adding(devices))  // -device adds to a bare q35
         let report = try machine.runFirmware()
 
         let verbose = try run(Self.lspci, ["-F", file, "-vvv"])
