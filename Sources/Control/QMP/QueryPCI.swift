@@ -8,7 +8,7 @@ import VMMBase
 /// are where the BAR decodes (-1 while it does not), as QEMU reports its mapped address.
 enum QueryPCI {
     static func info(_ machine: Machine) -> JSONValue {
-        let spaces = machine.guestVisibleConfigSpaces()
+        let spaces = machine.guestVisibleConfigSpaces(headerOnly: true)
         let models = GuestLspci.modelsByAddress(machine)
         var ids: [ObjectIdentifier: String] = [:]
         for placed in machine.devices { ids[ObjectIdentifier(placed.function)] = placed.userID ?? "" }

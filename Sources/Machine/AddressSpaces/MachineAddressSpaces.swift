@@ -17,17 +17,21 @@ final class MachineAddressSpaces: Sendable {
         var pciIO: FlatView?
         var pciRebuilds = 0
         var platformRebuilds = 0
+        /// Bumped by every invalidation: a view built from state older than this is never cached.
+        var pciGeneration = 0
+        /// Bumped by every platform rebuild that starts: only the newest one stores its views.
+        var platformGeneration = 0
     }
 
     private let views: Mutex<Views>
     private let composePlatform: @Sendable () -> (memory: Region, io: Region)
-    private let rootBus: PCIBus
-    private let barWriteObserver: @Sendable (any PCIFunction) -> Void
+    /// Renders the PCI layer's region trees from the live topology.
+    private let composePCI: @Sendable () -> (memory: Region, io: Region)
 
     init(rootBus: PCIBus, barWriteObserver: @escaping @Sendable (any PCIFunction) -> Void,
+         composePCI: (@Sendable () -> (memory: Region, io: Region))? = nil,
          composePlatform: @escaping @Sendable () -> (memory: Region, io: Region)) {
-        self.rootBus = rootBus
-        self.barWriteObserver = barWriteObserver
+        self.composePCI = composePCI ?? { PCIMappings.build(bus: rootBus, observer: barWriteObserver) }
         self.composePlatform = composePlatform
         let platform = composePlatform()
         views = Mutex(Views(platformMemory: FlatView(rendering: platform.memory),
@@ -35,9 +39,12 @@ final class MachineAddressSpaces: Sendable {
     }
 
     func rebuildPlatform() {
+        let generation = views.withLock { $0.platformGeneration += 1; return $0.platformGeneration }
         let platform = composePlatform()
         let memory = FlatView(rendering: platform.memory), io = FlatView(rendering: platform.io)
         views.withLock {
+            // A rebuild that started later composed newer state: it stores, not this one.
+            guard $0.platformGeneration == generation else { return }
             $0.platformMemory = memory
             $0.platformIO = io
             $0.platformRebuilds += 1
@@ -48,6 +55,7 @@ final class MachineAddressSpaces: Sendable {
         views.withLock {
             $0.pciMemory = nil
             $0.pciIO = nil
+            $0.pciGeneration += 1
         }
     }
 
@@ -57,16 +65,26 @@ final class MachineAddressSpaces: Sendable {
 
     /// The PCI layer, rebuilt first if something invalidated it.
     private func pci(io: Bool) -> FlatView {
-        if let ready = views.withLock({ io ? $0.pciIO : $0.pciMemory }) { return ready }
-        // Build outside the lock: building takes device locks for config snapshots.
-        let trees = PCIMappings.build(bus: rootBus, observer: barWriteObserver)
-        let memory = FlatView(rendering: trees.memory), ioView = FlatView(rendering: trees.io)
-        views.withLock { v in
-            v.pciMemory = memory
-            v.pciIO = ioView
-            v.pciRebuilds += 1
+        var attempts = 0
+        while true {
+            let (ready, generation) = views.withLock { ((io ? $0.pciIO : $0.pciMemory), $0.pciGeneration) }
+            if let ready { return ready }
+            // Build outside the lock: building takes device locks for config snapshots.
+            let trees = composePCI()
+            let memory = FlatView(rendering: trees.memory), ioView = FlatView(rendering: trees.io)
+            let current = views.withLock { v -> Bool in
+                // Invalidated while building (a device left, a BAR moved): this view may show
+                // what is gone, so it is not cached; build again from the newer state.
+                guard v.pciGeneration == generation else { return false }
+                v.pciMemory = memory
+                v.pciIO = ioView
+                v.pciRebuilds += 1
+                return true
+            }
+            attempts += 1
+            // Under a storm of invalidations, serve this access from the view just built.
+            if current || attempts >= 4 { return io ? ioView : memory }
         }
-        return io ? ioView : memory
     }
 
     func read(io: Bool, at address: UInt64, width: AccessWidth) -> UInt64 {

@@ -49,20 +49,23 @@ extension Machine {
         }
     }
 
-    /// Every function's config space as a guest would read it, through config cycles.
-    public func guestVisibleConfigSpaces() -> [(address: PCIAddress, config: [UInt8])] {
+    /// Every function's config space as a guest would read it, through config cycles: all
+    /// 4 KiB, or with `headerOnly` just the 64-byte header (what query-pci shows, at a
+    /// sixty-fourth of the config cycles, so monitors polling it barely slow the guest).
+    public func guestVisibleConfigSpaces(headerOnly: Bool = false) -> [(address: PCIAddress, config: [UInt8])] {
+        let length = headerOnly ? 64 : 4096
         var result: [(PCIAddress, [UInt8])] = []
         func walk(_ bus: UInt8, depth: Int) {
             for devfn in 0...255 {
                 let devfn = UInt8(devfn)
                 guard rootComplex.configRead(bus: bus, devfn: devfn, offset: 0, width: .word) != 0xFFFF else { continue }
                 var bytes = [UInt8](repeating: 0, count: 4096)
-                for offset in stride(from: 0, to: 4096, by: 4) {
+                for offset in stride(from: 0, to: length, by: 4) {
                     let v = rootComplex.configRead(bus: bus, devfn: devfn, offset: offset, width: .dword)
                     LittleEndian.store(UInt64(v), into: &bytes, at: offset, count: 4)
                 }
                 // Conventional functions have no extended space: past 256 reads all-ones.
-                if bytes[256..<260].allSatisfy({ $0 == 0xFF }) {
+                if headerOnly || bytes[256..<260].allSatisfy({ $0 == 0xFF }) {
                     for i in 256..<4096 { bytes[i] = 0 }
                 }
                 result.append((PCIAddress(bus: bus, devfn: devfn), bytes))
