@@ -4,7 +4,7 @@ SWIFT ?= swift
 SWIFT_FLAGS ?= -Xswiftc -warnings-as-errors
 BIN = .build/debug/switchyard
 
-.PHONY: setup build release run test unit-test tool-test bench clean rig-test
+.PHONY: setup build release run test unit-test tool-test bench clean rig-test fuzz fuzz-build fuzz-smoke
 
 setup:
 	@bash scripts/setup.sh
@@ -21,6 +21,8 @@ test: setup
 	# Process lets concurrently spawned children inherit each other's pipes. A hang fails
 	# after 30 minutes instead of eating CI's 90.
 	timeout 1800 $(SWIFT) test --skip-build --no-parallel
+	# The fuzz targets: the committed corpus replayed, then a few seconds of libFuzzer each.
+	$(MAKE) fuzz-smoke
 	# Then the real Linux guest: the nested rig, every scenario (about 10 minutes here).
 	$(MAKE) rig-test
 
@@ -38,5 +40,24 @@ rig-test: $(if $(filter .build/release/switchyard,$(RIG_SWITCHYARD)),release,set
 	@bash Tests/Rig/setup.sh
 	bash Tests/Rig/run.sh --no-skip --switchyard $(RIG_SWITCHYARD) all
 
+# Fuzzing (Fuzz/README.md): libFuzzer with AddressSanitizer, one binary, a target per name.
+FUZZ_TARGETS = qmp qtest options
+FUZZ_SECONDS ?= 300
+FUZZ_BIN = .build-fuzz/debug/switchyard-fuzz
+fuzz-build: setup
+	$(SWIFT) build --scratch-path .build-fuzz --product switchyard-fuzz $(SWIFT_FLAGS) \
+	  -Xswiftc -DFUZZING -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld
+
+# Each target for FUZZ_SECONDS; new inputs gather in .build-fuzz/corpus/TARGET, crashes in
+# .build-fuzz/artifacts/ (fix them, then add the input to Fuzz/corpus/TARGET).
+fuzz: fuzz-build
+	bash Fuzz/run.sh $(FUZZ_BIN) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# What make test runs: every committed input replayed by the plain build, then 5 s of each target.
+fuzz-smoke: fuzz-build
+	$(SWIFT) build --product switchyard-fuzz $(SWIFT_FLAGS)
+	for t in $(FUZZ_TARGETS); do .build/debug/switchyard-fuzz $$t Fuzz/corpus/$$t || exit 1; done
+	bash Fuzz/run.sh $(FUZZ_BIN) 5 $(FUZZ_TARGETS)
+
 clean:
-	rm -rf .build Benchmarks/.build
+	rm -rf .build .build-fuzz Benchmarks/.build

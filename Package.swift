@@ -41,6 +41,10 @@ let package = Package(
                 swiftSettings: swiftSettings),
         .executableTarget(name: "switchyard", dependencies: ["Control", "Machine", "VMMBase"],
                           swiftSettings: swiftSettings),
+        // Fuzz targets (Fuzz/README.md): a corpus replayer in a plain build, libFuzzer's entry
+        // points when built with -DFUZZING -sanitize=fuzzer,address (make fuzz).
+        .executableTarget(name: "switchyard-fuzz", dependencies: ["Control", "Machine"], path: "Fuzz/Sources",
+                          swiftSettings: swiftSettings),
 
         .testTarget(name: "VMMBaseTests", dependencies: ["VMMBase"], swiftSettings: swiftSettings),
         .testTarget(name: "FirmwareTests", dependencies: ["Firmware", "VMMBase"], swiftSettings: swiftSettings),
