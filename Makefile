@@ -4,7 +4,7 @@ SWIFT ?= swift
 SWIFT_FLAGS ?= -Xswiftc -warnings-as-errors
 BIN = .build/debug/switchyard
 
-.PHONY: setup build release run test unit-test tool-test bench clean rig-test fuzz fuzz-build fuzz-smoke
+.PHONY: setup build release run test unit-test tool-test bench clean rig-test fuzz fuzz-build fuzz-smoke soak
 
 setup:
 	@bash scripts/setup.sh
@@ -58,6 +58,12 @@ fuzz-smoke: fuzz-build
 	$(SWIFT) build --product switchyard-fuzz $(SWIFT_FLAGS)
 	for t in $(FUZZ_TARGETS); do .build/debug/switchyard-fuzz $$t Fuzz/corpus/$$t || exit 1; done
 	bash Fuzz/run.sh $(FUZZ_BIN) 5 $(FUZZ_TARGETS)
+
+# The long hot-plug soak (Tests/MachineTests/HotPlugSoakTests.swift): 10,000 plug/unplug cycles
+# across every slot kind with leak accounting; make test runs 1,000.
+soak: setup
+	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
+	SWITCHYARD_SOAK_CYCLES=10000 $(SWIFT) test --skip-build --filter HotPlugSoakTests
 
 clean:
 	rm -rf .build .build-fuzz Benchmarks/.build
