@@ -93,7 +93,8 @@ public final class PCIRootComplex: Sendable {
         } else {
             effects = function.configWrite(offset, width: width, value: value)
         }
-        if !effects.intersection([.busNumbersChanged, .bridgeControlChanged]).isEmpty { invalidateRoutes() }
+        // Slot Control writes may switch a slot's power, which gates config cycles behind it.
+        if !effects.intersection([.busNumbersChanged, .bridgeControlChanged, .slotControlWritten]).isEmpty { invalidateRoutes() }
         if !effects.isEmpty {
             effectSink.apply(effects, from: function, at: PCIAddress(segment: segment, bus: bus, devfn: devfn))
         }

@@ -13,7 +13,11 @@ extension Machine {
         topologyChanged()
         if placed.devfn & 7 == 0, let controller {
             do {
-                try controller.plug(device: placed.devfn >> 3)
+                if let port = controller as? any PCIExpressPort {
+                    try port.engine.plug(device: placed.devfn >> 3, linkPartner: Self.linkCapabilities(of: placed))
+                } else {
+                    try controller.plug(device: placed.devfn >> 3)
+                }
             } catch {
                 for removed in topology.removeSlot(busName: placed.busName, device: placed.devfn >> 3) {
                     disconnectInterrupts(removed)
@@ -24,6 +28,17 @@ extension Machine {
             drainHotPlugEvents(controller)
         }
         return placed
+    }
+
+    /// Tells the PCIe port in front of a cold-plugged device's bus that the device is there
+    /// (function 0 stands for the device, as at hot plug).
+    func announceColdPlugged(_ placed: PlacedDevice) {
+        guard placed.devfn & 7 == 0, let port = topology.bus(named: placed.busName)?.bridge as? any PCIExpressPort else { return }
+        port.engine.coldPlug(device: placed.devfn >> 3, linkPartner: Self.linkCapabilities(of: placed))
+    }
+
+    static func linkCapabilities(of placed: PlacedDevice) -> PCIeLinkCapabilities? {
+        PCIeLinkCapabilities(config: placed.function.configSnapshot())
     }
 
     /// Requests removal of a device. Removal completes when the guest lets go (or at once for

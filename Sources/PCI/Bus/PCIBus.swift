@@ -68,6 +68,7 @@ public final class PCIBus: Sendable {
         for bridge in bridges {
             let numbers = bridge.busNumbers
             if numbers.forwards(target) {
+                guard bridge.passesConfigCycles else { return nil }
                 return bridge.secondary.resolve(target, thisBusNumber: numbers.secondary)
             }
         }
