@@ -131,6 +131,38 @@ final class DeletedEvents: Sendable {
         #expect(guest.ecam.read(bus: secondary, devfn: 0, offset: 0, width: .dword) == 0xFFFF_FFFF)
     }
 
+    /// Cold plug as QEMU 10 shows it through qtest (present, powered, link up, nothing latched),
+    /// and device_del of cold-plugged devices: a switch with a downstream port and a device
+    /// behind it leaves whole when the guest powers the slot off (DEVICE_DELETED for each id,
+    /// as QEMU reports them); x-surprise takes a cold-plugged device at once.
+    @Test func coldPluggedDevicesAndSubtreesCanBeDeleted() throws {
+        let machine = try Machine(MachineConfiguration(devices: try [
+            "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=0x2", "x3130-upstream,id=up,bus=rp1",
+            "xio3130-downstream,id=dp,bus=up,chassis=2,slot=1", "pci-testdev,id=td,bus=dp",
+            "pcie-root-port,id=rp2,bus=pcie.0,chassis=1,slot=2,addr=0x3", "pci-testdev,id=td2,bus=rp2",
+        ].map(DeviceSpec.init(parsing:))))
+        try machine.runFirmware()
+        let deleted = DeletedEvents()
+        deleted.attach(machine)
+        let guest = try PCIeHotPlugGuest(machine: machine, port: PCIAddress(bus: 0, device: 2, function: 0)!)
+        #expect(guest.slotStatus == PCIeHotPlugGuest.pds)
+        #expect(guest.linkActive)
+        #expect(guest.slotControl & PCIeHotPlugGuest.powerOff == 0)
+
+        try machine.unplug(id: "up", mode: .attentionButton)
+        #expect(guest.slotStatus & PCIeHotPlugGuest.abp != 0)
+        #expect(deleted.ids.withLock { $0 }.isEmpty)
+        guest.acknowledge(PCIeHotPlugGuest.abp)
+        guest.powerOff()
+        #expect(Set(deleted.ids.withLock { $0 }) == ["up", "dp", "td"])
+        #expect(["up", "dp", "td"].allSatisfy { machine.device(id: $0) == nil })
+        #expect(!guest.linkActive)
+
+        try machine.unplug(id: "td2", mode: .surprise)
+        #expect(deleted.ids.withLock { $0 }.last == "td2")
+        #expect(machine.device(id: "td2") == nil)
+    }
+
     @Test func surpriseUnplugIsImmediate() throws {
         let (machine, guest) = try machineWithRootPort()
         let deleted = DeletedEvents()

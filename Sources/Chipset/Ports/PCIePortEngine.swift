@@ -73,7 +73,9 @@ public final class PCIePortEngine: Sendable {
                 let control = Self.written(PCIExpressRegister.slotControl, in: s.config, offset: offset, width: width, value: value)
                 // Electromechanical Interlock Control (bit 11) always reads 0: the command is in the written value.
                 let interlock = (control ?? 0) & 1 << 11 != 0
-                s.events += slot.slotControlWritten(&s.config, before: controlBefore, interlockToggled: interlock)
+                let whole = offset == (s.config.pciExpressOffset ?? -1) + PCIExpressRegister.slotControl && width.bytes >= 2
+                s.events += slot.slotControlWritten(&s.config, before: controlBefore, interlockToggled: interlock,
+                                                    wholeRegister: whole)
                 s.slot = slot
             }
             if effects.contains(.msiChanged) {

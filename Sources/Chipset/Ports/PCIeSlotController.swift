@@ -108,9 +108,12 @@ public struct PCIeSlotController: Sendable, Hashable {
 
     /// A guest write touched Slot Control. `before` is Slot Control as it was before the
     /// write; `interlockToggled` is true when the write set Electromechanical Interlock
-    /// Control (a write-only bit that always reads 0).
+    /// Control (a write-only bit that always reads 0). `wholeRegister` is true when the write
+    /// started at Slot Control and covered both its bytes: only such a write ejects the device
+    /// at power-off, as on QEMU, which decides from the written value taken as the whole
+    /// register (pciehp always writes the whole register; a byte write only switches power).
     public mutating func slotControlWritten(_ config: inout ConfigSpace, before: PCIExpressSlotControl,
-                                            interlockToggled: Bool) -> [HotPlugEvent] {
+                                            interlockToggled: Bool, wholeRegister: Bool = true) -> [HotPlugEvent] {
         guard let state = config.pciExpressSlotState else { return [] }
         let after = state.control
         var events: [HotPlugEvent] = []
@@ -123,7 +126,7 @@ public struct PCIeSlotController: Sendable, Hashable {
             let isOn = !after.contains(.powerControllerOff)
             let indicatorOff = Self.powerIndicator(after) == .off
             let wasSafe = !wasOn && Self.powerIndicator(before) == .off
-            if occupied && !isOn && indicatorOff && !wasSafe {
+            if occupied && !isOn && indicatorOff && !wasSafe && wholeRegister {
                 // Power and power indicator off: the guest is done with the device.
                 events += remove(&config)
             } else if occupied && isOn && !wasOn {
