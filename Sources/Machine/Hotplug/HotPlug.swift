@@ -30,11 +30,16 @@ extension Machine {
         return placed
     }
 
-    /// Tells the PCIe port in front of a cold-plugged device's bus that the device is there
-    /// (function 0 stands for the device, as at hot plug).
+    /// Tells the hot-plug controller in front of a cold-plugged device's bus (a PCIe port's slot,
+    /// a bridge's SHPC) that the device is there, so that it can be deleted like a hot-plugged
+    /// one (function 0 stands for the device, as at hot plug).
     func announceColdPlugged(_ placed: PlacedDevice) {
-        guard placed.devfn & 7 == 0, let port = topology.bus(named: placed.busName)?.bridge as? any PCIExpressPort else { return }
-        port.engine.coldPlug(device: placed.devfn >> 3, linkPartner: Self.linkCapabilities(of: placed))
+        guard placed.devfn & 7 == 0, let bridge = topology.bus(named: placed.busName)?.bridge else { return }
+        if let port = bridge as? any PCIExpressPort {
+            port.engine.coldPlug(device: placed.devfn >> 3, linkPartner: Self.linkCapabilities(of: placed))
+        } else if let shpcBridge = bridge as? PCIBridge {
+            shpcBridge.coldPlug(device: placed.devfn >> 3)
+        }
     }
 
     static func linkCapabilities(of placed: PlacedDevice) -> PCIeLinkCapabilities? {
