@@ -58,6 +58,12 @@ public final class PCIRootComplex: Sendable {
         }
     }
 
+    /// The bus the bridges number `number`, also when it lies behind a slot whose power is off
+    /// (firmware tables describe such buses, empty). Not cached: for descriptions, not cycles.
+    public func numberedBus(_ number: UInt8) -> PCIBus? {
+        rootBus.resolve(number, thisBusNumber: rootBusNumber, ignoringPower: true)
+    }
+
     public func function(bus: UInt8, devfn: UInt8) -> (any PCIFunction)? {
         self.bus(bus)?.function(at: devfn)
     }
