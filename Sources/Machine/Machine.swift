@@ -107,6 +107,7 @@ public final class Machine: Sendable {
         for spec in configuration.devices {
             let placed = try topology.add(spec).device
             connectInterrupts(placed)
+            announceColdPlugged(placed)
         }
     }
 
@@ -168,6 +169,7 @@ public final class Machine: Sendable {
     public func add(_ spec: DeviceSpec) throws(MachineConfigurationError) -> PlacedDevice {
         let placed = try topology.add(spec).device
         connectInterrupts(placed)
+        announceColdPlugged(placed)
         topologyChanged()
         return placed
     }

@@ -95,7 +95,9 @@ struct PCIeHPGuest {
         let reportsLink = port.configSnapshot().get(guest.exp + 0x0C, width: 4) & (1 << 20) != 0
         #expect(guest.status.contains([.presenceDetected, .presenceDetectChanged]))
         #expect(guest.status.contains(.dataLinkLayerStateChanged) == reportsLink)
-        #expect(guest.linkActive == reportsLink)
+        // QEMU 10 shows DLL Link Active on every port once a device is in (measured on
+        // pcie-root-port and ioh3420 through qtest); the event needs the reporting capability.
+        #expect(guest.linkActive)
         #expect(irq.messages.count == 2)
         #expect(throws: HotPlugError.slotOccupied(controller: "p", device: 0)) { try controller.plug(device: 0) }
 

@@ -20,6 +20,11 @@ struct DeviceDifferentialTests {
         "-device", "pci-testdev,id=td,addr=0x4",
     ]
 
+    /// QEMU's q35 hands bridge and port slots to ACPI hot-plug by default, which leaves a
+    /// cold-plugged port's native slot registers untouched (Presence Detect State 0); Switchyard's
+    /// ports are native PCIe hot-plug slots (pciehp), as QEMU's are with this switch.
+    static let nativeHotPlug = ["-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]
+
     /// (bus, device, function, name) of every function the script inspects.
     static let functions: [(Int, Int, Int, String)] = [
         (0, 2, 0, "pcie-root-port"), (0, 2, 1, "ioh3420"), (0, 3, 0, "pci-bridge"), (0, 4, 0, "pci-testdev"),
@@ -90,15 +95,19 @@ struct DeviceDifferentialTests {
         }
         let theirs = try Self.replies(QTestDifferentialTests.qemu!, grace: 0) {
             ["-machine", "q35", "-accel", "tcg", "-S", "-nodefaults", "-display", "none", "-monitor", "none",
-             "-serial", "none", "-m", "128M", "-qtest", $0, "-qtest-log", "none"] + Self.devices
+             "-serial", "none", "-m", "128M", "-qtest", $0, "-qtest-log", "none"] + Self.nativeHotPlug + Self.devices
         }
+        var allowlist = QTestDifferentialTests.Allowlist(allow)
         var differences: [String] = []
         for (probe, (a, b)) in zip(Self.probes, zip(ours, theirs)) where a != b {
-            if allow.contains(where: { $0.matches(probe.name) }) { continue }
+            if allowlist.allows(probe.name, ours: a, theirs: b) { continue }
             differences.append("\(probe.name): switchyard '\(a)', QEMU '\(b)'")
         }
         #expect(ours.count == Self.probes.count && theirs.count == Self.probes.count)
         let summary = "\(differences.count) unexplained differences:\n" + differences.prefix(60).joined(separator: "\n")
         #expect(differences.isEmpty, "\(summary)")
+        for stale in allowlist.stale(probeNames: Self.probes.map(\.name)) {
+            Issue.record("qtest-allowlist: \(stale); remove it (or narrow it) now that the behaviour agrees")
+        }
     }
 }

@@ -55,13 +55,17 @@ struct HotPlugDifferentialTests {
         let theirs = try Self.observe(QTestDifferentialTests.qemu!, grace: 0, extra: [
             "-machine", "q35", "-accel", "tcg", "-S", "-monitor", "none", "-serial", "none",
             "-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"])
-        let allow = try QTestDifferentialTests.allowlist()
+        var allowlist = QTestDifferentialTests.Allowlist(try QTestDifferentialTests.allowlist())
         #expect(ours.map(\.name) == theirs.map(\.name))
         for (a, b) in zip(ours, theirs) where a.reply != b.reply {
-            if allow.contains(where: { $0.matches("hotplug " + a.name) }) { continue }
+            if allowlist.allows("hotplug " + a.name, ours: a.reply, theirs: b.reply) { continue }
             Issue.record("\(a.name): switchyard '\(a.reply)', QEMU '\(b.reply)'")
         }
+        for stale in allowlist.stale(probeNames: ours.map { "hotplug " + $0.name }) {
+            Issue.record("qtest-allowlist: \(stale); remove it (or narrow it) now that the behaviour agrees")
+        }
         #expect(ours.first { $0.name == "DEVICE_DELETED" }?.reply == "yes")
-        #expect(ours.first { $0.name == "plugged device behind" }?.reply == "OK 0x0000000000051b36")
+        // The slot's power is off until the guest turns it on: the device is not reachable yet.
+        #expect(ours.first { $0.name == "plugged device behind" }?.reply == "OK 0x00000000ffffffff")
     }
 }

@@ -78,9 +78,15 @@ struct QTestDifferentialTests {
         return probes
     }
 
+    /// One allowlist line: `PROBE-PATTERN[ bits MASK]: REASON`. Without `bits`, any
+    /// difference in a matching probe's reply is allowed; with it, only the bits of MASK may
+    /// differ (replies compared as the numbers qtest prints).
     struct AllowEntry {
         let pattern: String
+        let bits: UInt64?
         let reason: String
+
+        var line: String { pattern + (bits.map { " bits 0x" + String($0, radix: 16) } ?? "") }
 
         func matches(_ name: String) -> Bool {
             let parts = pattern.components(separatedBy: "*")
@@ -93,6 +99,53 @@ struct QTestDifferentialTests {
             }
             return rest.count >= parts[parts.count - 1].count
         }
+
+        /// The bits in which two "OK 0x..." replies differ; nil when either is not a number.
+        static func differingBits(_ a: String, _ b: String) -> UInt64? {
+            func number(_ reply: String) -> UInt64? {
+                let parts = reply.split(separator: " ")
+                guard parts.count == 2, parts[0] == "OK", parts[1].hasPrefix("0x") else { return nil }
+                return UInt64(parts[1].dropFirst(2), radix: 16)
+            }
+            guard let x = number(a), let y = number(b) else { return nil }
+            return x ^ y
+        }
+    }
+
+    /// The allowlist applied to one suite's probes. Every entry that names a probe of the
+    /// suite must explain a difference there, and a `bits` entry must explain every bit of
+    /// its mask somewhere: an entry that hides nothing is stale and fails the suite.
+    struct Allowlist {
+        let entries: [AllowEntry]
+        private var explained: [Int: UInt64] = [:]
+
+        init(_ entries: [AllowEntry]) { self.entries = entries }
+
+        /// Whether the difference between `ours` and `theirs` at probe `name` is allowed.
+        mutating func allows(_ name: String, ours: String, theirs: String) -> Bool {
+            for (index, entry) in entries.enumerated() where entry.matches(name) {
+                guard let mask = entry.bits else {
+                    explained[index, default: 0] |= 1
+                    return true
+                }
+                guard let differing = AllowEntry.differingBits(ours, theirs), differing & ~mask == 0 else { continue }
+                explained[index, default: 0] |= differing
+                return true
+            }
+            return false
+        }
+
+        /// Entries naming one of `probeNames` that explained nothing (or not all their bits).
+        func stale(probeNames: [String]) -> [String] {
+            entries.enumerated().compactMap { index, entry in
+                guard probeNames.contains(where: entry.matches) else { return nil }
+                let seen = explained[index] ?? 0
+                if let mask = entry.bits {
+                    return seen == mask ? nil : "'\(entry.line)' explains bits 0x\(String(seen, radix: 16)) only"
+                }
+                return seen != 0 ? nil : "'\(entry.line)' matched no difference"
+            }
+        }
     }
 
     static func allowlist() throws -> [AllowEntry] {
@@ -101,7 +154,14 @@ struct QTestDifferentialTests {
         return text.split(separator: "\n").compactMap { line in
             let l = line.trimmingCharacters(in: .whitespaces)
             guard !l.isEmpty, !l.hasPrefix("#"), let colon = l.range(of: ": ") else { return nil }
-            return AllowEntry(pattern: String(l[..<colon.lowerBound]), reason: String(l[colon.upperBound...]))
+            var pattern = String(l[..<colon.lowerBound])
+            var bits: UInt64?
+            if let marker = pattern.range(of: " bits 0x", options: .backwards),
+               let mask = UInt64(pattern[marker.upperBound...], radix: 16) {
+                bits = mask
+                pattern = String(pattern[..<marker.lowerBound])
+            }
+            return AllowEntry(pattern: pattern, bits: bits, reason: String(l[colon.upperBound...]))
         }
     }
 
@@ -138,20 +198,16 @@ struct QTestDifferentialTests {
             ["-machine", "q35", "-accel", "tcg", "-S", "-nodefaults", "-display", "none", "-monitor", "none",
              "-serial", "none", "-m", "128M", "-qtest", $0, "-qtest-log", "none"]
         }
-        var used = Set<String>()
+        var allowlist = Allowlist(allow)
         var compared = 0
         for (probe, (a, b)) in zip(Self.probes, zip(ours, theirs)) {
             compared += 1
-            guard a != b else { continue }
-            if let entry = allow.first(where: { $0.matches(probe.name) }) {
-                used.insert(entry.pattern)
-                continue
-            }
+            guard a != b, !allowlist.allows(probe.name, ours: a, theirs: b) else { continue }
             Issue.record("\(probe.name): switchyard '\(a)', QEMU '\(b)' (\(probe.commands.joined(separator: "; ")))")
         }
         #expect(compared == Self.probes.count)
-        for entry in allow where !used.contains(entry.pattern) {
-            print("qtest-allowlist: entry '\(entry.pattern)' matched no difference; remove it if the behaviour now agrees")
+        for stale in allowlist.stale(probeNames: Self.probes.map(\.name)) {
+            Issue.record("qtest-allowlist: \(stale); remove it (or narrow it) now that the behaviour agrees")
         }
     }
 }

@@ -35,7 +35,9 @@ struct PCIeHotPlugGuest {
     var slotStatus: UInt32 { read(cap + 0x1A, .word) }
     var slotControl: UInt32 { read(cap + 0x18, .word) }
     func setSlotControl(_ value: UInt32) { write(cap + 0x18, .word, value) }
-    func acknowledge(_ bits: UInt32) { write(cap + 0x1A, .word, bits) }
+    /// Clears the pending events among `bits` by writing back exactly those, as pciehp's
+    /// interrupt handler does (a write that also sets events not pending is undone, as on QEMU).
+    func acknowledge(_ bits: UInt32) { write(cap + 0x1A, .word, bits & read(cap + 0x1A, .word)) }
     var linkActive: Bool { read(cap + 0x12, .word) & (1 << 13) != 0 }
 
     /// Enables MSI-X vector 0 of the port (table in BAR0) with the given data.
@@ -95,14 +97,16 @@ final class DeletedEvents: Sendable {
         #expect(guest.slotStatus & (PCIeHotPlugGuest.pdc | PCIeHotPlugGuest.pds) == PCIeHotPlugGuest.pdc | PCIeHotPlugGuest.pds)
         #expect(guest.slotStatus & PCIeHotPlugGuest.dllsc != 0 && guest.linkActive)
         #expect(machine.interrupts.events == [.msi(MSIMessage(address: 0xFEE0_0000, data: 0x51))])
-        // The device is reachable behind the port at its secondary bus.
+        // The slot's power is off: config cycles do not reach the device yet (QEMU hides it too).
         let secondary = UInt8(guest.read(Reg.secondaryBus, .byte))
-        #expect(guest.ecam.read(bus: secondary, devfn: 0, offset: 0, width: .dword) == 0x0005_1B36)
+        #expect(guest.ecam.read(bus: secondary, devfn: 0, offset: 0, width: .dword) == 0xFFFF_FFFF)
         // Acknowledging does not raise another interrupt; powering on completes a command.
         guest.acknowledge(0x1FF)
         guest.powerOn()
         #expect(guest.slotStatus & PCIeHotPlugGuest.cc != 0)
         #expect(msiCount(machine) == 2)
+        // Powered, the device answers behind the port at its secondary bus.
+        #expect(guest.ecam.read(bus: secondary, devfn: 0, offset: 0, width: .dword) == 0x0005_1B36)
     }
 
     @Test func attentionButtonUnplugCompletesWhenTheGuestPowersOff() throws {
@@ -125,6 +129,38 @@ final class DeletedEvents: Sendable {
         #expect(deleted.ids.withLock { $0 } == ["t1"])
         let secondary = UInt8(guest.read(Reg.secondaryBus, .byte))
         #expect(guest.ecam.read(bus: secondary, devfn: 0, offset: 0, width: .dword) == 0xFFFF_FFFF)
+    }
+
+    /// Cold plug as QEMU 10 shows it through qtest (present, powered, link up, nothing latched),
+    /// and device_del of cold-plugged devices: a switch with a downstream port and a device
+    /// behind it leaves whole when the guest powers the slot off (DEVICE_DELETED for each id,
+    /// as QEMU reports them); x-surprise takes a cold-plugged device at once.
+    @Test func coldPluggedDevicesAndSubtreesCanBeDeleted() throws {
+        let machine = try Machine(MachineConfiguration(devices: try [
+            "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=0x2", "x3130-upstream,id=up,bus=rp1",
+            "xio3130-downstream,id=dp,bus=up,chassis=2,slot=1", "pci-testdev,id=td,bus=dp",
+            "pcie-root-port,id=rp2,bus=pcie.0,chassis=1,slot=2,addr=0x3", "pci-testdev,id=td2,bus=rp2",
+        ].map(DeviceSpec.init(parsing:))))
+        try machine.runFirmware()
+        let deleted = DeletedEvents()
+        deleted.attach(machine)
+        let guest = try PCIeHotPlugGuest(machine: machine, port: PCIAddress(bus: 0, device: 2, function: 0)!)
+        #expect(guest.slotStatus == PCIeHotPlugGuest.pds)
+        #expect(guest.linkActive)
+        #expect(guest.slotControl & PCIeHotPlugGuest.powerOff == 0)
+
+        try machine.unplug(id: "up", mode: .attentionButton)
+        #expect(guest.slotStatus & PCIeHotPlugGuest.abp != 0)
+        #expect(deleted.ids.withLock { $0 }.isEmpty)
+        guest.acknowledge(PCIeHotPlugGuest.abp)
+        guest.powerOff()
+        #expect(Set(deleted.ids.withLock { $0 }) == ["up", "dp", "td"])
+        #expect(["up", "dp", "td"].allSatisfy { machine.device(id: $0) == nil })
+        #expect(!guest.linkActive)
+
+        try machine.unplug(id: "td2", mode: .surprise)
+        #expect(deleted.ids.withLock { $0 }.last == "td2")
+        #expect(machine.device(id: "td2") == nil)
     }
 
     @Test func surpriseUnplugIsImmediate() throws {

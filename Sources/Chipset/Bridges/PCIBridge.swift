@@ -295,6 +295,15 @@ public final class PCIBridge: PCIBridgeFunction, InterruptingFunction, HotPlugCo
         deliver(delivery)
     }
 
+    /// A device attached while the machine is built: its SHPC slot is found occupied and enabled.
+    public func coldPlug(device: UInt8) {
+        let delivery = state.withLock { s -> Delivery in
+            s.shpc?.coldPlug(device: device)
+            return update(&s)
+        }
+        deliver(delivery)
+    }
+
     public func requestUnplug(device: UInt8, mode: UnplugMode) throws(HotPlugError) {
         let delivery = try state.withLock { (s: inout State) throws(HotPlugError) -> Delivery in
             guard s.shpc != nil else { throw .noSuchSlot(controller: name, device: device) }

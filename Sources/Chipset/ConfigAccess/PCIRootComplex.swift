@@ -58,6 +58,12 @@ public final class PCIRootComplex: Sendable {
         }
     }
 
+    /// The bus the bridges number `number`, also when it lies behind a slot whose power is off
+    /// (firmware tables describe such buses, empty). Not cached: for descriptions, not cycles.
+    public func numberedBus(_ number: UInt8) -> PCIBus? {
+        rootBus.resolve(number, thisBusNumber: rootBusNumber, ignoringPower: true)
+    }
+
     public func function(bus: UInt8, devfn: UInt8) -> (any PCIFunction)? {
         self.bus(bus)?.function(at: devfn)
     }
@@ -93,7 +99,8 @@ public final class PCIRootComplex: Sendable {
         } else {
             effects = function.configWrite(offset, width: width, value: value)
         }
-        if !effects.intersection([.busNumbersChanged, .bridgeControlChanged]).isEmpty { invalidateRoutes() }
+        // Slot Control writes may switch a slot's power, which gates config cycles behind it.
+        if !effects.intersection([.busNumbersChanged, .bridgeControlChanged, .slotControlWritten]).isEmpty { invalidateRoutes() }
         if !effects.isEmpty {
             effectSink.apply(effects, from: function, at: PCIAddress(segment: segment, bus: bus, devfn: devfn))
         }

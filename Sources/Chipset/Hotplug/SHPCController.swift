@@ -224,6 +224,14 @@ public struct SHPCController: Sendable, Equatable {
             masks: SHPCSlotEvents(rawValue: regs[SHPCRegister.slot(i) + 3]))
     }
 
+    /// A device attached while the machine is built: its slot is as reset leaves an occupied
+    /// one (enabled, powered, present, nothing latched).
+    public mutating func coldPlug(device: UInt8) {
+        guard let i = slotIndex(ofDevice: device) else { return }
+        setStatus(i, state: .enabled, power: .on, attention: .off, mrlOpen: false, present: true)
+        updateInterruptLocator()
+    }
+
     /// A device was attached in the slot for `device` while the guest runs: the MRL closes,
     /// presence is detected, and Presence Detect Changed, MRL Sensor Changed and Attention
     /// Button Pressed are latched. The button is latched too because, as with QEMU, that is

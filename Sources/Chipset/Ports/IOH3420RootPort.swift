@@ -18,7 +18,7 @@ public final class IOH3420RootPort: PCIExpressPort, HotPlugController {
             identity: identity, portType: .rootPort, interruptPin: 1,
             subsystem: (vendor: 0x8086, id: 0), ssvidOffset: 0x40, expressOffset: 0x90,
             messages: .msi(MSIOptions(vectors: 2, is64Bit: false, perVectorMasking: true), capabilityOffset: 0x60),
-            linkCapabilities: 0x0411, linkStatus: 0x0011, linkCapabilities2: 0, linkControl2: 0,
+            link: .minimum,
             portNumber: settings.port, slot: settings.slotOptions, ariForwarding: true, functionLevelReset: false,
             acs: nil, windowsDisabledAtReset: true, resourceReserve: .init(), ioWindow: true)
     }

@@ -18,6 +18,8 @@ public final class PCIePortEngine: Sendable {
     struct State: Sendable {
         var config: ConfigSpace
         var slot: PCIeSlotController?
+        /// The Link Capabilities of the device in the slot (nil: none, or conventional PCI).
+        var linkPartner: PCIeLinkCapabilities?
         var msix: MSIXTable?
         /// The OR of enabled hot-plug events, as last evaluated (for edge detection).
         var level = false
@@ -26,10 +28,13 @@ public final class PCIePortEngine: Sendable {
     }
 
     private let state: Mutex<State>
+    /// The port's own maximum link.
+    let link: PCIeLinkCapabilities
     private let output = Mutex<any PCIInterruptOutput>(DisconnectedInterrupts())
 
     public init(name: String, layout: PCIePortLayout) throws(ConfigSpaceError) {
         self.name = name
+        link = layout.link
         var config = try layout.makeConfigSpace()
         config.captureResetState()
         var slot: PCIeSlotController?
@@ -52,16 +57,25 @@ public final class PCIePortEngine: Sendable {
     public func configWrite(_ offset: Int, width: AccessWidth, value: UInt32) -> ConfigWriteEffects {
         let (effects, actions, resetBehind) = state.withLock { s -> (ConfigWriteEffects, [PortInterruptAction], Bool) in
             let controlBefore = s.config.pciExpressSlotState?.control ?? []
+            let statusBefore = s.config.pciExpressSlotState?.status ?? []
             let effects = s.config.write(offset, width: width, value: value)
             var actions: [PortInterruptAction] = []
             if effects.contains(.functionLevelReset) {
                 resetLocked(&s)
-                actions += evaluate(&s)
+                actions += settle(&s)
                 return (effects, actions, true)
             }
+            if let slot = s.slot, let written = Self.written(PCIExpressRegister.slotStatus, in: s.config,
+                                                             offset: offset, width: width, value: value) {
+                slot.slotStatusWritten(&s.config, before: statusBefore, written: written)
+            }
             if effects.contains(.slotControlWritten), var slot = s.slot {
-                let interlock = Self.writeSetsInterlockControl(s.config, offset: offset, width: width, value: value)
-                s.events += slot.slotControlWritten(&s.config, before: controlBefore, interlockToggled: interlock)
+                let control = Self.written(PCIExpressRegister.slotControl, in: s.config, offset: offset, width: width, value: value)
+                // Electromechanical Interlock Control (bit 11) always reads 0: the command is in the written value.
+                let interlock = (control ?? 0) & 1 << 11 != 0
+                let whole = offset == (s.config.pciExpressOffset ?? -1) + PCIExpressRegister.slotControl && width.bytes >= 2
+                s.events += slot.slotControlWritten(&s.config, before: controlBefore, interlockToggled: interlock,
+                                                    wholeRegister: whole)
                 s.slot = slot
             }
             if effects.contains(.msiChanged) {
@@ -71,7 +85,7 @@ public final class PCIePortEngine: Sendable {
                 actions += table.deliverPending(control: control).map { .message($0.message) }
                 s.msix = table
             }
-            actions += evaluate(&s)
+            actions += settle(&s)
             let sbr = effects.contains(.bridgeControlChanged) && s.config.bridgeControl.contains(.secondaryBusReset)
             return (effects, actions, sbr)
         }
@@ -95,7 +109,7 @@ public final class PCIePortEngine: Sendable {
     public func reset() {
         let actions = state.withLock { s -> [PortInterruptAction] in
             resetLocked(&s)
-            return evaluate(&s)
+            return settle(&s)
         }
         deliver(actions)
         for (_, function) in secondary.functions { function.reset() }
@@ -136,16 +150,41 @@ public final class PCIePortEngine: Sendable {
         state.withLock { ($0.slot?.isHotPlugCapable ?? false) ? [PCIeSlotController.slotDevice] : [] }
     }
 
-    public func plug(device: UInt8) throws(HotPlugError) {
+    public func plug(device: UInt8) throws(HotPlugError) { try plug(device: device, linkPartner: nil) }
+
+    /// A hot-plugged device: the slot signals presence and the link trains against `linkPartner`.
+    public func plug(device: UInt8, linkPartner: PCIeLinkCapabilities?) throws(HotPlugError) {
         let actions = try state.withLock { (s: inout State) throws(HotPlugError) -> [PortInterruptAction] in
             guard device == PCIeSlotController.slotDevice, var slot = s.slot else {
                 throw .noSuchSlot(controller: name, device: device)
             }
             try slot.plug(&s.config, controller: name)
             s.slot = slot
-            return evaluate(&s)
+            s.linkPartner = linkPartner
+            return settle(&s)
         }
         deliver(actions)
+    }
+
+    /// A device attached while the machine is built: the slot is found present, powered and
+    /// with its link trained against `linkPartner` (the device's Link Capabilities; nil for a
+    /// conventional PCI device), with no event latched. Ports without a slot (an upstream
+    /// port) and devices outside the slot have nothing to tell.
+    public func coldPlug(device: UInt8, linkPartner: PCIeLinkCapabilities?) {
+        let actions = state.withLock { s -> [PortInterruptAction] in
+            guard device == PCIeSlotController.slotDevice, var slot = s.slot else { return [] }
+            slot.coldPlug(&s.config)
+            s.slot = slot
+            s.linkPartner = linkPartner
+            return settle(&s)
+        }
+        deliver(actions)
+    }
+
+    /// Config cycles for buses behind the port get through: the slot (if it has a power
+    /// controller) is powered.
+    public var passesConfigCycles: Bool {
+        state.withLock { s in s.slot?.passesConfigCycles(s.config) ?? true }
     }
 
     public func requestUnplug(device: UInt8, mode: UnplugMode) throws(HotPlugError) {
@@ -155,7 +194,7 @@ public final class PCIePortEngine: Sendable {
             }
             s.events += try slot.requestUnplug(&s.config, mode: mode, controller: name)
             s.slot = slot
-            return evaluate(&s)
+            return settle(&s)
         }
         deliver(actions)
     }
@@ -170,7 +209,27 @@ public final class PCIePortEngine: Sendable {
     /// The slot controller's bookkeeping, for monitors and tests.
     public var slotController: PCIeSlotController? { state.withLock { $0.slot } }
 
-    // MARK: Interrupts
+    // MARK: Link and interrupts
+
+    /// After any change of slot or config state: Link Status follows the slot, then the
+    /// interrupt condition is evaluated.
+    private func settle(_ s: inout State) -> [PortInterruptAction] {
+        if s.slot?.occupied == false { s.linkPartner = nil }
+        refreshLinkStatus(&s)
+        return evaluate(&s)
+    }
+
+    /// Link Status is computed from the two ends' Link Capabilities and whether the slot holds
+    /// a device; a port without a slot reports its own maximum link.
+    private func refreshLinkStatus(_ s: inout State) {
+        guard let base = s.config.pciExpressOffset else { return }
+        let occupied = s.slot?.occupied ?? false
+        let computed = link.linkStatus(partner: occupied ? s.linkPartner : nil, active: s.slot?.linkActive ?? false)
+        let offset = base + PCIExpressRegister.linkStatus
+        let mask = PCIeLinkCapabilities.linkStatusComputedBits
+        let current = UInt16(truncatingIfNeeded: s.config.get(offset, width: 2))
+        s.config.set(offset, width: 2, value: UInt64(current & ~mask | computed & mask))
+    }
 
     /// PCIe Base 6.7.3.4: MSI or MSI-X on a 0 -> 1 edge of the pending condition; INTx
     /// follows the condition's level while both MSI and MSI-X are disabled.
@@ -210,15 +269,20 @@ public final class PCIePortEngine: Sendable {
         }
     }
 
-    /// Electromechanical Interlock Control (Slot Control bit 11) always reads 0, so the
-    /// command is taken from the written value.
-    private static func writeSetsInterlockControl(_ config: ConfigSpace, offset: Int, width: AccessWidth,
-                                                 value: UInt32) -> Bool {
-        guard let base = config.pciExpressOffset else { return false }
-        let target = base + PCIExpressRegister.slotControl + 1
-        let index = target - offset
-        guard index >= 0, index < min(width.bytes, 4) else { return false }
-        return (value >> (8 * UInt32(index))) & 0x08 != 0
+    /// The 16-bit value a write put into the PCI Express register at `register` (relative
+    /// to the capability), with unwritten bytes 0; nil when the write missed it.
+    private static func written(_ register: Int, in config: ConfigSpace, offset: Int, width: AccessWidth,
+                                value: UInt32) -> UInt16? {
+        guard let base = config.pciExpressOffset else { return nil }
+        var result: UInt16 = 0
+        var hit = false
+        for byte in 0..<2 {
+            let index = base + register + byte - offset
+            guard index >= 0, index < min(width.bytes, 4) else { continue }
+            hit = true
+            result |= UInt16(truncatingIfNeeded: value >> (8 * UInt32(index))) << (8 * UInt16(byte))
+        }
+        return hit ? result : nil
     }
 }
 
@@ -253,5 +317,6 @@ extension PCIExpressPort {
     public func requestUnplug(device: UInt8, mode: UnplugMode) throws(HotPlugError) {
         try engine.requestUnplug(device: device, mode: mode)
     }
+    public var passesConfigCycles: Bool { engine.passesConfigCycles }
     public func takeEvents() -> [HotPlugEvent] { engine.takeEvents() }
 }

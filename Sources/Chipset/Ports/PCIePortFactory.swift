@@ -35,6 +35,8 @@ public enum PCIePortError: Error, Hashable, CustomStringConvertible {
 /// - pcie-root-port also: `bus-reserve`, `io-reserve`, `mem-reserve`, `pref32-reserve`,
 ///   `pref64-reserve` (QEMU's firmware resource hints; any of them adds the Red Hat
 ///   vendor capability; io-reserve=0 also makes the I/O window read-only).
+/// - pcie-root-port also: `x-speed` (2_5, 5, 8, 16, 32 or 64 GT/s, default 16) and `x-width`
+///   (1, 2, 4, 8, 12, 16 or 32 lanes, default 32): the port's maximum link, as QEMU's.
 /// - x3130-upstream: none.
 public enum PCIePortFactory {
     public static let drivers = ["pcie-root-port", "ioh3420", "x3130-upstream", "xio3130-downstream"]
@@ -42,11 +44,12 @@ public enum PCIePortFactory {
     static let placement: Set<String> = ["bus", "addr"]
     static let slotProperties = ["chassis", "slot", "port", "hotplug", "x-hotplug-surprise"]
     static let reserveProperties = ["bus-reserve", "io-reserve", "mem-reserve", "pref32-reserve", "pref64-reserve"]
+    static let linkProperties = ["x-speed", "x-width"]
 
     public static func make(driver: String, id: String, properties: [String: String]) throws(PCIePortError) -> any PCIBridgeFunction {
         let known: [String]
         switch driver {
-        case "pcie-root-port": known = slotProperties + reserveProperties
+        case "pcie-root-port": known = slotProperties + reserveProperties + linkProperties
         case "ioh3420", "xio3130-downstream": known = slotProperties
         case "x3130-upstream": known = []
         default: throw .unknownDriver(driver, known: drivers)
@@ -67,7 +70,7 @@ public enum PCIePortFactory {
                     memory: try parser.number("mem-reserve", 0...Int(UInt32.max)).map(UInt32.init),
                     prefetchable32: try parser.number("pref32-reserve", 0...Int(UInt32.max)).map(UInt32.init),
                     prefetchable64: try parser.size("pref64-reserve"))
-                return try PCIeRootPort(name: id, settings: settings, resourceReserve: reserve)
+                return try PCIeRootPort(name: id, settings: settings, link: try parser.link(), resourceReserve: reserve)
             case "ioh3420":
                 return try IOH3420RootPort(name: id, settings: try parser.slotSettings())
             default:
@@ -125,6 +128,27 @@ struct PropertyParser {
         case "off", "false", "no": return false
         default: throw .invalidValue(driver: driver, id: id, property: name, value: text, expected: "on or off")
         }
+    }
+
+    /// pcie-root-port's `x-speed` (2_5, 5, 8, 16, 32, 64 GT/s) and `x-width` (lanes).
+    func link() throws(PCIePortError) -> PCIeLinkCapabilities {
+        var link = PCIeRootPort.defaultLink
+        let speeds = PCIeLinkCapabilities.speedNames.sorted { $0.value < $1.value }.map(\.key)
+        if let text = properties["x-speed"] {
+            guard let speed = PCIeLinkCapabilities.speedNames[text] else {
+                throw .invalidValue(driver: driver, id: id, property: "x-speed", value: text,
+                                    expected: "one of \(speeds.joined(separator: "/"))")
+            }
+            link.maxSpeed = speed
+        }
+        if let text = properties["x-width"] {
+            guard let width = UInt8(text), PCIeLinkCapabilities.widths.contains(width) else {
+                throw .invalidValue(driver: driver, id: id, property: "x-width", value: text,
+                                    expected: "one of \(PCIeLinkCapabilities.widths.map(String.init).joined(separator: "/"))")
+            }
+            link.maxWidth = width
+        }
+        return link
     }
 
     func slotSettings() throws(PCIePortError) -> PCIeSlotSettings {

@@ -40,12 +40,9 @@ public struct PCIePortLayout: Sendable {
     public var ssvidOffset: Int
     public var expressOffset: Int
     public var messages: MessageInterrupts
-    /// Link Capabilities and Link Status as QEMU fills them (port number added separately).
-    public var linkCapabilities: UInt32
-    public var linkStatus: UInt16
-    /// Link Capabilities 2 and Link Control 2 (zero on QEMU's 2.5 GT/s ports).
-    public var linkCapabilities2: UInt32
-    public var linkControl2: UInt16
+    /// The port's maximum link; Link Capabilities (2), Link Control 2 and the reset Link
+    /// Status follow from it (the port number is added separately).
+    public var link: PCIeLinkCapabilities
     public var portNumber: UInt8
     /// nil for ports without a slot (the upstream port).
     public var slot: PCIExpressSlotOptions?
@@ -65,7 +62,7 @@ public struct PCIePortLayout: Sendable {
     public static let acsOffset = 0x148
 
     /// Link Capabilities bit 20: Data Link Layer Link Active Reporting Capable.
-    public var reportsLinkActive: Bool { linkCapabilities & (1 << 20) != 0 }
+    public var reportsLinkActive: Bool { link.reportsLinkActive }
 
     public func makeConfigSpace() throws(ConfigSpaceError) -> ConfigSpace {
         var cs = ConfigSpace(layout: .bridge, express: true)
@@ -151,11 +148,11 @@ public struct PCIePortLayout: Sendable {
             cs.set(base + PCIExpressRegister.deviceCapabilities, width: 4, value: cap | 1 << 28)
         }
         cs.set(base + PCIExpressRegister.linkCapabilities, width: 4,
-               value: UInt64(linkCapabilities) | UInt64(portNumber) << 24)
+               value: UInt64(link.register) | UInt64(portNumber) << 24)
         cs.setWritable(base + PCIExpressRegister.linkControl, width: 2, mask: 0)
-        cs.set(base + PCIExpressRegister.linkStatus, width: 2, value: UInt64(linkStatus))
-        cs.set(base + PCIExpressRegister.linkCapabilities2, width: 4, value: UInt64(linkCapabilities2))
-        cs.set(base + PCIExpressRegister.linkControl2, width: 2, value: UInt64(linkControl2))
+        cs.set(base + PCIExpressRegister.linkStatus, width: 2, value: UInt64(link.linkStatus(partner: nil, active: false)))
+        cs.set(base + PCIExpressRegister.linkCapabilities2, width: 4, value: UInt64(link.capabilities2))
+        cs.set(base + PCIExpressRegister.linkControl2, width: 2, value: UInt64(link.targetSpeed))
         cs.setWritable(base + PCIExpressRegister.linkControl2, width: 2, mask: 0)
         if portType.hasRootRegisters {
             cs.setWritable(base + PCIExpressRegister.rootControl, width: 2, mask: 0x0007)

@@ -7,8 +7,9 @@ import PCI
 /// `interruptPending` after each change and signals edges once its lock is released.
 ///
 /// Behaviour follows what Linux pciehp expects of QEMU's ports:
-/// - plug: Presence Detect State and Changed; Data Link Layer State Changed and Link Status
-///   DLL Link Active when the port reports link state; and, on slots with an attention
+/// - cold plug: present and powered, link up, nothing latched (QEMU's state after reset).
+/// - plug: Presence Detect State and Changed; Data Link Layer State Changed when the port
+///   reports link state (the port shows the link up either way); and, on slots with an attention
 ///   button, Attention Button Pressed, so that a guest that enables only ABPE (as pciehp
 ///   does on such slots) still learns of the device. A guest that also watches the link
 ///   brings the slot up at once instead of after the 5 s button delay.
@@ -38,6 +39,14 @@ public struct PCIeSlotController: Sendable, Hashable {
 
     // MARK: Machine side
 
+    /// A device attached while the machine is built (cold plug): the slot comes up as it
+    /// leaves reset with a device in it, present and powered, and no event is latched.
+    public mutating func coldPlug(_ config: inout ConfigSpace) {
+        occupied = true
+        unplugRequested = false
+        applyPresence(&config)
+    }
+
     public mutating func plug(_ config: inout ConfigSpace, controller: String) throws(HotPlugError) {
         guard isHotPlugCapable else { throw .noSuchSlot(controller: controller, device: Self.slotDevice) }
         guard !occupied else { throw .slotOccupied(controller: controller, device: Self.slotDevice) }
@@ -45,11 +54,19 @@ public struct PCIeSlotController: Sendable, Hashable {
         unplugRequested = false
         var events: PCIExpressSlotStatus = [.presenceDetected, .presenceDetectChanged]
         if features.contains(.attentionButton) { events.insert(.attentionButtonPressed) }
-        if reportsLinkActive {
-            config.setLinkActive(true)
-            events.insert(.dataLinkLayerStateChanged)
-        }
+        if reportsLinkActive { events.insert(.dataLinkLayerStateChanged) }
         config.setSlotStatus(events, true)
+    }
+
+    /// The link to the device is up while the slot holds one (Link Status DLL Link Active).
+    /// QEMU reports it on every port type, also where Link Capabilities does not advertise
+    /// the reporting (Linux reads it only where it does).
+    public var linkActive: Bool { occupied }
+
+    /// Whether config cycles reach the device: a slot with a power controller passes them
+    /// only while the guest has the power on, as QEMU hides a device in an unpowered slot.
+    public func passesConfigCycles(_ config: ConfigSpace) -> Bool {
+        config.pciExpressSlotState?.poweredOn ?? true
     }
 
     /// Returns the events of an immediate removal (surprise), none for a button request.
@@ -65,7 +82,9 @@ public struct PCIeSlotController: Sendable, Hashable {
         guard !unplugRequested else { throw .unplugInProgress(controller: controller, device: Self.slotDevice) }
         // A slot the guest never powered on (power off, power indicator off) holds a device
         // no driver uses: it can go at once, as QEMU does, without waiting for a button cycle.
+        // QEMU also withdraws the attention button press it latched at plug.
         if let state = config.pciExpressSlotState, !state.poweredOn, state.powerIndicator == .off {
+            config.setSlotStatus(.attentionButtonPressed, false)
             return remove(&config)
         }
         unplugRequested = true
@@ -80,10 +99,7 @@ public struct PCIeSlotController: Sendable, Hashable {
         unplugRequested = false
         config.setSlotStatus(.presenceDetected, false)
         var events: PCIExpressSlotStatus = [.presenceDetectChanged]
-        if reportsLinkActive {
-            config.setLinkActive(false)
-            events.insert(.dataLinkLayerStateChanged)
-        }
+        if reportsLinkActive { events.insert(.dataLinkLayerStateChanged) }
         config.setSlotStatus(events, true)
         return [.ejected(device: Self.slotDevice)]
     }
@@ -92,9 +108,12 @@ public struct PCIeSlotController: Sendable, Hashable {
 
     /// A guest write touched Slot Control. `before` is Slot Control as it was before the
     /// write; `interlockToggled` is true when the write set Electromechanical Interlock
-    /// Control (a write-only bit that always reads 0).
+    /// Control (a write-only bit that always reads 0). `wholeRegister` is true when the write
+    /// started at Slot Control and covered both its bytes: only such a write ejects the device
+    /// at power-off, as on QEMU, which decides from the written value taken as the whole
+    /// register (pciehp always writes the whole register; a byte write only switches power).
     public mutating func slotControlWritten(_ config: inout ConfigSpace, before: PCIExpressSlotControl,
-                                            interlockToggled: Bool) -> [HotPlugEvent] {
+                                            interlockToggled: Bool, wholeRegister: Bool = true) -> [HotPlugEvent] {
         guard let state = config.pciExpressSlotState else { return [] }
         let after = state.control
         var events: [HotPlugEvent] = []
@@ -107,7 +126,7 @@ public struct PCIeSlotController: Sendable, Hashable {
             let isOn = !after.contains(.powerControllerOff)
             let indicatorOff = Self.powerIndicator(after) == .off
             let wasSafe = !wasOn && Self.powerIndicator(before) == .off
-            if occupied && !isOn && indicatorOff && !wasSafe {
+            if occupied && !isOn && indicatorOff && !wasSafe && wholeRegister {
                 // Power and power indicator off: the guest is done with the device.
                 events += remove(&config)
             } else if occupied && isOn && !wasOn {
@@ -140,21 +159,36 @@ public struct PCIeSlotController: Sendable, Hashable {
         return pairs.contains { state.status.contains($0.0) && state.control.contains($0.1) }
     }
 
-    /// After a reset: a present device keeps its presence, its power and its link (PCIe
-    /// ports come out of reset with an occupied slot powered, as firmware expects).
+    /// After a reset: a present device keeps its presence and its power (PCIe ports come out
+    /// of reset with an occupied slot powered, as firmware expects and QEMU does).
     public mutating func afterReset(_ config: inout ConfigSpace) {
         unplugRequested = false
-        guard occupied, let base = config.pciExpressOffset else { return }
+        if occupied { applyPresence(&config) }
+    }
+
+    /// Presence Detect State and the power controller on; the indicators keep their reset
+    /// state (off), as on QEMU.
+    private func applyPresence(_ config: inout ConfigSpace) {
+        guard let base = config.pciExpressOffset else { return }
         config.setSlotStatus(.presenceDetected, true)
-        if reportsLinkActive { config.setLinkActive(true) }
-        let control = base + PCIExpressRegister.slotControl
         if features.contains(.powerController) {
-            config.setBits(control, width: 2, UInt64(PCIExpressSlotControl.powerControllerOff.rawValue), to: false)
+            config.setBits(base + PCIExpressRegister.slotControl, width: 2,
+                           UInt64(PCIExpressSlotControl.powerControllerOff.rawValue), to: false)
         }
-        if features.contains(.powerIndicator) {
-            config.setBits(control, width: 2, UInt64(PCIExpressSlotControl.powerIndicatorControl.rawValue), to: false)
-            config.setBits(control, width: 2, UInt64(PCIExpressIndicator.on.rawValue << 8), to: true)
-        }
+    }
+
+    /// Event bits a Slot Status write may clear only together: QEMU undoes a write that also
+    /// sets bits which were not pending (guests that clear everything at init would lose
+    /// events otherwise). DLL State Changed is not among them.
+    static let guardedEvents: PCIExpressSlotStatus = [.attentionButtonPressed, .powerFaultDetected,
+                                                      .mrlSensorChanged, .presenceDetectChanged, .commandCompleted]
+
+    /// A guest write reached Slot Status with `written`; `before` is Slot Status before it.
+    public func slotStatusWritten(_ config: inout ConfigSpace, before: PCIExpressSlotStatus, written: UInt16) {
+        let guarded = Self.guardedEvents.rawValue
+        guard written & ~before.rawValue & guarded != 0 else { return }
+        config.setSlotStatus(Self.guardedEvents, false)
+        config.setSlotStatus(before.intersection(Self.guardedEvents), true)
     }
 
     static func powerIndicator(_ control: PCIExpressSlotControl) -> PCIExpressIndicator? {

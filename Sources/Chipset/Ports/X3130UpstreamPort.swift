@@ -15,7 +15,7 @@ public final class X3130UpstreamPort: PCIExpressPort {
         identity: identity, portType: .upstreamPort, interruptPin: 0,
         subsystem: (vendor: 0, id: 0), ssvidOffset: 0x80, expressOffset: 0x90,
         messages: .msi(MSIOptions(vectors: 1, is64Bit: true, perVectorMasking: false), capabilityOffset: 0x70),
-        linkCapabilities: 0x0411, linkStatus: 0x0011, linkCapabilities2: 0, linkControl2: 0,
+        link: .minimum,
         portNumber: 0, slot: nil, ariForwarding: false, functionLevelReset: true,
         acs: nil, windowsDisabledAtReset: false, resourceReserve: .init(), ioWindow: true)
 }

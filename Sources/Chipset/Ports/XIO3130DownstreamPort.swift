@@ -19,7 +19,7 @@ public final class XIO3130DownstreamPort: PCIExpressPort, HotPlugController {
             identity: identity, portType: .downstreamPort, interruptPin: 0,
             subsystem: (vendor: 0, id: 0), ssvidOffset: 0x80, expressOffset: 0x90,
             messages: .msi(MSIOptions(vectors: 1, is64Bit: true, perVectorMasking: false), capabilityOffset: 0x70),
-            linkCapabilities: 0x0400, linkStatus: 0x0011, linkCapabilities2: 0, linkControl2: 0,
+            link: PCIeLinkCapabilities(maxSpeed: 0, maxWidth: 0),
             portNumber: settings.port, slot: settings.slotOptions, ariForwarding: true, functionLevelReset: true,
             acs: nil, windowsDisabledAtReset: false, resourceReserve: .init(), ioWindow: true)
     }

@@ -32,7 +32,7 @@ extension Machine {
             var device = PlatformDescription.Device(devfn: address.devfn)
             if let bridge = function as? any PCIBridgeFunction {
                 let secondary = bridge.busNumbers.secondary
-                if secondary > address.bus, rootComplex.bus(secondary) === bridge.secondary {
+                if secondary > address.bus, rootComplex.numberedBus(secondary) === bridge.secondary {
                     device.secondaryBus = secondary
                     let type = function.configSnapshot().pciExpressPortType
                     kinds[secondary] = (type == .rootPort || type == .downstreamPort) ? .pcieDownstream : .conventional

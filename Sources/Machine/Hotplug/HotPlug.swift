@@ -13,7 +13,11 @@ extension Machine {
         topologyChanged()
         if placed.devfn & 7 == 0, let controller {
             do {
-                try controller.plug(device: placed.devfn >> 3)
+                if let port = controller as? any PCIExpressPort {
+                    try port.engine.plug(device: placed.devfn >> 3, linkPartner: Self.linkCapabilities(of: placed))
+                } else {
+                    try controller.plug(device: placed.devfn >> 3)
+                }
             } catch {
                 // Only what this call added goes: functions already in the slot stay.
                 disconnectInterrupts(placed)
@@ -24,6 +28,22 @@ extension Machine {
             drainHotPlugEvents(controller)
         }
         return placed
+    }
+
+    /// Tells the hot-plug controller in front of a cold-plugged device's bus (a PCIe port's slot,
+    /// a bridge's SHPC) that the device is there, so that it can be deleted like a hot-plugged
+    /// one (function 0 stands for the device, as at hot plug).
+    func announceColdPlugged(_ placed: PlacedDevice) {
+        guard placed.devfn & 7 == 0, let bridge = topology.bus(named: placed.busName)?.bridge else { return }
+        if let port = bridge as? any PCIExpressPort {
+            port.engine.coldPlug(device: placed.devfn >> 3, linkPartner: Self.linkCapabilities(of: placed))
+        } else if let shpcBridge = bridge as? PCIBridge {
+            shpcBridge.coldPlug(device: placed.devfn >> 3)
+        }
+    }
+
+    static func linkCapabilities(of placed: PlacedDevice) -> PCIeLinkCapabilities? {
+        PCIeLinkCapabilities(config: placed.function.configSnapshot())
     }
 
     /// Requests removal of a device. Removal completes when the guest lets go (or at once for

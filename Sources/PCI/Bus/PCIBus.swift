@@ -62,13 +62,16 @@ public final class PCIBus: Sendable {
 
     /// The bus that config cycles for `target` reach when this bus has number `number`:
     /// this bus, a bus behind one of its bridges, or nil (master abort).
-    public func resolve(_ target: UInt8, thisBusNumber number: UInt8) -> PCIBus? {
+    /// With `ignoringPower`, buses behind unpowered slots count too (the bus a bridge numbers,
+    /// whether or not anything behind it can answer now).
+    public func resolve(_ target: UInt8, thisBusNumber number: UInt8, ignoringPower: Bool = false) -> PCIBus? {
         if target == number { return self }
         let bridges = slots.withLock { $0.bridges }
         for bridge in bridges {
             let numbers = bridge.busNumbers
             if numbers.forwards(target) {
-                return bridge.secondary.resolve(target, thisBusNumber: numbers.secondary)
+                guard ignoringPower || bridge.passesConfigCycles else { return nil }
+                return bridge.secondary.resolve(target, thisBusNumber: numbers.secondary, ignoringPower: ignoringPower)
             }
         }
         return nil

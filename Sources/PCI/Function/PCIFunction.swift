@@ -43,4 +43,11 @@ public struct BridgeBusNumbers: Sendable, Hashable {
 public protocol PCIBridgeFunction: PCIFunction {
     var secondary: PCIBus { get }
     var busNumbers: BridgeBusNumbers { get }
+    /// False while nothing behind the bridge can answer (a PCIe slot whose power is off):
+    /// config cycles for its buses then end in a master abort.
+    var passesConfigCycles: Bool { get }
+}
+
+extension PCIBridgeFunction {
+    public var passesConfigCycles: Bool { true }
 }
