@@ -184,3 +184,31 @@ struct MonitorBackPressureTests {
         #expect(try qt.command("read 0x40ffffe 4") == "OK 0xa5a50000")
     }
 }
+
+/// A device hot-plugged into a slot whose power the guest switched off answers no config
+/// cycle until the guest powers the slot on (PCIe Base: no link without slot power), as on QEMU.
+@Suite struct UnpoweredSlotTests {
+    @Test func aDevicePluggedIntoAnUnpoweredSlotStaysHiddenUntilPowerOn() throws {
+        let (child, qt, listener, path) = try MonitorBackPressureTests.start(["-device", "pcie-root-port,id=rp1,chassis=1,slot=1,addr=1"])
+        defer { withExtendedLifetime((qt, listener)) { child.stop() } }
+        // The guest numbers the port's secondary bus 1 and finds its PCI Express capability.
+        try qt.configWrite(device: 1, offset: 0x18, width: "l", value: 0x0001_0100)
+        var capability = Int(UInt32(try qt.configRead(device: 1, offset: 0x34).dropFirst(5), radix: 16) ?? 0 & 0xFC)
+        while capability != 0 {
+            let header = UInt32(try qt.configRead(device: 1, offset: capability).dropFirst(5), radix: 16) ?? 0
+            if header & 0xFF == 0x10 { break }
+            capability = Int(header >> 8 & 0xFC)
+        }
+        #expect(capability != 0, "no PCI Express capability")
+        let slotControl = capability + 0x18
+        // Power off, power indicator off (what pciehp leaves on an empty slot).
+        try qt.configWrite(device: 1, offset: slotControl, width: "w", value: 1 << 10 | 0b11 << 8 | 0b11 << 6)
+        let client = try QMPTestClient(path: path)
+        try client.negotiate()
+        #expect(try client.execute("device_add", "{\"driver\": \"pci-testdev\", \"id\": \"t1\", \"bus\": \"rp1\"}") == "{\"return\": {}}")
+        #expect(try qt.configRead(bus: 1, device: 0, offset: 0) == "OK 0xffffffff", "a device behind an unpowered slot answered")
+        // Power on, indicator on: the link comes up and the device answers.
+        try qt.configWrite(device: 1, offset: slotControl, width: "w", value: 0b01 << 8 | 0b11 << 6)
+        #expect(try qt.configRead(bus: 1, device: 0, offset: 0) == "OK 0x51b36")
+    }
+}
