@@ -105,6 +105,8 @@ public final class Machine: Sendable {
             let placed = try topology.add(spec).device
             connectInterrupts(placed)
         }
+        legacy.acpiHotPlug.setEventHandler { [weak self] bus in self?.drainHotPlugEvents(bus) }
+        if configuration.acpiPCIHotplug { attachACPIHotPlug() }
     }
 
     // MARK: vCPU exit entry points
