@@ -39,7 +39,11 @@ extension Machine {
                 if secondary > address.bus, rootComplex.bus(secondary) === bridge.secondary {
                     device.secondaryBus = secondary
                     let type = function.configSnapshot().pciExpressPortType
-                    kinds[secondary] = (type == .rootPort || type == .downstreamPort) ? .pcieDownstream : .conventional
+                    kinds[secondary] = switch type {
+                    case .rootPort?, .downstreamPort?: .pcieDownstream
+                    case .upstreamPort?: .pcieSwitchInternal
+                    default: .conventional
+                    }
                     if let name = topology.placed.first(where: { $0.function === function })?.id,
                        let acpi = topology.hotPlugController(forBus: name) as? ACPIHotPlugBus {
                         selectors[secondary] = acpi.bsel

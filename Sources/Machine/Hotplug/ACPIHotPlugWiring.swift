@@ -32,13 +32,13 @@ extension Machine {
     }
 
     /// The slots the ACPI block offers behind a bridge, nil when the bridge keeps its bus
-    /// without hot-plug: a PCIe port's one slot (device 0), or all 32 device numbers of a
-    /// conventional bus or a switch's internal bus.
+    /// without hot-plug: device 0 behind a PCIe port (its bus is PCI Express: QEMU ignores
+    /// the other device numbers there, a switch's internal bus included), all 32 device
+    /// numbers of a conventional bus.
     static func acpiHotPlugSlots(behind bridge: any PCIBridgeFunction) -> [UInt8]? {
-        if let port = bridge as? any PCIExpressPort, let slot = port.engine.slotController {
-            return slot.isHotPlugCapable ? [PCIeSlotController.slotDevice] : nil
-        }
-        return Array(0..<32)
+        guard let port = bridge as? any PCIExpressPort else { return Array(0..<32) }
+        if let slot = port.engine.slotController, !slot.isHotPlugCapable { return nil }
+        return [0]
     }
 
     /// Registers the cold-plugged bridges' buses with the ACPI block and hands their slots to it.

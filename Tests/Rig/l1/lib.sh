@@ -268,3 +268,57 @@ _hotplug_cycles() {
     _n=$((_n + 1))
   done
 }
+
+# ACPI PCI hot-plug (the acpihp scenarios): QEMU 10's default path, `-global
+# ICH9-LPC.acpi-pci-hotplug-with-bridge-support=on`, under either VMM. One cycle into a root port
+# (rp3), one into the switch downstream port (dn2), one into a pci-bridge slot (br1 addr 2); L2's
+# acpiphp handles each through _E01 (device check, eject request) and the slot's _EJ0.
+ACPIHP_GLOBAL="-global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=on"
+ACPIHP_TARGETS="rootport:rp3: switchport:dn2: bridge:br1:,\"addr\":\"2\""
+qemu_acpihp_command() {
+  qemu_l2_command | sed 's/acpi-pci-hotplug-with-bridge-support=off/acpi-pci-hotplug-with-bridge-support=on/'
+}
+
+# acpihp_facts LABEL: what one VMM's acpihp session showed, one fact a line, without times,
+# resource addresses or kernel timestamps, so that two VMMs' files compare line by line:
+# L2's driver bindings, hot-plug slots, acpiphp's slot count, each cycle's devices, and the
+# DEVICE_DELETED events. Written to /tmp/acpihp-LABEL.facts.
+acpihp_facts() {
+  {
+    sed -n 's/^[0-9.]* RIG-L2 //p' /tmp/l2-hotplug-$1.log |
+      grep -E '^(driver |pciehp |pcislots |acpiphp |ready |plugged |unplugged |devices=)' |
+      sed -e 's/ uptime=[0-9.]*//'
+    # The functions each cycle added (the lines between "plugged" and "unplugged").
+    sed -n '/ RIG-L2 plugged /,/ RIG-L2 unplugged /s/^[0-9.]* RIG-L2 \(dev .*\) res=.*/cycle \1/p' /tmp/l2-hotplug-$1.log
+    grep -o 'DEVICE_DELETED.*"device": *"hp[0-9]*"' /tmp/qmp-$1.log | sed 's/.*"device": *"\(hp[0-9]*\)"/DEVICE_DELETED \1/'
+  } >/tmp/acpihp-$1.facts
+}
+
+# acpihp_check LABEL: L2 bound acpiphp (slots registered, pciehp not bound: _OSC kept native
+# hot-plug) and every cycle's device left with DEVICE_DELETED. Prints each failure; returns
+# their count.
+acpihp_check() {
+  _f=0 _af=/tmp/acpihp-$1.facts
+  echo "--- acpihp facts ($1):"; sed 's/^/  /' $_af | cut -c1-240
+  _n=$(sed -n 's/^acpiphp registered=//p' $_af)
+  [ "${_n:-0}" -gt 0 ] || { echo "CHECK FAILED ($1): acpiphp registered no slot in L2"; _f=$((_f + 1)); }
+  _n=$(sed -n 's/^pciehp services=\([0-9]*\).*/\1/p' $_af)
+  [ "$_n" = 0 ] || { echo "CHECK FAILED ($1): pciehp bound ${_n:-?} ports; with ACPI hot-plug it must bind none"; _f=$((_f + 1)); }
+  _want=0; for _t in $ACPIHP_TARGETS; do _want=$((_want + 1)); done
+  _n=$(grep -c '^DEVICE_DELETED ' $_af)
+  [ "$_n" = "$_want" ] || { echo "CHECK FAILED ($1): $_n DEVICE_DELETED events, want $_want"; _f=$((_f + 1)); }
+  _n=$(grep -c '^unplugged ' $_af)
+  [ "$_n" = "$_want" ] || { echo "CHECK FAILED ($1): L2 saw $_n of $_want devices leave"; _f=$((_f + 1)); }
+  return $_f
+}
+
+# acpihp_session LABEL CMD...: hotplug_session over $ACPIHP_TARGETS, then the facts and checks.
+acpihp_session() {
+  _al=$1 _saved=$HOTPLUG_TARGETS _arc=0
+  HOTPLUG_TARGETS=$ACPIHP_TARGETS
+  hotplug_session "$@" || _arc=1
+  HOTPLUG_TARGETS=$_saved
+  acpihp_facts "$_al"
+  acpihp_check "$_al" || _arc=1
+  return $_arc
+}
