@@ -130,8 +130,11 @@ public struct PlatformDescription: Hashable, Sendable {
             case root
             /// Secondary bus of a PCIe root port or switch downstream port: one slot, device 0.
             case pcieDownstream
-            /// A conventional bus (behind a PCI-PCI or PCIe-to-PCI bridge, or a switch's internal bus).
+            /// A conventional bus (behind a PCI-PCI or PCIe-to-PCI bridge).
             case conventional
+            /// A PCIe switch's internal bus (behind its upstream port): PCI Express, so ACPI
+            /// hot-plug offers only device 0 there, as QEMU's DSDT does.
+            case pcieSwitchInternal
         }
 
         public var number: UInt8

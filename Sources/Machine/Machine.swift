@@ -109,6 +109,8 @@ public final class Machine: Sendable {
             connectInterrupts(placed)
             announceColdPlugged(placed)
         }
+        legacy.acpiHotPlug.setEventHandler { [weak self] bus in self?.drainHotPlugEvents(bus) }
+        if configuration.acpiPCIHotplug { attachACPIHotPlug() }
     }
 
     // MARK: vCPU exit entry points

@@ -43,6 +43,9 @@ final class Topology: Sendable {
         /// (chassis, physical slot) of slots that have a number, and who owns each: a guest
         /// names slots by these, so two slots may not share one.
         var chassisSlots: [ChassisSlot: String] = [:]
+        /// Buses whose slots another controller serves than the bridge in front of them
+        /// (ACPI PCI hot-plug), by bus name.
+        var busControllers: [String: any HotPlugController] = [:]
     }
 
     struct ChassisSlot: Hashable {
@@ -81,6 +84,20 @@ final class Topology: Sendable {
 
     func bus(named name: String) -> BusEntry? { state.withLock { $0.buses[name] } }
 
+    /// The controller that hot-plugs into bus `name`: the one set for it, else its bridge's own.
+    func hotPlugController(forBus name: String) -> (any HotPlugController)? {
+        state.withLock { Self.controller(forBus: name, in: $0) }
+    }
+
+    /// Hands bus `name`'s slots to `controller` (until the bus goes away).
+    func setHotPlugController(_ controller: any HotPlugController, forBus name: String) {
+        state.withLock { $0.busControllers[name] = controller }
+    }
+
+    private static func controller(forBus name: String, in s: State) -> (any HotPlugController)? {
+        s.busControllers[name] ?? (s.buses[name]?.bridge as? any HotPlugController)
+    }
+
     /// The chain of (slot device number) from the function up to the root bus, nearest first,
     /// ending with the root-bus slot: what INTx swizzling needs.
     func slotPath(busName: String, devfn: UInt8) -> [UInt8] {
@@ -116,7 +133,7 @@ final class Topology: Sendable {
             let devfn: UInt8
             if let requested = spec.devfn {
                 devfn = requested
-            } else if requireHotPlug, let controller = entry.bridge as? any HotPlugController, !controller.hotPlugSlots.isEmpty {
+            } else if requireHotPlug, let controller = Self.controller(forBus: busName, in: s), !controller.hotPlugSlots.isEmpty {
                 // Only the controller's slots will do; QEMU's "no slot available" otherwise.
                 guard let free = controller.hotPlugSlots.first(where: { entry.bus.occupant(at: $0 << 3) == nil }) else {
                     throw .busFull(busName)
@@ -130,7 +147,7 @@ final class Topology: Sendable {
             }
             var controller: (any HotPlugController)?
             if requireHotPlug {
-                guard let c = entry.bridge as? any HotPlugController, !c.hotPlugSlots.isEmpty else {
+                guard let c = Self.controller(forBus: busName, in: s), !c.hotPlugSlots.isEmpty else {
                     throw .notHotPluggable(bus: busName, reason: "Bus '\(busName)' does not support hotplugging; plug into a root port, a switch downstream port or a bridge with an SHPC")
                 }
                 guard c.hotPlugSlots.contains(devfn >> 3) else {
@@ -175,6 +192,7 @@ final class Topology: Sendable {
                 }
                 s.placed.removeAll { $0.busName == name }
                 s.buses[name] = nil
+                s.busControllers[name] = nil
             }
             for function in 0..<UInt8(8) {
                 let devfn = device << 3 | function

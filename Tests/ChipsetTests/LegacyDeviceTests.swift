@@ -332,7 +332,15 @@ import VMMBase
         #expect(r(0x00) == 1 << 3)
         #expect(r(0x00) == 0, "reading PCIU clears it")
         w(0x10, 0)
-        #expect(r(0x0C) == 1)
+        // PCIRMV: QEMU 10 reads all ones on a root port's bus, and clears only the slots of
+        // cold-plugged bridges (which B0EJ then leaves alone).
+        #expect(r(0x0C) == 0xFFFF_FFFF)
+        bus1.coldPlug(device: 5, bridge: true)
+        w(0x10, 1)
+        #expect(r(0x0C) == ~(1 << 5))
+        w(0x08, 1 << 5)
+        #expect(bus1.takeEvents().isEmpty)
+        w(0x10, 0)
         #expect(throws: HotPlugError.noSuchSlot(controller: "rp0", device: 1)) { try bus0.plug(device: 1) }
         // GPE status is write-1-to-clear and drops the SCI.
         pm.pmBlock.write(offset: 0x20, width: .byte, value: 0x02)

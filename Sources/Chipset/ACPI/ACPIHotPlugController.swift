@@ -187,6 +187,9 @@ public final class ACPIHotPlugBus: HotPlugController {
 
     struct State {
         var occupied: Set<UInt8> = []
+        /// Slots holding a cold-plugged bridge: ACPI cannot remove those (QEMU's
+        /// acpi_pcihp_pc_no_hotplug), so PCIRMV clears their bits and B0EJ leaves them.
+        var fixed: Set<UInt8> = []
         var acpiIndex: [UInt8: UInt32] = [:]
         var events: [HotPlugEvent] = []
     }
@@ -199,10 +202,17 @@ public final class ACPIHotPlugBus: HotPlugController {
         self.hotPlugSlots = slots
     }
 
-    var removableMask: UInt32 { hotPlugSlots.reduce(0) { $0 | 1 << UInt32($1) } }
+    /// PCIRMV: every slot but those of cold-plugged bridges, as QEMU reports it.
+    var removableMask: UInt32 { state.withLock { $0.fixed.reduce(~0) { $0 & ~(1 << UInt32($1)) } } }
 
-    /// Marks a slot occupied without notifying the guest (a cold-plugged device).
-    public func coldPlug(device: UInt8) { _ = state.withLock { $0.occupied.insert(device) } }
+    /// Marks a slot occupied without notifying the guest (a cold-plugged device); a bridge
+    /// there stays for good.
+    public func coldPlug(device: UInt8, bridge: Bool = false) {
+        state.withLock {
+            $0.occupied.insert(device)
+            if bridge { $0.fixed.insert(device) }
+        }
+    }
 
     /// The acpi-index the guest reads back through PIDX for a slot (0 = none).
     public func setACPIIndex(_ index: UInt32, forSlot device: UInt8) { state.withLock { $0.acpiIndex[device] = index } }
@@ -212,7 +222,7 @@ public final class ACPIHotPlugBus: HotPlugController {
     /// Removes the device in `slot` if there is one; true when an `.ejected` event was queued.
     func eject(slot: UInt8) -> Bool {
         state.withLock { s in
-            guard s.occupied.remove(slot) != nil else { return false }
+            guard !s.fixed.contains(slot), s.occupied.remove(slot) != nil else { return false }
             s.events.append(.ejected(device: slot))
             return true
         }

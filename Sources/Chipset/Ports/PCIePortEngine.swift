@@ -206,6 +206,17 @@ public final class PCIePortEngine: Sendable {
         }
     }
 
+    /// Switches the slot's power controller on without a Slot Control command (no Command
+    /// Completed): what QEMU does when ACPI hot-plug puts a device below the port.
+    public func powerSlotOn() {
+        state.withLock { s in
+            guard let slot = s.slot, slot.features.contains(.powerController),
+                  let base = s.config.pciExpressOffset else { return }
+            s.config.setBits(base + PCIExpressRegister.slotControl, width: 2,
+                             UInt64(PCIExpressSlotControl.powerControllerOff.rawValue), to: false)
+        }
+    }
+
     /// The slot controller's bookkeeping, for monitors and tests.
     public var slotController: PCIeSlotController? { state.withLock { $0.slot } }
 

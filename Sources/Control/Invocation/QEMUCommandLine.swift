@@ -93,6 +93,10 @@ extension QEMUInvocation {
                                            standard output; the process ends when the guest
                                            powers off or resets
           -no-reboot                       accepted (a reset always ends the process)
+          -global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=on|off
+                                           on: hot-plug into ports and bridges through ACPI
+                                           (QEMU 10's default); off (Switchyard's default):
+                                           native PCIe and SHPC hot-plug
         Switchyard serves its monitors until QMP `quit`, until the qtest socket closes, or
         until a booted guest powers off.
         """
@@ -230,6 +234,8 @@ extension QEMUInvocation {
                 result.qtest = try endpoint(text, option: option)
             case "-qtest-log":
                 result.qtestLog = try value(option)
+            case "-global":
+                result.machine.acpiPCIHotplug = try acpiHotplugGlobal(try value(option))
             case "-kernel": result.kernel = try value(option)
             case "-initrd": result.initrd = try value(option)
             case "-append": result.append = try value(option)
@@ -281,6 +287,15 @@ extension QEMUInvocation {
             }
         }
         throw InvocationError("-accel tcg: TCG is not supported; Switchyard runs guests under KVM (-accel kvm) or with no vCPU (-accel qtest)")
+    }
+
+    /// `-global DRIVER.PROPERTY=VALUE`: the one global Switchyard models.
+    static func acpiHotplugGlobal(_ text: String) throws(InvocationError) -> Bool {
+        let name = "ICH9-LPC.acpi-pci-hotplug-with-bridge-support"
+        guard let equals = text.firstIndex(of: "="), text[..<equals] == name else {
+            throw InvocationError("-global \(text): unsupported; the only global is \(name)=on|off")
+        }
+        return try flag(String(text[text.index(after: equals)...]), "acpi-pci-hotplug-with-bridge-support", "-global")
     }
 
     static func flag(_ v: String, _ key: String, _ option: String) throws(InvocationError) -> Bool {

@@ -332,7 +332,7 @@ struct DSDTBuilder {
         var childBridges: [UInt8] = []     // devfns whose PCNT is chained
         if let sel = bus.acpiHotplugSelector { terms.append(AML.nameDecl("BSEL", .int(sel))) }
 
-        let slots: [UInt8] = bus.acpiHotplugSelector == nil ? [] : (bus.kind == .pcieDownstream ? [0] : Array(0..<32))
+        let slots: [UInt8] = bus.acpiHotplugSelector == nil ? [] : (bus.kind == .conventional ? Array(0..<32) : [0])
         var emitted = Set<UInt8>()
         for devfn in Set(bus.devices.map(\.devfn) + slots.map { $0 << 3 }).sorted() where !emitted.contains(devfn) {
             let dev = byDevfn[devfn]

@@ -4,11 +4,18 @@ public struct MachineConfiguration: Sendable, Hashable {
     public var layout: Q35Layout
     /// Devices in the order they are created; a device's bus must be defined before it.
     public var devices: [DeviceSpec]
+    /// QEMU's `ICH9-LPC.acpi-pci-hotplug-with-bridge-support`: hot-plug into ports and bridges
+    /// goes through the ACPI PCI hot-plug block (GPE0 bit 1, `_E01`/`_EJ0`) instead of the
+    /// ports' and bridges' own controllers, and `_OSC` keeps native PCIe hot-plug from the OS.
+    /// Off by default (QEMU 10 defaults it on): see the README's hot-plug section.
+    public var acpiPCIHotplug: Bool
 
-    public init(memorySize: UInt64 = 128 << 20, layout: Q35Layout = .standard, devices: [DeviceSpec] = []) {
+    public init(memorySize: UInt64 = 128 << 20, layout: Q35Layout = .standard, devices: [DeviceSpec] = [],
+                acpiPCIHotplug: Bool = false) {
         self.memorySize = memorySize
         self.layout = layout
         self.devices = devices
+        self.acpiPCIHotplug = acpiPCIHotplug
     }
 
     /// The built-in default machine `make run` shows: q35 with a PCI-PCI bridge and test

@@ -18,7 +18,10 @@ extension Machine {
         description.pci.mem32Window = AddressRange(base: layout.pciMemory32Base, last: layout.pciMemory32Last)!
         description.pci.mem64Window = AddressRange(base: layout.pciMemory64Base, last: layout.pciMemory64Last)
         description.pci.buses = describeBuses()
-        description.pci.nativeHotplug = true
+        // With ACPI hot-plug, _OSC keeps native PCIe hot-plug from the OS, as QEMU's does
+        // (SHPC stays offered), so Linux binds acpiphp to the slots instead of pciehp.
+        description.pci.nativeHotplug = !configuration.acpiPCIHotplug
+        description.acpiHotplug = configuration.acpiPCIHotplug ? PlatformDescription.ACPIHotplugRegisters() : nil
         description.pci.shpcPresent = devices.contains { $0.function.configSnapshot().capability(.standard(CapabilityID.hotPlug)) != nil }
         return description
     }
@@ -27,6 +30,7 @@ extension Machine {
     func describeBuses() -> [PlatformDescription.Bus] {
         var kinds: [UInt8: PlatformDescription.Bus.Kind] = [rootComplex.rootBusNumber: .root]
         var slots: [UInt8: Set<UInt8>] = [:]
+        var selectors: [UInt8: UInt32] = [:]
         var devices: [UInt8: [PlatformDescription.Device]] = [:]
         for (address, function) in reachableFunctions() {
             var device = PlatformDescription.Device(devfn: address.devfn)
@@ -35,8 +39,18 @@ extension Machine {
                 if secondary > address.bus, rootComplex.numberedBus(secondary) === bridge.secondary {
                     device.secondaryBus = secondary
                     let type = function.configSnapshot().pciExpressPortType
-                    kinds[secondary] = (type == .rootPort || type == .downstreamPort) ? .pcieDownstream : .conventional
-                    slots[secondary] = Set((function as? any HotPlugController)?.hotPlugSlots ?? [])
+                    kinds[secondary] = switch type {
+                    case .rootPort?, .downstreamPort?: .pcieDownstream
+                    case .upstreamPort?: .pcieSwitchInternal
+                    default: .conventional
+                    }
+                    if let name = topology.placed.first(where: { $0.function === function })?.id,
+                       let acpi = topology.hotPlugController(forBus: name) as? ACPIHotPlugBus {
+                        selectors[secondary] = acpi.bsel
+                        slots[secondary] = Set(acpi.hotPlugSlots)
+                    } else {
+                        slots[secondary] = Set((function as? any HotPlugController)?.hotPlugSlots ?? [])
+                    }
                 }
             }
             devices[address.bus, default: []].append(device)
@@ -49,7 +63,7 @@ extension Machine {
                 d.hotpluggable = slots[number]?.contains(device.slot) ?? false
                 return d
             }
-            return PlatformDescription.Bus(number: number, kind: kind, devices: list)
+            return PlatformDescription.Bus(number: number, kind: kind, acpiHotplugSelector: selectors[number], devices: list)
         }
     }
 

@@ -25,6 +25,7 @@ extension Machine {
                 topologyChanged()
                 throw .hotPlug(error)
             }
+            if controller is ACPIHotPlugBus { powerACPISlot(forBus: placed.busName) }
             drainHotPlugEvents(controller)
         }
         return placed
@@ -50,7 +51,7 @@ extension Machine {
     /// a surprise removal); `MachineEvent.deviceDeleted` reports it.
     public func unplug(id: String, mode: UnplugMode = .attentionButton) throws(MachineConfigurationError) {
         guard let placed = topology.device(id: id) else { throw .noSuchDevice(id) }
-        guard let entry = topology.bus(named: placed.busName), let controller = entry.bridge as? any HotPlugController else {
+        guard let controller = topology.hotPlugController(forBus: placed.busName) else {
             throw .notHotPluggable(bus: placed.busName, reason: "Bus '\(placed.busName)' does not support hotplugging")
         }
         do {
@@ -84,6 +85,7 @@ extension Machine {
 
 extension Topology {
     func busName(behind controller: any HotPlugController) -> String? {
-        placed.first { $0.function === controller }?.id
+        if let bus = controller as? ACPIHotPlugBus { return bus.name }
+        return placed.first { $0.function === controller }?.id
     }
 }

@@ -212,13 +212,15 @@ hotplug_session() {
   rm -f $_hq.in $_hq.out
   mkfifo $_hq.in $_hq.out
   stamp <$_hq.out >$_hq.log &
-  L2_APPEND_LINE="$(l2_append hotplug) rig.l2cycles=$_hn"
+  L2_APPEND_LINE="$(l2_append hotplug) rig.l2cycles=$_hn${HOTPLUG_APPEND:-}"
   start_vmm "$_hlog" "$@"
+  : >/tmp/hp-t0-$_hl
   _hotplug_cycles || _hrc=1
   exec 3>&-
   wait_vmm_exit "$_hlog" 20
   echo "--- L2 console ($_hl), times relative to VMM start:"
   show_l2_log "$_hlog"
+  kernel_figures "$_hl" "$_hlog" /tmp/hp-t0-$_hl
   echo "--- QMP replies and events ($_hl), times relative to VMM start:"
   show_l2_log $_hq.log | cut -c1-200
   grep -q ' RIG-L2 hotplug-timeout' "$_hlog" && { echo "$_hl: L2's hot-plug watch timed out"; _hrc=1; }
@@ -228,11 +230,53 @@ hotplug_session() {
 
 _qmp() { echo "$1" >&3; echo "qmp> $1"; }
 
+# kernel_figures LABEL LOG T0FILE: where the time of each hot-plug step went inside L2, from the
+# kernel's own timestamps rather than the agent's. L2 writes a marker into its kernel log before
+# each cycle and prints a console line right after it ("sync cycle=N"; the marker's kernel time
+# is on the next "ready" line as ksync=): L1's arrival stamp of that line minus ksync maps kernel
+# time to L1 time (L1's clock has 10 ms steps, and the console line's own delay, a few ms, makes
+# the figures a little late, never early). Each "kmsg cycle=N [T] ..." line becomes an L1 time
+# and belongs to the latest QMP command before it (T0FILE: "N NAME PHASE T0" lines);
+# LABEL_NAME_PHASE_kernel_first and _kernel_last are its first and last hot-plug kernel message
+# after that command: the VMM's injection plus the guest kernel, without the agent. Prints each
+# message with its offset.
+kernel_figures() {
+  awk -v label="$1" '
+    FILENAME == ARGV[1] { n = ++steps; t0[n] = $4 + 0; what[n] = $2 "_" $3; cyc[n] = $1; next }
+    / RIG-L2 sync cycle=/ { split($0, f, "cycle="); c = f[2] + 0; if (!(c in arrive)) arrive[c] = $1; next }
+    / RIG-L2 ready / && /ksync=/ {
+      c = 1
+      if ($0 !~ /ready devices=/ && match($0, /cycle=[0-9]+ /)) c = substr($0, RSTART + 6, RLENGTH - 7) + 0
+      split($0, f, "ksync="); ksync[c] = f[2] + 0; next }
+    / RIG-L2 kmsg cycle=/ {
+      split($0, f, "kmsg cycle="); c = f[2] + 0
+      if (!(c in arrive) || !(c in ksync) || !match($0, /\[ *[0-9]+\.[0-9]+\]/)) next
+      t = substr($0, RSTART + 1, RLENGTH - 2) + arrive[c] - ksync[c]
+      msgs++; mt[msgs] = t; mtext[msgs] = substr($0, RSTART + RLENGTH + 1, 90)
+    }
+    END {
+      for (i = 1; i <= msgs; i++) {
+        s = 0
+        for (n = 1; n <= steps; n++) if (t0[n] <= mt[i] && (s == 0 || t0[n] >= t0[s])) s = n
+        if (s == 0) continue
+        d = mt[i] - t0[s]
+        printf "  %s cycle %d %s kernel +%.3f s: %s\n", label, cyc[s], what[s], d, mtext[i]
+        if (!(s in first) || d < first[s]) first[s] = d
+        if (!(s in last) || d > last[s]) last[s] = d
+      }
+      for (n = 1; n <= steps; n++) if (n in first) {
+        printf "RIG-TIME %s_%s_kernel_first=%.3f\n", label, what[n], first[n]
+        printf "RIG-TIME %s_%s_kernel_last=%.3f\n", label, what[n], last[n]
+      }
+    }' "$3" "$2"
+}
+
 _hotplug_cycles() {
   _ti=$(wait_for "$_hlog" ' RIG-L2 init ' 90) || { echo "$_hl: L2 did not reach init"; return 1; }
   report_time "${_hl}_boot_to_init" "$(elapsed "$VMM_START" "$_ti")"
   wait_for "$_hlog" ' RIG-L2 ready devices=' 60 >/dev/null || { echo "$_hl: L2 not ready"; return 1; }
-  exec 3>$_hq.in
+  # Read-write: opening never waits for a reader (a VMM that died would otherwise hang L1 here).
+  exec 3<>$_hq.in
   wait_for $_hq.log '"QMP"' 10 >/dev/null || { echo "$_hl: no QMP greeting"; return 1; }
   _qmp '{"execute":"qmp_capabilities"}'
   wait_for $_hq.log '"return"' 10 >/dev/null || { echo "$_hl: qmp_capabilities failed"; return 1; }
@@ -251,20 +295,80 @@ _hotplug_cycles() {
       echo "ok: stopped for 2 s, L2 did not run"
       _t0=$(now)
       _qmp '{"execute":"cont"}'
+      echo "$_n $_name plug $_t0" >>/tmp/hp-t0-$_hl
       _t1=$(wait_for "$_hlog" " RIG-L2 plugged cycle=$_n " 30) || { echo "$_hl: L2 did not see the device after cont"; return 1; }
       report_time "${_hl}_${_name}_plug_after_cont" "$(elapsed "$_t0" "$_t1")"
     else
       _t0=$(now)
       _qmp "{\"execute\":\"device_add\",\"arguments\":{\"driver\":\"pci-testdev\",\"id\":\"hp$_n\",\"bus\":\"$_bus\"$_extra}}"
+      echo "$_n $_name plug $_t0" >>/tmp/hp-t0-$_hl
       _t1=$(wait_for "$_hlog" " RIG-L2 plugged cycle=$_n " 30) || { echo "$_hl: L2 did not see the device plugged into $_bus"; return 1; }
       report_time "${_hl}_${_name}_plug" "$(elapsed "$_t0" "$_t1")"
     fi
     _t0=$(now)
     _qmp "{\"execute\":\"device_del\",\"arguments\":{\"id\":\"hp$_n\"$HOTPLUG_DEL_EXTRA}}"
+    echo "$_n $_name unplug $_t0" >>/tmp/hp-t0-$_hl
     _t1=$(wait_for $_hq.log "DEVICE_DELETED.*\"hp$_n\"" 30) || { echo "$_hl: no DEVICE_DELETED for hp$_n within 30 s"; return 1; }
     report_time "${_hl}_${_name}_unplug_device_deleted" "$(elapsed "$_t0" "$_t1")"
     _t1=$(wait_for "$_hlog" " RIG-L2 unplugged cycle=$_n " 30) || { echo "$_hl: L2 did not see hp$_n leave $_bus"; return 1; }
     report_time "${_hl}_${_name}_unplug_guest" "$(elapsed "$_t0" "$_t1")"
     _n=$((_n + 1))
   done
+}
+
+# ACPI PCI hot-plug (the acpihp scenarios): QEMU 10's default path, `-global
+# ICH9-LPC.acpi-pci-hotplug-with-bridge-support=on`, under either VMM. One cycle into a root port
+# (rp3), one into the switch downstream port (dn2), one into a pci-bridge slot (br1 addr 2); L2's
+# acpiphp handles each through _E01 (device check, eject request) and the slot's _EJ0.
+ACPIHP_GLOBAL="-global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=on"
+ACPIHP_TARGETS="rootport:rp3: switchport:dn2: bridge:br1:,\"addr\":\"2\""
+qemu_acpihp_command() {
+  qemu_l2_command | sed 's/acpi-pci-hotplug-with-bridge-support=off/acpi-pci-hotplug-with-bridge-support=on/'
+}
+
+# acpihp_facts LABEL: what one VMM's acpihp session showed, one fact a line, without times,
+# resource addresses or kernel timestamps, so that two VMMs' files compare line by line:
+# L2's driver bindings, hot-plug slots, acpiphp's slot count, each cycle's devices, and the
+# DEVICE_DELETED events. Written to /tmp/acpihp-LABEL.facts.
+acpihp_facts() {
+  {
+    sed -n 's/^[0-9.]* RIG-L2 //p' /tmp/l2-hotplug-$1.log |
+      grep -E '^(driver |pciehp |pcislots |acpiphp |ready |plugged |unplugged |devices=)' |
+      sed -e 's/ uptime=[0-9.]*//' -e 's/ ksync=[0-9.]*//'
+    # The functions each cycle added (the lines between "plugged" and "unplugged").
+    sed -n '/ RIG-L2 plugged /,/ RIG-L2 unplugged /s/^[0-9.]* RIG-L2 \(dev .*\) res=.*/cycle \1/p' /tmp/l2-hotplug-$1.log
+    grep -o 'DEVICE_DELETED.*"device": *"hp[0-9]*"' /tmp/qmp-$1.log | sed 's/.*"device": *"\(hp[0-9]*\)"/DEVICE_DELETED \1/'
+  } >/tmp/acpihp-$1.facts
+}
+
+# acpihp_check LABEL: L2 bound acpiphp (slots registered, pciehp not bound: _OSC kept native
+# hot-plug) and every cycle's device left with DEVICE_DELETED. Prints each failure; returns
+# their count.
+acpihp_check() {
+  _f=0 _af=/tmp/acpihp-$1.facts
+  echo "--- acpihp facts ($1):"; sed 's/^/  /' $_af | cut -c1-240
+  _n=$(sed -n 's/^acpiphp registered=//p' $_af)
+  [ "${_n:-0}" -gt 0 ] || { echo "CHECK FAILED ($1): acpiphp registered no slot in L2"; _f=$((_f + 1)); }
+  _n=$(sed -n 's/^pciehp services=\([0-9]*\).*/\1/p' $_af)
+  [ "$_n" = 0 ] || { echo "CHECK FAILED ($1): pciehp bound ${_n:-?} ports; with ACPI hot-plug it must bind none"; _f=$((_f + 1)); }
+  _want=0; for _t in $ACPIHP_TARGETS; do _want=$((_want + 1)); done
+  _n=$(grep -c '^DEVICE_DELETED ' $_af)
+  [ "$_n" = "$_want" ] || { echo "CHECK FAILED ($1): $_n DEVICE_DELETED events, want $_want"; _f=$((_f + 1)); }
+  _n=$(grep -c '^unplugged ' $_af)
+  [ "$_n" = "$_want" ] || { echo "CHECK FAILED ($1): L2 saw $_n of $_want devices leave"; _f=$((_f + 1)); }
+  return $_f
+}
+
+# acpihp_session LABEL CMD...: hotplug_session over $ACPIHP_TARGETS, then the facts and checks.
+acpihp_session() {
+  _al=$1 _saved=$HOTPLUG_TARGETS _arc=0
+  HOTPLUG_TARGETS=$ACPIHP_TARGETS
+  # acpiphp's notify handler logs only at debug level: dynamic debug turns that on, so its
+  # "Device check" and "Eject request" lines carry the kernel's time of each ACPI event.
+  HOTPLUG_APPEND=' dyndbg="file acpiphp_glue.c +p"'
+  hotplug_session "$@" || _arc=1
+  HOTPLUG_TARGETS=$_saved HOTPLUG_APPEND=""
+  acpihp_facts "$_al"
+  acpihp_check "$_al" || _arc=1
+  return $_arc
 }
