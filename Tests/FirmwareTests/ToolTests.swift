@@ -185,6 +185,24 @@ struct ToolTests {
         }
     }
 
+    /// The objects the specifications require of a PCIe host bridge (PCI Firmware Spec 3.x
+    /// 4.1.5 and ACPI 6.x 6.1/6.2/6.5.10: PNP0A08 with PNP0A03 compatibility, _SEG, _BBN, _UID,
+    /// _CRS, _PRT, _OSC) and the S5 sleep object Linux powers off through (7.4.2).
+    @Test("The DSDT has the objects the ACPI and PCI firmware specifications require",
+          .requires(Tool.iasl != nil, "iasl is not installed (acpica-tools; scripts/setup.sh installs it)"),
+          arguments: descriptionNames)
+    func dsdtRequiredObjects(name: String) throws {
+        let dsdt = try #require(try Disassembly(description(name), iasl: Tool.iasl!).dsl["DSDT"])
+        let pci0 = try #require(dsdt.components(separatedBy: "Device (PCI0)").dropFirst().first)
+        #expect(pci0.contains("Name (_HID, EisaId (\"PNP0A08\")"))
+        #expect(pci0.contains("Name (_CID, EisaId (\"PNP0A03\")"))
+        for object in ["_SEG", "_BBN", "_UID", "_CRS", "_PRT"] {
+            #expect(pci0.contains("Name (\(object),") || pci0.contains("Method (\(object),"), "PCI0 lacks \(object)")
+        }
+        #expect(pci0.contains("Method (_OSC, 4, "), "PCI0 lacks _OSC (4 arguments)")
+        #expect(dsdt.contains("Name (\\_S5, Package") || dsdt.contains("Name (_S5, Package"), "no \\_S5")
+    }
+
     @Test("Hot-plug AML: slots, eject and the GPE handler follow the description",
           .requires(Tool.iasl != nil, "iasl not installed"))
     func hotplugAML() throws {
