@@ -29,6 +29,8 @@ test: setup
 	# kept and any skip that Swift Testing or XCTest reports fails the run.
 	set -o pipefail; timeout 1800 $(SWIFT) test --skip-build --no-parallel 2>&1 | tee .build/test-output.txt
 	@bash scripts/check-skips.sh .build/test-output.txt
+	# The benchmark package builds and each benchmark runs briefly (figures: make bench).
+	bash Benchmarks/report.sh --smoke
 	# Then the real Linux guest: the nested rig, every scenario (about 10 minutes here).
 	$(MAKE) rig-test
 
