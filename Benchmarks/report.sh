@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Runs the ConfigAccess benchmarks (release build) and prints the median wall-clock time per
-# config access for each case, plus the N=4096 / N=1 ratios for ECAM and CF8/CFC.
-# Usage: Benchmarks/report.sh [extra `swift package benchmark` options, e.g. --filter ECAM]
+# Runs the ConfigAccess benchmarks (release build) and prints the median wall-clock time and
+# mallocs per config access for each case, plus the ratios N=4096 / N=1 for ECAM and CF8/CFC
+# and N=1024 / N=1 for ECAM on the PCIe topology; then the HotPlug benchmarks.
+# Usage: Benchmarks/report.sh [--smoke] [extra `swift package benchmark` options, e.g. --filter ECAM]
+#   --smoke: every benchmark for one or two short iterations (make test: the package builds and
+#   every workload runs; the figures mean nothing).
 # The full tool output is kept in Benchmarks/.build/config-access-report.txt.
 set -euo pipefail
 cd "$(dirname "$0")"
+if [ "${1:-}" = --smoke ]; then export SWITCHYARD_BENCH_SMOKE=1; shift; fi
 mkdir -p .build
 out=.build/config-access-report.txt
 
@@ -20,23 +24,24 @@ swift package --allow-writing-to-package-directory benchmark run \
 # Rows marked "*" are scaled by the inner loop, i.e. per access.
 awk -F'│' '
     function trim(s) { gsub(/^[ \t]+|[ \t]+$/, "", s); return s }
-    /^(ECAM|CF8-CFC) read / { name = $0; next }
+    /^(ECAM|CF8-CFC|PCIe ECAM) read / { name = $0; next }
     name != "" && /Time \(wall clock\)/ { ns[name] = trim($5) + 0; order[++n] = name }
     name != "" && /Instructions/         { ins[name] = trim($5) }
     name != "" && /Malloc \(total\)/      { mal[name] = trim($5) }
     END {
         if (n == 0) { print "no results parsed; see the raw output"; exit 1 }
-        printf "%-36s %10s %14s %8s\n", "benchmark (median of samples)", "ns/access", "instructions", "mallocs"
+        printf "%-36s %10s %14s %14s\n", "benchmark (median of samples)", "ns/access", "instructions", "mallocs/access"
         for (i = 1; i <= n; i++) {
             b = order[i]
-            printf "%-36s %10.0f %14s %8s\n", b, ns[b], (b in ins ? ins[b] : "n/a"), (b in mal ? mal[b] : "n/a")
+            printf "%-36s %10.0f %14s %14s\n", b, ns[b], (b in ins ? ins[b] : "n/a"), (b in mal ? mal[b] : "n/a")
         }
         print ""
-        split("ECAM CF8-CFC", paths, " ")
-        for (p = 1; p <= 2; p++) {
-            one = paths[p] " read N=1"; big = paths[p] " read N=4096"; mid = paths[p] " read N=256"
+        split("ECAM:4096 CF8-CFC:4096 PCIe_ECAM:1024", paths, " ")
+        for (p = 1; p <= 3; p++) {
+            split(paths[p], pn, ":"); gsub(/_/, " ", pn[1])
+            one = pn[1] " read N=1"; big = pn[1] " read N=" pn[2]; mid = pn[1] " read N=256"
             if ((one in ns) && (big in ns) && ns[one] > 0)
-                printf "%-8s N=4096/N=1 = %.2f   (N=256/N=1 = %.2f)\n", paths[p], ns[big] / ns[one], ns[mid] / ns[one]
+                printf "%-10s N=%s/N=1 = %.2f   (N=256/N=1 = %.2f)\n", pn[1], pn[2], ns[big] / ns[one], ns[mid] / ns[one]
         }
     }' "$out"
 

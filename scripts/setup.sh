@@ -4,7 +4,7 @@
 set -euo pipefail
 
 APT_PACKAGES=(libpci-dev libudev-dev libfdt-dev pciutils acpica-tools device-tree-compiler binutils linux-image-amd64
-              iproute2 python3-pip)
+              iproute2 python3 python3-venv)
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
@@ -35,5 +35,14 @@ if [ ${#missing[@]} -gt 0 ] || [ $need_qemu = 1 ]; then
   fi
 fi
 
-python3 -c "import qemu.qmp" 2>/dev/null || python3 -m pip install -q qemu.qmp
-command -v dt-validate >/dev/null 2>&1 || python3 -m pip install -q dtschema
+# The Python tools the tests use (QEMU's qemu.qmp client, dt-validate from dtschema) live in a
+# virtual environment inside the checkout, made from Debian's own python3: a stock Debian 12
+# refuses `pip install` into the system Python (PEP 668). `make test` puts .venv/bin first on
+# PATH, and the tests look there first when run by hand.
+VENV="$(cd "$(dirname "$0")/.." && pwd)/.venv"
+if ! "$VENV/bin/python3" -c "import sys" >/dev/null 2>&1; then
+  rm -rf "$VENV"
+  /usr/bin/python3 -m venv "$VENV"
+fi
+"$VENV/bin/python3" -c "import qemu.qmp" 2>/dev/null || "$VENV/bin/python3" -m pip install -q qemu.qmp
+[ -x "$VENV/bin/dt-validate" ] || "$VENV/bin/python3" -m pip install -q dtschema

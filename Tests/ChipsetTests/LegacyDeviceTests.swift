@@ -65,16 +65,26 @@ import VMMBase
         #expect(inb(2) == 0xC1)
     }
 
-    @Test func hostileAccessesNeverCrash() {
+    /// Any access at any width: reads carry no bits beyond the access, and after a reset the
+    /// UART is the 16550 of the datasheet again (LSR 0x60, IIR 0x01) and transmits.
+    @Test func hostileAccessesLeaveAWorkingUART() {
+        var wide: [String] = []
         for offset in 0..<UInt64(12) {
             for width in AccessWidth.allCases {
                 for value: UInt64 in [0, 0xFF, 0xA5A5_A5A5_A5A5_A5A5, .max] {
                     uart.write(offset: offset, width: width, value: value)
-                    _ = uart.read(offset: offset, width: width)
+                    let v = uart.read(offset: offset, width: width)
+                    if v & ~width.allOnes != 0 { wide.append("\(offset)/\(width.bytes): 0x\(String(v, radix: 16))") }
                 }
             }
         }
-        uart.receive(Array(repeating: 0, count: 100))
+        #expect(uart.receive(Array(repeating: 0, count: 100)) <= 16, "at most a 16-byte FIFO takes input")
+        #expect(wide.isEmpty, "\(wide.prefix(8))")
+        uart.reset()
+        #expect(inb(5) == 0x60 && inb(2) == 0x01)
+        backend.clear()
+        out(3, 0x03); out(0, 0x41)
+        #expect(backend.text == "A")
     }
 }
 
@@ -140,22 +150,28 @@ import VMMBase
         #expect(reg(rtc, 0x5F) == 3)
     }
 
-    @Test func hostileAccessesNeverCrash() {
+    /// Any index and value, any width: register D keeps VRT (bit 7, "valid RAM and time") set,
+    /// as the MC146818 defines it read-only, and byte reads stay bytes.
+    @Test func hostileAccessesLeaveAValidRTC() {
         let rtc = rtc(ManualClock(unixSeconds: -5_000_000_000))
+        var wide: [String] = []
         for index in 0..<UInt64(256) {
             for value: UInt64 in [0, 0x7F, 0xFF] {
                 rtc.write(offset: 0, width: .byte, value: index)
                 rtc.write(offset: 1, width: .byte, value: value)
-                _ = rtc.read(offset: 1, width: .byte)
+                let v = rtc.read(offset: 1, width: .byte)
+                if v > 0xFF { wide.append("index \(index): 0x\(String(v, radix: 16))") }
             }
         }
         for offset in 0..<UInt64(4) {
             for width in AccessWidth.allCases {
                 rtc.write(offset: offset, width: width, value: .max)
-                _ = rtc.read(offset: offset, width: width)
+                let v = rtc.read(offset: offset, width: width)
+                if v & ~width.allOnes != 0 { wide.append("\(offset)/\(width.bytes): 0x\(String(v, radix: 16))") }
             }
         }
-        _ = rtc.guestTime
+        #expect(wide.isEmpty, "\(wide.prefix(8))")
+        #expect(reg(rtc, 0x0D) == 0x80)
     }
 }
 
@@ -190,13 +206,27 @@ import VMMBase
         #expect(!sink.isHigh(I8042.keyboardGSI))
     }
 
-    @Test func hostileAccessesNeverCrash() {
-        let kbc = I8042(interrupts: RecordingSink(), events: PlatformEventLog())
+    /// Every command and data byte: the only platform events are the resets the 8042 defines
+    /// (command 0xFE, or output-port writes that clear bit 0), and afterwards the controller
+    /// still passes its self-test (0xAA answers 0x55).
+    @Test func hostileAccessesLeaveAWorkingController() {
+        let events = PlatformEventLog()
+        let kbc = I8042(interrupts: RecordingSink(), events: events)
+        var wide: [String] = []
         for byte in 0..<UInt64(256) {
             kbc.write(offset: 4, width: .byte, value: byte)
             kbc.write(offset: 0, width: .byte, value: byte)
-            for width in AccessWidth.allCases { _ = kbc.read(offset: byte % 8, width: width) }
+            for width in AccessWidth.allCases {
+                let v = kbc.read(offset: byte % 8, width: width)
+                if v & ~width.allOnes != 0 { wide.append("\(byte % 8)/\(width.bytes): 0x\(String(v, radix: 16))") }
+            }
         }
+        #expect(wide.isEmpty, "\(wide.prefix(8))")
+        #expect(events.takeEvents().allSatisfy { $0 == .resetRequested(.keyboardController) })
+        kbc.reset()
+        while kbc.readStatus() & 0x01 != 0 { _ = kbc.readData() }
+        kbc.writeCommand(0xAA)
+        #expect(kbc.readData() == 0x55)
     }
 }
 
@@ -290,19 +320,30 @@ import VMMBase
         #expect(sink.isHigh(GSI(9)))
     }
 
-    @Test func hostileAccessesNeverCrash() {
+    /// Any access at any width, and GPE numbers outside the block: reads stay within their
+    /// width, out-of-range GPEs set no status bit, and the PM timer still counts at 3.579545 MHz.
+    @Test func hostileAccessesLeaveAWorkingPMBlock() {
         let block = pm.pmBlock, apm = pm.apmPorts
+        var wide: [String] = []
         for offset in 0..<UInt64(132) {
             for width in AccessWidth.allCases {
                 for value: UInt64 in [0, .max, 0x2000_2000_2000_2000] {
                     block.write(offset: offset, width: width, value: value)
-                    _ = block.read(offset: offset, width: width)
+                    let v = block.read(offset: offset, width: width)
                     apm.write(offset: offset % 3, width: width, value: value)
-                    _ = apm.read(offset: offset % 3, width: width)
+                    let a = apm.read(offset: offset % 3, width: width)
+                    for r in [v, a] where r & ~width.allOnes != 0 { wide.append("\(offset)/\(width.bytes): 0x\(String(r, radix: 16))") }
                 }
             }
         }
+        #expect(wide.isEmpty, "\(wide.prefix(8))")
+        block.write(offset: 0x20, width: .dword, value: 0xFFFF_FFFF)  // GPE0_STS is write-1-to-clear
+        let gpeStatus = block.read(offset: 0x20, width: .dword)
         pm.raiseGPE(-1); pm.raiseGPE(64); pm.raiseGPE(1000)
+        #expect(block.read(offset: 0x20, width: .dword) == gpeStatus)
+        let t0 = block.read(offset: 8, width: .dword)
+        clock.advance(nanoseconds: 1_000_000_000)
+        #expect((block.read(offset: 8, width: .dword) &- t0) & 0xFF_FFFF == 3_579_545)
     }
 }
 
@@ -375,17 +416,27 @@ import VMMBase
         #expect(controller.read(offset: 0x10, width: .byte) == 0)
     }
 
-    @Test func hostileAccessesNeverCrash() {
-        controller.addBus(bsel: 0, name: "b")
+    /// Any access at any width: reads stay within their width, and after a reset the
+    /// controller reports nothing pending and still signals a plug on its bus.
+    @Test func hostileAccessesLeaveAWorkingController() throws {
+        let bus = controller.addBus(bsel: 0, name: "b")
+        var wide: [String] = []
         for offset in 0..<UInt64(0x1C) {
             for width in AccessWidth.allCases {
                 for value: UInt64 in [0, 1, 0x8000_0000, .max] {
                     controller.write(offset: offset, width: width, value: value)
-                    _ = controller.read(offset: offset, width: width)
+                    let v = controller.read(offset: offset, width: width)
+                    if v & ~width.allOnes != 0 { wide.append("\(offset)/\(width.bytes): 0x\(String(v, radix: 16))") }
                 }
             }
         }
+        #expect(wide.isEmpty, "\(wide.prefix(8))")
         controller.reset()
+        w(0x10, 0)
+        #expect(r(0x00) == 0 && r(0x04) == 0, "nothing pending after reset")
+        try bus.plug(device: 5)
+        w(0x10, 0)
+        #expect(r(0x00) == 1 << 5)
     }
 }
 

@@ -1,5 +1,6 @@
 import Firmware
 import Foundation
+import TestRequirements
 import Testing
 import VMMBase
 
@@ -185,7 +186,7 @@ import VMMBase
         #expect(parsed > 100 && planned > 50, "the corruption left enough images to exercise the planner")
     }
 
-    @Test(.enabled(if: ELFFixtures.realVmlinuxPath != nil && ReadELF.path != nil,
+    @Test(.requires(ELFFixtures.realVmlinuxPath != nil && ReadELF.path != nil,
                    "needs /boot/vmlinuz-6.1.* (`apt-get install linux-image-amd64`), python3 and readelf (binutils)"))
     func debianVmlinuxMatchesReadelf() throws {
         let path = try #require(ELFFixtures.realVmlinuxPath)

@@ -1,5 +1,6 @@
 import Firmware
 import Foundation
+import TestRequirements
 import Testing
 import VMMBase
 
@@ -118,7 +119,7 @@ import VMMBase
         #expect(mem.read(at: 0x7000, count: 4096) == plan.bootParams)
     }
 
-    @Test(.enabled(if: F.realKernelPath != nil,
+    @Test(.requires(F.realKernelPath != nil,
                    "no /boot/vmlinuz-6.1.* installed: `apt-get install linux-image-amd64` provides it"))
     func realKernelPlan() throws {
         let path = try #require(F.realKernelPath)

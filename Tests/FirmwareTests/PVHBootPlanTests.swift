@@ -1,5 +1,6 @@
 import Firmware
 import Foundation
+import TestRequirements
 import Testing
 import VMMBase
 
@@ -240,7 +241,7 @@ import VMMBase
         #expect(counter.total == 1 << 30 && counter.largest == 1 << 20)
     }
 
-    @Test(.enabled(if: ELFFixtures.realVmlinuxPath != nil,
+    @Test(.requires(ELFFixtures.realVmlinuxPath != nil,
                    "needs /boot/vmlinuz-6.1.* (`apt-get install linux-image-amd64`) and python3 to extract its vmlinux"))
     func debianVmlinuxPlan() throws {
         let path = try #require(ELFFixtures.realVmlinuxPath)

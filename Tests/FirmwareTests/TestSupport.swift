@@ -58,11 +58,13 @@ enum Descriptions {
     static let all: [(String, PlatformDescription)] = [("plain", plain), ("topology", topology), ("dmar", dmar)]
 }
 
-/// External tools, found on PATH (and pip's script directories).
+/// External tools, found in the checkout's Python environment (.venv/bin, where scripts/setup.sh
+/// installs dtschema), then on PATH.
 enum Tool {
     static func find(_ name: String) -> String? {
-        var dirs = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init)
-        dirs += ["/usr/local/bin", "/usr/bin", NSHomeDirectory() + "/.local/bin", NSHomeDirectory() + "/.pyenv/shims"]
+        var dirs = [repositoryRoot.appendingPathComponent(".venv/bin").path]
+        dirs += (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init)
+        dirs += ["/usr/local/bin", "/usr/bin"]
         for dir in dirs {
             let path = dir + "/" + name
             if FileManager.default.isExecutableFile(atPath: path) { return path }
@@ -112,10 +114,9 @@ final class TempDir {
     deinit { try? FileManager.default.removeItem(at: url) }
 }
 
-/// The repository's top-level Firmware/ folder.
-let repositoryFirmwareFolder: URL = URL(fileURLWithPath: #filePath)
+/// The checkout's root folder.
+let repositoryRoot: URL = URL(fileURLWithPath: #filePath)
     .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    .appendingPathComponent("Firmware")
 
 /// iasl's output without the leading comment block (tool version, date, file path, header dump).
 func stripLeadingComment(_ text: String) -> String {

@@ -1,5 +1,6 @@
 import HostDevices
 import HostOS
+import TestRequirements
 import Testing
 import VMMBase
 
@@ -181,7 +182,7 @@ private let hostHasPCI = !((try? Sysfs().entries("bus/pci/devices")) ?? []).isEm
         for d in devices { #expect(d.vendorID != 0xFFFF) }
     }
 
-    @Test(.enabled(if: hostHasPCI, "this host has no PCI devices in /sys/bus/pci/devices"))
+    @Test(.requires(hostHasPCI, "this host has no PCI devices in /sys/bus/pci/devices"))
     func libpciAgreesWithSysfs() throws {
         let fromLibPCI = try LibPCI.scan()
         let fromSysfs = try SysfsPCIScanner(reader: Sysfs()).devices()
@@ -211,7 +212,7 @@ private let udevPCIDevices = (try? Udev.devices(subsystem: "pci")) ?? []
         #expect(try Udev.devices(subsystem: "no-such-subsystem").isEmpty)
     }
 
-    @Test(.enabled(if: !udevPCIDevices.isEmpty,
+    @Test(.requires(!udevPCIDevices.isEmpty,
                    "libudev enumerates no pci devices here (no sysfs PCI devices visible to udev)"))
     func udevAgreesWithLibPCI() throws {
         let udev = try Udev.devices(subsystem: "pci")

@@ -2,6 +2,7 @@ import Foundation
 import CLinux
 import Glibc
 import HostOS
+import TestRequirements
 import Testing
 
 private func temporaryPath(_ name: String) -> String {
@@ -239,7 +240,7 @@ private func temporaryPath(_ name: String) -> String {
 }
 
 @Suite struct IOControlTests {
-    @Test(.enabled(if: FileSystem.exists("/dev/kvm"), "/dev/kvm does not exist on this host"))
+    @Test(.requires(FileSystem.exists("/dev/kvm"), "/dev/kvm does not exist on this host"))
     func kvmAPIVersionIs12() throws {
         let kvm = try FileDescriptor.open("/dev/kvm", .readWrite)
         #expect(try ioctl(kvm, sy_kvm_get_api_version()) == 12)

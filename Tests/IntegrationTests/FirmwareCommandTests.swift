@@ -1,5 +1,6 @@
 import Foundation
 import Machine
+import TestRequirements
 import Testing
 
 /// `switchyard firmware --out DIR` on live machines: every table disassembles with real iasl,
@@ -23,7 +24,7 @@ import Testing
 
     static let machines: [[String]] = [[], largeMachine()]
 
-    @Test(.enabled(if: available, "needs iasl (acpica-tools; make test installs it)"), arguments: 0..<machines.count)
+    @Test(.requires(available, "needs iasl (acpica-tools; make test installs it)"), arguments: 0..<machines.count)
     func tablesOfALiveMachineDisassembleCleanly(_ index: Int) throws {
         let directory = NSTemporaryDirectory() + "switchyard-fw-\(getpid())-\(index)"
         defer { try? FileManager.default.removeItem(atPath: directory) }

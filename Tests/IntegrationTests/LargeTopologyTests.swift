@@ -1,6 +1,7 @@
 import Control
 import Foundation
 import Machine
+import TestRequirements
 import Testing
 
 /// The scale test: q35 with 32 root ports (multi-function, 8 per slot), a switch with
@@ -58,7 +59,8 @@ import Testing
         let dump = GuestLspci.render(machine, options: LspciOptions(hexDump: 4))
         let file = try temporaryFile("large.txt", contents: dump)
         defer { try? FileManager.default.removeItem(atPath: file) }
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/lspci") else { return }
+        try require(FileManager.default.isExecutableFile(atPath: "/usr/bin/lspci"),
+                    "pciutils' lspci is not installed (scripts/setup.sh installs it)")
         let real = try run("/usr/bin/lspci", ["-F", file, "-tv"])
         #expect(real.status == 0)
         let testDevices = real.out.components(separatedBy: "QEMU PCI Test Device").count - 1

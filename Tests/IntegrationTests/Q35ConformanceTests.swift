@@ -1,6 +1,7 @@
 import Control
 import Foundation
 import Machine
+import TestRequirements
 import Testing
 import VMMBase
 
@@ -24,7 +25,7 @@ import VMMBase
     }
 
     /// Writes 0xFF then 0x00 to each byte of each function and reads back, on both machines.
-    @Test(.enabled(if: qemuAvailable, "needs qemu-system-x86_64 (make test installs QEMU 10 from bookworm-backports)"),
+    @Test(.requires(qemuAvailable, "needs qemu-system-x86_64 (make test installs QEMU 10 from bookworm-backports)"),
           .timeLimit(.minutes(3)))
     func writeMasksOfTheICH9FunctionsMatchQEMU() throws {
         let functions = ["00:1f.2", "00:1f.3"]

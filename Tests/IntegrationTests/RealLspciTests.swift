@@ -1,6 +1,7 @@
 import Control
 import Foundation
 import Machine
+import TestRequirements
 import Testing
 import VMMBase
 
@@ -10,7 +11,7 @@ import VMMBase
     static let lspci = "/usr/bin/lspci"
     static let available = FileManager.default.isExecutableFile(atPath: lspci)
 
-    @Test(.enabled(if: available, "needs pciutils' lspci (make test installs it)"))
+    @Test(.requires(available, "needs pciutils' lspci (make test installs it)"))
     func realLspciDecodesOurDump() throws {
         let devices = ["-device", "pci-bridge,id=br2,addr=5", "-device", "pci-testdev,id=t9,bus=br2,addr=7.0,multifunction=on",
                        "-device", "pci-testdev,id=t9f1,bus=br2,addr=7.1"]
@@ -53,7 +54,7 @@ import VMMBase
         #expect(text.contains(":07.1 Unclassified device"))
     }
 
-    @Test(.enabled(if: available, "needs pciutils' lspci"),
+    @Test(.requires(available, "needs pciutils' lspci"),
           arguments: [["-n"], ["-nn"], [], ["-t"], ["-tv"], ["-tvnn"], ["-x"], ["-xxx"], ["-xxxx"]])
     func ourListingMatchesRealLspciOnOurDump(_ flags: [String]) throws {
         let dump = try run(switchyardBinary, ["lspci", "-xxxx"])

@@ -2,6 +2,7 @@ import Chipset
 import Foundation
 import KVM
 import Machine
+import TestRequirements
 import Testing
 
 /// The 16-bit probe in Firmware/realmode-probe walks bus 0 through CF8/CFC and prints what it
@@ -10,7 +11,7 @@ import Testing
 @Suite struct RealModeSmokeTests {
     static let hasKVM = KVMSystem.isAvailable(path: "/dev/kvm")
 
-    @Test(.enabled(if: hasKVM, "no usable /dev/kvm on this host"), .timeLimit(.minutes(1)))
+    @Test(.requires(hasKVM, "no usable /dev/kvm on this host"), .timeLimit(.minutes(1)))
     func probeListsBusZeroOnTheUART() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let program = try [UInt8](Data(contentsOf: root.appendingPathComponent("Firmware/realmode-probe/probe.bin")))

@@ -1,5 +1,6 @@
 import KVM
 import Synchronization
+import TestRequirements
 import Testing
 import VMMBase
 
@@ -8,6 +9,7 @@ import VMMBase
 /// still sees the CONFIG_ADDRESS written just before it.
 @Suite struct CoalescedWriteTests {
     static let iterations = 200
+    static let noCoalescedPIO = "this host's KVM has no coalesced PIO (KVM_CAP_COALESCED_PIO, Linux 4.20+)"
 
     /// mov cx, N; loop: mov dx, 0xCF8; movzx eax, cx; shl eax, 8; or eax, 0x80000000;
     /// out dx, eax; mov dx, 0xCFC; in eax, dx; dec cx; jnz loop; hlt
@@ -31,13 +33,10 @@ import VMMBase
         (1...iterations).reversed().map { 0x8000_0000 | UInt32($0) << 8 }
     }
 
-    @Test(.enabled(if: kvmAvailable, noKVM))
+    @Test(.requires(kvmAvailable, noKVM))
     func coalescedConfigAddressHalvesTheExits() throws {
         let (vm, vcpu) = try makeRealModeGuest(Self.program)
-        guard vm.coalescedPortWriteRingPage != nil else {
-            print("KVM here has no coalesced PIO (KVM_CAP_COALESCED_PIO); nothing to test")
-            return
-        }
+        try require(vm.coalescedPortWriteRingPage != nil, Self.noCoalescedPIO)
         try vm.coalescePortWrites(port: 0xCF8, size: 4)
         let ring = try #require(vcpu.coalescedWriteRing())
         let platform = ConfigAddressLatch()
@@ -55,11 +54,11 @@ import VMMBase
 
     /// A reset request (byte 0x06 to 0xCF9, inside the coalesced zone) followed by a tight loop
     /// that never exits: the flusher still delivers it within milliseconds.
-    @Test(.enabled(if: kvmAvailable, noKVM))
+    @Test(.requires(kvmAvailable, noKVM))
     func aCoalescedWriteThatNoExitFollowsStillArrives() async throws {
         // mov al, 6; mov dx, 0xCF9; out dx, al; jmp $
         let (vm, vcpu) = try makeRealModeGuest([0xB0, 0x06, 0xBA, 0xF9, 0x0C, 0xEE, 0xEB, 0xFE])
-        guard vm.coalescedPortWriteRingPage != nil else { return }
+        try require(vm.coalescedPortWriteRingPage != nil, Self.noCoalescedPIO)
         try vm.coalescePortWrites(port: 0xCF8, size: 4)
         let ring = try #require(vcpu.coalescedWriteRing())
         let platform = ConfigAddressLatch()
@@ -74,7 +73,7 @@ import VMMBase
         #expect(runner.exitCounts.portIO == 0)
     }
 
-    @Test(.enabled(if: kvmAvailable, noKVM))
+    @Test(.requires(kvmAvailable, noKVM))
     func withoutCoalescingEachPairExitsTwice() throws {
         let (vm, vcpu) = try makeRealModeGuest(Self.program)
         let platform = ConfigAddressLatch()

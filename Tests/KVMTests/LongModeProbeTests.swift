@@ -1,11 +1,12 @@
 import KVM
+import TestRequirements
 import Testing
 
 @Suite struct LongModeProbeTests {
     /// KVM accepts the probe's long-mode state and the vCPU comes back one way or the other:
     /// through the loop and the marker (fast or slow), or after the watchdog's kick. `.failed`
     /// would mean a broken set-up (rejected segments, paging, a wrong port write).
-    @Test(.enabled(if: kvmAvailable, noKVM))
+    @Test(.requires(kvmAvailable, noKVM))
     func probeEntersLongModeAndReturns() {
         let outcome = LongModeProbe.run(timeoutMilliseconds: 10_000)
         switch outcome {
@@ -17,7 +18,7 @@ import Testing
 
     /// The speed limit decides between `.runs` and `.tooSlow`: with no time allowed at all,
     /// any host that finishes the loop is too slow.
-    @Test(.enabled(if: kvmAvailable, noKVM))
+    @Test(.requires(kvmAvailable, noKVM))
     func aZeroSpeedLimitReportsTooSlow() {
         let outcome = LongModeProbe.run(timeoutMilliseconds: 10_000, speedLimitMicroseconds: 0)
         switch outcome {

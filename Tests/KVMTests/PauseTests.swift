@@ -1,13 +1,14 @@
 import HostOS
 import KVM
 import Synchronization
+import TestRequirements
 import Testing
 import VMMBase
 
 /// QMP `stop` semantics on the host's real KVM: a paused vCPU makes no progress, a resumed one
 /// carries on where it was.
 @Suite struct PauseTests {
-    @Test(.enabled(if: kvmAvailable, noKVM))
+    @Test(.requires(kvmAvailable, noKVM))
     func aPausedVCPUMakesNoProgressAndResumes() throws {
         // mov dx, 0x510; loop: inc al; out dx, al; jmp loop
         let (vm, vcpu) = try makeRealModeGuest([0xBA, 0x10, 0x05, 0xFE, 0xC0, 0xEE, 0xEB, 0xFB])

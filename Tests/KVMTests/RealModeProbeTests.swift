@@ -1,13 +1,14 @@
 import Foundation
 import HostOS
 import KVM
+import TestRequirements
 import Testing
 import VMMBase
 
 private let probeDirectory = repositoryRoot + "/Firmware/realmode-probe"
 
 @Suite struct RealModeProbeTests {
-    @Test(.enabled(if: kvmAvailable, noKVM))
+    @Test(.requires(kvmAvailable, noKVM))
     func probeListsBusZeroOnTheUART() throws {
         let code = try FileSystem.readFile(probeDirectory + "/probe.bin")
         let platform = FakePlatform(functions: [
@@ -30,7 +31,7 @@ private let probeDirectory = repositoryRoot + "/Firmware/realmode-probe"
         print("realmode-probe printed:\n\(platform.uartOutput)", terminator: "")
     }
 
-    @Test(.enabled(if: kvmAvailable, noKVM))
+    @Test(.requires(kvmAvailable, noKVM))
     func probeWithNoDevicesPrintsNothingAndHalts() throws {
         let code = try FileSystem.readFile(probeDirectory + "/probe.bin")
         let platform = FakePlatform(functions: [:])
@@ -41,7 +42,7 @@ private let probeDirectory = repositoryRoot + "/Firmware/realmode-probe"
         #expect(platform.uartOutput == "")
     }
 
-    @Test(.enabled(if: Self.assemblerAvailable, "GNU as/objcopy (Debian package binutils) not installed"))
+    @Test(.requires(Self.assemblerAvailable, "GNU as/objcopy (Debian package binutils) not installed"))
     func committedBytesMatchAFreshAssembly() throws {
         let work = try FileSystem.makeTemporaryDirectory(prefix: "switchyard-probe")
         defer { try? FileSystem.removeTree(work) }

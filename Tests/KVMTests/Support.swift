@@ -6,7 +6,7 @@ import VMMBase
 
 /// Whether the host's /dev/kvm can be opened; tests that need it are skipped otherwise.
 let kvmAvailable = KVMSystem.isAvailable()
-let noKVM: Comment = "/dev/kvm is absent or not accessible to this user"
+let noKVM = "/dev/kvm is absent or not accessible to this user"
 
 /// The repository root, found from this file's path (Tests/KVMTests/Support.swift).
 let repositoryRoot: String = {

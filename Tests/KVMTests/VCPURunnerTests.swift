@@ -1,9 +1,10 @@
 import HostOS
 import KVM
+import TestRequirements
 import Testing
 import VMMBase
 
-@Suite(.enabled(if: kvmAvailable, noKVM))
+@Suite(.requires(kvmAvailable, noKVM))
 struct VCPURunnerTests {
     @Test func aSpinningGuestIsKickedOutOfKVMRunOnRequest() throws {
         // jmp $ : never exits on its own.
@@ -60,7 +61,7 @@ struct VCPURunnerTests {
     }
 }
 
-@Suite(.enabled(if: kvmAvailable, noKVM))
+@Suite(.requires(kvmAvailable, noKVM))
 struct VCPURunnerWatchdogTests {
     /// Some hosts (this project's CI) hang protected-mode guests inside KVM_RUN; whether the
     /// guest spins or the host hangs it, a stop request must still get the thread out.

@@ -1,8 +1,9 @@
 import HostOS
 import KVM
+import TestRequirements
 import Testing
 
-@Suite(.enabled(if: kvmAvailable, noKVM))
+@Suite(.requires(kvmAvailable, noKVM))
 struct VCPUStateTests {
     @Test func fpuControlRoundTrips() throws {
         let vm = try KVMSystem().createVirtualMachine()

@@ -1,5 +1,6 @@
 import KVM
 import Machine
+import TestRequirements
 import Testing
 import Synchronization
 import VMMBase
@@ -7,7 +8,7 @@ import VMMBase
 /// MSI address and data come from the guest: messages a real platform could not deliver as
 /// interrupts are dropped with a log line, never handed to KVM.
 @Suite(.serialized) struct KVMInterruptSinkTests {
-    @Test(.enabled(if: KVMSystem.isAvailable(), "no usable /dev/kvm"))
+    @Test(.requires(KVMSystem.isAvailable(), "no usable /dev/kvm"))
     func malformedMessagesAreLoggedAndDropped() throws {
         let vm = try KVMSystem().createVirtualMachine(.init(irqchip: .full))
         let vcpu = try vm.createVCPU(id: 0)  // KVM delivers MSIs only once a vCPU exists

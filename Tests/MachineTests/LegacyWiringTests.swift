@@ -82,22 +82,51 @@ final class EventCollector: Sendable {
         #expect(m.portRead(0x3FD, width: .byte) == 0x60)
     }
 
-    @Test func hostileAccessesAtEveryLegacyPort() throws {
-        let (m, _) = try machine()
+    /// Every width of read and write at every legacy port: reads never carry bits beyond their
+    /// width, the only machine events are the resets and S5 that those ports mean, and the
+    /// machine still answers afterwards with the values the datasheets give.
+    @Test func hostileAccessesAtEveryLegacyPortLeaveAWorkingMachine() throws {
+        let backend = CaptureSerialBackend()
+        let (m, events) = try machine(backend)
         cfgWrite(m, 0x40, .dword, 0x601)
         cfgWrite(m, 0x44, .byte, 0x80)
         let ranges: [ClosedRange<UInt16>] = [0x60...0x64, 0x70...0x73, 0xB2...0xB3, 0x3F8...0x3FF, 0x600...0x67F,
                                              0xCC0...0xCDB, 0xCF8...0xCFB]
+        var wideReads: [String] = []
         for range in ranges {
             for port in range {
                 for width in [AccessWidth.byte, .word, .dword] {
-                    _ = m.portRead(port, width: width)
+                    let before = m.portRead(port, width: width)
                     // Writes of all ones at 0xCF9 and 0x64 ask for resets and S5; that is fine.
                     m.portWrite(port, width: width, value: 0xFFFF_FFFF)
                     m.portWrite(port, width: width, value: 0)
-                    _ = m.portRead(port, width: width)
+                    let after = m.portRead(port, width: width)
+                    for v in [before, after] where v & ~width.allOnes != 0 {
+                        wideReads.append("0x\(String(port, radix: 16))/\(width.bytes): 0x\(String(v, radix: 16))")
+                    }
                 }
             }
         }
+        #expect(wideReads.isEmpty, "reads wider than their access: \(wideReads.prefix(8))")
+        let unexpected = events.events.filter {
+            if case .resetRequested = $0 { return false }
+            return $0 != .powerOff
+        }
+        #expect(unexpected.isEmpty, "\(unexpected)")
+        // 0xFF at 0xCF9 sets RST_CPU and FULL_RST (ICH9 datasheet, Reset Control Register).
+        #expect(events.events.contains(.resetRequested(.resetControl(full: true))))
+
+        // After a platform reset the chipset, CMOS and UART answer as on a fresh machine.
+        m.reset()
+        m.portWrite(0xCF8, width: .dword, value: 0x8000_F800)
+        #expect(m.portRead(0xCFC, width: .dword) == 0x2918_8086, "ICH9 LPC at 00:1f.0")
+        m.portWrite(0xCF8, width: .dword, value: 0x8000_0000)
+        #expect(m.portRead(0xCFC, width: .dword) == 0x29C0_8086, "MCH at 00:00.0")
+        m.portWrite(0x70, width: .byte, value: 0x35)
+        #expect(m.portRead(0x71, width: .byte) == 0x07)
+        #expect(m.portRead(0x3FD, width: .byte) == 0x60, "LSR: THR and transmitter empty")
+        let sent = backend.text.count
+        m.portWrite(0x3F8, width: .byte, value: UInt64(UInt8(ascii: "z")))
+        #expect(backend.text.count == sent + 1 && backend.text.hasSuffix("z"))
     }
 }

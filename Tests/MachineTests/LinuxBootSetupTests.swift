@@ -3,6 +3,7 @@ import Firmware
 import Interrupts
 import KVM
 import Machine
+import TestRequirements
 import Testing
 import VMMBase
 
@@ -203,7 +204,7 @@ import VMMBase
 
 /// The whole set-up against this host's KVM (the guest does not run: this host's KVM runs
 /// only real-mode code; the nested rig runs it).
-@Suite(.enabled(if: KVMSystem.isAvailable(), "/dev/kvm is absent or not accessible"))
+@Suite(.requires(KVMSystem.isAvailable(), "/dev/kvm is absent or not accessible"))
 struct KVMLinuxGuestSetupTests {
     @Test func setsUpTheBootProcessor() throws {
         var configuration = MachineConfiguration(devices: [])

@@ -3,6 +3,7 @@ import Firmware
 import Foundation
 import KVM
 import Machine
+import TestRequirements
 import Testing
 import VMMBase
 
@@ -191,7 +192,7 @@ enum PVHKernels {
         }
     }
 
-    @Test(.enabled(if: PVHKernels.realVmlinuxPath != nil,
+    @Test(.requires(PVHKernels.realVmlinuxPath != nil,
                    "needs /boot/vmlinuz-6.1.* (`apt-get install linux-image-amd64`) and python3 to extract its vmlinux"))
     func debianVmlinuxInGuestRAM() throws {
         let path = try #require(PVHKernels.realVmlinuxPath)
@@ -242,7 +243,7 @@ enum PVHKernels {
 /// The PVH entry on this host's KVM: the tiny 32-bit kernel above runs and echoes the command
 /// line it finds through EBX. (This host's KVM is far too slow for Linux; a dozen instructions
 /// are fine.)
-@Suite(.enabled(if: KVMSystem.isAvailable(), "/dev/kvm is absent or not accessible"))
+@Suite(.requires(KVMSystem.isAvailable(), "/dev/kvm is absent or not accessible"))
 struct KVMPVHEntryTests {
     @Test func entryCodeFindsTheStartInfo() throws {
         var configuration = MachineConfiguration(devices: [])

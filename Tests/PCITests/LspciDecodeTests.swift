@@ -1,8 +1,9 @@
 import VMMBase
+import TestRequirements
 import Testing
 import PCI
 
-@Suite("real lspci decodes our capabilities", .enabled(if: Lspci.isInstalled))
+@Suite("real lspci decodes our capabilities", .requires(Lspci.isInstalled, "pciutils' lspci is not installed (scripts/setup.sh installs it)"))
 struct LspciDecodeTests {
     @Test func dumpRoundTripsThroughLspciHexOutput() throws {
         let config = try kitchenSinkRootPort()

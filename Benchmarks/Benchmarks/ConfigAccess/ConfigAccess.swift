@@ -1,172 +1,214 @@
 // Config-space read cost as the number of PCI functions grows.
 //
-// Each benchmark reads the vendor/device dword (offset 0) of one pci-testdev function, the
-// way a vCPU exit would, either through ECAM (one MMIO dword read dispatched through the
-// machine's memory map) or through CF8/CFC (one dword write to port 0xCF8, one dword read of
-// port 0xCFC). One inner iteration is one access, so the per-iteration figures the tool prints
-// (scaled, marked `*`) are per access.
+// Each access reads a random dword register of a random function of the machine (every
+// function present: endpoints, bridges, ports and the chipset's own), the way a vCPU exit
+// would: through ECAM (one MMIO dword read dispatched through the machine's memory map) or
+// through CF8/CFC (one dword write to port 0xCF8, one dword read of port 0xCFC). The sequence of
+// (function, register) pairs is drawn once per machine from a seeded generator, so no single
+// target stays hot in a cache and every N runs the same kind of walk. One inner iteration is
+// one access; the per-iteration figures the tool prints (scaled, marked `*`) are per access,
+// wall clock and mallocs alike.
 //
-// Topologies. N counts pci-testdev endpoint functions; the q35 chipset's own two functions
-// (MCH 00:00.0, LPC 00:1f.0) are always there too. In every topology the target function sits
-// behind exactly one PCI-PCI bridge, on the highest-numbered bus, at the highest devfn
-// used there, so every config cycle is routed through bus 0's bridges and one secondary bus;
-// the ratio between N only reflects how many functions, slots, bridges and buses exist.
-//   N=1:    pcie.0 has one pci-bridge (00:01.0); behind it one pci-testdev at 01:00.0 (target).
-//   N=256:  pcie.0 has one pci-bridge (00:01.0); behind it 32 slots x 8 functions of
-//           multi-function pci-testdev. Target 01:1f.7.
-//   N=4096: pcie.0 has 16 pci-bridges (00:01.0-00:10.0), each with 32 slots x 8 functions of
-//           multi-function pci-testdev behind it; their buses are numbered 1-16
-//           as firmware numbers them (depth first). Target 10:1f.7
-//           (bus 16, the last bridge's secondary bus, reached after all 16 bridges on bus 0).
-// Two references that are not part of the 4096/1 ratio:
-//   direct N=1:         one pci-testdev at 00:02.0, no bridge (no routing at all).
-//   16 bridges x1 N=16: the 16 bridges of N=4096, one pci-testdev at 00.0 behind each; target
-//                       10:00.0. Against N=4096 it separates the cost of bridges on the path
-//                       from the cost of functions present.
+// Topologies. N counts pci-testdev endpoint functions.
+//   Conventional (ECAM and CF8-CFC, registers 0x00-0xFC):
+//     N=1:    pcie.0 has one pci-bridge; behind it one pci-testdev.
+//     N=256:  one pci-bridge with 32 slots x 8 functions of multi-function pci-testdev.
+//     N=4096: 16 pci-bridges, each with 32 slots x 8 functions behind it (buses 1-16).
+//   PCIe ("PCIe ECAM", registers 0x000-0xFFC, so half the reads are in extended config space):
+//     N=1:    one pcie-root-port, an x3130-upstream switch port behind it, one
+//             xio3130-downstream port, one pci-testdev behind that.
+//     N=256:  one root port and switch, 32 downstream ports, each with an 8-function pci-testdev.
+//     N=1024: four such root ports with switches (136 buses).
 //
-// Names end in "N=<count>" so `report.sh` can pair them up and print the 4096/1 ratios.
+// Setup, untimed, numbers the buses as firmware does (depth first, through ECAM) and lists
+// every function by scanning all buses. `Machine.runFirmware()` is not used: it also assigns
+// BARs and throws when thousands of pci-testdevs' I/O BARs do not fit the I/O window; BARs do
+// not take part in config-space decoding.
+//
+// SWITCHYARD_BENCH_SMOKE=1 runs every benchmark for two short iterations: `make test` uses it
+// to keep this package building and its workloads running (Benchmarks/report.sh --smoke).
 
 import Benchmark
+import Foundation
 import Machine  // the SwitchyardMachine product
 
-/// A machine with ECAM enabled and bus numbers assigned, and the function every access reads.
+/// A seeded SplitMix64: the same access sequence on every run.
+struct SplitMix64 {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// A machine with ECAM enabled and bus numbers assigned, and the accesses to make.
 struct Fixture: Sendable {
     let machine: Machine
-    let bus: UInt8
-    let devfn: UInt8
-
-    /// 0xCF8 value for a dword at offset 0 of the target (enable bit 31).
-    var cf8: UInt64 { 0x8000_0000 | UInt64(bus) << 16 | UInt64(devfn) << 8 }
-    /// ECAM address of offset 0 of the target.
-    var ecam: UInt64 { Self.ecamBase + UInt64(bus) << 20 + UInt64(devfn) << 12 }
+    /// Every function present, as (bus, devfn).
+    let functions: [(bus: UInt8, devfn: UInt8)]
+    /// ECAM addresses and CF8 values of the random (function, register) sequence.
+    let ecamAddresses: [UInt64]
+    let cf8Values: [UInt64]
 
     static let ecamBase: UInt64 = 0xB000_0000
+    static let accesses = 4096
 
-    /// pci-testdev's vendor 1b36 and device 0005 as one dword.
-    static let expectedID: UInt64 = 0x0005_1B36
-
-    /// `bridges` pci-bridges on pcie.0 from slot 1, each with `functionsPerBridge` pci-testdev
-    /// functions behind it, filled slot by slot, 8 functions to a slot (function 0 carries
-    /// multifunction=on whenever the slot has more than one). The target is the last function
-    /// placed behind the last bridge.
-    static func behindBridges(bridges: Int, functionsPerBridge: Int) -> Fixture {
-        precondition((1...30).contains(bridges) && (1...256).contains(functionsPerBridge))
-        var devices: [DeviceSpec] = []
-        for b in 0..<bridges {
-            let bridge = "br\(b)"
-            devices.append(DeviceSpec(driver: "pci-bridge", id: bridge, bus: "pcie.0", devfn: UInt8(b + 1) << 3))
-            for f in 0..<functionsPerBridge {
-                devices.append(DeviceSpec(driver: "pci-testdev", id: "t\(b)-\(f)", bus: bridge, devfn: UInt8(f),
-                                          multifunction: functionsPerBridge > 1 && f % 8 == 0))
-            }
-        }
-        let machine = build(devices, bridgeSlots: 1...bridges)
-        // Read the last bridge's secondary bus number back through ECAM.
-        let lastBridge = UInt8(bridges) << 3
-        let secondary = UInt8(truncatingIfNeeded: machine.mmioRead(ecamBase + UInt64(lastBridge) << 12 + 0x18,
-                                                                   width: .dword) >> 8)
-        return checked(Fixture(machine: machine, bus: secondary, devfn: UInt8(functionsPerBridge - 1)))
+    static func ecam(_ bus: UInt8, _ devfn: UInt8, _ offset: UInt64) -> UInt64 {
+        ecamBase + UInt64(bus) << 20 + UInt64(devfn) << 12 + offset
     }
 
-    /// One pci-testdev on the root bus at 00:02.0, no bridge.
-    static func direct() -> Fixture {
-        checked(Fixture(machine: build([DeviceSpec(driver: "pci-testdev", id: "t", bus: "pcie.0", devfn: 2 << 3)]),
-                        bus: 0, devfn: 2 << 3))
-    }
-
-    /// The machine with ECAM on and the bridges' bus numbers programmed as firmware numbers
-    /// them (depth first: the bridge in slot s of bus 0 gets bus s here, all bridges being in
-    /// slots 1...). `runFirmware()` is not used: it also assigns BARs and throws when 256
-    /// pci-testdevs' 256-byte I/O BARs (64 KiB) do not fit the 60 KiB I/O window. BARs live in
-    /// the PCI layer of the address spaces, which config accesses never reach (ECAM and
-    /// CF8/CFC decode in the platform layer first), so leaving them unassigned does not
-    /// change what is measured.
-    private static func build(_ devices: [DeviceSpec], bridgeSlots: ClosedRange<Int>? = nil) -> Machine {
-        let machine: Machine
+    init(_ devices: [DeviceSpec], extendedRegisters: Bool) {
         do {
             machine = try Machine(MachineConfiguration(devices: devices))
         } catch {
             fatalError("cannot build the benchmark machine: \(error)")
         }
-        // PCIEXBAR (MCH 00:00.0, 0x60/0x64) through CF8/CFC, as runFirmware() does: high dword
-        // first, then base | length 256 MiB (0) | enable.
+        // PCIEXBAR (MCH 00:00.0, 0x60/0x64) through CF8/CFC: high dword first, then
+        // base | length 256 MiB (0) | enable.
         machine.portWrite(0xCF8, width: .dword, value: 0x8000_0064)
         machine.portWrite(0xCFC, width: .dword, value: 0)
         machine.portWrite(0xCF8, width: .dword, value: 0x8000_0060)
-        machine.portWrite(0xCFC, width: .dword, value: ecamBase | 1)
-        for slot in bridgeSlots.map(Array.init) ?? [] {
-            let bus = UInt64(slot)
-            // Primary 0, secondary = subordinate = slot (dword at 0x18).
-            machine.mmioWrite(ecamBase + UInt64(slot) << 15 + 0x18, width: .dword, value: bus << 8 | bus << 16)
+        machine.portWrite(0xCFC, width: .dword, value: Self.ecamBase | 1)
+        var next: UInt8 = 1
+        Self.number(machine, bus: 0, next: &next)
+        var found: [(bus: UInt8, devfn: UInt8)] = []
+        for bus in 0..<Int(next) {
+            for devfn in 0..<256 where machine.mmioRead(Self.ecam(UInt8(bus), UInt8(devfn), 0), width: .dword) & 0xFFFF != 0xFFFF {
+                found.append((UInt8(bus), UInt8(devfn)))
+            }
         }
-        return machine
+        functions = found
+        var rng = SplitMix64(state: 0x5317_C4A1)
+        var ecam: [UInt64] = [], cf8: [UInt64] = []
+        for _ in 0..<Self.accesses {
+            let f = found[Int(rng.next() % UInt64(found.count))]
+            let register = (rng.next() % (extendedRegisters ? 1024 : 64)) * 4
+            ecam.append(Self.ecam(f.bus, f.devfn, register))
+            cf8.append(0x8000_0000 | UInt64(f.bus) << 16 | UInt64(f.devfn) << 8 | register & 0xFC)
+        }
+        ecamAddresses = ecam
+        cf8Values = cf8
     }
 
-    /// Both paths must really reach the target before anything is timed.
-    private static func checked(_ f: Fixture) -> Fixture {
-        let viaECAM = f.machine.mmioRead(f.ecam, width: .dword)
-        f.machine.portWrite(0xCF8, width: .dword, value: f.cf8)
-        let viaPorts = f.machine.portRead(0xCFC, width: .dword)
-        precondition(viaECAM == expectedID && viaPorts == expectedID,
-                     "target \(f.bus):\(f.devfn >> 3).\(f.devfn & 7) reads ECAM \(viaECAM), CF8/CFC \(viaPorts)")
+    /// Depth-first bus numbering through ECAM, as firmware does it: each bridge (header type 1)
+    /// gets the next bus as secondary, the subordinate is set after its subtree is numbered.
+    private static func number(_ machine: Machine, bus: UInt8, next: inout UInt8) {
+        for devfn in 0..<256 {
+            let address = ecam(bus, UInt8(devfn), 0)
+            guard machine.mmioRead(address, width: .dword) & 0xFFFF != 0xFFFF,
+                  machine.mmioRead(address + 0x0C, width: .dword) >> 16 & 0x7F == 1 else { continue }
+            let secondary = next
+            next += 1
+            machine.mmioWrite(address + 0x18, width: .dword, value: UInt64(bus) | UInt64(secondary) << 8 | 0xFF << 16)
+            number(machine, bus: secondary, next: &next)
+            machine.mmioWrite(address + 0x18, width: .dword,
+                              value: UInt64(bus) | UInt64(secondary) << 8 | UInt64(next - 1) << 16)
+        }
+    }
+
+    /// `bridges` pci-bridges on pcie.0, each with `functionsPerBridge` pci-testdev functions
+    /// behind it, 8 functions to a slot (function 0 multifunction=on when the slot has more).
+    static func behindBridges(bridges: Int, functionsPerBridge: Int) -> Fixture {
+        var devices: [DeviceSpec] = []
+        for b in 0..<bridges {
+            devices.append(DeviceSpec(driver: "pci-bridge", id: "br\(b)", bus: "pcie.0", devfn: UInt8(b + 1) << 3))
+            for f in 0..<functionsPerBridge {
+                devices.append(DeviceSpec(driver: "pci-testdev", id: "t\(b)-\(f)", bus: "br\(b)", devfn: UInt8(f),
+                                          multifunction: functionsPerBridge > 1 && f % 8 == 0))
+            }
+        }
+        return checked(Fixture(devices, extendedRegisters: false), endpoints: bridges * functionsPerBridge)
+    }
+
+    /// `switches` root ports, each with a switch (upstream port, `downstreamPorts` downstream
+    /// ports), each downstream port with a pci-testdev of `functionsPerPort` functions.
+    static func pcie(switches: Int, downstreamPorts: Int, functionsPerPort: Int) -> Fixture {
+        var devices: [DeviceSpec] = []
+        for s in 0..<switches {
+            devices.append(DeviceSpec(driver: "pcie-root-port", id: "rp\(s)", bus: "pcie.0", devfn: UInt8(s + 1) << 3,
+                                      properties: ["chassis": "\(s + 1)", "slot": "0"]))
+            devices.append(DeviceSpec(driver: "x3130-upstream", id: "up\(s)", bus: "rp\(s)", devfn: 0))
+            for d in 0..<downstreamPorts {
+                devices.append(DeviceSpec(driver: "xio3130-downstream", id: "dp\(s)-\(d)", bus: "up\(s)", devfn: UInt8(d) << 3,
+                                          properties: ["chassis": "\(100 + s)", "slot": "\(d)"]))
+                for f in 0..<functionsPerPort {
+                    devices.append(DeviceSpec(driver: "pci-testdev", id: "t\(s)-\(d)-\(f)", bus: "dp\(s)-\(d)", devfn: UInt8(f),
+                                              multifunction: functionsPerPort > 1 && f == 0))
+                }
+            }
+        }
+        return checked(Fixture(devices, extendedRegisters: true), endpoints: switches * downstreamPorts * functionsPerPort)
+    }
+
+    /// Every endpoint must be reachable (1b36:0005) before anything is timed.
+    private static func checked(_ f: Fixture, endpoints: Int) -> Fixture {
+        let testdevs = f.functions.filter { f.machine.mmioRead(ecam($0.bus, $0.devfn, 0), width: .dword) == 0x0005_1B36 }
+        precondition(testdevs.count == endpoints, "\(testdevs.count) of \(endpoints) pci-testdev functions reachable")
         return f
     }
 }
 
-// Global lets are built lazily, once, on first use (from a benchmark's setup hook, so
-// construction and enumeration are never timed), and shared by the ECAM and CF8/CFC cases.
-let fixture1 = Fixture.behindBridges(bridges: 1, functionsPerBridge: 1)
-let fixture256 = Fixture.behindBridges(bridges: 1, functionsPerBridge: 256)
-let fixture4096 = Fixture.behindBridges(bridges: 16, functionsPerBridge: 256)
-let fixtureDirect = Fixture.direct()
-let fixture16Bridges = Fixture.behindBridges(bridges: 16, functionsPerBridge: 1)
-
+/// The workloads, one access each: ECAM is one MMIO read, CF8/CFC a port write and a port read.
 @inline(never)
-func ecamRead(_ f: Fixture) -> UInt64 {
-    f.machine.mmioRead(f.ecam, width: .dword)
+func ecamRead(_ f: Fixture, _ i: Int) -> UInt64 {
+    f.machine.mmioRead(f.ecamAddresses[i], width: .dword)
 }
 
 @inline(never)
-func portRead(_ f: Fixture) -> UInt64 {
-    f.machine.portWrite(0xCF8, width: .dword, value: f.cf8)
+func portRead(_ f: Fixture, _ i: Int) -> UInt64 {
+    f.machine.portWrite(0xCF8, width: .dword, value: f.cf8Values[i])
     return f.machine.portRead(0xCFC, width: .dword)
+}
+
+// Global lets are built lazily, once, on first use (from a benchmark's setup hook, so
+// construction is never timed).
+let fixture1 = Fixture.behindBridges(bridges: 1, functionsPerBridge: 1)
+let fixture256 = Fixture.behindBridges(bridges: 1, functionsPerBridge: 256)
+let fixture4096 = Fixture.behindBridges(bridges: 16, functionsPerBridge: 256)
+let pcie1 = Fixture.pcie(switches: 1, downstreamPorts: 1, functionsPerPort: 1)
+let pcie256 = Fixture.pcie(switches: 1, downstreamPorts: 32, functionsPerPort: 8)
+let pcie1024 = Fixture.pcie(switches: 4, downstreamPorts: 32, functionsPerPort: 8)
+
+let smoke = ProcessInfo.processInfo.environment["SWITCHYARD_BENCH_SMOKE"] == "1"
+
+/// One measured iteration: `scaledIterations` accesses from the sequence, checked against an
+/// untimed pass over the same accesses (the reads cannot be optimized away or go astray).
+func measure(_ benchmark: Benchmark, _ f: Fixture, _ access: (Fixture, Int) -> UInt64) {
+    let count = benchmark.scaledIterations.count
+    precondition(count <= Fixture.accesses)
+    var expected: UInt64 = 0
+    for i in 0..<count { expected &+= access(f, i) }
+    var sum: UInt64 = 0
+    benchmark.startMeasurement()
+    for i in benchmark.scaledIterations { sum &+= access(f, i) }
+    benchmark.stopMeasurement()
+    blackHole(sum)
+    precondition(sum == expected, "timed reads differ from the untimed pass")
 }
 
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(
         metrics: [.wallClock, .throughput, .instructions, .mallocCountTotal],
         timeUnits: .nanoseconds,
-        warmupIterations: 10,
+        warmupIterations: smoke ? 0 : 10,
         scalingFactor: .kilo,   // 1000 accesses per measured iteration
-        maxDuration: .seconds(2),
-        maxIterations: 10_000)
+        maxDuration: smoke ? .milliseconds(100) : .seconds(2),
+        maxIterations: smoke ? 2 : 10_000)
 
-    let cases: [(name: String, fixture: @Sendable () -> Fixture)] = [
-        ("N=1", { fixture1 }),
-        ("N=256", { fixture256 }),
-        ("N=4096", { fixture4096 }),
-        ("direct N=1", { fixtureDirect }),
-        ("16 bridges x1 N=16", { fixture16Bridges }),
+    let conventional: [(name: String, fixture: @Sendable () -> Fixture)] = [
+        ("N=1", { fixture1 }), ("N=256", { fixture256 }), ("N=4096", { fixture4096 }),
     ]
-    for (name, fixture) in cases {
-        Benchmark("ECAM read \(name)", closure: { benchmark in
-            let f = fixture()
-            var sum: UInt64 = 0
-            benchmark.startMeasurement()
-            for _ in benchmark.scaledIterations { sum &+= ecamRead(f) }
-            benchmark.stopMeasurement()
-            blackHole(sum)
-            precondition(sum == Fixture.expectedID &* UInt64(benchmark.scaledIterations.count))
-        }, setup: { _ = fixture() })
-
-        Benchmark("CF8-CFC read \(name)", closure: { benchmark in
-            let f = fixture()
-            var sum: UInt64 = 0
-            benchmark.startMeasurement()
-            for _ in benchmark.scaledIterations { sum &+= portRead(f) }
-            benchmark.stopMeasurement()
-            blackHole(sum)
-            precondition(sum == Fixture.expectedID &* UInt64(benchmark.scaledIterations.count))
-        }, setup: { _ = fixture() })
+    for (name, fixture) in conventional {
+        Benchmark("ECAM read \(name)", closure: { measure($0, fixture(), ecamRead) }, setup: { _ = fixture() })
+        Benchmark("CF8-CFC read \(name)", closure: { measure($0, fixture(), portRead) }, setup: { _ = fixture() })
+    }
+    let express: [(name: String, fixture: @Sendable () -> Fixture)] = [
+        ("N=1", { pcie1 }), ("N=256", { pcie256 }), ("N=1024", { pcie1024 }),
+    ]
+    for (name, fixture) in express {
+        Benchmark("PCIe ECAM read \(name)", closure: { measure($0, fixture(), ecamRead) }, setup: { _ = fixture() })
     }
 }

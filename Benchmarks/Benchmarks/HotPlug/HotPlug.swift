@@ -11,6 +11,7 @@
 // `report.sh` prints wall-clock time per device (median / N) and the growth N=1024 vs N=32.
 
 import Benchmark
+import Foundation
 import Machine
 
 func switchTopology(switches: Int) -> MachineConfiguration {
@@ -43,13 +44,16 @@ func plugAndEnumerate(_ machine: Machine, endpoints: Int) throws -> Int {
     return try machine.runFirmware().functions.count
 }
 
+/// SWITCHYARD_BENCH_SMOKE=1: one iteration each (`make test` keeps the workload running).
+let smoke = ProcessInfo.processInfo.environment["SWITCHYARD_BENCH_SMOKE"] == "1"
+
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(
         metrics: [.wallClock, .mallocCountTotal],
         timeUnits: .microseconds,
-        warmupIterations: 1,
-        maxDuration: .seconds(10),
-        maxIterations: 20)
+        warmupIterations: smoke ? 0 : 1,
+        maxDuration: smoke ? .milliseconds(100) : .seconds(10),
+        maxIterations: smoke ? 1 : 20)
 
     for (n, switches) in [(32, 1), (256, 1), (1024, 4)] {
         Benchmark("HotPlug+enumerate N=\(n)", closure: { benchmark in

@@ -118,6 +118,15 @@ wait_vmm_exit() {
   rm -f /tmp/l2.pid
 }
 
+# check_vmm_exit LOG LABEL: the VMM must have exited by itself with status 0 (L2 powers off at
+# the end of every mode; -no-reboot for QEMU). Prints the failure and returns 1 otherwise.
+check_vmm_exit() {
+  _st=$(sed -n 's/^[0-9.]* VMM-EXIT status=//p' "$1" | head -n 1)
+  [ "$_st" = 0 ] && return 0
+  echo "CHECK FAILED: $2: the VMM exited with status ${_st:-?} (want 0)"
+  return 1
+}
+
 # Prints the L2 console lines with their L1 times made relative to VMM_START.
 show_l2_log() { # LOG
   _s=$(centi "$VMM_START")
@@ -168,7 +177,7 @@ check_l2_report() {
 # timings (prefixed with LABEL) and the checks. Returns non-zero when a check fails.
 boot_and_check() {
   _label=$1 _blog=$2; shift 2
-  L2_APPEND_LINE=$(l2_append report)
+  L2_APPEND_LINE="$(l2_append report) rig.l2lspci=1"
   start_vmm "$_blog" "$@"
   _rc=0
   if _ti=$(wait_for "$_blog" ' RIG-L2 init ' 90); then
@@ -188,8 +197,36 @@ boot_and_check() {
   [ -n "$_te" ] && report_time "${_label}_total" "$(elapsed "$VMM_START" "$_te")"
   echo "--- L2 console ($_label), times relative to VMM start:"
   show_l2_log "$_blog"
+  check_vmm_exit "$_blog" "$_label" || _rc=1
   [ $_rc = 0 ] || return 1
   check_l2_report "$_blog" "$_label"
+}
+
+# l2_facts LOG: what L2 reported that must not depend on the VMM: each function (address, IDs,
+# class, driver, sysfs path; not its resources, which each firmware places its own way), the
+# drivers bound, the pciehp slots, the online CPUs, the real lspci -tvnn tree, and the resource
+# errors besides bridge I/O windows (tolerated under QEMU), without their kernel time stamps.
+l2_facts() {
+  sed -n -e 's/^[0-9.]* RIG-L2 \(dev .*\) res=.*/\1/p' \
+         -e 's/^[0-9.]* RIG-L2 \(driver .*\)/\1/p' -e 's/^[0-9.]* RIG-L2 \(pciehp .*\)/\1/p' \
+         -e 's/^[0-9.]* RIG-L2 \(cpus .*\)/\1/p' -e 's/^[0-9.]* RIG-L2 \(lspci .*\)/\1/p' "$1"
+  sed -n 's/^[0-9.]* RIG-L2 pcierr \(\[ *[0-9.]*\] \)\{0,1\}/pcierr /p' "$1" | grep -v 'bridge window \[io'
+  return 0
+}
+
+# compare_l2_reports LOG-A LABEL-A LOG-B LABEL-B: L2's facts (l2_facts) under two VMMs, line by
+# line; prints the differences and returns 1 when there are any (or when A reported nothing).
+compare_l2_reports() {
+  l2_facts "$1" >/tmp/facts-$2.txt
+  l2_facts "$3" >/tmp/facts-$4.txt
+  if [ ! -s /tmp/facts-$2.txt ]; then echo "CHECK FAILED: no L2 report from $2 to compare"; return 1; fi
+  if cmp -s /tmp/facts-$2.txt /tmp/facts-$4.txt; then
+    echo "ok: L2 under $4 reports what it reports under $2 ($(wc -l </tmp/facts-$2.txt) lines: functions, drivers, slots, lspci tree, errors)"
+    return 0
+  fi
+  echo "CHECK FAILED: L2 under $4 differs from L2 under $2 (- $2, + $4):"
+  diff /tmp/facts-$2.txt /tmp/facts-$4.txt | grep '^[-+][^-+]' | head -n 40
+  return 1
 }
 
 # The hot-plug cycles, one per controller: NAME:BUS:EXTRA-JSON (device_add's extra arguments).
@@ -225,7 +262,29 @@ hotplug_session() {
   show_l2_log $_hq.log | cut -c1-200
   grep -q ' RIG-L2 hotplug-timeout' "$_hlog" && { echo "$_hl: L2's hot-plug watch timed out"; _hrc=1; }
   grep -q ' "error"' $_hq.log && { echo "$_hl: QMP returned an error"; _hrc=1; }
+  check_vmm_exit "$_hlog" "$_hl" || _hrc=1
   return $_hrc
+}
+
+# compare_hotplug_sessions LABEL-A LABEL-B: what L2 counted at each step of two hot-plug
+# sessions (functions before, after each plug and each unplug) and the QMP replies to every
+# command (without their time stamps and event times), line by line.
+compare_hotplug_sessions() {
+  for _l in $1 $2; do
+    sed -n 's/^[0-9.]* RIG-L2 \(ready devices=[0-9]*\|plugged cycle=[0-9]* devices=[0-9]*\|unplugged cycle=[0-9]* devices=[0-9]*\).*/\1/p' \
+      /tmp/l2-hotplug-$_l.log >/tmp/hpfacts-$_l.txt
+    # QEMU ends its QMP lines with CRLF, Switchyard with LF.
+    tr -d '\r' </tmp/qmp-$_l.log |
+      sed -n -e 's/^[0-9.]* \({"return".*\)/qmp \1/p' -e 's/^[0-9.]* {.*"event": *"\([A-Z_]*\)".*"device": *"\([^"]*\)".*/event \1 \2/p' \
+      >>/tmp/hpfacts-$_l.txt
+  done
+  if [ -s /tmp/hpfacts-$1.txt ] && cmp -s /tmp/hpfacts-$1.txt /tmp/hpfacts-$2.txt; then
+    echo "ok: the hot-plug session under $2 matches $1 ($(wc -l </tmp/hpfacts-$1.txt) lines: L2's counts, QMP replies, events)"
+    return 0
+  fi
+  echo "CHECK FAILED: the hot-plug session under $2 differs from $1 (- $1, + $2):"
+  diff /tmp/hpfacts-$1.txt /tmp/hpfacts-$2.txt | grep '^[-+][^-+]' | head -n 40
+  return 1
 }
 
 _qmp() { echo "$1" >&3; echo "qmp> $1"; }

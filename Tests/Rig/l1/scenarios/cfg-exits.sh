@@ -6,7 +6,9 @@
 # between a "begin" and an "end" line; L1 snapshots the counters when it sees each. Per phase P
 # with K = bytes/4 dword accesses: (delta_P - delta_idle) / K for exits, mmio_exits, io_exits;
 # "bg" also subtracts the busy vCPU's background (timer ticks, L1's own interrupts), the spin
-# phase's rate per second times P's duration. Skips (77) without /switchyard.
+# phase's rate per second times P's duration. Both VMMs must exit with status 0, reach
+# extended config space through ECAM reserved in ACPI, and log the same config-space messages.
+# Skips (77) without /switchyard.
 . /rig/lib.sh
 if [ ! -x /switchyard ]; then
   echo "SKIP: no /switchyard in this initramfs (build-initramfs.sh --switchyard PATH)"; exit 77
@@ -61,6 +63,7 @@ measure() {
   wait_vmm_exit "$_log" 20
   echo "--- L2 console ($_label), times relative to VMM start:"
   show_l2_log "$_log"
+  check_vmm_exit "$_log" "$_label" || _rc=1
   return $_rc
 }
 
@@ -104,15 +107,22 @@ figures() {
     }'
 }
 
-# mechanism LABEL: how L2's Linux reaches config space (its MCFG/MMCONFIG/type 1 messages), and
-# a note when it could not read extended config space (offsets >= 256) or found ECAM only in E820.
+# mechanism LABEL: how L2's Linux reaches config space (its MCFG/MMCONFIG/type 1 messages).
+# A broken ECAM path fails: L2 must read extended config space (the root port's config file is
+# 4096 bytes) and find ECAM reserved in ACPI motherboard resources (PNP0C01/PNP0C02 _CRS).
 mechanism() {
+  _mrc=0
   grep -h ' RIG-L2 cfgmech ' /tmp/l2-cfg-$1.log | sed "s/^[0-9.]* RIG-L2 cfgmech /$1 config mechanism: /"
-  grep -q ' RIG-L2 cfgexits .*config_size=4096 ' /tmp/l2-cfg-$1.log ||
-    echo "note: $1: L2's root port config file is not 4096 bytes: no extended config space ($(grep -o 'config_size=[0-9]*' /tmp/l2-cfg-$1.log))"
-  grep -q ' RIG-L2 cfgmech .*MMCONFIG.*not reserved in ACPI motherboard resources' /tmp/l2-cfg-$1.log &&
-    echo "note: $1: ECAM is not reserved in ACPI motherboard resources (no PNP0C01/PNP0C02 _CRS covers it); Linux $(grep -q ' RIG-L2 cfgmech .*MMCONFIG.*reserved in E820' /tmp/l2-cfg-$1.log && echo 'took the E820 reservation instead' || echo 'found no other reservation')"
-  return 0
+  if ! grep -q ' RIG-L2 cfgexits .*config_size=4096 ' /tmp/l2-cfg-$1.log; then
+    echo "CHECK FAILED: $1: L2's root port config file is not 4096 bytes: no extended config space ($(grep -o 'config_size=[0-9]*' /tmp/l2-cfg-$1.log))"
+    _mrc=1
+  fi
+  # Linux says "MMCONFIG at [mem ...] reserved in ACPI motherboard resources" (or "not reserved in").
+  if ! grep ' RIG-L2 cfgmech .*MMCONFIG at .* reserved in ACPI motherboard resources' /tmp/l2-cfg-$1.log | grep -q -v ' not reserved '; then
+    echo "CHECK FAILED: $1: L2's Linux did not find ECAM reserved as an ACPI motherboard resource"
+    _mrc=1
+  fi
+  return $_mrc
 }
 
 rc=0
@@ -120,10 +130,21 @@ measure qemu $(qemu_l2_command) || rc=1
 measure switchyard /switchyard -machine q35 -accel kvm -m 512 -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY || rc=1
 echo "--- results"
 for l in qemu switchyard; do
-  mechanism $l
+  mechanism $l || rc=1
   figures $l >/tmp/cfg-fig-$l.txt || rc=1
   cat /tmp/cfg-fig-$l.txt
 done
+# The same kernel on the same q35 must take the same way to config space under both VMMs (the
+# MCFG table's own lines are left out: its address and OEM fields are each VMM's own).
+for l in qemu switchyard; do
+  grep -h ' RIG-L2 cfgmech ' /tmp/l2-cfg-$l.log | sed 's/^[0-9.]* //; s/\[ *[0-9.]*\] //' | grep -v 'ACPI: .*MCFG' >/tmp/cfgmech-$l.txt
+done
+if [ -s /tmp/cfgmech-qemu.txt ] && cmp -s /tmp/cfgmech-qemu.txt /tmp/cfgmech-switchyard.txt; then
+  echo "ok: L2's config-space messages are the same under both VMMs"
+else
+  echo "CHECK FAILED: L2's config-space messages differ (- qemu, + switchyard):"
+  diff /tmp/cfgmech-qemu.txt /tmp/cfgmech-switchyard.txt | grep '^[-+][^-+]'; rc=1
+fi
 # switchyard/qemu of the full phase's figures: FIGURE (without the LABEL_ prefix) RATIO-NAME.
 for f in exits_per_cfg_access:cfg_exits_ratio_switchyard_qemu exits_per_cfg_access_bg:cfg_exits_bg_ratio_switchyard_qemu \
          us_per_cfg_access:cfg_time_ratio_switchyard_qemu user_exits_per_cfg_access:cfg_user_exits_ratio_switchyard_qemu \

@@ -1,7 +1,10 @@
 #!/bin/sh
 # switchyard-boot: /switchyard (when the initramfs has it) boots L2 with the same topology as
 # qemu-boot; QEMU boots it first in the same run so the two timings compare as a ratio. Both
-# boot the bzImage; then Switchyard boots the PVH vmlinux too (no decompressor).
+# boot the bzImage; then Switchyard boots the PVH vmlinux too (no decompressor). Each boot must
+# end with the VMM's exit status 0, and what L2 found under Switchyard (functions, drivers,
+# hot-plug slots, the real lspci -tvnn, resource errors) must equal, line by line, what it
+# found under QEMU.
 # Skips (exit 77) when the binary is absent or has no Linux boot (-kernel) support yet.
 . /rig/lib.sh
 if [ ! -x /switchyard ]; then
@@ -26,4 +29,7 @@ if [ -e $L2_VMLINUX ]; then
 else
   echo "CHECK FAILED: no $L2_VMLINUX in this initramfs for the PVH boot"; rc=1
 fi
+# Same devices, same kernel: L2 must find the same functions, drivers, slots and lspci tree.
+compare_l2_reports /tmp/l2-qemu.log qemu /tmp/l2-sy.log switchyard || rc=1
+[ -e $L2_VMLINUX ] && { compare_l2_reports /tmp/l2-qemu.log qemu /tmp/l2-sy-pvh.log switchyard_pvh || rc=1; }
 exit $rc

@@ -6,7 +6,8 @@
 # the switch downstream port: it has an attention button and no DLL Link Active reporting, so
 # pciehp enables neither Presence Detect Changed nor a link event that could announce it, and
 # L2 never notices the removal (seen in the rig: no interrupt, the device stays in sysfs).
-# Both VMMs boot the PVH vmlinux (rig.l2kernel=bzimage: both the bzImage).
+# Both VMMs boot the PVH vmlinux (rig.l2kernel=bzimage: both the bzImage). The two native
+# sessions must agree line by line: L2's function counts at each step, QMP replies, events.
 # Skips (exit 77) when the image has no /switchyard or its help has no -chardev pipe.
 . /rig/lib.sh
 if [ ! -x /switchyard ]; then
@@ -19,6 +20,7 @@ rc=0
 hotplug_session qemu $(qemu_l2_command) || rc=1
 SWITCHYARD="/switchyard -machine q35 -accel kvm -m 512 -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY"
 hotplug_session switchyard $SWITCHYARD || rc=1
+compare_hotplug_sessions qemu switchyard || rc=1
 # The third boot: one surprise removal from rp3, plugged while the VM is stopped (QMP stop:
 # the guest must not see the device before cont).
 HOTPLUG_TARGETS="rootport:rp3:" HOTPLUG_DEL_EXTRA=',"x-surprise":true' HOTPLUG_PAUSE_FIRST=1
