@@ -49,13 +49,19 @@ public final class VCPURunner: Sendable {
         /// exit follows (a reset request at 0xCF9, next to CONFIG_ADDRESS) still takes effect.
         public var coalescedWrites: CoalescedWriteRing?
         public var coalescedFlushMilliseconds: Int
+        /// Called (on the vCPU's thread) when a vCPU asks for a platform reset itself: a triple
+        /// fault (KVM_EXIT_SHUTDOWN) or a reset system event. The vCPU then stays out of the
+        /// guest until `resetCompleted()`. Nil: such an exit ends the vCPU's thread.
+        public var onResetRequest: (@Sendable () -> Void)?
 
         public init(stopOnHalt: Bool = true, kickSignal: Int32 = Signals.kick,
-                    coalescedWrites: CoalescedWriteRing? = nil, coalescedFlushMilliseconds: Int = 5) {
+                    coalescedWrites: CoalescedWriteRing? = nil, coalescedFlushMilliseconds: Int = 5,
+                    onResetRequest: (@Sendable () -> Void)? = nil) {
             self.stopOnHalt = stopOnHalt
             self.kickSignal = kickSignal
             self.coalescedWrites = coalescedWrites
             self.coalescedFlushMilliseconds = coalescedFlushMilliseconds
+            self.onResetRequest = onResetRequest
         }
     }
 
@@ -100,6 +106,8 @@ public final class VCPURunner: Sendable {
     /// that have noticed.
     private let pauseRequested = Atomic<Bool>(false)
     private let parkedThreads = Atomic<Int>(0)
+    /// Bumped by `resetCompleted()`: a vCPU that asked for a reset waits for the next value.
+    private let resetGeneration = Atomic<UInt64>(0)
     private let portExits = Atomic<UInt64>(0)
     private let mmioExits = Atomic<UInt64>(0)
     private let otherExits = Atomic<UInt64>(0)
@@ -178,6 +186,24 @@ public final class VCPURunner: Sendable {
         guard isPaused else { return }
         parkedThreads.add(1, ordering: .sequentiallyConsistent)
         while isPaused && !isStopRequested { HostClock.sleep(milliseconds: 2) }
+        parkedThreads.subtract(1, ordering: .sequentiallyConsistent)
+    }
+
+    /// Lets vCPUs that asked for a reset (a triple fault) run again, once their state is reset.
+    public func resetCompleted() {
+        resetGeneration.add(1, ordering: .sequentiallyConsistent)
+    }
+
+    /// After a reset request from the guest itself, the calling vCPU stays out of the guest
+    /// (counted as parked, so `pause()` sees it) until the reset is done or a stop is requested:
+    /// re-entering a vCPU that triple-faulted would only fault again.
+    private func awaitReset(_ request: @Sendable () -> Void) {
+        let generation = resetGeneration.load(ordering: .sequentiallyConsistent)
+        parkedThreads.add(1, ordering: .sequentiallyConsistent)
+        request()
+        while resetGeneration.load(ordering: .sequentiallyConsistent) == generation && !isStopRequested {
+            HostClock.sleep(milliseconds: 1)
+        }
         parkedThreads.subtract(1, ordering: .sequentiallyConsistent)
     }
 
@@ -274,7 +300,14 @@ public final class VCPURunner: Sendable {
             case .halt:
                 otherExits.add(1, ordering: .relaxed)
                 if options.stopOnHalt { return .halted }
-            case .shutdown: return .shutdown
+            case .shutdown:
+                otherExits.add(1, ordering: .relaxed)
+                guard let request = options.onResetRequest else { return .shutdown }
+                awaitReset(request)
+            case .systemEvent(let event) where event.kind == .reset:
+                otherExits.add(1, ordering: .relaxed)
+                guard let request = options.onResetRequest else { return .systemEvent(event) }
+                awaitReset(request)
             case .systemEvent(let event): return .systemEvent(event)
             case .internalError(let suberror, let data): return .internalError(suberror: suberror, data: data)
             case .failEntry(let reason, let cpu): return .failEntry(hardwareReason: reason, cpu: cpu)

@@ -72,6 +72,7 @@ public final class QMPMonitor: Sendable {
         self.messageLimit = messageLimit
         let token = controller.machine.addEventListener { [weak self] event in self?.publish(event) }
         listenerToken.withLock { $0 = token }
+        controller.observeResets { [weak self] outcome in self?.publish(outcome) }
     }
 
     deinit {
@@ -148,9 +149,19 @@ public final class QMPMonitor: Sendable {
         case .deviceDeleted(let id, let path):
             emit("DEVICE_DELETED", data: ["device": .string(id), "path": .string(path)])
         case .resetRequested:
-            emit("RESET", data: ["guest": .bool(true), "reason": .string("guest-reset")])
+            break  // the controller carries it out, then reports the outcome
         case .powerOff:
             emit("SHUTDOWN", data: ["guest": .bool(true), "reason": .string("guest-shutdown")])
+        }
+    }
+
+    /// QEMU's events for a reset request: RESET once done, or SHUTDOWN when it ends the session.
+    func publish(_ outcome: ResetOutcome) {
+        switch outcome {
+        case .reset(let cause):
+            emit("RESET", data: ["guest": .bool(cause.byGuest), "reason": .string(cause.qmpReason)])
+        case .shutdown(let cause):
+            emit("SHUTDOWN", data: ["guest": .bool(cause.byGuest), "reason": .string(cause.qmpReason)])
         }
     }
 

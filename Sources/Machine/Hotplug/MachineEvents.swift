@@ -5,7 +5,7 @@ import Synchronization
 public enum MachineEvent: Sendable, Hashable {
     /// A device's removal completed; `path` is its QOM-style path.
     case deviceDeleted(id: String, path: String)
-    /// The guest asked for a platform reset (i8042 pulse, RST_CNT at 0xCF9). The machine
+    /// The guest asked for a platform reset (i8042 pulse, RST_CNT at 0xCF9, a triple fault). The machine
     /// reports it; whoever runs the vCPUs decides to call `Machine.reset()`.
     case resetRequested(ResetSource)
     /// The guest entered S5 (ACPI PM1_CNT SLP_EN with SLP_TYP 0): stop the machine.
