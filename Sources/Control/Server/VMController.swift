@@ -140,7 +140,12 @@ public final class VMController: Sendable {
         for observer in resetObservers.withLock({ $0 }) { observer(.reset(cause)) }
     }
 
+    /// Set by the first reset request that ends the session: later ones (Linux tries several
+    /// ways to reset) send no second SHUTDOWN.
+    private let shuttingDown = Mutex(false)
+
     private func shutDown(_ cause: ResetCause) {
+        guard shuttingDown.withLock({ s in defer { s = true }; return !s }) else { return }
         for observer in resetObservers.withLock({ $0 }) { observer(.shutdown(cause)) }
         setRunState(.shutdown)
     }
