@@ -51,7 +51,7 @@ public final class VCPURunner: Sendable {
         public var coalescedFlushMilliseconds: Int
         /// Called (on the vCPU's thread) when a vCPU asks for a platform reset itself: a triple
         /// fault (KVM_EXIT_SHUTDOWN) or a reset system event. The vCPU then stays out of the
-        /// guest until `resetCompleted()`. Nil: such an exit ends the vCPU's thread.
+        /// guest (`holdForReset`) until `resetCompleted()`. Nil: such an exit ends the vCPU's thread.
         public var onResetRequest: (@Sendable () -> Void)?
 
         public init(stopOnHalt: Bool = true, kickSignal: Int32 = Signals.kick,
@@ -106,8 +106,9 @@ public final class VCPURunner: Sendable {
     /// that have noticed.
     private let pauseRequested = Atomic<Bool>(false)
     private let parkedThreads = Atomic<Int>(0)
-    /// Bumped by `resetCompleted()`: a vCPU that asked for a reset waits for the next value.
-    private let resetGeneration = Atomic<UInt64>(0)
+    /// While set, vCPU threads stay out of KVM_RUN until a reset is done (`holdForReset`),
+    /// apart from a QMP pause, which the reset leaves as it found it.
+    private let resetHold = Atomic<Bool>(false)
     private let portExits = Atomic<UInt64>(0)
     private let mmioExits = Atomic<UInt64>(0)
     private let otherExits = Atomic<UInt64>(0)
@@ -180,31 +181,28 @@ public final class VCPURunner: Sendable {
 
     public var isPaused: Bool { pauseRequested.load(ordering: .sequentiallyConsistent) }
 
-    /// Parks the calling vCPU thread while a pause is requested (polled every 2 ms: resuming is
-    /// rare and a few milliseconds late is fine; a stop request ends the wait).
+    /// Parks the calling vCPU thread while a pause or a reset hold is requested (polled every
+    /// 2 ms: resuming is rare and a few milliseconds late is fine; a stop request ends the wait).
     private func parkWhilePaused() {
-        guard isPaused else { return }
+        guard isPaused || isHeldForReset else { return }
         parkedThreads.add(1, ordering: .sequentiallyConsistent)
-        while isPaused && !isStopRequested { HostClock.sleep(milliseconds: 2) }
+        while (isPaused || isHeldForReset) && !isStopRequested { HostClock.sleep(milliseconds: 2) }
         parkedThreads.subtract(1, ordering: .sequentiallyConsistent)
     }
 
-    /// Lets vCPUs that asked for a reset (a triple fault) run again, once their state is reset.
+    /// Takes every vCPU out of the guest at once, without waiting, until `resetCompleted()`:
+    /// what a reset request does on the spot (as QEMU stops the current vCPU), so the guest
+    /// runs no further (Linux would go on to other ways of resetting, a triple fault last).
+    public func holdForReset() {
+        resetHold.store(true, ordering: .sequentiallyConsistent)
+        for index in vcpus.indices { kick(index) }
+    }
+
+    public var isHeldForReset: Bool { resetHold.load(ordering: .sequentiallyConsistent) }
+
+    /// Ends `holdForReset`: the vCPUs run again, once their state is reset (unless paused).
     public func resetCompleted() {
-        resetGeneration.add(1, ordering: .sequentiallyConsistent)
-    }
-
-    /// After a reset request from the guest itself, the calling vCPU stays out of the guest
-    /// (counted as parked, so `pause()` sees it) until the reset is done or a stop is requested:
-    /// re-entering a vCPU that triple-faulted would only fault again.
-    private func awaitReset(_ request: @Sendable () -> Void) {
-        let generation = resetGeneration.load(ordering: .sequentiallyConsistent)
-        parkedThreads.add(1, ordering: .sequentiallyConsistent)
-        request()
-        while resetGeneration.load(ordering: .sequentiallyConsistent) == generation && !isStopRequested {
-            HostClock.sleep(milliseconds: 1)
-        }
-        parkedThreads.subtract(1, ordering: .sequentiallyConsistent)
+        resetHold.store(false, ordering: .sequentiallyConsistent)
     }
 
     /// Makes vCPU `index` leave KVM_RUN (it re-enters unless a stop was requested).
@@ -303,11 +301,14 @@ public final class VCPURunner: Sendable {
             case .shutdown:
                 otherExits.add(1, ordering: .relaxed)
                 guard let request = options.onResetRequest else { return .shutdown }
-                awaitReset(request)
+                // Re-entering a vCPU that triple-faulted would only fault again.
+                holdForReset()
+                request()
             case .systemEvent(let event) where event.kind == .reset:
                 otherExits.add(1, ordering: .relaxed)
                 guard let request = options.onResetRequest else { return .systemEvent(event) }
-                awaitReset(request)
+                holdForReset()
+                request()
             case .systemEvent(let event): return .systemEvent(event)
             case .internalError(let suberror, let data): return .internalError(suberror: suberror, data: data)
             case .failEntry(let reason, let cpu): return .failEntry(hardwareReason: reason, cpu: cpu)

@@ -130,7 +130,7 @@ import Testing
         try machine.runFirmware()
         let guest = try KVMLinuxGuest(machine: machine, boot: image, vcpuCount: vcpus)
         let controller = VMController(machine: machine, startPaused: false)
-        controller.setResetAction { try guest.reboot() }
+        controller.setResetAction({ try guest.reboot() }, stopNow: { guest.runner.holdForReset() })
         let outcomes = OutcomeLog()
         controller.observeResets { outcome in outcomes.append(outcome) }
         try guest.start()

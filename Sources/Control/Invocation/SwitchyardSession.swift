@@ -242,7 +242,7 @@ public final class SwitchyardSession: Sendable {
             controller.requestExit(code: 0)
         }
         if let guest {
-            controller.setResetAction { try guest.reboot() }
+            controller.setResetAction({ try guest.reboot() }, stopNow: { guest.runner.holdForReset() })
             // QMP `stop` parks every vCPU before it returns (as QEMU's does); `cont` lets them go.
             // Neither interleaves with a reboot, which leaves the vCPUs paused or running as it
             // found them.

@@ -82,7 +82,16 @@ public final class VMController: Sendable {
     private let guestResetPending = Mutex(false)
     private let resetObservers = Mutex<[@Sendable (ResetOutcome) -> Void]>([])
 
-    public func setResetAction(_ action: @escaping @Sendable () throws -> Void) { resetAction.withLock { $0 = action } }
+    /// What a guest's request does on the spot, before the reset runs (a KVM guest holds its
+    /// vCPUs: `VCPURunner.holdForReset`).
+    private let stopOnRequest = Mutex<(@Sendable () -> Void)?>(nil)
+
+    /// `action` resets the machine; `stopNow`, if given, runs as soon as the guest asks for a
+    /// reset (on the asking thread, which must not wait), so the guest runs no further.
+    public func setResetAction(_ action: @escaping @Sendable () throws -> Void, stopNow: (@Sendable () -> Void)? = nil) {
+        resetAction.withLock { $0 = action }
+        stopOnRequest.withLock { $0 = stopNow }
+    }
 
     /// Calls `observer` after every reset (QMP RESET) and when a reset request ends the
     /// session instead (SHUTDOWN).
@@ -117,6 +126,7 @@ public final class VMController: Sendable {
             // reset done before its access returns, as on QEMU.
             resetQueue.sync { performReset(.guest) }
         } else {
+            stopOnRequest.withLock { $0 }?()
             resetQueue.async { [self] in performReset(.guest) }
         }
     }

@@ -31,6 +31,7 @@ reboot_session() {
     echo "$_rl: no QMP greeting"; _rrc=1
   fi
   if _t1=$(wait_for "$_rlog" ' RIG-L2 rebooting' 120); then
+    echo "$_rl: L2 reboots ($(elapsed "$VMM_START" "$_t1") s after the VMM started)"
     if [ "$_nr" = 1 ]; then
       wait_vmm_exit "$_rlog" 30
     elif _t2=$(wait_for "$_rlog" ' RIG-L2 rebooted' 120); then
