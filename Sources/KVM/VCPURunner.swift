@@ -31,7 +31,8 @@ import Synchronization
 /// caller stops the runner itself once the expected output has arrived.
 ///
 /// Runs each vCPU on its own thread, sending port and MMIO exits to a `VCPUExitHandler`, until
-/// the guest halts (when `stopOnHalt`), shuts down, resets, fails, or `requestStop()` is called.
+/// the guest halts (when `stopOnHalt`), shuts down or resets (unless `onResetRequest` takes
+/// those), fails, or `requestStop()` is called.
 ///
 /// When one vCPU stops, the runner stops the others (the machine stops as a whole). Stopping
 /// kicks each thread: it sets kvm_run.immediate_exit and sends `Signals.kick` (SIGUSR1, with a

@@ -45,8 +45,8 @@ public final class KVMLinuxGuest: Sendable {
     public let virtualMachine: KVMVirtualMachine
     public let interruptSink: KVMInterruptSink
     /// The boot processor's first state (64-bit for a bzImage, 32-bit for PVH), and where the
-    /// boot put things. The loaded bytes themselves are not kept: they are in guest RAM, and a
-    /// vmlinux's segments are tens of megabytes.
+    /// boot put things at the first boot. The planned writes are not kept: they are in guest RAM,
+    /// and a vmlinux's segments are tens of megabytes (a reset plans them again from the image).
     public let bootProcessorState: VCPUBootState
     public let bootRegions: [BootRegion]
     public let runner: VCPURunner
