@@ -44,6 +44,14 @@ unsigned long sy_kvm_get_fpu(void) { return KVM_GET_FPU; }
 unsigned long sy_kvm_set_fpu(void) { return KVM_SET_FPU; }
 unsigned long sy_kvm_get_lapic(void) { return KVM_GET_LAPIC; }
 unsigned long sy_kvm_set_lapic(void) { return KVM_SET_LAPIC; }
+unsigned long sy_kvm_get_mp_state(void) { return KVM_GET_MP_STATE; }
+unsigned long sy_kvm_set_mp_state(void) { return KVM_SET_MP_STATE; }
+unsigned long sy_kvm_get_vcpu_events(void) { return KVM_GET_VCPU_EVENTS; }
+unsigned long sy_kvm_set_vcpu_events(void) { return KVM_SET_VCPU_EVENTS; }
+unsigned long sy_kvm_get_irqchip(void) { return KVM_GET_IRQCHIP; }
+unsigned long sy_kvm_set_irqchip(void) { return KVM_SET_IRQCHIP; }
+unsigned long sy_kvm_get_pit2(void) { return KVM_GET_PIT2; }
+unsigned long sy_kvm_set_pit2(void) { return KVM_SET_PIT2; }
 unsigned long sy_vfio_get_api_version(void) { return VFIO_GET_API_VERSION; }
 unsigned long sy_vfio_check_extension(void) { return VFIO_CHECK_EXTENSION; }
 

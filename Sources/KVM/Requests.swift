@@ -32,6 +32,14 @@ enum KVMRequest {
     static let setFPU = sy_kvm_set_fpu()
     static let getLAPIC = sy_kvm_get_lapic()
     static let setLAPIC = sy_kvm_set_lapic()
+    static let getMPState = sy_kvm_get_mp_state()
+    static let setMPState = sy_kvm_set_mp_state()
+    static let getVCPUEvents = sy_kvm_get_vcpu_events()
+    static let setVCPUEvents = sy_kvm_set_vcpu_events()
+    static let getIRQChip = sy_kvm_get_irqchip()
+    static let setIRQChip = sy_kvm_set_irqchip()
+    static let getPIT2 = sy_kvm_get_pit2()
+    static let setPIT2 = sy_kvm_set_pit2()
 }
 
 /// Byte offsets inside KVM's structures, taken from the C headers at build time.

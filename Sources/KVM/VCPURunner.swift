@@ -31,7 +31,8 @@ import Synchronization
 /// caller stops the runner itself once the expected output has arrived.
 ///
 /// Runs each vCPU on its own thread, sending port and MMIO exits to a `VCPUExitHandler`, until
-/// the guest halts (when `stopOnHalt`), shuts down, resets, fails, or `requestStop()` is called.
+/// the guest halts (when `stopOnHalt`), shuts down or resets (unless `onResetRequest` takes
+/// those), fails, or `requestStop()` is called.
 ///
 /// When one vCPU stops, the runner stops the others (the machine stops as a whole). Stopping
 /// kicks each thread: it sets kvm_run.immediate_exit and sends `Signals.kick` (SIGUSR1, with a
@@ -49,13 +50,19 @@ public final class VCPURunner: Sendable {
         /// exit follows (a reset request at 0xCF9, next to CONFIG_ADDRESS) still takes effect.
         public var coalescedWrites: CoalescedWriteRing?
         public var coalescedFlushMilliseconds: Int
+        /// Called (on the vCPU's thread) when a vCPU asks for a platform reset itself: a triple
+        /// fault (KVM_EXIT_SHUTDOWN) or a reset system event. The vCPU then stays out of the
+        /// guest (`holdForReset`) until `resetCompleted()`. Nil: such an exit ends the vCPU's thread.
+        public var onResetRequest: (@Sendable () -> Void)?
 
         public init(stopOnHalt: Bool = true, kickSignal: Int32 = Signals.kick,
-                    coalescedWrites: CoalescedWriteRing? = nil, coalescedFlushMilliseconds: Int = 5) {
+                    coalescedWrites: CoalescedWriteRing? = nil, coalescedFlushMilliseconds: Int = 5,
+                    onResetRequest: (@Sendable () -> Void)? = nil) {
             self.stopOnHalt = stopOnHalt
             self.kickSignal = kickSignal
             self.coalescedWrites = coalescedWrites
             self.coalescedFlushMilliseconds = coalescedFlushMilliseconds
+            self.onResetRequest = onResetRequest
         }
     }
 
@@ -100,6 +107,9 @@ public final class VCPURunner: Sendable {
     /// that have noticed.
     private let pauseRequested = Atomic<Bool>(false)
     private let parkedThreads = Atomic<Int>(0)
+    /// While set, vCPU threads stay out of KVM_RUN until a reset is done (`holdForReset`),
+    /// apart from a QMP pause, which the reset leaves as it found it.
+    private let resetHold = Atomic<Bool>(false)
     private let portExits = Atomic<UInt64>(0)
     private let mmioExits = Atomic<UInt64>(0)
     private let otherExits = Atomic<UInt64>(0)
@@ -172,13 +182,28 @@ public final class VCPURunner: Sendable {
 
     public var isPaused: Bool { pauseRequested.load(ordering: .sequentiallyConsistent) }
 
-    /// Parks the calling vCPU thread while a pause is requested (polled every 2 ms: resuming is
-    /// rare and a few milliseconds late is fine; a stop request ends the wait).
+    /// Parks the calling vCPU thread while a pause or a reset hold is requested (polled every
+    /// 2 ms: resuming is rare and a few milliseconds late is fine; a stop request ends the wait).
     private func parkWhilePaused() {
-        guard isPaused else { return }
+        guard isPaused || isHeldForReset else { return }
         parkedThreads.add(1, ordering: .sequentiallyConsistent)
-        while isPaused && !isStopRequested { HostClock.sleep(milliseconds: 2) }
+        while (isPaused || isHeldForReset) && !isStopRequested { HostClock.sleep(milliseconds: 2) }
         parkedThreads.subtract(1, ordering: .sequentiallyConsistent)
+    }
+
+    /// Takes every vCPU out of the guest at once, without waiting, until `resetCompleted()`:
+    /// what a reset request does on the spot (as QEMU stops the current vCPU), so the guest
+    /// runs no further (Linux would go on to other ways of resetting, a triple fault last).
+    public func holdForReset() {
+        resetHold.store(true, ordering: .sequentiallyConsistent)
+        for index in vcpus.indices { kick(index) }
+    }
+
+    public var isHeldForReset: Bool { resetHold.load(ordering: .sequentiallyConsistent) }
+
+    /// Ends `holdForReset`: the vCPUs run again, once their state is reset (unless paused).
+    public func resetCompleted() {
+        resetHold.store(false, ordering: .sequentiallyConsistent)
     }
 
     /// Makes vCPU `index` leave KVM_RUN (it re-enters unless a stop was requested).
@@ -274,7 +299,17 @@ public final class VCPURunner: Sendable {
             case .halt:
                 otherExits.add(1, ordering: .relaxed)
                 if options.stopOnHalt { return .halted }
-            case .shutdown: return .shutdown
+            case .shutdown:
+                otherExits.add(1, ordering: .relaxed)
+                guard let request = options.onResetRequest else { return .shutdown }
+                // Re-entering a vCPU that triple-faulted would only fault again.
+                holdForReset()
+                request()
+            case .systemEvent(let event) where event.kind == .reset:
+                otherExits.add(1, ordering: .relaxed)
+                guard let request = options.onResetRequest else { return .systemEvent(event) }
+                holdForReset()
+                request()
             case .systemEvent(let event): return .systemEvent(event)
             case .internalError(let suberror, let data): return .internalError(suberror: suberror, data: data)
             case .failEntry(let reason, let cpu): return .failEntry(hardwareReason: reason, cpu: cpu)

@@ -200,6 +200,10 @@ public final class Machine: Sendable {
     public func addEventListener(_ handler: @escaping @Sendable (MachineEvent) -> Void) -> Int { events.add(handler) }
     public func removeEventListener(_ token: Int) { events.remove(token) }
 
+    /// Reports a reset request that came from outside the chipset's registers (a vCPU's
+    /// triple fault) to the listeners, as the reset registers report theirs.
+    public func requestReset(_ source: ResetSource) { events.emit(.resetRequested(source)) }
+
     /// The flattened maps as text, for debugging.
     public func describeMemory() -> String { spaces.describe(io: false) }
     public func describePorts() -> String { spaces.describe(io: true) }

@@ -183,29 +183,13 @@ struct QMPMonitorTests {
         let s = m.openSession()
         _ = Self.run(m, s, #"{"execute": "qmp_capabilities"}"#)
         _ = s.takeOutput()
-        // The reply goes out before the reset acts (it may end the session: see below).
+        // The reset acts and RESET goes out before the reply, as on QEMU (ResetTests).
         #expect(Self.run(m, s, #"{"execute": "system_reset"}"#) == "<none>")
         #expect(m.machine.hostBridge.ecamWindow == nil)
         #expect(m.machine.mmioRead(0xB000_0000, width: .dword) != 0x29C0_8086)   // ECAM gone
         let out = s.takeOutput()
         #expect(out.count == 2 && out[0].contains("\"reason\": \"host-qmp-system-reset\"") && out[1] == "{\"return\": {}}\n")
         #expect(!m.controller.exitRequested)
-    }
-
-    /// With a running KVM guest, system_reset ends the session (as QEMU with -no-reboot)
-    /// instead of resetting devices under a running kernel.
-    @Test func systemResetWithAGuestEndsTheSession() throws {
-        let m = try Self.monitor([])
-        m.controller.setResetAction { [controller = m.controller] in
-            controller.setRunState(.shutdown)
-            controller.requestExit(code: 0)
-        }
-        let s = m.openSession()
-        _ = Self.run(m, s, #"{"execute": "qmp_capabilities"}"#)
-        _ = s.takeOutput()
-        _ = Self.run(m, s, #"{"execute": "system_reset"}"#)
-        #expect(s.takeOutput().last == "{\"return\": {}}\n")
-        #expect(m.controller.exitRequested && m.controller.runState == .shutdown)
     }
 }
 

@@ -46,6 +46,14 @@ unsigned long sy_kvm_get_fpu(void);
 unsigned long sy_kvm_set_fpu(void);
 unsigned long sy_kvm_get_lapic(void);
 unsigned long sy_kvm_set_lapic(void);
+unsigned long sy_kvm_get_mp_state(void);
+unsigned long sy_kvm_set_mp_state(void);
+unsigned long sy_kvm_get_vcpu_events(void);
+unsigned long sy_kvm_set_vcpu_events(void);
+unsigned long sy_kvm_get_irqchip(void);
+unsigned long sy_kvm_set_irqchip(void);
+unsigned long sy_kvm_get_pit2(void);
+unsigned long sy_kvm_set_pit2(void);
 unsigned long sy_vfio_get_api_version(void);
 unsigned long sy_vfio_check_extension(void);
 

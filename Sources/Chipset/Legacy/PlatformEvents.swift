@@ -16,6 +16,8 @@ public enum ResetSource: Sendable, Hashable {
     /// RST_CNT (0xCF9) with RST_CPU (bit 2); `full` is SYS_RST (bit 1): a hard reset
     /// rather than a CPU-only (soft) one.
     case resetControl(full: Bool)
+    /// A processor shut down (a triple fault), which the chipset turns into a platform reset.
+    case processorShutdown
 }
 
 /// Where devices send `PlatformEvent`s. Called with no device lock held.

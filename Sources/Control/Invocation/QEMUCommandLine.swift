@@ -29,8 +29,8 @@ public struct QEMUInvocation: Sendable, Hashable {
     /// -serial: where COM1 goes. nil is the default: standard output when a kernel boots
     /// under KVM, nowhere otherwise.
     public var serial: SerialTarget?
-    /// -no-reboot: a guest reset ends the process. Switchyard does that in any case for now
-    /// (a KVM guest is not restarted in place yet).
+    /// -no-reboot: a reset request (guest or QMP system_reset) ends the process with SHUTDOWN
+    /// instead of rebooting the machine.
     public var noReboot = false
     /// -machine acpi=on|off: whether a KVM Linux boot gets ACPI tables (default on).
     public var acpi = true
@@ -92,7 +92,7 @@ extension QEMUInvocation {
                                            ELF vmlinux (PVH entry: no decompression); COM1 on
                                            standard output; the process ends when the guest
                                            powers off or resets
-          -no-reboot                       accepted (a reset always ends the process)
+          -no-reboot                       exit instead of rebooting on a reset
           -global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=on|off
                                            on: hot-plug into ports and bridges through ACPI
                                            (QEMU 10's default); off (Switchyard's default):

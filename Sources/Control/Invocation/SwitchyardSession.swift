@@ -41,19 +41,35 @@ public final class SwitchyardSession: Sendable {
         let machine = try Machine(invocation.machine, serialBackend: serialBackend)
         if invocation.bootsLinux, let kernelPath = invocation.kernel {
             try machine.runFirmware()
-            let kernel = try Self.readImage(kernelPath, option: "-kernel")
-            let initrd = try invocation.initrd.map { path throws in try Self.readImage(path, option: "-initrd") }
+            // Read now, so a missing file is an error before anything starts, and again at
+            // every reboot.
+            let initrdPath = invocation.initrd
+            let files: LinuxKernelImage.Files = { () throws(LinuxLoadError) in
+                do {
+                    return (try Self.readImage(kernelPath, option: "-kernel"),
+                            try initrdPath.map { path throws in try Self.readImage(path, option: "-initrd") })
+                } catch {
+                    throw .unreadableImage("\(error)")
+                }
+            }
             do {
-                guest = try KVMLinuxGuest(machine: machine, kernel: kernel, initrd: initrd,
-                                          commandLine: invocation.append ?? "", vcpuCount: invocation.cpus,
-                                          acpi: invocation.acpi)
+                _ = try files()
+            } catch {
+                throw InvocationError(error.description)
+            }
+            do {
+                guest = try KVMLinuxGuest(machine: machine,
+                                          boot: LinuxKernelImage(commandLine: invocation.append ?? "",
+                                                                 acpi: invocation.acpi, files: files),
+                                          vcpuCount: invocation.cpus)
             } catch {
                 throw InvocationError("cannot boot \(kernelPath): \(error)")
             }
         } else {
             guest = nil
         }
-        controller = VMController(machine: machine, startPaused: invocation.startPaused)
+        controller = VMController(machine: machine, startPaused: invocation.startPaused,
+                                  rebootAction: invocation.noReboot ? .shutdown : .reset)
         qmp = QMPMonitor(controller: controller)
         if invocation.qtest != nil {
             qtest = QTestServer(machine: machine, virtualClock: invocation.accelerator == .qtest,
@@ -89,14 +105,14 @@ public final class SwitchyardSession: Sendable {
         }
     }
 
-    /// Starts the guest's vCPUs. A power-off or reset request, or every vCPU ending (triple
-    /// fault, KVM error), ends the session; a failure is reported on standard error.
+    /// Starts the guest's vCPUs. A power-off, or every vCPU ending (KVM error), ends the
+    /// session; a failure is reported on standard error. A reset request (reset registers,
+    /// triple fault) reboots the guest, or with -no-reboot ends the session (VMController).
     func startGuest(_ guest: KVMLinuxGuest) throws {
         _ = controller.machine.addEventListener { [controller] event in
             switch event {
             case .powerOff: controller.requestExit(code: 0)
-            case .resetRequested: controller.requestExit(code: 0)  // as QEMU with -no-reboot
-            case .deviceDeleted: break
+            case .resetRequested, .deviceDeleted: break
             }
         }
         try guest.start()
@@ -226,18 +242,18 @@ public final class SwitchyardSession: Sendable {
             controller.requestExit(code: 0)
         }
         if let guest {
-            controller.setResetAction { [controller] in
-                controller.setRunState(.shutdown)
-                controller.requestExit(code: 0)
-            }
+            controller.setResetAction({ try guest.reboot() }, stopNow: { guest.runner.holdForReset() })
             // QMP `stop` parks every vCPU before it returns (as QEMU's does); `cont` lets them go.
-            controller.observeRunState { old, new in
+            // Neither interleaves with a reboot, which leaves the vCPUs paused or running as it
+            // found them.
+            controller.observeRunState { [controller] old, new in
                 if new == .paused && old == .running {
-                    if !guest.runner.pause() {
+                    let parked = controller.withoutResetInProgress { guest.runner.pause() }
+                    if !parked {
                         FileHandle.standardError.write(Data("switchyard: stop: a vCPU did not leave KVM_RUN within 2 s\n".utf8))
                     }
                 } else if new == .running && old == .paused {
-                    guest.runner.resume()
+                    controller.withoutResetInProgress { guest.runner.resume() }
                 }
             }
             if invocation.startPaused {

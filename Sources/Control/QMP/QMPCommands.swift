@@ -65,9 +65,12 @@ enum QMPCommands {
             return [:]
         },
         "system_reset": Handler(schema: none, run: { monitor, _, _ in
-            monitor.emit("RESET", data: ["guest": false, "reason": "host-qmp-system-reset"])
+            // As QEMU: RESET (or, with -no-reboot, SHUTDOWN) goes out before the reply.
+            monitor.controller.systemReset()
             return [:]
-        }, after: { monitor in monitor.controller.performReset() }),
+        }, after: { monitor in
+            if monitor.controller.runState == .shutdown { monitor.controller.requestExit(code: 0) }
+        }),
         "stop": Handler(schema: none) { monitor, _, _ in
             if monitor.controller.setRunState(.paused) == .running { monitor.emit("STOP") }
             return [:]

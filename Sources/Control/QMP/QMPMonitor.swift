@@ -75,6 +75,7 @@ public final class QMPMonitor: Sendable {
         pciQuery = FreshResultSharing { [machine = controller.machine] in QueryPCI.info(machine) }
         let token = controller.machine.addEventListener { [weak self] event in self?.publish(event) }
         listenerToken.withLock { $0 = token }
+        controller.observeResets { [weak self] outcome in self?.publish(outcome) }
     }
 
     deinit {
@@ -177,9 +178,19 @@ public final class QMPMonitor: Sendable {
             data.append(("path", .string(path)))
             emit("DEVICE_DELETED", data: .object(data))
         case .resetRequested:
-            emit("RESET", data: ["guest": .bool(true), "reason": .string("guest-reset")])
+            break  // the controller carries it out, then reports the outcome
         case .powerOff:
             emit("SHUTDOWN", data: ["guest": .bool(true), "reason": .string("guest-shutdown")])
+        }
+    }
+
+    /// QEMU's events for a reset request: RESET once done, or SHUTDOWN when it ends the session.
+    func publish(_ outcome: ResetOutcome) {
+        switch outcome {
+        case .reset(let cause):
+            emit("RESET", data: ["guest": .bool(cause.byGuest), "reason": .string(cause.qmpReason)])
+        case .shutdown(let cause):
+            emit("SHUTDOWN", data: ["guest": .bool(cause.byGuest), "reason": .string(cause.qmpReason)])
         }
     }
 

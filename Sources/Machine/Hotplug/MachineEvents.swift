@@ -6,7 +6,7 @@ public enum MachineEvent: Sendable, Hashable {
     /// A device's removal completed; `id` is the user's id (nil for a device given none) and
     /// `path` its QOM path (`/machine/peripheral/ID` or `/machine/peripheral-anon/device[N]`).
     case deviceDeleted(id: String?, path: String)
-    /// The guest asked for a platform reset (i8042 pulse, RST_CNT at 0xCF9). The machine
+    /// The guest asked for a platform reset (i8042 pulse, RST_CNT at 0xCF9, a triple fault). The machine
     /// reports it; whoever runs the vCPUs decides to call `Machine.reset()`.
     case resetRequested(ResetSource)
     /// The guest entered S5 (ACPI PM1_CNT SLP_EN with SLP_TYP 0): stop the machine.

@@ -4,15 +4,21 @@ import HostOS
 import KVM
 import VMMBase
 
-/// Why a KVM guest could not be set up.
+/// Why a KVM guest could not be set up or reset.
 public enum KVMGuestError: Error, CustomStringConvertible {
     case load(LinuxLoadError)
     case kvm(SystemError)
+    /// Firmware's PCI enumeration failed again after a reset.
+    case firmware(EnumerationError)
+    /// A vCPU did not leave the guest for a reset.
+    case vcpuDidNotStop
 
     public var description: String {
         switch self {
         case .load(let e): "\(e)"
         case .kvm(let e): "KVM: \(e)"
+        case .firmware(let e): "firmware: \(e)"
+        case .vcpuDidNotStop: "a vCPU did not leave KVM_RUN within 2 s for the reset"
         }
     }
 }
@@ -31,13 +37,16 @@ public enum KVMGuestError: Error, CustomStringConvertible {
 /// ... until MachineEvent.powerOff, or guest.waitUntilFinished(...)
 /// let reasons = guest.stop()
 /// ```
+///
+/// A reset (`reboot`) returns the machine, the irqchip, the PIT and every vCPU to their
+/// power-on state and installs the boot image again, as QEMU's system reset does.
 public final class KVMLinuxGuest: Sendable {
     public let machine: Machine
     public let virtualMachine: KVMVirtualMachine
     public let interruptSink: KVMInterruptSink
     /// The boot processor's first state (64-bit for a bzImage, 32-bit for PVH), and where the
-    /// boot put things. The loaded bytes themselves are not kept: they are in guest RAM, and a
-    /// vmlinux's segments are tens of megabytes.
+    /// boot put things at the first boot. The planned writes are not kept: they are in guest RAM,
+    /// and a vmlinux's segments are tens of megabytes (a reset plans them again from the image).
     public let bootProcessorState: VCPUBootState
     public let bootRegions: [BootRegion]
     public let runner: VCPURunner
@@ -48,25 +57,41 @@ public final class KVMLinuxGuest: Sendable {
     /// KVM cannot coalesce port writes): a type 1 config access costs one exit, not two.
     public let coalescedWrites: CoalescedWriteRing?
 
+    /// What a reset installs again, and the state it returns the VM and each vCPU to.
+    private let bootImage: any GuestBootImage
+    private let vcpuPowerOn: [VCPUPowerOnState]
+    private let interruptControllersPowerOn: InterruptControllerPowerOnState
+
     /// Loads the kernel (a bzImage, or an ELF vmlinux booted through PVH) into the machine's RAM
     /// and sets up the VM and its vCPUs (not started). With `acpi`, the machine's ACPI tables go
     /// into RAM first (run `runFirmware()` before) and the kernel finds them through boot_params
     /// or hvm_start_info. The machine's interrupts go to KVM from here on.
-    public init(machine: Machine, kernel: [UInt8], initrd: [UInt8]?, commandLine: String,
-                vcpuCount: Int = 1, acpi: Bool = true, kvmPath: String = KVMSystem.defaultPath) throws(KVMGuestError) {
+    public convenience init(machine: Machine, kernel: [UInt8], initrd: [UInt8]?, commandLine: String,
+                            vcpuCount: Int = 1, acpi: Bool = true, kvmPath: String = KVMSystem.defaultPath) throws(KVMGuestError) {
+        try self.init(machine: machine, boot: LinuxKernelImage(kernel: kernel, initrd: initrd, commandLine: commandLine, acpi: acpi),
+                      vcpuCount: vcpuCount, kvmPath: kvmPath)
+    }
+
+    /// Installs `boot` into the machine's RAM (run `runFirmware()` before) and sets up the VM
+    /// and its vCPUs (not started). A triple fault asks the machine for a reset
+    /// (`MachineEvent.resetRequested(.processorShutdown)`); `reboot` carries it out.
+    public init(machine: Machine, boot: some GuestBootImage, vcpuCount: Int = 1,
+                kvmPath: String = KVMSystem.defaultPath) throws(KVMGuestError) {
         self.machine = machine
+        bootImage = boot
+        let installed: InstalledBoot
         do {
-            firmwareTables = acpi ? try machine.installACPITables(cpuCount: max(vcpuCount, 1)) : nil
-            let boot = try machine.loadLinux(kernel: kernel, initrd: initrd, commandLine: commandLine,
-                                             acpiRSDPAddress: firmwareTables?.rsdp.address)
-            bootProcessorState = boot.vcpu
-            bootRegions = boot.regions
+            installed = try boot.install(on: machine, cpuCount: max(vcpuCount, 1))
         } catch {
             throw .load(error)
         }
+        firmwareTables = installed.firmwareTables
+        bootProcessorState = installed.vcpu
+        bootRegions = installed.regions
         do throws(SystemError) {
             let system = try KVMSystem(path: kvmPath)
             let vm = try system.createVirtualMachine(.init(irqchip: .full, createPIT: true))
+            interruptControllersPowerOn = try vm.captureInterruptControllers()
             // CONFIG_ADDRESS only matters at the next CONFIG_DATA access, which exits and
             // replays the queue first. QEMU coalesces it on i440fx but not on q35. A byte
             // write to 0xCF9 (reset control) in the same zone waits for the runner's flusher.
@@ -84,17 +109,21 @@ public final class KVMLinuxGuest: Sendable {
 
             let supported = try system.supportedCPUID()
             var vcpus: [KVMVCPU] = []
+            var powerOn: [VCPUPowerOnState] = []
             for index in 0..<max(vcpuCount, 1) {
                 let vcpu = try vm.createVCPU(id: UInt32(index))
                 try Self.prepare(vcpu, index: index, count: vcpuCount, supportedCPUID: supported,
                                  boot: index == 0 ? bootProcessorState : nil)
+                powerOn.append(try vcpu.capturePowerOnState(msrs: VCPUSetup.resetMSRs))
                 vcpus.append(vcpu)
             }
             virtualMachine = vm
             interruptSink = sink
+            vcpuPowerOn = powerOn
             coalescedWrites = coalesce ? vcpus.first?.coalescedWriteRing() : nil
             runner = try VCPURunner(vcpus: vcpus, handler: machine,
-                                    options: .init(stopOnHalt: false, coalescedWrites: coalescedWrites))
+                                    options: .init(stopOnHalt: false, coalescedWrites: coalescedWrites,
+                                                   onResetRequest: { [machine] in machine.requestReset(.processorShutdown) }))
         } catch {
             throw .kvm(error)
         }
@@ -137,6 +166,56 @@ public final class KVMLinuxGuest: Sendable {
     }
 
     public func start() throws(SystemError) { try runner.start() }
+
+    /// A platform reset and a new boot, as QEMU's system reset with a directly booted kernel:
+    /// every vCPU leaves the guest; devices and chipset return to power-on state (hot-plugged
+    /// devices stay plugged), firmware runs again; the irqchip, PIT and vCPUs return to the
+    /// state they had before the first run (the application processors wait for INIT/SIPI
+    /// again); the boot image (ACPI tables, kernel, initrd, boot parameters) is written again;
+    /// then the vCPUs run, unless they were paused before (a VM stopped by QMP stays stopped).
+    /// RAM elsewhere keeps its contents, as on QEMU. Not from a vCPU thread.
+    public func reboot() throws(KVMGuestError) {
+        let keepPaused = runner.isPaused
+        guard runner.pause() else {
+            if !keepPaused { runner.resume() }
+            throw .vcpuDidNotStop
+        }
+        defer {
+            runner.resetCompleted()
+            if !keepPaused { runner.resume() }
+        }
+        // Writes KVM queued before the reset belong to the old boot.
+        coalescedWrites?.replay(into: machine)
+        machine.reset()
+        do throws(SystemError) {
+            try virtualMachine.restore(interruptControllersPowerOn)
+        } catch {
+            throw .kvm(error)
+        }
+        do {
+            try machine.runFirmware()
+        } catch {
+            throw .firmware(error)
+        }
+        let installed: InstalledBoot
+        do {
+            installed = try bootImage.install(on: machine, cpuCount: runner.vcpus.count)
+        } catch {
+            throw .load(error)
+        }
+        do throws(SystemError) {
+            for (index, vcpu) in runner.vcpus.enumerated() {
+                var state = vcpuPowerOn[index]
+                if index == 0 {
+                    state.special = VCPUSetup.specialRegisters(installed.vcpu, base: state.special)
+                    state.registers = VCPUSetup.registers(installed.vcpu)
+                }
+                try vcpu.restore(state)
+            }
+        } catch {
+            throw .kvm(error)
+        }
+    }
 
     /// True once every vCPU thread ended (the guest shut down or failed) within the timeout.
     public func waitUntilFinished(timeoutMilliseconds: Int) -> Bool {

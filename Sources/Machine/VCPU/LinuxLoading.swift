@@ -12,6 +12,8 @@ public enum LinuxLoadError: Error, CustomStringConvertible {
     case firmwareTables(FirmwareError)
     /// The plan wrote outside guest RAM (a plan/layout mismatch).
     case outsideRAM(address: UInt64, count: UInt64)
+    /// The kernel or initrd could not be read (again, for a reset).
+    case unreadableImage(String)
 
     public var description: String {
         switch self {
@@ -22,6 +24,7 @@ public enum LinuxLoadError: Error, CustomStringConvertible {
         case .memoryLayout(let e): "memory layout: \(e)"
         case .firmwareTables(let e): "ACPI tables: \(e)"
         case .outsideRAM(let a, let n): "\(n) bytes at 0x\(String(a, radix: 16)) are not guest RAM"
+        case .unreadableImage(let reason): reason
         }
     }
 }

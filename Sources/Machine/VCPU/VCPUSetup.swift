@@ -109,6 +109,16 @@ public enum VCPUSetup {
         MSREntry(index: MSR.mtrrDefType, value: 1 << 11 | 6),
     ]
 
+    /// KVM's paravirtual MSRs (Documentation/virt/kvm/x86/msr.rst): wall clock and system time
+    /// (old and new numbers), async page faults, steal time, PV EOI, poll control, async PF
+    /// interrupt. A guest points several at its own memory; a reset must turn them off, or KVM
+    /// would keep writing into the next boot's RAM.
+    public static let paravirtualMSRs: [UInt32] = [0x11, 0x12] + (0x4B56_4D00...0x4B56_4D06).map { $0 }
+
+    /// The MSRs a platform reset returns to their values before the first run: the boot MSRs,
+    /// PAT, the TSC deadline and the paravirtual ones.
+    public static let resetMSRs: [UInt32] = bootMSRs.map(\.index) + [0x277, 0x6E0] + paravirtualMSRs
+
     /// The LINT pins as PC firmware programs them: LINT0 ExtINT on the boot processor (the
     /// 8259's output reaches it in virtual-wire mode), LINT1 NMI everywhere; the APs' LINT0
     /// stays masked.
