@@ -21,27 +21,33 @@ struct MonitorBackPressureTests {
         return (child, QTestClient(try listener.accept()), listener, qmpPath)
     }
 
+    /// A negotiated client that never reads (with a small receive buffer, so the kernel holds
+    /// little for it), and a driver that makes `pairs` stop/cont pairs, each broadcasting STOP
+    /// and RESUME (~75 bytes each) to both. False if a pair failed.
+    static func floodASilentClient(at path: String, pairs: Int) throws -> (silent: QMPTestClient, ok: Bool) {
+        let silent = try QMPTestClient(path: path)
+        try silent.negotiate()
+        var small: Int32 = 4096
+        setsockopt(silent.socket.fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+        let driver = try QMPTestClient(path: path)
+        try driver.negotiate()
+        for _ in 0..<pairs {
+            guard try driver.execute("stop") == "{\"return\": {}}", try driver.execute("cont") == "{\"return\": {}}" else {
+                return (silent, false)
+            }
+        }
+        return (silent, true)
+    }
+
     /// Events broadcast to a client that never reads: it is dropped once its unread output
     /// passes the limit; the broadcaster never blocks, and `quit` from a third client works.
     @Test func aClientThatStopsReadingIsDroppedNotWaitedFor() throws {
         let log = NSTemporaryDirectory() + "sy-bp-\(getpid())-\(UUID().uuidString.prefix(6)).log"
         let (child, qt, listener, path) = try Self.start(stderrPath: log)
         defer { withExtendedLifetime((qt, listener)) { child.stop(grace: 2) } }
-        let silent = try QMPTestClient(path: path)
-        try silent.negotiate()
-        // A small receive buffer, so the kernel holds little of what it does not read.
-        var small: Int32 = 4096
-        setsockopt(silent.socket.fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
-        let driver = try QMPTestClient(path: path)
-        try driver.negotiate()
-        // Each pair broadcasts STOP and RESUME (~75 bytes each) to both clients: 12,000 pairs
-        // are ~1.8 MB, past the 1 MiB limit plus what the socket buffers hold.
-        for i in 0..<12_000 {
-            guard try driver.execute("stop") == "{\"return\": {}}", try driver.execute("cont") == "{\"return\": {}}" else {
-                Issue.record("stop/cont pair \(i) failed")
-                return
-            }
-        }
+        // 12,000 pairs are ~1.8 MB, past the 1 MiB limit plus what the socket buffers hold.
+        let (silent, ok) = try Self.floodASilentClient(at: path, pairs: 12_000)
+        #expect(ok, "a stop/cont pair failed: the broadcast blocked the monitor")
         // The silent client was cut off: what it finally reads ends in end-of-stream.
         #expect(silent.socket.waitForClose(), "the client that stopped reading was not dropped")
         let third = try QMPTestClient(path: path)
@@ -58,21 +64,15 @@ struct MonitorBackPressureTests {
     @Test func sigtermEndsTheProcessWithAStuckClient() throws {
         let (child, qt, listener, path) = try Self.start()
         defer { withExtendedLifetime((qt, listener)) { child.stop(grace: 0) } }
-        let silent = try QMPTestClient(path: path)
-        try silent.negotiate()
-        var small: Int32 = 4096
-        setsockopt(silent.socket.fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
-        let driver = try QMPTestClient(path: path)
-        try driver.negotiate()
-        for _ in 0..<3_000 {  // fills the silent client's socket; it stays connected with output pending
-            _ = try driver.execute("stop")
-            _ = try driver.execute("cont")
-        }
+        // Fills the silent client's socket; it stays connected with output pending.
+        let (silent, ok) = try Self.floodASilentClient(at: path, pairs: 3_000)
+        #expect(ok)
         let started = Date()
         kill(child.process.processIdentifier, SIGTERM)
         #expect(child.waitForExit(seconds: 5) == 0)
         #expect(Date().timeIntervalSince(started) < 5)
         #expect(!FileManager.default.fileExists(atPath: path), "QMP socket left behind")
+        withExtendedLifetime(silent) {}  // connected, unread, to the end
     }
 
     /// 1 MiB of NUL bytes on one line is one error, not one per byte; a client that sends
