@@ -7,8 +7,8 @@ enum Command {
     /// A QEMU-compatible invocation: build the machine, serve QMP and qtest until quit.
     case serve(QEMUInvocation)
     case run(MachineConfiguration)
-    /// run with a kernel: boot it on KVM and hot-plug into it (GuestHotPlugDemo).
-    case runGuest(MachineConfiguration, GuestHotPlugDemo.Options)
+    /// run with a kernel: boot it on KVM and hot-plug into it (GuestHotPlugRun).
+    case runGuest(MachineConfiguration, GuestHotPlugRun.Options)
     case lspci(MachineConfiguration, LspciOptions)
     case firmware(MachineConfiguration, outputDirectory: String)
     case kvmProbe
@@ -121,7 +121,7 @@ func parse(_ arguments: [String]) throws -> Command {
             throw UsageError(description: "run needs both --kernel KERNEL and --initrd INITRD to boot a guest (or neither)")
         }
         if memory == nil { configuration.memorySize = 512 << 20 }  // a Linux guest wants more than the model's 128 MiB
-        var options = GuestHotPlugDemo.Options(kernelPath: kernel, initrdPath: initrd)
+        var options = GuestHotPlugRun.Options(kernelPath: kernel, initrdPath: initrd)
         options.extraCommandLine = append
         guard configuration.devices.contains(where: { $0.id == options.slotBus }) else {
             throw UsageError(description: "run --kernel hot-plugs into root port '\(options.slotBus)', which this machine lacks (-device or -nodefaults leave out the default machine); add -device pcie-root-port,id=\(options.slotBus),chassis=1,slot=1")
@@ -162,8 +162,8 @@ func execute(_ command: Command) throws {
         try tables.write(to: URL(fileURLWithPath: directory, isDirectory: true))
         print("switchyard: wrote \(tables.tables.map(\.fileName).joined(separator: ", ")) and machine.dtb to \(directory)")
     case .runGuest(let configuration, let options):
-        let report = try GuestHotPlugDemo(configuration: configuration, options: options).run()
-        GuestHotPlugDemo.writeLine("switchyard: timings (host clock, from the request to the guest's report)\n\(report)")
+        let report = try GuestHotPlugRun(configuration: configuration, options: options).run()
+        GuestHotPlugRun.writeLine("switchyard: timings (host clock, from the request to the guest's report)\n\(report)")
     case .run(let configuration):
         let machine = try Machine(configuration)
         let report = try machine.runFirmware()

@@ -12,7 +12,7 @@ import Synchronization
 /// COM1 with lines starting `RIG-L2 `: `init`, `lspci` (one per line of lspci's output),
 /// `ready`, `plugged cycle=N`, `unplugged cycle=N`, `poweroff`. Times are host times from the
 /// request to the line's arrival.
-public struct GuestHotPlugDemo {
+public struct GuestHotPlugRun {
     public struct Options: Sendable {
         public var kernelPath: String
         public var initrdPath: String
@@ -66,7 +66,7 @@ public struct GuestHotPlugDemo {
     public let output: @Sendable (String) -> Void
 
     public init(configuration: MachineConfiguration, options: Options,
-                output: @escaping @Sendable (String) -> Void = GuestHotPlugDemo.writeLine) {
+                output: @escaping @Sendable (String) -> Void = GuestHotPlugRun.writeLine) {
         self.configuration = configuration
         self.options = options
         self.output = output
