@@ -212,3 +212,25 @@ struct MonitorBackPressureTests {
         #expect(try qt.configRead(bus: 1, device: 0, offset: 0) == "OK 0x51b36")
     }
 }
+
+/// A failed device_add takes back only what it added, seen from outside: through QMP and
+/// config cycles, as a guest would see it.
+@Suite struct FailedHotPlugTests {
+    @Test func aFailedDeviceAddLeavesItsNeighbourAlone() throws {
+        let (child, qt, listener, path) = try MonitorBackPressureTests.start(["-device", "pci-bridge,id=ppb1,chassis_nr=1,addr=3"])
+        defer { withExtendedLifetime((qt, listener)) { child.stop() } }
+        let client = try QMPTestClient(path: path)
+        try client.negotiate()
+        // Function 1 goes in silently (as on QEMU); a reset makes the SHPC count slot 3 as
+        // occupied, so plugging function 0 there fails.
+        #expect(try client.execute("device_add", "{\"driver\": \"pci-testdev\", \"id\": \"fn1\", \"bus\": \"ppb1\", \"addr\": \"3.1\"}") == "{\"return\": {}}")
+        #expect(try client.execute("system_reset") == "{\"return\": {}}")
+        let failed = try client.execute("device_add", "{\"driver\": \"pci-testdev\", \"id\": \"fn0\", \"bus\": \"ppb1\", \"addr\": \"3.0\"}")
+        #expect(failed.contains("\"error\"") && failed.contains("occupied"), "\(failed)")
+        // fn0 never existed; fn1 is still there (device_del finds it), and nothing was deleted.
+        #expect(try client.execute("query-status").hasPrefix("{\"return\""))
+        #expect(!client.events.contains { $0.contains("DEVICE_DELETED") }, "\(client.events)")
+        #expect(try client.execute("device_del", "{\"id\": \"fn0\"}").contains("DeviceNotFound"))
+        #expect(!(try client.execute("device_del", "{\"id\": \"fn1\"}").contains("DeviceNotFound")), "the neighbour fn1 was removed")
+    }
+}
