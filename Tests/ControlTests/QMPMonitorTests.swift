@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Synchronization
 import Foundation
+import HostOS
 import Machine
 import Testing
 @testable import Control
@@ -365,6 +366,29 @@ struct MonitorPlumbingTests {
         // Asked after the last one finished: a new computation.
         let before = computations.withLock { $0 }
         #expect(sharing.value() == before + 1)
+    }
+
+    /// A large reply that its client reads slowly does not get the client dropped when an
+    /// event arrives meanwhile: only unread events count against the limit.
+    @Test func aLargeReplyReadSlowlyDoesNotDropItsClient() throws {
+        var fds: [Int32] = [-1, -1]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        let peer = fds[1]
+        defer { close(peer) }
+        let connection = SocketConnection(FileDescriptor(adopting: fds[0]), outputLimit: 1 << 20, dropLog: nil)
+        let reply = [UInt8](repeating: UInt8(ascii: "r"), count: 3 << 20) + [0x0A]
+        #expect(connection.write(bytes: reply, .reply))
+        #expect(connection.write("EVENT\n", .unsolicited), "the event dropped a client that is reading its reply")
+        var received: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while received.count < reply.count + 6 {
+            let n = chunk.withUnsafeMutableBytes { recv(peer, $0.baseAddress, $0.count, 0) }
+            guard n > 0 else { break }
+            received += chunk[..<n]
+        }
+        #expect(received.count == reply.count + 6)
+        #expect(received.suffix(6) == Array("EVENT\n".utf8))
+        connection.close()
     }
 
     /// Many clients connecting at once all get in, even before the accept loop catches up.

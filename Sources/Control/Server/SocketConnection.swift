@@ -7,7 +7,7 @@ import Synchronization
 /// connection's own drains, so no thread of the machine ever waits on a peer: messages never
 /// interleave, replies wait for room (back-pressure on the client's own requests), and an
 /// unsolicited message (an event, an IRQ notice, serial output) that does not fit drops the
-/// client, as QEMU's monitor drops a client that stops reading. After the peer goes away,
+/// client (counting unsolicited bytes only), as QEMU's monitor drops a client that stops reading. After the peer goes away,
 /// writes are dropped silently.
 public final class SocketConnection: Sendable {
     private let descriptor: FileDescriptor
@@ -83,7 +83,7 @@ public final class SocketConnection: Sendable {
         case .closed:
             return false
         case .overflow(let pending):
-            dropLog?("dropping a client that stopped reading: \(pending) bytes unread (limit \(outbox.limit))")
+            dropLog?("dropping a client that stopped reading: \(pending) bytes of events unread (limit \(outbox.limit))")
             close()
             return false
         }
@@ -97,10 +97,10 @@ public final class SocketConnection: Sendable {
             while let message = outbox.next() {
                 do {
                     switch pipeOutput {
-                    case .some(let output): try output.writeAll(message)
-                    case .none: try descriptor.sendAll(message)
+                    case .some(let output): try output.writeAll(message.bytes)
+                    case .none: try descriptor.sendAll(message.bytes)
                     }
-                    outbox.sent(message.count)
+                    outbox.sent(message)
                 } catch {
                     outbox.close()
                 }
@@ -133,15 +133,24 @@ final class Outbox: @unchecked Sendable {
         /// Queued; `true` when the writer thread must be started (the first message).
         case queued(Bool)
         case closed
-        /// No room for an unsolicited message: `pending` bytes were waiting.
+        /// No room for an unsolicited message: `pending` unsolicited bytes were waiting.
         case overflow(Int)
+    }
+
+    struct Message {
+        let bytes: [UInt8]
+        let unsolicited: Bool
     }
 
     let limit: Int
     private let condition = NSCondition()
-    private var queue: [[UInt8]] = []
+    private var queue: [Message] = []
     private var head = 0
     private var pending = 0
+    /// The part of `pending` that is unsolicited: what a client that stopped reading piles up.
+    /// Replies do not count here, so one large reply read slowly (a qtest read of megabytes)
+    /// does not get its client dropped for an event that arrives meanwhile.
+    private var pendingUnsolicited = 0
     private var closed = false
     private var writerStarted = false
 
@@ -153,12 +162,13 @@ final class Outbox: @unchecked Sendable {
         if waitForRoom {
             // Room means under the limit: one reply larger than the limit still goes out whole.
             while !closed && pending >= limit { condition.wait() }
-        } else if !closed && pending + bytes.count > limit {
-            return .overflow(pending)
+        } else if !closed && pendingUnsolicited + bytes.count > limit {
+            return .overflow(pendingUnsolicited)
         }
         guard !closed else { return .closed }
-        queue.append(bytes)
+        queue.append(Message(bytes: bytes, unsolicited: !waitForRoom))
         pending += bytes.count
+        if !waitForRoom { pendingUnsolicited += bytes.count }
         condition.broadcast()
         let start = !writerStarted
         writerStarted = true
@@ -166,13 +176,13 @@ final class Outbox: @unchecked Sendable {
     }
 
     /// The next message for the writer thread, waiting for one; nil once closed.
-    func next() -> [UInt8]? {
+    func next() -> Message? {
         condition.lock()
         defer { condition.unlock() }
         while !closed && head == queue.count { condition.wait() }
         guard !closed else { return nil }
         let message = queue[head]
-        queue[head] = []
+        queue[head] = Message(bytes: [], unsolicited: false)
         head += 1
         if head > 64 && head * 2 > queue.count {
             queue.removeFirst(head)
@@ -181,10 +191,13 @@ final class Outbox: @unchecked Sendable {
         return message
     }
 
-    /// The writer thread delivered `count` bytes: room for more.
-    func sent(_ count: Int) {
+    /// The writer thread delivered `message`: room for more.
+    func sent(_ message: Message) {
         condition.lock()
-        if !closed { pending -= count }
+        if !closed {
+            pending -= message.bytes.count
+            if message.unsolicited { pendingUnsolicited -= message.bytes.count }
+        }
         condition.broadcast()
         condition.unlock()
     }
@@ -195,6 +208,7 @@ final class Outbox: @unchecked Sendable {
         queue.removeAll()
         head = 0
         pending = 0
+        pendingUnsolicited = 0
         condition.broadcast()
         condition.unlock()
     }
