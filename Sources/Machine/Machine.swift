@@ -45,7 +45,7 @@ public final class Machine: Sendable {
         do {
             ram = try RAMHandler(size: configuration.memorySize)
         } catch {
-            throw .hostResource("cannot map \(MemorySizeText(configuration.memorySize)) of guest RAM on this host: \(error); use a smaller -m")
+            throw .hostResource("cannot map \(memorySizeText(configuration.memorySize)) of guest RAM on this host: \(error); use a smaller -m")
         }
         let configAddress = ConfigAddressPort()
         let configData = ConfigDataPort(address: configAddress, root: root)

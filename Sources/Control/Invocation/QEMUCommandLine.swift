@@ -370,13 +370,13 @@ public enum MemorySize {
         let digits = sizeText.last.map { $0.isLetter ? String(sizeText.dropLast()) : sizeText } ?? ""
         guard let size = parse(sizeText) else {
             if !digits.isEmpty, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber) {
-                throw InvocationError("-m \(text): too large; this q35 layout holds at most -m \(MemorySizeText(maximum))")
+                throw InvocationError("-m \(text): too large; this q35 layout holds at most -m \(memorySizeText(maximum))")
             }
             throw InvocationError("-m \(text): needs a memory size of at least 1M, e.g. -m 512M")
         }
         guard size >= 1 << 20 else { throw InvocationError("-m \(text): needs a memory size of at least 1M, e.g. -m 512M") }
         guard size <= maximum else {
-            throw InvocationError("-m \(text): too large; RAM above 4 GiB would reach the 64-bit PCI window at \(MemorySizeText(layout.pciMemory64Base)); this q35 layout holds at most -m \(MemorySizeText(maximum))")
+            throw InvocationError("-m \(text): too large; RAM above 4 GiB would reach the 64-bit PCI window at \(memorySizeText(layout.pciMemory64Base)); this q35 layout holds at most -m \(memorySizeText(maximum))")
         }
         return size
     }

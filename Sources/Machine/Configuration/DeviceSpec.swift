@@ -100,14 +100,14 @@ public enum MachineConfigurationError: Error, Hashable, CustomStringConvertible 
         case .busFull(let bus): "bus \(bus) has no free slot; add a bridge, a switch or another root port"
         case .duplicateID(let id): "duplicate device id '\(id)'; ids must be unique"
         case .invalidID(let id):
-            "id '\(id.count > 40 ? String(id.prefix(40)) + "..." : id)' is not an identifier: ids start with a letter and contain only letters, digits, '-', '.' and '_' (at most \(128) characters)"
+            "id '\(id.count > 40 ? String(id.prefix(40)) + "..." : id)' is not an identifier: ids start with a letter and contain only letters, digits, '-', '.' and '_' (at most \(DeviceID.maximumLength) characters)"
         case .invalidProperty(let device, let property, let reason): "device '\(device)': \(property): \(reason)"
         case .notHotPluggable(_, let reason): reason
         case .noSuchDevice(let id): "Device '\(id)' not found"
         case .hotPlug(let error): "\(error)"
         case .hostResource(let reason): reason
         case .memoryTooLarge(let requested, let maximum):
-            "guest RAM of \(MemorySizeText(requested)) does not fit this q35 layout: RAM above 4 GiB would reach the 64-bit PCI window; use at most -m \(MemorySizeText(maximum))"
+            "guest RAM of \(memorySizeText(requested)) does not fit this q35 layout: RAM above 4 GiB would reach the 64-bit PCI window; use at most -m \(memorySizeText(maximum))"
         case .device(_, let reason): reason
         case .duplicateChassisSlot(let chassis, let slot, let owner):
             "chassis \(chassis) slot \(slot) is already used by '\(owner)'; give each hot-pluggable port its own chassis=/slot="
@@ -116,7 +116,7 @@ public enum MachineConfigurationError: Error, Hashable, CustomStringConvertible 
 }
 
 /// A byte count as `-m` spells it: the largest unit that divides it (512M, 2G, 3T), else bytes.
-public func MemorySizeText(_ bytes: UInt64) -> String {
+public func memorySizeText(_ bytes: UInt64) -> String {
     for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] where bytes >= 1 << shift && bytes % (1 << shift) == 0 {
         return "\(bytes >> shift)\(unit)"
     }
