@@ -44,7 +44,7 @@ file "$busybox" 2>/dev/null | grep -q dynamically && echo "warning: $busybox is 
 key=$( {
   echo "compress=$COMPRESS kver=$kver"
   cd "$HERE" && find build-initramfs.sh common.sh extract-vmlinux.py l1 l2 -type f | sort | xargs sha256sum
-  sha256sum "$kernel" "$busybox" "$qemu" /usr/bin/lspci
+  sha256sum "$kernel" "$busybox" "$qemu" /usr/bin/lspci "$(command -v gcc)"
   [ -z "$switchyard" ] || sha256sum "$switchyard"
 } | sha256sum | cut -c1-16)
 out=$CACHE/build/$key
@@ -81,6 +81,8 @@ mkdir -p "$l2"/{bin,dev,proc,sys,tmp}
 mknod -m 600 "$l2/dev/console" c 5 1 2>/dev/null || true  # root only; init reopens it
 install_busybox "$l2" bin
 cp "$HERE/l2/init" "$l2/init"; chmod 755 "$l2/init"
+# The agent's uevent reader, static: the L2 image has no libc.
+gcc -static -Os -Wall -Werror -o "$l2/bin/pci-uevents" "$HERE/l2/pci-uevents.c"
 # The real lspci (pciutils) with its libraries and names, for rig.l2lspci=1 (busybox's lspci
 # applet cannot draw a tree).
 mkdir -p "$l2/usr/bin" "$l2/usr/share/misc"

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the nested rig needs, idempotently: a Debian 12 kernel (the bookworm 6.1 one, not
 # backports) that boots both L1 and L2, busybox-static for both initramfs images, cpio, xz, kmod,
-# and QEMU (10 from bookworm-backports, as scripts/setup.sh installs it).
+# gcc and libc6-dev (the L2 agent's static uevent reader, l2/pci-uevents.c), and QEMU (10 from
+# bookworm-backports, as scripts/setup.sh installs it).
 set -euo pipefail
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-APT_PACKAGES=(busybox-static cpio xz-utils kmod gzip pciutils)
+APT_PACKAGES=(busybox-static cpio xz-utils kmod gzip pciutils gcc libc6-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
