@@ -57,13 +57,26 @@ run_one() {
   log=$CACHE/logs/$scenario-$(date +%Y%m%d-%H%M%S).log
   echo "== rig: $scenario (L1: TCG, -smp $smp, timeout ${timeout_s}s) log: $log"
   t0=$EPOCHREALTIME
+  # L0's monitor, so that an L1 about to be killed can be looked at first (l0_snapshot).
+  local monitor=$CACHE/l0-monitor.$$.sock watcher
+  rm -f "$monitor"
+  ( sleep $((timeout_s - 25)) && l0_snapshot "$monitor" "$log" "$log.l0" ) </dev/null >/dev/null 2>&1 &
+  watcher=$!
   # The pipeline's status is tee's; QEMU's (124 or 137 when timeout ended it) is PIPESTATUS[0].
   timeout -k 10 "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -M q35 -m 2048 -smp "$smp" \
     -nodefaults -display none -serial stdio -no-reboot -nic none \
+    -monitor "unix:$monitor,server=on,wait=off" \
     -kernel "$images/$l1_kernel" -initrd "$images/l1-initrd.img" \
     -append "console=ttyS0 quiet panic=-1 rig.scenario=$scenario$l1_append_extra" </dev/null 2>&1 |
     host_stamp "$t0" | tee "$log"
   rc=${PIPESTATUS[0]}
+  pkill -P "$watcher" 2>/dev/null || true   # its sleep
+  kill "$watcher" 2>/dev/null || true
+  wait "$watcher" 2>/dev/null || true
+  rm -f "$monitor"
+  # tee writes at its own offset: the snapshot went to its own file, appended now.
+  if [ -s "$log.l0" ]; then cat "$log.l0" >>"$log"; fi
+  rm -f "$log.l0"
   l1_froze=0
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
     echo "    rig: L1 killed after ${timeout_s}s" | tee -a "$log"
@@ -73,6 +86,33 @@ run_one() {
     grep -q 'RIG-RESULT' "$log" || l1_froze=1
   fi
   python3 "$HERE/summarize.py" "$log"
+}
+
+# l0_snapshot SOCKET LOG OUT: unless LOG has a result already, L1's CPU state from L0's monitor,
+# twice 3 s apart, into OUT (a frozen L1 spinning in L2 shows a moving RIP and EFER without SVME,
+# 0x1000; one halted shows HLT=1).
+l0_snapshot() {
+  grep -q 'RIG-RESULT' "$2" && return 0
+  python3 - "$1" >"$3" 2>&1 <<'PY' || true
+import re, socket, sys, time
+def ask(cmds):
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(2)
+    for c in cmds: s.sendall(c.encode() + b"\n"); time.sleep(0.5)
+    out = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d: break
+            out += d
+    except socket.timeout: pass
+    # The monitor echoes what it is sent with line-editing escapes: keep only its answers.
+    lines = re.sub(r"\x1b\[[0-9]*[A-Za-z]", "", out.decode(errors="replace")).splitlines()
+    return "\n".join(l for l in lines if not l.startswith("(qemu)") and "QEMU 10" not in l)
+for n in (1, 2):
+    print(f"---- L0 monitor snapshot {n} ({time.strftime('%H:%M:%S')}) ----")
+    print(ask(["info cpus", "info registers", "x/4i $pc", "info lapic", "info pic"]))
+    time.sleep(3)
+PY
 }
 
 pass=0 fail=0 skip=0 last=1
