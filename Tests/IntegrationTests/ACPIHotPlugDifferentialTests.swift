@@ -21,16 +21,10 @@ struct ACPIHotPlugDifferentialTests {
                            "-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=on"]
 
     static func observe(_ executable: String, grace: Double, extra: [String]) throws -> [Observation] {
-        let qmpPath = temporarySocketPath("acpiqmp")
-        defer { unlink(qmpPath) }
-        let listener = try TestListener(name: "acpidiff")
-        let child = try ChildProcess(executable, extra + topology + ["-m", "128M", "-display", "none", "-nodefaults",
-                                                                     "-qmp", "unix:\(qmpPath),server=on,wait=off",
-                                                                     "-qtest", "unix:\(listener.path)", "-qtest-log", "none"])
-        defer { child.stop(grace: grace) }
-        let qt = QTestClient(try listener.accept())
-        let qmp = try QMPTestClient(path: qmpPath)
-        try qmp.negotiate()
+        let vm = try QTestSession(executable, extra + topology + ["-m", "128M", "-display", "none", "-nodefaults"],
+                                  monitor: .qmp(negotiated: true), name: "acpidiff", grace: grace)
+        defer { vm.stop() }
+        let (qt, qmp) = (vm.qtest, vm.qmp!)
         // PMBASE 0x600 with ACPI decoding on: GPE0_STS at 0x620.
         try qt.configWrite(device: 0x1F, offset: 0x40, width: "l", value: 0x601)
         try qt.configWrite(device: 0x1F, offset: 0x44, width: "b", value: 0x80)

@@ -50,16 +50,10 @@ struct ColdPlugDifferentialTests {
     }
 
     static func observe(_ executable: String, grace: Double, arguments: [String]) throws -> [Observation] {
-        let qmpPath = temporarySocketPath("cpqmp")
-        defer { unlink(qmpPath) }
-        let listener = try TestListener(name: "cpdiff")
-        let child = try ChildProcess(executable, arguments + devices.flatMap { ["-device", $0] } + [
-            "-m", "128M", "-display", "none", "-nodefaults", "-qmp", "unix:\(qmpPath),server=on,wait=off",
-            "-qtest", "unix:\(listener.path)", "-qtest-log", "none"])
-        defer { child.stop(grace: grace) }
-        let qt = QTestClient(try listener.accept())
-        let qmp = try QMPTestClient(path: qmpPath)
-        try qmp.negotiate()
+        let vm = try QTestSession(executable, arguments + devices.flatMap { ["-device", $0] } + [
+            "-m", "128M", "-display", "none", "-nodefaults"], monitor: .qmp(negotiated: true), name: "cpdiff", grace: grace)
+        defer { vm.stop() }
+        let (qt, qmp) = (vm.qtest, vm.qmp!)
         // ECAM at 0xB0000000, then bus numbers (no firmware runs under qtest).
         for command in ["outl 0xcf8 0x80000064", "outl 0xcfc 0x0", "outl 0xcf8 0x80000060", "outl 0xcfc 0xb0000001"] {
             _ = try qt.command(command)

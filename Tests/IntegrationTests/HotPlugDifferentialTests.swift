@@ -14,16 +14,10 @@ struct HotPlugDifferentialTests {
     static let port = ["-device", "pcie-root-port,id=rp1,chassis=1,slot=1,addr=0x2"]
 
     static func observe(_ executable: String, grace: Double, extra: [String]) throws -> [Observation] {
-        let qmpPath = temporarySocketPath("hpqmp")
-        defer { unlink(qmpPath) }
-        let listener = try TestListener(name: "hpdiff")
-        let child = try ChildProcess(executable, extra + port + ["-m", "128M", "-display", "none", "-nodefaults",
-                                                                 "-qmp", "unix:\(qmpPath),server=on,wait=off",
-                                                                 "-qtest", "unix:\(listener.path)", "-qtest-log", "none"])
-        defer { child.stop(grace: grace) }
-        let qt = QTestClient(try listener.accept())
-        let qmp = try QMPTestClient(path: qmpPath)
-        try qmp.negotiate()
+        let vm = try QTestSession(executable, extra + port + ["-m", "128M", "-display", "none", "-nodefaults"],
+                                  monitor: .qmp(negotiated: true), name: "hpdiff", grace: grace)
+        defer { vm.stop() }
+        let (qt, qmp) = (vm.qtest, vm.qmp!)
         let ecam = { (bus: Int, offset: Int) in "0x" + String(0xB000_0000 + (bus << 20 | 0x2 << 15 * (bus == 0 ? 1 : 0) | offset), radix: 16) }
         for command in ["outl 0xcf8 0x80000064", "outl 0xcfc 0x0", "outl 0xcf8 0x80000060", "outl 0xcfc 0xb0000001",
                         "writel \(ecam(0, 0x18)) 0x10100"] { _ = try qt.command(command) }

@@ -10,15 +10,9 @@ import Glibc
 @Suite("Monitor back-pressure and hostile clients", .serialized)
 struct MonitorBackPressureTests {
     /// A qtest-driven machine with a QMP server socket; the qtest connection must stay open.
-    static func start(_ extra: [String] = [], stderrPath: String? = nil) throws -> (ChildProcess, QTestClient, TestListener, String) {
-        let listener = try TestListener(name: "qtest-bp")
-        let qmpPath = temporarySocketPath("qmp-bp")
-        let child = try ChildProcess(switchyardBinary, [
-            "-machine", "q35", "-accel", "qtest", "-display", "none",
-            "-qtest", "unix:\(listener.path)", "-qtest-log", "none",
-            "-qmp", "unix:\(qmpPath),server=on,wait=off",
-        ] + extra, stderrPath: stderrPath)
-        return (child, QTestClient(try listener.accept()), listener, qmpPath)
+    static func start(_ extra: [String] = [], stderrPath: String? = nil) throws -> QTestSession {
+        try QTestSession(switchyardBinary, ["-machine", "q35", "-accel", "qtest", "-display", "none"] + extra,
+                         monitor: .qmp(negotiated: false), name: "qtest-bp", stderrPath: stderrPath)
     }
 
     /// A negotiated client that never reads (with a small receive buffer, so the kernel holds
@@ -43,8 +37,9 @@ struct MonitorBackPressureTests {
     /// passes the limit; the broadcaster never blocks, and `quit` from a third client works.
     @Test func aClientThatStopsReadingIsDroppedNotWaitedFor() throws {
         let log = NSTemporaryDirectory() + "sy-bp-\(getpid())-\(UUID().uuidString.prefix(6)).log"
-        let (child, qt, listener, path) = try Self.start(stderrPath: log)
-        defer { withExtendedLifetime((qt, listener)) { child.stop(grace: 2) } }
+        let vm = try Self.start(stderrPath: log)
+        let (child, qt, path) = (vm.child, vm.qtest, vm.qmpPath!)
+        defer { withExtendedLifetime((qt, vm)) { child.stop(grace: 2) } }
         // 12,000 pairs are ~1.8 MB, past the 1 MiB limit plus what the socket buffers hold.
         let (silent, ok) = try Self.floodASilentClient(at: path, pairs: 12_000)
         #expect(ok, "a stop/cont pair failed: the broadcast blocked the monitor")
@@ -62,8 +57,9 @@ struct MonitorBackPressureTests {
 
     /// SIGTERM ends the process promptly even while a client has output it will never read.
     @Test func sigtermEndsTheProcessWithAStuckClient() throws {
-        let (child, qt, listener, path) = try Self.start()
-        defer { withExtendedLifetime((qt, listener)) { child.stop(grace: 0) } }
+        let vm = try Self.start()
+        let (child, qt, path) = (vm.child, vm.qtest, vm.qmpPath!)
+        defer { withExtendedLifetime((qt, vm)) { child.stop(grace: 0) } }
         // Fills the silent client's socket; it stays connected with output pending.
         let (silent, ok) = try Self.floodASilentClient(at: path, pairs: 3_000)
         #expect(ok)
@@ -78,8 +74,9 @@ struct MonitorBackPressureTests {
     /// 1 MiB of NUL bytes on one line is one error, not one per byte; a client that sends
     /// nothing but garbage is disconnected; others never notice.
     @Test func garbageGetsOneErrorPerLineAndEndlessGarbageIsDisconnected() throws {
-        let (child, qt, listener, path) = try Self.start()
-        defer { withExtendedLifetime((qt, listener)) { child.stop() } }
+        let vm = try Self.start()
+        let (child, qt, path) = (vm.child, vm.qtest, vm.qmpPath!)
+        defer { withExtendedLifetime((qt, vm)) { child.stop() } }
         let bystander = try QMPTestClient(path: path)
         try bystander.negotiate()
         let client = try QMPTestClient(path: path)
@@ -125,8 +122,9 @@ struct MonitorBackPressureTests {
         #expect(try run(switchyardBinary, ["lspci", "-m", "510G", "-nodefaults"]).status == 0)
 
         // Over QMP: the same rule, and addr cannot smuggle in another property.
-        let (child, qt, listener, path) = try Self.start(["-device", "pcie-root-port,id=rp1,chassis=1,slot=1"])
-        defer { withExtendedLifetime((qt, listener)) { child.stop() } }
+        let vm = try Self.start(["-device", "pcie-root-port,id=rp1,chassis=1,slot=1"])
+        let (child, qt, path) = (vm.child, vm.qtest, vm.qmpPath!)
+        defer { withExtendedLifetime((qt, vm)) { child.stop() } }
         let client = try QMPTestClient(path: path)
         try client.negotiate()
         for id in ["", "a/b", "\\n", String(repeating: "z", count: 200)] {
@@ -146,9 +144,9 @@ struct MonitorBackPressureTests {
                                               "-device", "pci-bridge,chassis_nr=2", "-device", "pci-testdev,bus=pci-bridge-1"])
         #expect(tree.status == 0 && tree.out.contains("+-01.0-[01]----00.0") && tree.out.contains("+-02.0-[02]--\n"), "\(tree.out)")
 
-        let (child, qt, listener, path) = try Self.start(["-device", "pcie-root-port,id=rp1,chassis=1,slot=1",
-                                                          "-device", "pcie-root-port,chassis=1,slot=2"])
-        defer { withExtendedLifetime((qt, listener)) { child.stop() } }
+        let vm = try Self.start(["-device", "pcie-root-port,id=rp1,chassis=1,slot=1", "-device", "pcie-root-port,chassis=1,slot=2"])
+        let (child, qt, path) = (vm.child, vm.qtest, vm.qmpPath!)
+        defer { withExtendedLifetime((qt, vm)) { child.stop() } }
         let client = try QMPTestClient(path: path)
         try client.negotiate()
         #expect(try client.execute("device_add", "{\"driver\": \"pci-testdev\", \"bus\": \"rp1\"}") == "{\"return\": {}}")
@@ -170,8 +168,9 @@ struct MonitorBackPressureTests {
     /// qtest's write and memset stop at the end of the address space instead of wrapping to 0,
     /// and a memset of 64 MiB lands in RAM whole.
     @Test func qtestRangesDoNotWrapAndLargeMemsetsLand() throws {
-        let (child, qt, listener, _) = try Self.start(["-m", "256M"])
-        defer { withExtendedLifetime(listener) { child.stop() } }
+        let vm = try Self.start(["-m", "256M"])
+        let (child, qt) = (vm.child, vm.qtest)
+        defer { withExtendedLifetime(vm) { child.stop() } }
         #expect(try qt.command("writeb 0x0 0x5a") == "OK")
         #expect(try qt.command("write 0xffffffffffffffff 2 0x1122").hasPrefix("ERR 2 bytes at 0xffffffffffffffff would wrap"))
         #expect(try qt.command("memset 0xfffffffffffffff0 0x20 0xaa").hasPrefix("ERR 32 bytes at 0xfffffffffffffff0 would wrap"))
@@ -189,8 +188,9 @@ struct MonitorBackPressureTests {
 /// cycle until the guest powers the slot on (PCIe Base: no link without slot power), as on QEMU.
 @Suite struct UnpoweredSlotTests {
     @Test func aDevicePluggedIntoAnUnpoweredSlotStaysHiddenUntilPowerOn() throws {
-        let (child, qt, listener, path) = try MonitorBackPressureTests.start(["-device", "pcie-root-port,id=rp1,chassis=1,slot=1,addr=1"])
-        defer { withExtendedLifetime((qt, listener)) { child.stop() } }
+        let vm = try MonitorBackPressureTests.start(["-device", "pcie-root-port,id=rp1,chassis=1,slot=1,addr=1"])
+        let (child, qt, path) = (vm.child, vm.qtest, vm.qmpPath!)
+        defer { withExtendedLifetime((qt, vm)) { child.stop() } }
         // The guest numbers the port's secondary bus 1 and finds its PCI Express capability.
         try qt.configWrite(device: 1, offset: 0x18, width: "l", value: 0x0001_0100)
         var capability = Int(UInt32(try qt.configRead(device: 1, offset: 0x34).dropFirst(5), radix: 16) ?? 0 & 0xFC)
@@ -217,8 +217,9 @@ struct MonitorBackPressureTests {
 /// config cycles, as a guest would see it.
 @Suite struct FailedHotPlugTests {
     @Test func aFailedDeviceAddLeavesItsNeighbourAlone() throws {
-        let (child, qt, listener, path) = try MonitorBackPressureTests.start(["-device", "pci-bridge,id=ppb1,chassis_nr=1,addr=3"])
-        defer { withExtendedLifetime((qt, listener)) { child.stop() } }
+        let vm = try MonitorBackPressureTests.start(["-device", "pci-bridge,id=ppb1,chassis_nr=1,addr=3"])
+        let (child, qt, path) = (vm.child, vm.qtest, vm.qmpPath!)
+        defer { withExtendedLifetime((qt, vm)) { child.stop() } }
         let client = try QMPTestClient(path: path)
         try client.negotiate()
         // Function 1 goes in silently (as on QEMU); a reset makes the SHPC count slot 3 as

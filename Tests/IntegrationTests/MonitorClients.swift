@@ -231,3 +231,64 @@ final class QMPTestClient {
 func temporarySocketPath(_ name: String) -> String {
     NSTemporaryDirectory() + "sy-\(getpid())-\(UUID().uuidString.prefix(8))-\(name).sock"
 }
+
+/// A VMM (Switchyard or QEMU, same options) driven the way libqtest drives QEMU: the test
+/// listens, the VMM connects with `-qtest unix:PATH`; optionally with a QMP server socket that a
+/// client has already negotiated. The one way the suites start a machine under qtest.
+final class QTestSession {
+    let child: ChildProcess
+    let qtest: QTestClient
+    /// The QMP server socket, when asked for.
+    let qmpPath: String?
+    /// A negotiated client on `qmpPath`, when asked for.
+    let qmp: QMPTestClient?
+    private let listener: TestListener
+
+    enum Monitor {
+        case none
+        /// `-qmp unix:PATH,server=on,wait=off`.
+        case qmp(negotiated: Bool)
+        /// `-chardev socket,...,server=on,wait=off -mon chardev=...,mode=control` (the same monitor, spelled the long way).
+        case chardev
+    }
+
+    /// Starts `executable` with `arguments`, the qtest socket (logging to `qtestLog`) and
+    /// `monitor`; `stderrPath` keeps its standard error. Kills it (after `grace` seconds of SIGTERM) on `stop()` or deinit.
+    init(_ executable: String, _ arguments: [String], monitor: Monitor = .none, name: String = "qtest",
+         qtestLog: String = "none", stderrPath: String? = nil, grace: Double = 5) throws {
+        listener = try TestListener(name: name)
+        var monitorArguments: [String] = []
+        var path: String?
+        switch monitor {
+        case .none: break
+        case .qmp:
+            path = temporarySocketPath(name + "-qmp")
+            monitorArguments = ["-qmp", "unix:\(path!),server=on,wait=off"]
+        case .chardev:
+            path = temporarySocketPath(name + "-qmp")
+            monitorArguments = ["-chardev", "socket,id=mon0,path=\(path!),server=on,wait=off", "-mon", "chardev=mon0,mode=control"]
+        }
+        qmpPath = path
+        self.grace = grace
+        child = try ChildProcess(executable, arguments + monitorArguments + ["-qtest", "unix:\(listener.path)", "-qtest-log", qtestLog],
+                                 stderrPath: stderrPath)
+        qtest = QTestClient(try listener.accept())
+        if case .qmp(negotiated: true) = monitor, let path {
+            let client = try QMPTestClient(path: path)
+            try client.negotiate()
+            qmp = client
+        } else {
+            qmp = nil
+        }
+    }
+
+    private let grace: Double
+
+    /// Ends the VMM (closing the qtest connection alone would too, as QEMU's does).
+    func stop() {
+        child.stop(grace: grace)
+        if let qmpPath { unlink(qmpPath) }
+    }
+
+    deinit { stop() }
+}

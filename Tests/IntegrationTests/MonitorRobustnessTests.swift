@@ -5,15 +5,9 @@ import Testing
 /// an answer in the protocol's own form, the monitors stay up, and other clients carry on.
 @Suite("Bad input on the monitor sockets", .serialized)
 struct MonitorRobustnessTests {
-    static func start() throws -> (ChildProcess, QTestClient, TestListener, String) {
-        let listener = try TestListener(name: "qtest-bad")
-        let qmpPath = temporarySocketPath("qmp-bad")
-        let child = try ChildProcess(switchyardBinary, [
-            "-machine", "q35", "-accel", "qtest", "-nodefaults", "-display", "none",
-            "-qtest", "unix:\(listener.path)", "-qtest-log", "none",
-            "-chardev", "socket,id=mon0,path=\(qmpPath),server=on,wait=off", "-mon", "chardev=mon0,mode=control",
-        ])
-        return (child, QTestClient(try listener.accept()), listener, qmpPath)
+    static func start() throws -> QTestSession {
+        try QTestSession(switchyardBinary, ["-machine", "q35", "-accel", "qtest", "-nodefaults", "-display", "none"],
+                         monitor: .chardev, name: "qtest-bad")
     }
 
     static func isError(_ reply: String, _ desc: String? = nil, class errorClass: String = "GenericError") -> Bool {
@@ -23,8 +17,9 @@ struct MonitorRobustnessTests {
 
     @Test func qmpBadInput() throws {
         // The qtest connection must stay open: its closing ends the process.
-        let (child, qt, listener, path) = try Self.start()
-        defer { withExtendedLifetime((qt, listener)) { child.stop() } }
+        let vm = try Self.start()
+        let (child, qt, path) = (vm.child, vm.qtest, vm.qmpPath!)
+        defer { withExtendedLifetime((qt, vm)) { child.stop() } }
         let bystander = try QMPTestClient(path: path)
         try bystander.negotiate()
         let client = try QMPTestClient(path: path)
@@ -82,8 +77,9 @@ struct MonitorRobustnessTests {
     }
 
     @Test func qtestBadInput() throws {
-        let (child, qt, listener, path) = try Self.start()
-        defer { withExtendedLifetime(listener) {} }
+        let vm = try Self.start()
+        let (child, qt, path) = (vm.child, vm.qtest, vm.qmpPath!)
+        defer { withExtendedLifetime(vm) {} }
         defer { child.stop() }
         let bystander = try QMPTestClient(path: path)
         try bystander.negotiate()

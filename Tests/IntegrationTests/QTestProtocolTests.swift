@@ -7,18 +7,15 @@ import Testing
 struct QTestProtocolTests {
     static let baseArguments = ["-machine", "q35", "-accel", "qtest", "-nodefaults", "-display", "none"]
 
-    /// Starts switchyard with a qtest socket; returns the process and the connected client.
-    static func start(_ extra: [String] = [], log: String = "none") throws -> (ChildProcess, QTestClient, TestListener) {
-        let listener = try TestListener(name: "qtest")
-        let child = try ChildProcess(switchyardBinary,
-                                     baseArguments + ["-qtest", "unix:\(listener.path)", "-qtest-log", log] + extra)
-        let socket = try listener.accept()
-        return (child, QTestClient(socket), listener)
+    /// Starts switchyard with a qtest socket (logging to `log`).
+    static func start(_ extra: [String] = [], log: String = "none") throws -> QTestSession {
+        try QTestSession(switchyardBinary, baseArguments + extra, qtestLog: log)
     }
 
     @Test func chipsetIdentityThroughCF8() throws {
-        let (child, qt, _) = try Self.start()
-        defer { child.stop() }
+        let vm = try Self.start()
+        let qt = vm.qtest
+        defer { vm.stop() }
         #expect(try qt.configRead(device: 0, offset: 0) == "OK 0x29c08086")        // MCH
         #expect(try qt.configRead(device: 0, offset: 8) == "OK 0x6000000")         // class 06 00 00, rev 0
         #expect(try qt.configRead(device: 0x1F, offset: 0) == "OK 0x29188086")     // ICH9 LPC
@@ -30,8 +27,9 @@ struct QTestProtocolTests {
     }
 
     @Test func memoryAccessCommands() throws {
-        let (child, qt, _) = try Self.start()
-        defer { child.stop() }
+        let vm = try Self.start()
+        let qt = vm.qtest
+        defer { vm.stop() }
         #expect(try qt.command("writel 0x1000 0x12345678") == "OK")
         #expect(try qt.command("readl 0x1000") == "OK 0x0000000012345678")
         #expect(try qt.command("readb 0x1001") == "OK 0x0000000000000056")
@@ -51,8 +49,9 @@ struct QTestProtocolTests {
     }
 
     @Test func virtualClock() throws {
-        let (child, qt, _) = try Self.start()
-        defer { child.stop() }
+        let vm = try Self.start()
+        let qt = vm.qtest
+        defer { vm.stop() }
         #expect(try qt.command("clock_step") ==
                 "FAIL cannot advance clock to the next deadline because there is no pending deadline")
         #expect(try qt.command("clock_step 1000") == "OK 1000")
@@ -65,8 +64,9 @@ struct QTestProtocolTests {
     /// A pci-testdev's doorbell raises INTx; with the IOAPIC intercepted, qtest reports the
     /// IOAPIC input: slot 3, pin A swizzles to PIRQ (3+0)%4+4 = H, which is GSI 16+7 = 23.
     @Test func intxThroughTestDeviceDoorbell() throws {
-        let (child, qt, _) = try Self.start(["-device", "pci-testdev,id=t0,addr=0x3"])
-        defer { child.stop() }
+        let vm = try Self.start(["-device", "pci-testdev,id=t0,addr=0x3"])
+        let qt = vm.qtest
+        defer { vm.stop() }
         #expect(try qt.configRead(device: 3, offset: 0) == "OK 0x51b36")
         try qt.configWrite(device: 3, offset: 0x14, width: "l", value: 0xC000_0000)   // BAR1: doorbell page
         try qt.configWrite(device: 3, offset: 0x04, width: "w", value: 0x0002)        // memory decode
@@ -91,12 +91,13 @@ struct QTestProtocolTests {
     @Test func logAndExitWhenTheSocketCloses() throws {
         let log = NSTemporaryDirectory() + "sy-\(getpid())-\(UUID().uuidString.prefix(8))-qtest.log"
         defer { unlink(log) }
-        let (child, qt, _) = try Self.start(log: log)
-        defer { child.stop() }
+        let vm = try Self.start(log: log)
+        let qt = vm.qtest
+        defer { vm.stop() }
         #expect(try qt.command("inl 0xcf8") == "OK 0x0000")
         #expect(try qt.command("nonsense 1 2") == "FAIL Unknown command 'nonsense'")
         close(dup2(open("/dev/null", O_RDONLY), qt.socket.fd))  // hang up our end
-        #expect(child.waitForExit(seconds: 10) == 0)
+        #expect(vm.child.waitForExit(seconds: 10) == 0)
         let text = try String(contentsOfFile: log, encoding: .utf8)
         let lines = text.split(separator: "\n").map(String.init)
         #expect(lines.first?.hasPrefix("[I ") == true && lines.first?.hasSuffix("] OPENED") == true)
@@ -107,11 +108,9 @@ struct QTestProtocolTests {
     }
 
     @Test func acceleratorWithoutVirtualClockHasNoClockCommands() throws {
-        let listener = try TestListener(name: "qtest-kvm")
-        let child = try ChildProcess(switchyardBinary, ["-machine", "q35,accel=kvm", "-display", "none",
-                                                        "-qtest", "unix:\(listener.path)", "-qtest-log", "none"])
-        defer { child.stop() }
-        let qt = QTestClient(try listener.accept())
+        let vm = try QTestSession(switchyardBinary, ["-machine", "q35,accel=kvm", "-display", "none"], name: "qtest-kvm")
+        defer { vm.stop() }
+        let qt = vm.qtest
         #expect(try qt.command("clock_step 10") == "FAIL Unknown command 'clock_step'")
         #expect(try qt.command("readl 0x0") == "OK 0x0000000000000000")
     }

@@ -39,16 +39,10 @@ struct ResetDifferentialTests {
     /// until it closed (a command sent to a process that is closing could reset the socket).
     static func observe(_ executable: String, _ arguments: [String], noReboot: Bool, devices: [String] = [],
                         steps: [String]) throws -> Run {
-        let qmpPath = temporarySocketPath("rstqmp")
-        defer { unlink(qmpPath) }
-        let listener = try TestListener(name: "rstdiff")
-        let child = try ChildProcess(executable, arguments + devices + (noReboot ? ["-no-reboot"] : []) + [
-            "-m", "128M", "-display", "none", "-nodefaults",
-            "-qmp", "unix:\(qmpPath),server=on,wait=off", "-qtest", "unix:\(listener.path)", "-qtest-log", "none"])
-        defer { child.stop(grace: 0) }
-        let qt = QTestClient(try listener.accept())
-        let qmp = try QMPTestClient(path: qmpPath)
-        try qmp.negotiate()
+        let vm = try QTestSession(executable, arguments + devices + (noReboot ? ["-no-reboot"] : []) + [
+            "-m", "128M", "-display", "none", "-nodefaults"], monitor: .qmp(negotiated: true), name: "rstdiff", grace: 0)
+        defer { vm.stop() }
+        let (qt, qmp, child) = (vm.qtest, vm.qmp!, vm.child)
         var run = Run()
         for command in ["outl 0xcf8 0x80000060", "outl 0xcfc 0xb0000001", "inl 0xcfc"] {
             run.lines.append("qt \(command): " + (try qt.command(command)))

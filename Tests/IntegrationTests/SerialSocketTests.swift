@@ -8,8 +8,9 @@ import Testing
 struct SerialSocketTests {
     @Test func bytesFlowBothWays() throws {
         let serialPath = temporarySocketPath("com1")
-        let (child, qt, _) = try QTestProtocolTests.start(["-serial", "unix:\(serialPath),server=on,wait=off"])
-        defer { child.stop() }
+        let vm = try QTestProtocolTests.start(["-serial", "unix:\(serialPath),server=on,wait=off"])
+        let qt = vm.qtest
+        defer { vm.stop() }
         let client = try TestSocket.connect(serialPath)
         // The server accepts on its own thread: wait until writes reach this client.
         var line: String?
