@@ -12,12 +12,20 @@ enum FuzzTarget: String, CaseIterable {
     case qtest
     /// A QEMU-style command line (arguments separated by NUL bytes), and the machine it builds.
     case options
+    /// Guest accesses and hot-plug on the whole machine after firmware (MachineFuzzRun).
+    case machine
+    /// bzImage and ELF/PVH kernels, boot planning and placement (LoaderFuzzRun).
+    case loaders
 
     func run(_ input: [UInt8]) {
         switch self {
         case .qmp: Self.runQMP(input)
         case .qtest: Self.runQTest(input)
         case .options: Self.runOptions(input)
+        case .machine:
+            guard var run = MachineFuzzRun(input) else { fatalError("the fuzz topology no longer builds or enumerates") }
+            run.run()
+        case .loaders: LoaderFuzzRun.run(input)
         }
     }
 
