@@ -71,7 +71,8 @@ public final class Machine: Sendable {
                 memory.add(.alias("ram-above-4g", of: .leaf("ram", size: ram.size, handler: ram), offset: low,
                                   size: ram.size - low), at: 1 << 32)
             }
-            memory.addChipsetDecode(hostBridge: hostBridge, lpc: lpc, ram: ram, lowMemoryTop: low)
+            memory.addChipsetDecode(hostBridge: hostBridge, lpc: lpc, ram: ram, lowMemoryTop: low,
+                                    pinRoutingChanged: { sink.target?.rerouteINTx() })
             if let window = hostBridge.ecamWindow {
                 memory.add(.leaf("ecam", size: window.size, handler: ecam), at: window.base, priority: 1)
             }
@@ -251,6 +252,17 @@ public final class Machine: Sendable {
         function.connect(interrupts: output)
     }
 
+    /// After the guest rewrote the LPC's PIRQ or DxxIR routing (or a reset restored it): every
+    /// connected function's INTx pin moves to the GSI the routing gives now; a pin asserted at
+    /// the time lowers its old GSI and raises the new one.
+    func rerouteINTx() {
+        let outputs = connections.withLock { $0 }
+        for placed in topology.placed {
+            guard let output = outputs[ObjectIdentifier(placed.function)] else { continue }
+            output.reroute(to: intxGSI(for: placed))
+        }
+    }
+
     func disconnectInterrupts(_ placed: PlacedDevice) {
         guard let function = placed.function as? any InterruptingFunction else { return }
         function.connect(interrupts: DisconnectedInterrupts())
@@ -269,6 +281,7 @@ public final class Machine: Sendable {
     /// Applies a config write's effects: mappings, and hot-plug controller events.
     func apply(_ effects: ConfigWriteEffects, from function: any PCIFunction, at address: PCIAddress) {
         spaces.apply(effects, from: function, at: address)
+        if effects.contains(.deviceSpecific), function === lpc { rerouteINTx() }
         if let controller = function as? any HotPlugController,
            !effects.intersection([.slotControlWritten, .deviceSpecific]).isEmpty {
             drainHotPlugEvents(controller)
@@ -283,6 +296,7 @@ extension Machine {
     public func reset() {
         for (_, function) in rootBus.functions { function.reset() }
         legacy.reset()
+        rerouteINTx()
         topologyChanged()
         spaces.rebuildPlatform()
     }
