@@ -281,7 +281,10 @@ public final class Machine: Sendable {
     /// Applies a config write's effects: mappings, and hot-plug controller events.
     func apply(_ effects: ConfigWriteEffects, from function: any PCIFunction, at address: PCIAddress) {
         spaces.apply(effects, from: function, at: address)
-        if effects.contains(.deviceSpecific), function === lpc { rerouteINTx() }
+        if effects.contains(.deviceSpecific), function === lpc {
+            rerouteINTx()
+            (interruptOutput.downstream as? PIRQSteeringSink)?.routesChanged()
+        }
         if let controller = function as? any HotPlugController,
            !effects.intersection([.slotControlWritten, .deviceSpecific]).isEmpty {
             drainHotPlugEvents(controller)

@@ -56,6 +56,21 @@ import VMMBase
         #expect(machine.assertedINTxLines == [GSI(16): 1])
     }
 
+    /// In PIC mode a link reaches the ISA IRQ its PIRQx_ROUT names: 00:02.0's INTA is PIRQG
+    /// ((2 + 0) mod 4 + PIRQE), which firmware steers to IRQ 11; a guest write of PIRQG_ROUT
+    /// (LPC 0x6A) = 10 moves the asserted level from IRQ 11 to IRQ 10 at the write.
+    @Test func pirqRouteRewriteMovesAnAssertedPICLine() throws {
+        let machine = try Machine(.defaultMachine)
+        let report = try machine.runFirmware()
+        let recorder = RecordingSink()
+        machine.attachInterruptSink(PIRQSteeringSink(downstream: recorder, lpc: machine.lpc))
+        machine.mmioWrite(try bar1(report, "00:02.0") + PCITestDevice.doorbell, width: .dword, value: 0)
+        #expect(recorder.isHigh(GSI(22)) && recorder.isHigh(GSI(11)))
+        let ecam = ECAMConfigCycles(machine, base: Q35Layout.standard.ecamBase)
+        ecam.write(bus: 0, devfn: 0x1F << 3, offset: 0x6A, width: .byte, value: 10)
+        #expect(recorder.isHigh(GSI(22)) && recorder.isHigh(GSI(10)) && !recorder.isHigh(GSI(11)))
+    }
+
     @Test func firmwareProgramsPIRQLinksAndInterruptLines() throws {
         let machine = try Machine(.defaultMachine)
         try machine.runFirmware()
