@@ -20,16 +20,14 @@ public enum InterruptRouteError: Error, Sendable, CustomStringConvertible {
 }
 
 extension GSIRouteTable {
-    /// The table as KVM_SET_GSI_ROUTING takes it, for an in-kernel PIC and IOAPIC (KVM's own
-    /// default routing has the same shape: GSIs 0-15 reach the 8259 pair and the IOAPIC,
-    /// 16-23 the IOAPIC; Linux arch/x86/kvm/irq_comm.c).
+    /// The table as KVM_SET_GSI_ROUTING takes it, for an in-kernel PIC pair and IOAPIC
+    /// (KVM's irqchip numbers: 0 the master 8259, 1 the slave, 2 the IOAPIC).
     public var kvmRoutes: [KVMVirtualMachine.GSIRoute] {
         sorted.flatMap { gsi, route -> [KVMVirtualMachine.GSIRoute] in
             switch route {
-            case .ioapic(let pin) where pin < 16:
-                [.irqchip(gsi: gsi.number, chip: pin < 8 ? 0 : 1, pin: pin % 8), .irqchip(gsi: gsi.number, chip: 2, pin: pin)]
-            case .ioapic(let pin):
-                [.irqchip(gsi: gsi.number, chip: 2, pin: pin)]
+            case .controllers(let ioapic, let pic):
+                (pic.map { [.irqchip(gsi: gsi.number, chip: $0 < 8 ? 0 : 1, pin: $0 % 8)] } ?? [])
+                    + (ioapic.map { [.irqchip(gsi: gsi.number, chip: 2, pin: $0)] } ?? [])
             case .msi(let message):
                 [.msi(gsi: gsi.number, message: message)]
             }
@@ -44,10 +42,11 @@ public final class KVMInterruptRoutes: Sendable {
     public let virtualMachine: KVMVirtualMachine
     private let table: Mutex<GSIRouteTable>
 
-    public init(virtualMachine: KVMVirtualMachine, table: GSIRouteTable = GSIRouteTable()) throws(InterruptRouteError) {
+    /// Commits `table` (a PC's wiring unless told otherwise) to the VM.
+    public init(virtualMachine: KVMVirtualMachine, table: GSIRouteTable = .pc) throws(SystemError) {
         self.virtualMachine = virtualMachine
+        try virtualMachine.setGSIRouting(table.kvmRoutes)
         self.table = Mutex(table)
-        try change { _ in }
     }
 
     /// The routes as committed.
