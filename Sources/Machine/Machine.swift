@@ -26,6 +26,9 @@ public final class Machine: Sendable {
     let events: EventBroadcaster
     /// COM1, RTC/CMOS, i8042, RST_CNT, the ACPI PM block and APM ports, ACPI PCI hot-plug.
     public let legacy: LegacyDevices
+    /// The userspace IOAPIC at 0xFEC00000: it sees the levels `interrupts` records and sends
+    /// its MSIs there. With KVM's in-kernel irqchip attached, KVM's IOAPIC takes its place.
+    public let ioapic: IOAPIC
     private let connections = Mutex<[ObjectIdentifier: FunctionInterrupts]>([:])
 
     /// `serialBackend` receives COM1's output; `clock` drives the RTC, PM timer and UART timeouts.
@@ -53,6 +56,10 @@ public final class Machine: Sendable {
         let layout = configuration.layout
         let interrupts = RecordingSink()
         let interruptOutput = ForwardingSink(interrupts)
+        let ioapic = IOAPIC(output: interrupts)
+        _ = interrupts.addObserver { event in
+            if case .level(let gsi, let high) = event { ioapic.setLevel(gsi, high: high) }
+        }
         let events = EventBroadcaster()
         let lowMemory = min(ram.size, layout.lowMemoryLimit)
         let legacy = LegacyDevices(interrupts: interruptOutput, events: PlatformEventForwarder(events), clock: clock,
@@ -73,6 +80,7 @@ public final class Machine: Sendable {
             }
             memory.addChipsetDecode(hostBridge: hostBridge, lpc: lpc, ram: ram, lowMemoryTop: low,
                                     pinRoutingChanged: { sink.target?.rerouteINTx() })
+            memory.add(.leaf("ioapic", size: IOAPIC.size, handler: ioapic), at: IOAPIC.base, priority: 1)
             if let window = hostBridge.ecamWindow {
                 memory.add(.leaf("ecam", size: window.size, handler: ecam), at: window.base, priority: 1)
             }
@@ -92,6 +100,7 @@ public final class Machine: Sendable {
         self.interruptOutput = interruptOutput
         self.events = events
         self.legacy = legacy
+        self.ioapic = ioapic
         self.lines = SharedLines(sink: interruptOutput)
         self.spaces = spaces
         self.topology = Topology(rootBus: rootBus)
@@ -299,6 +308,7 @@ extension Machine {
     public func reset() {
         for (_, function) in rootBus.functions { function.reset() }
         legacy.reset()
+        ioapic.reset()
         rerouteINTx()
         topologyChanged()
         spaces.rebuildPlatform()
