@@ -38,6 +38,9 @@ public struct InterruptDelivery: Sendable, Hashable {
 ///   the pin is asserted while that bit is set and Command.Interrupt Disable is clear (6.2.2,
 ///   6.2.3). A function with MSI or MSI-X enabled never uses its pin (6.8).
 ///
+/// A function drives its INTx request either by events (`request`/`lowerINTx`) or by a level
+/// condition (`setCondition`), not both: the condition sets the request.
+///
 /// It lives beside the `ConfigSpace` under the function's lock: every method takes the config
 /// space it reads the capabilities from, changes only the bits the function owns (MSI pending
 /// bits, Interrupt Status), and returns an `InterruptDelivery` to send after the lock.
