@@ -26,6 +26,9 @@ public final class Machine: Sendable {
     let events: EventBroadcaster
     /// COM1, RTC/CMOS, i8042, RST_CNT, the ACPI PM block and APM ports, ACPI PCI hot-plug.
     public let legacy: LegacyDevices
+    /// The userspace IOAPIC at 0xFEC00000: it sees the levels `interrupts` records and sends
+    /// its MSIs there. With KVM's in-kernel irqchip attached, KVM's IOAPIC takes its place.
+    public let ioapic: IOAPIC
     private let connections = Mutex<[ObjectIdentifier: FunctionInterrupts]>([:])
 
     /// `serialBackend` receives COM1's output; `clock` drives the RTC, PM timer and UART timeouts.
@@ -53,6 +56,10 @@ public final class Machine: Sendable {
         let layout = configuration.layout
         let interrupts = RecordingSink()
         let interruptOutput = ForwardingSink(interrupts)
+        let ioapic = IOAPIC(output: interrupts)
+        _ = interrupts.addObserver { event in
+            if case .level(let gsi, let high) = event { ioapic.setLevel(gsi, high: high) }
+        }
         let events = EventBroadcaster()
         let lowMemory = min(ram.size, layout.lowMemoryLimit)
         let legacy = LegacyDevices(interrupts: interruptOutput, events: PlatformEventForwarder(events), clock: clock,
@@ -71,7 +78,9 @@ public final class Machine: Sendable {
                 memory.add(.alias("ram-above-4g", of: .leaf("ram", size: ram.size, handler: ram), offset: low,
                                   size: ram.size - low), at: 1 << 32)
             }
-            memory.addChipsetDecode(hostBridge: hostBridge, lpc: lpc, ram: ram, lowMemoryTop: low)
+            memory.addChipsetDecode(hostBridge: hostBridge, lpc: lpc, ram: ram, lowMemoryTop: low,
+                                    pinRoutingChanged: { sink.target?.rerouteINTx() })
+            memory.add(.leaf("ioapic", size: IOAPIC.size, handler: ioapic), at: IOAPIC.base, priority: 1)
             if let window = hostBridge.ecamWindow {
                 memory.add(.leaf("ecam", size: window.size, handler: ecam), at: window.base, priority: 1)
             }
@@ -91,6 +100,7 @@ public final class Machine: Sendable {
         self.interruptOutput = interruptOutput
         self.events = events
         self.legacy = legacy
+        self.ioapic = ioapic
         self.lines = SharedLines(sink: interruptOutput)
         self.spaces = spaces
         self.topology = Topology(rootBus: rootBus)
@@ -251,6 +261,17 @@ public final class Machine: Sendable {
         function.connect(interrupts: output)
     }
 
+    /// After the guest rewrote the LPC's PIRQ or DxxIR routing (or a reset restored it): every
+    /// connected function's INTx pin moves to the GSI the routing gives now; a pin asserted at
+    /// the time lowers its old GSI and raises the new one.
+    func rerouteINTx() {
+        let outputs = connections.withLock { $0 }
+        for placed in topology.placed {
+            guard let output = outputs[ObjectIdentifier(placed.function)] else { continue }
+            output.reroute(to: intxGSI(for: placed))
+        }
+    }
+
     func disconnectInterrupts(_ placed: PlacedDevice) {
         guard let function = placed.function as? any InterruptingFunction else { return }
         function.connect(interrupts: DisconnectedInterrupts())
@@ -269,6 +290,10 @@ public final class Machine: Sendable {
     /// Applies a config write's effects: mappings, and hot-plug controller events.
     func apply(_ effects: ConfigWriteEffects, from function: any PCIFunction, at address: PCIAddress) {
         spaces.apply(effects, from: function, at: address)
+        if effects.contains(.deviceSpecific), function === lpc {
+            rerouteINTx()
+            (interruptOutput.downstream as? PIRQSteeringSink)?.routesChanged()
+        }
         if let controller = function as? any HotPlugController,
            !effects.intersection([.slotControlWritten, .deviceSpecific]).isEmpty {
             drainHotPlugEvents(controller)
@@ -283,6 +308,8 @@ extension Machine {
     public func reset() {
         for (_, function) in rootBus.functions { function.reset() }
         legacy.reset()
+        ioapic.reset()
+        rerouteINTx()
         topologyChanged()
         spaces.rebuildPlatform()
     }

@@ -34,6 +34,43 @@ import VMMBase
         #expect(!machine.interrupts.isHigh(otherGSI))
     }
 
+    /// ICH9 D28IR (RCBA + 0x3146, reset 0x3210) routes slot 28's pins: an asserted INTA moves
+    /// from PIRQA (GSI 16) to PIRQD (GSI 19) when the guest rewrites it, still held once; a
+    /// platform reset restores the reset routing with no line left high.
+    @Test func rewrittenPinRoutingMovesAnAssertedLineAndResetRestoresIt() throws {
+        let machine = try Machine(MachineConfiguration(devices: [try DeviceSpec(parsing: "pci-testdev,id=t28,addr=0x1c")]))
+        let report = try machine.runFirmware()
+        let base = try bar1(report, "00:1c.0")
+        let ecam = ECAMConfigCycles(machine, base: Q35Layout.standard.ecamBase)
+        ecam.write(bus: 0, devfn: 0x1F << 3, offset: 0xF0, width: .dword, value: 0xFED1_C001)
+        machine.mmioWrite(base + PCITestDevice.doorbell, width: .dword, value: 0)
+        #expect(machine.assertedINTxLines == [GSI(16): 1])
+        machine.mmioWrite(0xFED1_C000 + 0x3146, width: .word, value: 0x3213)
+        #expect(machine.assertedINTxLines == [GSI(19): 1])
+        #expect(machine.interrupts.isHigh(GSI(19)) && !machine.interrupts.isHigh(GSI(16)))
+        machine.reset()
+        #expect(machine.assertedINTxLines.isEmpty)
+        #expect(!machine.interrupts.isHigh(GSI(19)) && !machine.interrupts.isHigh(GSI(16)))
+        let again = try machine.runFirmware()
+        machine.mmioWrite(try bar1(again, "00:1c.0") + PCITestDevice.doorbell, width: .dword, value: 0)
+        #expect(machine.assertedINTxLines == [GSI(16): 1])
+    }
+
+    /// In PIC mode a link reaches the ISA IRQ its PIRQx_ROUT names: 00:02.0's INTA is PIRQG
+    /// ((2 + 0) mod 4 + PIRQE), which firmware steers to IRQ 11; a guest write of PIRQG_ROUT
+    /// (LPC 0x6A) = 10 moves the asserted level from IRQ 11 to IRQ 10 at the write.
+    @Test func pirqRouteRewriteMovesAnAssertedPICLine() throws {
+        let machine = try Machine(.defaultMachine)
+        let report = try machine.runFirmware()
+        let recorder = RecordingSink()
+        machine.attachInterruptSink(PIRQSteeringSink(downstream: recorder, lpc: machine.lpc))
+        machine.mmioWrite(try bar1(report, "00:02.0") + PCITestDevice.doorbell, width: .dword, value: 0)
+        #expect(recorder.isHigh(GSI(22)) && recorder.isHigh(GSI(11)))
+        let ecam = ECAMConfigCycles(machine, base: Q35Layout.standard.ecamBase)
+        ecam.write(bus: 0, devfn: 0x1F << 3, offset: 0x6A, width: .byte, value: 10)
+        #expect(recorder.isHigh(GSI(22)) && recorder.isHigh(GSI(10)) && !recorder.isHigh(GSI(11)))
+    }
+
     @Test func firmwareProgramsPIRQLinksAndInterruptLines() throws {
         let machine = try Machine(.defaultMachine)
         try machine.runFirmware()

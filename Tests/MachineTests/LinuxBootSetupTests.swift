@@ -114,7 +114,7 @@ import VMMBase
     }
 
     @Test func pcRoutingSendsThePITToIOAPICPin2() {
-        let routes = KVMLinuxGuest.pcRouting
+        let routes = GSIRouteTable.pc.kvmRoutes
         #expect(routes.count == 15 + 23)
         #expect(routes.contains(.irqchip(gsi: 0, chip: 2, pin: 2)))
         #expect(routes.contains(.irqchip(gsi: 0, chip: 0, pin: 0)))

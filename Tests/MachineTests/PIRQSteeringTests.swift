@@ -26,6 +26,24 @@ import VMMBase
         #expect(out.isHigh(GSI(20)) && !out.isHigh(GSI(2)))
     }
 
+    /// PIRQx_ROUT selects the ISA IRQ a link drives (ICH9 datasheet 13.1.x, bits 3:0, bit 7
+    /// disables): rewriting it while the link is asserted moves the level, and disabling the
+    /// route lowers the old IRQ; the IOAPIC input is untouched.
+    @Test func rewrittenRouteMovesAnAssertedLink() {
+        let out = RecordingSink(), routes = Routes()
+        let sink = PIRQSteeringSink(downstream: out, route: routes.route)
+        sink.setLevel(GSI(16), high: true)          // PIRQA -> IRQ 10
+        routes.table.withLock { $0[.a] = 11 }
+        sink.routesChanged()
+        #expect(!out.isHigh(GSI(10)) && out.isHigh(GSI(11)) && out.isHigh(GSI(16)))
+        routes.table.withLock { $0[.a] = nil }
+        sink.routesChanged()
+        #expect(!out.isHigh(GSI(11)) && out.isHigh(GSI(16)))
+        sink.setLevel(GSI(16), high: false)
+        #expect(out.events.filter { $0 == .level(GSI(11), high: false) }.count == 1)
+        #expect(!out.isHigh(GSI(16)))
+    }
+
     @Test func anISADeviceOnTheSameIRQKeepsItHigh() {
         let out = RecordingSink(), routes = Routes()
         let sink = PIRQSteeringSink(downstream: out, route: routes.route)

@@ -50,9 +50,8 @@ public final class PCIBridge: PCIBridgeFunction, InterruptingFunction, HotPlugCo
     private struct State {
         var config: ConfigSpace
         var shpc: SHPCController?
-        /// INTx level last driven, and whether the SHPC level was high at the last MSI.
-        var intxAsserted = false
-        var lastLevel = false
+        /// The SHPC's interrupt condition becomes an MSI or the INTA level.
+        var interrupts = InterruptArbiter()
         var events: [HotPlugEvent] = []
     }
     private let state: Mutex<State>
@@ -168,7 +167,7 @@ public final class PCIBridge: PCIBridgeFunction, InterruptingFunction, HotPlugCo
     }
 
     public func configWrite(_ offset: Int, width: AccessWidth, value: UInt32) -> ConfigWriteEffects {
-        let (effects, delivery) = state.withLock { s -> (ConfigWriteEffects, Delivery) in
+        let (effects, delivery) = state.withLock { s -> (ConfigWriteEffects, InterruptDelivery) in
             var effects = s.config.write(offset, width: width, value: value)
             if let cap = shpcCapability, s.shpc != nil {
                 // Bytes of the DWORD Data register go to the selected SHPC register.
@@ -181,10 +180,8 @@ public final class PCIBridge: PCIBridgeFunction, InterruptingFunction, HotPlugCo
                     effects.insert(.deviceSpecific)
                 }
             }
-            var messages: [MSIMessage] = []
-            if effects.contains(.msiChanged) { messages = s.config.takeUnmaskedPendingMSI() }
-            var delivery = self.update(&s)
-            delivery.messages = messages + delivery.messages
+            var delivery = s.interrupts.configWritten(effects, in: &s.config)
+            delivery.append(self.update(&s))
             return (effects, delivery)
         }
         if effects.contains(.bridgeControlChanged),
@@ -200,11 +197,12 @@ public final class PCIBridge: PCIBridgeFunction, InterruptingFunction, HotPlugCo
 
     public func reset() {
         let occupied = occupiedDevices()
-        let delivery = state.withLock { s -> Delivery in
+        let delivery = state.withLock { s -> InterruptDelivery in
             s.config.reset()
             s.shpc?.reset(occupiedDevices: occupied)
-            s.lastLevel = false
-            return update(&s)
+            var delivery = s.interrupts.reset(in: &s.config)
+            delivery.append(update(&s))
+            return delivery
         }
         deliver(delivery)
         for (_, function) in secondary.functions { function.reset() }
@@ -226,8 +224,8 @@ public final class PCIBridge: PCIBridgeFunction, InterruptingFunction, HotPlugCo
 
     public func barWrite(_ index: Int, offset: UInt64, width: AccessWidth, value: UInt64) {
         guard index == 0, offset < SHPCController.barSize else { return }
-        let delivery = state.withLock { s -> Delivery in
-            guard s.shpc != nil else { return Delivery() }
+        let delivery = state.withLock { s -> InterruptDelivery in
+            guard s.shpc != nil else { return InterruptDelivery() }
             let o = Int(offset)
             if width == .qword {
                 s.events += s.shpc!.write(o, width: 4, value: UInt32(truncatingIfNeeded: value))
@@ -246,40 +244,19 @@ public final class PCIBridge: PCIBridgeFunction, InterruptingFunction, HotPlugCo
         output.withLock { $0 = interrupts }
     }
 
-    private struct Delivery {
-        var messages: [MSIMessage] = []
-        var intx: Bool?
-    }
-
-    /// Refreshes the DWORD Data window and works out what the SHPC's level means: an MSI on a
-    /// rising level when MSI is enabled, else the INTA level (gated by Interrupt Disable).
-    private func update(_ s: inout State) -> Delivery {
-        var delivery = Delivery()
-        guard let shpc = s.shpc else { return delivery }
+    /// Refreshes the DWORD Data window and hands the SHPC's interrupt level to the arbiter.
+    private func update(_ s: inout State) -> InterruptDelivery {
+        guard let shpc = s.shpc else { return InterruptDelivery() }
         if let cap = shpcCapability {
             let select = Int(s.config.get(cap + Self.dwordSelect, width: 1))
             s.config.set(cap + Self.dwordData, width: 4, value: UInt64(shpc.read(select * 4, width: 4)))
         }
-        let level = shpc.interruptLevel
-        let msiEnabled = s.config.msiState?.enabled ?? false
-        if msiEnabled {
-            if level && !s.lastLevel, let message = s.config.signalMSI(0) { delivery.messages.append(message) }
-        }
-        let intx = level && !msiEnabled && !s.config.command.contains(.intxDisable)
-        s.config.setInterruptStatus(level && !msiEnabled)
-        if intx != s.intxAsserted {
-            s.intxAsserted = intx
-            delivery.intx = intx
-        }
-        s.lastLevel = level
-        return delivery
+        return s.interrupts.setCondition(shpc.interruptLevel, in: &s.config)
     }
 
-    private func deliver(_ delivery: Delivery) {
-        guard !delivery.messages.isEmpty || delivery.intx != nil else { return }
-        let out = output.withLock { $0 }
-        for message in delivery.messages { out.signal(message) }
-        if let intx = delivery.intx { out.setINTx(intx) }
+    private func deliver(_ delivery: InterruptDelivery) {
+        guard !delivery.isEmpty else { return }
+        delivery.send(to: output.withLock { $0 })
     }
 
     // MARK: HotPlugController
@@ -287,7 +264,7 @@ public final class PCIBridge: PCIBridgeFunction, InterruptingFunction, HotPlugCo
     public var hotPlugSlots: [UInt8] { state.withLock { $0.shpc?.hotPlugDevices ?? [] } }
 
     public func plug(device: UInt8) throws(HotPlugError) {
-        let delivery = try state.withLock { (s: inout State) throws(HotPlugError) -> Delivery in
+        let delivery = try state.withLock { (s: inout State) throws(HotPlugError) -> InterruptDelivery in
             guard s.shpc != nil else { throw .noSuchSlot(controller: name, device: device) }
             try s.shpc!.plug(device: device)
             return update(&s)
@@ -297,7 +274,7 @@ public final class PCIBridge: PCIBridgeFunction, InterruptingFunction, HotPlugCo
 
     /// A device attached while the machine is built: its SHPC slot is found occupied and enabled.
     public func coldPlug(device: UInt8) {
-        let delivery = state.withLock { s -> Delivery in
+        let delivery = state.withLock { s -> InterruptDelivery in
             s.shpc?.coldPlug(device: device)
             return update(&s)
         }
@@ -305,7 +282,7 @@ public final class PCIBridge: PCIBridgeFunction, InterruptingFunction, HotPlugCo
     }
 
     public func requestUnplug(device: UInt8, mode: UnplugMode) throws(HotPlugError) {
-        let delivery = try state.withLock { (s: inout State) throws(HotPlugError) -> Delivery in
+        let delivery = try state.withLock { (s: inout State) throws(HotPlugError) -> InterruptDelivery in
             guard s.shpc != nil else { throw .noSuchSlot(controller: name, device: device) }
             s.events += try s.shpc!.requestUnplug(device: device, mode: mode)
             return update(&s)

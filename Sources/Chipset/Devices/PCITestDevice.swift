@@ -23,9 +23,8 @@ public final class PCITestDevice: InterruptingFunction {
 
     private struct State {
         var config: ConfigSpace
-        var msix: MSIXTable
+        var interrupts = InterruptArbiter(msix: PCITestDevice.msixLayout)
         var scratch = [UInt8](repeating: 0, count: 3 * 256)
-        var intxAsserted = false
         var output: any PCIInterruptOutput = DisconnectedInterrupts()
         var resetConfig: ConfigSpace
     }
@@ -49,7 +48,7 @@ public final class PCITestDevice: InterruptingFunction {
             preconditionFailure("PCITestDevice layout: \(error)")
         }
         cs.captureResetState()
-        state = Mutex(State(config: cs, msix: MSIXTable(layout: Self.msixLayout), resetConfig: cs))
+        state = Mutex(State(config: cs, resetConfig: cs))
     }
 
     public func connect(interrupts: any PCIInterruptOutput) { state.withLock { $0.output = interrupts } }
@@ -59,70 +58,49 @@ public final class PCITestDevice: InterruptingFunction {
     }
 
     public func configWrite(_ offset: Int, width: AccessWidth, value: UInt32) -> ConfigWriteEffects {
-        let (effects, deliveries, output, intx) = state.withLock { s in
+        let (effects, delivery, output) = state.withLock { s in
             let effects = s.config.write(offset, width: width, value: value)
-            var deliveries: [MSIXDelivery] = []
-            if effects.contains(.msixChanged), let control = s.config.msixControl {
-                deliveries = s.msix.deliverPending(control: control)
-            }
-            return (effects, deliveries, s.output, s.intxAsserted && !s.config.command.contains(.intxDisable))
+            return (effects, s.interrupts.configWritten(effects, in: &s.config), s.output)
         }
-        for d in deliveries { output.signal(d.message) }
-        if effects.contains(.intxDisableChanged) { output.setINTx(intx) }
+        delivery.send(to: output)
         return effects
     }
 
     public func configSnapshot() -> ConfigSpace { state.withLock { $0.config } }
 
     public func reset() {
-        let output = state.withLock { s in
+        let (delivery, output) = state.withLock { s in
             s.config = s.resetConfig
-            s.msix.reset()
             s.scratch = [UInt8](repeating: 0, count: 3 * 256)
-            s.intxAsserted = false
-            return s.output
+            return (s.interrupts.reset(in: &s.config), s.output)
         }
-        output.setINTx(false)
+        delivery.send(to: output)
     }
 
     public func barRead(_ index: Int, offset: UInt64, width: AccessWidth) -> UInt64 {
         state.withLock { s in
-            if let value = s.msix.read(bar: index, offset: offset, width: width) { return value }
+            if let value = s.interrupts.msixRead(bar: index, offset: offset, width: width) { return value }
             guard (0...2).contains(index), offset + UInt64(width.bytes) <= 256 else { return 0 }
             return LittleEndian.load(s.scratch, at: index * 256 + Int(offset), count: width.bytes)
         }
     }
 
     public func barWrite(_ index: Int, offset: UInt64, width: AccessWidth, value: UInt64) {
-        enum Action { case none, msi(MSIMessage), intx(Bool) }
-        let (action, output) = state.withLock { s -> (Action, any PCIInterruptOutput) in
-            let control = s.config.msixControl ?? MSIXControl(enabled: false, functionMasked: false)
-            if let result = s.msix.write(bar: index, offset: offset, width: width, value: value, control: control) {
-                if case .vectorUnmasked(_, let message?) = result { return (.msi(message), s.output) }
-                return (.none, s.output)
+        let (delivery, output) = state.withLock { s -> (InterruptDelivery, any PCIInterruptOutput) in
+            if let written = s.interrupts.msixWrite(bar: index, offset: offset, width: width, value: value, in: s.config) {
+                return (written.delivery, s.output)
             }
             if index == 1 && offset == Self.doorbell && width == .dword {
-                if control.enabled {
-                    if case .deliver(let message) = s.msix.fire(Int(value & 0xFFFF), control: control) { return (.msi(message), s.output) }
-                    return (.none, s.output)
-                }
-                s.intxAsserted = true
-                s.config.setInterruptStatus(true)
-                return (.intx(!s.config.command.contains(.intxDisable)), s.output)
+                return (s.interrupts.request(vector: Int(value & 0xFFFF), in: &s.config), s.output)
             }
             if index == 1 && offset == Self.intxClear && width == .dword {
-                s.intxAsserted = false
-                s.config.setInterruptStatus(false)
-                return (.intx(false), s.output)
+                return (s.interrupts.lowerINTx(in: &s.config), s.output)
             }
-            guard (0...2).contains(index), offset + UInt64(width.bytes) <= 256 else { return (.none, s.output) }
-            LittleEndian.store(value, into: &s.scratch, at: index * 256 + Int(offset), count: width.bytes)
-            return (.none, s.output)
+            if (0...2).contains(index), offset + UInt64(width.bytes) <= 256 {
+                LittleEndian.store(value, into: &s.scratch, at: index * 256 + Int(offset), count: width.bytes)
+            }
+            return (InterruptDelivery(), s.output)
         }
-        switch action {
-        case .none: break
-        case .msi(let message): output.signal(message)
-        case .intx(let level): output.setINTx(level)
-        }
+        delivery.send(to: output)
     }
 }

@@ -2,12 +2,6 @@ import PCI
 import Synchronization
 import VMMBase
 
-/// What a port does to its interrupt output, decided under the lock and done after it.
-enum PortInterruptAction: Sendable, Hashable {
-    case message(MSIMessage)
-    case intx(Bool)
-}
-
 /// The machinery shared by every PCI Express port model: the config space, the optional
 /// slot controller, the MSI-X table, and the interrupt logic, behind one lock. Port classes
 /// are thin: they pick a `PCIePortLayout` and forward to this.
@@ -20,10 +14,8 @@ public final class PCIePortEngine: Sendable {
         var slot: PCIeSlotController?
         /// The Link Capabilities of the device in the slot (nil: none, or conventional PCI).
         var linkPartner: PCIeLinkCapabilities?
-        var msix: MSIXTable?
-        /// The OR of enabled hot-plug events, as last evaluated (for edge detection).
-        var level = false
-        var intxAsserted = false
+        /// The slot's interrupt condition becomes an MSI-X, MSI or INTx interrupt.
+        var interrupts: InterruptArbiter
         var events: [HotPlugEvent] = []
     }
 
@@ -41,8 +33,8 @@ public final class PCIePortEngine: Sendable {
         if let options = layout.slot {
             slot = PCIeSlotController(features: options.features, reportsLinkActive: layout.reportsLinkActive)
         }
-        let msix: MSIXTable? = if case .msixExclusiveBAR = layout.messages { MSIXTable(layout: PCIePortLayout.msixLayout) } else { nil }
-        state = Mutex(State(config: config, slot: slot, msix: msix))
+        let msix: MSIXLayout? = if case .msixExclusiveBAR = layout.messages { PCIePortLayout.msixLayout } else { nil }
+        state = Mutex(State(config: config, slot: slot, interrupts: InterruptArbiter(msix: msix)))
         secondary = PCIBus(name: name)
     }
 
@@ -55,15 +47,14 @@ public final class PCIePortEngine: Sendable {
     }
 
     public func configWrite(_ offset: Int, width: AccessWidth, value: UInt32) -> ConfigWriteEffects {
-        let (effects, actions, resetBehind) = state.withLock { s -> (ConfigWriteEffects, [PortInterruptAction], Bool) in
+        let (effects, actions, resetBehind) = state.withLock { s -> (ConfigWriteEffects, InterruptDelivery, Bool) in
             let controlBefore = s.config.pciExpressSlotState?.control ?? []
             let statusBefore = s.config.pciExpressSlotState?.status ?? []
             let effects = s.config.write(offset, width: width, value: value)
-            var actions: [PortInterruptAction] = []
             if effects.contains(.functionLevelReset) {
-                resetLocked(&s)
-                actions += settle(&s)
-                return (effects, actions, true)
+                var delivery = resetLocked(&s)
+                delivery.append(settle(&s))
+                return (effects, delivery, true)
             }
             if let slot = s.slot, let written = Self.written(PCIExpressRegister.slotStatus, in: s.config,
                                                              offset: offset, width: width, value: value) {
@@ -78,14 +69,8 @@ public final class PCIePortEngine: Sendable {
                                                     wholeRegister: whole)
                 s.slot = slot
             }
-            if effects.contains(.msiChanged) {
-                actions += s.config.takeUnmaskedPendingMSI().map(PortInterruptAction.message)
-            }
-            if effects.contains(.msixChanged), let control = s.config.msixControl, var table = s.msix {
-                actions += table.deliverPending(control: control).map { .message($0.message) }
-                s.msix = table
-            }
-            actions += settle(&s)
+            var actions = s.interrupts.configWritten(effects, in: &s.config)
+            actions.append(settle(&s))
             let sbr = effects.contains(.bridgeControlChanged) && s.config.bridgeControl.contains(.secondaryBusReset)
             return (effects, actions, sbr)
         }
@@ -107,35 +92,32 @@ public final class PCIePortEngine: Sendable {
     }
 
     public func reset() {
-        let actions = state.withLock { s -> [PortInterruptAction] in
-            resetLocked(&s)
-            return settle(&s)
+        let actions = state.withLock { s -> InterruptDelivery in
+            var delivery = resetLocked(&s)
+            delivery.append(settle(&s))
+            return delivery
         }
         deliver(actions)
         for (_, function) in secondary.functions { function.reset() }
     }
 
-    private func resetLocked(_ s: inout State) {
+    private func resetLocked(_ s: inout State) -> InterruptDelivery {
         s.config.reset()
-        s.msix?.reset()
         if var slot = s.slot {
             slot.afterReset(&s.config)
             s.slot = slot
         }
-        s.level = false
+        return s.interrupts.reset(in: &s.config)
     }
 
     public func barRead(_ index: Int, offset: UInt64, width: AccessWidth) -> UInt64 {
-        state.withLock { s in s.msix?.read(bar: index, offset: offset, width: width) } ?? width.allOnes
+        state.withLock { s in s.interrupts.msixRead(bar: index, offset: offset, width: width) } ?? width.allOnes
     }
 
     public func barWrite(_ index: Int, offset: UInt64, width: AccessWidth, value: UInt64) {
-        let actions = state.withLock { s -> [PortInterruptAction] in
-            guard var table = s.msix, let control = s.config.msixControl else { return [] }
-            let result = table.write(bar: index, offset: offset, width: width, value: value, control: control)
-            s.msix = table
-            if case .vectorUnmasked(_, let message?) = result { return [.message(message)] }
-            return []
+        let actions = state.withLock { s -> InterruptDelivery in
+            s.interrupts.msixWrite(bar: index, offset: offset, width: width, value: value, in: s.config)?.delivery
+                ?? InterruptDelivery()
         }
         deliver(actions)
     }
@@ -154,7 +136,7 @@ public final class PCIePortEngine: Sendable {
 
     /// A hot-plugged device: the slot signals presence and the link trains against `linkPartner`.
     public func plug(device: UInt8, linkPartner: PCIeLinkCapabilities?) throws(HotPlugError) {
-        let actions = try state.withLock { (s: inout State) throws(HotPlugError) -> [PortInterruptAction] in
+        let actions = try state.withLock { (s: inout State) throws(HotPlugError) -> InterruptDelivery in
             guard device == PCIeSlotController.slotDevice, var slot = s.slot else {
                 throw .noSuchSlot(controller: name, device: device)
             }
@@ -171,8 +153,8 @@ public final class PCIePortEngine: Sendable {
     /// conventional PCI device), with no event latched. Ports without a slot (an upstream
     /// port) and devices outside the slot have nothing to tell.
     public func coldPlug(device: UInt8, linkPartner: PCIeLinkCapabilities?) {
-        let actions = state.withLock { s -> [PortInterruptAction] in
-            guard device == PCIeSlotController.slotDevice, var slot = s.slot else { return [] }
+        let actions = state.withLock { s -> InterruptDelivery in
+            guard device == PCIeSlotController.slotDevice, var slot = s.slot else { return InterruptDelivery() }
             slot.coldPlug(&s.config)
             s.slot = slot
             s.linkPartner = linkPartner
@@ -188,7 +170,7 @@ public final class PCIePortEngine: Sendable {
     }
 
     public func requestUnplug(device: UInt8, mode: UnplugMode) throws(HotPlugError) {
-        let actions = try state.withLock { (s: inout State) throws(HotPlugError) -> [PortInterruptAction] in
+        let actions = try state.withLock { (s: inout State) throws(HotPlugError) -> InterruptDelivery in
             guard device == PCIeSlotController.slotDevice, var slot = s.slot else {
                 throw .noSuchSlot(controller: name, device: device)
             }
@@ -224,7 +206,7 @@ public final class PCIePortEngine: Sendable {
 
     /// After any change of slot or config state: Link Status follows the slot, then the
     /// interrupt condition is evaluated.
-    private func settle(_ s: inout State) -> [PortInterruptAction] {
+    private func settle(_ s: inout State) -> InterruptDelivery {
         if s.slot?.occupied == false { s.linkPartner = nil }
         refreshLinkStatus(&s)
         return evaluate(&s)
@@ -242,42 +224,15 @@ public final class PCIePortEngine: Sendable {
         s.config.set(offset, width: 2, value: UInt64(current & ~mask | computed & mask))
     }
 
-    /// PCIe Base 6.7.3.4: MSI or MSI-X on a 0 -> 1 edge of the pending condition; INTx
-    /// follows the condition's level while both MSI and MSI-X are disabled.
-    private func evaluate(_ s: inout State) -> [PortInterruptAction] {
-        let level = s.slot?.interruptPending(s.config) ?? false
-        var actions: [PortInterruptAction] = []
-        let msixControl = s.config.msixControl
-        let msixOn = msixControl?.enabled ?? false
-        let msiOn = s.config.msiState?.enabled ?? false
-        if level && !s.level {
-            if let control = msixControl, msixOn, var table = s.msix {
-                if case .deliver(let message) = table.fire(0, control: control) { actions.append(.message(message)) }
-                s.msix = table
-            } else if msiOn, let message = s.config.signalMSI(0) {
-                actions.append(.message(message))
-            }
-        }
-        s.level = level
-        let status = level && !msiOn && !msixOn && s.config.interruptPin != 0
-        s.config.setInterruptStatus(status)
-        let line = status && !s.config.command.contains(.intxDisable)
-        if line != s.intxAsserted {
-            s.intxAsserted = line
-            actions.append(.intx(line))
-        }
-        return actions
+    /// PCIe Base 6.7.3.4: the slot's pending hot-plug condition is the port's interrupt
+    /// condition (an MSI/MSI-X on its rising edge, else the INTx level).
+    private func evaluate(_ s: inout State) -> InterruptDelivery {
+        s.interrupts.setCondition(s.slot?.interruptPending(s.config) ?? false, in: &s.config)
     }
 
-    private func deliver(_ actions: [PortInterruptAction]) {
+    private func deliver(_ actions: InterruptDelivery) {
         guard !actions.isEmpty else { return }
-        let out = output.withLock { $0 }
-        for action in actions {
-            switch action {
-            case .message(let message): out.signal(message)
-            case .intx(let level): out.setINTx(level)
-            }
-        }
+        actions.send(to: output.withLock { $0 })
     }
 
     /// The 16-bit value a write put into the PCI Express register at `register` (relative

@@ -3,28 +3,74 @@ import PCI
 import Synchronization
 import VMMBase
 
-/// Shared level-triggered lines: a GSI is high while any source routed to it asserts.
+/// Shared level-triggered lines: a GSI is high while any source routed to it asserts. Each
+/// source has one route (its GSI, or none) and one level; moving a source's route while it
+/// asserts lowers the old GSI (unless another source holds it) and raises the new one, so no
+/// line is left stuck high when the guest rewrites interrupt routing.
 final class SharedLines: Sendable {
-    private let asserted = Mutex<[GSI: Set<ObjectIdentifier>]>([:])
+    private struct Source {
+        var gsi: GSI?
+        var asserted = false
+    }
+    private struct State {
+        var sources: [ObjectIdentifier: Source] = [:]
+        var holders: [GSI: Set<ObjectIdentifier>] = [:]
+
+        /// Applies `change` to `source` and returns the GSIs whose level changed, in order.
+        mutating func update(_ source: ObjectIdentifier, _ change: (inout Source) -> Void) -> [(GSI, Bool)] {
+            let old = sources[source] ?? Source()
+            var new = old
+            change(&new)
+            sources[source] = new
+            var edges: [(GSI, Bool)] = []
+            if old.asserted, let gsi = old.gsi, !(new.asserted && new.gsi == gsi) {
+                holders[gsi]?.remove(source)
+                if holders[gsi]?.isEmpty == true {
+                    holders[gsi] = nil
+                    edges.append((gsi, false))
+                }
+            }
+            if new.asserted, let gsi = new.gsi, !(old.asserted && old.gsi == gsi) {
+                if holders[gsi] == nil { edges.append((gsi, true)) }
+                holders[gsi, default: []].insert(source)
+            }
+            return edges
+        }
+    }
+    private let state = Mutex(State())
     private let sink: any InterruptSink
 
     init(sink: any InterruptSink) { self.sink = sink }
 
-    func set(_ gsi: GSI, source: ObjectIdentifier, asserted on: Bool) {
-        let edge: Bool? = asserted.withLock { lines in
-            var sources = lines[gsi, default: []]
-            let wasHigh = !sources.isEmpty
-            if on { sources.insert(source) } else { sources.remove(source) }
-            lines[gsi] = sources.isEmpty ? nil : sources
-            let isHigh = !sources.isEmpty
-            return wasHigh == isHigh ? nil : isHigh
-        }
-        // Deliver outside the lock.
-        if let edge { sink.setLevel(gsi, high: edge) }
+    /// Sets the level `source` drives on its route.
+    func set(_ source: ObjectIdentifier, asserted on: Bool) {
+        deliver(state.withLock { $0.update(source) { $0.asserted = on } })
+    }
+
+    /// Moves `source` to `gsi` (nil: not routed), carrying its level along.
+    func route(_ source: ObjectIdentifier, to gsi: GSI?) {
+        deliver(state.withLock { $0.update(source) { $0.gsi = gsi } })
+    }
+
+    /// Forgets `source`, lowering what it held.
+    func remove(_ source: ObjectIdentifier) {
+        deliver(state.withLock { s in
+            let edges = s.update(source) { $0.asserted = false }
+            s.sources[source] = nil
+            return edges
+        })
+    }
+
+    /// The GSI `source` is routed to now.
+    func gsi(of source: ObjectIdentifier) -> GSI? { state.withLock { $0.sources[source]?.gsi } }
+
+    // Delivered outside the lock.
+    private func deliver(_ edges: [(GSI, Bool)]) {
+        for (gsi, level) in edges { sink.setLevel(gsi, high: level) }
     }
 
     /// Sources currently asserting, per GSI (for tests and leak checks).
-    var snapshot: [GSI: Int] { asserted.withLock { $0.mapValues(\.count) } }
+    var snapshot: [GSI: Int] { state.withLock { $0.holders.mapValues(\.count) } }
 }
 
 /// INTx routing on q35: a pin is swizzled by the device number at every bridge on the way up
@@ -44,25 +90,28 @@ struct INTxRoute: Hashable, Sendable {
     }
 }
 
-/// What a placed function is handed to raise interrupts.
+/// What a placed function is handed to raise interrupts. Its INTx route lives in the shared
+/// lines, so the machine can move it when the guest rewrites the pin routing.
 final class FunctionInterrupts: PCIInterruptOutput {
-    let gsi: GSI?
     private let lines: SharedLines
     private let sink: any InterruptSink
 
     init(gsi: GSI?, lines: SharedLines, sink: any InterruptSink) {
-        self.gsi = gsi
         self.lines = lines
         self.sink = sink
+        lines.route(ObjectIdentifier(self), to: gsi)
     }
+
+    /// The GSI the INTx pin reaches now.
+    var gsi: GSI? { lines.gsi(of: ObjectIdentifier(self)) }
 
     func signal(_ message: MSIMessage) { sink.signal(message) }
 
-    func setINTx(_ asserted: Bool) {
-        guard let gsi else { return }
-        lines.set(gsi, source: ObjectIdentifier(self), asserted: asserted)
-    }
+    func setINTx(_ asserted: Bool) { lines.set(ObjectIdentifier(self), asserted: asserted) }
+
+    /// Moves the INTx pin to `gsi`; an asserted pin lowers the old GSI and raises the new one.
+    func reroute(to gsi: GSI?) { lines.route(ObjectIdentifier(self), to: gsi) }
 
     /// Drops this function's contribution (on unplug).
-    func release() { setINTx(false) }
+    func release() { lines.remove(ObjectIdentifier(self)) }
 }

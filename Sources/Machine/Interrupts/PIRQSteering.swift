@@ -9,8 +9,9 @@ import VMMBase
 /// with the ISA device wired to that IRQ. A guest in PIC mode (no ACPI, no MP table) gets its
 /// PCI INTx interrupts this way, on the IRQ firmware wrote into Interrupt Line.
 ///
-/// A route the guest changes while a link is asserted takes effect at the link's next level
-/// change (QEMU re-evaluates at the config write).
+/// A route the guest changes while a link is asserted moves the link's level at once
+/// (`routesChanged()`, which the machine calls after a PIRQx_ROUT write), so the old IRQ is not
+/// left high. (QEMU re-evaluates only at the link's next level change.)
 public final class PIRQSteeringSink: InterruptSink {
     private let downstream: any InterruptSink
     /// The ISA IRQ a link is steered to now, or nil (routing disabled).
@@ -65,6 +66,23 @@ public final class PIRQSteeringSink: InterruptSink {
     }
 
     public func signal(_ message: MSIMessage) { downstream.signal(message) }
+
+    /// The guest rewrote PIRQx_ROUT: every asserted link is steered where its route says now.
+    public func routesChanged() {
+        let targets = Dictionary(uniqueKeysWithValues: PIRQ.allCases.map { link in
+            (link, route(link).flatMap { Self.steerable($0) ? $0 : nil })
+        })
+        let changes = state.withLock { s -> [(UInt8, Bool)] in
+            var touched: Set<UInt8> = []
+            for (link, high) in s.links where high && s.steered[link] != targets[link] ?? nil {
+                if let old = s.steered[link] { touched.insert(old) }
+                s.steered[link] = targets[link] ?? nil
+                if let new = targets[link] ?? nil { touched.insert(new) }
+            }
+            return Self.recompute(&s, touched)
+        }
+        for (irq, level) in changes { downstream.setLevel(GSI(UInt32(irq)), high: level) }
+    }
 
     private static func recompute(_ s: inout State, _ irqs: Set<UInt8>) -> [(UInt8, Bool)] {
         var changes: [(UInt8, Bool)] = []

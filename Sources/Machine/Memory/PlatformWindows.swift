@@ -30,18 +30,27 @@ final class Blackhole: IORegionHandler {
     func write(offset: UInt64, width: AccessWidth, value: UInt64) {}
 }
 
-/// The LPC's 16 KiB chipset configuration block at RCBA.
+/// The LPC's 16 KiB chipset configuration block at RCBA. A write that changes the DxxIR pin
+/// routing calls `pinRoutingChanged` (after the LPC's lock is released).
 final class ChipsetConfigWindow: IORegionHandler {
     let lpc: ICH9LPC
-    init(lpc: ICH9LPC) { self.lpc = lpc }
+    let pinRoutingChanged: @Sendable () -> Void
+    init(lpc: ICH9LPC, pinRoutingChanged: @escaping @Sendable () -> Void) {
+        self.lpc = lpc
+        self.pinRoutingChanged = pinRoutingChanged
+    }
     func read(offset: UInt64, width: AccessWidth) -> UInt64 { lpc.chipsetConfigRead(offset, width: width) }
-    func write(offset: UInt64, width: AccessWidth, value: UInt64) { lpc.chipsetConfigWrite(offset, width: width, value: value) }
+    func write(offset: UInt64, width: AccessWidth, value: UInt64) {
+        if lpc.chipsetConfigWrite(offset, width: width, value: value).contains(.pinRouting) { pinRoutingChanged() }
+    }
 }
 
 extension Region {
     /// The q35 memory decode in front of RAM, from the MCH and LPC registers as they are now
-    /// (non-SMM view): PAM segments, the legacy SMRAM window, TSEG, and RCBA.
-    mutating func addChipsetDecode(hostBridge: Q35HostBridge, lpc: ICH9LPC, ram: RAMHandler, lowMemoryTop: UInt64) {
+    /// (non-SMM view): PAM segments, the legacy SMRAM window, TSEG, and RCBA (whose pin routing
+    /// writes call `pinRoutingChanged`).
+    mutating func addChipsetDecode(hostBridge: Q35HostBridge, lpc: ICH9LPC, ram: RAMHandler, lowMemoryTop: UInt64,
+                                   pinRoutingChanged: @escaping @Sendable () -> Void) {
         let pam = hostBridge.pam
         for segment in PAMSegment.all where segment.index < pam.count && pam[segment.index] != .readWrite {
             add(.leaf("pam\(segment.index)", size: segment.size,
@@ -56,7 +65,7 @@ extension Region {
             add(.leaf("tseg", size: smram.tsegSize, handler: Blackhole()), at: lowMemoryTop - smram.tsegSize, priority: 2)
         }
         if let rcba = lpc.rcba {
-            add(.leaf("rcba", size: 0x4000, handler: ChipsetConfigWindow(lpc: lpc)), at: rcba, priority: 1)
+            add(.leaf("rcba", size: 0x4000, handler: ChipsetConfigWindow(lpc: lpc, pinRoutingChanged: pinRoutingChanged)), at: rcba, priority: 1)
         }
     }
 }

@@ -44,6 +44,8 @@ public final class KVMLinuxGuest: Sendable {
     public let machine: Machine
     public let virtualMachine: KVMVirtualMachine
     public let interruptSink: KVMInterruptSink
+    /// The VM's GSI routes: a PC's wiring, and the GSIs of MSI vectors bound to irqfds.
+    public let interruptRoutes: KVMInterruptRoutes
     /// The boot processor's first state (64-bit for a bzImage, 32-bit for PVH), and where the
     /// boot put things at the first boot. The planned writes are not kept: they are in guest RAM,
     /// and a vmlinux's segments are tens of megabytes (a reset plans them again from the image).
@@ -97,7 +99,7 @@ public final class KVMLinuxGuest: Sendable {
             // write to 0xCF9 (reset control) in the same zone waits for the runner's flusher.
             let coalesce = vm.coalescedPortWriteRingPage != nil
             if coalesce { try vm.coalescePortWrites(port: UInt16(ConfigAddressPort.port), size: 4) }
-            try vm.setGSIRouting(Self.pcRouting)
+            let routes = try KVMInterruptRoutes(virtualMachine: vm, table: .pc)
             let low = Int(machine.lowRAMSize)
             try vm.mapMemory(guestAddress: 0, mapping: machine.ram.mapping, offset: 0, size: low)
             if machine.ram.size > UInt64(low) {
@@ -119,6 +121,7 @@ public final class KVMLinuxGuest: Sendable {
             }
             virtualMachine = vm
             interruptSink = sink
+            interruptRoutes = routes
             vcpuPowerOn = powerOn
             coalescedWrites = coalesce ? vcpus.first?.coalescedWriteRing() : nil
             runner = try VCPURunner(vcpus: vcpus, handler: machine,
@@ -128,21 +131,6 @@ public final class KVMLinuxGuest: Sendable {
             throw .kvm(error)
         }
     }
-
-    /// QEMU's GSI routing for a PC with the in-kernel irqchip: GSIs 0-15 drive the PIC inputs
-    /// of the same number (except the cascade, 2) and IOAPIC pins 0-23 drive the pin of the
-    /// same number, except GSI 0, which drives IOAPIC pin 2: the PIT's IRQ 0 arrives where the
-    /// MADT's interrupt source override (IRQ 0 -> GSI 2) says.
-    public static let pcRouting: [KVMVirtualMachine.GSIRoute] = {
-        var routes: [KVMVirtualMachine.GSIRoute] = []
-        for gsi: UInt32 in 0..<16 where gsi != 2 {
-            routes.append(.irqchip(gsi: gsi, chip: gsi < 8 ? 0 : 1, pin: gsi % 8))
-        }
-        for gsi: UInt32 in 0..<24 where gsi != 2 {
-            routes.append(.irqchip(gsi: gsi, chip: 2, pin: gsi == 0 ? 2 : gsi))
-        }
-        return routes
-    }()
 
     /// CPUID first (KVM checks later state against it), then MSRs, FPU, LINT pins and, for the
     /// boot processor, the kernel's entry state (64-bit for a bzImage, 32-bit for PVH). Application processors keep KVM's reset state
