@@ -19,8 +19,9 @@ struct INTxRoutingTests {
     /// to PIRQD while the line is high: input 16 drops and input 19 rises at the write, and the
     /// device's deassertion then lowers 19. Nothing stays stuck high.
     @Test func assertedLineMovesWithTheRoute() throws {
-        let (child, qt, _) = try QTestProtocolTests.start(["-device", "pci-testdev,id=t0,addr=0x1c"])
-        defer { child.stop() }
+        let vm = try QTestProtocolTests.start(["-device", "pci-testdev,id=t0,addr=0x1c"])
+        let qt = vm.qtest
+        defer { vm.stop() }
         try qt.configWrite(device: 0x1C, offset: 0x14, width: "l", value: 0xC000_0000)   // BAR1
         try qt.configWrite(device: 0x1C, offset: 0x04, width: "w", value: 0x0002)        // memory decode
         try Self.enableRCBA(qt)
@@ -49,10 +50,11 @@ struct INTxRoutingTests {
     /// Behind a PCI-PCI bridge in slot 28 the pin is swizzled first: device 1's INTA arrives at
     /// the bridge's slot as INTB (PCI-to-PCI Bridge 1.2, table 9-1), which D28IR bits 6:4 route.
     @Test func swizzledPinFollowsItsOwnField() throws {
-        let (child, qt, _) = try QTestProtocolTests.start([
+        let vm = try QTestProtocolTests.start([
             "-device", "pci-bridge,id=br,chassis_nr=1,addr=0x1c,shpc=off",
             "-device", "pci-testdev,id=t1,bus=br,addr=0x1"])
-        defer { child.stop() }
+        let qt = vm.qtest
+        defer { vm.stop() }
         try qt.configWrite(device: 0x1C, offset: 0x18, width: "l", value: 0x0001_0100)   // buses 0 -> 1..1
         try qt.configWrite(device: 0x1C, offset: 0x20, width: "l", value: 0xC000_C000)   // memory window
         try qt.configWrite(device: 0x1C, offset: 0x04, width: "w", value: 0x0006)
@@ -73,20 +75,14 @@ struct INTxRoutingTests {
     /// after, the guest moves INTA of slot 28 from PIRQA to PIRQD (with the lines low) must
     /// raise the same IOAPIC inputs on Switchyard as on QEMU 10.
     static func hotPlugIRQs(_ executable: String, grace: Double, extra: [String]) throws -> [String] {
-        let qmpPath = temporarySocketPath("intxqmp")
-        defer { unlink(qmpPath) }
-        let listener = try TestListener(name: "intxdiff")
-        let child = try ChildProcess(executable, extra + [
+        let vm = try QTestSession(executable, extra + [
             "-device", "pcie-root-port,id=rp0,chassis=1,slot=1,addr=0x1c.0,multifunction=on",
             "-device", "pcie-root-port,id=rp1,chassis=2,slot=2,addr=0x1c.1",
             // Native PCIe hot-plug: QEMU 10's q35 defaults to ACPI hot-plug, which leaves the slot alone.
             "-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
-            "-m", "128M", "-display", "none", "-nodefaults",
-            "-qmp", "unix:\(qmpPath),server=on,wait=off", "-qtest", "unix:\(listener.path)", "-qtest-log", "none"])
-        defer { child.stop(grace: grace) }
-        let qt = QTestClient(try listener.accept())
-        let qmp = try QMPTestClient(path: qmpPath)
-        try qmp.negotiate()
+            "-m", "128M", "-display", "none", "-nodefaults"], monitor: .qmp(negotiated: true), name: "intxdiff", grace: grace)
+        defer { vm.stop() }
+        let (qt, qmp) = (vm.qtest, vm.qmp!)
         var seen: [String] = []
         try qt.command("irq_intercept_in ioapic")
         try enableRCBA(qt)
