@@ -1,5 +1,6 @@
 import AddressSpace
 import Chipset
+import GuestMemory
 import Interrupts
 import PCI
 import Synchronization
@@ -27,6 +28,11 @@ public final class Machine: Sendable {
     /// COM1, RTC/CMOS, i8042, RST_CNT, the ACPI PM block and APM ports, ACPI PCI hot-plug.
     public let legacy: LegacyDevices
     private let connections = Mutex<[ObjectIdentifier: FunctionInterrupts]>([:])
+    private let dmaPorts = Mutex<[ObjectIdentifier: BusMasterPort]>([:])
+    /// Guest RAM as bus masters and loaders see it (the same bytes as `ram`).
+    public let guestMemory: GuestMemory
+    /// Where an IOMMU translates bus-master addresses; identity until VT-d fills it.
+    let dmaTranslation: any DMATranslation = IdentityDMATranslation()
 
     /// `serialBackend` receives COM1's output; `clock` drives the RTC, PM timer and UART timeouts.
     public init(_ configuration: MachineConfiguration = .defaultMachine,
@@ -87,6 +93,7 @@ public final class Machine: Sendable {
         self.hostBridge = hostBridge
         self.lpc = lpc
         self.ram = ram
+        self.guestMemory = ram.guestMemory(lowMemoryTop: lowMemory)
         self.interrupts = interrupts
         self.interruptOutput = interruptOutput
         self.events = events
@@ -106,7 +113,7 @@ public final class Machine: Sendable {
         }
         for spec in configuration.devices {
             let placed = try topology.add(spec).device
-            connectInterrupts(placed)
+            connectOutputs(placed)
             announceColdPlugged(placed)
         }
         legacy.acpiHotPlug.setEventHandler { [weak self] bus in self?.drainHotPlugEvents(bus) }
@@ -170,7 +177,7 @@ public final class Machine: Sendable {
     @discardableResult
     public func add(_ spec: DeviceSpec) throws(MachineConfigurationError) -> PlacedDevice {
         let placed = try topology.add(spec).device
-        connectInterrupts(placed)
+        connectOutputs(placed)
         announceColdPlugged(placed)
         topologyChanged()
         return placed
@@ -244,18 +251,33 @@ public final class Machine: Sendable {
         return lpc.pirq(forSlot: route.rootSlot, pin: route.rootPin).apicGSI
     }
 
-    func connectInterrupts(_ placed: PlacedDevice) {
+    /// Hands a placed function its bus-master port and, when it raises interrupts, its
+    /// interrupt output (whose MSIs go through the port).
+    func connectOutputs(_ placed: PlacedDevice) {
+        let port = BusMasterPort(function: placed.function,
+                                 path: topology.dmaPath(busName: placed.busName, devfn: placed.devfn),
+                                 memory: guestMemory, translation: dmaTranslation, interrupts: interruptOutput)
+        dmaPorts.withLock { $0[ObjectIdentifier(placed.function)] = port }
+        (placed.function as? any BusMasterFunction)?.connect(dma: port)
         guard let function = placed.function as? any InterruptingFunction else { return }
-        let output = FunctionInterrupts(gsi: intxGSI(for: placed), lines: lines, sink: interruptOutput)
+        let output = FunctionInterrupts(gsi: intxGSI(for: placed), lines: lines, port: port)
         connections.withLock { $0[ObjectIdentifier(function)] = output }
         function.connect(interrupts: output)
     }
 
-    func disconnectInterrupts(_ placed: PlacedDevice) {
+    /// Takes back what `connectOutputs` handed out (unplug): the port refuses everything after.
+    func disconnectOutputs(_ placed: PlacedDevice) {
+        (placed.function as? any BusMasterFunction)?.connect(dma: DisconnectedDMAPort())
+        dmaPorts.withLock { $0.removeValue(forKey: ObjectIdentifier(placed.function)) }?.disconnect()
         guard let function = placed.function as? any InterruptingFunction else { return }
         function.connect(interrupts: DisconnectedInterrupts())
         let output = connections.withLock { $0.removeValue(forKey: ObjectIdentifier(function)) }
         output?.release()
+    }
+
+    /// The bus-master port of a placed function (nil once it is unplugged).
+    public func dmaPort(of placed: PlacedDevice) -> (any DMAPort)? {
+        dmaPorts.withLock { $0[ObjectIdentifier(placed.function)] }
     }
 
     /// After functions were attached, detached or reset: routes and mappings may differ.

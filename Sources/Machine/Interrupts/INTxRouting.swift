@@ -44,19 +44,20 @@ struct INTxRoute: Hashable, Sendable {
     }
 }
 
-/// What a placed function is handed to raise interrupts.
+/// What a placed function is handed to raise interrupts. An MSI is a memory write, so it
+/// goes out through the function's bus-master port.
 final class FunctionInterrupts: PCIInterruptOutput {
     let gsi: GSI?
     private let lines: SharedLines
-    private let sink: any InterruptSink
+    private let port: BusMasterPort
 
-    init(gsi: GSI?, lines: SharedLines, sink: any InterruptSink) {
+    init(gsi: GSI?, lines: SharedLines, port: BusMasterPort) {
         self.gsi = gsi
         self.lines = lines
-        self.sink = sink
+        self.port = port
     }
 
-    func signal(_ message: MSIMessage) { sink.signal(message) }
+    func signal(_ message: MSIMessage) { port.deliver(message) }
 
     func setINTx(_ asserted: Bool) {
         guard let gsi else { return }

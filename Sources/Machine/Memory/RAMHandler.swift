@@ -1,4 +1,5 @@
 import AddressSpace
+import GuestMemory
 import HostOS
 import VMMBase
 
@@ -26,6 +27,25 @@ public final class RAMHandler: IORegionHandler {
     public func write(offset: UInt64, width: AccessWidth, value: UInt64) {
         guard offset < size, UInt64(width.bytes) <= size - offset else { return }
         for i in 0..<width.bytes { mapping.bytes[Int(offset) + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) }
+    }
+
+    /// The same bytes as guest RAM at guest-physical addresses: the first `lowMemoryTop` bytes
+    /// from 0, the rest from 4 GiB (q35's split around the PCI hole).
+    func guestMemory(lowMemoryTop: UInt64) -> GuestMemory {
+        let low = Int(min(lowMemoryTop, size))
+        var parts: [(GuestAddress, UnsafeMutableRawBufferPointer)] = [(GuestAddress(0), UnsafeMutableRawBufferPointer(rebasing: mapping.bytes[..<low]))]
+        if low < mapping.bytes.count {
+            parts.append((GuestAddress(1 << 32), UnsafeMutableRawBufferPointer(rebasing: mapping.bytes[low...])))
+        }
+        do throws(GuestMemoryError) {
+            var regions: [GuestMemoryRegion] = []
+            for (base, bytes) in parts where bytes.count > 0 {
+                regions.append(try GuestMemoryRegion(guestBase: base, host: bytes, owner: mapping))
+            }
+            return try GuestMemory(regions: regions)
+        } catch {
+            preconditionFailure("guest RAM layout: \(error)")
+        }
     }
 
     /// Copies `bytes` in at `offset` (checked: nothing outside the mapping is touched).
