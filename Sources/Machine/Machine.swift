@@ -29,7 +29,9 @@ public final class Machine: Sendable {
     public let legacy: LegacyDevices
     private let connections = Mutex<[ObjectIdentifier: FunctionInterrupts]>([:])
     private let dmaPorts = Mutex<[ObjectIdentifier: BusMasterPort]>([:])
-    /// Guest RAM as bus masters and loaders see it (the same bytes as `ram`).
+    /// Where `ram` appears at guest-physical addresses.
+    public let ramBanks: [RAMBank]
+    /// Guest RAM as bus masters and loaders see it: `ram`'s bytes laid out by `ramBanks`.
     public let guestMemory: GuestMemory
     /// Where an IOMMU translates bus-master addresses; identity until VT-d fills it.
     let dmaTranslation: any DMATranslation = IdentityDMATranslation()
@@ -61,6 +63,7 @@ public final class Machine: Sendable {
         let interruptOutput = ForwardingSink(interrupts)
         let events = EventBroadcaster()
         let lowMemory = min(ram.size, layout.lowMemoryLimit)
+        let ramBanks = ram.banks(lowMemoryTop: lowMemory)
         let legacy = LegacyDevices(interrupts: interruptOutput, events: PlatformEventForwarder(events), clock: clock,
                                    serialBackend: serialBackend, lpc: lpc, belowFourGiB: lowMemory,
                                    aboveFourGiB: ram.size - lowMemory)
@@ -71,13 +74,11 @@ public final class Machine: Sendable {
             if let controller = function as? any HotPlugController { sink.target?.drainHotPlugEvents(controller) }
         }) {
             var memory = Region.container("system", size: .max)
-            let low = min(ram.size, layout.lowMemoryLimit)
-            memory.add(.alias("ram-below-4g", of: .leaf("ram", size: ram.size, handler: ram), offset: 0, size: low), at: 0)
-            if ram.size > low {
-                memory.add(.alias("ram-above-4g", of: .leaf("ram", size: ram.size, handler: ram), offset: low,
-                                  size: ram.size - low), at: 1 << 32)
+            for bank in ramBanks {
+                memory.add(.alias(bank.name, of: .leaf("ram", size: ram.size, handler: ram), offset: bank.offset,
+                                  size: bank.size), at: bank.guestBase)
             }
-            memory.addChipsetDecode(hostBridge: hostBridge, lpc: lpc, ram: ram, lowMemoryTop: low)
+            memory.addChipsetDecode(hostBridge: hostBridge, lpc: lpc, ram: ram, lowMemoryTop: lowMemory)
             if let window = hostBridge.ecamWindow {
                 memory.add(.leaf("ecam", size: window.size, handler: ecam), at: window.base, priority: 1)
             }
@@ -93,7 +94,8 @@ public final class Machine: Sendable {
         self.hostBridge = hostBridge
         self.lpc = lpc
         self.ram = ram
-        self.guestMemory = ram.guestMemory(lowMemoryTop: lowMemory)
+        self.ramBanks = ramBanks
+        self.guestMemory = ram.guestMemory(ramBanks)
         self.interrupts = interrupts
         self.interruptOutput = interruptOutput
         self.events = events
@@ -139,20 +141,30 @@ public final class Machine: Sendable {
     }
 
     /// Writes `bytes` from `address` on as the CPU would, byte by byte, except that runs of
-    /// RAM are copied whole (qtest's write and memset of megabytes). The range must not wrap
-    /// past 2^64; callers check.
+    /// RAM are copied whole through `guestMemory` (qtest's write and memset of megabytes). The
+    /// range must not wrap past 2^64; callers check.
     public func writeMemory(_ address: UInt64, _ bytes: [UInt8]) {
-        var done = 0
-        while done < bytes.count {
-            let here = address &+ UInt64(done)
-            if let run = spaces.ramRun(at: here, in: ram) {
-                let count = Int(min(run.count, UInt64(bytes.count - done)))
-                ram.copyIn(bytes[done..<done + count], at: run.offset)
-                done += count
-            } else {
-                mmioWrite(here, width: .byte, value: UInt64(bytes[done]))
-                done += 1
+        bytes.withUnsafeBytes { all in
+            var done = 0
+            while done < all.count {
+                let here = address &+ UInt64(done)
+                let count = cpuRAMRun(at: here, upTo: all.count - done)
+                if count > 0, copyToRAM(UnsafeRawBufferPointer(rebasing: all[done..<done + count]), at: here) {
+                    done += count
+                } else {
+                    mmioWrite(here, width: .byte, value: UInt64(all[done]))
+                    done += 1
+                }
             }
+        }
+    }
+
+    private func copyToRAM(_ bytes: UnsafeRawBufferPointer, at address: UInt64) -> Bool {
+        do throws(GuestMemoryError) {
+            try guestMemory.write(at: GuestAddress(address), from: bytes)
+            return true
+        } catch {
+            return false
         }
     }
 
@@ -162,13 +174,32 @@ public final class Machine: Sendable {
         out.reserveCapacity(count)
         while out.count < count {
             let here = address &+ UInt64(out.count)
-            if let run = spaces.ramRun(at: here, in: ram) {
-                out += ram.copyOut(at: run.offset, count: Int(min(run.count, UInt64(count - out.count))))
+            let run = cpuRAMRun(at: here, upTo: count - out.count)
+            if run > 0, let bytes = copyFromRAM(at: here, count: run) {
+                out += bytes
             } else {
                 out.append(UInt8(truncatingIfNeeded: mmioRead(here, width: .byte)))
             }
         }
         return out
+    }
+
+    private func copyFromRAM(at address: UInt64, count: Int) -> [UInt8]? {
+        do throws(GuestMemoryError) {
+            return try guestMemory.read(at: GuestAddress(address), count: count)
+        } catch {
+            return nil
+        }
+    }
+
+    /// How many bytes from `address` on (at most `limit`) the CPU sees as RAM at their own
+    /// guest-physical address, as the platform decodes them now (PAM and SMRAM included);
+    /// 0 when `address` is not such RAM.
+    private func cpuRAMRun(at address: UInt64, upTo limit: Int) -> Int {
+        guard let run = spaces.ramRun(at: address, in: ram),
+              ramBanks.contains(where: { $0.offset <= run.offset && run.offset - $0.offset < $0.size
+                                         && $0.guestBase &+ (run.offset - $0.offset) == address }) else { return 0 }
+        return Int(min(run.count, UInt64(limit)))
     }
 
     // MARK: Topology
