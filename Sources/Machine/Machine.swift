@@ -1,5 +1,6 @@
 import AddressSpace
 import Chipset
+import GuestMemory
 import Interrupts
 import PCI
 import Synchronization
@@ -30,6 +31,13 @@ public final class Machine: Sendable {
     /// its MSIs there. With KVM's in-kernel irqchip attached, KVM's IOAPIC takes its place.
     public let ioapic: IOAPIC
     private let connections = Mutex<[ObjectIdentifier: FunctionInterrupts]>([:])
+    private let dmaPorts = Mutex<[ObjectIdentifier: BusMasterPort]>([:])
+    /// Where `ram` appears at guest-physical addresses.
+    public let ramBanks: [RAMBank]
+    /// Guest RAM as bus masters and loaders see it: `ram`'s bytes laid out by `ramBanks`.
+    public let guestMemory: GuestMemory
+    /// Where an IOMMU translates bus-master addresses; identity until VT-d fills it.
+    let dmaTranslation: any DMATranslation = IdentityDMATranslation()
 
     /// `serialBackend` receives COM1's output; `clock` drives the RTC, PM timer and UART timeouts.
     public init(_ configuration: MachineConfiguration = .defaultMachine,
@@ -62,6 +70,7 @@ public final class Machine: Sendable {
         }
         let events = EventBroadcaster()
         let lowMemory = min(ram.size, layout.lowMemoryLimit)
+        let ramBanks = ram.banks(lowMemoryTop: lowMemory)
         let legacy = LegacyDevices(interrupts: interruptOutput, events: PlatformEventForwarder(events), clock: clock,
                                    serialBackend: serialBackend, lpc: lpc, belowFourGiB: lowMemory,
                                    aboveFourGiB: ram.size - lowMemory)
@@ -72,13 +81,11 @@ public final class Machine: Sendable {
             if let controller = function as? any HotPlugController { sink.target?.drainHotPlugEvents(controller) }
         }) {
             var memory = Region.container("system", size: .max)
-            let low = min(ram.size, layout.lowMemoryLimit)
-            memory.add(.alias("ram-below-4g", of: .leaf("ram", size: ram.size, handler: ram), offset: 0, size: low), at: 0)
-            if ram.size > low {
-                memory.add(.alias("ram-above-4g", of: .leaf("ram", size: ram.size, handler: ram), offset: low,
-                                  size: ram.size - low), at: 1 << 32)
+            for bank in ramBanks {
+                memory.add(.alias(bank.name, of: .leaf("ram", size: ram.size, handler: ram), offset: bank.offset,
+                                  size: bank.size), at: bank.guestBase)
             }
-            memory.addChipsetDecode(hostBridge: hostBridge, lpc: lpc, ram: ram, lowMemoryTop: low,
+            memory.addChipsetDecode(hostBridge: hostBridge, lpc: lpc, ram: ram, lowMemoryTop: lowMemory,
                                     pinRoutingChanged: { sink.target?.rerouteINTx() })
             memory.add(.leaf("ioapic", size: IOAPIC.size, handler: ioapic), at: IOAPIC.base, priority: 1)
             if let window = hostBridge.ecamWindow {
@@ -96,6 +103,8 @@ public final class Machine: Sendable {
         self.hostBridge = hostBridge
         self.lpc = lpc
         self.ram = ram
+        self.ramBanks = ramBanks
+        self.guestMemory = ram.guestMemory(ramBanks)
         self.interrupts = interrupts
         self.interruptOutput = interruptOutput
         self.events = events
@@ -116,7 +125,7 @@ public final class Machine: Sendable {
         }
         for spec in configuration.devices {
             let placed = try topology.add(spec).device
-            connectInterrupts(placed)
+            connectOutputs(placed)
             announceColdPlugged(placed)
         }
         legacy.acpiHotPlug.setEventHandler { [weak self] bus in self?.drainHotPlugEvents(bus) }
@@ -142,20 +151,30 @@ public final class Machine: Sendable {
     }
 
     /// Writes `bytes` from `address` on as the CPU would, byte by byte, except that runs of
-    /// RAM are copied whole (qtest's write and memset of megabytes). The range must not wrap
-    /// past 2^64; callers check.
+    /// RAM are copied whole through `guestMemory` (qtest's write and memset of megabytes). The
+    /// range must not wrap past 2^64; callers check.
     public func writeMemory(_ address: UInt64, _ bytes: [UInt8]) {
-        var done = 0
-        while done < bytes.count {
-            let here = address &+ UInt64(done)
-            if let run = spaces.ramRun(at: here, in: ram) {
-                let count = Int(min(run.count, UInt64(bytes.count - done)))
-                ram.copyIn(bytes[done..<done + count], at: run.offset)
-                done += count
-            } else {
-                mmioWrite(here, width: .byte, value: UInt64(bytes[done]))
-                done += 1
+        bytes.withUnsafeBytes { all in
+            var done = 0
+            while done < all.count {
+                let here = address &+ UInt64(done)
+                let count = cpuRAMRun(at: here, upTo: all.count - done)
+                if count > 0, copyToRAM(UnsafeRawBufferPointer(rebasing: all[done..<done + count]), at: here) {
+                    done += count
+                } else {
+                    mmioWrite(here, width: .byte, value: UInt64(all[done]))
+                    done += 1
+                }
             }
+        }
+    }
+
+    private func copyToRAM(_ bytes: UnsafeRawBufferPointer, at address: UInt64) -> Bool {
+        do throws(GuestMemoryError) {
+            try guestMemory.write(at: GuestAddress(address), from: bytes)
+            return true
+        } catch {
+            return false
         }
     }
 
@@ -165,13 +184,32 @@ public final class Machine: Sendable {
         out.reserveCapacity(count)
         while out.count < count {
             let here = address &+ UInt64(out.count)
-            if let run = spaces.ramRun(at: here, in: ram) {
-                out += ram.copyOut(at: run.offset, count: Int(min(run.count, UInt64(count - out.count))))
+            let run = cpuRAMRun(at: here, upTo: count - out.count)
+            if run > 0, let bytes = copyFromRAM(at: here, count: run) {
+                out += bytes
             } else {
                 out.append(UInt8(truncatingIfNeeded: mmioRead(here, width: .byte)))
             }
         }
         return out
+    }
+
+    private func copyFromRAM(at address: UInt64, count: Int) -> [UInt8]? {
+        do throws(GuestMemoryError) {
+            return try guestMemory.read(at: GuestAddress(address), count: count)
+        } catch {
+            return nil
+        }
+    }
+
+    /// How many bytes from `address` on (at most `limit`) the CPU sees as RAM at their own
+    /// guest-physical address, as the platform decodes them now (PAM and SMRAM included);
+    /// 0 when `address` is not such RAM.
+    private func cpuRAMRun(at address: UInt64, upTo limit: Int) -> Int {
+        guard let run = spaces.ramRun(at: address, in: ram),
+              ramBanks.contains(where: { $0.offset <= run.offset && run.offset - $0.offset < $0.size
+                                         && $0.guestBase &+ (run.offset - $0.offset) == address }) else { return 0 }
+        return Int(min(run.count, UInt64(limit)))
     }
 
     // MARK: Topology
@@ -180,7 +218,7 @@ public final class Machine: Sendable {
     @discardableResult
     public func add(_ spec: DeviceSpec) throws(MachineConfigurationError) -> PlacedDevice {
         let placed = try topology.add(spec).device
-        connectInterrupts(placed)
+        connectOutputs(placed)
         announceColdPlugged(placed)
         topologyChanged()
         return placed
@@ -254,9 +292,16 @@ public final class Machine: Sendable {
         return lpc.pirq(forSlot: route.rootSlot, pin: route.rootPin).apicGSI
     }
 
-    func connectInterrupts(_ placed: PlacedDevice) {
+    /// Hands a placed function its bus-master port and, when it raises interrupts, its
+    /// interrupt output (whose MSIs go through the port).
+    func connectOutputs(_ placed: PlacedDevice) {
+        let port = BusMasterPort(function: placed.function,
+                                 path: topology.dmaPath(busName: placed.busName, devfn: placed.devfn),
+                                 memory: guestMemory, translation: dmaTranslation, interrupts: interruptOutput)
+        dmaPorts.withLock { $0[ObjectIdentifier(placed.function)] = port }
+        (placed.function as? any BusMasterFunction)?.connect(dma: port)
         guard let function = placed.function as? any InterruptingFunction else { return }
-        let output = FunctionInterrupts(gsi: intxGSI(for: placed), lines: lines, sink: interruptOutput)
+        let output = FunctionInterrupts(gsi: intxGSI(for: placed), lines: lines, port: port)
         connections.withLock { $0[ObjectIdentifier(function)] = output }
         function.connect(interrupts: output)
     }
@@ -272,11 +317,19 @@ public final class Machine: Sendable {
         }
     }
 
-    func disconnectInterrupts(_ placed: PlacedDevice) {
+    /// Takes back what `connectOutputs` handed out (unplug): the port refuses everything after.
+    func disconnectOutputs(_ placed: PlacedDevice) {
+        (placed.function as? any BusMasterFunction)?.connect(dma: DisconnectedDMAPort())
+        dmaPorts.withLock { $0.removeValue(forKey: ObjectIdentifier(placed.function)) }?.disconnect()
         guard let function = placed.function as? any InterruptingFunction else { return }
         function.connect(interrupts: DisconnectedInterrupts())
         let output = connections.withLock { $0.removeValue(forKey: ObjectIdentifier(function)) }
         output?.release()
+    }
+
+    /// The bus-master port of a placed function (nil once it is unplugged).
+    public func dmaPort(of placed: PlacedDevice) -> (any DMAPort)? {
+        dmaPorts.withLock { $0[ObjectIdentifier(placed.function)] }
     }
 
     /// After functions were attached, detached or reset: routes and mappings may differ.

@@ -112,6 +112,20 @@ final class Topology: Sendable {
         }
     }
 
+    /// The bridges between the function and the root bus, nearest first, for its DMA port's
+    /// requester IDs.
+    func dmaPath(busName: String, devfn: UInt8) -> DMARequesterPath {
+        state.withLock { s in
+            var hops: [DMAHop] = []
+            var current = busName
+            while let entry = s.buses[current], let bridge = entry.bridge, let parent = entry.parent {
+                hops.append(DMAHop(bridge: bridge, devfn: parent.devfn))
+                current = parent.name
+            }
+            return DMARequesterPath(devfn: devfn, hops: hops)
+        }
+    }
+
     /// Creates and attaches a device. With `requireHotPlug`, the bus must be behind a
     /// hot-plug controller whose slots include the device number; the controller is returned.
     func add(_ spec: DeviceSpec, requireHotPlug: Bool = false) throws(MachineConfigurationError)

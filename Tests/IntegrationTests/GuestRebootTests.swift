@@ -7,6 +7,7 @@ import KVM
 import Machine
 import Synchronization
 import Testing
+import VMMBase
 
 /// Guest reboots on this host's real KVM, through the same path a Linux guest takes
 /// (`KVMLinuxGuest.reboot` behind `VMController`), with a real-mode boot image in place of a
@@ -29,10 +30,10 @@ import Testing
         static let entryAL: UInt64 = 0x42  // 'B'
 
         func install(on machine: Machine, cpuCount: Int) throws(LinuxLoadError) -> InstalledBoot {
-            guard let offset = machine.ramOffset(ofGuestAddress: Self.base, count: bytes.count) else {
+            guard machine.guestMemory.isMapped(GuestAddress(Self.base), length: UInt64(bytes.count)) else {
                 throw .outsideRAM(address: Self.base, count: UInt64(bytes.count))
             }
-            for (i, byte) in bytes.enumerated() { machine.ram.mapping.bytes[offset + i] = byte }
+            machine.writeMemory(Self.base, bytes)
             return InstalledBoot(vcpu: Self.entryState)
         }
 
@@ -184,7 +185,6 @@ import Testing
         #expect(try bsp.mpState() == .runnable)
         let registers = try bsp.registers()
         #expect(registers.rip == 0x7C00 && registers.rax == RealModeImage.entryAL)
-        let offset = try #require(booted.guest.machine.ramOffset(ofGuestAddress: 0x7C80, count: 1))
-        #expect(booted.guest.machine.ram.mapping.bytes[offset] == 0x52)
+        #expect(booted.guest.machine.readMemory(0x7C80, count: 1) == [0x52])
     }
 }

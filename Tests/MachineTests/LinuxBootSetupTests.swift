@@ -1,5 +1,6 @@
 import Chipset
 import Firmware
+import GuestMemory
 import Interrupts
 import KVM
 import Machine
@@ -57,14 +58,16 @@ import VMMBase
         #expect(e820.contains { $0.type == .reserved && $0.base == 0xB000_0000 && $0.size == 0x1000_0000 })
         #expect(e820.contains { $0.type == .reserved && $0.base == 0xFEC0_0000 })
         #expect(e820.contains { $0.type == .reserved && $0.base == 0xFEE0_0000 })
-        // Guest addresses to offsets in the one host mapping.
-        #expect(big.ramOffset(ofGuestAddress: 0x1000, count: 16) == 0x1000)
-        #expect(big.ramOffset(ofGuestAddress: 0x7FFF_FFF0, count: 16) == 0x7FFF_FFF0)
-        #expect(big.ramOffset(ofGuestAddress: 0x7FFF_FFF0, count: 17) == nil)
-        #expect(big.ramOffset(ofGuestAddress: 0x8000_0000, count: 1) == nil)
-        #expect(big.ramOffset(ofGuestAddress: 1 << 32, count: 8) == 0x8000_0000)
-        #expect(big.ramOffset(ofGuestAddress: (1 << 32) + (1 << 30) - 8, count: 8) == 0xBFFF_FFF8)
-        #expect(big.ramOffset(ofGuestAddress: (1 << 32) + (1 << 30) - 8, count: 9) == nil)
+        // Guest addresses to the one host mapping: low RAM from 0, the rest from 4 GiB.
+        let memory = big.guestMemory
+        #expect(memory.isMapped(GuestAddress(0x7FFF_FFF0), length: 16))
+        #expect(!memory.isMapped(GuestAddress(0x7FFF_FFF0), length: 17))
+        #expect(!memory.isMapped(GuestAddress(0x8000_0000), length: 1))
+        #expect(memory.isMapped(GuestAddress((1 << 32) + (1 << 30) - 8), length: 8))
+        #expect(!memory.isMapped(GuestAddress((1 << 32) + (1 << 30) - 8), length: 9))
+        try memory.write(at: GuestAddress(1 << 32), bytes: [0xAB])
+        try memory.write(at: GuestAddress(0x1000), bytes: [0xCD])
+        #expect(big.ram.mapping.bytes[0x8000_0000] == 0xAB && big.ram.mapping.bytes[0x1000] == 0xCD)
     }
 
     @Test func planLandsInGuestRAM() throws {

@@ -1,3 +1,4 @@
+import GuestMemory
 import Chipset
 import Firmware
 import Foundation
@@ -120,8 +121,7 @@ enum PVHKernels {
 
     /// `count` bytes of guest RAM at `address` (which must be RAM).
     func ram(_ m: Machine, _ address: UInt64, _ count: Int) throws -> [UInt8] {
-        let offset = try #require(m.ramOffset(ofGuestAddress: address, count: count))
-        return Array(m.ram.mapping.bytes[offset..<offset + count])
+        try m.guestMemory.read(at: GuestAddress(address), count: count)
     }
 
     func le(_ bytes: [UInt8]) -> UInt64 { bytes.reversed().reduce(0) { $0 << 8 | UInt64($1) } }
@@ -145,9 +145,7 @@ enum PVHKernels {
     @Test func elfKernelBootsThroughPVH() throws {
         let m = try machine(memory: 64 << 20)
         // Dirty the bss so that zeroing it shows.
-        let bssOffset = try #require(m.ramOffset(ofGuestAddress: 0x100_2000, count: 0x1000))
-        UnsafeMutableRawBufferPointer(rebasing: m.ram.mapping.bytes[bssOffset..<bssOffset + 0x1000])
-            .initializeMemory(as: UInt8.self, repeating: 0xEE)
+        try m.guestMemory.fill(at: GuestAddress(0x100_2000), count: 0x1000, with: 0xEE)
         let initrd = (0..<10_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
         let boot = try m.loadLinux(kernel: PVHKernels.elf(), initrd: initrd, commandLine: "console=ttyS0 quiet")
         let plan = try boot.pvhPlan
@@ -232,9 +230,9 @@ enum PVHKernels {
 
         // Every PT_LOAD segment's file bytes at its physical address.
         for s in kernel.loadSegments {
-            let offset = try #require(m.ramOffset(ofGuestAddress: s.physicalAddress, count: Int(s.memorySize)))
-            let inRAM = UnsafeRawBufferPointer(rebasing: m.ram.mapping.bytes[offset..<offset + Int(s.fileSize)])
-            let same = file[Int(s.fileOffset)..<Int(s.fileOffset + s.fileSize)].withUnsafeBytes { $0.elementsEqual(inRAM) }
+            #expect(m.guestMemory.isMapped(GuestAddress(s.physicalAddress), length: s.memorySize))
+            let inRAM = try ram(m, s.physicalAddress, Int(s.fileSize))
+            let same = file[Int(s.fileOffset)..<Int(s.fileOffset + s.fileSize)].elementsEqual(inRAM)
             #expect(same, "segment \(s.index) at 0x\(String(s.physicalAddress, radix: 16))")
         }
     }

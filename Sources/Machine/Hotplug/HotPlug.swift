@@ -9,7 +9,7 @@ extension Machine {
     @discardableResult
     public func hotPlug(_ spec: DeviceSpec) throws(MachineConfigurationError) -> PlacedDevice {
         let (placed, controller) = try topology.add(spec, requireHotPlug: true)
-        connectInterrupts(placed)
+        connectOutputs(placed)
         topologyChanged()
         if placed.devfn & 7 == 0, let controller {
             do {
@@ -20,7 +20,7 @@ extension Machine {
                 }
             } catch {
                 // Only what this call added goes: functions already in the slot stay.
-                disconnectInterrupts(placed)
+                disconnectOutputs(placed)
                 topology.remove(placed)
                 topologyChanged()
                 throw .hotPlug(error)
@@ -75,7 +75,7 @@ extension Machine {
             }
         }
         guard !deleted.isEmpty else { return }
-        for placed in deleted { disconnectInterrupts(placed) }
+        for placed in deleted { disconnectOutputs(placed) }
         topologyChanged()
         for placed in deleted {
             events.emit(.deviceDeleted(id: placed.userID, path: placed.qomPath))

@@ -91,21 +91,22 @@ struct INTxRoute: Hashable, Sendable {
 }
 
 /// What a placed function is handed to raise interrupts. Its INTx route lives in the shared
-/// lines, so the machine can move it when the guest rewrites the pin routing.
+/// lines, so the machine can move it when the guest rewrites the pin routing; an MSI is a memory
+/// write, so it goes out through the function's bus-master port.
 final class FunctionInterrupts: PCIInterruptOutput {
     private let lines: SharedLines
-    private let sink: any InterruptSink
+    private let port: BusMasterPort
 
-    init(gsi: GSI?, lines: SharedLines, sink: any InterruptSink) {
+    init(gsi: GSI?, lines: SharedLines, port: BusMasterPort) {
         self.lines = lines
-        self.sink = sink
+        self.port = port
         lines.route(ObjectIdentifier(self), to: gsi)
     }
 
     /// The GSI the INTx pin reaches now.
     var gsi: GSI? { lines.gsi(of: ObjectIdentifier(self)) }
 
-    func signal(_ message: MSIMessage) { sink.signal(message) }
+    func signal(_ message: MSIMessage) { port.deliver(message) }
 
     func setINTx(_ asserted: Bool) { lines.set(ObjectIdentifier(self), asserted: asserted) }
 

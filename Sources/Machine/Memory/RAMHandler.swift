@@ -1,4 +1,5 @@
 import AddressSpace
+import GuestMemory
 import HostOS
 import VMMBase
 
@@ -28,17 +29,35 @@ public final class RAMHandler: IORegionHandler {
         for i in 0..<width.bytes { mapping.bytes[Int(offset) + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) }
     }
 
-    /// Copies `bytes` in at `offset` (checked: nothing outside the mapping is touched).
-    func copyIn(_ bytes: ArraySlice<UInt8>, at offset: UInt64) {
-        guard offset <= size, UInt64(bytes.count) <= size - offset else { return }
-        bytes.withUnsafeBytes { source in
-            UnsafeMutableRawBufferPointer(rebasing: mapping.bytes[Int(offset)..<Int(offset) + source.count]).copyMemory(from: source)
-        }
+    /// Where the mapping appears in the guest on q35: the first `lowMemoryTop` bytes from 0,
+    /// the rest from 4 GiB, above the PCI hole. The one description of guest RAM: the address
+    /// space, KVM's memory slots and `GuestMemory` are all built from it.
+    func banks(lowMemoryTop: UInt64) -> [RAMBank] {
+        let low = min(lowMemoryTop, size)
+        var banks = [RAMBank(name: "ram-below-4g", guestBase: 0, offset: 0, size: low)]
+        if size > low { banks.append(RAMBank(name: "ram-above-4g", guestBase: 1 << 32, offset: low, size: size - low)) }
+        return banks.filter { $0.size > 0 }
     }
 
-    /// `count` bytes from `offset` (checked as `copyIn`).
-    func copyOut(at offset: UInt64, count: Int) -> [UInt8] {
-        guard offset <= size, UInt64(count) <= size - offset else { return [] }
-        return Array(mapping.bytes[Int(offset)..<Int(offset) + count])
+    /// The banks' bytes as bounds-checked guest memory.
+    func guestMemory(_ banks: [RAMBank]) -> GuestMemory {
+        do throws(GuestMemoryError) {
+            var regions: [GuestMemoryRegion] = []
+            for bank in banks {
+                let bytes = UnsafeMutableRawBufferPointer(rebasing: mapping.bytes[Int(bank.offset)..<Int(bank.offset + bank.size)])
+                regions.append(try GuestMemoryRegion(guestBase: GuestAddress(bank.guestBase), host: bytes, owner: mapping))
+            }
+            return try GuestMemory(regions: regions)
+        } catch {
+            preconditionFailure("guest RAM layout: \(error)")
+        }
     }
+}
+
+/// `size` bytes of the RAM mapping from `offset`, at guest-physical `guestBase`.
+public struct RAMBank: Sendable, Hashable {
+    public let name: String
+    public let guestBase: UInt64
+    public let offset: UInt64
+    public let size: UInt64
 }

@@ -1,5 +1,6 @@
 import Chipset
 import Firmware
+import GuestMemory
 import VMMBase
 
 extension Machine {
@@ -28,12 +29,10 @@ extension Machine {
         do { tables = try FirmwareTables.build(description) } catch { throw .firmwareTables(error) }
         enablePowerManagement(pmBase: description.power.pmBase)
         let image = tables.image
-        guard let offset = ramOffset(ofGuestAddress: tables.rsdp.address, count: image.count) else {
+        do throws(GuestMemoryError) {
+            try guestMemory.write(at: GuestAddress(tables.rsdp.address), bytes: image)
+        } catch {
             throw .outsideRAM(address: tables.rsdp.address, count: UInt64(image.count))
-        }
-        image.withUnsafeBytes { source in
-            UnsafeMutableRawBufferPointer(rebasing: ram.mapping.bytes[offset..<offset + source.count])
-                .copyMemory(from: source)
         }
         return tables
     }

@@ -100,12 +100,7 @@ public final class KVMLinuxGuest: Sendable {
             let coalesce = vm.coalescedPortWriteRingPage != nil
             if coalesce { try vm.coalescePortWrites(port: UInt16(ConfigAddressPort.port), size: 4) }
             let routes = try KVMInterruptRoutes(virtualMachine: vm, table: .pc)
-            let low = Int(machine.lowRAMSize)
-            try vm.mapMemory(guestAddress: 0, mapping: machine.ram.mapping, offset: 0, size: low)
-            if machine.ram.size > UInt64(low) {
-                try vm.mapMemory(guestAddress: 1 << 32, mapping: machine.ram.mapping, offset: low,
-                                 size: Int(machine.ram.size) - low)
-            }
+            try machine.mapRAM(into: vm)
             let sink = KVMInterruptSink(virtualMachine: vm)
             machine.attachInterruptSink(PIRQSteeringSink(downstream: sink, lpc: machine.lpc))
 

@@ -1,3 +1,4 @@
+import GuestMemory
 import HostOS
 import KVM
 import VMMBase
@@ -22,6 +23,13 @@ public enum KVMRunError: Error, CustomStringConvertible {
 }
 
 extension Machine {
+    /// Gives `vm` guest RAM where `ramBanks` puts it, one memory slot per bank.
+    func mapRAM(into vm: KVMVirtualMachine) throws(SystemError) {
+        for bank in ramBanks {
+            try vm.mapMemory(guestAddress: bank.guestBase, mapping: ram.mapping, offset: Int(bank.offset), size: Int(bank.size))
+        }
+    }
+
     /// Runs a 16-bit real-mode program on one KVM vCPU (no in-kernel irqchip) until it halts:
     /// the smoke test of the vCPU loop on hosts whose KVM runs only real-mode code. The
     /// program is copied to `loadAddress` (CS:IP = 0:loadAddress).
@@ -32,8 +40,12 @@ extension Machine {
         }
         do {
             let vm = try KVMSystem().createVirtualMachine()
-            try vm.mapMemory(guestAddress: 0, mapping: ram.mapping, size: Int(min(ram.size, configuration.layout.lowMemoryLimit)))
-            for (i, byte) in program.enumerated() { ram.mapping.bytes[Int(loadAddress) + i] = byte }
+            try mapRAM(into: vm)
+            do throws(GuestMemoryError) {
+                try guestMemory.write(at: GuestAddress(loadAddress), bytes: program)
+            } catch {
+                throw KVMRunError.programTooLarge(size: program.count, loadAddress: loadAddress, memory: ram.size)
+            }
             let vcpu = try vm.createVCPU(id: 0)
             var special = try vcpu.specialRegisters()
             special.cs = .realMode(selector: 0, code: true)

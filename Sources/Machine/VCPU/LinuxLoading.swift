@@ -1,4 +1,5 @@
 import Firmware
+import GuestMemory
 import VMMBase
 
 /// Why a Linux boot could not be prepared.
@@ -53,22 +54,6 @@ extension Machine {
         MemoryLayoutDescription(lowRAMTop: lowRAMSize, highRAMSize: ram.size - lowRAMSize, reserved: reservedRanges)
     }
 
-    /// The offset in `ram.mapping` of `count` bytes at guest-physical `address`, when all of
-    /// them are RAM (below the low top, or in the block at 4 GiB).
-    public func ramOffset(ofGuestAddress address: UInt64, count: Int) -> Int? {
-        let low = lowRAMSize
-        let n = UInt64(count)
-        if address < low {
-            return n <= low - address ? Int(address) : nil
-        }
-        let highBase: UInt64 = 1 << 32
-        let highSize = ram.size - low
-        guard address >= highBase, address - highBase < highSize, n <= highSize - (address - highBase) else {
-            return nil
-        }
-        return Int(low + (address - highBase))
-    }
-
     /// Plans a Linux boot for this machine's memory and writes it into guest RAM. The kernel file
     /// picks the protocol: an ELF `vmlinux` boots through PVH (its segments, hvm_start_info, the
     /// command line, GDT), anything else as a bzImage through the 64-bit boot protocol (zero page,
@@ -98,15 +83,18 @@ extension Machine {
         }
         for write in boot.writes {
             // Checked here too, not only by the plan: RAM's layout is the Machine's to know.
+            // The whole span is checked before anything is written.
             guard let count = write.count, count <= UInt64(Int.max),
-                  let offset = ramOffset(ofGuestAddress: write.address, count: Int(count)) else {
+                  count == 0 || guestMemory.isMapped(GuestAddress(write.address), length: count) else {
                 throw .outsideRAM(address: write.address, count: write.count ?? .max)
             }
-            let target = ram.mapping.bytes[offset..<offset + Int(count)]
-            write.bytes.withUnsafeBytes { source in
-                UnsafeMutableRawBufferPointer(rebasing: target.prefix(source.count)).copyMemory(from: source)
+            let bytes = Array(write.bytes.prefix(Int(count)))
+            do throws(GuestMemoryError) {
+                try guestMemory.write(at: GuestAddress(write.address), bytes: bytes)
+                try guestMemory.fill(at: GuestAddress(write.address + UInt64(bytes.count)), count: count - UInt64(bytes.count))
+            } catch {
+                throw .outsideRAM(address: write.address, count: count)
             }
-            UnsafeMutableRawBufferPointer(rebasing: target.dropFirst(write.bytes.count)).initializeMemory(as: UInt8.self, repeating: 0)
         }
         return boot
     }

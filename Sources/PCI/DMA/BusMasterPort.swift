@@ -1,0 +1,108 @@
+import GuestMemory
+import Interrupts
+import Synchronization
+import VMMBase
+
+/// The DMA port the machine gives a placed function. Every access is admitted only while the
+/// function is connected, its Bus Master Enable is set and it has a requester ID; a write into
+/// the interrupt window is an MSI and goes to the interrupt sink, anything else goes through
+/// the translation to guest RAM.
+public final class BusMasterPort: DMAPort {
+    /// Where x86 puts MSI writes: the local APICs' window (Intel SDM vol. 3, "Message Address
+    /// Register Format"). DMA remapping does not translate it (VT-d spec, "Interrupt Remapping").
+    public static let interruptWindow = AddressRange(base: 0xFEE0_0000, size: 0x10_0000)!
+
+    private struct Connection {
+        /// Weak: the function holds this port.
+        weak var function: (any PCIFunction)?
+        let path: DMARequesterPath
+    }
+
+    /// The function's name, for errors and guest-error lines.
+    public let name: String
+    private let connection: Mutex<Connection?>
+    private let memory: GuestMemory
+    private let translation: any DMATranslation
+    private let interrupts: any InterruptSink
+
+    public init(function: any PCIFunction, path: DMARequesterPath, memory: GuestMemory,
+                translation: any DMATranslation, interrupts: any InterruptSink) {
+        name = function.name
+        connection = Mutex(Connection(function: function, path: path))
+        self.memory = memory
+        self.translation = translation
+        self.interrupts = interrupts
+    }
+
+    /// From now on the port refuses everything (the function was unplugged).
+    public func disconnect() { connection.withLock { $0 = nil } }
+
+    public var requester: DMARequester? { connection.withLock { $0?.path }?.resolve() }
+
+    public func read(at address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(DMAError) {
+        let requester = try admit()
+        let span = try checkedSpan(address, buffer.count)
+        if let span, span.overlaps(Self.interruptWindow) {
+            throw .interruptWindow(address: address, length: UInt64(buffer.count), isWrite: false)
+        }
+        do {
+            try translated(for: requester).read(at: address, into: buffer)
+        } catch {
+            throw .memory(error)
+        }
+    }
+
+    public func write(at address: UInt64, from buffer: UnsafeRawBufferPointer) throws(DMAError) {
+        let requester = try admit()
+        let span = try checkedSpan(address, buffer.count)
+        if let span, span.overlaps(Self.interruptWindow) {
+            guard buffer.count == 4, Self.interruptWindow.contains(span) else {
+                throw .interruptWindow(address: address, length: UInt64(buffer.count), isWrite: true)
+            }
+            interrupts.signal(MSIMessage(address: address, data: UInt32(littleEndian: buffer.loadUnaligned(as: UInt32.self))))
+            return
+        }
+        do {
+            try translated(for: requester).write(at: address, from: buffer)
+        } catch {
+            throw .memory(error)
+        }
+    }
+
+    /// Sends `message` as the function's MSI: a dword write of its data to its address. A
+    /// refused one (Bus Master Enable off: MSI is a memory write) is dropped with a log line.
+    public func deliver(_ message: MSIMessage) {
+        var data = message.data.littleEndian
+        do throws(DMAError) {
+            try withUnsafeBytes(of: &data) { (raw) throws(DMAError) in try write(at: message.address, from: raw) }
+        } catch {
+            GuestErrorLog.report(device: name, kind: "msi", "\(message) dropped: \(error)")
+        }
+    }
+
+    /// The requester, when the function may master now.
+    private func admit() throws(DMAError) -> DMARequester {
+        let current = connection.withLock { c -> (function: any PCIFunction, path: DMARequesterPath)? in
+            guard let c, let function = c.function else { return nil }
+            return (function, c.path)
+        }
+        guard let current else { throw .disconnected }
+        let command = CommandBits(rawValue: UInt16(truncatingIfNeeded: current.function.configRead(Reg.command, width: .word)))
+        guard command.contains(.busMaster) else { throw .busMasterDisabled(function: name) }
+        guard let requester = current.path.resolve() else { throw .noRequesterID(function: name) }
+        return requester
+    }
+
+    /// The bytes an access covers; nil for an empty access; throws when it wraps past 2^64.
+    private func checkedSpan(_ address: UInt64, _ count: Int) throws(DMAError) -> AddressRange? {
+        guard count > 0 else { return nil }
+        guard let span = AddressRange(base: address, size: UInt64(count)) else {
+            throw .memory(.addressOverflow(address: address, length: UInt64(count)))
+        }
+        return span
+    }
+
+    private func translated(for requester: DMARequester) -> TranslatedMemory<GuestMemory, RequesterTranslator> {
+        TranslatedMemory(memory: memory, translator: RequesterTranslator(translation: translation, requester: requester.alias))
+    }
+}
