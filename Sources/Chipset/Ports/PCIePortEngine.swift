@@ -43,7 +43,8 @@ public final class PCIePortEngine: Sendable {
         }
         let msix: MSIXTable? = if case .msixExclusiveBAR = layout.messages { MSIXTable(layout: PCIePortLayout.msixLayout) } else { nil }
         state = Mutex(State(config: config, slot: slot, msix: msix))
-        secondary = PCIBus(name: name)
+        // A downstream-facing port's secondary bus is its link, which holds one device.
+        secondary = PCIBus(name: name, kind: layout.portType.isDownstreamFacing ? .link : .shared)
     }
 
     // MARK: PCIFunction
@@ -90,6 +91,7 @@ public final class PCIePortEngine: Sendable {
             return (effects, actions, sbr)
         }
         deliver(actions)
+        followARIForwarding()
         // Secondary bus reset (or FLR of the port) resets everything behind the port.
         if resetBehind { for (_, function) in secondary.functions { function.reset() } }
         return effects
@@ -112,7 +114,13 @@ public final class PCIePortEngine: Sendable {
             return settle(&s)
         }
         deliver(actions)
+        followARIForwarding()
         for (_, function) in secondary.functions { function.reset() }
+    }
+
+    /// The link decodes config requests as Device Control 2 says now.
+    private func followARIForwarding() {
+        secondary.ariForwarding = state.withLock { $0.config.ariForwardingEnabled }
     }
 
     private func resetLocked(_ s: inout State) {
