@@ -269,6 +269,9 @@ public final class Machine: Sendable {
     /// Applies a config write's effects: mappings, and hot-plug controller events.
     func apply(_ effects: ConfigWriteEffects, from function: any PCIFunction, at address: PCIAddress) {
         spaces.apply(effects, from: function, at: address)
+        if effects.contains(.sriovChanged), let pf = function as? any SRIOVPhysicalFunction {
+            reportUnplacedVirtualFunctions(of: pf, at: address)
+        }
         if let controller = function as? any HotPlugController,
            !effects.intersection([.slotControlWritten, .deviceSpecific]).isEmpty {
             drainHotPlugEvents(controller)
