@@ -174,6 +174,22 @@ import VMMBase
         #expect(rig.machine.reachableFunctions().filter { $0.address.bus == rig.bus }.count == 4)
     }
 
+    /// VFs implement Function Level Reset (SR-IOV 1.1): Initiate FLR (Device Control bit 15)
+    /// returns one VF to its reset state and leaves the others alone.
+    @Test func functionLevelResetOfOneVF() throws {
+        let rig = try Rig(maxVFs: 2)
+        rig.enable(2)
+        let express = try #require(Rig.standardCapability(0x10, ecam: rig.ecam, bus: rig.bus, devfn: 1))
+        #expect(rig.read(1, express + 4) & (1 << 28) != 0, "Device Capabilities: FLR capable")
+        for devfn in UInt8(1)...2 {
+            rig.ecam.write(bus: rig.bus, devfn: devfn, offset: 0x04, width: .word, value: 0x0004)
+            rig.machine.mmioWrite(rig.aperture + UInt64(devfn - 1) * 0x1000, width: .dword, value: 0x77)
+        }
+        rig.ecam.write(bus: rig.bus, devfn: 1, offset: express + 8, width: .word, value: 1 << 15)
+        #expect(rig.read(1, 0x04, .word) == 0 && rig.machine.mmioRead(rig.aperture, width: .dword) == 0)
+        #expect(rig.read(2, 0x04, .word) == 0x0004 && rig.machine.mmioRead(rig.aperture + 0x1000, width: .dword) == 0x77)
+    }
+
     @Test func largerSystemPageSpacesVFBARsAPageApart() throws {
         let rig = try Rig(maxVFs: 4)
         rig.enable(4, pageSizeBit: 1 << 4)  // 64 KiB

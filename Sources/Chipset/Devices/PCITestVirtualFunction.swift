@@ -25,16 +25,20 @@ public final class PCITestVirtualFunction: PCIFunction {
     }
 
     public func configWrite(_ offset: Int, width: AccessWidth, value: UInt32) -> ConfigWriteEffects {
-        state.withLock { $0.config.write(offset, width: width, value: value) }
+        state.withLock { s in
+            let effects = s.config.write(offset, width: width, value: value)
+            if effects.contains(.functionLevelReset) { Self.reset(&s) }
+            return effects
+        }
     }
 
     public func configSnapshot() -> ConfigSpace { state.withLock { $0.config } }
 
-    public func reset() {
-        state.withLock { s in
-            s.config.reset()
-            s.scratch = [UInt8](repeating: 0, count: Self.scratchSize)
-        }
+    public func reset() { state.withLock { Self.reset(&$0) } }
+
+    private static func reset(_ s: inout State) {
+        s.config.reset()
+        s.scratch = [UInt8](repeating: 0, count: scratchSize)
     }
 
     public func barRead(_ index: Int, offset: UInt64, width: AccessWidth) -> UInt64 {

@@ -166,7 +166,8 @@ extension ConfigSpace {
     /// and Device ID read FFFFh (software takes them from the PF and its VF Device ID field);
     /// class, revision and subsystem are the PF's; no BARs (the PF's VF BARs place them), no
     /// INTx, Memory Space Enable reads 0 (the PF's VF MSE decides); Bus Master is the VF's
-    /// own. It carries a PCI Express endpoint capability, and ARI when the PF has it.
+    /// own. It carries a PCI Express endpoint capability with Function Level Reset (which VFs
+    /// must support), and ARI when the PF has it.
     public static func virtualFunction(of pf: ConfigSpace) throws(ConfigSpaceError) -> ConfigSpace {
         var vf = ConfigSpace(layout: .endpoint, express: true)
         vf.set(Reg.vendorID, width: 4, value: 0xFFFF_FFFF)
@@ -174,7 +175,7 @@ extension ConfigSpace {
         vf.set(Reg.subsystemVendorID, width: 4, value: pf.get(Reg.subsystemVendorID, width: 4))
         vf.setWritable(Reg.command, width: 2, mask: UInt64(CommandBits.busMaster.rawValue))
         vf.setWritable(Reg.interruptLine, width: 1, mask: 0)
-        try vf.addPCIExpress(PCIExpressOptions(portType: .endpoint))
+        try vf.addPCIExpress(PCIExpressOptions(portType: .endpoint, functionLevelReset: true))
         if pf.capability(.extended(ExtendedCapabilityID.ari)) != nil { try vf.addARI(nextFunction: 0) }
         vf.captureResetState()
         return vf
