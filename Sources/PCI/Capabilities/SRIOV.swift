@@ -165,16 +165,17 @@ extension ConfigSpace {
     /// The config space of a VF of the PF whose config space is `pf` (SR-IOV 1.1, 3.4): Vendor
     /// and Device ID read FFFFh (software takes them from the PF and its VF Device ID field);
     /// class, revision and subsystem are the PF's; no BARs (the PF's VF BARs place them), no
-    /// INTx, Memory Space Enable reads 0 (the PF's VF MSE decides); Bus Master is the VF's
-    /// own. It carries a PCI Express endpoint capability with Function Level Reset (which VFs
-    /// must support), and ARI when the PF has it.
+    /// INTx (Interrupt Pin 0; Interrupt Line stays a plain register, as on QEMU), I/O and
+    /// Memory Space Enable, SERR# Enable and Parity Error Response read 0 (the PF's VF MSE
+    /// decides memory decoding; error reporting follows the PF); Bus Master is the VF's own.
+    /// It carries a PCI Express endpoint capability with Function Level Reset (which VFs must
+    /// support), and ARI when the PF has it.
     public static func virtualFunction(of pf: ConfigSpace) throws(ConfigSpaceError) -> ConfigSpace {
         var vf = ConfigSpace(layout: .endpoint, express: true)
         vf.set(Reg.vendorID, width: 4, value: 0xFFFF_FFFF)
         vf.set(Reg.revisionID, width: 4, value: pf.get(Reg.revisionID, width: 4))
         vf.set(Reg.subsystemVendorID, width: 4, value: pf.get(Reg.subsystemVendorID, width: 4))
         vf.setWritable(Reg.command, width: 2, mask: UInt64(CommandBits.busMaster.rawValue))
-        vf.setWritable(Reg.interruptLine, width: 1, mask: 0)
         try vf.addPCIExpress(PCIExpressOptions(portType: .endpoint, functionLevelReset: true))
         if pf.capability(.extended(ExtendedCapabilityID.ari)) != nil { try vf.addARI(nextFunction: 0) }
         vf.captureResetState()
