@@ -43,7 +43,8 @@ public final class PCITestDevice: InterruptingFunction, SRIOVPhysicalFunction {
         var resetConfig: ConfigSpace
         /// The SR-IOV registers as last written (nil without the capability).
         var sriov: SRIOVState?
-        var vfs: VirtualFunctionTable
+        /// Nil without SR-IOV.
+        var vfs: VirtualFunctionTable?
     }
     private let state: Mutex<State>
 
@@ -76,15 +77,16 @@ public final class PCITestDevice: InterruptingFunction, SRIOVPhysicalFunction {
             preconditionFailure("PCITestDevice layout: \(error)")
         }
         cs.captureResetState()
-        let vfHeader: ConfigSpace
-        do {
-            vfHeader = try ConfigSpace.virtualFunction(of: cs)
-        } catch {
-            preconditionFailure("PCITestDevice VF layout: \(error)")
-        }
-        let owner = name
-        let vfs = VirtualFunctionTable { index in
-            PCITestVirtualFunction(name: "\(owner)-vf\(index)", config: vfHeader)
+        var vfs: VirtualFunctionTable?
+        if sriovMaxVFs != nil {
+            let vfHeader: ConfigSpace
+            do {
+                vfHeader = try ConfigSpace.virtualFunction(of: cs)
+            } catch {
+                preconditionFailure("PCITestDevice VF layout: \(error)")
+            }
+            let owner = name
+            vfs = VirtualFunctionTable { index in PCITestVirtualFunction(name: "\(owner)-vf\(index)", config: vfHeader) }
         }
         state = Mutex(State(config: cs, msix: MSIXTable(layout: Self.msixLayout), resetConfig: cs,
                             sriov: cs.sriovState, vfs: vfs))
@@ -94,12 +96,12 @@ public final class PCITestDevice: InterruptingFunction, SRIOVPhysicalFunction {
 
     public func virtualFunction(atRoutingOffset offset: Int) -> (any PCIFunction)? {
         guard isSRIOVCapable else { return nil }
-        return state.withLock { s in s.vfs.function(atRoutingOffset: offset, state: s.sriov) }
+        return state.withLock { s in s.vfs?.function(atRoutingOffset: offset, state: s.sriov) }
     }
 
     public var enabledVirtualFunctions: [EnabledVirtualFunction] {
         guard isSRIOVCapable else { return [] }
-        return state.withLock { s in s.vfs.enabled(state: s.sriov) }
+        return state.withLock { s in s.vfs?.enabled(state: s.sriov) ?? [] }
     }
 
     /// After SR-IOV registers changed: VF BARs follow the System Page Size, VFs no longer
@@ -108,7 +110,7 @@ public final class PCITestDevice: InterruptingFunction, SRIOVPhysicalFunction {
         guard s.sriov != nil else { return }
         s.config.alignVFBARs(vfBARs)
         s.sriov = s.config.sriovState
-        s.vfs.release(outside: s.sriov)
+        s.vfs?.release(outside: s.sriov)
     }
 
     public func connect(interrupts: any PCIInterruptOutput) { state.withLock { $0.output = interrupts } }
