@@ -347,6 +347,9 @@ public final class Machine: Sendable {
             rerouteINTx()
             (interruptOutput.downstream as? PIRQSteeringSink)?.routesChanged()
         }
+        if effects.contains(.sriovChanged), let pf = function as? any SRIOVPhysicalFunction {
+            reportUnplacedVirtualFunctions(of: pf, at: address)
+        }
         if let controller = function as? any HotPlugController,
            !effects.intersection([.slotControlWritten, .deviceSpecific]).isEmpty {
             drainHotPlugEvents(controller)

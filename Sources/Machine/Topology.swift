@@ -273,16 +273,30 @@ enum DeviceFactory {
     static func make(_ spec: DeviceSpec, id: String, bridgeOrdinal: Int = 0) throws(MachineConfigurationError) -> any PCIFunction {
         switch spec.driver {
         case "pci-testdev":
-            for key in spec.properties.keys where key != "express" {
-                throw .invalidProperty(device: id, property: key, reason: "pci-testdev accepts only express=on|off")
+            for key in spec.properties.keys where key != "express" && key != "sriov_max_vfs" {
+                throw .invalidProperty(device: id, property: key,
+                                       reason: "pci-testdev accepts only express=on|off and sriov_max_vfs=1-\(PCITestDevice.maximumVFs)")
             }
-            let express: Bool
+            let express: Bool?
             switch spec.properties["express"] {
-            case nil, "off": express = false
+            case nil: express = nil
+            case "off": express = false
             case "on": express = true
             case let other?: throw .invalidProperty(device: id, property: "express", reason: "'\(other)' must be on or off")
             }
-            return PCITestDevice(name: id, express: express, multiFunction: spec.multifunction)
+            var sriovMaxVFs: Int?
+            if let text = spec.properties["sriov_max_vfs"] {
+                guard let count = DeviceSpec.parseNumber(Substring(text)), (1...UInt64(PCITestDevice.maximumVFs)).contains(count) else {
+                    throw .invalidProperty(device: id, property: "sriov_max_vfs",
+                                           reason: "'\(text)' must be a number of VFs from 1 to \(PCITestDevice.maximumVFs) (the functions after the PF's in its link's 8-bit ARI function space)")
+                }
+                guard express != false else {
+                    throw .invalidProperty(device: id, property: "sriov_max_vfs",
+                                           reason: "SR-IOV is a PCI Express capability; drop express=off")
+                }
+                sriovMaxVFs = Int(count)
+            }
+            return PCITestDevice(name: id, express: express ?? false, multiFunction: spec.multifunction, sriovMaxVFs: sriovMaxVFs)
         case let driver where PCIBridgeFactory.drivers.contains(driver):
             var properties = spec.properties
             if spec.multifunction { properties["multifunction"] = "on" }

@@ -89,6 +89,15 @@ mkdir -p "$l2/usr/bin" "$l2/usr/share/misc"
 cp /usr/bin/lspci "$l2/usr/bin/lspci"
 copy_libs "$l2" /usr/bin/lspci
 cp /usr/share/misc/pci.ids "$l2/usr/share/misc/pci.ids"
+# pci-pf-stub for rig.l2=sriov (a module in Debian's kernel; it depends on nothing).
+mkdir -p "$l2/lib/modules"
+for f in "$moddir"/kernel/drivers/pci/pci-pf-stub.ko*; do
+  case "$f" in
+    *.xz) xz -dc "$f" >"$l2/lib/modules/pci-pf-stub.ko" ;;
+    *.zst) zstd -qdc "$f" >"$l2/lib/modules/pci-pf-stub.ko" ;;
+    *) cp "$f" "$l2/lib/modules/pci-pf-stub.ko" ;;
+  esac
+done
 pack "$l2" "$work/out/l2-initrd.gz" "gzip -9"
 
 # --- L1 -----------------------------------------------------------------------------------------

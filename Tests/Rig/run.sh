@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
     --append) l1_append_extra="$l1_append_extra $2"; shift 2 ;;
     --no-skip) no_skip=1; shift ;;
     -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    all) scenarios+=(kvm-check qemu-boot qemu-hotplug switchyard-boot switchyard-smp switchyard-hotplug switchyard-run cfg-exits switchyard-coldplug qemu-acpihp switchyard-acpihp switchyard-reboot); shift ;;
+    all) scenarios+=(kvm-check qemu-boot qemu-hotplug switchyard-boot switchyard-smp switchyard-hotplug switchyard-run cfg-exits switchyard-coldplug qemu-acpihp switchyard-acpihp switchyard-reboot switchyard-sriov); shift ;;
     -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     *) scenarios+=("$1"); shift ;;
   esac

@@ -9,7 +9,15 @@ import VMMBase
 /// back. In BAR 1, a write of N to the doorbell at 0x100 raises MSI-X vector N (or asserts
 /// INTx while MSI-X is off); a write to 0x104 deasserts INTx. The MSI-X table (4 vectors)
 /// is at 0x800 and the PBA at 0xC00 of BAR 1.
-public final class PCITestDevice: InterruptingFunction {
+///
+/// With `sriovMaxVFs` (QEMU nvme's `sriov_max_vfs` spelling) it is an SR-IOV physical function
+/// (PCI Express, ARI, SR-IOV) whose VFs are `PCITestVirtualFunction`s: TotalVFs = InitialVFs =
+/// the count; First VF Offset 1 and VF Stride 1, as QEMU's nvme, so with the PF at function 0
+/// of a link VF n sits at ARI function n (functions 8 and up need the port's ARI Forwarding);
+/// VF Device ID 0x1005 (the PF's 0x0005 with bit 12 set, an ID no QEMU device uses); one VF
+/// BAR 0 of 4 KiB (the size of the PF's BAR 1), non-prefetchable 32-bit memory, grown to the
+/// System Page Size software picks among QEMU's Supported Page Sizes (4 KiB to 4 MiB).
+public final class PCITestDevice: InterruptingFunction, SRIOVPhysicalFunction {
     public static let identity = PCIIdentity(vendorID: 0x1B36, deviceID: 0x0005, classCode: 0x00_FF_00,
                                              subsystemVendorID: 0x1AF4, subsystemID: 0x1100)
     public static let ioBARSize: UInt64 = 256
@@ -18,6 +26,11 @@ public final class PCITestDevice: InterruptingFunction {
     public static let doorbell: UInt64 = 0x100
     public static let intxClear: UInt64 = 0x104
     public static let msixLayout = MSIXLayout(vectors: 4, tableBAR: 1, tableOffset: 0x800, pbaBAR: 1, pbaOffset: 0xC00)
+    public static let vfDeviceID: UInt16 = 0x1005
+    /// Per-VF BAR 0 at 4 KiB pages.
+    public static let vfBARs: [Int: BARDescriptor] = [0: BARDescriptor(.memory32(prefetchable: false), size: memoryBARSize)]
+    /// VFs 1-255 at functions 1-255 fill the 8-bit ARI function space of the PF's link.
+    public static let maximumVFs = 255
 
     public let name: String
 
@@ -27,12 +40,21 @@ public final class PCITestDevice: InterruptingFunction {
         var scratch = [UInt8](repeating: 0, count: 3 * 256)
         var output: any PCIInterruptOutput = DisconnectedInterrupts()
         var resetConfig: ConfigSpace
+        /// The SR-IOV registers as last written (nil without the capability).
+        var sriov: SRIOVState?
+        /// Nil without SR-IOV.
+        var vfs: VirtualFunctionTable?
     }
     private let state: Mutex<State>
 
-    public init(name: String, express: Bool = false, multiFunction: Bool = false) {
+    public let isSRIOVCapable: Bool
+
+    /// - Parameter sriovMaxVFs: 1...`maximumVFs` for an SR-IOV physical function (which is
+    ///   always PCI Express), nil for none.
+    public init(name: String, express: Bool = false, multiFunction: Bool = false, sriovMaxVFs: Int? = nil) {
         self.name = name
-        var cs = ConfigSpace(layout: .endpoint, express: express)
+        isSRIOVCapable = sriovMaxVFs != nil
+        var cs = ConfigSpace(layout: .endpoint, express: express || sriovMaxVFs != nil)
         cs.setIdentity(Self.identity)
         cs.setInterruptPin(1)
         cs.setMultiFunction(multiFunction)
@@ -42,13 +64,51 @@ public final class PCITestDevice: InterruptingFunction {
             try cs.defineBAR(1, BARDescriptor(.memory32(prefetchable: false), size: Self.memoryBARSize))
             try cs.defineBAR(2, BARDescriptor(.memory64(prefetchable: true), size: Self.prefetchBARSize))
             try cs.addPowerManagement()
-            if express { try cs.addPCIExpress(PCIExpressOptions(portType: .endpoint)) }
+            if express || sriovMaxVFs != nil { try cs.addPCIExpress(PCIExpressOptions(portType: .endpoint)) }
             try cs.addMSIX(Self.msixLayout)
+            if let sriovMaxVFs {
+                precondition((1...Self.maximumVFs).contains(sriovMaxVFs), "sriov_max_vfs is checked by the caller")
+                try cs.addARI(nextFunction: 0)
+                try cs.addSRIOV(SRIOVOptions(totalVFs: UInt16(sriovMaxVFs), firstVFOffset: 1, vfStride: 1,
+                                             vfDeviceID: Self.vfDeviceID, vfBARs: Self.vfBARs))
+            }
         } catch {
             preconditionFailure("PCITestDevice layout: \(error)")
         }
         cs.captureResetState()
-        state = Mutex(State(config: cs, resetConfig: cs))
+        var vfs: VirtualFunctionTable?
+        if sriovMaxVFs != nil {
+            let vfHeader: ConfigSpace
+            do {
+                vfHeader = try ConfigSpace.virtualFunction(of: cs)
+            } catch {
+                preconditionFailure("PCITestDevice VF layout: \(error)")
+            }
+            let owner = name
+            vfs = VirtualFunctionTable { index in PCITestVirtualFunction(name: "\(owner)-vf\(index)", config: vfHeader) }
+        }
+        state = Mutex(State(config: cs, resetConfig: cs, sriov: cs.sriovState, vfs: vfs))
+    }
+
+    // MARK: SR-IOV
+
+    public func virtualFunction(atRoutingOffset offset: Int) -> (any PCIFunction)? {
+        guard isSRIOVCapable else { return nil }
+        return state.withLock { s in s.vfs?.function(atRoutingOffset: offset, state: s.sriov) }
+    }
+
+    public var enabledVirtualFunctions: [EnabledVirtualFunction] {
+        guard isSRIOVCapable else { return [] }
+        return state.withLock { s in s.vfs?.enabled(state: s.sriov) ?? [] }
+    }
+
+    /// After SR-IOV registers changed: VF BARs follow the System Page Size, VFs no longer
+    /// enabled are gone.
+    private static func followSRIOV(_ s: inout State) {
+        guard s.sriov != nil else { return }
+        s.config.alignVFBARs(vfBARs)
+        s.sriov = s.config.sriovState
+        s.vfs?.release(outside: s.sriov)
     }
 
     public func connect(interrupts: any PCIInterruptOutput) { state.withLock { $0.output = interrupts } }
@@ -60,6 +120,7 @@ public final class PCITestDevice: InterruptingFunction {
     public func configWrite(_ offset: Int, width: AccessWidth, value: UInt32) -> ConfigWriteEffects {
         let (effects, delivery, output) = state.withLock { s in
             let effects = s.config.write(offset, width: width, value: value)
+            if effects.contains(.sriovChanged) { Self.followSRIOV(&s) }
             return (effects, s.interrupts.configWritten(effects, in: &s.config), s.output)
         }
         delivery.send(to: output)
@@ -71,6 +132,7 @@ public final class PCITestDevice: InterruptingFunction {
     public func reset() {
         let (delivery, output) = state.withLock { s in
             s.config = s.resetConfig
+            Self.followSRIOV(&s)
             s.scratch = [UInt8](repeating: 0, count: 3 * 256)
             return (s.interrupts.reset(in: &s.config), s.output)
         }

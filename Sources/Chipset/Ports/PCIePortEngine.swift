@@ -35,7 +35,8 @@ public final class PCIePortEngine: Sendable {
         }
         let msix: MSIXLayout? = if case .msixExclusiveBAR = layout.messages { PCIePortLayout.msixLayout } else { nil }
         state = Mutex(State(config: config, slot: slot, interrupts: InterruptArbiter(msix: msix)))
-        secondary = PCIBus(name: name)
+        // A downstream-facing port's secondary bus is its link, which holds one device.
+        secondary = PCIBus(name: name, kind: layout.portType.isDownstreamFacing ? .link : .shared)
     }
 
     // MARK: PCIFunction
@@ -75,6 +76,7 @@ public final class PCIePortEngine: Sendable {
             return (effects, actions, sbr)
         }
         deliver(actions)
+        followARIForwarding()
         // Secondary bus reset (or FLR of the port) resets everything behind the port.
         if resetBehind { for (_, function) in secondary.functions { function.reset() } }
         return effects
@@ -98,7 +100,13 @@ public final class PCIePortEngine: Sendable {
             return delivery
         }
         deliver(actions)
+        followARIForwarding()
         for (_, function) in secondary.functions { function.reset() }
+    }
+
+    /// The link decodes config requests as Device Control 2 says now.
+    private func followARIForwarding() {
+        secondary.ariForwarding = state.withLock { $0.config.ariForwardingEnabled }
     }
 
     private func resetLocked(_ s: inout State) -> InterruptDelivery {

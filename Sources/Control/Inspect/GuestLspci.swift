@@ -8,14 +8,32 @@ import VMMBase
 public enum GuestLspci {
     public static func functions(of machine: Machine) -> [LspciFunction] {
         let models = modelsByAddress(machine)
+        let vfIdentities = virtualFunctionIdentities(models)
         return machine.guestVisibleConfigSpaces().map { address, config in
             var resources: LspciFunction.KernelResources?
             if let model = models[address] {
                 let cs = model.configSnapshot()
-                resources = .init(barSizes: cs.bars.map { $0?.size ?? 0 }, romSize: cs.rom ?? 0)
+                resources = .init(barSizes: cs.bars.map { $0?.size ?? 0 }, romSize: cs.rom ?? 0,
+                                  identity: vfIdentities[address])
             }
             return LspciFunction(address: address, config: config, resources: resources)
         }
+    }
+
+    /// What Linux names each enabled VF: its PF's Vendor ID and the PF's VF Device ID.
+    static func virtualFunctionIdentities(_ models: [PCIAddress: any PCIFunction]) -> [PCIAddress: LspciFunction.Identity] {
+        var identities: [PCIAddress: LspciFunction.Identity] = [:]
+        for (address, model) in models {
+            guard let pf = model as? any SRIOVPhysicalFunction, pf.isSRIOVCapable else { continue }
+            let config = pf.configSnapshot()
+            guard let sriov = config.sriovState else { continue }
+            for vf in pf.enabledVirtualFunctions {
+                guard let devfn = PCIBus.devfn(of: address.devfn, plus: vf.routingOffset) else { continue }
+                identities[PCIAddress(segment: address.segment, bus: address.bus, devfn: devfn)] =
+                    LspciFunction.Identity(vendorID: config.vendorID, deviceID: sriov.vfDeviceID)
+            }
+        }
+        return identities
     }
 
     public static func render(_ machine: Machine, options: LspciOptions,

@@ -13,11 +13,26 @@ public struct LspciFunction: Sendable, Hashable {
         public var romSize: UInt64
         /// The IRQ the kernel reports; nil means the Interrupt Line register.
         public var irq: Int?
+        /// Vendor and device ID as sysfs reports them, where they differ from config space:
+        /// an SR-IOV VF reads FFFFh there, and Linux gives it the PF's Vendor ID and the PF's
+        /// VF Device ID (drivers/pci/iov.c), which lspci takes from sysfs.
+        public var identity: Identity?
 
-        public init(barSizes: [UInt64], romSize: UInt64 = 0, irq: Int? = nil) {
+        public init(barSizes: [UInt64], romSize: UInt64 = 0, irq: Int? = nil, identity: Identity? = nil) {
             self.barSizes = barSizes
             self.romSize = romSize
             self.irq = irq
+            self.identity = identity
+        }
+    }
+
+    public struct Identity: Sendable, Hashable {
+        public var vendorID: UInt16
+        public var deviceID: UInt16
+
+        public init(vendorID: UInt16, deviceID: UInt16) {
+            self.vendorID = vendorID
+            self.deviceID = deviceID
         }
     }
 
@@ -37,6 +52,12 @@ public struct LspciFunction: Sendable, Hashable {
         self.config = config.count >= 64 ? config : config + [UInt8](repeating: 0xFF, count: 64 - config.count)
         self.resources = resources
         self.readableSize = Self.linuxReadableSize(self.config)
+    }
+
+    /// The vendor and device ID lspci shows: the kernel's in the guest view, else config space's.
+    func identity(in view: LspciRenderer.View) -> Identity {
+        if view == .guestKernel, let identity = resources?.identity { return identity }
+        return Identity(vendorID: UInt16(config[0]) | UInt16(config[1]) << 8, deviceID: UInt16(config[2]) | UInt16(config[3]) << 8)
     }
 
     /// Linux's `pci_cfg_space_size`: the extended space exists for host bridges, PCI Express

@@ -71,8 +71,8 @@ struct DeviceRenderer {
     }
 
     var verbose: Int { options.verbosity }
-    var vendorID: UInt16 { UInt16(config.word(0x00)) }
-    var deviceID: UInt16 { UInt16(config.word(0x02)) }
+    var vendorID: UInt16 { function.identity(in: view).vendorID }
+    var deviceID: UInt16 { function.identity(in: view).deviceID }
     var deviceClass: UInt16 { UInt16(config.word(0x0A)) }
     var command: UInt32 { config.word(0x04) }
 

@@ -159,10 +159,8 @@ extension LspciRenderer {
                 return
             }
             if options.verbosity > 0 {
-                let config = renderer.functions[index].config
-                let vendor = UInt16(config[0]) | UInt16(config[1]) << 8
-                let device = UInt16(config[2]) | UInt16(config[3]) << 8
-                p = write("  " + renderer.names.vendorAndDevice(vendor: vendor, device: device,
+                let identity = renderer.functions[index].identity(in: renderer.view)
+                p = write("  " + renderer.names.vendorAndDevice(vendor: identity.vendorID, device: identity.deviceID,
                                                                numbering: options.numbering, capacity: 256), at: p)
             }
             printLine(upTo: p)

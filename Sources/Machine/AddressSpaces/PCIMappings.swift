@@ -43,6 +43,9 @@ enum PCIMappings {
                                                             afterWrite: function is any HotPlugController ? observer : nil))
                 if bar.isIO { io.add(leaf, at: range.base) } else { memory.add(leaf, at: range.base) }
             }
+            if let pf = function as? any SRIOVPhysicalFunction, pf.isSRIOVCapable {
+                addVirtualFunctionBARs(of: pf, at: devfn, config: config, on: bus, to: &memory)
+            }
             if let bridge = function as? any PCIBridgeFunction {
                 let windows = config.decodedWindows
                 let behind = build(bus: bridge.secondary, observer: observer)
@@ -58,5 +61,21 @@ enum PCIMappings {
             }
         }
         return (memory, io)
+    }
+
+    /// VF n's share of each VF BAR aperture (SR-IOV 1.1, 3.3.14: aperture + n * per-VF size),
+    /// for the enabled VFs that answer at their routing IDs on the PF's bus.
+    private static func addVirtualFunctionBARs(of pf: any SRIOVPhysicalFunction, at devfn: UInt8, config: ConfigSpace,
+                                               on bus: PCIBus, to memory: inout Region) {
+        guard let sriov = config.sriovState, sriov.vfMemorySpaceEnabled else { return }
+        for vf in pf.enabledVirtualFunctions {
+            guard let vfDevfn = PCIBus.devfn(of: devfn, plus: vf.routingOffset), bus.occupant(at: vfDevfn) == nil else { continue }
+            for index in sriov.vfBARs.keys.sorted() {
+                guard let range = sriov.vfBARRange(index, vf: vf.index), let size = range.size else { continue }
+                let label = "\(vf.function.name)@\(hex(vfDevfn >> 3, 2)).\(vfDevfn & 7) BAR\(index)"
+                memory.add(.leaf(label, size: size, handler: BARHandler(function: vf.function, index: index, afterWrite: nil)),
+                           at: range.base)
+            }
+        }
     }
 }

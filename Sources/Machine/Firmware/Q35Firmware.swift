@@ -58,7 +58,8 @@ extension Machine {
         func walk(_ bus: UInt8, depth: Int) {
             for devfn in 0...255 {
                 let devfn = UInt8(devfn)
-                guard rootComplex.configRead(bus: bus, devfn: devfn, offset: 0, width: .word) != 0xFFFF else { continue }
+                // A present function, SR-IOV VFs included (their Vendor ID reads FFFFh).
+                guard rootComplex.function(bus: bus, devfn: devfn) != nil else { continue }
                 var bytes = [UInt8](repeating: 0, count: 4096)
                 for offset in stride(from: 0, to: length, by: 4) {
                     let v = rootComplex.configRead(bus: bus, devfn: devfn, offset: offset, width: .dword)

@@ -358,6 +358,13 @@ extension ConfigSpace {
     /// Offset of the PCI Express capability, if any.
     public var pciExpressOffset: Int? { capability(.standard(CapabilityID.pciExpress))?.offset }
 
+    /// ARI Forwarding Enable (Device Control 2, bit 5): a downstream port then treats the
+    /// device number of config requests for its link as part of an 8-bit function number.
+    public var ariForwardingEnabled: Bool {
+        guard let base = pciExpressOffset else { return false }
+        return get(base + PCIExpressRegister.deviceControl2, width: 2) & (1 << 5) != 0
+    }
+
     public var pciExpressPortType: PCIExpressOptions.PortType? {
         pciExpressOffset.flatMap { PCIExpressOptions.PortType(rawValue: UInt8((get($0 + PCIExpressRegister.capabilities, width: 2) >> 4) & 0xF)) }
     }

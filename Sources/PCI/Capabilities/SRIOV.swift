@@ -79,6 +79,14 @@ public struct SRIOVState: Sendable, Hashable {
     /// The routing-ID offset of VF `n` (0-based) from its PF.
     public func routingIDOffset(ofVF n: Int) -> Int { Int(firstVFOffset) + n * Int(vfStride) }
 
+    /// The 0-based VF whose routing ID lies `offset` past the PF's, if that VF is enabled.
+    public func vfIndex(atRoutingOffset offset: Int) -> Int? {
+        let distance = offset - Int(firstVFOffset)
+        guard distance >= 0, activeVFs > 0 else { return nil }
+        let index = vfStride == 0 ? (distance == 0 ? 0 : -1) : (distance % Int(vfStride) == 0 ? distance / Int(vfStride) : -1)
+        return (0..<activeVFs).contains(index) ? index : nil
+    }
+
     /// What VF BAR `index` decodes for VF `vf`: nil unless VFs and VF MSE are enabled and the
     /// aperture is programmed and does not wrap.
     public func vfBARRange(_ index: Int, vf: Int) -> AddressRange? {
@@ -136,6 +144,42 @@ extension ConfigSpace {
             if bar.is64Bit { setWritable(register + 4, width: 4, mask: mask >> 32) }
         }
         return base
+    }
+
+    /// Sizes the VF BARs for the System Page Size software chose: each VF's share of an
+    /// aperture is at least one page, so that VFs can be mapped apart (SR-IOV 1.1, 3.3.12 and
+    /// 3.3.14). `declared` are the per-VF sizes at 4 KiB pages, as given to `addSRIOV`.
+    /// Call after every write that changed SR-IOV registers and after a reset.
+    public mutating func alignVFBARs(_ declared: [Int: BARDescriptor]) {
+        guard let state = sriovState else { return }
+        for (index, bar) in declared {
+            let register = state.offset + SRIOVRegister.vfBAR0 + 4 * index
+            let size = max(bar.size, state.systemPageSize)
+            let mask = ~(size - 1)
+            setWritable(register, width: 4, mask: mask & 0xFFFF_FFF0)
+            set(register, width: 4, value: get(register, width: 4) & (mask | 0xF))
+            if bar.is64Bit { setWritable(register + 4, width: 4, mask: mask >> 32) }
+        }
+    }
+
+    /// The config space of a VF of the PF whose config space is `pf` (SR-IOV 1.1, 3.4): Vendor
+    /// and Device ID read FFFFh (software takes them from the PF and its VF Device ID field);
+    /// class, revision and subsystem are the PF's; no BARs (the PF's VF BARs place them), no
+    /// INTx (Interrupt Pin 0; Interrupt Line stays a plain register, as on QEMU), I/O and
+    /// Memory Space Enable, SERR# Enable and Parity Error Response read 0 (the PF's VF MSE
+    /// decides memory decoding; error reporting follows the PF); Bus Master is the VF's own.
+    /// It carries a PCI Express endpoint capability with Function Level Reset (which VFs must
+    /// support), and ARI when the PF has it.
+    public static func virtualFunction(of pf: ConfigSpace) throws(ConfigSpaceError) -> ConfigSpace {
+        var vf = ConfigSpace(layout: .endpoint, express: true)
+        vf.set(Reg.vendorID, width: 4, value: 0xFFFF_FFFF)
+        vf.set(Reg.revisionID, width: 4, value: pf.get(Reg.revisionID, width: 4))
+        vf.set(Reg.subsystemVendorID, width: 4, value: pf.get(Reg.subsystemVendorID, width: 4))
+        vf.setWritable(Reg.command, width: 2, mask: UInt64(CommandBits.busMaster.rawValue))
+        try vf.addPCIExpress(PCIExpressOptions(portType: .endpoint, functionLevelReset: true))
+        if pf.capability(.extended(ExtendedCapabilityID.ari)) != nil { try vf.addARI(nextFunction: 0) }
+        vf.captureResetState()
+        return vf
     }
 
     public var sriovState: SRIOVState? {
