@@ -208,7 +208,7 @@ public final class Machine: Sendable {
     public func describeMemory() -> String { spaces.describe(io: false) }
     public func describePorts() -> String { spaces.describe(io: true) }
 
-    /// How often each address-space layer was rebuilt (for tests of the lazy rebuild).
+    /// How often each address-space layer committed new views.
     public var mappingRebuilds: (platform: Int, pci: Int) { spaces.rebuildCounts }
 
     /// Drives IOAPIC input `number` directly, as a device wired to it would (qtest's
@@ -281,9 +281,11 @@ extension Machine {
     /// which closes ECAM and every BAR and window until firmware runs again. RAM keeps its
     /// contents, as on a warm reset.
     public func reset() {
-        for (_, function) in rootBus.functions { function.reset() }
-        legacy.reset()
-        topologyChanged()
-        spaces.rebuildPlatform()
+        spaces.batched {
+            for (_, function) in rootBus.functions { function.reset() }
+            legacy.reset()
+            topologyChanged()
+            spaces.rebuildPlatform()
+        }
     }
 }
