@@ -24,7 +24,8 @@ public enum KVMGuestError: Error, CustomStringConvertible {
 }
 
 /// A machine running a Linux kernel on KVM: the VM with the in-kernel irqchip (PIC, IOAPIC,
-/// local APICs) and PIT, guest RAM in two slots (below the low limit at 0, the rest at 4 GiB),
+/// local APICs) and PIT, guest RAM in memory slots that follow the platform layer (below the low
+/// limit at 0 around the PAM and SMRAM ranges, the rest at 4 GiB),
 /// device interrupts routed into the irqchip, and one thread per vCPU whose port and MMIO exits
 /// land on the machine.
 ///
@@ -60,6 +61,8 @@ public final class KVMLinuxGuest: Sendable {
     /// What a reset installs again, and the state it returns the VM and each vCPU to.
     private let bootImage: any GuestBootImage
     private let vcpuPowerOn: [VCPUPowerOnState]
+    /// Guest RAM as KVM memory slots, kept in step with PAM and SMRAM by every commit.
+    let memorySlots: KVMMemorySlots
     private let interruptControllersPowerOn: InterruptControllerPowerOnState
 
     /// Loads the kernel (a bzImage, or an ELF vmlinux booted through PVH) into the machine's RAM
@@ -98,12 +101,7 @@ public final class KVMLinuxGuest: Sendable {
             let coalesce = vm.coalescedPortWriteRingPage != nil
             if coalesce { try vm.coalescePortWrites(port: UInt16(ConfigAddressPort.port), size: 4) }
             try vm.setGSIRouting(Self.pcRouting)
-            let low = Int(machine.lowRAMSize)
-            try vm.mapMemory(guestAddress: 0, mapping: machine.ram.mapping, offset: 0, size: low)
-            if machine.ram.size > UInt64(low) {
-                try vm.mapMemory(guestAddress: 1 << 32, mapping: machine.ram.mapping, offset: low,
-                                 size: Int(machine.ram.size) - low)
-            }
+            memorySlots = machine.followMemorySlots(in: vm)
             let sink = KVMInterruptSink(virtualMachine: vm)
             machine.attachInterruptSink(PIRQSteeringSink(downstream: sink, lpc: machine.lpc))
 
@@ -228,4 +226,6 @@ public final class KVMLinuxGuest: Sendable {
         runner.requestStop()
         return runner.join()
     }
+
+    deinit { machine.stopFollowing(memorySlots) }
 }

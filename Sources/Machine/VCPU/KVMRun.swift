@@ -24,7 +24,8 @@ public enum KVMRunError: Error, CustomStringConvertible {
 extension Machine {
     /// Runs a 16-bit real-mode program on one KVM vCPU (no in-kernel irqchip) until it halts:
     /// the smoke test of the vCPU loop on hosts whose KVM runs only real-mode code. The
-    /// program is copied to `loadAddress` (CS:IP = 0:loadAddress).
+    /// program is copied to `loadAddress` (CS:IP = 0:loadAddress). RAM is mapped as the
+    /// platform layer shows it, and follows PAM and SMRAM writes the program makes.
     public func runRealModeProgram(_ program: [UInt8], loadAddress: UInt64 = 0x7C00,
                                    timeoutMilliseconds: Int = 5000) throws(KVMRunError) -> [VCPURunner.StopReason] {
         guard loadAddress < 0x10000, UInt64(program.count) <= min(ram.size, 0x10000) - loadAddress else {
@@ -32,7 +33,8 @@ extension Machine {
         }
         do {
             let vm = try KVMSystem().createVirtualMachine()
-            try vm.mapMemory(guestAddress: 0, mapping: ram.mapping, size: Int(min(ram.size, configuration.layout.lowMemoryLimit)))
+            let slots = followMemorySlots(in: vm)
+            defer { stopFollowing(slots) }
             for (i, byte) in program.enumerated() { ram.mapping.bytes[Int(loadAddress) + i] = byte }
             let vcpu = try vm.createVCPU(id: 0)
             var special = try vcpu.specialRegisters()
