@@ -172,7 +172,7 @@ public final class Machine: Sendable {
         let placed = try topology.add(spec).device
         connectInterrupts(placed)
         announceColdPlugged(placed)
-        topologyChanged()
+        topologyChanged(attachingOrDetaching: [placed])
         return placed
     }
 
@@ -262,6 +262,12 @@ public final class Machine: Sendable {
     func topologyChanged() {
         rootComplex.invalidateRoutes()
         spaces.invalidatePCI()
+    }
+
+    /// After `placed` were attached or detached: routes differ; mappings only if they show.
+    func topologyChanged(attachingOrDetaching placed: [PlacedDevice]) {
+        rootComplex.invalidateRoutes()
+        spaces.invalidatePCI(ifAffecting: placed.map(\.function))
     }
 
     // MARK: Config write effects

@@ -36,6 +36,27 @@ final class MachineAddressSpaces: Sendable {
         if !deferred { pci.commit() }
     }
 
+    /// Commits the PCI layer if attaching or detaching `functions` can change it: one of them
+    /// decodes memory or I/O now, or the published views still show one of its BARs. A function
+    /// that decodes neither shows no BAR and forwards through no window (one just plugged, in
+    /// its power-on state), so plugging it costs no commit.
+    func invalidatePCI(ifAffecting functions: [any PCIFunction]) {
+        let decoding = functions.contains {
+            let command = $0.configSnapshot().command
+            return command.contains(.memory) || command.contains(.io)
+        }
+        if decoding || shows(functions) { invalidatePCI() }
+    }
+
+    private func shows(_ functions: [any PCIFunction]) -> Bool {
+        let wanted = Set(functions.map { ObjectIdentifier($0) })
+        let views = pci.views
+        return (views.memory.entries + views.io.entries).contains {
+            guard let bar = $0.handler as? BARHandler else { return false }
+            return wanted.contains(ObjectIdentifier(bar.function))
+        }
+    }
+
     /// Runs `body` with PCI-layer commits held back, then commits that layer once if it
     /// changed. Only for code that runs while no vCPU runs (firmware enumeration, reset):
     /// inside the batch BARs lag behind the config spaces. The platform layer (ECAM, which
