@@ -73,6 +73,7 @@ public final class KVMVirtualMachine: Sendable {
         let owner: SharedMapping
     }
     private let slots = Mutex<[UInt32: SlotRecord]>([:])
+    private let slotUpdates = Atomic<Int>(0)
 
     init(system: KVMSystem, options: Options) throws(SystemError) {
         fd = FileDescriptor(adopting: try ioctl(system.device, KVMRequest.createVM, 0))
@@ -255,7 +256,11 @@ public final class KVMVirtualMachine: Sendable {
                       deassign: true)
     }
 
+    /// KVM_SET_USER_MEMORY_REGION calls made so far (slot creations and deletions).
+    public var memorySlotUpdates: Int { slotUpdates.load(ordering: .relaxed) }
+
     private func setRegion(_ region: inout kvm_userspace_memory_region) throws(SystemError) {
+        slotUpdates.add(1, ordering: .relaxed)
         do throws(SystemError) {
             try ioctl(fd, KVMRequest.setUserMemoryRegion, &region)
         } catch {

@@ -220,7 +220,7 @@ public final class Machine: Sendable {
         let placed = try topology.add(spec).device
         connectOutputs(placed)
         announceColdPlugged(placed)
-        topologyChanged()
+        topologyChanged(attachingOrDetaching: [placed])
         return placed
     }
 
@@ -256,7 +256,7 @@ public final class Machine: Sendable {
     public func describeMemory() -> String { spaces.describe(io: false) }
     public func describePorts() -> String { spaces.describe(io: true) }
 
-    /// How often each address-space layer was rebuilt (for tests of the lazy rebuild).
+    /// How often each address-space layer committed new views.
     public var mappingRebuilds: (platform: Int, pci: Int) { spaces.rebuildCounts }
 
     /// Drives IOAPIC input `number` directly, as a device wired to it would (qtest's
@@ -338,6 +338,12 @@ public final class Machine: Sendable {
         spaces.invalidatePCI()
     }
 
+    /// After `placed` were attached or detached: routes differ; mappings only if they show.
+    func topologyChanged(attachingOrDetaching placed: [PlacedDevice]) {
+        rootComplex.invalidateRoutes()
+        spaces.invalidatePCI(ifAffecting: placed.map(\.function))
+    }
+
     // MARK: Config write effects
 
     /// Applies a config write's effects: mappings, and hot-plug controller events.
@@ -362,11 +368,13 @@ extension Machine {
     /// which closes ECAM and every BAR and window until firmware runs again. RAM keeps its
     /// contents, as on a warm reset.
     public func reset() {
-        for (_, function) in rootBus.functions { function.reset() }
-        legacy.reset()
-        ioapic.reset()
-        rerouteINTx()
-        topologyChanged()
-        spaces.rebuildPlatform()
+        spaces.batched {
+            for (_, function) in rootBus.functions { function.reset() }
+            legacy.reset()
+            ioapic.reset()
+            rerouteINTx()
+            topologyChanged()
+            spaces.rebuildPlatform()
+        }
     }
 }

@@ -4,103 +4,98 @@ import PCI
 import Synchronization
 import VMMBase
 
-/// The machine's memory and port spaces, in two layers that are each a flattened region
-/// tree: the platform layer (RAM, ECAM, chipset ports) and, below it in priority, the PCI
-/// layer (BARs routed through bridge windows). Each layer is rebuilt only when something it
-/// shows changed, and the PCI layer lazily, on the first access after a change: firmware
-/// enumeration moves thousands of BARs with config cycles alone and pays for one rebuild.
+/// The machine's memory and port spaces, in two committed layers that are each a flattened
+/// region tree: the platform layer (RAM, PAM/SMRAM decode, ECAM, chipset ports) and, below it
+/// in priority, the PCI layer (BARs routed through bridge windows). A change commits the
+/// layer it touches before the access that made it returns (a vCPU resumes against the new
+/// views and memory slots). Firmware enumeration runs in a batch: thousands of BAR writes,
+/// one PCI commit at the end.
 final class MachineAddressSpaces: Sendable {
-    private struct Views {
-        var platformMemory: FlatView
-        var platformIO: FlatView
-        var pciMemory: FlatView?
-        var pciIO: FlatView?
-        var pciRebuilds = 0
-        var platformRebuilds = 0
-        /// Bumped by every invalidation: a view built from state older than this is never cached.
-        var pciGeneration = 0
-        /// Bumped by every platform rebuild that starts: only the newest one stores its views.
-        var platformGeneration = 0
-    }
-
-    private let views: Mutex<Views>
-    private let composePlatform: @Sendable () -> (memory: Region, io: Region)
-    /// Renders the PCI layer's region trees from the live topology.
-    private let composePCI: @Sendable () -> (memory: Region, io: Region)
+    let platform: CommittedLayer
+    let pci: CommittedLayer
+    private let barHandlers: BARHandlerCache
+    /// Open batches, and whether the PCI layer changed inside them.
+    private let batch = Mutex<(depth: Int, pciChanged: Bool)>((0, false))
 
     init(rootBus: PCIBus, barWriteObserver: @escaping @Sendable (any PCIFunction) -> Void,
          composePCI: (@Sendable () -> (memory: Region, io: Region))? = nil,
          composePlatform: @escaping @Sendable () -> (memory: Region, io: Region)) {
-        self.composePCI = composePCI ?? { PCIMappings.build(bus: rootBus, observer: barWriteObserver) }
-        self.composePlatform = composePlatform
-        let platform = composePlatform()
-        views = Mutex(Views(platformMemory: FlatView(rendering: platform.memory),
-                            platformIO: FlatView(rendering: platform.io)))
+        let cache = BARHandlerCache(afterWrite: barWriteObserver)
+        barHandlers = cache
+        pci = CommittedLayer(compose: composePCI ?? { cache.composing { PCIMappings.build(bus: rootBus, handlers: cache) } })
+        platform = CommittedLayer(compose: composePlatform)
     }
 
-    func rebuildPlatform() {
-        let generation = views.withLock { $0.platformGeneration += 1; return $0.platformGeneration }
-        let platform = composePlatform()
-        let memory = FlatView(rendering: platform.memory), io = FlatView(rendering: platform.io)
-        views.withLock {
-            // A rebuild that started later composed newer state: it stores, not this one.
-            guard $0.platformGeneration == generation else { return }
-            $0.platformMemory = memory
-            $0.platformIO = io
-            $0.platformRebuilds += 1
-        }
-    }
+    func rebuildPlatform() { platform.commit() }
 
     func invalidatePCI() {
-        views.withLock {
-            $0.pciMemory = nil
-            $0.pciIO = nil
-            $0.pciGeneration += 1
+        let deferred = batch.withLock { state in
+            if state.depth > 0 { state.pciChanged = true }
+            return state.depth > 0
+        }
+        if !deferred { pci.commit() }
+    }
+
+    /// Commits the PCI layer if attaching or detaching `functions` can change it: one of them
+    /// decodes memory or I/O now, or the published views still show one of its BARs. A function
+    /// that decodes neither shows no BAR and forwards through no window (one just plugged, in
+    /// its power-on state), so plugging it costs no commit.
+    func invalidatePCI(ifAffecting functions: [any PCIFunction]) {
+        let decoding = functions.contains {
+            let command = $0.configSnapshot().command
+            return command.contains(.memory) || command.contains(.io)
+        }
+        if decoding || shows(functions) { invalidatePCI() }
+    }
+
+    private func shows(_ functions: [any PCIFunction]) -> Bool {
+        let wanted = Set(functions.map { ObjectIdentifier($0) })
+        let views = pci.views
+        return (views.memory.entries + views.io.entries).contains {
+            guard let bar = $0.handler as? BARHandler else { return false }
+            return wanted.contains(ObjectIdentifier(bar.function))
         }
     }
 
-    private func platform(io: Bool) -> FlatView {
-        views.withLock { io ? $0.platformIO : $0.platformMemory }
-    }
-
-    /// The PCI layer, rebuilt first if something invalidated it.
-    private func pci(io: Bool) -> FlatView {
-        var attempts = 0
-        while true {
-            let (ready, generation) = views.withLock { ((io ? $0.pciIO : $0.pciMemory), $0.pciGeneration) }
-            if let ready { return ready }
-            // Build outside the lock: building takes device locks for config snapshots.
-            let trees = composePCI()
-            let memory = FlatView(rendering: trees.memory), ioView = FlatView(rendering: trees.io)
-            let current = views.withLock { v -> Bool in
-                // Invalidated while building (a device left, a BAR moved): this view may show
-                // what is gone, so it is not cached; build again from the newer state.
-                guard v.pciGeneration == generation else { return false }
-                v.pciMemory = memory
-                v.pciIO = ioView
-                v.pciRebuilds += 1
-                return true
+    /// Runs `body` with PCI-layer commits held back, then commits that layer once if it
+    /// changed. Only for code that runs while no vCPU runs (firmware enumeration, reset):
+    /// inside the batch BARs lag behind the config spaces. The platform layer (ECAM, which
+    /// enumeration uses) still commits at once.
+    func batched<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+        batch.withLock { $0.depth += 1 }
+        defer {
+            let changed = batch.withLock { state -> Bool in
+                state.depth -= 1
+                guard state.depth == 0 else { return false }
+                defer { state.pciChanged = false }
+                return state.pciChanged
             }
-            attempts += 1
-            // Under a storm of invalidations, serve this access from the view just built.
-            if current || attempts >= 4 { return io ? ioView : memory }
+            if changed { pci.commit() }
         }
+        return try body()
+    }
+
+    private func view(io: Bool) -> (platform: FlatView, pci: FlatView) {
+        let kind: AddressSpaceKind = io ? .io : .memory
+        return (platform.view(kind), pci.view(kind))
     }
 
     func read(io: Bool, at address: UInt64, width: AccessWidth) -> UInt64 {
-        platform(io: io).readIfMapped(at: address, width: width) ?? pci(io: io).read(at: address, width: width)
+        let kind: AddressSpaceKind = io ? .io : .memory
+        return platform.view(kind).readIfMapped(at: address, width: width) ?? pci.view(kind).read(at: address, width: width)
     }
 
     func write(io: Bool, at address: UInt64, width: AccessWidth, value: UInt64) {
-        if !platform(io: io).writeIfMapped(at: address, width: width, value: value) {
-            pci(io: io).write(at: address, width: width, value: value)
+        let kind: AddressSpaceKind = io ? .io : .memory
+        if !platform.view(kind).writeIfMapped(at: address, width: width, value: value) {
+            pci.view(kind).write(at: address, width: width, value: value)
         }
     }
 
     /// Where `address` falls in `ram` as the platform layer maps it now (PAM and SMRAM
     /// included): the offset into `ram` and how many bytes from there stay in the same mapping.
     func ramRun(at address: UInt64, in ram: RAMHandler) -> (offset: UInt64, count: UInt64)? {
-        guard let entry = platform(io: false).entry(containing: address), entry.handler === ram else { return nil }
+        guard let entry = platform.view(.memory).entry(containing: address), entry.handler === ram else { return nil }
         let into = address - entry.range.base
         let (offset, overflow) = entry.handlerOffset.addingReportingOverflow(into)
         guard !overflow, offset < ram.size else { return nil }
@@ -111,17 +106,26 @@ final class MachineAddressSpaces: Sendable {
 
     /// Text of both layers, for debugging ("info mtree"-like).
     func describe(io: Bool) -> String {
-        "platform:\n" + platform(io: io).summary + "\npci:\n" + pci(io: io).summary
+        let views = view(io: io)
+        return "platform:\n" + views.platform.summary + "\npci:\n" + views.pci.summary
     }
 
-    var rebuildCounts: (platform: Int, pci: Int) { views.withLock { ($0.platformRebuilds, $0.pciRebuilds) } }
+    var rebuildCounts: (platform: Int, pci: Int) { (platform.commitCount, pci.commitCount) }
 
     /// Applies what a config write changed to the mappings.
     func apply(_ effects: ConfigWriteEffects, from function: any PCIFunction, at address: PCIAddress) {
-        if effects.affectsMappings { invalidatePCI() }
+        if effects.affectsMappings && !Self.leavesViewsAlone(effects, function) { invalidatePCI() }
         if effects.contains(.deviceSpecific) && address.bus == 0 && (function is Q35HostBridge || function is ICH9LPC) {
             rebuildPlatform()
         }
+    }
+
+    /// A BAR or ROM address written while the function decodes neither memory nor I/O shows
+    /// nowhere (what BAR sizing does): nothing to commit.
+    private static func leavesViewsAlone(_ effects: ConfigWriteEffects, _ function: any PCIFunction) -> Bool {
+        guard effects.isSubset(of: [.anyBAR, .romChanged]) else { return false }
+        let command = function.configSnapshot().command
+        return !command.contains(.memory) && !command.contains(.io)
     }
 }
 

@@ -1,15 +1,20 @@
 import AddressSpace
 import Chipset
 import PCI
+import HostOS
+import Synchronization
 import VMMBase
 
-/// Serves accesses to one BAR of one function.
-final class BARHandler: IORegionHandler {
+/// Serves accesses to one BAR of one function, while the committed views show it: a commit
+/// that drops the BAR retires the handler, which waits for calls in progress (the grace
+/// period) and refuses new ones (reads all-ones) from stale views until a commit shows it again.
+final class BARHandler: RetirableHandler {
     let function: any PCIFunction
     let index: Int
     /// Called after each write, for functions whose BAR writes can have platform effects
     /// (a hot-plug controller's registers).
     let afterWrite: (@Sendable (any PCIFunction) -> Void)?
+    private let service = Mutex<(live: Bool, liveSince: Int, inFlight: Int)>((true, 0, 0))
 
     init(function: any PCIFunction, index: Int, afterWrite: (@Sendable (any PCIFunction) -> Void)?) {
         self.function = function
@@ -17,10 +22,77 @@ final class BARHandler: IORegionHandler {
         self.afterWrite = afterWrite
     }
 
-    func read(offset: UInt64, width: AccessWidth) -> UInt64 { function.barRead(index, offset: offset, width: width) }
+    func read(offset: UInt64, width: AccessWidth) -> UInt64 {
+        guard enter() else { return width.allOnes }
+        defer { leave() }
+        return function.barRead(index, offset: offset, width: width)
+    }
+
     func write(offset: UInt64, width: AccessWidth, value: UInt64) {
+        guard enter() else { return }
         function.barWrite(index, offset: offset, width: width, value: value)
+        leave()
         afterWrite?(function)
+    }
+
+    func revive(generation: Int) {
+        service.withLock { $0.live = true; $0.liveSince = max($0.liveSince, generation) }
+    }
+
+    func retire(generation: Int) {
+        let retired = service.withLock { state -> Bool in
+            // A later commit showed this BAR again before this retire ran.
+            guard state.liveSince <= generation else { return false }
+            state.live = false
+            return true
+        }
+        guard retired else { return }
+        while service.withLock({ $0.inFlight }) > 0 { HostClock.sleep(milliseconds: 1) }
+    }
+
+    private func enter() -> Bool {
+        service.withLock { state in
+            guard state.live else { return false }
+            state.inFlight += 1
+            return true
+        }
+    }
+
+    private func leave() { service.withLock { $0.inFlight -= 1 } }
+}
+
+/// One handler per (function, BAR) across compositions, so a diff sees a BAR that stayed as
+/// unchanged and one that moved as the same handler at a new range. Entries of functions a
+/// composition no longer reaches are dropped.
+final class BARHandlerCache: Sendable {
+    private struct Key: Hashable {
+        let function: ObjectIdentifier
+        let index: Int
+    }
+
+    private let afterWrite: @Sendable (any PCIFunction) -> Void
+    private let state = Mutex<(handlers: [Key: BARHandler], used: Set<Key>)>(([:], []))
+
+    init(afterWrite: @escaping @Sendable (any PCIFunction) -> Void) { self.afterWrite = afterWrite }
+
+    func handler(for function: any PCIFunction, bar index: Int) -> BARHandler {
+        let key = Key(function: ObjectIdentifier(function), index: index)
+        return state.withLock { state in
+            state.used.insert(key)
+            if let known = state.handlers[key] { return known }
+            let made = BARHandler(function: function, index: index,
+                                  afterWrite: function is any HotPlugController ? afterWrite : nil)
+            state.handlers[key] = made
+            return made
+        }
+    }
+
+    /// Runs one composition and forgets the handlers it did not use.
+    func composing<R>(_ body: () -> R) -> R {
+        state.withLock { $0.used = [] }
+        let result = body()
+        state.withLock { state in state.handlers = state.handlers.filter { state.used.contains($0.key) } }
+        return result
     }
 }
 
@@ -30,7 +102,7 @@ final class BARHandler: IORegionHandler {
 enum PCIMappings {
     static let wholeSpace: UInt64 = .max
 
-    static func build(bus: PCIBus, observer: (@Sendable (any PCIFunction) -> Void)?) -> (memory: Region, io: Region) {
+    static func build(bus: PCIBus, handlers: BARHandlerCache) -> (memory: Region, io: Region) {
         var memory = Region.container("pci-mem(\(bus.name))", size: wholeSpace)
         var io = Region.container("pci-io(\(bus.name))", size: 1 << 32)
         for (devfn, function) in bus.functions {
@@ -39,8 +111,7 @@ enum PCIMappings {
             for (index, bar) in config.bars.enumerated() {
                 guard let bar, let range = config.decodedBARRange(index), let size = range.size else { continue }
                 let leaf = Region.leaf("\(label) BAR\(index)", size: size,
-                                       handler: BARHandler(function: function, index: index,
-                                                            afterWrite: function is any HotPlugController ? observer : nil))
+                                       handler: handlers.handler(for: function, bar: index))
                 if bar.isIO { io.add(leaf, at: range.base) } else { memory.add(leaf, at: range.base) }
             }
             if let pf = function as? any SRIOVPhysicalFunction, pf.isSRIOVCapable {
@@ -48,7 +119,7 @@ enum PCIMappings {
             }
             if let bridge = function as? any PCIBridgeFunction {
                 let windows = config.decodedWindows
-                let behind = build(bus: bridge.secondary, observer: observer)
+                let behind = build(bus: bridge.secondary, handlers: handlers)
                 for (name, window) in [("mem", windows.memory), ("pref", windows.prefetchable)] {
                     if let window, let size = window.size {
                         memory.add(.alias("\(label) \(name) window", of: behind.memory, offset: window.base, size: size),

@@ -9,6 +9,11 @@ extension Machine {
     /// enumerates every bus through ECAM and assigns resources.
     @discardableResult
     public func runFirmware() throws(EnumerationError) -> EnumerationReport {
+        // Thousands of BAR and window writes, one commit of the views at the end.
+        try spaces.batched { () throws(EnumerationError) -> EnumerationReport in try enumerateAndRoute() }
+    }
+
+    private func enumerateAndRoute() throws(EnumerationError) -> EnumerationReport {
         let layout = configuration.layout
         let ports = PortConfigCycles(self)
         let lengthField: UInt32 = switch layout.ecamSize {

@@ -10,7 +10,7 @@ extension Machine {
     public func hotPlug(_ spec: DeviceSpec) throws(MachineConfigurationError) -> PlacedDevice {
         let (placed, controller) = try topology.add(spec, requireHotPlug: true)
         connectOutputs(placed)
-        topologyChanged()
+        topologyChanged(attachingOrDetaching: [placed])
         if placed.devfn & 7 == 0, let controller {
             do {
                 if let port = controller as? any PCIExpressPort {
@@ -22,7 +22,7 @@ extension Machine {
                 // Only what this call added goes: functions already in the slot stay.
                 disconnectOutputs(placed)
                 topology.remove(placed)
-                topologyChanged()
+                topologyChanged(attachingOrDetaching: [placed])
                 throw .hotPlug(error)
             }
             if controller is ACPIHotPlugBus { powerACPISlot(forBus: placed.busName) }
@@ -76,7 +76,7 @@ extension Machine {
         }
         guard !deleted.isEmpty else { return }
         for placed in deleted { disconnectOutputs(placed) }
-        topologyChanged()
+        topologyChanged(attachingOrDetaching: deleted)
         for placed in deleted {
             events.emit(.deviceDeleted(id: placed.userID, path: placed.qomPath))
         }

@@ -24,6 +24,13 @@ final class PAMWindow: IORegionHandler {
     }
 }
 
+/// A read-only segment can be a read-only memory slot; write-only and disabled ones exit on
+/// every access (reads must come from PCI, not RAM).
+extension PAMWindow: RAMBackedHandler {
+    var ramOffset: UInt64 { base }
+    var directAccess: DirectAccess? { attribute == .readOnly ? .readOnly : nil }
+}
+
 /// Memory that non-SMM code must not see (closed SMRAM, TSEG): reads all-ones, writes vanish.
 final class Blackhole: IORegionHandler {
     func read(offset: UInt64, width: AccessWidth) -> UInt64 { width.allOnes }

@@ -46,6 +46,7 @@ public struct LinuxKernelImage: GuestBootImage {
     }
 
     public func install(on machine: Machine, cpuCount: Int) throws(LinuxLoadError) -> InstalledBoot {
+        machine.programPAMAsFirmwareLeavesIt()
         let tables = acpi ? try machine.installACPITables(cpuCount: cpuCount) : nil
         let (kernel, initrd) = try files()
         let boot = try machine.loadLinux(kernel: kernel, initrd: initrd, commandLine: commandLine,

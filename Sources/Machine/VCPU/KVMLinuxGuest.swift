@@ -24,7 +24,8 @@ public enum KVMGuestError: Error, CustomStringConvertible {
 }
 
 /// A machine running a Linux kernel on KVM: the VM with the in-kernel irqchip (PIC, IOAPIC,
-/// local APICs) and PIT, guest RAM in two slots (below the low limit at 0, the rest at 4 GiB),
+/// local APICs) and PIT, guest RAM in memory slots that follow the platform layer (below the low
+/// limit at 0 around the PAM and SMRAM ranges, the rest at 4 GiB),
 /// device interrupts routed into the irqchip, and one thread per vCPU whose port and MMIO exits
 /// land on the machine.
 ///
@@ -62,6 +63,8 @@ public final class KVMLinuxGuest: Sendable {
     /// What a reset installs again, and the state it returns the VM and each vCPU to.
     private let bootImage: any GuestBootImage
     private let vcpuPowerOn: [VCPUPowerOnState]
+    /// Guest RAM as KVM memory slots, kept in step with PAM and SMRAM by every commit.
+    let memorySlots: KVMMemorySlots
     private let interruptControllersPowerOn: InterruptControllerPowerOnState
 
     /// Loads the kernel (a bzImage, or an ELF vmlinux booted through PVH) into the machine's RAM
@@ -100,7 +103,7 @@ public final class KVMLinuxGuest: Sendable {
             let coalesce = vm.coalescedPortWriteRingPage != nil
             if coalesce { try vm.coalescePortWrites(port: UInt16(ConfigAddressPort.port), size: 4) }
             let routes = try KVMInterruptRoutes(virtualMachine: vm, table: .pc)
-            try machine.mapRAM(into: vm)
+            memorySlots = machine.followMemorySlots(in: vm)
             let sink = KVMInterruptSink(virtualMachine: vm)
             machine.attachInterruptSink(PIRQSteeringSink(downstream: sink, lpc: machine.lpc))
 
@@ -211,4 +214,6 @@ public final class KVMLinuxGuest: Sendable {
         runner.requestStop()
         return runner.join()
     }
+
+    deinit { machine.stopFollowing(memorySlots) }
 }

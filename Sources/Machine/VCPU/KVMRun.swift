@@ -23,16 +23,10 @@ public enum KVMRunError: Error, CustomStringConvertible {
 }
 
 extension Machine {
-    /// Gives `vm` guest RAM where `ramBanks` puts it, one memory slot per bank.
-    func mapRAM(into vm: KVMVirtualMachine) throws(SystemError) {
-        for bank in ramBanks {
-            try vm.mapMemory(guestAddress: bank.guestBase, mapping: ram.mapping, offset: Int(bank.offset), size: Int(bank.size))
-        }
-    }
-
     /// Runs a 16-bit real-mode program on one KVM vCPU (no in-kernel irqchip) until it halts:
     /// the smoke test of the vCPU loop on hosts whose KVM runs only real-mode code. The
-    /// program is copied to `loadAddress` (CS:IP = 0:loadAddress).
+    /// program is copied to `loadAddress` (CS:IP = 0:loadAddress). RAM is mapped as the
+    /// platform layer shows it, and follows PAM and SMRAM writes the program makes.
     public func runRealModeProgram(_ program: [UInt8], loadAddress: UInt64 = 0x7C00,
                                    timeoutMilliseconds: Int = 5000) throws(KVMRunError) -> [VCPURunner.StopReason] {
         guard loadAddress < 0x10000, UInt64(program.count) <= min(ram.size, 0x10000) - loadAddress else {
@@ -40,7 +34,8 @@ extension Machine {
         }
         do {
             let vm = try KVMSystem().createVirtualMachine()
-            try mapRAM(into: vm)
+            let slots = followMemorySlots(in: vm)
+            defer { stopFollowing(slots) }
             do throws(GuestMemoryError) {
                 try guestMemory.write(at: GuestAddress(loadAddress), bytes: program)
             } catch {
