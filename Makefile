@@ -78,13 +78,14 @@ soak: setup
 # The unit and integration tests under a sanitizer, each in its own build directory (C shims
 # included: --sanitize instruments C and Swift). Not part of `make test`: each takes a full
 # build plus a slower test run (figures in README.md). Suppressions, each with its reason:
-# scripts/tsan.supp, scripts/lsan.supp. TEST_FILTER=Suite runs only the suites it matches.
+# scripts/asan.supp, scripts/lsan.supp, scripts/tsan.supp. TEST_FILTER=Suite runs only the
+# suites it matches.
 TEST_FILTER ?=
 # The Swift runtime's backtracer would symbolicate a sanitizer's abort for minutes: off.
 SANITIZER_TEST = SWIFT_BACKTRACE=enable=no timeout 3600 $(SWIFT) test --skip-build --no-parallel $(if $(TEST_FILTER),--filter $(TEST_FILTER))
 test-asan: setup
 	$(SWIFT) build --build-tests --scratch-path .build-asan --sanitize=address $(SWIFT_FLAGS)
-	set -o pipefail; ASAN_OPTIONS=detect_leaks=1 \
+	set -o pipefail; ASAN_OPTIONS=detect_leaks=1:suppressions=$(CURDIR)/scripts/asan.supp \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/lsan.supp:print_suppressions=0 \
 	  $(SANITIZER_TEST) --scratch-path .build-asan --sanitize=address 2>&1 | tee .build-asan/test-output.txt
 	@bash scripts/check-skips.sh .build-asan/test-output.txt
