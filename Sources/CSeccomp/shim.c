@@ -43,7 +43,9 @@ int sy_seccomp_load(void *filter, int all_threads) {
 // Names by number, filled before any filter is loaded; x86-64 numbers stay below 1024.
 enum { syscall_table_size = 1024 };
 static const char *syscall_names[syscall_table_size];
-static __thread const char *thread_kind = "main";
+// Threads that never named a kind (the main thread, Dispatch workers) run under the filters
+// they inherited: the base, and their creator's list if it had one.
+static __thread const char *thread_kind = "unset (the main thread or a runtime worker)";
 
 void sy_seccomp_set_thread_kind(const char *kind) { thread_kind = kind; }
 

@@ -77,8 +77,10 @@ public enum SandboxAllowLists {
         SyscallRule.calls("openat", "read", "fstat", "newfstatat", "lseek", "pread64"))
 
     /// Dispatch starts its worker pool and event loop lazily, possibly after set-up.
-    static let dispatchWorkers = SyscallGroup("Dispatch's lazily started worker pool and manager (the reset queue)",
-        SyscallRule.calls("eventfd2", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait"))
+    static let dispatchWorkers = SyscallGroup(
+        "Dispatch's lazily started worker pool and manager (the reset queue); a worker sets its own nice value (setpriority(PRIO_PROCESS, 0, n): who 0 is the calling thread)",
+        SyscallRule.calls("eventfd2", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait")
+        + [SyscallRule("setpriority", .allowIf(argument: 1, mask: UInt64.max, equals: 0))])
 
     public static let vcpu = SandboxAllowList(runtime + [
         enterGuest, vcpuState, machineEffects,
