@@ -82,7 +82,7 @@ soak: setup
 # suites it matches.
 TEST_FILTER ?=
 # The Swift runtime's backtracer would symbolicate a sanitizer's abort for minutes: off.
-SANITIZER_TEST = SWIFT_BACKTRACE=enable=no timeout 3600 $(SWIFT) test --skip-build --no-parallel $(if $(TEST_FILTER),--filter $(TEST_FILTER))
+SANITIZER_TEST = SWIFT_BACKTRACE=enable=no timeout 3600 $(SWIFT) test --skip-build --no-parallel $(if $(TEST_FILTER),--filter '$(TEST_FILTER)')
 test-asan: setup
 	$(SWIFT) build --build-tests --scratch-path .build-asan --sanitize=address $(SWIFT_FLAGS)
 	set -o pipefail; ASAN_OPTIONS=detect_leaks=1:suppressions=$(CURDIR)/scripts/asan.supp \
