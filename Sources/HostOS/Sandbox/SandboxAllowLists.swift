@@ -92,6 +92,9 @@ public enum SandboxAllowLists {
 
     public static let io = SandboxAllowList(runtime + [
         machineEffects,
+        // The flusher replays coalesced writes, a reset-register write (0xCF9) among them: the
+        // reset queue's worker it may start inherits this filter and reboots the guest.
+        vcpuState, rereadBootImages, dispatchWorkers,
         SyscallGroup("bytes in and out: standard input, sockets, FIFOs",
                      SyscallRule.calls("read", "recvfrom", "recvmsg", "sendto", "sendmsg", "poll", "ppoll")),
     ])
