@@ -9,7 +9,7 @@ BIN = .build/debug/switchyard
 # from Debian's python3; tests and scripts find python3 and dt-validate there first.
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup build release run test unit-test tool-test bench clean rig-test fuzz fuzz-build fuzz-smoke soak
+.PHONY: setup build release run test unit-test tool-test bench clean rig-test fuzz fuzz-build fuzz-smoke soak test-asan test-tsan
 
 setup:
 	@bash scripts/setup.sh
@@ -75,5 +75,26 @@ soak: setup
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
 	SWITCHYARD_SOAK_CYCLES=10000 $(SWIFT) test --skip-build --filter HotPlugSoakTests
 
+# The unit and integration tests under a sanitizer, each in its own build directory (C shims
+# included: --sanitize instruments C and Swift). Not part of `make test`: each takes a full
+# build plus a slower test run (figures in README.md). Suppressions, each with its reason:
+# scripts/asan.supp, scripts/lsan.supp, scripts/tsan.supp. TEST_FILTER=Suite runs only the
+# suites it matches.
+TEST_FILTER ?=
+# The Swift runtime's backtracer would symbolicate a sanitizer's abort for minutes: off.
+SANITIZER_TEST = SWIFT_BACKTRACE=enable=no timeout 3600 $(SWIFT) test --skip-build --no-parallel $(if $(TEST_FILTER),--filter '$(TEST_FILTER)')
+test-asan: setup
+	$(SWIFT) build --build-tests --scratch-path .build-asan --sanitize=address $(SWIFT_FLAGS)
+	set -o pipefail; ASAN_OPTIONS=detect_leaks=1:suppressions=$(CURDIR)/scripts/asan.supp \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/lsan.supp:print_suppressions=0 \
+	  $(SANITIZER_TEST) --scratch-path .build-asan --sanitize=address 2>&1 | tee .build-asan/test-output.txt
+	@bash scripts/check-skips.sh .build-asan/test-output.txt
+
+test-tsan: setup
+	$(SWIFT) build --build-tests --scratch-path .build-tsan --sanitize=thread $(SWIFT_FLAGS)
+	set -o pipefail; TSAN_OPTIONS=suppressions=$(CURDIR)/scripts/tsan.supp:halt_on_error=1:second_deadlock_stack=1 \
+	  $(SANITIZER_TEST) --scratch-path .build-tsan --sanitize=thread 2>&1 | tee .build-tsan/test-output.txt
+	@bash scripts/check-skips.sh .build-tsan/test-output.txt
+
 clean:
-	rm -rf .build .build-fuzz Benchmarks/.build
+	rm -rf .build .build-fuzz .build-asan .build-tsan Benchmarks/.build

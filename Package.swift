@@ -16,12 +16,14 @@ let package = Package(
         // C modules: kernel UAPI headers plus a shim for what Swift cannot import (variadic
         // ioctl, function-like macros), and the host libraries.
         .target(name: "CLinux", path: "Sources/CLinux"),
+        // libseccomp (the -sandbox filters) and the async-signal-safe SIGSYS reporter.
+        .target(name: "CSeccomp", path: "Sources/CSeccomp", linkerSettings: [.linkedLibrary("seccomp")]),
         .systemLibrary(name: "CPCI", path: "Sources/CPCI"),
         .systemLibrary(name: "CUdev", path: "Sources/CUdev"),
         .systemLibrary(name: "CFDT", path: "Sources/CFDT"),
 
         .target(name: "VMMBase", swiftSettings: swiftSettings),
-        .target(name: "HostOS", dependencies: ["VMMBase", "CLinux"], swiftSettings: swiftSettings),
+        .target(name: "HostOS", dependencies: ["VMMBase", "CLinux", "CSeccomp"], swiftSettings: swiftSettings),
         .target(name: "GuestMemory", dependencies: ["VMMBase"], swiftSettings: swiftSettings),
         .target(name: "AddressSpace", dependencies: ["VMMBase"], swiftSettings: swiftSettings),
         .target(name: "Interrupts", dependencies: ["VMMBase"], swiftSettings: swiftSettings),
@@ -39,7 +41,7 @@ let package = Package(
                 swiftSettings: swiftSettings),
         .target(name: "Control", dependencies: ["Machine", "Chipset", "PCI", "VMMBase", "HostDevices"],
                 swiftSettings: swiftSettings),
-        .executableTarget(name: "switchyard", dependencies: ["Control", "Machine", "VMMBase"],
+        .executableTarget(name: "switchyard", dependencies: ["Control", "Machine", "VMMBase", "HostOS"],
                           swiftSettings: swiftSettings),
         // Fuzz targets (Fuzz/README.md): a corpus replayer in a plain build, libFuzzer's entry
         // points when built with -DFUZZING -sanitize=fuzzer,address (make fuzz).

@@ -1,4 +1,5 @@
 #define _GNU_SOURCE
+#include <pthread.h>
 #include "CLinux.h"
 #include <stddef.h>
 #include <string.h>
@@ -156,3 +157,5 @@ void sy_strerror(int error, char *buffer, size_t size) {
 int sy_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
 
 int sy_accept4(int fd, int flags) { return accept4(fd, NULL, NULL, flags); }
+
+int sy_set_thread_name(const char *name) { return pthread_setname_np(pthread_self(), name); }

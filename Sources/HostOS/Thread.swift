@@ -13,23 +13,32 @@ public final class HostThread: Sendable {
     private let state: ThreadState
     private let joinClaimed = Atomic<Bool>(false)
 
-    /// Starts a thread that runs `body`.
-    public init(_ body: @escaping @Sendable () -> Void) throws(SystemError) {
+    /// Starts a thread that runs `body`. With a `kind`, the thread confines itself to that
+    /// kind's sandbox list first (`Sandbox.confineCurrentThread`); after lock-down it is
+    /// created by `ThreadSpawner`, so it inherits only the base filter, never its creator's.
+    /// `name` (15 bytes at most are kept) is what ps and gdb show.
+    public init(kind: SandboxThreadKind? = nil, name: String? = nil,
+                _ body: @escaping @Sendable () -> Void) throws(SystemError) {
         let state = ThreadState()
-        let start = Unmanaged.passRetained(ThreadStart(body: body, state: state))
+        let start = Unmanaged.passRetained(ThreadStart(body: body, state: state, kind: kind, name: name))
         var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { argument in
-            let start = Unmanaged<ThreadStart>.fromOpaque(argument!).takeRetainedValue()
-            start.body()
-            start.state.finished.withLock { $0 = true }
-            return nil
-        }, start.toOpaque())
+        let rc = ThreadSpawner.create(&thread, start.toOpaque(), fromBaseFilter: kind != nil && Sandbox.isLockedDown)
         if rc != 0 {
             start.release()
             throw SystemError(Errno(rawValue: rc), operation: "pthread_create")
         }
         self.handle = thread
         self.state = state
+    }
+
+    /// The start routine of every HostThread.
+    static let entry: @convention(c) (UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? = { argument in
+        let start = Unmanaged<ThreadStart>.fromOpaque(argument!).takeRetainedValue()
+        if let name = start.name { _ = sy_set_thread_name(String(name.utf8.prefix(15))!) }
+        if let kind = start.kind { Sandbox.confineCurrentThread(to: kind) }
+        start.body()
+        start.state.finished.withLock { $0 = true }
+        return nil
     }
 
     deinit {
@@ -70,9 +79,78 @@ private final class ThreadState: Sendable {
 private final class ThreadStart: Sendable {
     let body: @Sendable () -> Void
     let state: ThreadState
-    init(body: @escaping @Sendable () -> Void, state: ThreadState) {
+    let kind: SandboxThreadKind?
+    let name: String?
+    init(body: @escaping @Sendable () -> Void, state: ThreadState, kind: SandboxThreadKind?, name: String?) {
         self.body = body
         self.state = state
+        self.kind = kind
+        self.name = name
+    }
+}
+
+/// Creates threads from a thread that has only the sandbox's base filter: a new thread
+/// inherits its creator's filters, so a control thread that starts vCPUs (QMP `cont` after
+/// -S) or a vCPU whose serial output starts a client's writer would otherwise pass on its own,
+/// narrower list. Started by `Sandbox.arm`, before any filter exists.
+enum ThreadSpawner {
+    private struct Request: @unchecked Sendable {
+        // Owned by the requester, which waits on `done` until the spawner has written them.
+        let thread: UnsafeMutablePointer<pthread_t>
+        let argument: UnsafeMutableRawPointer
+        let result: UnsafeMutablePointer<Int32>
+        let done: UnsafeMutablePointer<sem_t>
+    }
+
+    private static let queue = Mutex<[Request]>([])
+    nonisolated(unsafe) private static let pending: UnsafeMutablePointer<sem_t> = {
+        let semaphore = UnsafeMutablePointer<sem_t>.allocate(capacity: 1)
+        sem_init(semaphore, 0, 0)
+        return semaphore
+    }()
+    private static let started = Atomic<Bool>(false)
+
+    /// Starts the spawner thread (once). Call before any filter is loaded.
+    static func start() throws(SystemError) {
+        guard started.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
+        _ = pending
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { _ in
+            _ = sy_set_thread_name("sy-spawner")
+            while true {
+                while sem_wait(ThreadSpawner.pending) != 0 {}
+                guard let request = ThreadSpawner.queue.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) else { continue }
+                request.result.pointee = pthread_create(request.thread, nil, HostThread.entry, request.argument)
+                sem_post(request.done)
+            }
+        }, nil)
+        if rc != 0 {
+            started.store(false, ordering: .releasing)
+            throw SystemError(Errno(rawValue: rc), operation: "pthread_create", context: "the sandbox's thread spawner")
+        }
+        pthread_detach(thread)
+    }
+
+    /// pthread_create, on the spawner when `fromBaseFilter` (and it runs), else right here.
+    static func create(_ thread: inout pthread_t, _ argument: UnsafeMutableRawPointer, fromBaseFilter: Bool) -> Int32 {
+        guard fromBaseFilter, started.load(ordering: .acquiring) else {
+            return pthread_create(&thread, nil, HostThread.entry, argument)
+        }
+        return withUnsafeMutablePointer(to: &thread) { threadPointer in
+            var result: Int32 = 0
+            var done = sem_t()
+            sem_init(&done, 0, 0)
+            defer { sem_destroy(&done) }
+            return withUnsafeMutablePointer(to: &result) { resultPointer in
+                withUnsafeMutablePointer(to: &done) { donePointer in
+                    queue.withLock { $0.append(Request(thread: threadPointer, argument: argument,
+                                                       result: resultPointer, done: donePointer)) }
+                    sem_post(pending)
+                    while sem_wait(donePointer) != 0 {}
+                    return resultPointer.pointee
+                }
+            }
+        }
     }
 }
 

@@ -141,11 +141,11 @@ public final class VCPURunner: Sendable {
             precondition(!state.started, "VCPURunner.start() called twice")
             state.started = true
             for index in vcpus.indices {
-                let thread = try HostThread { [self] in self.threadMain(index) }
+                let thread = try HostThread(kind: .vcpu, name: "switchyard-vcpu\(index)") { [self] in self.threadMain(index) }
                 state.threads.append(thread)
             }
             if let ring = options.coalescedWrites {
-                state.flusher = try HostThread { [self] in self.flushCoalescedWrites(ring) }
+                state.flusher = try HostThread(kind: .io, name: "switchyard-flush") { [self] in self.flushCoalescedWrites(ring) }
             }
         }
     }

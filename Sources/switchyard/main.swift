@@ -1,5 +1,6 @@
 import Control
 import Foundation
+import HostOS
 import Machine
 
 /// `switchyard` command line: argument parsing and configuration only.
@@ -12,6 +13,8 @@ enum Command {
     case lspci(MachineConfiguration, LspciOptions)
     case firmware(MachineConfiguration, outputDirectory: String)
     case kvmProbe
+    /// sandbox-probe KIND CALL [-sandbox on|off[,spawn=...]]
+    case sandboxProbe(SandboxProbe.Call, SandboxThreadKind, SandboxPolicy?)
     case help
 }
 
@@ -45,6 +48,11 @@ let usage = """
       kvm-probe           time a tiny 64-bit guest on /dev/kvm: exit 0 when this host's KVM
                           runs 64-bit guests at a usable speed, 1 when it does not (too slow,
                           hangs or fails), 2 when there is no usable KVM
+      sandbox-probe KIND CALL [-sandbox on|off[,spawn=allow|deny]]
+                          lock the process down as -sandbox on does and make CALL (execve,
+                          socket, ioctl-kvm-run, getpid) on a thread of KIND (vcpu, io,
+                          control, signal): a call KIND may not make ends the process with
+                          the sandbox's report (SIGSYS); otherwise prints what it returned
       help, --help        this text
 
     machine options (any command):
@@ -66,6 +74,21 @@ func parse(_ arguments: [String]) throws -> Command {
     if verb == "kvm-probe" {
         guard arguments.count == 1 else { throw UsageError(description: "kvm-probe takes no options") }
         return .kvmProbe
+    }
+    if verb == "sandbox-probe" {
+        let kinds = SandboxThreadKind.allCases.map(\.rawValue).joined(separator: ", ")
+        let calls = SandboxProbe.Call.allCases.map(\.rawValue).joined(separator: ", ")
+        guard arguments.count == 3 || (arguments.count == 5 && arguments[3] == "-sandbox") else {
+            throw UsageError(description: "sandbox-probe needs KIND CALL [-sandbox on|off], e.g. sandbox-probe control socket")
+        }
+        guard let kind = SandboxThreadKind(rawValue: arguments[1]) else {
+            throw UsageError(description: "sandbox-probe: unknown thread kind '\(arguments[1])'; kinds are \(kinds)")
+        }
+        guard let call = SandboxProbe.Call(rawValue: arguments[2]) else {
+            throw UsageError(description: "sandbox-probe: unknown call '\(arguments[2])'; calls are \(calls)")
+        }
+        let invocation = try QEMUInvocation.parse(Array(arguments.dropFirst(3)))
+        return .sandboxProbe(call, kind, invocation.sandboxPolicy)
     }
     if verb.hasPrefix("-"), !["-h", "--help", "-help"].contains(verb) {
         return .serve(try QEMUInvocation.parse(arguments))
@@ -140,9 +163,11 @@ func execute(_ command: Command) throws {
     switch command {
     case .serve(let invocation):
         let session = try SwitchyardSession(invocation)
-        exit(try session.run())
+        exit(try session.run(sandbox: invocation.sandboxPolicy))
     case .help:
         print(usage)
+    case .sandboxProbe(let call, let kind, let policy):
+        print(try SandboxProbe.run(call, on: kind, policy: policy))
     case .kvmProbe:
         let outcome = LongModeProbe.run()
         print("switchyard: \(outcome)")

@@ -120,10 +120,13 @@ struct TestFailure: Error, CustomStringConvertible {
 final class ChildProcess {
     let process = Process()
 
-    /// Standard error goes to `stderrPath` when given (read it after exit), else nowhere.
-    init(_ executable: String, _ arguments: [String], stderrPath: String? = nil) throws {
+    /// Standard error goes to `stderrPath` when given (read it after exit), else nowhere;
+    /// `environment` replaces the inherited one when given.
+    init(_ executable: String, _ arguments: [String], stderrPath: String? = nil,
+         environment: [String: String]? = nil) throws {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if let environment { process.environment = environment }
         if let stderrPath {
             _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
             process.standardError = FileHandle(forWritingAtPath: stderrPath)

@@ -100,8 +100,14 @@ import VMMBase
         #expect(after == before, "before: \(before); after \(cycles) cycles: \(after)")
         #expect(Self.openFileDescriptors() == fds)
         let growth = Self.residentKiB() - rss
-        // Allocator noise only: a leak of even a few hundred bytes per cycle would show.
-        #expect(growth < 8 * 1024, "RSS grew \(growth) KiB over \(cycles) cycles")
+        // Allocator noise only: a leak of even a few hundred bytes per cycle would show. Under
+        // AddressSanitizer (make test-asan) freed memory waits in its quarantine (256 MiB), so
+        // RSS measures the quarantine; LeakSanitizer checks for leaks there instead.
+        if dlsym(UnsafeMutableRawPointer(bitPattern: 0), "__asan_init") != nil {
+            print("soak: RSS grew \(growth) KiB under AddressSanitizer (its quarantine; not compared)")
+        } else {
+            #expect(growth < 8 * 1024, "RSS grew \(growth) KiB over \(cycles) cycles")
+        }
         #expect(deleted.withLock { $0 } - deletedBefore >= cycles, "one DEVICE_DELETED per removed device at least")
         print("soak: \(cycles) cycles; \(after); fds \(fds) -> \(Self.openFileDescriptors()); RSS \(rss) -> \(Self.residentKiB()) KiB")
     }

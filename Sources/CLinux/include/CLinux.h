@@ -102,6 +102,8 @@ void sy_kvm_coalesced_zone(struct kvm_coalesced_mmio_zone *zone, uint64_t addres
 void sy_strerror(int error, char *buffer, size_t size);
 /// pipe2(2) (declared by glibc only under _GNU_SOURCE).
 int sy_pipe2(int fds[2], int flags);
+/// pthread_setname_np for the calling thread (glibc declares it only under _GNU_SOURCE).
+int sy_set_thread_name(const char *name);
 /// accept4(2) without the peer address (declared by glibc only under _GNU_SOURCE).
 int sy_accept4(int fd, int flags);
 

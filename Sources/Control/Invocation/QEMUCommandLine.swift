@@ -1,3 +1,4 @@
+import HostOS
 import Machine
 
 /// The accelerator a QEMU-style invocation asks for.
@@ -34,6 +35,15 @@ public struct QEMUInvocation: Sendable, Hashable {
     public var noReboot = false
     /// -machine acpi=on|off: whether a KVM Linux boot gets ACPI tables (default on).
     public var acpi = true
+    /// -sandbox on|off; nil: on for -accel kvm, off otherwise.
+    public var sandbox: Bool?
+    /// -sandbox spawn=allow|deny (QEMU's default: allow).
+    public var sandboxAllowsSpawning = true
+
+    /// The seccomp sandbox this invocation runs under after set-up, or nil for none.
+    public var sandboxPolicy: SandboxPolicy? {
+        (sandbox ?? (accelerator == .kvm)) ? SandboxPolicy(allowsSpawning: sandboxAllowsSpawning) : nil
+    }
 
     /// Where -serial sends COM1 (and where its input comes from).
     public enum SerialTarget: Sendable, Hashable {
@@ -93,6 +103,15 @@ extension QEMUInvocation {
                                            standard output; the process ends when the guest
                                            powers off or resets
           -no-reboot                       exit instead of rebooting on a reset
+          -sandbox on|off[,spawn=allow|deny]
+                                           seccomp filters after set-up (on by default with
+                                           -accel kvm): each thread kind (vCPU, I/O, control,
+                                           signal) may make only its listed system calls; any
+                                           other call is reported and ends the process (SIGSYS).
+                                           execve is never allowed; spawn=deny forbids fork too.
+                                           QEMU's obsolete, elevateprivileges and
+                                           resourcecontrol are accepted with deny (their calls
+                                           are never on a list)
           -global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=on|off
                                            on: hot-plug into ports and bridges through ACPI
                                            (QEMU 10's default); off (Switchyard's default):
@@ -236,6 +255,8 @@ extension QEMUInvocation {
                 result.qtestLog = try value(option)
             case "-global":
                 result.machine.acpiPCIHotplug = try acpiHotplugGlobal(try value(option))
+            case "-sandbox":
+                try sandboxOption(try value(option), into: &result)
             case "-kernel": result.kernel = try value(option)
             case "-initrd": result.initrd = try value(option)
             case "-append": result.append = try value(option)
@@ -287,6 +308,35 @@ extension QEMUInvocation {
             }
         }
         throw InvocationError("-accel tcg: TCG is not supported; Switchyard runs guests under KVM (-accel kvm) or with no vCPU (-accel qtest)")
+    }
+
+    /// `-sandbox on|off[,spawn=allow|deny][,obsolete=deny]...`, with QEMU's error texts.
+    static func sandboxOption(_ text: String, into result: inout QEMUInvocation) throws(InvocationError) {
+        let fields = try KeyValueList(text, implicitKey: "enable", option: "-sandbox")
+        for (key, v) in fields.pairs {
+            switch key {
+            case "enable":
+                switch v {
+                case "on": result.sandbox = true
+                case "off": result.sandbox = false
+                default: throw InvocationError("-sandbox \(text): Parameter 'enable' expects 'on' or 'off'")
+                }
+            case "spawn":
+                switch v {
+                case "allow": result.sandboxAllowsSpawning = true
+                case "deny": result.sandboxAllowsSpawning = false
+                default: throw InvocationError("-sandbox \(text): invalid argument for spawn")
+                }
+            case "obsolete", "elevateprivileges", "resourcecontrol":
+                let values = key == "elevateprivileges" ? ["allow", "deny", "children"] : ["allow", "deny"]
+                guard values.contains(v) else { throw InvocationError("-sandbox \(text): invalid argument for \(key)") }
+                guard v == "deny" else {
+                    throw InvocationError("-sandbox \(text): \(key)=\(v) is not supported: Switchyard's allow-lists never include these calls; use \(key)=deny or leave it out")
+                }
+            default:
+                throw InvocationError("-sandbox \(text): Invalid parameter '\(key)'")
+            }
+        }
     }
 
     /// `-global DRIVER.PROPERTY=VALUE`: the one global Switchyard models.

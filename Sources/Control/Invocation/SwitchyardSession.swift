@@ -117,7 +117,7 @@ public final class SwitchyardSession: Sendable {
         }
         try guest.start()
         if serialToStdout { forwardStandardInput(to: controller.machine.legacy.serial) }
-        detach("switchyard-vcpus") { [controller] in
+        detach("switchyard-vcpus", kind: .control) { [controller] in
             _ = guest.waitUntilFinished(timeoutMilliseconds: -1)
             controller.requestExit(code: 1)
         }
@@ -138,7 +138,7 @@ public final class SwitchyardSession: Sendable {
     /// Feeds what `next` returns into the UART, on a thread of its own, until it returns nil
     /// (end of stream).
     static func forwardInput(to serial: UART16550, _ next: @escaping @Sendable () -> [UInt8]?) {
-        detach("switchyard-serial-input") { feed(serial, next) }
+        detach("switchyard-serial-input", kind: .io) { feed(serial, next) }
     }
 
     /// Bytes the UART has no room for wait until the guest reads (polled every millisecond).
@@ -169,7 +169,7 @@ public final class SwitchyardSession: Sendable {
             case .pipe(let path):
                 let connection = try Self.openPipe(path)
                 connections.withLock { $0.append(connection) }
-                detach("switchyard-serial") { [self] in serveSerial(connection, backend: backend) }
+                detach("switchyard-serial", kind: .io) { [self] in serveSerial(connection, backend: backend) }
             default:
                 break
             }
@@ -180,7 +180,7 @@ public final class SwitchyardSession: Sendable {
         for path in invocation.qmpPipes {
             let connection = try Self.openPipe(path)
             connections.withLock { $0.append(connection) }
-            detach("switchyard-qmp") { [qmp] in qmp.serve(connection) }
+            detach("switchyard-qmp", kind: .control) { [qmp] in qmp.serve(connection) }
         }
         if let endpoint = invocation.qtest, let qtest {
             try open(endpoint, name: "qtest") { [controller] connection in
@@ -229,15 +229,18 @@ public final class SwitchyardSession: Sendable {
             }
             let connection = SocketConnection(fd)
             connections.withLock { $0.append(connection) }
-            detach("switchyard-\(name)") { handler(connection) }
+            detach("switchyard-\(name)", kind: name == "serial" ? .io : .control) { handler(connection) }
         }
     }
 
     /// Serves until exit is requested; closes every socket; returns the exit code.
     /// SIGTERM, SIGINT and SIGHUP end the session cleanly (sockets removed), as QEMU ends on them.
-    public func run() throws -> Int32 {
+    /// With `sandbox` (the executable passes `invocation.sandboxPolicy`), the process is
+    /// locked down once its sockets are open, before the guest starts.
+    public func run(sandbox: SandboxPolicy? = nil) throws -> Int32 {
+        if let sandbox { try Sandbox.arm(sandbox) }
         try SignalSet.termination.block()
-        detach("switchyard-signals") { [controller] in
+        detach("switchyard-signals", kind: .signal) { [controller] in
             _ = SignalSet.termination.wait()
             controller.requestExit(code: 0)
         }
@@ -271,6 +274,7 @@ public final class SwitchyardSession: Sendable {
             }
         }
         try start()
+        if sandbox != nil { try Sandbox.lockDown() }
         if let guest, !invocation.startPaused { try startGuest(guest) }
         let code = controller.waitForExit()
         if let guest {

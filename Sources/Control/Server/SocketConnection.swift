@@ -93,7 +93,7 @@ public final class SocketConnection: Sendable {
     public var pendingOutput: Int { outbox.pendingBytes }
 
     private func startWriterThread() {
-        let thread = Thread { [self] in
+        detach("switchyard-client-writer", kind: .io) { [self] in
             while let message = outbox.next() {
                 do {
                     switch pipeOutput {
@@ -106,8 +106,6 @@ public final class SocketConnection: Sendable {
                 }
             }
         }
-        thread.name = "switchyard-client-writer"
-        thread.start()
     }
 
     /// Waits (up to `timeout` seconds) until the peer was handed everything queued, e.g. the
@@ -280,25 +278,21 @@ public final class SocketListener: Sendable {
 
     /// Starts the accept loop.
     public func start(_ handler: @escaping @Sendable (SocketConnection) -> Void) {
-        let thread = Thread { [self] in
+        detach("switchyard-accept", kind: .control) { [self] in
             while !stopped.withLock({ $0 }) {
                 guard acceptOne(handler) else { break }
             }
         }
-        thread.name = "switchyard-accept"
-        thread.start()
     }
 
     private func spawn(_ connection: SocketConnection, _ handler: @escaping @Sendable (SocketConnection) -> Void) {
         let key = ObjectIdentifier(connection)
         clients.withLock { $0[key] = connection }
-        let thread = Thread { [self] in
+        detach("switchyard-client", kind: .control) { [self] in
             handler(connection)
             connection.close()
             _ = clients.withLock { $0.removeValue(forKey: key) }
         }
-        thread.name = "switchyard-client"
-        thread.start()
     }
 
     public func stop() {
@@ -317,9 +311,11 @@ public final class SocketListener: Sendable {
     deinit { stop() }
 }
 
-/// Runs `body` on a new thread.
-func detach(_ name: String, _ body: @escaping @Sendable () -> Void) {
-    let thread = Thread(block: body)
-    thread.name = name
-    thread.start()
+/// Runs `body` on a new thread of `kind` (its sandbox list once the sandbox is locked down).
+func detach(_ name: String, kind: SandboxThreadKind, _ body: @escaping @Sendable () -> Void) {
+    do {
+        _ = try HostThread(kind: kind, name: name, body)
+    } catch {
+        FileHandle.standardError.write(Data("switchyard: cannot start thread \(name): \(error)\n".utf8))
+    }
 }

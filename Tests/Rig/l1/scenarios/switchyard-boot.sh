@@ -4,7 +4,8 @@
 # boot the bzImage; then Switchyard boots the PVH vmlinux too (no decompressor). Each boot must
 # end with the VMM's exit status 0, and what L2 found under Switchyard (functions, drivers,
 # hot-plug slots, the real lspci -tvnn, resource errors) must equal, line by line, what it
-# found under QEMU.
+# found under QEMU. Switchyard runs under its seccomp sandbox (the -accel kvm default); one
+# more PVH boot with -sandbox off gives the sandbox's cost as a ratio.
 # Skips (exit 77) when the binary is absent or has no Linux boot (-kernel) support yet.
 . /rig/lib.sh
 if [ ! -x /switchyard ]; then
@@ -26,6 +27,10 @@ boot_and_check switchyard /tmp/l2-sy.log /switchyard -machine q35 -accel kvm -m 
 if [ -e $L2_VMLINUX ]; then
   boot_and_check switchyard_pvh /tmp/l2-sy-pvh.log /switchyard -machine q35 -accel kvm -m 512 -smp $L2_SMP \
     -kernel $L2_VMLINUX -initrd $L2_INITRD $TOPOLOGY || rc=1
+  # The same boot without the seccomp sandbox (on by default with -accel kvm): the ratio of
+  # switchyard_pvh_total to switchyard_pvh_nosandbox_total is what the sandbox costs.
+  boot_and_check switchyard_pvh_nosandbox /tmp/l2-sy-pvh-nosandbox.log /switchyard -machine q35 -accel kvm -m 512 \
+    -smp $L2_SMP -sandbox off -kernel $L2_VMLINUX -initrd $L2_INITRD $TOPOLOGY || rc=1
 else
   echo "CHECK FAILED: no $L2_VMLINUX in this initramfs for the PVH boot"; rc=1
 fi

@@ -1,0 +1,123 @@
+#define _GNU_SOURCE
+#include "CSeccomp.h"
+
+#include <errno.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/ucontext.h>
+#include <unistd.h>
+
+void *sy_seccomp_new_trapping_filter(void) { return seccomp_init(SCMP_ACT_TRAP); }
+
+void sy_seccomp_release(void *filter) { seccomp_release(filter); }
+
+int sy_seccomp_syscall_number(const char *name) {
+    int number = seccomp_syscall_resolve_name(name);
+    return number == __NR_SCMP_ERROR ? -1 : number;
+}
+
+int sy_seccomp_allow(void *filter, int syscall) {
+    return seccomp_rule_add(filter, SCMP_ACT_ALLOW, syscall, 0);
+}
+
+int sy_seccomp_allow_masked(void *filter, int syscall, unsigned index, uint64_t mask, uint64_t value) {
+    if (index > 5) return -EINVAL;
+    struct scmp_arg_cmp comparison = { .arg = index, .op = SCMP_CMP_MASKED_EQ, .datum_a = mask, .datum_b = value };
+    return seccomp_rule_add_array(filter, SCMP_ACT_ALLOW, syscall, 1, &comparison);
+}
+
+int sy_seccomp_fail_with(void *filter, int syscall, int error) {
+    return seccomp_rule_add(filter, SCMP_ACT_ERRNO(error), syscall, 0);
+}
+
+int sy_seccomp_load(void *filter, int all_threads) {
+    int rc = seccomp_attr_set(filter, SCMP_FLTATR_CTL_NNP, 1);
+    if (rc == 0 && all_threads) rc = seccomp_attr_set(filter, SCMP_FLTATR_CTL_TSYNC, 1);
+    if (rc == 0) rc = seccomp_load(filter);
+    return rc;
+}
+
+// Names by number, filled before any filter is loaded; x86-64 numbers stay below 1024.
+enum { syscall_table_size = 1024 };
+static const char *syscall_names[syscall_table_size];
+// Threads that never named a kind (the main thread, Dispatch workers) run under the filters
+// they inherited: the base, and their creator's list if it had one.
+static __thread const char *thread_kind = "unset (the main thread or a runtime worker)";
+
+void sy_seccomp_set_thread_kind(const char *kind) { thread_kind = kind; }
+
+static size_t append(char *buffer, size_t used, size_t capacity, const char *text) {
+    while (*text && used < capacity) buffer[used++] = *text++;
+    return used;
+}
+
+static size_t append_hex(char *buffer, size_t used, size_t capacity, unsigned long value) {
+    static const char hex[] = "0123456789abcdef";
+    char digits[16];
+    size_t count = 0;
+    do { digits[count++] = hex[value & 15]; value >>= 4; } while (value && count < sizeof digits);
+    used = append(buffer, used, capacity, "0x");
+    while (count && used < capacity) buffer[used++] = digits[--count];
+    return used;
+}
+
+static size_t append_number(char *buffer, size_t used, size_t capacity, long value) {
+    char digits[24];
+    size_t count = 0;
+    unsigned long magnitude = value < 0 ? 0UL - (unsigned long)value : (unsigned long)value;
+    do { digits[count++] = (char)('0' + magnitude % 10); magnitude /= 10; } while (magnitude && count < sizeof digits);
+    if (value < 0 && used < capacity) buffer[used++] = '-';
+    while (count && used < capacity) buffer[used++] = digits[--count];
+    return used;
+}
+
+// Async-signal-safe: formats into a stack buffer, one write(2), then dies by SIGSYS (the
+// default action, now that the handler is gone); exit_group(128 + SIGSYS) if that returns.
+static void report_trapped_call(int signal, siginfo_t *info, void *context) {
+    const greg_t *registers = ((const ucontext_t *)context)->uc_mcontext.gregs;
+    char line[256];
+    size_t used = 0, capacity = sizeof line - 1;
+    int number = info->si_syscall;
+    const char *name = (number >= 0 && number < syscall_table_size) ? syscall_names[number] : NULL;
+    used = append(line, used, capacity, "switchyard: sandbox: forbidden system call ");
+    used = append(line, used, capacity, name ? name : "unknown");
+    used = append(line, used, capacity, " (number ");
+    used = append_number(line, used, capacity, number);
+    // The first two arguments tell an ioctl's request or a prctl's option from another.
+    used = append(line, used, capacity, ", arguments ");
+    used = append_hex(line, used, capacity, (unsigned long)registers[REG_RDI]);
+    used = append(line, used, capacity, " ");
+    used = append_hex(line, used, capacity, (unsigned long)registers[REG_RSI]);
+    used = append(line, used, capacity, ") in a thread of kind ");
+    used = append(line, used, capacity, thread_kind);
+    used = append(line, used, capacity, "; the process ends (-sandbox off runs without the filter)\n");
+    ssize_t ignored = write(STDERR_FILENO, line, used);
+    (void)ignored;
+    struct sigaction fallback;
+    memset(&fallback, 0, sizeof fallback);
+    fallback.sa_handler = SIG_DFL;
+    sigaction(signal, &fallback, NULL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, signal);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    syscall(SYS_tgkill, getpid(), (pid_t)syscall(SYS_gettid), signal);
+    syscall(SYS_exit_group, 128 + signal);
+}
+
+int sy_seccomp_install_reporter(void) {
+    for (int number = 0; number < syscall_table_size; number++) {
+        if (syscall_names[number]) continue;
+        char *name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, number);
+        if (name) syscall_names[number] = name;  // kept for the process's life
+    }
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = report_trapped_call;
+    action.sa_flags = SA_SIGINFO;
+    sigemptyset(&action.sa_mask);
+    return sigaction(SIGSYS, &action, NULL) == 0 ? 0 : -errno;
+}

@@ -1,0 +1,130 @@
+import CLinux
+import Glibc
+
+/// The kinds of thread Switchyard runs after set-up; each confines itself to its own list.
+public enum SandboxThreadKind: String, Sendable, Hashable, CaseIterable {
+    /// Runs KVM_RUN and handles the guest's port and MMIO exits.
+    case vcpu
+    /// Moves bytes: the coalesced-write flusher, COM1's input, a client's writer.
+    case io
+    /// Serves QMP and qtest clients (device_add/del, system_reset, stop/cont, quit).
+    case control
+    /// Waits for SIGTERM, SIGINT and SIGHUP.
+    case signal
+}
+
+/// The reviewed allow-lists: one per thread kind, each a set of groups with the reason the
+/// group is there. Anything not listed traps: the process reports the call and dies of
+/// SIGSYS. No list has execve, execveat, socket, bind, listen, connect, ptrace, mount, kexec,
+/// bpf, or a privilege change; opens after set-up happen only where a reboot re-reads the
+/// -kernel and -initrd files, whose paths set-up fixed.
+///
+/// Found by running the real workloads (qtest sessions, a real-mode KVM guest, the rig's Linux
+/// guests: boot, hot-plug, reboot) and reading each trap report (it names the call, the
+/// thread's kind and, for ioctl, the request).
+public enum SandboxAllowLists {
+    /// clone(2)'s CLONE_THREAD (linux/sched.h); prctl's PR_SET_NAME is 15, PR_GET_NAME 16
+    /// (linux/prctl.h).
+    static let cloneThread: UInt64 = 0x0001_0000
+
+    /// Without spawn=deny: fork, as QEMU's -sandbox on allows it (a child still cannot execve).
+    public static let spawning = SyscallGroup("spawn=allow: fork and process clones (never execve)",
+        SyscallRule.calls("clone", "fork", "vfork"))
+
+    /// What the Swift runtime, Foundation, Dispatch and glibc need on any thread.
+    static let runtime: [SyscallGroup] = [
+        SyscallGroup("malloc and the Swift runtime map, protect and return memory; thread stacks",
+                     SyscallRule.calls("mmap", "munmap", "mprotect", "madvise", "mremap", "brk")),
+        SyscallGroup("Mutex, Atomic waits, Dispatch and pthread conditions are futexes",
+                     SyscallRule.calls("futex", "sched_yield", "sched_getaffinity")),
+        SyscallGroup("clocks (the vDSO falls back to the call) and the sleeps of polling loops",
+                     SyscallRule.calls("clock_gettime", "clock_getres", "gettimeofday", "clock_nanosleep", "nanosleep")),
+        SyscallGroup("signal delivery (the vCPU kick, SIGSYS reports), masks, pthread_kill",
+                     SyscallRule.calls("rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "sigaltstack", "tgkill",
+                                       "getpid", "gettid")),
+        SyscallGroup("a thread's life: pthread_create's clone (threads only: CLONE_THREAD set), robust lists, rseq, its name, its end",
+                     [SyscallRule("clone", .allowIf(argument: 0, mask: cloneThread, equals: cloneThread))]
+                     + SyscallRule.calls("set_robust_list", "rseq", "exit", "exit_group")
+                     + [SyscallRule("prctl", .allowIf(argument: 0, mask: UInt64.max, equals: 15)),
+                        SyscallRule("prctl", .allowIf(argument: 0, mask: UInt64.max, equals: 16))]),
+        SyscallGroup("a thread confines itself further: no_new_privs (PR_SET_NO_NEW_PRIVS, 38) and another filter on top (filters only narrow)",
+                     [SyscallRule("prctl", .allowIf(argument: 0, mask: UInt64.max, equals: 38))] + SyscallRule.calls("seccomp")),
+        SyscallGroup("clone3 passes its flags in memory a filter cannot read: it fails, and glibc falls back to clone",
+                     [SyscallRule("clone3", .fail(errno: ENOSYS))]),
+        SyscallGroup("log lines and guest errors to standard error, eventfd signals; closing what a thread owns",
+                     SyscallRule.calls("write", "writev", "close", "getrandom")),
+    ]
+
+    /// KVM_RUN: only a vCPU thread enters the guest.
+    static let enterGuest = SyscallGroup("KVM_RUN on the thread's own vCPU", SyscallRule.ioctl([sy_kvm_run()]))
+
+    /// vCPU state, read and written around a reset or a reboot (KVMLinuxGuest.reboot).
+    static let vcpuState = SyscallGroup("vCPU registers set again at a reboot",
+        SyscallRule.ioctl([sy_kvm_get_regs(), sy_kvm_set_regs(), sy_kvm_get_sregs(), sy_kvm_set_sregs(),
+                           sy_kvm_get_msrs(), sy_kvm_set_msrs(), sy_kvm_get_fpu(), sy_kvm_set_fpu(),
+                           sy_kvm_get_lapic(), sy_kvm_set_lapic(), sy_kvm_get_mp_state(), sy_kvm_set_mp_state(),
+                           sy_kvm_get_vcpu_events(), sy_kvm_set_vcpu_events(), sy_kvm_set_cpuid2()]))
+
+    /// What a device model's side effects become on the VM: interrupts, memory commits.
+    static let machineEffects = SyscallGroup(
+        "device effects: INTx lines, MSIs, GSI routes, irqfd/ioeventfd, memory slots (BAR moves, hot-plug), irqchip and PIT reset",
+        SyscallRule.ioctl([sy_kvm_irq_line(), sy_kvm_signal_msi(), sy_kvm_set_gsi_routing(), sy_kvm_irqfd(),
+                           sy_kvm_ioeventfd(), sy_kvm_set_user_memory_region(), sy_kvm_get_irqchip(),
+                           sy_kvm_set_irqchip(), sy_kvm_get_pit2(), sy_kvm_set_pit2(), sy_kvm_check_extension()]))
+
+    /// A reboot reads the -kernel and -initrd files again (their paths fixed at set-up).
+    static let rereadBootImages = SyscallGroup("a reboot re-reads -kernel and -initrd (paths fixed at set-up)",
+        SyscallRule.calls("openat", "read", "fstat", "newfstatat", "lseek", "pread64"))
+
+    /// Dispatch starts its worker pool and event loop lazily, possibly after set-up.
+    static let dispatchWorkers = SyscallGroup(
+        "Dispatch's lazily started worker pool and manager (the reset queue); a worker sets its own nice value (setpriority(PRIO_PROCESS, 0, n): who 0 is the calling thread)",
+        SyscallRule.calls("eventfd2", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait")
+        + [SyscallRule("setpriority", .allowIf(argument: 1, mask: UInt64.max, equals: 0))])
+
+    public static let vcpu = SandboxAllowList(runtime + [
+        enterGuest, vcpuState, machineEffects,
+        SyscallGroup("eventfds the runner waits on and signals", SyscallRule.calls("read")),
+        // A vCPU's reset request goes to the reset queue; the Dispatch worker that carries the
+        // reboot out may be started by this thread and then inherits this filter.
+        rereadBootImages, dispatchWorkers,
+    ])
+
+    public static let io = SandboxAllowList(runtime + [
+        machineEffects,
+        // The flusher replays coalesced writes, a reset-register write (0xCF9) among them: the
+        // reset queue's worker it may start inherits this filter and reboots the guest.
+        vcpuState, rereadBootImages, dispatchWorkers,
+        SyscallGroup("bytes in and out: standard input, sockets, FIFOs",
+                     SyscallRule.calls("read", "recvfrom", "recvmsg", "sendto", "sendmsg", "poll", "ppoll")),
+    ])
+
+    public static let control = SandboxAllowList(runtime + [
+        vcpuState, machineEffects, rereadBootImages, dispatchWorkers,
+        SyscallGroup("monitor clients: accept on the listening sockets set-up opened, read, write, shut down",
+                     SyscallRule.calls("accept4", "recvfrom", "recvmsg", "sendto", "sendmsg", "shutdown", "poll", "ppoll",
+                                       "fcntl", "getsockopt")),
+        SyscallGroup("the kick that parks vCPUs (stop) and removing the socket files at quit",
+                     SyscallRule.calls("unlink", "unlinkat")),
+    ])
+
+    public static let signal = SandboxAllowList(runtime + [
+        SyscallGroup("sigwait for SIGTERM, SIGINT, SIGHUP", SyscallRule.calls("rt_sigtimedwait")),
+    ])
+
+    public static func list(for kind: SandboxThreadKind) -> SandboxAllowList {
+        switch kind {
+        case .vcpu: vcpu
+        case .io: io
+        case .control: control
+        case .signal: signal
+        }
+    }
+
+    /// The filter every thread gets at lock-down (threads the runtime starts, the main thread
+    /// that waits for the end and tears down): every kind's list, since a thread it starts
+    /// inherits it under its own.
+    public static var base: SandboxAllowList {
+        SandboxThreadKind.allCases.dropFirst().reduce(list(for: .vcpu)) { $0.union(list(for: $1)) }
+    }
+}

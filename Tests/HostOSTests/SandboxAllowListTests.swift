@@ -1,0 +1,68 @@
+import Foundation
+import HostOS
+import Testing
+
+/// The reviewed allow-lists checked against things the code does not make: the kernel's own
+/// system call numbers (asm/unistd_64.h, installed with the kernel headers) and what the
+/// issue rules out.
+@Suite struct SandboxAllowListTests {
+    /// `__NR_name` values from the kernel's UAPI header.
+    static let kernelNumbers: [String: Int32] = {
+        guard let text = try? String(contentsOfFile: "/usr/include/x86_64-linux-gnu/asm/unistd_64.h", encoding: .utf8)
+        else { return [:] }
+        var numbers: [String: Int32] = [:]
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count == 3, fields[0] == "#define", fields[1].hasPrefix("__NR_"), let n = Int32(fields[2]) else { continue }
+            numbers[String(fields[1].dropFirst(5))] = n
+        }
+        return numbers
+    }()
+
+    @Test(.requires(!kernelNumbers.isEmpty, "no /usr/include/x86_64-linux-gnu/asm/unistd_64.h (apt install linux-libc-dev)"),
+          arguments: SandboxThreadKind.allCases)
+    func everyNameIsTheKernelsCall(kind: SandboxThreadKind) throws {
+        for rule in SandboxAllowLists.list(for: kind).rules {
+            let number = try Sandbox.syscallNumber(rule.name)
+            #expect(number == Self.kernelNumbers[rule.name], "\(rule.name) in the \(kind) list")
+        }
+    }
+
+    @Test(arguments: SandboxThreadKind.allCases)
+    func noListStartsProgramsOrReachesOutward(kind: SandboxThreadKind) {
+        let forbidden: Set = ["execve", "execveat", "fork", "vfork", "socket", "socketpair", "bind", "listen", "connect",
+                              "ptrace", "process_vm_readv", "process_vm_writev", "mount", "umount2", "kexec_load",
+                              "kexec_file_load", "bpf", "setuid", "setgid", "setresuid", "init_module", "finit_module",
+                              "open", "creat", "chmod", "fchmod", "chown", "reboot"]
+        let list = SandboxPolicy(allowsSpawning: false).allowList(for: kind)
+        #expect(list.allowedCalls.intersection(forbidden).isEmpty)
+        // clone is allowed only with CLONE_THREAD set (0x10000, linux/sched.h): threads, not processes.
+        let clones = list.rules.filter { $0.name == "clone" }
+        #expect(clones == [SyscallRule("clone", .allowIf(argument: 0, mask: 0x10000, equals: 0x10000))])
+    }
+
+    @Test func onlyVCPUThreadsEnterTheGuest() {
+        // KVM_RUN is _IO(0xAE, 0x80) (linux/kvm.h): no direction, no size.
+        let kvmRun = SyscallRule("ioctl", .allowIf(argument: 1, mask: 0xFFFF_FFFF, equals: 0xAE80))
+        for kind in SandboxThreadKind.allCases {
+            #expect(SandboxAllowLists.list(for: kind).rules.contains(kvmRun) == (kind == .vcpu), "\(kind)")
+        }
+        #expect(SandboxAllowLists.base.rules.contains(kvmRun))
+    }
+
+    @Test func spawnAllowAddsForkButNeverExecve() {
+        let allowing = SandboxPolicy(allowsSpawning: true).allowList(for: .control).allowedCalls
+        #expect(allowing.contains("fork"))
+        #expect(!allowing.contains("execve") && !allowing.contains("execveat"))
+    }
+
+    @Test func sizes() {
+        // The figures the README quotes; printed so a change in a list shows in the log.
+        for kind in SandboxThreadKind.allCases {
+            let list = SandboxAllowLists.list(for: kind)
+            print("sandbox list \(kind.rawValue): \(list.allowedCalls.count) calls, \(list.rules.count) rules")
+            #expect(list.allowedCalls.count < SandboxAllowLists.base.allowedCalls.count || kind == .control)
+        }
+        print("sandbox list base: \(SandboxAllowLists.base.allowedCalls.count) calls, \(SandboxAllowLists.base.rules.count) rules")
+    }
+}
