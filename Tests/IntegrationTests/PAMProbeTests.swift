@@ -43,25 +43,9 @@ import Testing
         #expect(serial.text.split(separator: "\n").map(String.init) == expected)
     }
 
-    @Test(.requires(FileManager.default.fileExists(atPath: "/usr/bin/as") && FileManager.default.fileExists(atPath: "/usr/bin/objcopy"),
-                    "GNU as/objcopy (Debian package binutils) not installed"))
+    @Test(.requires(ProbeAssembler.available, ProbeAssembler.unavailable))
     func committedBytesMatchAFreshAssembly() throws {
-        let work = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-pam-probe-\(getpid())")
-        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: work) }
-        try Self.execute("/usr/bin/as", ["--32", "-o", work.path + "/probe.o", Self.probeDirectory.path + "/probe.S"])
-        try Self.execute("/usr/bin/objcopy", ["-O", "binary", "-j", ".text", work.path + "/probe.o", work.path + "/probe.bin"])
-        let fresh = try Data(contentsOf: work.appendingPathComponent("probe.bin"))
-        let committed = try Data(contentsOf: Self.probeDirectory.appendingPathComponent("probe.bin"))
-        #expect(fresh == committed, "Firmware/pam-probe/probe.bin is stale; rebuild it (see its README)")
-    }
-
-    private static func execute(_ tool: String, _ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: tool)
-        process.arguments = arguments
-        try process.run()
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "\(tool) \(arguments.joined(separator: " ")) failed")
+        #expect(try ProbeAssembler.assemble(probe: "pam-probe") == ProbeAssembler.committed(probe: "pam-probe"),
+                "Firmware/pam-probe/probe.bin is stale; rebuild it (see its README)")
     }
 }

@@ -42,27 +42,9 @@ private let probeDirectory = repositoryRoot + "/Firmware/realmode-probe"
         #expect(platform.uartOutput == "")
     }
 
-    @Test(.requires(Self.assemblerAvailable, "GNU as/objcopy (Debian package binutils) not installed"))
+    @Test(.requires(ProbeAssembler.available, ProbeAssembler.unavailable))
     func committedBytesMatchAFreshAssembly() throws {
-        let work = try FileSystem.makeTemporaryDirectory(prefix: "switchyard-probe")
-        defer { try? FileSystem.removeTree(work) }
-        try Self.execute("/usr/bin/as", ["--32", "-o", work + "/probe.o", probeDirectory + "/probe.S"])
-        try Self.execute("/usr/bin/objcopy", ["-O", "binary", "-j", ".text", work + "/probe.o", work + "/probe.bin"])
-        let fresh = try FileSystem.readFile(work + "/probe.bin")
-        let committed = try FileSystem.readFile(probeDirectory + "/probe.bin")
-        #expect(fresh == committed, "Firmware/realmode-probe/probe.bin is stale; rebuild it (see its README)")
-    }
-
-    static var assemblerAvailable: Bool {
-        FileSystem.exists("/usr/bin/as") && FileSystem.exists("/usr/bin/objcopy")
-    }
-
-    private static func execute(_ tool: String, _ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: tool)
-        process.arguments = arguments
-        try process.run()
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "\(tool) \(arguments.joined(separator: " ")) failed")
+        #expect(try ProbeAssembler.assemble(probe: "realmode-probe") == ProbeAssembler.committed(probe: "realmode-probe"),
+                "Firmware/realmode-probe/probe.bin is stale; rebuild it (see its README)")
     }
 }
