@@ -58,10 +58,12 @@ run_one() {
   echo "== rig: $scenario (L1: TCG, -smp $smp, timeout ${timeout_s}s) log: $log"
   t0=$EPOCHREALTIME
   # L0's monitor, so that an L1 about to be killed can be looked at first (l0_snapshot).
-  local monitor=$CACHE/l0-monitor.$$.sock watcher
+  local monitor=$CACHE/l0-monitor.$$.sock watcher waker
   rm -f "$monitor"
   ( sleep $((timeout_s - 25)) && l0_snapshot "$monitor" "$log" "$log.l0" ) </dev/null >/dev/null 2>&1 &
   watcher=$!
+  l1_wakeup_watchdog "$monitor" "$log.wake" </dev/null >/dev/null 2>&1 &
+  waker=$!
   # The pipeline's status is tee's; QEMU's (124 or 137 when timeout ended it) is PIPESTATUS[0].
   timeout -k 10 "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -M q35 -m 2048 -smp "$smp" \
     -nodefaults -display none -serial stdio -no-reboot -nic none \
@@ -71,8 +73,11 @@ run_one() {
     host_stamp "$t0" | tee "$log"
   rc=${PIPESTATUS[0]}
   pkill -P "$watcher" 2>/dev/null || true   # its sleep
-  kill "$watcher" 2>/dev/null || true
-  wait "$watcher" 2>/dev/null || true
+  pkill -P "$waker" 2>/dev/null || true     # its python
+  kill "$watcher" "$waker" 2>/dev/null || true
+  wait "$watcher" "$waker" 2>/dev/null || true
+  if [ -s "$log.wake" ]; then cat "$log.wake" | tee -a "$log"; fi
+  rm -f "$log.wake"
   rm -f "$monitor"
   # tee writes at its own offset: the snapshot went to its own file, appended now.
   if [ -s "$log.l0" ]; then cat "$log.l0" >>"$log"; fi
@@ -112,6 +117,47 @@ for n in (1, 2):
     print(f"---- L0 monitor snapshot {n} ({time.strftime('%H:%M:%S')}) ----")
     print(ask(["info cpus", "info registers", "x/4i $pc", "info lapic", "info pic"]))
     time.sleep(3)
+PY
+}
+
+# l1_wakeup_watchdog SOCKET OUT: every 5 s, asks L0's monitor whether L1's CPU is halted while
+# its LAPIC holds an interrupt in IRR. That state, seen twice 3 s apart, is QEMU TCG's lost
+# wake-up (README, "A frozen L1"): a pending interrupt never wakes the halted CPU. An NMI
+# wakes it; the next timer interrupt then delivers what is pending. Each rescue is a line in OUT
+# (and the scenario's log). At most 10 per boot.
+l1_wakeup_watchdog() {
+  python3 - "$1" >"$2" 2>/dev/null <<'PY' || true
+import re, socket, sys, time
+def ask(cmds):
+    try:
+        s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(1)
+    except OSError:
+        return ""
+    out = b""
+    for c in cmds:
+        s.sendall(c.encode() + b"\n"); time.sleep(0.3)
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d: break
+            out += d
+    except OSError:
+        pass
+    s.close()
+    return re.sub(r"\x1b\[[0-9]*[A-Za-z]", "", out.decode(errors="replace"))
+def lost_wakeup():
+    text = ask(["info registers", "info lapic"])
+    irr = re.search(r"^IRR\s+(.*)$", text, re.M)
+    return "HLT=1" in text and irr is not None and re.search(r"\d", irr.group(1)) is not None
+t0, rescues = time.time(), 0
+while rescues < 10:
+    time.sleep(5)
+    if lost_wakeup():
+        time.sleep(3)
+        if lost_wakeup():
+            ask(["nmi"])
+            rescues += 1
+            print(f"    rig: L1 halted with an interrupt pending in its LAPIC (TCG lost wake-up) at {time.time() - t0:.0f} s; sent an NMI", flush=True)
 PY
 }
 
