@@ -121,9 +121,10 @@ for n in (1, 2):
 PY
 }
 
-# l1_wakeup_watchdog SOCKET OUT: every 5 s, asks L0's monitor whether L1's CPU is halted while
-# its LAPIC holds an interrupt in IRR. That state, seen twice 3 s apart, is QEMU TCG's lost
-# wake-up (README, "A frozen L1"): it never ends (an injected NMI did not end it either), so
+# l1_wakeup_watchdog SOCKET OUT: every 5 s, asks L0's monitor for L1's CPU state. Two states
+# of QEMU TCG never end (README, "A frozen L1"), both with interrupts enabled and a vector
+# pending in the LAPIC's IRR: the CPU halted (a lost wake-up; seen twice 3 s apart), or running
+# at one fixed RIP (a livelock; seen in three polls in a row). An injected NMI ended neither, so
 # the watchdog ends L0 at once (HMP quit) and says so in OUT; run_one then boots a fresh L1
 # instead of waiting for the timeout.
 l1_wakeup_watchdog() {
@@ -146,19 +147,30 @@ def ask(cmds):
         pass
     s.close()
     return re.sub(r"\x1b\[[0-9]*[A-Za-z]", "", out.decode(errors="replace"))
-def lost_wakeup():
+def state():
+    """(halted, rip) when L1 has interrupts enabled and a vector in IRR, else None."""
     text = ask(["info registers", "info lapic"])
     irr = re.search(r"^IRR\s+(.*)$", text, re.M)
-    return "HLT=1" in text and irr is not None and re.search(r"\d", irr.group(1)) is not None
-t0 = time.time()
+    flags = re.search(r"RFL=([0-9a-f]+)", text)
+    rip = re.search(r"RIP=([0-9a-f]+)", text)
+    if not (irr and re.search(r"\d", irr.group(1)) and flags and int(flags.group(1), 16) & 0x200 and rip):
+        return None
+    return ("HLT=1" in text, rip.group(1))
+t0, seen = time.time(), []
 while True:
     time.sleep(5)
-    if lost_wakeup():
+    now = state()
+    if now and now[0]:
         time.sleep(3)
-        if lost_wakeup():
-            print(f"    rig: L1 halted with an interrupt pending in its LAPIC at {time.time() - t0:.0f} s (QEMU TCG lost wake-up); ended it", flush=True)
-            ask(["quit"])
+        if state() == now:
+            kind = "halted"
             break
+    seen = (seen + [now])[-3:]
+    if len(seen) == 3 and seen[0] is not None and not seen[0][0] and seen.count(seen[0]) == 3:
+        kind = "running at one RIP"
+        break
+print(f"    rig: L1 {kind} with an interrupt pending in its LAPIC at {time.time() - t0:.0f} s (QEMU TCG lost wake-up); ended it", flush=True)
+ask(["quit"])
 PY
 }
 
