@@ -21,6 +21,8 @@ let package = Package(
         .systemLibrary(name: "CPCI", path: "Sources/CPCI"),
         .systemLibrary(name: "CUdev", path: "Sources/CUdev"),
         .systemLibrary(name: "CFDT", path: "Sources/CFDT"),
+        // libnl-route-3 (no hand-rolled netlink): macvtap links and SR-IOV VF settings.
+        .systemLibrary(name: "CNetlink", path: "Sources/CNetlink", pkgConfig: "libnl-route-3.0"),
 
         .target(name: "VMMBase", swiftSettings: swiftSettings),
         .target(name: "HostOS", dependencies: ["VMMBase", "CLinux", "CSeccomp"], swiftSettings: swiftSettings),
@@ -35,9 +37,23 @@ let package = Package(
         .target(name: "KVM", dependencies: ["HostOS", "VMMBase", "CLinux"], swiftSettings: swiftSettings),
         .target(name: "HostDevices", dependencies: ["HostOS", "VMMBase", "CPCI", "CUdev"],
                 swiftSettings: swiftSettings),
+        // VFIO: the narrow kernel protocol (container, group, device ioctls), its real
+        // implementation and a recording twin for hosts without VFIO.
+        .target(name: "VFIO", dependencies: ["HostOS", "VMMBase", "CLinux"], swiftSettings: swiftSettings),
+        // A host PCI function assigned to the guest: virtualized config space over VFIO.
+        .target(name: "PCIPassthrough", dependencies: ["PCI", "VFIO", "AddressSpace", "Interrupts", "GuestMemory", "HostOS", "VMMBase"],
+                swiftSettings: swiftSettings),
+        // tap and macvtap queues, macvtap links and SR-IOV VF settings through libnl.
+        .target(name: "HostNetwork", dependencies: ["HostOS", "VMMBase", "CLinux", "CNetlink"], swiftSettings: swiftSettings),
+        // virtio 1.x over PCI: the modern transport and split virtqueues over the DMA port.
+        .target(name: "Virtio", dependencies: ["PCI", "AddressSpace", "Interrupts", "GuestMemory", "VMMBase"],
+                swiftSettings: swiftSettings),
+        .target(name: "VirtioNet", dependencies: ["Virtio", "HostNetwork", "PCI", "HostOS", "VMMBase"],
+                swiftSettings: swiftSettings),
         .target(name: "Machine",
                 dependencies: ["Chipset", "PCI", "AddressSpace", "Interrupts", "GuestMemory",
-                               "HostOS", "KVM", "Firmware", "VMMBase"],
+                               "HostOS", "KVM", "Firmware", "VMMBase", "VFIO", "PCIPassthrough",
+                               "Virtio", "VirtioNet", "HostNetwork"],
                 swiftSettings: swiftSettings),
         .target(name: "Control", dependencies: ["Machine", "Chipset", "PCI", "VMMBase", "HostDevices"],
                 swiftSettings: swiftSettings),
@@ -69,6 +85,14 @@ let package = Package(
         .testTarget(name: "MachineTests", dependencies: ["Machine", "Chipset", "PCI", "VMMBase", "Firmware", "KVM", "Interrupts", "GuestMemory", "TestRequirements"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "ControlTests", dependencies: ["Control", "Machine", "VMMBase", "PCI", "HostDevices"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "VFIOTests", dependencies: ["VFIO", "HostOS", "VMMBase", "TestRequirements"], swiftSettings: swiftSettings),
+        .testTarget(name: "PCIPassthroughTests", dependencies: ["PCIPassthrough", "VFIO", "PCI", "Interrupts", "GuestMemory", "VMMBase", "TestRequirements"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "HostNetworkTests", dependencies: ["HostNetwork", "HostOS", "VMMBase", "TestRequirements"], swiftSettings: swiftSettings),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "PCI", "GuestMemory", "Interrupts", "VMMBase", "TestRequirements"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "VirtioNetTests", dependencies: ["VirtioNet", "Virtio", "HostNetwork", "PCI", "GuestMemory", "HostOS", "VMMBase", "TestRequirements"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "IntegrationTests",
                     dependencies: ["Control", "Machine", "Chipset", "PCI", "VMMBase", "KVM", "Firmware", "TestRequirements"],

@@ -3,7 +3,7 @@
 # Idempotent: each step is skipped when what it installs is already there.
 set -euo pipefail
 
-APT_PACKAGES=(libpci-dev libudev-dev libfdt-dev libseccomp-dev pciutils acpica-tools device-tree-compiler binutils linux-image-amd64
+APT_PACKAGES=(libpci-dev libudev-dev libfdt-dev libseccomp-dev libnl-route-3-dev pciutils acpica-tools device-tree-compiler binutils linux-image-amd64
               iproute2 python3 python3-venv)
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

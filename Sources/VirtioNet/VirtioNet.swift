@@ -1,0 +1,1 @@
+// The virtio-net device (issue 14) over a HostNetwork backend.
