@@ -101,28 +101,27 @@ final class Topology: Sendable {
     /// The chain of (slot device number) from the function up to the root bus, nearest first,
     /// ending with the root-bus slot: what INTx swizzling needs.
     func slotPath(busName: String, devfn: UInt8) -> [UInt8] {
-        state.withLock { s in
-            var path = [devfn >> 3]
-            var current = busName
-            while let parent = s.buses[current]?.parent {
-                path.append(parent.devfn >> 3)
-                current = parent.name
-            }
-            return path
-        }
+        [devfn >> 3] + ancestors(ofBus: busName).map { $0.devfn >> 3 }
     }
 
     /// The bridges between the function and the root bus, nearest first, for its DMA port's
     /// requester IDs.
     func dmaPath(busName: String, devfn: UInt8) -> DMARequesterPath {
+        let hops = ancestors(ofBus: busName).compactMap { hop in hop.bridge.map { DMAHop(bridge: $0, devfn: hop.devfn) } }
+        return DMARequesterPath(devfn: devfn, hops: hops)
+    }
+
+    /// The bridges above bus `busName`, nearest first: each one's function (nil for a bus that
+    /// has a parent but no bridge model) and its devfn on the bus above.
+    private func ancestors(ofBus busName: String) -> [(bridge: (any PCIBridgeFunction)?, devfn: UInt8)] {
         state.withLock { s in
-            var hops: [DMAHop] = []
+            var hops: [(bridge: (any PCIBridgeFunction)?, devfn: UInt8)] = []
             var current = busName
-            while let entry = s.buses[current], let bridge = entry.bridge, let parent = entry.parent {
-                hops.append(DMAHop(bridge: bridge, devfn: parent.devfn))
+            while let entry = s.buses[current], let parent = entry.parent {
+                hops.append((entry.bridge, parent.devfn))
                 current = parent.name
             }
-            return DMARequesterPath(devfn: devfn, hops: hops)
+            return hops
         }
     }
 

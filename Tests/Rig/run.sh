@@ -99,26 +99,7 @@ run_one() {
 # 0x1000; one halted shows HLT=1).
 l0_snapshot() {
   grep -q 'RIG-RESULT' "$2" && return 0
-  python3 - "$1" >"$3" 2>&1 <<'PY' || true
-import re, socket, sys, time
-def ask(cmds):
-    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(2)
-    for c in cmds: s.sendall(c.encode() + b"\n"); time.sleep(0.5)
-    out = b""
-    try:
-        while True:
-            d = s.recv(65536)
-            if not d: break
-            out += d
-    except socket.timeout: pass
-    # The monitor echoes what it is sent with line-editing escapes: keep only its answers.
-    lines = re.sub(r"\x1b\[[0-9]*[A-Za-z]", "", out.decode(errors="replace")).splitlines()
-    return "\n".join(l for l in lines if not l.startswith("(qemu)") and "QEMU 10" not in l)
-for n in (1, 2):
-    print(f"---- L0 monitor snapshot {n} ({time.strftime('%H:%M:%S')}) ----")
-    print(ask(["info cpus", "info registers", "x/4i $pc", "info lapic", "info pic"]))
-    time.sleep(3)
-PY
+  python3 "$HERE/l0-monitor.py" snapshot "$1" >"$3" 2>&1 || true
 }
 
 # l1_wakeup_watchdog SOCKET OUT: every 5 s, asks L0's monitor for L1's CPU state. Two states
@@ -128,50 +109,7 @@ PY
 # the watchdog ends L0 at once (HMP quit) and says so in OUT; run_one then boots a fresh L1
 # instead of waiting for the timeout.
 l1_wakeup_watchdog() {
-  python3 - "$1" >"$2" 2>/dev/null <<'PY' || true
-import re, socket, sys, time
-def ask(cmds):
-    try:
-        s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(1)
-    except OSError:
-        return ""
-    out = b""
-    for c in cmds:
-        s.sendall(c.encode() + b"\n"); time.sleep(0.3)
-    try:
-        while True:
-            d = s.recv(65536)
-            if not d: break
-            out += d
-    except OSError:
-        pass
-    s.close()
-    return re.sub(r"\x1b\[[0-9]*[A-Za-z]", "", out.decode(errors="replace"))
-def state():
-    """(halted, rip) when L1 has interrupts enabled and a vector in IRR, else None."""
-    text = ask(["info registers", "info lapic"])
-    irr = re.search(r"^IRR\s+(.*)$", text, re.M)
-    flags = re.search(r"RFL=([0-9a-f]+)", text)
-    rip = re.search(r"RIP=([0-9a-f]+)", text)
-    if not (irr and re.search(r"\d", irr.group(1)) and flags and int(flags.group(1), 16) & 0x200 and rip):
-        return None
-    return ("HLT=1" in text, rip.group(1))
-t0, seen = time.time(), []
-while True:
-    time.sleep(5)
-    now = state()
-    if now and now[0]:
-        time.sleep(3)
-        if state() == now:
-            kind = "halted"
-            break
-    seen = (seen + [now])[-3:]
-    if len(seen) == 3 and seen[0] is not None and not seen[0][0] and seen.count(seen[0]) == 3:
-        kind = "running at one RIP"
-        break
-print(f"    rig: L1 {kind} with an interrupt pending in its LAPIC at {time.time() - t0:.0f} s (QEMU TCG lost wake-up); ended it", flush=True)
-ask(["quit"])
-PY
+  python3 "$HERE/l0-monitor.py" watchdog "$1" >"$2" 2>/dev/null || true
 }
 
 pass=0 fail=0 skip=0 last=1
