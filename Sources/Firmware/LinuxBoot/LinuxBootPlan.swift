@@ -135,26 +135,16 @@ public struct LinuxBootPlan: Sendable {
         var initrdRange: AddressRange?
         if let initrd, !initrd.isEmpty {
             let limit = min(UInt64(hdr.initrdAddrMax), memory.lowRAMTop - 1)
-            if let window = AddressRange(base: LinuxBootLayout.defaultKernelAddress, last: limit) {
-                initrdRange = highestFit(size: UInt64(initrd.count), alignment: 0x1000,
-                                         in: ram.compactMap { $0.intersection(window) },
-                                         avoiding: regions.map(\.range))
+            guard let r = BootPlacement.initrd(size: initrd.count, window: AddressRange(base: LinuxBootLayout.defaultKernelAddress, last: limit),
+                                               ram: ram, avoiding: regions.map(\.range)) else {
+                throw .initrdDoesNotFit(size: initrd.count, limit: limit)
             }
-            guard let r = initrdRange else { throw .initrdDoesNotFit(size: initrd.count, limit: limit) }
             regions.append(Region(name: .initrd, range: r))
+            initrdRange = r
         }
-
-        for i in regions.indices {
-            for j in regions.indices where j > i && regions[i].range.overlaps(regions[j].range) {
-                throw .regionsOverlap(regions[i].name, regions[j].name)
-            }
-        }
-
-        if let rsdp = acpiRSDPAddress {
-            guard let r = AddressRange(base: rsdp, size: rsdpSize),
-                  e820.contains(where: { $0.type != .ram && $0.range.contains(r) }) else {
-                throw .rsdpNotInReservedMemory(address: rsdp)
-            }
+        if let (a, b) = BootPlacement.firstOverlap(regions.map { ($0.name, $0.range) }) { throw .regionsOverlap(a, b) }
+        if let rsdp = acpiRSDPAddress, !BootPlacement.rsdpIsReserved(rsdp, e820: e820) {
+            throw .rsdpNotInReservedMemory(address: rsdp)
         }
 
         // boot_params: zeroed, the image's setup header copied in, then the loader's fields.
@@ -202,28 +192,4 @@ public struct LinuxBootPlan: Sendable {
             writes: writes)
     }
 
-    /// The highest `alignment`-aligned range of `size` bytes inside one of `free` that overlaps
-    /// none of `avoiding`.
-    static func highestFit(size: UInt64, alignment: UInt64, in free: [AddressRange],
-                           avoiding taken: [AddressRange]) -> AddressRange? {
-        // Split every free range around the taken ones, then try each piece's top.
-        var pieces = free
-        for t in taken {
-            pieces = pieces.flatMap { p -> [AddressRange] in
-                guard p.overlaps(t) else { return [p] }
-                var out: [AddressRange] = []
-                if t.base > p.base { out.append(AddressRange(base: p.base, last: t.base - 1)!) }
-                if t.last < p.last { out.append(AddressRange(base: t.last + 1, last: p.last)!) }
-                return out
-            }
-        }
-        var best: AddressRange?
-        for p in pieces {
-            guard let pieceSize = p.size, pieceSize >= size else { continue }
-            let start = (p.last - size + 1) & ~(alignment - 1)
-            guard start >= p.base, let r = AddressRange(base: start, size: size) else { continue }
-            if best.map({ r.base > $0.base }) ?? true { best = r }
-        }
-        return best
-    }
 }

@@ -149,26 +149,16 @@ public struct PVHBootPlan: Sendable {
         var initrdRange: AddressRange?
         if let initrd, !initrd.isEmpty {
             let limit = min(memory.lowRAMTop, 1 << 32) - 1
-            if let window = AddressRange(base: MemoryLayoutDescription.highMemoryStart, last: limit) {
-                initrdRange = LinuxBootPlan.highestFit(size: UInt64(initrd.count), alignment: 0x1000,
-                                                       in: ram.compactMap { $0.intersection(window) },
-                                                       avoiding: regions.map(\.range))
+            guard let r = BootPlacement.initrd(size: initrd.count, window: AddressRange(base: MemoryLayoutDescription.highMemoryStart, last: limit),
+                                               ram: ram, avoiding: regions.map(\.range)) else {
+                throw .initrdDoesNotFit(size: initrd.count, limit: limit)
             }
-            guard let r = initrdRange else { throw .initrdDoesNotFit(size: initrd.count, limit: limit) }
             regions.append(Region(name: .initrd, range: r))
+            initrdRange = r
         }
-
-        for i in regions.indices {
-            for j in regions.indices where j > i && regions[i].range.overlaps(regions[j].range) {
-                throw .regionsOverlap(regions[i].name, regions[j].name)
-            }
-        }
-
-        if let rsdp = acpiRSDPAddress {
-            guard let r = AddressRange(base: rsdp, size: LinuxBootPlan.rsdpSize),
-                  e820.contains(where: { $0.type != .ram && $0.range.contains(r) }) else {
-                throw .rsdpNotInReservedMemory(address: rsdp)
-            }
+        if let (a, b) = BootPlacement.firstOverlap(regions.map { ($0.name, $0.range) }) { throw .regionsOverlap(a, b) }
+        if let rsdp = acpiRSDPAddress, !BootPlacement.rsdpIsReserved(rsdp, e820: e820) {
+            throw .rsdpNotInReservedMemory(address: rsdp)
         }
 
         let page = startInfoPage(initrd: initrdRange, e820: e820, acpiRSDPAddress: acpiRSDPAddress)
