@@ -32,14 +32,15 @@ let usage = """
     commands:
       run                 build the machine, run firmware enumeration, print the guest's
                           lspci -tvnn tree and a one-line summary
-      run --kernel KERNEL --initrd INITRD [--append ARGS]
+      run --kernel KERNEL --initrd INITRD [--append ARGS] [-sandbox on|off[,spawn=...]]
                           boot Linux on KVM with the machine (KERNEL: a bzImage or an ELF
                           vmlinux, booted through PVH; needs a host whose KVM runs
                           64-bit guests: see kvm-probe), print the guest's own lspci -tvnn,
                           then hot-plug a pci-testdev into root port rp1 and unplug it twice
                           (attention button, then surprise removal), timing what the guest
                           sees. INITRD must hold the rig's guest agent (Tests/Rig/l2/init);
-                          `make run` builds one
+                          `make run` builds one. Runs under the seccomp sandbox once the
+                          guest is built, as -accel kvm does (-sandbox off to leave it out)
       lspci [-n|-nn] [-t] [-v...] [-x|-xxx|-xxxx]
                           print what lspci in a guest would print after enumeration
       firmware --out DIR  write the ACPI tables (RSDP, XSDT, FACP, FACS, DSDT, APIC, MCFG,
@@ -99,6 +100,7 @@ func parse(_ arguments: [String]) throws -> Command {
     var lspciFlags: [String] = []
     var outputDirectory: String?
     var kernel: String?, initrd: String?, append = ""
+    var sandbox: String?
     var rest = arguments.dropFirst()
     while let argument = rest.popFirst() {
         switch argument {
@@ -119,6 +121,9 @@ func parse(_ arguments: [String]) throws -> Command {
             case "--initrd": initrd = value
             default: append = value
             }
+        case "-sandbox" where verb == "run":
+            guard let value = rest.popFirst() else { throw UsageError(description: "-sandbox needs a value: on|off[,spawn=allow|deny]") }
+            sandbox = value
         case "--out" where verb == "firmware":
             guard let value = rest.popFirst() else { throw UsageError(description: "--out needs a directory, e.g. --out tables/") }
             outputDirectory = value
@@ -146,6 +151,8 @@ func parse(_ arguments: [String]) throws -> Command {
         if memory == nil { configuration.memorySize = 512 << 20 }  // a Linux guest wants more than the model's 128 MiB
         var options = GuestHotPlugRun.Options(kernelPath: kernel, initrdPath: initrd)
         options.extraCommandLine = append
+        // As for -accel kvm: a guest runs, so the sandbox is on unless -sandbox off.
+        options.sandbox = try QEMUInvocation.sandboxPolicy(option: sandbox, defaultOn: true)
         guard configuration.devices.contains(where: { $0.id == options.slotBus }) else {
             throw UsageError(description: "run --kernel hot-plugs into root port '\(options.slotBus)', which this machine lacks (-device or -nodefaults leave out the default machine); add -device pcie-root-port,id=\(options.slotBus),chassis=1,slot=1")
         }

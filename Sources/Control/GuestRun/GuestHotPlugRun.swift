@@ -23,6 +23,8 @@ public struct GuestHotPlugRun {
         public var deviceID = "hp1"
         public var bootTimeoutSeconds = 300.0
         public var stepTimeoutSeconds = 60.0
+        /// The seccomp sandbox the run locks itself into once the guest is built (nil: none).
+        public var sandbox: SandboxPolicy?
 
         public init(kernelPath: String, initrdPath: String) {
             self.kernelPath = kernelPath
@@ -84,6 +86,7 @@ public struct GuestHotPlugRun {
             // The agent's report lines, without their prefix; the kernel is quiet.
             output("guest: " + (line.hasPrefix(Self.agentPrefix) ? String(line.dropFirst(Self.agentPrefix.count)) : line))
         }
+        if let sandbox = options.sandbox { try Sandbox.arm(sandbox) }
         let machine = try Machine(configuration, serialBackend: console)
         try machine.runFirmware()
         let kernel = try SwitchyardSession.readImage(options.kernelPath, option: "--kernel")
@@ -99,6 +102,8 @@ public struct GuestHotPlugRun {
         let guest = try KVMLinuxGuest(machine: machine, kernel: kernel, initrd: initrd,
                                       commandLine: Self.commandLine + " " + options.extraCommandLine)
         output("switchyard: booting \(options.kernelPath) on q35 with \(configuration.memorySize >> 20) MiB and \(configuration.devices.count) devices (KVM)")
+        // Everything is open and read: from here on the threads run under their kinds' lists.
+        if options.sandbox != nil { try Sandbox.lockDown() }
         let start = HostClock.monotonicNanoseconds()
         try guest.start()
         defer { guest.stop() }

@@ -311,6 +311,14 @@ extension QEMUInvocation {
     }
 
     /// `-sandbox on|off[,spawn=allow|deny][,obsolete=deny]...`, with QEMU's error texts.
+    /// The policy `-sandbox TEXT` asks for (nil: off), for commands other than the QEMU-style
+    /// invocation (`switchyard run`); `defaultOn` decides when the option is absent.
+    public static func sandboxPolicy(option text: String?, defaultOn: Bool) throws(InvocationError) -> SandboxPolicy? {
+        var parsed = QEMUInvocation()
+        if let text { try sandboxOption(text, into: &parsed) }
+        return (parsed.sandbox ?? defaultOn) ? SandboxPolicy(allowsSpawning: parsed.sandboxAllowsSpawning) : nil
+    }
+
     static func sandboxOption(_ text: String, into result: inout QEMUInvocation) throws(InvocationError) {
         let fields = try KeyValueList(text, implicitKey: "enable", option: "-sandbox")
         for (key, v) in fields.pairs {
