@@ -75,6 +75,28 @@ pack() { # ROOT OUTPUT COMPRESSOR
 
 python3 "$HERE/extract-vmlinux.py" "$kernel" "$work/out/vmlinux"
 
+# Kernel modules with everything they depend on, dependencies first, into $mod_dest, each once;
+# their file names in load order go to ${order[@]} (written out as the image's "order" file).
+declare -A seen=()
+order=()
+mod_dest=""
+add_module() {
+  local m=${1//_/-} dep
+  [ -n "${seen[$mod_dest:$m]:-}" ] && return
+  seen[$mod_dest:$m]=1
+  for dep in $(modinfo -k "$kver" -F depends "$m" | tr ',' ' '); do add_module "$dep"; done
+  local f name
+  f=$(modinfo -k "$kver" -F filename "$m")
+  name=$(basename "$f"); name=${name%.xz}; name=${name%.zst}; name=${name%.gz}
+  case "$f" in
+    *.xz) xz -dc "$f" >"$mod_dest/$name" ;;
+    *.zst) zstd -qdc "$f" >"$mod_dest/$name" ;;
+    *.gz) gzip -dc "$f" >"$mod_dest/$name" ;;
+    *) cp "$f" "$mod_dest/$name" ;;
+  esac
+  order+=("$name")
+}
+
 # --- L2 -----------------------------------------------------------------------------------------
 l2=$work/l2
 mkdir -p "$l2"/{bin,dev,proc,sys,tmp}
@@ -89,15 +111,16 @@ mkdir -p "$l2/usr/bin" "$l2/usr/share/misc"
 cp /usr/bin/lspci "$l2/usr/bin/lspci"
 copy_libs "$l2" /usr/bin/lspci
 cp /usr/share/misc/pci.ids "$l2/usr/share/misc/pci.ids"
-# pci-pf-stub for rig.l2=sriov (a module in Debian's kernel; it depends on nothing).
+# pci-pf-stub for rig.l2=sriov (loaded by that mode); the virtio PCI transport and virtio-net
+# for rig.l2=net (loaded in the order file's order).
 mkdir -p "$l2/lib/modules"
-for f in "$moddir"/kernel/drivers/pci/pci-pf-stub.ko*; do
-  case "$f" in
-    *.xz) xz -dc "$f" >"$l2/lib/modules/pci-pf-stub.ko" ;;
-    *.zst) zstd -qdc "$f" >"$l2/lib/modules/pci-pf-stub.ko" ;;
-    *) cp "$f" "$l2/lib/modules/pci-pf-stub.ko" ;;
-  esac
-done
+mod_dest=$l2/lib/modules
+add_module pci-pf-stub
+order=()
+add_module virtio_pci
+add_module virtio_net
+printf '%s\n' "${order[@]}" >"$l2/lib/modules/order"
+l2_modules="${order[*]}"
 pack "$l2" "$work/out/l2-initrd.gz" "gzip -9"
 
 # --- L1 -----------------------------------------------------------------------------------------
@@ -108,26 +131,12 @@ ln -s usr/bin "$l1/bin"; ln -s usr/bin "$l1/sbin"; ln -s usr/lib "$l1/lib"; ln -
 mknod -m 600 "$l1/dev/console" c 5 1 2>/dev/null || true  # root only; init reopens it
 : >"$l1/etc/passwd"
 
-# kvm-amd and everything it depends on, dependencies first.
-declare -A seen=()
+# kvm-amd; tun and vhost-net for the VMMs' tap back-ends (virtio-net scenarios).
+mod_dest=$l1/rig/modules
 order=()
-add_module() {
-  local m=${1//_/-} dep
-  [ -n "${seen[$m]:-}" ] && return
-  seen[$m]=1
-  for dep in $(modinfo -k "$kver" -F depends "$m" | tr ',' ' '); do add_module "$dep"; done
-  local f name
-  f=$(modinfo -k "$kver" -F filename "$m")
-  name=$(basename "$f"); name=${name%.xz}; name=${name%.zst}; name=${name%.gz}
-  case "$f" in
-    *.xz) xz -dc "$f" >"$l1/rig/modules/$name" ;;
-    *.zst) zstd -qdc "$f" >"$l1/rig/modules/$name" ;;
-    *.gz) gzip -dc "$f" >"$l1/rig/modules/$name" ;;
-    *) cp "$f" "$l1/rig/modules/$name" ;;
-  esac
-  order+=("$name")
-}
 add_module kvm-amd
+add_module tun
+add_module vhost_net
 printf '%s\n' "${order[@]}" >"$l1/rig/modules/order"
 
 cp "$qemu" "$l1/usr/bin/qemu-system-x86_64"
@@ -168,6 +177,7 @@ cp "$kernel" "$work/out/vmlinuz"
   echo "qemu=$("$qemu" --version | head -n1)"
   echo "busybox=$("$busybox" | head -n1)"
   echo "modules=${order[*]}"
+  echo "l2_modules=$l2_modules"
   echo "switchyard=${switchyard:-none}"
   (cd "$work/out" && du -b -- *) | awk '{print "size " $2 " " $1}'
 } >"$work/out/manifest"

@@ -1,0 +1,77 @@
+#!/bin/sh
+# virtio-net: L2's virtio_net driver over a tap in L1, under QEMU and under Switchyard in the
+# same L1 boot, each with the userspace datapath (vhost=off) and with vhost-net (vhost=on).
+# The VMM creates tap0; L1 moves it into a network namespace of its own (the peer: 10.0.2.2,
+# an nc listener on port 5001 and busybox httpd on 5002). L2 (rig.l2=net, l2/init) pings the
+# peer, sends it a 4 MiB file and fetches another: the checksums on both sides must agree, and
+# the virtio interrupts must count. Figures per VMM and mode: link-up, ping, tx and rx times.
+. /rig/lib.sh
+MAC=52:54:00:12:34:56
+rc=0
+
+# net_session LABEL VHOST CMD...: one boot; the VMM's tap0 goes to a fresh namespace.
+net_session() {
+  _nl=$1 _vh=$2; shift 2
+  _log=/tmp/l2-net-$_nl.log
+  unshare -n sleep 600 </dev/null >/dev/null 2>&1 &
+  _peer=$!
+  rm -rf /tmp/peer-$_nl; mkdir -p /tmp/peer-$_nl/www
+  dd if=/dev/urandom of=/tmp/peer-$_nl/www/rx bs=64k count=64 2>/dev/null
+  L2_APPEND_LINE="$(l2_append net)"
+  start_vmm "$_log" "$@" -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=$_vh \
+    -device virtio-net-pci,netdev=n0,bus=rp3,mac=$MAC
+  _i=0
+  while [ ! -e /sys/class/net/tap0 ] && [ $_i -lt 200 ]; do sleep 0.05; _i=$((_i + 1)); done
+  if [ -e /sys/class/net/tap0 ]; then
+    ip link set dev tap0 netns $_peer
+    nsenter -t $_peer -n sh -c "
+      ip link set lo up; ip addr add 10.0.2.2/24 dev tap0; ip link set tap0 up
+      nc -l -p 5001 >/tmp/peer-$_nl/tx </dev/null &
+      httpd -p 5002 -h /tmp/peer-$_nl/www"
+  else
+    echo "CHECK FAILED: $_nl: no tap0 appeared within 10 s of the VMM's start"
+  fi
+  wait_for "$_log" ' RIG-L2 net done' 150 >/dev/null || echo "$_nl: L2 did not finish its network checks"
+  wait_vmm_exit "$_log" 20
+  echo "--- L2 console ($_nl), times relative to VMM start:"
+  show_l2_log "$_log"
+  check_vmm_exit "$_log" "$_nl" || rc=1
+  _f=0
+  grep -q ' RIG-L2 net dev .* ids=1af4:1041 drv=virtio-pci' "$_log" ||
+    { echo "CHECK FAILED: $_nl: no modern virtio-net function (1af4:1041) bound to virtio-pci"; _f=1; }
+  grep -q ' RIG-L2 net link-up ok=1' "$_log" || { echo "CHECK FAILED: $_nl: the peer never answered a ping"; _f=1; }
+  _p=$(sed -n 's/.* RIG-L2 net ping sent=\([0-9]*\) received=\([0-9]*\).*/\1 \2/p' "$_log")
+  [ "${_p% *}" = 10 ] && [ "${_p#* }" = 10 ] || { echo "CHECK FAILED: $_nl: ping sent/received '${_p:-none}', want 10 10"; _f=1; }
+  _tx=$(sed -n 's/.* RIG-L2 net tx bytes=4194304 md5=\([0-9a-f]*\).*/\1/p' "$_log")
+  _peer_tx=$(md5sum </tmp/peer-$_nl/tx 2>/dev/null | cut -d' ' -f1)
+  [ -n "$_tx" ] && [ "$_tx" = "$_peer_tx" ] ||
+    { echo "CHECK FAILED: $_nl: L2 sent md5 '${_tx:-none}', the peer received '$_peer_tx' ($(wc -c </tmp/peer-$_nl/tx 2>/dev/null) bytes)"; _f=1; }
+  _rx=$(sed -n 's/.* RIG-L2 net rx bytes=4194304 md5=\([0-9a-f]*\).*/\1/p' "$_log")
+  _peer_rx=$(md5sum </tmp/peer-$_nl/www/rx | cut -d' ' -f1)
+  [ -n "$_rx" ] && [ "$_rx" = "$_peer_rx" ] ||
+    { echo "CHECK FAILED: $_nl: L2 fetched md5 '${_rx:-none}', the peer served '$_peer_rx'"; _f=1; }
+  _irqs=$(sed -n 's/.* RIG-L2 net irq *[0-9]*: *\([0-9]*\) .*virtio.*input.*/\1/p' "$_log" | head -n 1)
+  [ -n "$_irqs" ] && [ "$_irqs" -gt 0 ] || { echo "CHECK FAILED: $_nl: no virtio input interrupts counted"; _f=1; }
+  [ $_f = 0 ] && echo "ok: $_nl: ping 10/10, 4 MiB each way with equal checksums, $_irqs rx interrupts"
+  [ $_f = 0 ] || rc=1
+  _v=$(sed -n 's/.* RIG-L2 net link-up ok=1 seconds=\([0-9.]*\).*/\1/p' "$_log"); [ -n "$_v" ] && report_time "${_nl}_link_up" "$_v"
+  _v=$(sed -n 's/.* RIG-L2 net ping .* avg_ms=\([0-9.]*\).*/\1/p' "$_log"); [ -n "$_v" ] && report_time "${_nl}_ping_avg_ms" "$_v"
+  _v=$(sed -n 's/.* RIG-L2 net tx .* seconds=\([0-9.]*\).*/\1/p' "$_log"); [ -n "$_v" ] && report_time "${_nl}_tx_4MiB" "$_v"
+  _v=$(sed -n 's/.* RIG-L2 net rx .* seconds=\([0-9.]*\).*/\1/p' "$_log"); [ -n "$_v" ] && report_time "${_nl}_rx_4MiB" "$_v"
+  # The namespace lives while a process is in it: the listeners go with the peer.
+  killall nc httpd 2>/dev/null
+  kill $_peer 2>/dev/null
+  sleep 0.2
+}
+
+net_session qemu off $(qemu_l2_command)
+net_session qemu_vhost on $(qemu_l2_command)
+if [ -x /switchyard ]; then
+  net_session switchyard off /switchyard -machine q35 -accel kvm -m 512 -smp $L2_SMP \
+    -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY
+  net_session switchyard_vhost on /switchyard -machine q35 -accel kvm -m 512 -smp $L2_SMP \
+    -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY
+else
+  echo "CHECK FAILED: no /switchyard in this initramfs"; rc=1
+fi
+exit $rc
