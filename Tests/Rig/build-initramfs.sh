@@ -3,7 +3,7 @@
 #   vmlinuz          the Debian 6.1 kernel (bzImage), for L1 and for L2
 #   vmlinux          the same kernel uncompressed (ELF, booted through PVH: no decompression)
 #   l2-initrd.gz     L2: busybox-static, l2/init, and pciutils' lspci with its libraries and pci.ids
-#   l1-initrd.img    L1: busybox, kvm/kvm-amd modules and their dependencies, the L2 kernel and
+#   l1-initrd.img    L1: busybox, kvm/kvm-amd, vfio-pci, nvme, igb(vf), e1000e, macvtap modules and their dependencies, the L2 kernel and
 #                    initramfs, QEMU with its libraries and firmware, l1/init and the scenarios,
 #                    and (with --switchyard PATH) the Switchyard binary as /switchyard with the
 #                    shared libraries ldd lists
@@ -131,12 +131,11 @@ ln -s usr/bin "$l1/bin"; ln -s usr/bin "$l1/sbin"; ln -s usr/lib "$l1/lib"; ln -
 mknod -m 600 "$l1/dev/console" c 5 1 2>/dev/null || true  # root only; init reopens it
 : >"$l1/etc/passwd"
 
-# kvm-amd; tun and vhost-net for the VMMs' tap back-ends (virtio-net scenarios).
+# kvm-amd; tun and vhost-net for the VMMs' tap back-ends (virtio-net scenarios); VFIO, the NVMe
+# and Intel NIC drivers and macvtap for the scenarios with L0's "iommu" device set (l0-sets.sh).
 mod_dest=$l1/rig/modules
 order=()
-add_module kvm-amd
-add_module tun
-add_module vhost_net
+for m in kvm-amd tun vhost_net vfio vfio_iommu_type1 vfio_pci nvme igb igbvf e1000e tap macvlan macvtap; do add_module "$m"; done
 printf '%s\n' "${order[@]}" >"$l1/rig/modules/order"
 
 cp "$qemu" "$l1/usr/bin/qemu-system-x86_64"

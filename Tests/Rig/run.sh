@@ -7,8 +7,10 @@
 #   --no-skip counts a skipped scenario as failed (make rig-test: nothing may go untested)
 #   SCENARIO: kvm-check, qemu-boot, qemu-hotplug, switchyard-boot, switchyard-smp,
 #             switchyard-hotplug, switchyard-run, cfg-exits, switchyard-coldplug, qemu-acpihp,
-#             switchyard-acpihp, switchyard-reboot, or all (those twelve)
-# Each scenario boots its own L1. Exit status: one scenario: 0 passed, 77 skipped, 1 failed (or
+#             switchyard-acpihp, switchyard-reboot, switchyard-sriov, iommu-check, or all
+#             (those fourteen)
+# Each scenario boots its own L1; a scenario's NAME.l0 next to it adds L0 devices (l0-sets.sh).
+# Exit status: one scenario: 0 passed, 77 skipped, 1 failed (or
 # timed out); several: 0 when none failed. Logs: .rig/logs/SCENARIO-TIME.log
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,13 +31,13 @@ while [ $# -gt 0 ]; do
     --bzimage) l1_kernel=vmlinuz; shift ;;
     --append) l1_append_extra="$l1_append_extra $2"; shift 2 ;;
     --no-skip) no_skip=1; shift ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    all) scenarios+=(kvm-check qemu-boot qemu-hotplug switchyard-boot switchyard-smp switchyard-hotplug switchyard-run cfg-exits switchyard-coldplug qemu-acpihp switchyard-acpihp switchyard-reboot switchyard-sriov); shift ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    all) scenarios+=(kvm-check qemu-boot qemu-hotplug switchyard-boot switchyard-smp switchyard-hotplug switchyard-run cfg-exits switchyard-coldplug qemu-acpihp switchyard-acpihp switchyard-reboot switchyard-sriov iommu-check); shift ;;
     -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     *) scenarios+=("$1"); shift ;;
   esac
 done
-[ ${#scenarios[@]} -gt 0 ] || { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ ${#scenarios[@]} -gt 0 ] || { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 for s in "${scenarios[@]}"; do
   [ -f "$HERE/l1/scenarios/$s.sh" ] || { echo "run.sh: no scenario $s (Tests/Rig/l1/scenarios/)" >&2; exit 2; }
 done
@@ -57,6 +59,9 @@ run_one() {
   log=$CACHE/logs/$scenario-$(date +%Y%m%d-%H%M%S).log
   echo "== rig: $scenario (L1: TCG, -smp $smp, timeout ${timeout_s}s) log: $log"
   t0=$EPOCHREALTIME
+  # The scenario's own L0 devices and L1 kernel arguments (l0-sets.sh), when it asks for any.
+  . "$HERE/l0-sets.sh"
+  if [ -f "$HERE/l1/scenarios/$scenario.l0" ]; then . "$HERE/l1/scenarios/$scenario.l0"; fi
   # L0's monitor, so that an L1 about to be killed can be looked at first (l0_snapshot).
   local monitor=$CACHE/l0-monitor.$$.sock watcher waker
   rm -f "$monitor"
@@ -68,8 +73,8 @@ run_one() {
   timeout -k 10 "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -M q35 -m 2048 -smp "$smp" \
     -nodefaults -display none -serial stdio -no-reboot -nic none \
     -monitor "unix:$monitor,server=on,wait=off" \
-    -kernel "$images/$l1_kernel" -initrd "$images/l1-initrd.img" \
-    -append "console=ttyS0 quiet panic=-1 rig.scenario=$scenario$l1_append_extra" </dev/null 2>&1 |
+    -kernel "$images/$l1_kernel" -initrd "$images/l1-initrd.img" "${l0_args[@]}" \
+    -append "console=ttyS0 quiet panic=-1 rig.scenario=$scenario$l1_append$l1_append_extra" </dev/null 2>&1 |
     host_stamp "$t0" | tee "$log"
   rc=${PIPESTATUS[0]}
   pkill -P "$watcher" 2>/dev/null || true   # its sleep
