@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the ConfigAccess benchmarks (release build) and prints the median wall-clock time and
 # mallocs per config access for each case, plus the ratios N=4096 / N=1 for ECAM and CF8/CFC
-# and N=1024 / N=1 for ECAM on the PCIe topology; then the HotPlug benchmarks.
+# and N=1024 / N=1 for ECAM on the PCIe topology; the time per BAR move (an address-space commit)
+# with 1, 256 and 4096 mapped BARs and its ratio N=4096 / N=1; then the HotPlug benchmarks.
 # Usage: Benchmarks/report.sh [--smoke] [extra `swift package benchmark` options, e.g. --filter ECAM]
 #   --smoke: every benchmark for one or two short iterations (make test: the package builds and
 #   every workload runs; the figures mean nothing).
@@ -11,6 +12,8 @@ cd "$(dirname "$0")"
 if [ "${1:-}" = --smoke ]; then export SWITCHYARD_BENCH_SMOKE=1; shift; fi
 mkdir -p .build
 out=.build/config-access-report.txt
+# A table with no rows fails the run, unless options (a --filter) may have left its rows out.
+strict=1; [ $# -eq 0 ] || strict=0
 
 # jemalloc is not needed: Package.swift enables only the benchmark package's MallocInterposer
 # trait (not its default RuntimeInterposer, whose package is not available here). To build
@@ -22,14 +25,15 @@ swift package --allow-writing-to-package-directory benchmark run \
 
 # The text table: a benchmark's name on its own line, then rows "│ Metric │ p0 │ p25 │ p50 │ ...".
 # Rows marked "*" are scaled by the inner loop, i.e. per access.
-awk -F'│' '
+awk -v strict="$strict" -F'│' '
     function trim(s) { gsub(/^[ \t]+|[ \t]+$/, "", s); return s }
     /^(ECAM|CF8-CFC|PCIe ECAM) read / { name = $0; next }
+    /^BAR move / { name = ""; next }
     name != "" && /Time \(wall clock\)/ { ns[name] = trim($5) + 0; order[++n] = name }
     name != "" && /Instructions/         { ins[name] = trim($5) }
     name != "" && /Malloc \(total\)/      { mal[name] = trim($5) }
     END {
-        if (n == 0) { print "no results parsed; see the raw output"; exit 1 }
+        if (n == 0) { print "no config-access results parsed; see the raw output"; exit strict }
         printf "%-36s %10s %14s %14s\n", "benchmark (median of samples)", "ns/access", "instructions", "mallocs/access"
         for (i = 1; i <= n; i++) {
             b = order[i]
@@ -45,17 +49,32 @@ awk -F'│' '
         }
     }' "$out"
 
+# BAR moves (same run): time per commit as the number of mapped BARs grows.
+awk -v strict="$strict" -F'│' '
+    function trim(s) { gsub(/^[ \t]+|[ \t]+$/, "", s); return s }
+    /^BAR move N=/ { name = $0; split(name, parts, "N="); n[name] = parts[2] + 0; next }
+    name != "" && /Time \(wall clock\)/ { ns[name] = trim($5) + 0; order[++k] = name; name = "" }
+    END {
+        if (k == 0) { print "no BAR-move results parsed; see the raw output"; exit strict }
+        print ""
+        printf "%-32s %12s\n", "benchmark (median)", "us per move"
+        for (i = 1; i <= k; i++) printf "%-32s %12.1f\n", order[i], ns[order[i]] / 1000
+        one = "BAR move N=1"; big = "BAR move N=4096"; mid = "BAR move N=256"
+        if ((one in ns) && (big in ns) && ns[one] > 0)
+            printf "BAR move   N=4096/N=1 = %.2f   (N=256/N=1 = %.2f)\n", ns[big] / ns[one], ns[mid] / ns[one]
+    }' "$out"
+
 # Hot-plug and enumerate N endpoints: time per device and growth.
 hp=.build/hotplug-report.txt
 swift package --allow-writing-to-package-directory benchmark run \
     --target HotPlug --no-progress --time-units microseconds "$@" | tee "$hp" >/dev/null
 echo
-awk -F'│' '
+awk -v strict="$strict" -F'│' '
     function trim(s) { gsub(/^[ \t]+|[ \t]+$/, "", s); return s }
     /^HotPlug\+enumerate N=/ { name = $0; split(name, parts, "N="); n[name] = parts[2] + 0; next }
     name != "" && /Time \(wall clock\)/ { us[name] = trim($5) + 0; order[++k] = name; name = "" }
     END {
-        if (k == 0) { print "no hot-plug results parsed; see the raw output"; exit 1 }
+        if (k == 0) { print "no hot-plug results parsed; see the raw output"; exit strict }
         printf "%-32s %12s %14s\n", "benchmark (median)", "total us", "us per device"
         for (i = 1; i <= k; i++) { b = order[i]; printf "%-32s %12.0f %14.2f\n", b, us[b], us[b] / n[b] }
         small = order[1]; large = order[1]

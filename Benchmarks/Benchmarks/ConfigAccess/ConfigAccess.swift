@@ -151,6 +151,49 @@ struct Fixture: Sendable {
     }
 }
 
+/// A `behindBridges` fixture whose endpoints decode memory: bridge b (on pcie.0, secondary bus
+/// b + 1) forwards a 2 MiB window at 0xC000_0000 + 2 MiB * b; endpoint i behind it has its 4 KiB
+/// BAR 1 at window + 4 KiB * i, memory decode on. Every endpoint's BAR is checked by a write
+/// and a read of its scratch register through the machine's memory map.
+struct MappedBARs: Sendable {
+    let fixture: Fixture
+    /// The endpoint whose BAR moves, and the two places it alternates between.
+    let mover: (bus: UInt8, devfn: UInt8)
+    let places: (UInt64, UInt64)
+
+    static let windowBase: UInt64 = 0xC000_0000
+    static let windowSize: UInt64 = 2 << 20
+
+    init(bridges: Int, functionsPerBridge: Int) {
+        fixture = Fixture.behindBridges(bridges: bridges, functionsPerBridge: functionsPerBridge)
+        let machine = fixture.machine
+        for b in 0..<bridges {
+            let bridge = Fixture.ecam(0, UInt8(b + 1) << 3, 0), window = Self.windowBase + UInt64(b) * Self.windowSize
+            // Memory base/limit (0x20): address bits 31:20 in bits 15:4 of each half.
+            let limit = window + Self.windowSize - 1
+            machine.mmioWrite(bridge + 0x20, width: .dword, value: (limit >> 16 & 0xFFF0) << 16 | window >> 16 & 0xFFF0)
+            machine.mmioWrite(bridge + 0x04, width: .word, value: 0x0006)
+            for i in 0..<functionsPerBridge {
+                let endpoint = Fixture.ecam(UInt8(b + 1), UInt8(i), 0), bar = window + 4096 * UInt64(i)
+                machine.mmioWrite(endpoint + 0x14, width: .dword, value: bar)
+                machine.mmioWrite(endpoint + 0x04, width: .word, value: 0x0002)
+                machine.mmioWrite(bar, width: .dword, value: 0x5A00_0000 | UInt64(i))
+                precondition(machine.mmioRead(bar, width: .dword) == 0x5A00_0000 | UInt64(i), "BAR 1 of \(b + 1):\(i) not reachable")
+            }
+        }
+        mover = (1, 0)
+        // The second MiB of bridge 0's window is free: 256 endpoints fill the first.
+        places = (Self.windowBase, Self.windowBase + (1 << 20))
+    }
+}
+
+/// One BAR move: BAR 1 of the mover rewritten with decode on, so the PCI address space commits
+/// a new view (and, under KVM, its listeners update their slots) before the write returns.
+@inline(never)
+func moveBAR(_ m: MappedBARs, to address: UInt64) {
+    m.fixture.machine.mmioWrite(Fixture.ecam(m.mover.bus, m.mover.devfn, 0x14), width: .dword, value: address)
+}
+
 /// The workloads, one access each: ECAM is one MMIO read, CF8/CFC a port write and a port read.
 @inline(never)
 func ecamRead(_ f: Fixture, _ i: Int) -> UInt64 {
@@ -172,7 +215,27 @@ let pcie1 = Fixture.pcie(switches: 1, downstreamPorts: 1, functionsPerPort: 1)
 let pcie256 = Fixture.pcie(switches: 1, downstreamPorts: 32, functionsPerPort: 8)
 let pcie1024 = Fixture.pcie(switches: 4, downstreamPorts: 32, functionsPerPort: 8)
 
+let moves1 = MappedBARs(bridges: 1, functionsPerBridge: 1)
+let moves256 = MappedBARs(bridges: 1, functionsPerBridge: 256)
+let moves4096 = MappedBARs(bridges: 16, functionsPerBridge: 256)
+
 let smoke = ProcessInfo.processInfo.environment["SWITCHYARD_BENCH_SMOKE"] == "1"
+
+/// `scaledIterations` BAR moves, back and forth; afterwards the scratch register written at
+/// set-up must answer at the BAR's last address and nothing at the other.
+func measureMoves(_ benchmark: Benchmark, _ m: MappedBARs) {
+    var at = m.places.0
+    benchmark.startMeasurement()
+    for _ in benchmark.scaledIterations {
+        at = at == m.places.0 ? m.places.1 : m.places.0
+        moveBAR(m, to: at)
+    }
+    benchmark.stopMeasurement()
+    let other = at == m.places.0 ? m.places.1 : m.places.0
+    let machine = m.fixture.machine
+    precondition(machine.mmioRead(at, width: .dword) == 0x5A00_0000, "the moved BAR does not answer at \(at)")
+    precondition(machine.mmioRead(other, width: .dword) != 0x5A00_0000, "the BAR still answers at \(other)")
+}
 
 /// One measured iteration: `scaledIterations` accesses from the sequence, checked against an
 /// untimed pass over the same accesses (the reads cannot be optimized away or go astray).
@@ -210,5 +273,17 @@ let benchmarks: @Sendable () -> Void = {
     ]
     for (name, fixture) in express {
         Benchmark("PCIe ECAM read \(name)", closure: { measure($0, fixture(), ecamRead) }, setup: { _ = fixture() })
+    }
+    // A BAR move commits a new PCI address-space view: its cost as the number of mapped BARs
+    // grows (each endpoint's BAR 1 is mapped), one move per measured iteration.
+    let moves: [(name: String, fixture: @Sendable () -> MappedBARs)] = [
+        ("N=1", { moves1 }), ("N=256", { moves256 }), ("N=4096", { moves4096 }),
+    ]
+    for (name, fixture) in moves {
+        Benchmark("BAR move \(name)",
+                  configuration: .init(metrics: [.wallClock, .mallocCountTotal], timeUnits: .microseconds,
+                                       warmupIterations: smoke ? 0 : 5, scalingFactor: .one,
+                                       maxDuration: smoke ? .milliseconds(100) : .seconds(3), maxIterations: smoke ? 2 : 2000),
+                  closure: { measureMoves($0, fixture()) }, setup: { _ = fixture() })
     }
 }

@@ -105,13 +105,15 @@ enum PCIMappings {
     static func build(bus: PCIBus, handlers: BARHandlerCache) -> (memory: Region, io: Region) {
         var memory = Region.container("pci-mem(\(bus.name))", size: wholeSpace)
         var io = Region.container("pci-io(\(bus.name))", size: 1 << 32)
+        var placed = PlacedBARs()
         for (devfn, function) in bus.functions {
             let config = function.configSnapshot()
             let label = "\(function.name)@\(hex(devfn >> 3, 2)).\(devfn & 7)"
             for (index, bar) in config.bars.enumerated() {
                 guard let bar, let range = config.decodedBARRange(index), let size = range.size else { continue }
-                let leaf = Region.leaf("\(label) BAR\(index)", size: size,
-                                       handler: handlers.handler(for: function, bar: index))
+                let name = "\(label) BAR\(index)"
+                placed.add(name, range, io: bar.isIO, device: function.name)
+                let leaf = Region.leaf(name, size: size, handler: handlers.handler(for: function, bar: index))
                 if bar.isIO { io.add(leaf, at: range.base) } else { memory.add(leaf, at: range.base) }
             }
             if let pf = function as? any SRIOVPhysicalFunction, pf.isSRIOVCapable {
@@ -132,6 +134,22 @@ enum PCIMappings {
             }
         }
         return (memory, io)
+    }
+
+    /// The BARs decoded on one bus so far: a guest that programs two of them over each other
+    /// gets a guest-error line; the one placed later answers there (equal-priority regions).
+    private struct PlacedBARs {
+        var memory: [(name: String, range: AddressRange)] = []
+        var io: [(name: String, range: AddressRange)] = []
+
+        mutating func add(_ name: String, _ range: AddressRange, io isIO: Bool, device: String) {
+            let earlier = isIO ? io : memory
+            if let other = earlier.first(where: { $0.range.overlaps(range) }) {
+                GuestErrorLog.report(device: device, kind: "bar-overlap",
+                                     "\(name) at \(range) overlaps \(other.name) at \(other.range); \(name) answers where they overlap")
+            }
+            if isIO { io.append((name, range)) } else { memory.append((name, range)) }
+        }
     }
 
     /// VF n's share of each VF BAR aperture (SR-IOV 1.1, 3.3.14: aperture + n * per-VF size),

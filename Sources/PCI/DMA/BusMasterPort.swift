@@ -72,6 +72,11 @@ public final class BusMasterPort: DMAPort {
     /// Sends `message` as the function's MSI: a dword write of its data to its address. A
     /// refused one (Bus Master Enable off: MSI is a memory write) is dropped with a log line.
     public func deliver(_ message: MSIMessage) {
+        if !Self.interruptWindow.contains(message.address) {
+            // Still a memory write, as on real hardware (and QEMU): it lands wherever it points.
+            GuestErrorLog.report(device: name, kind: "msi-address",
+                                 "\(message) is outside the interrupt window \(Self.interruptWindow): delivered as a plain memory write")
+        }
         var data = message.data.littleEndian
         do throws(DMAError) {
             try withUnsafeBytes(of: &data) { (raw) throws(DMAError) in try write(at: message.address, from: raw) }
