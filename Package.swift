@@ -35,7 +35,7 @@ let package = Package(
                 resources: [], swiftSettings: swiftSettings),
         .target(name: "Firmware", dependencies: ["VMMBase", "CFDT"], swiftSettings: swiftSettings),
         .target(name: "KVM", dependencies: ["HostOS", "VMMBase", "CLinux"], swiftSettings: swiftSettings),
-        .target(name: "HostDevices", dependencies: ["HostOS", "VMMBase", "CPCI", "CUdev"],
+        .target(name: "HostDevices", dependencies: ["HostOS", "VMMBase", "CPCI", "CUdev", "CLinux"],
                 swiftSettings: swiftSettings),
         // VFIO: the narrow kernel protocol (container, group, device ioctls), its real
         // implementation and a recording twin for hosts without VFIO.

@@ -159,3 +159,5 @@ int sy_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
 int sy_accept4(int fd, int flags) { return accept4(fd, NULL, NULL, flags); }
 
 int sy_set_thread_name(const char *name) { return pthread_setname_np(pthread_self(), name); }
+
+unsigned long sy_nvme_ioctl_admin_cmd(void) { return NVME_IOCTL_ADMIN_CMD; }

@@ -19,6 +19,13 @@ public struct HostPCIDevice: Hashable, Sendable, CustomStringConvertible {
     public var sriov: SRIOVCounts?
     /// For a virtual function: its physical function.
     public var physicalFunction: PCIAddress?
+    /// For a physical function: its enabled VFs (sysfs virtfnN links), in VF order.
+    public var virtualFunctions: [PCIAddress] = []
+    /// The kernel's reset methods in the order it tries them (sysfs reset_method: "flr", "pm",
+    /// "bus", ...); empty when the device has none or the kernel predates the attribute (5.15).
+    public var resetMethods: [String] = []
+    /// sysfs driver_override: the only driver the kernel will probe for this device.
+    public var driverOverride: String?
 
     public init(address: PCIAddress, vendorID: UInt16, deviceID: UInt16,
                 subsystemVendorID: UInt16 = 0, subsystemID: UInt16 = 0,
@@ -42,6 +49,10 @@ public struct HostPCIDevice: Hashable, Sendable, CustomStringConvertible {
     public var subclass: UInt8 { UInt8(truncatingIfNeeded: classCode >> 8) }
     public var programmingInterface: UInt8 { UInt8(truncatingIfNeeded: classCode) }
     public var isBridge: Bool { baseClass == 0x06 }
+    /// Class 06 00: the root complex's host bridge, never assignable.
+    public var isHostBridge: Bool { classCode >> 8 == 0x0600 }
+    /// Class 01 08 02: an NVM Express I/O controller.
+    public var isNVMeController: Bool { classCode == 0x01_0802 }
     public var isVirtualFunction: Bool { physicalFunction != nil }
 
     /// lspci -nn style: "0000:00:03.0 [0200]: [1af4:1041] (rev 01) driver virtio-pci"

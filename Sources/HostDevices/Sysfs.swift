@@ -8,6 +8,9 @@ public protocol SysfsReader: Sendable {
     func attribute(_ path: String) throws(SystemError) -> String?
     /// The last component of a symbolic link's target ("vfio-pci" for `driver`); nil when absent.
     func linkName(_ path: String) throws(SystemError) -> String?
+    /// A symbolic link's whole target text ("../../devices/pci0000:00/0000:00:03.0/net/eth0");
+    /// nil when absent.
+    func linkTarget(_ path: String) throws(SystemError) -> String?
     /// A directory's entries, sorted; empty when the directory does not exist.
     func entries(_ path: String) throws(SystemError) -> [String]
 }
@@ -30,9 +33,12 @@ public struct Sysfs: SysfsReader {
     }
 
     public func linkName(_ path: String) throws(SystemError) -> String? {
+        try linkTarget(path)?.split(separator: "/").last.map(String.init)
+    }
+
+    public func linkTarget(_ path: String) throws(SystemError) -> String? {
         do throws(SystemError) {
-            let target = try FileSystem.readLink(full(path))
-            return target.split(separator: "/").last.map(String.init)
+            return try FileSystem.readLink(full(path))
         } catch where error.errno == .noSuchFileOrDirectory || error.errno == .notDirectory {
             return nil
         }
@@ -115,6 +121,31 @@ public struct SysfsPCIScanner<Reader: SysfsReader>: Sendable {
             let enabled = try optionalDecimal(dir + "/sriov_numvfs") ?? 0
             device.sriov = SRIOVCounts(totalVFs: total, enabledVFs: enabled)
         }
+        device.virtualFunctions = try virtualFunctions(in: dir)
+        device.resetMethods = try text(dir + "/reset_method")?.split(separator: " ").map(String.init) ?? []
+        // "(null)" is how kernels before 5.x show an unset override.
+        if let override = try text(dir + "/driver_override"), !override.isEmpty, override != "(null)" {
+            device.driverOverride = override
+        }
+    }
+
+    /// virtfn0, virtfn1, ... in VF order (a directory listing sorts virtfn10 before virtfn2).
+    private func virtualFunctions(in dir: String) throws(HostDevicesError) -> [PCIAddress] {
+        let names: [String]
+        do { names = try reader.entries(dir) } catch { throw .system(error) }
+        let indices = names.compactMap { $0.hasPrefix("virtfn") ? Int($0.dropFirst(6)) : nil }.sorted()
+        var result: [PCIAddress] = []
+        for index in indices {
+            let path = dir + "/virtfn\(index)"
+            guard let name = try link(path) else { continue }
+            guard let vf = PCIAddress(parsing: name) else { throw .malformed(path: path, value: name) }
+            result.append(vf)
+        }
+        return result
+    }
+
+    private func text(_ path: String) throws(HostDevicesError) -> String? {
+        do { return try reader.attribute(path) } catch { throw .system(error) }
     }
 
     private func link(_ path: String) throws(HostDevicesError) -> String? {

@@ -15,6 +15,8 @@ enum Command {
     case kvmProbe
     /// sandbox-probe KIND CALL [-sandbox on|off[,spawn=...]]
     case sandboxProbe(SandboxProbe.Call, SandboxThreadKind, SandboxPolicy?)
+    /// host list|bind|unbind|sriov: the host's PCI devices (HostCommand)
+    case host(HostCommand)
     case help
 }
 
@@ -54,6 +56,7 @@ let usage = """
                           socket, ioctl-kvm-run, getpid) on a thread of KIND (vcpu, io,
                           control, signal): a call KIND may not make ends the process with
                           the sandbox's report (SIGSYS); otherwise prints what it returned
+    \(HostCommand.usage)
       help, --help        this text
 
     machine options (any command):
@@ -76,6 +79,7 @@ func parse(_ arguments: [String]) throws -> Command {
         guard arguments.count == 1 else { throw UsageError(description: "kvm-probe takes no options") }
         return .kvmProbe
     }
+    if verb == "host" { return .host(try HostCommand(arguments: Array(arguments.dropFirst()))) }
     if verb == "sandbox-probe" {
         let kinds = SandboxThreadKind.allCases.map(\.rawValue).joined(separator: ", ")
         let calls = SandboxProbe.Call.allCases.map(\.rawValue).joined(separator: ", ")
@@ -162,7 +166,7 @@ func parse(_ arguments: [String]) throws -> Command {
         guard let outputDirectory else { throw UsageError(description: "firmware needs --out DIR, the directory to write the tables to") }
         return .firmware(configuration, outputDirectory: outputDirectory)
     case "help", "-h", "--help": return .help
-    default: throw UsageError(description: "unknown command '\(verb)'; commands are run, lspci, firmware, kvm-probe, help")
+    default: throw UsageError(description: "unknown command '\(verb)'; commands are run, lspci, firmware, kvm-probe, host, help")
     }
 }
 
@@ -173,6 +177,8 @@ func execute(_ command: Command) throws {
         exit(try session.run(sandbox: invocation.sandboxPolicy))
     case .help:
         print(usage)
+    case .host(let command):
+        print(try command.run(), terminator: "")
     case .sandboxProbe(let call, let kind, let policy):
         print(try SandboxProbe.run(call, on: kind, policy: policy))
     case .kvmProbe:

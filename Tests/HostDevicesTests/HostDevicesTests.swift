@@ -153,6 +153,7 @@ private struct InMemorySysfs: SysfsReader {
     var directories: [String: [String]] = [:]
     func attribute(_ path: String) throws(SystemError) -> String? { attributes[path] }
     func linkName(_ path: String) throws(SystemError) -> String? { links[path] }
+    func linkTarget(_ path: String) throws(SystemError) -> String? { links[path] }
     func entries(_ path: String) throws(SystemError) -> [String] { directories[path] ?? [] }
 }
 

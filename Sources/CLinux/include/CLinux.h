@@ -107,4 +107,8 @@ int sy_set_thread_name(const char *name);
 /// accept4(2) without the peer address (declared by glibc only under _GNU_SOURCE).
 int sy_accept4(int fd, int flags);
 
+/// NVMe admin commands from user space (HostDevices: SR-IOV virtualization management).
+#include <linux/nvme_ioctl.h>
+unsigned long sy_nvme_ioctl_admin_cmd(void);
+
 #endif
