@@ -1,1 +1,0 @@
-// Host network backends (issue 14): tap and macvtap queues, macvtap links and SR-IOV VFs (libnl).
