@@ -10,6 +10,8 @@ MAC=52:54:00:12:34:56
 rc=0
 
 # net_session LABEL VHOST CMD...: one boot; the VMM's tap0 goes to a fresh namespace.
+# NET_DEVICE_EXTRA is added to -device virtio-net-pci (QEMU: romfile= for no option ROM, which
+# L1 does not carry and a PVH boot does not use).
 net_session() {
   _nl=$1 _vh=$2; shift 2
   _log=/tmp/l2-net-$_nl.log
@@ -19,14 +21,14 @@ net_session() {
   dd if=/dev/urandom of=/tmp/peer-$_nl/www/rx bs=64k count=64 2>/dev/null
   L2_APPEND_LINE="$(l2_append net)"
   start_vmm "$_log" "$@" -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=$_vh \
-    -device virtio-net-pci,netdev=n0,bus=rp3,mac=$MAC
+    -device virtio-net-pci,netdev=n0,bus=rp3,mac=$MAC$NET_DEVICE_EXTRA
   _i=0
   while [ ! -e /sys/class/net/tap0 ] && [ $_i -lt 200 ]; do sleep 0.05; _i=$((_i + 1)); done
   if [ -e /sys/class/net/tap0 ]; then
     ip link set dev tap0 netns $_peer
     nsenter -t $_peer -n sh -c "
       ip link set lo up; ip addr add 10.0.2.2/24 dev tap0; ip link set tap0 up
-      nc -l -p 5001 >/tmp/peer-$_nl/tx </dev/null &
+      sleep 600 | nc -l -p 5001 >/tmp/peer-$_nl/tx &
       httpd -p 5002 -h /tmp/peer-$_nl/www"
   else
     echo "CHECK FAILED: $_nl: no tap0 appeared within 10 s of the VMM's start"
@@ -64,8 +66,10 @@ net_session() {
   sleep 0.2
 }
 
+NET_DEVICE_EXTRA=,romfile=
 net_session qemu off $(qemu_l2_command)
 net_session qemu_vhost on $(qemu_l2_command)
+NET_DEVICE_EXTRA=
 if [ -x /switchyard ]; then
   net_session switchyard off /switchyard -machine q35 -accel kvm -m 512 -smp $L2_SMP \
     -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY
