@@ -5,9 +5,11 @@
 #   l0_device_set iommu intremap=off     # the same without interrupt remapping
 #   l0_args+=(-device ...)               # raw QEMU arguments
 #   l1_append+=" some.option=1"          # L1 kernel command line
+#   l1_timeout=600                       # seconds for this scenario's L1 (run.sh's --timeout otherwise)
 # (facts behind the set: ../../shared/RIG-RECIPES.md in the checkout's parent, or the README here).
 l0_args=()
 l1_append=""
+l1_timeout=""
 
 # l0_device_set NAME [intremap=on|off]
 l0_device_set() {

@@ -57,11 +57,12 @@ host_stamp() {
 run_one() {
   local scenario=$1 log rc t0
   log=$CACHE/logs/$scenario-$(date +%Y%m%d-%H%M%S).log
-  echo "== rig: $scenario (L1: TCG, -smp $smp, timeout ${timeout_s}s) log: $log"
-  t0=$EPOCHREALTIME
-  # The scenario's own L0 devices and L1 kernel arguments (l0-sets.sh), when it asks for any.
+  # The scenario's own L0 devices, L1 kernel arguments and time limit (l0-sets.sh), if any.
   . "$HERE/l0-sets.sh"
   if [ -f "$HERE/l1/scenarios/$scenario.l0" ]; then . "$HERE/l1/scenarios/$scenario.l0"; fi
+  local timeout_s=${l1_timeout:-$timeout_s}
+  echo "== rig: $scenario (L1: TCG, -smp $smp, timeout ${timeout_s}s) log: $log"
+  t0=$EPOCHREALTIME
   # L0's monitor, so that an L1 about to be killed can be looked at first (l0_snapshot).
   local monitor=$CACHE/l0-monitor.$$.sock watcher waker
   rm -f "$monitor"
