@@ -176,6 +176,11 @@ struct MappedBARs: Sendable {
             for i in 0..<functionsPerBridge {
                 let endpoint = Fixture.ecam(UInt8(b + 1), UInt8(i), 0), bar = window + 4096 * UInt64(i)
                 machine.mmioWrite(endpoint + 0x14, width: .dword, value: bar)
+                // BAR 2 (64-bit, 1 MiB) out of everyone's way above 4 GiB, as firmware would
+                // place it (no window forwards it here: it is decoded on its bus only).
+                let high = 0x1_0000_0000 + (UInt64(b) * UInt64(functionsPerBridge) + UInt64(i)) << 20
+                machine.mmioWrite(endpoint + 0x18, width: .dword, value: high & 0xFFFF_FFFF)
+                machine.mmioWrite(endpoint + 0x1C, width: .dword, value: high >> 32)
                 machine.mmioWrite(endpoint + 0x04, width: .word, value: 0x0002)
                 machine.mmioWrite(bar, width: .dword, value: 0x5A00_0000 | UInt64(i))
                 precondition(machine.mmioRead(bar, width: .dword) == 0x5A00_0000 | UInt64(i), "BAR 1 of \(b + 1):\(i) not reachable")

@@ -112,7 +112,7 @@ enum PCIMappings {
             for (index, bar) in config.bars.enumerated() {
                 guard let bar, let range = config.decodedBARRange(index), let size = range.size else { continue }
                 let name = "\(label) BAR\(index)"
-                placed.add(name, range, io: bar.isIO, device: function.name)
+                placed.add(name, range, io: bar.isIO, bus: bus.name)
                 let leaf = Region.leaf(name, size: size, handler: handlers.handler(for: function, bar: index))
                 if bar.isIO { io.add(leaf, at: range.base) } else { memory.add(leaf, at: range.base) }
             }
@@ -142,10 +142,12 @@ enum PCIMappings {
         var memory: [(name: String, range: AddressRange)] = []
         var io: [(name: String, range: AddressRange)] = []
 
-        mutating func add(_ name: String, _ range: AddressRange, io isIO: Bool, device: String) {
+        /// Reports are rate-limited per bus, so a guest with thousands of functions cannot
+        /// turn one commit into thousands of lines.
+        mutating func add(_ name: String, _ range: AddressRange, io isIO: Bool, bus: String) {
             let earlier = isIO ? io : memory
             if let other = earlier.first(where: { $0.range.overlaps(range) }) {
-                GuestErrorLog.report(device: device, kind: "bar-overlap",
+                GuestErrorLog.report(device: "pci bus \(bus)", kind: "bar-overlap",
                                      "\(name) at \(range) overlaps \(other.name) at \(other.range); \(name) answers where they overlap")
             }
             if isIO { io.append((name, range)) } else { memory.append((name, range)) }
