@@ -1,3 +1,4 @@
+import VMMBase
 import Glibc
 import HostOS
 import Synchronization

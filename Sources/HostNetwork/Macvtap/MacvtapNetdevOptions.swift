@@ -1,3 +1,5 @@
+import VMMBase
+
 /// The options of `-netdev macvtap,...`, parsed from the netdev's property dictionary.
 ///
 /// Three ways to name the link, one per netdev:

@@ -1,3 +1,5 @@
+import VMMBase
+
 /// What rtnetlink says about one network interface, copied out of libnl's object.
 public struct LinkInfo: Hashable, Sendable {
     public var name: String
