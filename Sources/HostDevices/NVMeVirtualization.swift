@@ -111,6 +111,14 @@ public struct SecondaryController: Hashable, Sendable {
     public var queues: UInt16
     public var interrupts: UInt16
 
+    public init(controllerID: UInt16, online: Bool, virtualFunction: UInt16, queues: UInt16, interrupts: UInt16) {
+        self.controllerID = controllerID
+        self.online = online
+        self.virtualFunction = virtualFunction
+        self.queues = queues
+        self.interrupts = interrupts
+    }
+
     public static func list(parsing data: [UInt8]) -> [SecondaryController] {
         let count = min(Int(data.first ?? 0), 127)
         return (0..<count).compactMap { i in

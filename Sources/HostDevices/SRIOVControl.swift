@@ -42,7 +42,7 @@ public struct SRIOVControl<Files: SysfsReader & SysfsWriter>: Sendable {
                 try write(dir + "/sriov_numvfs", "0")
             }
             if assignResources && count > 0 {
-                secondaries = try enableNVMe(pf, count: count)
+                (secondaries, notes) = try enableNVMe(pf, count: count)
             } else if count != 0 {
                 try write(dir + "/sriov_numvfs", String(count))
             }
@@ -63,7 +63,8 @@ public struct SRIOVControl<Files: SysfsReader & SysfsWriter>: Sendable {
     /// its flexible resources back and is reset, the VFs are created without a driver probing
     /// them (their controllers are offline until assigned), then each secondary is assigned and
     /// set online. The VFs stay without a driver: bind one with `host bind`.
-    private func enableNVMe(_ pf: HostPCIDevice, count: Int) throws(HostDeviceControlError) -> [SecondaryController] {
+    private func enableNVMe(_ pf: HostPCIDevice, count: Int)
+        throws(HostDeviceControlError) -> (secondaries: [SecondaryController], notes: [String]) {
         let dir = "bus/pci/devices/\(pf.address)"
         let controllers = try listing(dir + "/nvme")
         guard let controller = controllers.first else {
@@ -81,7 +82,10 @@ public struct SRIOVControl<Files: SysfsReader & SysfsWriter>: Sendable {
         let reset = try nvme(pf.address, "Virtualization Management (primary flexible allocation)") { () throws(SystemError) in
             try resources.releasePrimary(caps)
         }
+        var notes: [String] = []
         if reset {
+            notes.append("the primary controller gave back its \(caps.queuesOnPrimary) flexible queues and "
+                + "\(caps.interruptsOnPrimary) flexible interrupts and was reset")
             try write(dir + "/reset", "1")
             // The nvme driver brings the controller back asynchronously after the reset.
             var ready = false
@@ -90,14 +94,17 @@ public struct SRIOVControl<Files: SysfsReader & SysfsWriter>: Sendable {
                 if !ready { HostClock.sleep(milliseconds: 100) }
             }
             guard ready else { throw .nvme(pf.address, "the controller did not answer Identify within 10 s of its reset") }
+        } else {
+            notes.append("the primary controller held no flexible resources: no reset needed")
         }
         let autoprobe = try attribute(dir + "/sriov_drivers_autoprobe")
         try write(dir + "/sriov_drivers_autoprobe", "0")
         try write(dir + "/sriov_numvfs", String(count))
         if let autoprobe { try write(dir + "/sriov_drivers_autoprobe", autoprobe) }
-        return try nvme(pf.address, "Virtualization Management (secondary assign and online)") { () throws(SystemError) in
-            try resources.assignAndOnline(vfs: count, caps: caps)
+        let secondaries = try nvme(pf.address, "Virtualization Management (secondary assign and online)") {
+            () throws(SystemError) in try resources.assignAndOnline(vfs: count, caps: caps)
         }
+        return (secondaries, notes)
     }
 
     private func nvme<T>(_ address: PCIAddress, _ what: String,

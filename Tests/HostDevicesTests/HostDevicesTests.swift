@@ -5,7 +5,7 @@ import Testing
 import VMMBase
 
 /// A temporary directory laid out like /sys, removed when the fixture is released.
-private final class FakeSysfs {
+final class FakeSysfs {
     let root: String
     var reader: Sysfs { Sysfs(root: root) }
 
@@ -35,14 +35,14 @@ private final class FakeSysfs {
     func group(_ n: Int) -> String { "../../../kernel/iommu_groups/\(n)" }
 }
 
-private func ids(_ vendor: String, _ device: String, _ cls: String, rev: String = "0x00",
+func ids(_ vendor: String, _ device: String, _ cls: String, rev: String = "0x00",
                  subsystem: (String, String)? = nil) -> [String: String] {
     var a = ["vendor": vendor, "device": device, "class": cls, "revision": rev]
     if let subsystem { a["subsystem_vendor"] = subsystem.0; a["subsystem_device"] = subsystem.1 }
     return a
 }
 
-private func address(_ text: String) -> PCIAddress { PCIAddress(parsing: text)! }
+func address(_ text: String) -> PCIAddress { PCIAddress(parsing: text)! }
 
 @Suite struct SysfsScannerTests {
     @Test func readsIdentityDriverGroupAndSRIOV() throws {

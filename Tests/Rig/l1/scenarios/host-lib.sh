@@ -1,0 +1,54 @@
+# Helpers of the host-tools scenarios (sourced; not a scenario: no .l0, never in run.sh's list).
+fails=0
+check() { # DESCRIPTION COMMAND...
+  _what=$1; shift
+  if "$@" >/dev/null 2>&1; then echo "ok: $_what"; else echo "CHECK FAILED: $_what"; fails=$((fails + 1)); fi
+}
+# pci_by_id VENDOR:DEVICE: the first sysfs PCI address with that ID.
+pci_by_id() {
+  for _d in /sys/bus/pci/devices/*; do
+    [ "$(cat $_d/vendor):$(cat $_d/device)" = "0x${1%:*}:0x${1#*:}" ] && { basename $_d; return 0; }
+  done
+  return 1
+}
+driver_of() { [ -e /sys/bus/pci/devices/$1/driver ] && basename "$(readlink /sys/bus/pci/devices/$1/driver)"; }
+group_of() { basename "$(readlink /sys/bus/pci/devices/$1/iommu_group)"; }
+# list_has FILE BDF TEXT: TEXT appears in the block host list printed for BDF.
+list_has() {
+  awk -v bdf="$2" -v want="$3" '
+    /^[0-9a-f]{4}:/ { inside = ($1 == bdf) }
+    inside && index($0, want) { found = 1 }
+    END { exit !found }' "$1"
+}
+# refused DESCRIPTION TEXT CMD...: CMD fails and says TEXT.
+refused() {
+  _what=$1 _text=$2; shift 2
+  _out=$("$@" 2>&1); _rc=$?
+  echo "$ $* -> status $_rc: $_out"
+  if [ $_rc != 0 ] && echo "$_out" | grep -qF "$_text"; then echo "ok: refused $_what"
+  else echo "CHECK FAILED: $_what: want a refusal saying '$_text'"; fails=$((fails + 1)); fi
+}
+# timed NAME CMD...: runs CMD, reports its wall time as RIG-TIME NAME.
+timed() {
+  _name=$1; shift
+  _t0=$(now)
+  "$@"; _rc=$?
+  report_time "$_name" "$(elapsed "$_t0" "$(now)")"
+  [ $_rc = 0 ] || { echo "CHECK FAILED: $* exited with $_rc"; fails=$((fails + 1)); }
+  return $_rc
+}
+wait_driver() { # BDF DRIVER: up to 10 s
+  _i=0
+  while [ "$(driver_of $1)" != "$2" ] && [ $_i -lt 100 ]; do sleep 0.1; _i=$((_i + 1)); done
+}
+wait_path() { # GLOB SECONDS
+  _i=0
+  while ! ls $1 >/dev/null 2>&1 && [ $_i -lt $(($2 * 10)) ]; do sleep 0.1; _i=$((_i + 1)); done
+}
+# The JSON lists the same addresses as sysfs (busybox has no JSON parser: count the keys).
+json_devices_match() {
+  /switchyard host list --json >/tmp/list.json || return 1
+  _json=$(grep -o '"address" : "[0-9a-f:.]*"' /tmp/list.json | sed 's/.*: "//; s/"$//' | sort | tr '\n' ' ')
+  _sys=$(ls /sys/bus/pci/devices | sort | tr '\n' ' ')
+  [ "$_json" = "$_sys" ] || { echo "json: $_json / sysfs: $_sys" >&2; return 1; }
+}
