@@ -143,6 +143,17 @@ import VMMBase
         #expect(h.ram.read(h.buffers, 16) == [UInt8](repeating: 0, count: 16))
     }
 
+    @Test func aRequestShorterThanTheDeviceNeedsNeedsReset() throws {
+        let h = try VirtioDriverHarness(device: ReplyDevice(replyLength: 4, requestLength: 8))
+        #expect(h.initialize() == 0xF)
+        h.writeDescriptor(0, address: h.buffers, length: 4, flags: 1, next: 1)  // 4 readable bytes
+        h.writeDescriptor(1, address: h.buffers + 16, length: 16, flags: 2)
+        h.makeAvailable(0)
+        h.kick()
+        expectNeedsReset(h, "an 8-byte request header in 4 bytes")
+        #expect(h.usedIndex == 0)
+    }
+
     @Test func aReadableDescriptorAfterAWritableOneNeedsReset() throws {
         let h = try hostile { h in
             h.writeDescriptor(0, address: h.buffers, length: 16, flags: 2 | 1, next: 1)
