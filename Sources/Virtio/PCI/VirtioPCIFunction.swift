@@ -271,6 +271,8 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction {
                 return VirtQueue(index: index, size: q.size, addresses: q.addresses, features: features,
                                  port: s.dma, interrupts: signaller)
             }
+            // A driver that set DRIVER_OK again without a reset gets fresh queues; the old ones stop.
+            for queue in s.active { queue?.stop() }
             s.active = queues
             return VirtioActivation(features: features, queues: queues, interrupts: signaller)
         }
