@@ -40,20 +40,23 @@ import VMMBase
     @Test func eventIndexSuppressesInterruptsUntilUsedEventIsPassed() throws {
         let h = try VirtioDriverHarness(device: ReplyDevice(replyLength: 1))
         #expect(h.initialize() == 0xF)
-        // 2.7.10: interrupt only when used->idx moves past used_event. Ask after entry 1.
-        h.setUsedEvent(1)
-        for i in 0..<3 { h.writeDescriptor(i, address: h.buffers + UInt64(i) * 16, length: 16, flags: 2) }
+        for i in 0..<4 { h.writeDescriptor(i, address: h.buffers + UInt64(i) * 16, length: 16, flags: 2) }
         h.makeAvailable(0)
         h.kick()
-        #expect(h.usedIndex == 1 && h.interrupts.messages.isEmpty)
-        // The device asks to be kicked for the next entry (avail_event = next avail index).
-        #expect(h.availableEvent == 1)
+        #expect(h.usedIndex == 1 && h.interrupts.messages.count == 1)
+        // 2.7.10: interrupt only when used->idx moves past used_event. Ask after entry 2.
+        h.setUsedEvent(2)
         h.makeAvailable(1)
         h.kick()
         #expect(h.usedIndex == 2 && h.interrupts.messages.count == 1)
+        // The device asks to be kicked for the next entry (avail_event = next avail index).
+        #expect(h.availableEvent == 2)
         h.makeAvailable(2)
         h.kick()
-        #expect(h.interrupts.messages.count == 1)  // used_event 1 already passed
+        #expect(h.usedIndex == 3 && h.interrupts.messages.count == 2)
+        h.makeAvailable(3)
+        h.kick()
+        #expect(h.usedIndex == 4 && h.interrupts.messages.count == 2)  // used_event 2 already passed
     }
 
     @Test func noInterruptFlagIsHonouredWithoutEventIndex() throws {
