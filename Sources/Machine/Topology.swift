@@ -174,7 +174,8 @@ final class Topology: Sendable {
                 }
             }
             let bridges = s.placed.filter { $0.driver == "pci-bridge" }.count
-            let function = try DeviceFactory.make(spec, id: id, bridgeOrdinal: bridges)
+            let expressLink = entry.bridge?.configSnapshot().pciExpressPortType?.isDownstreamFacing ?? false
+            let function = try DeviceFactory.make(spec, id: id, bridgeOrdinal: bridges, expressLink: expressLink)
             do {
                 try entry.bus.attach(function, at: devfn)
             } catch {
@@ -266,11 +267,16 @@ extension String {
 
 /// Builds device models from specs: the one place that knows driver names.
 enum DeviceFactory {
-    static var drivers: [String] { ["pci-testdev"] + PCIBridgeFactory.drivers + PCIePortFactory.drivers }
+    static var drivers: [String] { ["pci-testdev"] + PCIBridgeFactory.drivers + PCIePortFactory.drivers + VirtioDeviceFactory.drivers }
 
-    /// - Parameter bridgeOrdinal: how many PCI-PCI bridges the machine already has.
-    static func make(_ spec: DeviceSpec, id: String, bridgeOrdinal: Int = 0) throws(MachineConfigurationError) -> any PCIFunction {
+    /// - Parameters:
+    ///   - bridgeOrdinal: how many PCI-PCI bridges the machine already has.
+    ///   - expressLink: the bus is the link below a PCIe root or downstream port.
+    static func make(_ spec: DeviceSpec, id: String, bridgeOrdinal: Int = 0,
+                     expressLink: Bool = false) throws(MachineConfigurationError) -> any PCIFunction {
         switch spec.driver {
+        case let driver where VirtioDeviceFactory.drivers.contains(driver):
+            return try VirtioDeviceFactory.make(spec, id: id, expressLink: expressLink)
         case "pci-testdev":
             for key in spec.properties.keys where key != "express" && key != "sriov_max_vfs" {
                 throw .invalidProperty(device: id, property: key,
