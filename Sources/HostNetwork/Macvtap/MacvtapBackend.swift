@@ -41,7 +41,10 @@ public final class MacvtapBackend: Sendable {
             let lower = try Self.lookUp(lowerName, in: socket)
             let name = try Self.createMacvtap(on: lower, mode: options.mode, address: options.mac, in: socket)
             created = name
-            link = try Self.lookUp(name, in: socket)
+            do throws(HostNetworkError) { link = try Self.lookUp(name, in: socket) } catch {
+                try? socket.deleteLink(named: name)
+                throw error
+            }
         case .virtualFunction(let pf, let choice):
             let acquired = try VirtualFunctionLease.acquire(pf: pf, choice: choice, options: options,
                                                             socket: socket, environment: environment)
