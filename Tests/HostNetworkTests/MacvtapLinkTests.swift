@@ -8,7 +8,7 @@ import TestRequirements
 
 /// macvtap links made through libnl in a throw-away network namespace, checked with iproute2 and
 /// with frames on the wire: a veth pair, the macvtap on one end, an AF_PACKET socket on the other.
-@Suite(.serialized, .requires(NetworkNamespace.available, NetworkNamespace.unavailable))
+@Suite(.serialized, .requires(NamespaceFixture.available, NamespaceFixture.unavailable))
 struct MacvtapLinkTests {
     /// How the test reaches the queue's character device.
     enum NodeSource: String, Sendable { case devtmpfs, privateMknod }
@@ -17,12 +17,13 @@ struct MacvtapLinkTests {
         var mode: MacvtapMode
         var vnetHeaderSize: Int
         var nodes: NodeSource
-        var testDescription: String { "\(mode), \(vnetHeaderSize)-byte vnet header, node from \(nodes)" }
+        var mac: String? = nil
+        var testDescription: String { "\(mode), \(vnetHeaderSize)-byte vnet header, node from \(nodes)\(mac.map { ", mac=\($0)" } ?? "")" }
     }
 
     static let cases: [Case] = [
         Case(mode: .bridge, vnetHeaderSize: 10, nodes: .devtmpfs),
-        Case(mode: .vepa, vnetHeaderSize: 12, nodes: .privateMknod),
+        Case(mode: .vepa, vnetHeaderSize: 12, nodes: .privateMknod, mac: "52:54:00:5a:00:01"),
         Case(mode: .private, vnetHeaderSize: 10, nodes: .privateMknod),
         Case(mode: .passthru, vnetHeaderSize: 12, nodes: .devtmpfs),
     ]
@@ -35,7 +36,7 @@ struct MacvtapLinkTests {
 
     @Test(arguments: cases)
     func framesCrossTheMacvtapBothWays(_ testCase: Case) throws {
-        let namespace = try NetworkNamespace()
+        let namespace = try NamespaceFixture()
         defer { namespace.remove() }
         try namespace.run(["ip", "link", "add", "va", "type", "veth", "peer", "name", "vb"])
         try namespace.run(["ip", "link", "set", "va", "up"])
@@ -46,7 +47,9 @@ struct MacvtapLinkTests {
         let environment = HostNetworkEnvironment(
             sysfs: namespace.sysfs, devDirectory: testCase.nodes == .devtmpfs ? "/dev" : emptyDev,
             runDirectory: namespace.scratch + "/run")
-        let options = try MacvtapNetdevOptions(properties: ["id": "n0", "link": "va", "mode": testCase.mode.rawValue, "queues": "2"])
+        var properties = ["id": "n0", "link": "va", "mode": testCase.mode.rawValue, "queues": "2"]
+        properties["mac"] = testCase.mac
+        let options = try MacvtapNetdevOptions(properties: properties)
         let backend = try MacvtapBackend(options: options, socket: try RouteSocket(adopting: namespace.routeSocketDescriptor()),
                                          environment: environment)
 
@@ -55,6 +58,7 @@ struct MacvtapLinkTests {
         #expect(shown.contains("\(backend.linkName)@va:"), "\(shown)")
         #expect(shown.contains("macvtap mode \(testCase.mode) "), "\(shown)")
         #expect(shown.contains("link/ether \(backend.address) "), "\(shown)")
+        if let mac = testCase.mac { #expect(shown.contains("link/ether \(mac) "), "\(shown)") }
         #expect(shown.contains(",UP"), "\(shown)")
         if testCase.nodes == .privateMknod {
             #expect(try FileManager.default.contentsOfDirectory(atPath: environment.runDirectory + "/dev").isEmpty)
@@ -73,7 +77,7 @@ struct MacvtapLinkTests {
             try ioctl(secondQueue, Self.setVnetHeaderSize, &size)
         }
 
-        let peer = try PacketSocket(link: "vb", in: namespace)
+        let peer = try PeerSocket(link: "vb", in: namespace)
         let peerAddress = try #require(MACAddress(try namespace.address(of: "vb")))
         let payload = Array("switchyard \(testCase.mode) \(getpid())".utf8) + [UInt8](repeating: 0x5a, count: 40)
 
@@ -95,11 +99,11 @@ struct MacvtapLinkTests {
         #expect(frame[1] == 0, "gso_type of a frame from the wire is VIRTIO_NET_HDR_GSO_NONE")
 
         try backend.close()
-        #expect(throws: NetworkNamespace.CommandFailed.self) { try namespace.run(["ip", "link", "show", backend.linkName]) }
+        #expect(throws: NamespaceFixture.CommandFailed.self) { try namespace.run(["ip", "link", "show", backend.linkName]) }
     }
 
     @Test func anExistingMacvtapIsUsedAndLeftInPlace() throws {
-        let namespace = try NetworkNamespace()
+        let namespace = try NamespaceFixture()
         defer { namespace.remove() }
         try namespace.run(["ip", "link", "add", "va", "type", "veth", "peer", "name", "vb"])
         try namespace.run(["ip", "link", "add", "link", "va", "name", "mvt0", "type", "macvtap", "mode", "vepa"])
@@ -118,7 +122,7 @@ struct MacvtapLinkTests {
     }
 
     @Test func unusableLinksAreRefusedWithTheFix() throws {
-        let namespace = try NetworkNamespace()
+        let namespace = try NamespaceFixture()
         defer { namespace.remove() }
         try namespace.run(["ip", "link", "add", "va", "type", "veth", "peer", "name", "vb"])
         let environment = HostNetworkEnvironment(sysfs: namespace.sysfs, runDirectory: namespace.scratch + "/run")
@@ -137,11 +141,11 @@ struct MacvtapLinkTests {
     /// A process that made an owned link and was killed leaves it behind; the next start deletes
     /// it, and leaves a live process's link and links of other names alone.
     @Test func linksOfDeadProcessesAreRemovedAtTheNextStart() throws {
-        let namespace = try NetworkNamespace()
+        let namespace = try NamespaceFixture()
         defer { namespace.remove() }
         try namespace.run(["ip", "link", "add", "va", "type", "veth", "peer", "name", "vb"])
         // The child names the link after its own pid, as OwnedLinkName does, then dies by SIGKILL.
-        #expect(throws: NetworkNamespace.CommandFailed.self) {
+        #expect(throws: NamespaceFixture.CommandFailed.self) {
             try namespace.run(["sh", "-c", "ip link add link va name sy$$-3 type macvtap && kill -KILL $$"])
         }
         let before = try namespace.run(["ip", "-o", "link", "show", "type", "macvtap"])

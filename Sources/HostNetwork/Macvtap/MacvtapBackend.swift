@@ -19,6 +19,7 @@ public final class MacvtapBackend: Sendable {
         var socket: RouteSocket?
         var queues: [Int32]
         var createdLink: String?
+        var lease: VirtualFunctionLease?
         var closed = false
     }
     private let state: Mutex<State>
@@ -30,6 +31,7 @@ public final class MacvtapBackend: Sendable {
         _ = try? socket.removeStaleMacvtaps()
         let link: LinkInfo
         var created: String?
+        var lease: VirtualFunctionLease?
         switch options.source {
         case .existing(let ifname):
             link = try Self.lookUp(ifname, in: socket)
@@ -40,9 +42,24 @@ public final class MacvtapBackend: Sendable {
             let lower = try Self.lookUp(lowerName, in: socket)
             let name = try Self.createMacvtap(on: lower, mode: options.mode, address: options.mac, in: socket)
             created = name
-            link = try Self.lookUp(name, in: socket)
-        case .virtualFunction:
-            throw .invalidOption("pf= is not wired to a macvtap backend yet")
+            do throws(HostNetworkError) { link = try Self.lookUp(name, in: socket) } catch {
+                try? socket.deleteLink(named: name)
+                throw error
+            }
+        case .virtualFunction(let pf, let choice):
+            let acquired = try VirtualFunctionLease.acquire(pf: pf, choice: choice, options: options,
+                                                            socket: socket, environment: environment)
+            do throws(HostNetworkError) {
+                let lower = try Self.lookUp(acquired.netdev, in: socket)
+                let name = try Self.createMacvtap(on: lower, mode: .passthru, address: nil, in: socket)
+                created = name
+                link = try Self.lookUp(name, in: socket)
+            } catch {
+                if let created { try? socket.deleteLink(named: created) }
+                _ = acquired.release(socket: socket)
+                throw error
+            }
+            lease = .some(acquired)
         }
         do throws(HostNetworkError) {
             guard let address = link.address else { throw .notMacvtap(link: link.name, reason: "it has no MAC address") }
@@ -61,9 +78,10 @@ public final class MacvtapBackend: Sendable {
             self.linkName = link.name
             self.address = address
             self.characterDevice = device
-            self.state = Mutex(State(socket: socket, queues: queues, createdLink: created))
+            self.state = Mutex(State(socket: socket, queues: queues, createdLink: created, lease: lease.take()))
         } catch {
             if let created { try? socket.deleteLink(named: created) }
+            if let acquired = lease.take() { _ = acquired.release(socket: socket) }
             throw error
         }
     }
@@ -76,23 +94,25 @@ public final class MacvtapBackend: Sendable {
         return raw.map { FileDescriptor(adopting: $0) }
     }
 
-    /// Closes the queues not taken and deletes the link if Switchyard created it. Idempotent.
+    /// Closes the queues not taken, deletes the link if Switchyard created it, and puts a VF's
+    /// previous settings back. Idempotent.
     public func close() throws(HostNetworkError) {
-        let failure = state.withLock { (state) -> NetlinkError? in
+        let failure = state.withLock { (state) -> HostNetworkError? in
             guard !state.closed else { return nil }
             state.closed = true
             state.queues.forEach { _ = Glibc.close($0) }
             state.queues = []
-            var failure: NetlinkError?
-            if let created = state.createdLink, let socket = state.socket.take() {
+            guard let socket = state.socket.take() else { return nil }
+            var failure: HostNetworkError?
+            if let created = state.createdLink {
                 do throws(NetlinkError) { try socket.deleteLink(named: created) } catch {
-                    if !error.isNotFound { failure = error }
+                    if !error.isNotFound { failure = .netlink(error) }
                 }
             }
-            state.socket = nil
+            if let lease = state.lease.take(), let error = lease.release(socket: socket) { failure = failure ?? error }
             return failure
         }
-        if let failure { throw .netlink(failure) }
+        if let failure { throw failure }
     }
 
     static func lookUp(_ name: String, in socket: borrowing RouteSocket) throws(HostNetworkError) -> LinkInfo {

@@ -7,7 +7,7 @@ import TestRequirements
 /// A throw-away network namespace made with iproute2 (`ip netns add`), removed by `remove()`
 /// (which also deletes every link in it). Work that must happen inside it (opening sockets,
 /// mounting a sysfs that shows its links) runs on a thread that has done setns into it.
-final class NetworkNamespace {
+final class NamespaceFixture {
     let name: String
     /// A sysfs mounted from inside the namespace, so its class/net lists the namespace's links.
     let sysfs: String
@@ -54,7 +54,7 @@ final class NetworkNamespace {
         let thread = try HostThread(name: "netns") {
             let outcome = Result { () throws -> T in
                 let fd = try FileDescriptor.open(path, .readOnly)
-                if enterNamespace(fd.rawValue, NetworkNamespace.cloneNewNet) != 0 { throw SystemError.current("setns", path) }
+                if enterNamespace(fd.rawValue, NamespaceFixture.cloneNewNet) != 0 { throw SystemError.current("setns", path) }
                 return try body()
             }
             result.withLock { $0 = outcome }
@@ -109,10 +109,10 @@ private let enterNamespace: @convention(c) (Int32, Int32) -> Int32 = {
 
 /// An AF_PACKET socket bound to one link of a namespace: sees every frame on that link and sends
 /// raw frames out of it.
-struct PacketSocket: ~Copyable {
+struct PeerSocket: ~Copyable {
     let fd: FileDescriptor
 
-    init(link: String, in namespace: NetworkNamespace) throws {
+    init(link: String, in namespace: NamespaceFixture) throws {
         fd = FileDescriptor(adopting: try namespace.inside { () throws -> Int32 in
             let protocolAll = UInt16(3 /* ETH_P_ALL */).bigEndian
             let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(protocolAll))
