@@ -1,3 +1,4 @@
+import VMMBase
 import Foundation
 import HostNetwork
 import HostOS

@@ -1,3 +1,4 @@
+import VMMBase
 import Foundation
 import Glibc
 @testable import HostNetwork

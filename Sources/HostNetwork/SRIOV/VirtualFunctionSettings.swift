@@ -1,3 +1,4 @@
+import VMMBase
 import CNetlink
 import Glibc
 
