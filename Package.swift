@@ -55,7 +55,7 @@ let package = Package(
                                "HostOS", "KVM", "Firmware", "VMMBase", "VFIO", "PCIPassthrough",
                                "Virtio", "VirtioNet", "HostNetwork"],
                 swiftSettings: swiftSettings),
-        .target(name: "Control", dependencies: ["Machine", "Chipset", "PCI", "VMMBase", "HostDevices"],
+        .target(name: "Control", dependencies: ["Machine", "Chipset", "PCI", "VMMBase", "HostDevices", "HostNetwork"],
                 swiftSettings: swiftSettings),
         .executableTarget(name: "switchyard", dependencies: ["Control", "Machine", "VMMBase", "HostOS"],
                           swiftSettings: swiftSettings),

@@ -9,12 +9,15 @@ public enum DeviceUse: Hashable, Sendable, CustomStringConvertible {
     case mounted(blockDevice: String, mountPoint: String)
     /// A block device of the device (or a partition of it) is in use as swap.
     case swap(blockDevice: String)
+    /// A running switchyard holds the device (an SR-IOV VF behind its -netdev macvtap).
+    case switchyard(pid: Int32, netdev: String)
 
     public var description: String {
         switch self {
         case .interfaceUp(let name): "its network interface \(name) is up"
         case .mounted(let device, let point): "its block device \(device) is mounted on \(point)"
         case .swap(let device): "its block device \(device) is in use as swap"
+        case .switchyard(let pid, let netdev): "switchyard pid \(pid) uses it (netdev \(netdev))"
         }
     }
 
@@ -24,6 +27,7 @@ public enum DeviceUse: Hashable, Sendable, CustomStringConvertible {
         case .interfaceUp(let name): "ip link set \(name) down"
         case .mounted(_, let point): "umount \(point)"
         case .swap(let device): "swapoff /dev/\(device)"
+        case .switchyard(let pid, _): "stop that switchyard (pid \(pid)) or choose another VF"
         }
     }
 }

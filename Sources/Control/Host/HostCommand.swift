@@ -1,4 +1,5 @@
 import HostDevices
+import HostNetwork
 import VMMBase
 
 /// `switchyard host ...`: the host's PCI devices and their preparation for assignment.
@@ -102,7 +103,12 @@ public enum HostCommand: Hashable, Sendable {
 extension HostCommand {
     /// Runs the command on this host (/sys, /proc, /dev, /run/switchyard) and returns what to print.
     public func run(sysfs: Sysfs = Sysfs(), store: PreviousDriverStore = PreviousDriverStore()) throws -> String {
-        let inventory = try HostInventory.host()
+        var inventory = try HostInventory.host()
+        // VFs a running switchyard holds for -netdev macvtap,pf=,vf= (their reservation files).
+        for user in VirtualFunctionRegistry.activeUsers(runDirectory: "/run/switchyard") {
+            guard let address = PCIAddress(parsing: user.vfAddress) else { continue }
+            inventory.uses[address, default: []].append(.switchyard(pid: user.pid, netdev: user.netdevID))
+        }
         switch self {
         case .list(let json):
             let listing = HostListing(inventory: inventory)
