@@ -42,6 +42,7 @@ let package = Package(
         .target(name: "VFIO", dependencies: ["HostOS", "VMMBase", "CLinux"], swiftSettings: swiftSettings),
         // A host PCI function assigned to the guest: virtualized config space over VFIO.
         .target(name: "PCIPassthrough", dependencies: ["PCI", "VFIO", "AddressSpace", "Interrupts", "GuestMemory", "HostOS", "VMMBase"],
+                resources: [.embedInCode("Quirks/vfio-quirks.txt")],  // a link to DeviceTables/vfio-quirks.txt
                 swiftSettings: swiftSettings),
         // tap and macvtap queues, macvtap links and SR-IOV VF settings through libnl.
         .target(name: "HostNetwork", dependencies: ["HostOS", "VMMBase", "CLinux", "CNetlink"], swiftSettings: swiftSettings),
