@@ -55,6 +55,22 @@ unsigned long sy_kvm_get_pit2(void) { return KVM_GET_PIT2; }
 unsigned long sy_kvm_set_pit2(void) { return KVM_SET_PIT2; }
 unsigned long sy_vfio_get_api_version(void) { return VFIO_GET_API_VERSION; }
 unsigned long sy_vfio_check_extension(void) { return VFIO_CHECK_EXTENSION; }
+unsigned long sy_vfio_set_iommu(void) { return VFIO_SET_IOMMU; }
+unsigned long sy_vfio_group_get_status(void) { return VFIO_GROUP_GET_STATUS; }
+unsigned long sy_vfio_group_set_container(void) { return VFIO_GROUP_SET_CONTAINER; }
+unsigned long sy_vfio_group_unset_container(void) { return VFIO_GROUP_UNSET_CONTAINER; }
+unsigned long sy_vfio_group_get_device_fd(void) { return VFIO_GROUP_GET_DEVICE_FD; }
+unsigned long sy_vfio_device_get_info(void) { return VFIO_DEVICE_GET_INFO; }
+unsigned long sy_vfio_device_get_region_info(void) { return VFIO_DEVICE_GET_REGION_INFO; }
+unsigned long sy_vfio_device_get_irq_info(void) { return VFIO_DEVICE_GET_IRQ_INFO; }
+unsigned long sy_vfio_device_set_irqs(void) { return VFIO_DEVICE_SET_IRQS; }
+unsigned long sy_vfio_device_reset(void) { return VFIO_DEVICE_RESET; }
+unsigned long sy_vfio_device_get_pci_hot_reset_info(void) { return VFIO_DEVICE_GET_PCI_HOT_RESET_INFO; }
+unsigned long sy_vfio_device_pci_hot_reset(void) { return VFIO_DEVICE_PCI_HOT_RESET; }
+unsigned long sy_vfio_iommu_get_info(void) { return VFIO_IOMMU_GET_INFO; }
+unsigned long sy_vfio_iommu_map_dma(void) { return VFIO_IOMMU_MAP_DMA; }
+unsigned long sy_vfio_iommu_unmap_dma(void) { return VFIO_IOMMU_UNMAP_DMA; }
+int sy_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
 #define SY_OFFSET(field) ((unsigned long)offsetof(struct kvm_run, field))
 

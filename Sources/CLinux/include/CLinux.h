@@ -56,6 +56,23 @@ unsigned long sy_kvm_get_pit2(void);
 unsigned long sy_kvm_set_pit2(void);
 unsigned long sy_vfio_get_api_version(void);
 unsigned long sy_vfio_check_extension(void);
+unsigned long sy_vfio_set_iommu(void);
+unsigned long sy_vfio_group_get_status(void);
+unsigned long sy_vfio_group_set_container(void);
+unsigned long sy_vfio_group_unset_container(void);
+unsigned long sy_vfio_group_get_device_fd(void);
+unsigned long sy_vfio_device_get_info(void);
+unsigned long sy_vfio_device_get_region_info(void);
+unsigned long sy_vfio_device_get_irq_info(void);
+unsigned long sy_vfio_device_set_irqs(void);
+unsigned long sy_vfio_device_reset(void);
+unsigned long sy_vfio_device_get_pci_hot_reset_info(void);
+unsigned long sy_vfio_device_pci_hot_reset(void);
+unsigned long sy_vfio_iommu_get_info(void);
+unsigned long sy_vfio_iommu_map_dma(void);
+unsigned long sy_vfio_iommu_unmap_dma(void);
+/// memfd_create(2) (declared by glibc only under _GNU_SOURCE), close-on-exec.
+int sy_memfd_create(const char *name);
 
 /// Byte offsets and sizes of the KVM structures Swift reads as raw bytes: struct kvm_run's
 /// exit union (anonymous unions do not import well) and the headers and entry strides of the

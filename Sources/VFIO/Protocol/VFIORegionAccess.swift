@@ -42,15 +42,16 @@ extension VFIODeviceIO {
         }
     }
 
-    /// Reads a little-endian value of 1, 2, 4 or 8 bytes.
+    /// Reads a little-endian value of 1, 2, 4 or 8 bytes (`size` 1...8).
     public func readLittleEndian(region: VFIORegionInfo, at offset: UInt64, size: Int) throws(VFIOError) -> UInt64 {
-        let bytes = try read(region: region, at: offset, count: size)
-        return bytes.reversed().reduce(0) { $0 << 8 | UInt64($1) }
+        LittleEndian.load(try read(region: region, at: offset, count: size), at: 0, count: size)
     }
 
     /// Writes the low `size` bytes of `value`, little-endian.
     public func writeLittleEndian(region: VFIORegionInfo, at offset: UInt64, size: Int, _ value: UInt64) throws(VFIOError) {
-        try write(region: region, at: offset, (0..<size).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) })
+        var bytes = [UInt8](repeating: 0, count: size)
+        LittleEndian.store(value, into: &bytes, at: 0, count: size)
+        try write(region: region, at: offset, bytes)
     }
 
     /// mmaps one mappable area of `region` (offsets inside the region).

@@ -1,0 +1,204 @@
+import CLinux
+import Foundation
+import HostOS
+import Testing
+import VMMBase
+@testable import VFIO
+
+/// The request numbers and argument layouts of the real implementation, checked against the
+/// kernel's own header: numbers from the `_IO(VFIO_TYPE, VFIO_BASE + n)` lines of
+/// /usr/include/linux/vfio.h, encoded here as _IO does (no direction, no size: type << 8 | nr),
+/// and struct layouts as the C compiler lays out the header's structs.
+@Suite struct VFIORequestNumberTests {
+    /// `NAME -> n` from every `#define NAME _IO(VFIO_TYPE, VFIO_BASE + n)` line of the header.
+    static func headerRequests() throws -> [String: UInt] {
+        let header = try String(contentsOfFile: "/usr/include/linux/vfio.h", encoding: .utf8)
+        var result: [String: UInt] = [:]
+        let pattern = try NSRegularExpression(pattern: #"#define\s+(VFIO_\w+)\s+_IO\(VFIO_TYPE,\s*VFIO_BASE\s*\+\s*(\d+)\)"#)
+        for match in pattern.matches(in: header, range: NSRange(header.startIndex..., in: header)) {
+            let name = String(header[Range(match.range(at: 1), in: header)!])
+            result[name] = UInt(header[Range(match.range(at: 2), in: header)!])!
+        }
+        return result
+    }
+
+    /// _IO(type, nr) = (_IOC_NONE << 30) | (0 << 16) | (type << 8) | nr, with VFIO_TYPE ';' and VFIO_BASE 100.
+    static func encodeIO(_ n: UInt) -> UInt { UInt(UInt8(ascii: ";")) << 8 | (100 + n) }
+
+    @Test func everyRequestWeIssueIsTheHeadersIOEncoding() throws {
+        let header = try Self.headerRequests()
+        let ours: [(String, UInt)] = [
+            ("VFIO_GET_API_VERSION", VFIORequest.getAPIVersion), ("VFIO_CHECK_EXTENSION", VFIORequest.checkExtension),
+            ("VFIO_SET_IOMMU", VFIORequest.setIOMMU), ("VFIO_GROUP_GET_STATUS", VFIORequest.groupGetStatus),
+            ("VFIO_GROUP_SET_CONTAINER", VFIORequest.groupSetContainer),
+            ("VFIO_GROUP_UNSET_CONTAINER", VFIORequest.groupUnsetContainer),
+            ("VFIO_GROUP_GET_DEVICE_FD", VFIORequest.groupGetDeviceFD), ("VFIO_DEVICE_GET_INFO", VFIORequest.deviceGetInfo),
+            ("VFIO_DEVICE_GET_REGION_INFO", VFIORequest.deviceGetRegionInfo),
+            ("VFIO_DEVICE_GET_IRQ_INFO", VFIORequest.deviceGetIRQInfo), ("VFIO_DEVICE_SET_IRQS", VFIORequest.deviceSetIRQs),
+            ("VFIO_DEVICE_RESET", VFIORequest.deviceReset),
+            ("VFIO_DEVICE_GET_PCI_HOT_RESET_INFO", VFIORequest.deviceGetPCIHotResetInfo),
+            ("VFIO_DEVICE_PCI_HOT_RESET", VFIORequest.devicePCIHotReset), ("VFIO_IOMMU_GET_INFO", VFIORequest.iommuGetInfo),
+            ("VFIO_IOMMU_MAP_DMA", VFIORequest.iommuMapDMA), ("VFIO_IOMMU_UNMAP_DMA", VFIORequest.iommuUnmapDMA),
+        ]
+        for (name, value) in ours {
+            let n = try #require(header[name], "\(name) not found in linux/vfio.h")
+            #expect(value == Self.encodeIO(n), "\(name): 0x\(String(value, radix: 16)) != _IO(';', 100 + \(n))")
+        }
+        // Spot values, so the encoding itself is pinned: 0x3B64 and the shared 0x3B70 (nr 12).
+        #expect(VFIORequest.getAPIVersion == 0x3B64)
+        #expect(VFIORequest.iommuGetInfo == 0x3B70 && VFIORequest.deviceGetPCIHotResetInfo == 0x3B70)
+    }
+
+    @Test func argumentLayoutsAreTheCompilersLayoutOfTheHeaderStructs() {
+        #expect(VFIOLayout.groupStatusSize == MemoryLayout<vfio_group_status>.size)
+        #expect(VFIOLayout.deviceInfoSize == MemoryLayout<vfio_device_info>.size)
+        #expect(VFIOLayout.regionInfoSize == MemoryLayout<vfio_region_info>.size)
+        #expect(MemoryLayout<vfio_region_info>.offset(of: \.index) == 8)
+        #expect(MemoryLayout<vfio_region_info>.offset(of: \.cap_offset) == 12)
+        #expect(MemoryLayout<vfio_region_info>.offset(of: \.size) == 16)
+        #expect(MemoryLayout<vfio_region_info>.offset(of: \.offset) == 24)
+        #expect(VFIOLayout.irqInfoSize == MemoryLayout<vfio_irq_info>.size)
+        #expect(VFIOLayout.irqSetHeaderSize == MemoryLayout<vfio_irq_set>.size)
+        #expect(VFIOLayout.hotResetInfoHeaderSize == MemoryLayout<vfio_pci_hot_reset_info>.size)
+        #expect(VFIOLayout.dependentDeviceSize == MemoryLayout<vfio_pci_dependent_device>.size)
+        #expect(VFIOLayout.hotResetHeaderSize == MemoryLayout<vfio_pci_hot_reset>.size)
+        #expect(VFIOLayout.iommuInfoSize == MemoryLayout<vfio_iommu_type1_info>.size)
+        #expect(MemoryLayout<vfio_iommu_type1_info>.offset(of: \.iova_pgsizes) == 8)
+        #expect(MemoryLayout<vfio_iommu_type1_info>.offset(of: \.cap_offset) == 16)
+        #expect(VFIOLayout.dmaMapSize == MemoryLayout<vfio_iommu_type1_dma_map>.size)
+        #expect(MemoryLayout<vfio_iommu_type1_dma_map>.offset(of: \.vaddr) == 8)
+        #expect(MemoryLayout<vfio_iommu_type1_dma_map>.offset(of: \.iova) == 16)
+        #expect(VFIOLayout.dmaUnmapSize == MemoryLayout<vfio_iommu_type1_dma_unmap>.size)
+        #expect(MemoryLayout<vfio_region_info_cap_sparse_mmap>.size == 16)
+        #expect(MemoryLayout<vfio_region_sparse_mmap_area>.size == 16)
+        #expect(MemoryLayout<vfio_iommu_type1_info_cap_iova_range>.size == 16)
+        #expect(MemoryLayout<vfio_info_cap_header>.size == 8)
+    }
+
+    @Test func setIRQsEncodesFlagsAsTheHeaderDefinesThem() {
+        let trigger = VFIOIRQRequest(index: VFIOPCIIRQ.msix, start: 2, .trigger(eventfds: [7, nil])).encoded
+        #expect(trigger[u32: 0] == 28)
+        #expect(trigger[u32: 4] == UInt32(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER))
+        #expect(trigger[u32: 8] == UInt32(VFIO_PCI_MSIX_IRQ_INDEX) && trigger[u32: 12] == 2 && trigger[u32: 16] == 2)
+        #expect(trigger[u32: 20] == 7 && trigger[u32: 24] == UInt32(bitPattern: -1))
+        let disable = VFIOIRQRequest(index: VFIOPCIIRQ.msi, .disable).encoded
+        #expect(disable[u32: 4] == UInt32(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER) && disable[u32: 16] == 0)
+        let resample = VFIOIRQRequest(index: VFIOPCIIRQ.intx, .unmaskOnEventfd(9)).encoded
+        #expect(resample[u32: 4] == UInt32(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_UNMASK))
+        #expect(resample[u32: 16] == 1 && resample[u32: 20] == 9)
+        let mask = VFIOIRQRequest(index: VFIOPCIIRQ.intx, .mask(count: 1)).encoded
+        #expect(mask[u32: 4] == UInt32(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_MASK))
+        // The index constants are the header's.
+        #expect(VFIOPCIIRQ.intx == UInt32(VFIO_PCI_INTX_IRQ_INDEX) && VFIOPCIIRQ.request == UInt32(VFIO_PCI_REQ_IRQ_INDEX))
+        #expect(VFIOPCIRegion.config == UInt32(VFIO_PCI_CONFIG_REGION_INDEX) && VFIOPCIRegion.vga == UInt32(VFIO_PCI_VGA_REGION_INDEX))
+    }
+
+    @Test func regionInfoCapabilityChainDecodesAtTheHeadersOffsets() {
+        // A BAR with an MSI-X table page left out: region info, then a sparse-mmap capability with
+        // two areas, then a type capability, chained by `next` as the kernel builds it.
+        let sparseAt = MemoryLayout<vfio_region_info>.size
+        let areasAt = sparseAt + MemoryLayout<vfio_region_info_cap_sparse_mmap>.size
+        let typeAt = areasAt + 2 * MemoryLayout<vfio_region_sparse_mmap_area>.size
+        var b = IoctlBuffer.withArgsz(typeAt + MemoryLayout<vfio_region_info_cap_type>.size)
+        b[u32: 4] = UInt32(VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_MMAP | VFIO_REGION_INFO_FLAG_CAPS)
+        b[u32: MemoryLayout<vfio_region_info>.offset(of: \.index)!] = 0
+        b[u32: MemoryLayout<vfio_region_info>.offset(of: \.cap_offset)!] = UInt32(sparseAt)
+        b[u64: MemoryLayout<vfio_region_info>.offset(of: \.size)!] = 0x4000
+        b[u64: MemoryLayout<vfio_region_info>.offset(of: \.offset)!] = 0
+        b[u16: sparseAt] = UInt16(VFIO_REGION_INFO_CAP_SPARSE_MMAP)
+        b[u32: sparseAt + 4] = UInt32(typeAt)
+        b[u32: sparseAt + MemoryLayout<vfio_region_info_cap_sparse_mmap>.offset(of: \.nr_areas)!] = 2
+        b[u64: areasAt] = 0
+        b[u64: areasAt + 8] = 0x2000
+        b[u64: areasAt + 16] = 0x3000
+        b[u64: areasAt + 24] = 0x1000
+        b[u16: typeAt] = UInt16(VFIO_REGION_INFO_CAP_TYPE)
+        b[u32: typeAt + MemoryLayout<vfio_region_info_cap_type>.offset(of: \.type)!] = UInt32(VFIO_REGION_TYPE_GFX)
+        b[u32: typeAt + MemoryLayout<vfio_region_info_cap_type>.offset(of: \.subtype)!] = UInt32(VFIO_REGION_SUBTYPE_GFX_EDID)
+        let info = VFIORegionInfo(decoding: b)
+        #expect(info.readable && !info.writable && info.mappable && info.size == 0x4000)
+        #expect(info.mappableAreas == [VFIOMappableArea(offset: 0, size: 0x2000), VFIOMappableArea(offset: 0x3000, size: 0x1000)])
+        #expect(info.regionType == VFIORegionType(type: 1, subtype: 1))
+
+        // A chain that points back at itself ends instead of looping.
+        b[u32: typeAt + 4] = UInt32(sparseAt)
+        #expect(b.capabilities(first: UInt32(sparseAt)).count == 2)
+    }
+}
+
+/// The real implementation on this host. Where /dev/vfio is absent (this development machine)
+/// the tests check the real errors; where it is present, that the container answers.
+@Suite struct VFIOHostErrorTests {
+    @Test func openingTheContainerNamesTheModuleToLoadOrAnswersAPIVersion0() throws {
+        let host = VFIOHost()
+        if FileSystem.exists("/dev/vfio/vfio") {
+            let container = try host.openContainer()
+            #expect(try container.apiVersion() == 0)
+            return
+        }
+        do {
+            _ = try host.openContainer()
+            Issue.record("opened a container without /dev/vfio/vfio")
+        } catch {
+            #expect(error.reason == .vfioNotLoaded)
+            #expect(error.errno == .noSuchFileOrDirectory)
+            #expect(error.description.contains("/dev/vfio/vfio"))
+            #expect(error.description.contains("modprobe vfio-pci"))
+        }
+    }
+
+    @Test func openingAGroupWithoutVFIONamesTheModuleAndAMissingGroupTheBinding() throws {
+        let missingGroup = 987_654
+        if !FileSystem.exists("/dev/vfio/vfio") {
+            do { _ = try VFIOHost().openGroup(missingGroup); Issue.record("opened a group without VFIO") } catch {
+                #expect(error.reason == .vfioNotLoaded)
+            }
+        }
+        // A /dev/vfio with the container but not the group: the fix is binding the device.
+        let root = try FileSystem.makeTemporaryDirectory(prefix: "switchyard-vfio")
+        defer { try? FileSystem.removeTree(root) }
+        try FileSystem.writeFile(root + "/vfio", [])
+        do {
+            _ = try VFIOHost(devicePath: root).openGroup(missingGroup)
+            Issue.record("opened a group that does not exist")
+        } catch {
+            #expect(error.reason == .groupMissing(group: missingGroup))
+            #expect(error.description.contains("switchyard host bind BDF --group"))
+        }
+    }
+
+    @Test func aContainerThatIsNotVFIOFailsWithTheKernelsErrno() throws {
+        // A regular file in place of /dev/vfio/vfio: the ioctl reaches the kernel and fails ENOTTY.
+        let root = try FileSystem.makeTemporaryDirectory(prefix: "switchyard-vfio")
+        defer { try? FileSystem.removeTree(root) }
+        try FileSystem.writeFile(root + "/vfio", [])
+        let container = try VFIOHost(devicePath: root).openContainer()
+        do {
+            _ = try container.apiVersion()
+            Issue.record("VFIO_GET_API_VERSION succeeded on a regular file")
+        } catch {
+            #expect(error.errno == .inappropriateIOControl)
+            #expect(error.operation == "VFIO_GET_API_VERSION")
+        }
+    }
+
+    @Test func theIOMMUGroupOfAHostDeviceOrWhyThereIsNone() throws {
+        let host = VFIOHost()
+        let device = try #require(PCIAddress(bus: 0, device: 0, function: 0))
+        let link = "/sys/bus/pci/devices/\(device)/iommu_group"
+        if FileSystem.exists("/sys/bus/pci/devices/\(device)") {
+            if let target = try? FileSystem.readLink(link) {
+                #expect(try host.iommuGroup(of: device) == Int(target.split(separator: "/").last!))
+            } else {
+                do { _ = try host.iommuGroup(of: device); Issue.record("a group without an iommu_group link") } catch {
+                    #expect(error.reason == .noIOMMUGroup(device: "0000:00:00.0"))
+                    #expect(error.description.contains("intel_iommu=on"))
+                }
+            }
+        }
+        let absent = try #require(PCIAddress(bus: 0xfe, device: 31, function: 7))
+        do { _ = try host.iommuGroup(of: absent); Issue.record("found a group for an absent device") } catch {
+            #expect(error.description.contains("no PCI device 0000:fe:1f.7"))
+        }
+    }
+}
