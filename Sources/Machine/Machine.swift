@@ -3,7 +3,9 @@ import Chipset
 import GuestMemory
 import Interrupts
 import PCI
+import PCIPassthrough
 import Synchronization
+import VFIO
 import VMMBase
 
 /// A q35 machine: the chipset, the PCI hierarchy and RAM, wired to memory and port spaces.
@@ -38,11 +40,15 @@ public final class Machine: Sendable {
     public let guestMemory: GuestMemory
     /// Where an IOMMU translates bus-master addresses; identity until VT-d fills it.
     let dmaTranslation: any DMATranslation = IdentityDMATranslation()
+    /// MSI/MSI-X routes of assigned (vfio-pci) functions, once a KVM irqchip is attached.
+    let assignedInterrupts = AssignedInterruptRoutes()
 
-    /// `serialBackend` receives COM1's output; `clock` drives the RTC, PM timer and UART timeouts.
+    /// `serialBackend` receives COM1's output; `clock` drives the RTC, PM timer and UART timeouts;
+    /// `assignedDevices` opens the host functions of `vfio-pci` devices (the host's VFIO by default).
     public init(_ configuration: MachineConfiguration = .defaultMachine,
                 serialBackend: any SerialBackend = NullSerialBackend(),
-                clock: any PlatformClock = SystemClock()) throws(MachineConfigurationError) {
+                clock: any PlatformClock = SystemClock(),
+                assignedDevices: any AssignedDeviceSource = VFIOKernelDeviceSource(kernel: VFIOHost())) throws(MachineConfigurationError) {
         self.configuration = configuration
         let rootBus = PCIBus(name: "pcie.0")
         let sink = WeakEffectSink()
@@ -112,7 +118,7 @@ public final class Machine: Sendable {
         self.ioapic = ioapic
         self.lines = SharedLines(sink: interruptOutput)
         self.spaces = spaces
-        self.topology = Topology(rootBus: rootBus)
+        self.topology = Topology(rootBus: rootBus, vfioPCI: VFIOPCIDevice(source: assignedDevices, routes: assignedInterrupts))
         sink.connect(self)
 
         do {
@@ -265,6 +271,9 @@ public final class Machine: Sendable {
         interruptOutput.setLevel(GSI(number), high: high)
     }
 
+    /// Gives assigned functions' MSI/MSI-X vectors KVM irqfds on `routes` (a KVM guest's).
+    public func attachInterruptRoutes(_ routes: KVMInterruptRoutes) { assignedInterrupts.attach(routes) }
+
     /// Sends device interrupts (INTx line levels, MSIs, legacy IRQs) to `sink` instead of
     /// `interrupts` from now on, e.g. to KVM's in-kernel irqchip. Attach before the guest runs:
     /// line levels are not replayed. Returns the previous sink.
@@ -319,6 +328,8 @@ public final class Machine: Sendable {
 
     /// Takes back what `connectOutputs` handed out (unplug): the port refuses everything after.
     func disconnectOutputs(_ placed: PlacedDevice) {
+        // An assigned function goes back to the host reset, still bound to vfio-pci.
+        (placed.function as? AssignedPCIFunction)?.unrealize()
         (placed.function as? any BusMasterFunction)?.connect(dma: DisconnectedDMAPort())
         dmaPorts.withLock { $0.removeValue(forKey: ObjectIdentifier(placed.function)) }?.disconnect()
         guard let function = placed.function as? any InterruptingFunction else { return }
