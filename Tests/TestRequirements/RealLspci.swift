@@ -23,20 +23,6 @@ public enum RealLspci {
         return text
     }
 
-    /// The config bytes of the first device in an `lspci -xxxx` dump (a captured fixture).
-    public static func bytes(ofDump text: String) -> [UInt8] {
-        var bytes: [UInt8] = []
-        for line in text.split(separator: "\n") {
-            let parts = line.split(separator: ":", maxSplits: 1)
-            guard parts.count == 2, parts[0].count == 3, let row = Int(parts[0], radix: 16), row == bytes.count else {
-                if !bytes.isEmpty && line.isEmpty { break }
-                continue
-            }
-            bytes += parts[1].split(separator: " ").compactMap { UInt8($0, radix: 16) }
-        }
-        return bytes
-    }
-
     /// Writes the dump to a temporary file and returns lspci's output for it.
     public static func decode(_ functions: [(address: String, bytes: [UInt8])], arguments: [String]) throws -> String {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-lspci-\(UUID().uuidString).txt")

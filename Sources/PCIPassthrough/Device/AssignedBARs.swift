@@ -83,7 +83,10 @@ struct AssignedBARs: Sendable {
         for index in 0..<6 {
             guard let region = regions[index], let bar = bars[index], !bar.isIO else { continue }
             for area in guestMappableAreas(region, bar: index, msix: msix) {
-                let mapping = try device.map(region: region, area: area)
+                guard let size = Int(exactly: area.size) else { continue }
+                // A piece of a mappable area (the MSI-X pages cut out), so mapped by offset.
+                let at = try device.deviceOffset(region: region, at: area.offset, count: size)
+                let mapping = try device.map(atDeviceOffset: at, size: size, protection: .readWrite)
                 mapped.append(MappedBARArea(bar: index, offset: area.offset, memory: SharedMapping(mapping)))
             }
         }

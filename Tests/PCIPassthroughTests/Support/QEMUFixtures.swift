@@ -3,56 +3,39 @@ import PCI
 import PCIPassthrough
 import Synchronization
 import TestRequirements
+import VFIO
 import VMMBase
 
-/// Config spaces and BAR sizing answers QEMU 10 gave (Tests/Oracle/qemu_endpoints.py).
+/// Config spaces and BAR sizing answers QEMU 10 gave (DeviceTables/vfio-twins, captured by
+/// Tests/Oracle/qemu_vfio_twins.py; the same files build the VFIO twins).
 enum QEMUFixtures {
-    static let directory = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("DeviceTables/fixtures")
+    /// QEMU 10's `name` (igb, nvme) behind a root port, as a twin identity.
+    static func identity(_ name: String) throws -> VFIOTwinIdentity { try VFIOTwinIdentity.captured("qemu10-\(name)") }
 
-    /// The 4 KiB config space of QEMU's `name` (igb, nvme) behind a root port.
-    static func config(_ name: String) throws -> [UInt8] {
-        let text = try String(contentsOf: directory.appendingPathComponent("qemu10-\(name)-behind-root-port.lspci"), encoding: .utf8)
-        let bytes = RealLspci.bytes(ofDump: text)
-        guard bytes.count == ConfigSpace.expressSize else { throw FixtureError("\(name): \(bytes.count) bytes") }
-        return bytes
-    }
+    /// Its 4 KiB config space.
+    static func config(_ name: String) throws -> [UInt8] { try identity(name).config }
 
-    /// QEMU's read-back after all ones was written to each BAR (0x10-0x24) and the ROM (0x30).
+    /// QEMU's read-back after all ones was written to each BAR (0x10-0x24) and the ROM BAR (0x30).
     static func sizingAnswers(_ name: String) throws -> [Int: UInt32] {
-        let text = try String(contentsOf: directory.appendingPathComponent("qemu10-endpoint-bar-sizing.txt"), encoding: .utf8)
-        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name + " ") }) else {
-            throw FixtureError("no sizing line for \(name)")
-        }
+        let path = VFIOTwinIdentity.capturedDirectory + "/qemu10-\(name).bars.txt"
         var answers: [Int: UInt32] = [:]
-        for pair in line.split(separator: " ").dropFirst() {
-            let parts = pair.split(separator: "=")
-            guard parts.count == 2, let offset = Int(parts[0], radix: 16), let value = UInt32(parts[1], radix: 16) else {
-                throw FixtureError("bad pair \(pair)")
+        for line in try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n") where !line.hasPrefix("#") {
+            let f = line.split(separator: " ")
+            if f.count == 6, f[0] == "bar", let index = Int(f[1]), let value = UInt32(f[5], radix: 16) {
+                answers[ConfigSpace.barOffset(index)] = value
+            } else if f.count == 5, f[0] == "rom", let value = UInt32(f[4], radix: 16) {
+                answers[Reg.romType0] = value
+            } else {
+                throw FixtureError("\(path): cannot read '\(line)'")
             }
-            answers[offset] = value
         }
         return answers
     }
 
-    /// The BAR sizes a VFIO region info would report for the device, from QEMU's sizing answers
-    /// (PCI Local Bus 3.0, 6.2.5.1: the size is the two's complement of the address bits).
+    /// The BAR sizes VFIO's region info reports for the device (the twin's regions).
     static func regionSizes(_ name: String) throws -> [UInt64] {
-        let answers = try sizingAnswers(name)
-        var sizes = [UInt64](repeating: 0, count: 6)
-        var index = 0
-        while index < 6 {
-            let low = UInt64(answers[0x10 + 4 * index] ?? 0)
-            let is64 = low & 1 == 0 && (low >> 1) & 3 == 2
-            let mask = low & (low & 1 == 1 ? ~UInt64(0x3) : ~UInt64(0xF))
-            if mask != 0 {
-                let high = is64 ? UInt64(answers[0x14 + 4 * index] ?? 0) : 0xFFFF_FFFF
-                sizes[index] = ~(high << 32 | mask) &+ 1
-            }
-            index += is64 ? 2 : 1
-        }
-        return sizes
+        let bars = try identity(name).bars
+        return (0..<6).map { index in bars.first { $0.index == index }?.size ?? 0 }
     }
 
     struct FixtureError: Error, CustomStringConvertible {
