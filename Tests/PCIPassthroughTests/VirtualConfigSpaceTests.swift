@@ -147,6 +147,47 @@ struct VirtualConfigSpaceTests {
     }
 }
 
+@Suite("hostile config writes to an assigned igb")
+struct HostileConfigWriteTests {
+    /// A deterministic generator (SplitMix64), so a failure replays.
+    struct SplitMix: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+    }
+
+    @Test("20,000 random writes: BARs, ROM, MSI, MSI-X and the hidden SR-IOV capability never reach the device")
+    func randomWrites() throws {
+        var (space, device) = try VirtualConfigSpaceTests.igb()
+        let host = try QEMUFixtures.config("igb")
+        let sriov = try #require(HostCapabilities.walk(host).first { $0.kind == .extended(ExtendedCapabilityID.sriov) })
+        let msi = try #require(space.cells.capability(.msi)), msix = try #require(space.cells.capability(.msix))
+        // BARs, ROM BAR, capability pointer, interrupt line and pin are ours (0x28-0x2F, CardBus CIS
+        // and subsystem IDs, are the device's read-only registers: writes may pass).
+        let guarded = [0x10..<0x28, 0x30..<0x35, 0x3C..<0x3E, msi.offset..<(msi.offset + msi.length), msix.offset..<(msix.offset + msix.length),
+                       sriov.offset..<(sriov.offset + sriov.span)]
+        var random = SplitMix(state: 13)
+        for _ in 0..<20_000 {
+            let width = [AccessWidth.byte, .word, .dword].randomElement(using: &random)!
+            let offset = Int.random(in: 0..<(4096 / width.bytes), using: &random) * width.bytes
+            _ = space.write(offset, width: width, value: UInt32.random(in: 0...UInt32.max, using: &random), host: device)
+            _ = space.read(Int.random(in: 0..<1024, using: &random) * 4, width: .dword, host: device)
+        }
+        for write in device.writes {
+            let bytes = write.offset..<(write.offset + write.width.bytes)
+            #expect(!guarded.contains { $0.overlaps(bytes) }, "a write at 0x\(String(write.offset, radix: 16)) reached the device")
+        }
+        // Whatever the guest wrote, the BARs still decode only their own sizes' address bits.
+        #expect(space.read(0x10, width: .dword, host: device) & 0x1_FFFF == 0)
+        #expect(space.read(0x18, width: .dword, host: device) & 0x1F == 1)
+    }
+}
+
 @Suite("host capability chains")
 struct HostCapabilitiesTests {
     @Test("igb's chains as lspci lists them")
