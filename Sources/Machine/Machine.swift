@@ -38,6 +38,8 @@ public final class Machine: Sendable {
     public let guestMemory: GuestMemory
     /// Where an IOMMU translates bus-master addresses; identity until VT-d fills it.
     let dmaTranslation: any DMATranslation = IdentityDMATranslation()
+    /// The VFIO container and DMA maps of assigned devices, made on first use (MachineVFIO.swift).
+    let vfioSlot = Mutex<MachineVFIO?>(nil)
 
     /// `serialBackend` receives COM1's output; `clock` drives the RTC, PM timer and UART timeouts.
     public init(_ configuration: MachineConfiguration = .defaultMachine,
