@@ -166,20 +166,21 @@ private final class TwinBARFunction: DirectlyMappedBARs {
     static let devfn: UInt8 = 3 << 3
 
     /// igb's BAR3 (64-bit, 16 KiB) with its MSI-X table page trapped, at 0xC000_0000.
-    static func machineWithTwin() throws -> (Machine, VFIOTwinDevice, PortConfigCycles) {
+    fileprivate static func machineWithTwin() throws -> (Machine, VFIOTwinDevice, PortConfigCycles, TwinBARFunction) {
         let machine = try Machine(MachineConfiguration(memorySize: 64 << 20))
         let (kernel, twin, address) = try twinHost(msixTableTrapped: true)
         let assignment = try machine.vfio(kernel: kernel).openDevice(address)
-        try machine.rootBus.attach(try TwinBARFunction(device: assignment.device, identity: twin.identity), at: devfn)
+        let function = try TwinBARFunction(device: assignment.device, identity: twin.identity)
+        try machine.rootBus.attach(function, at: devfn)
         let cycles = PortConfigCycles(machine)
         cycles.write(bus: 0, devfn: devfn, offset: 0x1C, width: .dword, value: 0xC000_0000)
         cycles.write(bus: 0, devfn: devfn, offset: 0x20, width: .dword, value: 0)
         cycles.write(bus: 0, devfn: devfn, offset: 0x04, width: .word, value: 0x0002)  // memory decode on
-        return (machine, twin, cycles)
+        return (machine, twin, cycles, function)
     }
 
     @Test func theMappedAreaAnswersAtTheBARsAddressAndTheTrappedPageDoesNot() throws {
-        let (machine, twin, _) = try Self.machineWithTwin()
+        let (machine, twin, _, _) = try Self.machineWithTwin()
         let bar3 = try twin.regionInfo(3)
         try twin.writeLittleEndian(region: bar3, at: 0x1010, size: 4, 0x1234_5678)
         #expect(machine.mmioRead(0xC000_1010, width: .dword) == 0x1234_5678)
@@ -190,15 +191,16 @@ private final class TwinBARFunction: DirectlyMappedBARs {
 
     @Test(.requires(hasKVM, "no usable /dev/kvm on this host"))
     func kvmSlotsFollowTheBARAsItMovesAndStopsDecoding() throws {
-        let (machine, twin, cycles) = try Self.machineWithTwin()
+        let (machine, _, cycles, function) = try Self.machineWithTwin()
         let vm = try KVMSystem().createVirtualMachine()
         let slots = machine.followMemorySlots(in: vm)
         defer { machine.stopFollowing(slots) }
         func deviceSlots() -> [KVMVirtualMachine.MemorySlot] { vm.memorySlots.filter { $0.guestAddress >= 1 << 31 } }
-        let mapped = try twin.map(atDeviceOffset: (3 << 40) + 0x1000, size: 0x3000, protection: .readWrite)
-        _ = mapped  // the twin maps the same memfd pages; KVM's slot must be the area's own mapping
+        // One slot: the mmap'd area after the trapped MSI-X page, backed by that very mapping.
+        let area = try #require(function.directAreas(ofBAR: 3).first)
         #expect(deviceSlots().map(\.guestAddress) == [0xC000_1000])
         #expect(deviceSlots().map(\.size) == [0x3000])
+        #expect(deviceSlots().map(\.hostAddress) == [area.handler.hostAddress])
 
         cycles.write(bus: 0, devfn: Self.devfn, offset: 0x1C, width: .dword, value: 0xD000_0000)
         #expect(deviceSlots().map(\.guestAddress) == [0xD000_1000])
