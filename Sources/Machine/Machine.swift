@@ -42,13 +42,16 @@ public final class Machine: Sendable {
     let dmaTranslation: any DMATranslation = IdentityDMATranslation()
     /// MSI/MSI-X routes of assigned (vfio-pci) functions, once a KVM irqchip is attached.
     let assignedInterrupts = AssignedInterruptRoutes()
+    /// The VFIO container and DMA maps of assigned devices, made on first use (MachineVFIO.swift).
+    let vfioSlot = Mutex<MachineVFIO?>(nil)
 
     /// `serialBackend` receives COM1's output; `clock` drives the RTC, PM timer and UART timeouts;
-    /// `assignedDevices` opens the host functions of `vfio-pci` devices (the host's VFIO by default).
+    /// `vfioKernel` is where `vfio-pci` devices' host functions are opened (the host's /dev/vfio
+    /// by default; a twin in tests).
     public init(_ configuration: MachineConfiguration = .defaultMachine,
                 serialBackend: any SerialBackend = NullSerialBackend(),
                 clock: any PlatformClock = SystemClock(),
-                assignedDevices: any AssignedDeviceSource = VFIOKernelDeviceSource(kernel: VFIOHost())) throws(MachineConfigurationError) {
+                vfioKernel: any VFIOKernel = VFIOHost()) throws(MachineConfigurationError) {
         self.configuration = configuration
         let rootBus = PCIBus(name: "pcie.0")
         let sink = WeakEffectSink()
@@ -118,8 +121,10 @@ public final class Machine: Sendable {
         self.ioapic = ioapic
         self.lines = SharedLines(sink: interruptOutput)
         self.spaces = spaces
-        self.topology = Topology(rootBus: rootBus, vfioPCI: VFIOPCIDevice(source: assignedDevices, routes: assignedInterrupts))
+        let assignedDevices = AssignedDeviceOpener(kernel: vfioKernel)
+        self.topology = Topology(rootBus: rootBus, vfioPCI: VFIOPCIDevice(opener: assignedDevices, routes: assignedInterrupts))
         sink.connect(self)
+        assignedDevices.connect(self)
 
         do {
             try rootBus.attach(hostBridge, at: 0)

@@ -14,10 +14,9 @@ import VMMBase
     static let host = PCIAddress(bus: 0x3B, devfn: 0)
     static let hostText = "0000:3b:00.0"
 
-    static func twinSource() throws -> (VFIOTwinDevice, VFIOKernelDeviceSource) {
+    static func twinSource() throws -> (VFIOTwinDevice, VFIOTwinKernel) {
         let twin = try VFIOTwinDevice(name: hostText, identity: VFIOTwinIdentity.captured("qemu10-igb"), msixTableTrapped: true)
-        let kernel = VFIOTwinKernel(devices: [.init(address: host, group: 42, device: twin)])
-        return (twin, VFIOKernelDeviceSource(kernel: kernel))
+        return (twin, VFIOTwinKernel(devices: [.init(address: host, group: 42, device: twin)]))
     }
 
     static let rootPort = DeviceSpec(driver: "pcie-root-port", id: "rp1", bus: "pcie.0", devfn: 4 << 3,
@@ -28,7 +27,7 @@ import VMMBase
           .requires(RealLspci.isInstalled, RealLspci.missing))
     func guestViewThroughLspci() throws {
         let (_, source) = try Self.twinSource()
-        let machine = try Machine(MachineConfiguration(devices: [Self.rootPort, Self.nic]), assignedDevices: source)
+        let machine = try Machine(MachineConfiguration(devices: [Self.rootPort, Self.nic]), vfioKernel: source)
         let report = try machine.runFirmware()
         let dump = GuestLspci.render(machine, options: LspciOptions(hexDump: 4))
         let file = try temporaryFile("vfio-lspci.txt", contents: dump)
@@ -60,7 +59,7 @@ import VMMBase
     @Test("the guest's accesses at firmware's BAR address reach the device; a moved BAR follows")
     func barAccessesAndMoves() throws {
         let (twin, source) = try Self.twinSource()
-        let machine = try Machine(MachineConfiguration(devices: [Self.rootPort, Self.nic]), assignedDevices: source)
+        let machine = try Machine(MachineConfiguration(devices: [Self.rootPort, Self.nic]), vfioKernel: source)
         let report = try machine.runFirmware()
         let nic = try #require(report.functions.first { $0.address.shortDescription == "01:00.0" })
         let bar0 = try #require(nic.bars.first { $0.index == 0 }).range.base
@@ -81,7 +80,7 @@ import VMMBase
     @Test("device_add into a root port and device_del: the device is reset, and can be plugged again")
     func hotPlugAndReuse() throws {
         let (twin, source) = try Self.twinSource()
-        let machine = try Machine(MachineConfiguration(devices: [Self.rootPort]), assignedDevices: source)
+        let machine = try Machine(MachineConfiguration(devices: [Self.rootPort]), vfioKernel: source)
         try machine.runFirmware()
         let deleted = Mutex<[String]>([])
         _ = machine.addEventListener { if case .deviceDeleted(let id, _) = $0 { deleted.withLock { $0.append(id ?? "") } } }

@@ -3,58 +3,31 @@ import Synchronization
 import VFIO
 import VMMBase
 
-/// Where `-device vfio-pci,host=BDF` gets its device: the host's VFIO, or a twin in tests.
-public protocol AssignedDeviceSource: Sendable {
-    func openDevice(host: PCIAddress) throws(VFIOError) -> any VFIODeviceIO
-}
-
-/// The host's VFIO through a `VFIOKernel`: each device's IOMMU group is opened once and put
-/// in the machine's one container (type1v2 IOMMU, set when the first group joins), in the
-/// order the kernel requires. Guest RAM's DMA maps are the container's listener's business.
-public final class VFIOKernelDeviceSource: AssignedDeviceSource {
-    private struct State: @unchecked Sendable {
-        // @unchecked: Sendable class existentials, guarded by the Mutex.
-        var container: (any VFIOContainerIO)?
-        var groups: [Int: any VFIOGroupIO] = [:]
-    }
-
+/// Opens the host functions of `vfio-pci` devices through the machine's VFIO (`Machine.vfio`:
+/// one container, DMA maps following guest RAM). The topology makes devices while the machine
+/// is being built, so the machine is linked in once it exists.
+final class AssignedDeviceOpener: Sendable {
+    private struct Link { weak var machine: Machine? }
+    private let link = Mutex(Link())
     private let kernel: any VFIOKernel
-    private let state = Mutex(State())
 
-    public init(kernel: any VFIOKernel) { self.kernel = kernel }
+    init(kernel: any VFIOKernel) { self.kernel = kernel }
 
-    public func openDevice(host: PCIAddress) throws(VFIOError) -> any VFIODeviceIO {
-        let number = try kernel.iommuGroup(of: host)
-        return try state.withLock { (s: inout State) throws(VFIOError) -> any VFIODeviceIO in
-            let group: any VFIOGroupIO
-            if let known = s.groups[number] { group = known } else { group = try join(number, &s) }
-            return try group.openDevice(host.description)
+    func connect(_ machine: Machine) { link.withLock { $0.machine = machine } }
+
+    func open(_ host: PCIAddress) throws(VFIOError) -> MachineVFIO.Assignment {
+        guard let machine = link.withLock({ $0.machine }) else {
+            throw VFIOError(.invalidRequest("the machine is not built yet"), operation: "assign", subject: "host device \(host)")
         }
+        return try machine.vfio(kernel: kernel).openDevice(host)
     }
 
-    private func join(_ number: Int, _ s: inout State) throws(VFIOError) -> any VFIOGroupIO {
-        let group = try kernel.openGroup(number)
-        guard try group.status().viable else {
-            throw VFIOError(.groupNotViable(group: number, offenders: []), operation: "VFIO_GROUP_GET_STATUS",
-                            subject: "group \(number)")
+    /// The device model let go of it (unplug): its DMA maps go with the last assigned device.
+    func release(_ assignment: MachineVFIO.Assignment) {
+        guard let machine = link.withLock({ $0.machine }) else { return }
+        do throws(VFIOError) { try machine.vfio(kernel: kernel).release(assignment) } catch {
+            GuestErrorLog.report(device: "vfio", kind: "release", "\(error)")
         }
-        let container: any VFIOContainerIO
-        let fresh = s.container == nil
-        if let known = s.container { container = known } else { container = try kernel.openContainer() }
-        if fresh {
-            let version = try container.apiVersion()
-            guard version == 0 else {
-                throw VFIOError(.unsupportedAPIVersion(version), operation: "VFIO_GET_API_VERSION", subject: "/dev/vfio/vfio")
-            }
-            guard try container.checkExtension(.type1v2) else {
-                throw VFIOError(.extensionMissing(.type1v2), operation: "VFIO_CHECK_EXTENSION", subject: "/dev/vfio/vfio")
-            }
-        }
-        try group.setContainer(container)
-        if fresh { try container.setIOMMU(.type1v2) }
-        s.container = container
-        s.groups[number] = group
-        return group
     }
 }
 

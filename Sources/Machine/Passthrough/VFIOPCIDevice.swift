@@ -11,7 +11,7 @@ struct VFIOPCIDevice: Sendable {
     static let driver = "vfio-pci"
     static let properties = ["host", "rombar", "x-no-mmap"]
 
-    let source: any AssignedDeviceSource
+    let opener: AssignedDeviceOpener
     let routes: AssignedInterruptRoutes
 
     func make(_ spec: DeviceSpec, id: String, parent: (any PCIBridgeFunction)?) throws(MachineConfigurationError) -> AssignedPCIFunction {
@@ -38,16 +38,19 @@ struct VFIOPCIDevice: Sendable {
             options.mmap = !noMmap
         }
         let quirks: VFIOQuirkTable
-        let device: any VFIODeviceIO
+        let assignment: MachineVFIO.Assignment
         do throws(VFIOQuirkTableError) { quirks = try VFIOQuirkTable.builtIn() } catch {
             throw .device(id: id, reason: "\(AssignmentError.quirks(error))")
         }
-        do throws(VFIOError) { device = try source.openDevice(host: host) } catch {
+        do throws(VFIOError) { assignment = try opener.open(host) } catch {
             throw .device(id: id, reason: "vfio \(host): \(error)")
         }
+        let opener = opener
         do throws(AssignmentError) {
-            return try AssignedPCIFunction(name: id, device: device, options: options, quirks: quirks, routing: routes)
+            return try AssignedPCIFunction(name: id, device: assignment.device, options: options, quirks: quirks,
+                                           routing: routes, release: { opener.release(assignment) })
         } catch {
+            opener.release(assignment)
             throw .device(id: id, reason: "\(error)")
         }
     }

@@ -1,23 +1,25 @@
+import AddressSpace
 import HostOS
 import PCI
 import VFIO
 import VMMBase
 
-/// A part of a BAR backed by an mmap of the device's region: guest accesses there can be host
-/// memory (no exit) once the machine maps it; until then the VMM reaches the device through it.
+/// A part of a BAR backed by an mmap of the device's region: the machine lays it over the BAR
+/// as host memory (a KVM memory slot: no exits); accesses that still come through the VMM use
+/// the same handler.
 public final class MappedBARArea: Sendable {
     public let bar: Int
     /// Offset inside the BAR.
     public let offset: UInt64
-    public let memory: SharedMapping
+    public let handler: HostMemoryHandler
 
     init(bar: Int, offset: UInt64, memory: SharedMapping) {
         self.bar = bar
         self.offset = offset
-        self.memory = memory
+        handler = HostMemoryHandler(bytes: memory.bytes, owner: memory)
     }
 
-    public var size: UInt64 { UInt64(memory.count) }
+    public var size: UInt64 { handler.size }
 
     func contains(_ offset: UInt64, width: AccessWidth) -> Bool {
         offset >= self.offset && offset - self.offset <= size && size - (offset - self.offset) >= UInt64(width.bytes)
@@ -96,14 +98,7 @@ struct AssignedBARs: Sendable {
     /// A guest read of BAR `index` (6: the ROM) outside the MSI-X table and PBA.
     func read(device: any VFIODeviceIO, bar index: Int, offset: UInt64, width: AccessWidth, name: String) -> UInt64 {
         if let area = mapped.first(where: { $0.bar == index && $0.contains(offset, width: width) }) {
-            let at = Int(offset - area.offset)
-            let bytes = area.memory.bytes
-            switch width {
-            case .byte: return UInt64(bytes.load(fromByteOffset: at, as: UInt8.self))
-            case .word: return UInt64(bytes.loadUnaligned(fromByteOffset: at, as: UInt16.self))
-            case .dword: return UInt64(bytes.loadUnaligned(fromByteOffset: at, as: UInt32.self))
-            case .qword: return bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self)
-            }
+            return area.handler.read(offset: offset - area.offset, width: width)
         }
         guard index < regions.count, let region = regions[index] else { return width.allOnes }
         do throws(VFIOError) {
@@ -118,14 +113,7 @@ struct AssignedBARs: Sendable {
     func write(device: any VFIODeviceIO, bar index: Int, offset: UInt64, width: AccessWidth, value: UInt64, name: String) {
         guard index < 6 else { return }
         if let area = mapped.first(where: { $0.bar == index && $0.contains(offset, width: width) }) {
-            let at = Int(offset - area.offset)
-            let bytes = area.memory.bytes
-            switch width {
-            case .byte: bytes.storeBytes(of: UInt8(truncatingIfNeeded: value), toByteOffset: at, as: UInt8.self)
-            case .word: bytes.storeBytes(of: UInt16(truncatingIfNeeded: value), toByteOffset: at, as: UInt16.self)
-            case .dword: bytes.storeBytes(of: UInt32(truncatingIfNeeded: value), toByteOffset: at, as: UInt32.self)
-            case .qword: bytes.storeBytes(of: value, toByteOffset: at, as: UInt64.self)
-            }
+            area.handler.write(offset: offset - area.offset, width: width, value: value)
             return
         }
         guard let region = regions[index] else { return }

@@ -40,7 +40,7 @@ public enum AssignmentError: Error, CustomStringConvertible {
 /// the guest's addresses, except the MSI-X table and PBA, which are emulated; MSI and MSI-X
 /// are eventfds VFIO signals straight into the machine's routes; INTx is a resampled eventfd
 /// pair. Reset is VFIO's device reset (FLR, PM or slot reset, the kernel's choice).
-public final class AssignedPCIFunction: PCIFunction {
+public final class AssignedPCIFunction: DirectlyMappedBARs {
     public let name: String
     public let device: any VFIODeviceIO
     /// BARs the device has but the guest cannot be given (with the reason).
@@ -59,11 +59,15 @@ public final class AssignedPCIFunction: PCIFunction {
     private let interrupts: AssignedInterrupts
     private let limits: DesiredInterrupts.Limits
     private let supportsReset: Bool
+    private let release: @Sendable () -> Void
 
+    /// - Parameter release: called once the function let go of the device (unplug), so its
+    ///   owner can close it and drop the DMA maps.
     public init(name: String, device: any VFIODeviceIO, options: AssignmentOptions, quirks: VFIOQuirkTable,
-                routing: any AssignedInterruptRouting) throws(AssignmentError) {
+                routing: any AssignedInterruptRouting, release: @escaping @Sendable () -> Void = {}) throws(AssignmentError) {
         self.name = name
         self.device = device
+        self.release = release
         func step<T>(_ body: () throws(VFIOError) -> T) throws(AssignmentError) -> T {
             do { return try body() } catch { throw .vfio(error) }
         }
@@ -153,6 +157,11 @@ public final class AssignedPCIFunction: PCIFunction {
         }
     }
 
+    /// The mmap'd areas of BAR `index`, which the machine lays over the BAR as host memory.
+    public func directAreas(ofBAR index: Int) -> [DirectBARArea] {
+        bars.mapped.filter { $0.bar == index }.map { DirectBARArea(offset: $0.offset, handler: $0.handler) }
+    }
+
     /// A machine reset: interrupts off, the device reset by VFIO, the emulated registers and
     /// table back to their state at assignment, INTx wired again.
     public func reset() {
@@ -170,6 +179,7 @@ public final class AssignedPCIFunction: PCIFunction {
     public func unrealize() {
         interrupts.stop()
         resetDevice()
+        release()
     }
 
     // MARK: Internals
