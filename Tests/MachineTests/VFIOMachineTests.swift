@@ -49,6 +49,11 @@ private func dmaCalls(_ log: VFIOTwinLog) -> [VFIOTwinCall] {
         #expect(try machine.vfio(kernel: kernel) === vfio)
         vfio.release(assignment)
         #expect(vfio.dmaMappings.isEmpty && kernel.openedContainers.first?.mappings == [])
+        // Assigned again (hot-unplug, then plug): the container keeps its IOMMU, RAM is mapped again.
+        let again = try vfio.openDevice(address)
+        #expect(vfio.dmaMappings == expected)
+        #expect(kernel.log.all.filter { $0 == .setIOMMU(.type1v2) }.count == 1)
+        vfio.release(again)
     }
 
     @Test func pamAndSMRAMChangesLeaveTheMapsAlone() throws {

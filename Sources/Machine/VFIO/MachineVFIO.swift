@@ -27,6 +27,8 @@ public final class MachineVFIO: Sendable {
     private struct State {
         var groups: [Int: any VFIOGroupIO] = [:]
         var assigned: [PCIAddress: Int] = [:]
+        /// The container's IOMMU type is set once, for its life (the kernel refuses a second time).
+        var iommuSet = false
         var dma: GuestRAMDMAListener?
     }
 
@@ -69,8 +71,11 @@ public final class MachineVFIO: Sendable {
                 try group.setContainer(container)
                 s.groups[number] = group
             }
-            if s.dma == nil {
+            if !s.iommuSet {
                 try container.setIOMMU(.type1v2)
+                s.iommuSet = true
+            }
+            if s.dma == nil {
                 let listener = GuestRAMDMAListener(mirror: try VFIODMAMirror(container: container), knownBanks: banks, ram: ram)
                 try listener.sync(to: layer.view(.memory))
                 layer.addListener(listener)
