@@ -63,6 +63,13 @@ import VMMBase
         let report = try machine.runFirmware()
         let nic = try #require(report.functions.first { $0.address.shortDescription == "01:00.0" })
         let bar0 = try #require(nic.bars.first { $0.index == 0 }).range.base
+        // The mmap'd areas lie over the BARs as host memory: BARs 0 and 1 whole, BAR 3 without
+        // the pages of the MSI-X table (0x0000) and PBA (0x2000), which stay trapped.
+        let map = machine.describeMemory()
+        let direct = map.split(separator: "\n").filter { $0.contains("direct+") }
+        #expect(direct.filter { $0.contains("BAR0 direct+0x0") || $0.contains("BAR1 direct+0x0") }.count == 2, "\(map)")
+        #expect(direct.filter { $0.contains("BAR3 direct+") }.map { String($0.split(separator: "+").last ?? "") }.sorted()
+                == ["0x1000", "0x3000"], "\(direct)")
         machine.mmioWrite(bar0 + 0x10, width: .dword, value: 0xA5A5_0001)
         let region = try twin.regionInfo(0)
         #expect(try twin.readLittleEndian(region: region, at: 0x10, size: 4) == 0xA5A5_0001)
