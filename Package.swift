@@ -42,6 +42,7 @@ let package = Package(
         .target(name: "VFIO", dependencies: ["HostOS", "VMMBase", "CLinux"], swiftSettings: swiftSettings),
         // A host PCI function assigned to the guest: virtualized config space over VFIO.
         .target(name: "PCIPassthrough", dependencies: ["PCI", "VFIO", "AddressSpace", "Interrupts", "GuestMemory", "HostOS", "VMMBase"],
+                resources: [.embedInCode("Quirks/vfio-quirks.txt")],  // a link to DeviceTables/vfio-quirks.txt
                 swiftSettings: swiftSettings),
         // tap and macvtap queues, macvtap links and SR-IOV VF settings through libnl.
         .target(name: "HostNetwork", dependencies: ["HostOS", "VMMBase", "CLinux", "CNetlink"], swiftSettings: swiftSettings),
@@ -82,7 +83,7 @@ let package = Package(
         .testTarget(name: "PCITests", dependencies: ["PCI", "VMMBase", "TestRequirements"], swiftSettings: swiftSettings),
         .testTarget(name: "ChipsetTests", dependencies: ["Chipset", "PCI", "VMMBase", "AddressSpace", "Interrupts", "TestRequirements"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "MachineTests", dependencies: ["Machine", "Chipset", "PCI", "VMMBase", "Firmware", "KVM", "Interrupts", "GuestMemory", "TestRequirements"],
+        .testTarget(name: "MachineTests", dependencies: ["Machine", "Chipset", "PCI", "VMMBase", "Firmware", "KVM", "Interrupts", "GuestMemory", "VFIO", "TestRequirements"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "ControlTests", dependencies: ["Control", "Machine", "VMMBase", "PCI", "HostDevices"],
                     swiftSettings: swiftSettings),
@@ -95,7 +96,7 @@ let package = Package(
         .testTarget(name: "VirtioNetTests", dependencies: ["VirtioNet", "Virtio", "HostNetwork", "PCI", "GuestMemory", "HostOS", "VMMBase", "TestRequirements"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "IntegrationTests",
-                    dependencies: ["Control", "Machine", "Chipset", "PCI", "VMMBase", "KVM", "Firmware", "TestRequirements"],
+                    dependencies: ["Control", "Machine", "Chipset", "PCI", "VMMBase", "KVM", "Firmware", "TestRequirements", "VFIO"],
                     swiftSettings: swiftSettings),
     ]
 )

@@ -3,7 +3,9 @@ import Chipset
 import GuestMemory
 import Interrupts
 import PCI
+import PCIPassthrough
 import Synchronization
+import VFIO
 import VMMBase
 
 /// A q35 machine: the chipset, the PCI hierarchy and RAM, wired to memory and port spaces.
@@ -38,11 +40,18 @@ public final class Machine: Sendable {
     public let guestMemory: GuestMemory
     /// Where an IOMMU translates bus-master addresses; identity until VT-d fills it.
     let dmaTranslation: any DMATranslation = IdentityDMATranslation()
+    /// MSI/MSI-X routes of assigned (vfio-pci) functions, once a KVM irqchip is attached.
+    let assignedInterrupts = AssignedInterruptRoutes()
+    /// The VFIO container and DMA maps of assigned devices, made on first use (MachineVFIO.swift).
+    let vfioSlot = Mutex<MachineVFIO?>(nil)
 
-    /// `serialBackend` receives COM1's output; `clock` drives the RTC, PM timer and UART timeouts.
+    /// `serialBackend` receives COM1's output; `clock` drives the RTC, PM timer and UART timeouts;
+    /// `vfioKernel` is where `vfio-pci` devices' host functions are opened (the host's /dev/vfio
+    /// by default; a twin in tests).
     public init(_ configuration: MachineConfiguration = .defaultMachine,
                 serialBackend: any SerialBackend = NullSerialBackend(),
-                clock: any PlatformClock = SystemClock()) throws(MachineConfigurationError) {
+                clock: any PlatformClock = SystemClock(),
+                vfioKernel: any VFIOKernel = VFIOHost()) throws(MachineConfigurationError) {
         self.configuration = configuration
         let rootBus = PCIBus(name: "pcie.0")
         let sink = WeakEffectSink()
@@ -112,8 +121,10 @@ public final class Machine: Sendable {
         self.ioapic = ioapic
         self.lines = SharedLines(sink: interruptOutput)
         self.spaces = spaces
-        self.topology = Topology(rootBus: rootBus)
+        let assignedDevices = AssignedDeviceOpener(kernel: vfioKernel)
+        self.topology = Topology(rootBus: rootBus, vfioPCI: VFIOPCIDevice(opener: assignedDevices, routes: assignedInterrupts))
         sink.connect(self)
+        assignedDevices.connect(self)
 
         do {
             try rootBus.attach(hostBridge, at: 0)
@@ -265,6 +276,9 @@ public final class Machine: Sendable {
         interruptOutput.setLevel(GSI(number), high: high)
     }
 
+    /// Gives assigned functions' MSI/MSI-X vectors KVM irqfds on `routes` (a KVM guest's).
+    public func attachInterruptRoutes(_ routes: KVMInterruptRoutes) { assignedInterrupts.attach(routes) }
+
     /// Sends device interrupts (INTx line levels, MSIs, legacy IRQs) to `sink` instead of
     /// `interrupts` from now on, e.g. to KVM's in-kernel irqchip. Attach before the guest runs:
     /// line levels are not replayed. Returns the previous sink.
@@ -319,6 +333,8 @@ public final class Machine: Sendable {
 
     /// Takes back what `connectOutputs` handed out (unplug): the port refuses everything after.
     func disconnectOutputs(_ placed: PlacedDevice) {
+        // An assigned function goes back to the host reset, still bound to vfio-pci.
+        (placed.function as? AssignedPCIFunction)?.unrealize()
         (placed.function as? any BusMasterFunction)?.connect(dma: DisconnectedDMAPort())
         dmaPorts.withLock { $0.removeValue(forKey: ObjectIdentifier(placed.function)) }?.disconnect()
         guard let function = placed.function as? any InterruptingFunction else { return }

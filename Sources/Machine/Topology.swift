@@ -63,9 +63,12 @@ final class Topology: Sendable {
     }
     private let state: Mutex<State>
     let rootBusName: String
+    /// What `vfio-pci` devices are made with.
+    let vfioPCI: VFIOPCIDevice
 
-    init(rootBus: PCIBus) {
+    init(rootBus: PCIBus, vfioPCI: VFIOPCIDevice) {
         rootBusName = rootBus.name
+        self.vfioPCI = vfioPCI
         state = Mutex(State(buses: [rootBus.name: BusEntry(bus: rootBus, bridge: nil, parent: nil)]))
     }
 
@@ -174,8 +177,7 @@ final class Topology: Sendable {
                 }
             }
             let bridges = s.placed.filter { $0.driver == "pci-bridge" }.count
-            let expressLink = entry.bridge?.configSnapshot().pciExpressPortType?.isDownstreamFacing ?? false
-            let function = try DeviceFactory.make(spec, id: id, bridgeOrdinal: bridges, expressLink: expressLink)
+            let function = try DeviceFactory.make(spec, id: id, bridgeOrdinal: bridges, vfioPCI: vfioPCI, parent: entry.bridge)
             do {
                 try entry.bus.attach(function, at: devfn)
             } catch {
@@ -267,14 +269,21 @@ extension String {
 
 /// Builds device models from specs: the one place that knows driver names.
 enum DeviceFactory {
-    static var drivers: [String] { ["pci-testdev"] + PCIBridgeFactory.drivers + PCIePortFactory.drivers + VirtioDeviceFactory.drivers }
+    static var drivers: [String] {
+        ["pci-testdev", VFIOPCIDevice.driver] + PCIBridgeFactory.drivers + PCIePortFactory.drivers + VirtioDeviceFactory.drivers
+    }
 
     /// - Parameters:
     ///   - bridgeOrdinal: how many PCI-PCI bridges the machine already has.
-    ///   - expressLink: the bus is the link below a PCIe root or downstream port.
-    static func make(_ spec: DeviceSpec, id: String, bridgeOrdinal: Int = 0,
-                     expressLink: Bool = false) throws(MachineConfigurationError) -> any PCIFunction {
+    ///   - vfioPCI: makes `vfio-pci` devices (nil: the driver is not available here).
+    ///   - parent: the bridge in front of the device's bus (nil on the root bus).
+    static func make(_ spec: DeviceSpec, id: String, bridgeOrdinal: Int = 0, vfioPCI: VFIOPCIDevice? = nil,
+                     parent: (any PCIBridgeFunction)? = nil) throws(MachineConfigurationError) -> any PCIFunction {
+        // The bus is the link below a PCIe root or downstream port.
+        let expressLink = parent?.configSnapshot().pciExpressPortType?.isDownstreamFacing ?? false
         switch spec.driver {
+        case VFIOPCIDevice.driver where vfioPCI != nil:
+            return try vfioPCI!.make(spec, id: id, parent: parent)
         case let driver where VirtioDeviceFactory.drivers.contains(driver):
             return try VirtioDeviceFactory.make(spec, id: id, expressLink: expressLink)
         case "pci-testdev":

@@ -62,7 +62,8 @@ let usage = """
     machine options (any command):
       -device DRIVER[,id=ID][,bus=BUS][,addr=SLOT[.FN]][,multifunction=on]
                           add a device (drivers: pci-testdev, pci-bridge, pcie-root-port,
-                          ioh3420, x3130-upstream, xio3130-downstream); BUS is pcie.0 or
+                          ioh3420, x3130-upstream, xio3130-downstream, and vfio-pci with
+                          host=BDF[,rombar=0|1][,x-no-mmap=on]); BUS is pcie.0 or
                           the id of a bridge or port added earlier. Devices add to a bare
                           q35, as with QEMU: the built-in default machine (a pci-testdev t0
                           at 00:02, a pci-bridge br1 at 00:03 with t1 and t2, an empty root

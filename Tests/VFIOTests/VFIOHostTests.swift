@@ -202,3 +202,26 @@ import VMMBase
         }
     }
 }
+
+/// The devices a non-viable group names, read from a sysfs tree laid out as the kernel's
+/// (Documentation/ABI/testing/sysfs-kernel-iommu_groups: /sys/kernel/iommu_groups/N/devices/BDF
+/// links to the device, whose `driver` link names its driver).
+@Suite struct VFIOGroupOffenderTests {
+    @Test func devicesOnOtherDriversAreNamedAndVFIOPCIAndBridgesAreNot() throws {
+        let sysfs = try FileSystem.makeTemporaryDirectory(prefix: "switchyard-sysfs")
+        defer { try? FileSystem.removeTree(sysfs) }
+        let devices = sysfs + "/devices/pci0000:00"
+        let group = sysfs + "/kernel/iommu_groups/12/devices"
+        try FileSystem.makeDirectories(group)
+        for driver in ["vfio-pci", "igb", "pcieport", "nvme"] { try FileSystem.makeDirectories(sysfs + "/bus/pci/drivers/" + driver) }
+        for (bdf, driver) in [("0000:01:00.0", "vfio-pci"), ("0000:01:00.1", "igb"), ("0000:00:1c.0", "pcieport"),
+                              ("0000:01:00.2", nil), ("0000:01:00.3", "nvme")] as [(String, String?)] {
+            try FileSystem.makeDirectories(devices + "/" + bdf)
+            if let driver { try FileSystem.createSymbolicLink(at: devices + "/" + bdf + "/driver", to: "../../../bus/pci/drivers/" + driver) }
+            try FileSystem.createSymbolicLink(at: group + "/" + bdf, to: "../../../../devices/pci0000:00/" + bdf)
+        }
+        let fd = try FileDescriptor.open("/dev/null", .readOnly)
+        let offenders = VFIOHostGroup(number: 12, descriptor: fd, sysfsPath: sysfs).offenders()
+        #expect(offenders == ["0000:01:00.1 (igb)", "0000:01:00.3 (nvme)"])
+    }
+}

@@ -115,6 +115,10 @@ enum PCIMappings {
                 placed.add(name, range, io: bar.isIO, bus: bus.name)
                 let leaf = Region.leaf(name, size: size, handler: handlers.handler(for: function, bar: index))
                 if bar.isIO { io.add(leaf, at: range.base) } else { memory.add(leaf, at: range.base) }
+                if !bar.isIO, let direct = function as? any DirectlyMappedBARs {
+                    addDirectAreas(direct.directAreas(ofBAR: index), of: name, at: range.base,
+                                   size: size, to: &memory)
+                }
             }
             if let pf = function as? any SRIOVPhysicalFunction, pf.isSRIOVCapable {
                 addVirtualFunctionBARs(of: pf, at: devfn, config: config, on: bus, to: &memory)
@@ -151,6 +155,17 @@ enum PCIMappings {
                                      "\(name) at \(range) overlaps \(other.name) at \(other.range); \(name) answers where they overlap")
             }
             if isIO { io.append((name, range)) } else { memory.append((name, range)) }
+        }
+    }
+
+    /// Host-memory areas over a decoded BAR (above its handler, which serves the rest).
+    private static func addDirectAreas(_ areas: [DirectBARArea], of label: String, at base: UInt64, size: UInt64,
+                                       to memory: inout Region) {
+        for area in areas {
+            let (end, overflow) = area.offset.addingReportingOverflow(area.handler.size)
+            guard area.handler.size > 0, !overflow, end <= size else { continue }
+            memory.add(.leaf("\(label) direct+0x\(String(area.offset, radix: 16))", size: area.handler.size, handler: area.handler),
+                       at: base + area.offset, priority: 1)
         }
     }
 

@@ -103,6 +103,7 @@ public final class KVMLinuxGuest: Sendable {
             let coalesce = vm.coalescedPortWriteRingPage != nil
             if coalesce { try vm.coalescePortWrites(port: UInt16(ConfigAddressPort.port), size: 4) }
             let routes = try KVMInterruptRoutes(virtualMachine: vm, table: .pc)
+            machine.attachInterruptRoutes(routes)
             memorySlots = machine.followMemorySlots(in: vm)
             let sink = KVMInterruptSink(virtualMachine: vm)
             machine.attachInterruptSink(PIRQSteeringSink(downstream: sink, lpc: machine.lpc))

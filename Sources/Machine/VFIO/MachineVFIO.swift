@@ -1,0 +1,126 @@
+import AddressSpace
+import Synchronization
+import VFIO
+import VMMBase
+
+/// VFIO for one machine, the machine-side entry point for device assignment: one container for
+/// every assigned device (one IOMMU context for the guest's address space, as QEMU shares one),
+/// each IOMMU group opened once and put in it, and DMA maps that follow guest RAM through every
+/// commit. The device model (PCIPassthrough) gets its `VFIODeviceIO` from `openDevice` and
+/// shows its mmap'd BAR areas through `DirectlyMappedBARs`, which the KVM memory slots follow.
+///
+///     let vfio = try machine.vfio()                  // VFIOHost() on a real host, a twin in tests
+///     let assigned = try vfio.openDevice(PCIAddress(bus: 1, device: 0, function: 0)!)
+///     // ... hand assigned.device to the device model; on unplug:
+///     vfio.release(assigned)
+public final class MachineVFIO: Sendable {
+    public let kernel: any VFIOKernel
+    public let container: any VFIOContainerIO
+
+    /// A host device opened for assignment, with its group (a hot reset names every group).
+    public struct Assignment: Sendable {
+        public let address: PCIAddress
+        public let group: any VFIOGroupIO
+        public let device: any VFIODeviceIO
+    }
+
+    private struct State {
+        var groups: [Int: any VFIOGroupIO] = [:]
+        var assigned: [PCIAddress: Int] = [:]
+        /// The container's IOMMU type is set once, for its life (the kernel refuses a second time).
+        var iommuSet = false
+        var dma: GuestRAMDMAListener?
+    }
+
+    private let layer: CommittedLayer
+    private let ram: RAMHandler
+    private let banks: [RAMBank]
+    private let state = Mutex(State())
+
+    init(kernel: any VFIOKernel, layer: CommittedLayer, ram: RAMHandler, banks: [RAMBank]) throws(VFIOError) {
+        let container = try kernel.openContainer()
+        let version = try container.apiVersion()
+        guard version == 0 else {
+            throw VFIOError(.unsupportedAPIVersion(version), operation: "VFIO_GET_API_VERSION", subject: "/dev/vfio/vfio")
+        }
+        guard try container.checkExtension(.type1v2) else {
+            throw VFIOError(.extensionMissing(.type1v2), operation: "VFIO_CHECK_EXTENSION", subject: "/dev/vfio/vfio")
+        }
+        self.kernel = kernel
+        self.container = container
+        self.layer = layer
+        self.ram = ram
+        self.banks = banks
+    }
+
+    /// Opens host function `address` (bound to vfio-pci) for assignment. Its group joins the
+    /// container on first use; the first group also sets the type1v2 IOMMU and maps guest RAM
+    /// for DMA (failing with the fix when the IOMMU cannot take it all).
+    public func openDevice(_ address: PCIAddress) throws(VFIOError) -> Assignment {
+        let number = try kernel.iommuGroup(of: address)
+        return try state.withLock { (s) throws(VFIOError) -> Assignment in
+            guard s.assigned[address] == nil else {
+                throw VFIOError(.busy, operation: "assign", subject: "host device \(address)",
+                                system: nil)
+            }
+            let group: any VFIOGroupIO
+            if let open = s.groups[number] {
+                group = open
+            } else {
+                group = try kernel.openGroup(number)
+                try group.setContainer(container)
+                s.groups[number] = group
+            }
+            if !s.iommuSet {
+                try container.setIOMMU(.type1v2)
+                s.iommuSet = true
+            }
+            if s.dma == nil {
+                let listener = GuestRAMDMAListener(mirror: try VFIODMAMirror(container: container), knownBanks: banks, ram: ram)
+                try listener.sync(to: layer.view(.memory))
+                layer.addListener(listener)
+                s.dma = listener
+            }
+            let device = try group.openDevice("\(address)")
+            s.assigned[address] = number
+            return Assignment(address: address, group: group, device: device)
+        }
+    }
+
+    /// The group of an assigned device, by number (for VFIO_DEVICE_PCI_HOT_RESET).
+    public func group(_ number: Int) -> (any VFIOGroupIO)? { state.withLock { $0.groups[number] } }
+
+    /// Forgets an assignment (the device model closed its device). When the last device goes,
+    /// DMA maps stop following guest RAM and are removed.
+    public func release(_ assignment: Assignment) {
+        let listener: GuestRAMDMAListener? = state.withLock { s in
+            s.assigned[assignment.address] = nil
+            guard s.assigned.isEmpty, let dma = s.dma else { return nil }
+            s.dma = nil
+            return dma
+        }
+        guard let listener else { return }
+        layer.removeListener(listener)
+        do { try listener.mirror.clear() } catch {
+            GuestErrorLog.report(device: "vfio-dma", kind: "unmap", "\(error)")
+        }
+    }
+
+    /// The DMA maps in force (empty until a device is assigned).
+    public var dmaMappings: [VFIODMAMapping] { state.withLock { $0.dma?.mirror.mappings ?? [] } }
+    /// The last refusal of a DMA update after assignment (a commit cannot fail; it logs).
+    public var lastDMAError: VFIOError? { state.withLock { $0.dma?.lastError } }
+}
+
+extension Machine {
+    /// This machine's VFIO: made on first use over `kernel` (the host's /dev/vfio unless a test
+    /// passes a twin); later calls return the same one whatever `kernel` they pass.
+    public func vfio(kernel: @autoclosure () -> any VFIOKernel = VFIOHost()) throws(VFIOError) -> MachineVFIO {
+        try vfioSlot.withLock { (slot) throws(VFIOError) -> MachineVFIO in
+            if let made = slot { return made }
+            let made = try MachineVFIO(kernel: kernel(), layer: spaces.platform, ram: ram, banks: ramBanks)
+            slot = made
+            return made
+        }
+    }
+}

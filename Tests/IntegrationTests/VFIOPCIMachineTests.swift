@@ -1,0 +1,105 @@
+import Control
+import Foundation
+import Machine
+import Synchronization
+import TestRequirements
+import Testing
+import VFIO
+import VMMBase
+
+/// `-device vfio-pci` in a whole machine, with QEMU 10's igb as the VFIO twin behind it: what
+/// real lspci decodes of the guest's view after firmware enumeration, guest accesses at the
+/// addresses firmware gave the BARs, and hot-plug into a root port.
+@Suite(.serialized) struct VFIOPCIMachineTests {
+    static let host = PCIAddress(bus: 0x3B, devfn: 0)
+    static let hostText = "0000:3b:00.0"
+
+    static func twinSource() throws -> (VFIOTwinDevice, VFIOTwinKernel) {
+        let twin = try VFIOTwinDevice(name: hostText, identity: VFIOTwinIdentity.captured("qemu10-igb"), msixTableTrapped: true)
+        return (twin, VFIOTwinKernel(devices: [.init(address: host, group: 42, device: twin)]))
+    }
+
+    static let rootPort = DeviceSpec(driver: "pcie-root-port", id: "rp1", bus: "pcie.0", devfn: 4 << 3,
+                                     properties: ["chassis": "1", "slot": "1"])
+    static let nic = DeviceSpec(driver: "vfio-pci", id: "nic0", bus: "rp1", properties: ["host": hostText])
+
+    @Test("real lspci: the igb's BARs at firmware's addresses, MSI-X, the root port's link, no SR-IOV",
+          .requires(RealLspci.isInstalled, RealLspci.missing))
+    func guestViewThroughLspci() throws {
+        let (_, source) = try Self.twinSource()
+        let machine = try Machine(MachineConfiguration(devices: [Self.rootPort, Self.nic]), vfioKernel: source)
+        let report = try machine.runFirmware()
+        let dump = GuestLspci.render(machine, options: LspciOptions(hexDump: 4))
+        let file = try temporaryFile("vfio-lspci.txt", contents: dump)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let text = try run("/usr/bin/lspci", ["-F", file, "-vvv", "-s", "01:00.0"]).out
+        let port = try run("/usr/bin/lspci", ["-F", file, "-vvv", "-s", "00:04.0"]).out
+
+        let nic = try #require(report.functions.first { $0.address.shortDescription == "01:00.0" })
+        #expect(nic.vendorID == 0x8086 && nic.deviceID == 0x10C9)
+        for bar in nic.bars {
+            let base = String(bar.range.base, radix: 16)
+            #expect(text.contains(bar.kind == .io ? "I/O ports at \(base)" : "Memory at \(base)"), "BAR \(bar.index) at \(base)")
+        }
+        // Firmware sized the virtual BARs as QEMU's igb answers BAR sizing: 128K, 128K, 32 bytes, 16K.
+        #expect(nic.bars.map { [UInt64($0.index), $0.range.size ?? 0] } == [[0, 0x20000], [1, 0x20000], [2, 32], [3, 0x4000]])
+        for line in ["Region 0: Memory at \(String(nic.bars[0].range.base, radix: 16)) (32-bit, non-prefetchable)",
+                     "Region 3: Memory at \(String(nic.bars[3].range.base, radix: 16)) (64-bit, non-prefetchable)",
+                     "MSI-X: Enable- Count=10", "Vector table: BAR=3 offset=00000000", "Express (v2) Endpoint"] {
+            #expect(text.contains(line), "lspci -vvv lacks \"\(line)\"")
+        }
+        #expect(!text.contains("SR-IOV"))
+        // The endpoint's link is the guest's root port's, not the host's.
+        let portLink = try #require(port.split(separator: "\n").first { $0.contains("LnkCap:") })
+        let speedWidth = try #require(portLink.range(of: "Speed ")).lowerBound
+        let expected = portLink[speedWidth...].split(separator: ",").prefix(2).joined(separator: ",")
+        #expect(text.contains("LnkCap:\tPort #0, " + expected), "port: \(portLink)")
+    }
+
+    @Test("the guest's accesses at firmware's BAR address reach the device; a moved BAR follows")
+    func barAccessesAndMoves() throws {
+        let (twin, source) = try Self.twinSource()
+        let machine = try Machine(MachineConfiguration(devices: [Self.rootPort, Self.nic]), vfioKernel: source)
+        let report = try machine.runFirmware()
+        let nic = try #require(report.functions.first { $0.address.shortDescription == "01:00.0" })
+        let bar0 = try #require(nic.bars.first { $0.index == 0 }).range.base
+        // The mmap'd areas lie over the BARs as host memory: BARs 0 and 1 whole, BAR 3 without
+        // the pages of the MSI-X table (0x0000) and PBA (0x2000), which stay trapped.
+        let map = machine.describeMemory()
+        let direct = map.split(separator: "\n").filter { $0.contains("direct+") }
+        #expect(direct.filter { $0.contains("BAR0 direct+0x0") || $0.contains("BAR1 direct+0x0") }.count == 2, "\(map)")
+        #expect(direct.filter { $0.contains("BAR3 direct+") }.map { String($0.split(separator: "+").last ?? "") }.sorted()
+                == ["0x1000", "0x3000"], "\(direct)")
+        machine.mmioWrite(bar0 + 0x10, width: .dword, value: 0xA5A5_0001)
+        let region = try twin.regionInfo(0)
+        #expect(try twin.readLittleEndian(region: region, at: 0x10, size: 4) == 0xA5A5_0001)
+
+        // The guest moves BAR 0 by 1 MiB (decode off, new address, decode on).
+        let cycles = PortConfigCycles(machine)
+        let command = cycles.read(bus: 1, devfn: 0, offset: 0x04, width: .word)
+        cycles.write(bus: 1, devfn: 0, offset: 0x04, width: .word, value: command & ~0x2)
+        cycles.write(bus: 1, devfn: 0, offset: 0x10, width: .dword, value: UInt32(bar0 + 0x10_0000))
+        cycles.write(bus: 1, devfn: 0, offset: 0x04, width: .word, value: command)
+        #expect(machine.mmioRead(bar0 + 0x10_0000 + 0x10, width: .dword) == 0xA5A5_0001)
+        #expect(machine.mmioRead(bar0 + 0x10, width: .dword) == 0xFFFF_FFFF)  // nothing there any more
+    }
+
+    @Test("device_add into a root port and device_del: the device is reset, and can be plugged again")
+    func hotPlugAndReuse() throws {
+        let (twin, source) = try Self.twinSource()
+        let machine = try Machine(MachineConfiguration(devices: [Self.rootPort]), vfioKernel: source)
+        try machine.runFirmware()
+        let deleted = Mutex<[String]>([])
+        _ = machine.addEventListener { if case .deviceDeleted(let id, _) = $0 { deleted.withLock { $0.append(id ?? "") } } }
+        for round in 1...2 {
+            twin.log.clear()
+            try machine.hotPlug(Self.nic)
+            #expect(machine.device(id: "nic0") != nil)
+            #expect(machine.device(id: "nic0")?.function.configRead(0, width: .dword) == 0x10C9_8086)
+            try machine.unplug(id: "nic0", mode: .surprise)
+            #expect(machine.device(id: "nic0") == nil)
+            #expect(twin.log.all.contains(.reset(device: Self.hostText)), "round \(round)")
+        }
+        #expect(deleted.withLock { $0 } == ["nic0", "nic0"])
+    }
+}
