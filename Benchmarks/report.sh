@@ -81,3 +81,20 @@ awk -v strict="$strict" -F'│' '
         for (i = 2; i <= k; i++) { if (n[order[i]] < n[small]) small = order[i]; if (n[order[i]] > n[large]) large = order[i] }
         printf "per-device cost, N=%d over N=%d: %.2fx\n", n[large], n[small], (us[large] / n[large]) / (us[small] / n[small])
     }' "$hp"
+
+# VFIO DMA maps of a 1 GiB and a 4 GiB guest against the twin (our side only; VFIODMA.swift).
+vd=.build/vfio-dma-report.txt
+swift package --allow-writing-to-package-directory benchmark run \
+    --target VFIODMA --no-progress --time-units microseconds "$@" | tee "$vd" >/dev/null
+echo
+awk -F'│' '
+    function trim(s) { gsub(/^[ \t]+|[ \t]+$/, "", s); return s }
+    /^VFIO DMA map\+unmap [0-9]+ GiB/ { name = $0; split(name, parts, " "); g[name] = parts[4] + 0; next }
+    name != "" && /Time \(wall clock\)/ { us[name] = trim($5) + 0; order[++k] = name; name = "" }
+    END {
+        if (k == 0) { print "no VFIO DMA results parsed; see the raw output"; exit 1 }
+        printf "%-32s %12s\n", "benchmark (median)", "us"
+        for (i = 1; i <= k; i++) { b = order[i]; printf "%-32s %12.1f\n", b, us[b] }
+        for (i = 1; i <= k; i++) { if (g[order[i]] == 1) one = order[i]; if (g[order[i]] == 4) four = order[i] }
+        if (one != "" && four != "" && us[one] > 0) printf "4 GiB over 1 GiB (same run): %.2fx\n", us[four] / us[one]
+    }' "$vd"
