@@ -102,6 +102,14 @@ public struct GuestMemory: Sendable, CustomStringConvertible {
         return regions[i].host.baseAddress! + offset
     }
 
+    /// The host bytes of `[address, address + length)`, length > 0, for I/O straight into
+    /// guest RAM (readv/writev). Throws unless the span lies wholly inside one region. The
+    /// bytes stay valid while this value (which keeps the regions' owners) lives.
+    public func hostBuffer(at address: GuestAddress, length: UInt64) throws(GuestMemoryError) -> UnsafeMutableRawBufferPointer {
+        guard length > 0, length <= UInt64(Int.max) else { throw .unmapped(address: address.raw, length: length) }
+        return UnsafeMutableRawBufferPointer(start: try hostBytes(address.raw, length), count: Int(length))
+    }
+
     // MARK: Byte access
 
     /// Copies `buffer.count` bytes of guest memory at `address` into `buffer`.

@@ -91,8 +91,9 @@ public struct TranslatedMemory<Memory: IOMemory, Translator: AddressTranslator>:
         self.translator = translator
     }
 
-    /// (target address, offset in the buffer, length) for each piece.
-    private func pieces(_ address: UInt64, _ count: Int, write: Bool) throws(GuestMemoryError) -> [(UInt64, Int, Int)] {
+    /// (target address, offset in the buffer, length) for each piece, every piece translated
+    /// (a host-buffer lender maps the targets itself).
+    public func pieces(_ address: UInt64, _ count: Int, write: Bool) throws(GuestMemoryError) -> [(UInt64, Int, Int)] {
         guard count > 0 else { return [] }
         let length = UInt64(count)
         let (_, overflow) = address.addingReportingOverflow(length - 1)

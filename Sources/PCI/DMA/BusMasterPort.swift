@@ -69,6 +69,28 @@ public final class BusMasterPort: DMAPort {
         }
     }
 
+    public func hostSegments(at address: UInt64, length: UInt64, write: Bool) throws(DMAError) -> DMAHostSegments {
+        let requester = try admit()
+        guard length > 0 else { return DMAHostSegments(buffers: [], owner: nil) }
+        guard let span = AddressRange(base: address, size: length), length <= UInt64(Int.max) else {
+            throw .memory(.addressOverflow(address: address, length: length))
+        }
+        if span.overlaps(Self.interruptWindow) {
+            throw .interruptWindow(address: address, length: length, isWrite: write)
+        }
+        do {
+            let pieces = try translated(for: requester).pieces(address, Int(length), write: write)
+            var buffers: [UnsafeMutableRawBufferPointer] = []
+            buffers.reserveCapacity(pieces.count)
+            for (target, _, count) in pieces {
+                buffers.append(try memory.hostBuffer(at: GuestAddress(target), length: UInt64(count)))
+            }
+            return DMAHostSegments(buffers: buffers, owner: memory)
+        } catch {
+            throw .memory(error)
+        }
+    }
+
     /// Sends `message` as the function's MSI: a dword write of its data to its address. A
     /// refused one (Bus Master Enable off: MSI is a memory write) is dropped with a log line.
     public func deliver(_ message: MSIMessage) {

@@ -15,6 +15,8 @@ public enum DMAError: Error, Hashable, Sendable, CustomStringConvertible {
     case interruptWindow(address: UInt64, length: UInt64, isWrite: Bool)
     /// The bus address is not RAM, wraps past 2^64, or the translation refused it.
     case memory(GuestMemoryError)
+    /// The port cannot lend host memory (it is not backed by guest RAM in this process).
+    case hostAccessUnavailable
 
     public var description: String {
         switch self {
@@ -24,6 +26,7 @@ public enum DMAError: Error, Hashable, Sendable, CustomStringConvertible {
         case .interruptWindow(let a, let l, let w):
             "\(w ? "write" : "read") of \(l) bytes at 0x\(String(a, radix: 16)) in the interrupt window (only dword MSI writes are defined)"
         case .memory(let e): e.description
+        case .hostAccessUnavailable: "this DMA port cannot lend host memory"
         }
     }
 }
@@ -40,9 +43,35 @@ public protocol DMAPort: Sendable {
     var requester: DMARequester? { get }
     func read(at address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(DMAError)
     func write(at address: UInt64, from buffer: UnsafeRawBufferPointer) throws(DMAError)
+    /// The host bytes behind `[address, address + length)` after the same checks as a read or
+    /// write in that direction, in order (split where the translation splits), so a device can
+    /// readv/writev guest buffers without a copy. Refused, like any access, when it touches the
+    /// interrupt window.
+    func hostSegments(at address: UInt64, length: UInt64, write: Bool) throws(DMAError) -> DMAHostSegments
+}
+
+/// Host memory a DMA port lends: valid while this value lives (it keeps the guest RAM
+/// mappings alive), and only as long as the guest may still see the same translation; a
+/// device uses it for one I/O and drops it.
+public struct DMAHostSegments: @unchecked Sendable {
+    public let buffers: [UnsafeMutableRawBufferPointer]
+    /// Keeps the mappings behind `buffers` alive.
+    private let owner: GuestMemory?
+
+    public init(buffers: [UnsafeMutableRawBufferPointer], owner: GuestMemory?) {
+        self.buffers = buffers
+        self.owner = owner
+    }
+
+    public var totalLength: Int { buffers.reduce(0) { $0 + $1.count } }
 }
 
 extension DMAPort {
+    /// Ports with no guest RAM of their own (fakes, disconnected ports) lend nothing.
+    public func hostSegments(at address: UInt64, length: UInt64, write: Bool) throws(DMAError) -> DMAHostSegments {
+        throw .hostAccessUnavailable
+    }
+
     public func read(at address: UInt64, count: Int) throws(DMAError) -> [UInt8] {
         precondition(count >= 0, "negative count")
         var bytes = [UInt8](repeating: 0, count: count)

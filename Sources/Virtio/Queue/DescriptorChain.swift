@@ -1,0 +1,116 @@
+import PCI
+
+/// One guest buffer of a descriptor chain: bus address and length (address + length does not
+/// wrap; whether it is RAM is decided when it is accessed, through the DMA port).
+public struct GuestBuffer: Hashable, Sendable {
+    public let address: UInt64
+    public let length: UInt32
+
+    public init(address: UInt64, length: UInt32) {
+        self.address = address
+        self.length = length
+    }
+}
+
+/// A descriptor chain the device took from the available ring: the device-readable buffers
+/// (the driver's request), then the device-writable ones (room for the reply). Every access
+/// goes through the function's DMA port; a failed one marks the device NEEDS_RESET, so a
+/// device simply stops on a thrown error.
+///
+/// Give it back with `VirtQueue.complete(_:written:)` exactly once.
+public struct DescriptorChain: Sendable {
+    /// The head descriptor index, the id in the used ring.
+    public let head: UInt16
+    public let readable: [GuestBuffer]
+    public let writable: [GuestBuffer]
+    /// Sums of the buffer lengths (each fits 32 bits: checked when the chain was read).
+    public let readableLength: Int
+    public let writableLength: Int
+    let queue: VirtQueue
+
+    public enum Direction: Sendable { case readable, writable }
+
+    /// Copies readable bytes from `offset` (counted across the readable buffers) into `buffer`.
+    public func read(at offset: Int = 0, into buffer: UnsafeMutableRawBufferPointer) throws(VirtQueueError) {
+        try checkSpan(offset, buffer.count, total: readableLength, writing: false)
+        try forEachPiece(of: readable, offset: offset, count: buffer.count) { (address, done, count) throws(DMAError) in
+            try queue.port.read(at: address, into: UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + count]))
+        }
+    }
+
+    /// All readable bytes.
+    public func readAll() throws(VirtQueueError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: readableLength)
+        try bytes.withUnsafeMutableBytes { raw in
+            Result { () throws(VirtQueueError) in try read(into: raw) }
+        }.get()
+        return bytes
+    }
+
+    /// Copies `bytes` into the writable buffers from `offset`. Needing more room than the
+    /// driver gave (a reply into read-only or short buffers) is the driver's error.
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int = 0) throws(VirtQueueError) {
+        try checkSpan(offset, bytes.count, total: writableLength, writing: true)
+        try forEachPiece(of: writable, offset: offset, count: bytes.count) { (address, done, count) throws(DMAError) in
+            try queue.port.write(at: address, from: UnsafeRawBufferPointer(rebasing: bytes[done..<done + count]))
+        }
+    }
+
+    public func write(_ bytes: [UInt8], at offset: Int = 0) throws(VirtQueueError) {
+        try bytes.withUnsafeBytes { raw in
+            Result { () throws(VirtQueueError) in try write(raw, at: offset) }
+        }.get()
+    }
+
+    /// The host memory behind the readable (for writev to a host fd) or writable (for readv)
+    /// buffers, in chain order, valid only inside `body`. Each buffer is checked by the DMA
+    /// port (Bus Master Enable, translation, RAM bounds) before `body` runs.
+    public func withHostBuffers<R>(_ direction: Direction, _ body: ([UnsafeMutableRawBufferPointer]) -> R) throws(VirtQueueError) -> R {
+        let buffers = direction == .readable ? readable : writable
+        var lent: [DMAHostSegments] = []
+        lent.reserveCapacity(buffers.count)
+        do {
+            for buffer in buffers where buffer.length > 0 {
+                lent.append(try queue.port.hostSegments(at: buffer.address, length: UInt64(buffer.length),
+                                                        write: direction == .writable))
+            }
+        } catch {
+            throw queue.fail(.dma(error))
+        }
+        return withExtendedLifetime(lent) { body(lent.flatMap(\.buffers)) }
+    }
+
+    private func checkSpan(_ offset: Int, _ count: Int, total: Int, writing: Bool) throws(VirtQueueError) {
+        precondition(offset >= 0 && count >= 0, "negative offset or count")
+        let (end, overflow) = offset.addingReportingOverflow(count)
+        guard !overflow, end <= total else {
+            // Reading past the request is the device's choice to guard; writing past the
+            // writable room is the driver's mistake (too small or read-only buffers).
+            guard writing else { preconditionFailure("device read past the \(total) readable bytes") }
+            throw queue.fail(.writableSpaceExhausted(needed: overflow ? .max : end, available: total))
+        }
+    }
+
+    /// Calls `body(address, bytesDoneSoFar, count)` for each piece of `[offset, offset+count)`
+    /// across `buffers`; a DMA refusal fails the queue.
+    private func forEachPiece(of buffers: [GuestBuffer], offset: Int, count: Int,
+                              _ body: (UInt64, Int, Int) throws(DMAError) -> Void) throws(VirtQueueError) {
+        var skip = offset, done = 0
+        for buffer in buffers where done < count {
+            let length = Int(buffer.length)
+            if skip >= length {
+                skip -= length
+                continue
+            }
+            let piece = min(length - skip, count - done)
+            do {
+                // address + length does not wrap (checked when the chain was read).
+                try body(buffer.address + UInt64(skip), done, piece)
+            } catch {
+                throw queue.fail(.dma(error))
+            }
+            done += piece
+            skip = 0
+        }
+    }
+}

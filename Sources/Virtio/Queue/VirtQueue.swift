@@ -1,0 +1,335 @@
+import PCI
+import Synchronization
+import VMMBase
+
+/// Where a split virtqueue lives, as the driver programmed it (common config queue_*).
+public struct VirtQueueAddresses: Hashable, Sendable {
+    /// queue_desc, queue_driver (available ring), queue_device (used ring): bus addresses.
+    public var descriptorTable: UInt64
+    public var driverArea: UInt64
+    public var deviceArea: UInt64
+
+    public init(descriptorTable: UInt64, driverArea: UInt64, deviceArea: UInt64) {
+        self.descriptorTable = descriptorTable
+        self.driverArea = driverArea
+        self.deviceArea = deviceArea
+    }
+}
+
+/// One split virtqueue (virtio 1.2, 2.7) from the device side, over the function's DMA port.
+///
+/// Every value read from guest memory is read once and checked: indices against the queue
+/// size, chains against the queue size (loops), lengths with overflow-checked arithmetic,
+/// descriptor order and indirect-table rules. A violation marks the whole device NEEDS_RESET
+/// through the transport (one rate-limited guest-error line); from then on the queue serves
+/// nothing. The VMM never traps on guest input.
+///
+/// A device uses a queue from one thread at a time; the lock makes it safe regardless.
+public final class VirtQueue: Sendable {
+    public let index: Int
+    public let size: UInt16
+    public let addresses: VirtQueueAddresses
+    let port: any DMAPort
+    private let interrupts: any VirtioInterruptSignaller
+    private let eventIndex: Bool
+    private let indirect: Bool
+    private let broken = Atomic<Bool>(false)
+
+    private struct Cursor {
+        /// The next available-ring slot the device reads (free-running 16-bit).
+        var nextAvailable: UInt16 = 0
+        /// The next used-ring slot the device writes (free-running 16-bit).
+        var nextUsed: UInt16 = 0
+        /// used->idx when the driver was last interrupted (EVENT_IDX's "old").
+        var usedAtLastSignal: UInt16 = 0
+        /// Whether the device wants kicks (VRING_USED_F_NO_NOTIFY / avail_event upkeep).
+        var notificationsEnabled = true
+    }
+    private let cursor = Mutex(Cursor())
+
+    /// - Parameters:
+    ///   - size: a power of two, 1...32768 (the transport checks the driver's value).
+    ///   - features: the negotiated features (INDIRECT_DESC, EVENT_IDX are honoured).
+    public init(index: Int, size: UInt16, addresses: VirtQueueAddresses, features: VirtioFeatures,
+                port: any DMAPort, interrupts: any VirtioInterruptSignaller) {
+        precondition(size > 0 && size & (size - 1) == 0 && size <= 32768, "queue size is checked by the transport")
+        self.index = index
+        self.size = size
+        self.addresses = addresses
+        self.port = port
+        self.interrupts = interrupts
+        eventIndex = features.contains(.eventIndex)
+        indirect = features.contains(.indirectDescriptors)
+    }
+
+    /// True once the device needs a reset: nothing more is served.
+    public var isBroken: Bool { broken.load(ordering: .acquiring) }
+
+    /// The transport stops the queue (NEEDS_RESET elsewhere, or a reset).
+    func stop() { broken.store(true, ordering: .releasing) }
+
+    /// Marks the device NEEDS_RESET for `error` and returns it, for `throw queue.fail(...)`.
+    func fail(_ error: VirtQueueError) -> VirtQueueError {
+        if error != .deviceNeedsReset, !broken.exchange(true, ordering: .acquiringAndReleasing) {
+            interrupts.deviceNeedsReset("queue \(index): \(error)")
+        }
+        return error
+    }
+
+    // MARK: Taking requests
+
+    /// The next chain the driver made available, or nil when there is none. Throws (after
+    /// marking the device NEEDS_RESET) when the driver broke a rule.
+    public func pop() throws(VirtQueueError) -> DescriptorChain? {
+        guard !isBroken else { throw .deviceNeedsReset }
+        do {
+            return try cursor.withLock { c throws(VirtQueueError) -> DescriptorChain? in try take(&c) }
+        } catch {
+            throw fail(error)
+        }
+    }
+
+    private func take(_ c: inout Cursor) throws(VirtQueueError) -> DescriptorChain? {
+        let availableIndex: UInt16 = try load(at: addresses.driverArea, offset: SplitRing.availableIndex)
+        let pending = availableIndex &- c.nextAvailable
+        guard pending <= size else {
+            throw .availableIndexJump(from: c.nextAvailable, to: availableIndex, size: size)
+        }
+        guard pending > 0 else { return nil }
+        // The ring entry and descriptors are read after the index (the driver wrote them first).
+        atomicMemoryFence(ordering: .acquiring)
+        let slot = UInt64(c.nextAvailable & (size - 1))
+        let head: UInt16 = try load(at: addresses.driverArea, offset: SplitRing.availableRing + 2 * slot)
+        let chain = try readChain(head: head)
+        c.nextAvailable &+= 1
+        if eventIndex && c.notificationsEnabled {
+            // Kick me when the next entry after this one arrives (2.7.10).
+            try store(c.nextAvailable, at: addresses.deviceArea, offset: SplitRing.availableEventOffset(size: size))
+        }
+        return chain
+    }
+
+    /// Walks the chain from `head`: direct descriptors, then at most one indirect table
+    /// (which must end the direct part), no more than `size` descriptors in all.
+    private func readChain(head: UInt16) throws(VirtQueueError) -> DescriptorChain {
+        var readable: [GuestBuffer] = [], writable: [GuestBuffer] = []
+        var readableLength: UInt64 = 0, writableLength: UInt64 = 0
+        var visited = 0
+        let limit = Int(size)
+
+        func add(_ d: SplitDescriptor) throws(VirtQueueError) {
+            visited += 1
+            guard visited <= limit else { throw .chainTooLong(limit: limit) }
+            guard d.length == 0 || d.address <= UInt64.max - UInt64(d.length - 1) else {
+                throw .bufferOverflow(address: d.address, length: d.length)
+            }
+            let buffer = GuestBuffer(address: d.address, length: d.length)
+            try checkReachable(buffer, write: d.isWritable)
+            if d.isWritable {
+                writableLength += UInt64(d.length)
+                guard writableLength <= UInt64(UInt32.max) else { throw .bufferOverflow(address: d.address, length: d.length) }
+                writable.append(buffer)
+            } else {
+                guard writable.isEmpty else { throw .readableAfterWritable(index: UInt16(visited - 1)) }
+                readableLength += UInt64(d.length)
+                guard readableLength <= UInt64(UInt32.max) else { throw .bufferOverflow(address: d.address, length: d.length) }
+                readable.append(buffer)
+            }
+        }
+
+        var index = head
+        while true {
+            let d = try descriptor(index, tableAddress: addresses.descriptorTable, tableSize: Int(size))
+            if d.isIndirect {
+                guard indirect else { throw .badIndirectDescriptor("INDIRECT_DESC was not negotiated") }
+                guard !d.hasNext else { throw .badIndirectDescriptor("INDIRECT together with NEXT") }
+                try walkIndirect(d, add)
+                break
+            }
+            try add(d)
+            guard d.hasNext else { break }
+            index = d.next
+        }
+        return DescriptorChain(head: head, readable: readable, writable: writable,
+                               readableLength: Int(readableLength), writableLength: Int(writableLength), queue: self)
+    }
+
+    /// A buffer past guest RAM (or refused by the IOMMU) fails the chain now, not when the
+    /// device gets round to it. Ports that cannot lend memory check at access time instead.
+    private func checkReachable(_ buffer: GuestBuffer, write: Bool) throws(VirtQueueError) {
+        guard buffer.length > 0 else { return }
+        do {
+            _ = try port.hostSegments(at: buffer.address, length: UInt64(buffer.length), write: write)
+        } catch {
+            guard error == .hostAccessUnavailable else { throw .dma(error) }
+        }
+    }
+
+    private func walkIndirect(_ table: SplitDescriptor, _ add: (SplitDescriptor) throws(VirtQueueError) -> Void) throws(VirtQueueError) {
+        guard table.length > 0, table.length % UInt32(SplitRing.descriptorSize) == 0 else {
+            throw .badIndirectDescriptor("table of \(table.length) bytes is not a non-zero multiple of 16")
+        }
+        let count = Int(table.length) / SplitRing.descriptorSize
+        // A table longer than the queue cannot be a legal chain: refuse before reading it.
+        guard count <= Int(size) else { throw .chainTooLong(limit: Int(size)) }
+        guard table.address <= UInt64.max - UInt64(table.length - 1) else {
+            throw .bufferOverflow(address: table.address, length: table.length)
+        }
+        var index: UInt16 = 0
+        while true {
+            let d = try descriptor(index, tableAddress: table.address, tableSize: count)
+            guard !d.isIndirect else { throw .badIndirectDescriptor("an indirect table inside an indirect table") }
+            try add(d)
+            guard d.hasNext else { return }
+            index = d.next
+        }
+    }
+
+    private func descriptor(_ index: UInt16, tableAddress: UInt64, tableSize: Int) throws(VirtQueueError) -> SplitDescriptor {
+        guard Int(index) < tableSize else { throw .descriptorIndexOutOfRange(index: index, tableSize: tableSize) }
+        let (address, overflow) = tableAddress.addingReportingOverflow(UInt64(index) * UInt64(SplitRing.descriptorSize))
+        guard !overflow else { throw .bufferOverflow(address: tableAddress, length: UInt32(SplitRing.descriptorSize)) }
+        var raw = (UInt64(0), UInt64(0))
+        do {
+            try withUnsafeMutableBytes(of: &raw) { (bytes) throws(DMAError) in try port.read(at: address, into: bytes) }
+        } catch {
+            throw .dma(error)
+        }
+        return withUnsafeBytes(of: raw) { SplitDescriptor(bytes: $0) }
+    }
+
+    // MARK: Returning requests
+
+    /// Puts `chain` in the used ring with `written` bytes written into its writable buffers.
+    /// Does not interrupt: call `interruptIfNeeded()` after a batch.
+    public func complete(_ chain: DescriptorChain, written: Int) throws(VirtQueueError) {
+        try complete([(chain, written)])
+    }
+
+    /// Puts several chains in the used ring and publishes them with one used->idx store, so
+    /// the driver sees all or none (virtio-net's mergeable receive buffers need that).
+    public func complete(_ batch: [(chain: DescriptorChain, written: Int)]) throws(VirtQueueError) {
+        for (chain, written) in batch {
+            precondition(chain.queue === self, "a chain goes back to its own queue")
+            precondition(written >= 0 && written <= chain.writableLength, "the device wrote more than the chain holds")
+        }
+        guard !isBroken else { throw .deviceNeedsReset }
+        guard !batch.isEmpty else { return }
+        do {
+            try cursor.withLock { c throws(VirtQueueError) in
+                var next = c.nextUsed
+                for (chain, written) in batch {
+                    let element = SplitRing.usedRing + SplitRing.usedElementSize * UInt64(next & (size - 1))
+                    try store(UInt32(chain.head), at: addresses.deviceArea, offset: element)
+                    try store(UInt32(written), at: addresses.deviceArea, offset: element + 4)
+                    next &+= 1
+                }
+                // The elements are visible before the index that publishes them.
+                atomicMemoryFence(ordering: .releasing)
+                try store(next, at: addresses.deviceArea, offset: SplitRing.usedIndex)
+                c.nextUsed = next
+            }
+        } catch {
+            throw fail(error)
+        }
+    }
+
+    /// Gives back the last `count` chains popped and not completed, in reverse order of
+    /// popping: they will be popped again (a device that took buffers it cannot use yet).
+    public func undoPop(_ count: Int = 1) {
+        precondition(count >= 0 && count <= Int(size), "undo of more chains than a queue holds")
+        cursor.withLock { $0.nextAvailable &-= UInt16(count) }
+    }
+
+    /// Interrupts the driver when it asked to hear about the used entries added since the
+    /// last interrupt (EVENT_IDX's used_event, else avail->flags NO_INTERRUPT). Returns
+    /// whether it did.
+    @discardableResult
+    public func interruptIfNeeded() throws(VirtQueueError) -> Bool {
+        guard !isBroken else { throw .deviceNeedsReset }
+        let needed: Bool
+        do {
+            needed = try cursor.withLock { c throws(VirtQueueError) -> Bool in
+                // The used index store is ordered before the driver's suppression word read.
+                atomicMemoryFence(ordering: .sequentiallyConsistent)
+                let old = c.usedAtLastSignal, new = c.nextUsed
+                guard old != new else { return false }
+                let needed: Bool
+                if eventIndex {
+                    let event: UInt16 = try load(at: addresses.driverArea, offset: SplitRing.usedEventOffset(size: size))
+                    needed = SplitRing.needsEvent(event: event, new: new, old: old)
+                } else {
+                    let flags: UInt16 = try load(at: addresses.driverArea, offset: SplitRing.availableFlags)
+                    needed = flags & SplitRing.availableNoInterrupt == 0
+                }
+                c.usedAtLastSignal = new
+                return needed
+            }
+        } catch {
+            throw fail(error)
+        }
+        if needed { interrupts.signalQueue(index) }
+        return needed
+    }
+
+    // MARK: Kick suppression
+
+    /// Asks the driver not to kick (while the device polls the ring anyway).
+    public func disableNotifications() throws(VirtQueueError) {
+        try setNotifications(false)
+    }
+
+    /// Asks for kicks again. Returns true when buffers arrived meanwhile (the device must
+    /// pop them: no kick will come for them).
+    public func enableNotifications() throws(VirtQueueError) -> Bool {
+        try setNotifications(true)
+    }
+
+    @discardableResult
+    private func setNotifications(_ enabled: Bool) throws(VirtQueueError) -> Bool {
+        guard !isBroken else { throw .deviceNeedsReset }
+        do {
+            return try cursor.withLock { c throws(VirtQueueError) -> Bool in
+                c.notificationsEnabled = enabled
+                if eventIndex {
+                    guard enabled else { return false }
+                    try store(c.nextAvailable, at: addresses.deviceArea, offset: SplitRing.availableEventOffset(size: size))
+                } else {
+                    try store(enabled ? 0 : SplitRing.usedNoNotify, at: addresses.deviceArea, offset: SplitRing.usedFlags)
+                    guard enabled else { return false }
+                }
+                // Re-read avail->idx after publishing the request, so a racing addition is seen.
+                atomicMemoryFence(ordering: .sequentiallyConsistent)
+                let available: UInt16 = try load(at: addresses.driverArea, offset: SplitRing.availableIndex)
+                return available != c.nextAvailable
+            }
+        } catch {
+            throw fail(error)
+        }
+    }
+
+    // MARK: Ring words
+
+    private func load<T: FixedWidthInteger>(at base: UInt64, offset: UInt64) throws(VirtQueueError) -> T {
+        let (address, overflow) = base.addingReportingOverflow(offset)
+        guard !overflow else { throw .bufferOverflow(address: base, length: UInt32(truncatingIfNeeded: offset)) }
+        var value = T.zero
+        do {
+            try withUnsafeMutableBytes(of: &value) { (raw) throws(DMAError) in try port.read(at: address, into: raw) }
+        } catch {
+            throw .dma(error)
+        }
+        return T(littleEndian: value)
+    }
+
+    private func store<T: FixedWidthInteger>(_ value: T, at base: UInt64, offset: UInt64) throws(VirtQueueError) {
+        let (address, overflow) = base.addingReportingOverflow(offset)
+        guard !overflow else { throw .bufferOverflow(address: base, length: UInt32(truncatingIfNeeded: offset)) }
+        var le = value.littleEndian
+        do {
+            try withUnsafeBytes(of: &le) { (raw) throws(DMAError) in try port.write(at: address, from: raw) }
+        } catch {
+            throw .dma(error)
+        }
+    }
+}

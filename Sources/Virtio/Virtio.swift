@@ -1,1 +1,0 @@
-// virtio 1.x over PCI (issue 14): the modern transport and split virtqueues.
