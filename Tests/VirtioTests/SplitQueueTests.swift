@@ -1,0 +1,229 @@
+import GuestMemory
+import PCI
+import Testing
+import VMMBase
+@testable import Virtio
+
+/// The split virtqueue against the rules of virtio 1.2 section 2.7, driven as a driver drives
+/// it: rings in guest RAM, kicks through the notify area, results read from the used ring.
+@Suite(.serialized) struct SplitQueueTests {
+    static let needsReset: UInt8 = 0x40  // 2.1: DEVICE_NEEDS_RESET
+
+    @Test func entropyFillsAWritableBufferAndInterruptsOnTheQueueVector() throws {
+        let h = try VirtioDriverHarness(device: VirtioEntropyDevice(name: "rng"))
+        #expect(h.initialize() == 0xF)
+        h.writeDescriptor(0, address: h.buffers, length: 64, flags: 2)  // VIRTQ_DESC_F_WRITE
+        h.makeAvailable(0)
+        h.kick()
+        #expect(h.usedIndex == 1)
+        #expect(h.usedElement(0) == (id: 0, length: 64))
+        #expect(h.ram.read(h.buffers, 64).contains { $0 != 0 })
+        // Queue vector 1 as programmed in the MSI-X table (address 0xFEE01000, data 0x41).
+        #expect(h.interrupts.messages == [MSIMessage(address: 0xFEE0_1000, data: 0x41)])
+        #expect(h.sink.events.contains(.msi(MSIMessage(address: 0xFEE0_1000, data: 0x41))))
+    }
+
+    @Test func indirectTableBuffersAreFilledInOrder() throws {
+        let h = try VirtioDriverHarness(device: ReplyDevice(replyLength: 24))
+        #expect(h.initialize() == 0xF)
+        let table = h.buffers + 0x1000
+        h.writeDescriptor(0, address: h.buffers, length: 16, flags: 2 | 1, next: 1, table: table)
+        h.writeDescriptor(1, address: h.buffers + 0x100, length: 16, flags: 2, table: table)
+        h.writeDescriptor(3, address: table, length: 32, flags: 4)  // VIRTQ_DESC_F_INDIRECT
+        h.makeAvailable(3)
+        h.kick()
+        #expect(h.usedElement(0) == (id: 3, length: 24))
+        #expect(h.ram.read(h.buffers, 16) == [UInt8](repeating: 0x5A, count: 16))
+        #expect(h.ram.read(h.buffers + 0x100, 10) == [UInt8](repeating: 0x5A, count: 8) + [0, 0])
+    }
+
+    @Test func eventIndexSuppressesInterruptsUntilUsedEventIsPassed() throws {
+        let h = try VirtioDriverHarness(device: ReplyDevice(replyLength: 1))
+        #expect(h.initialize() == 0xF)
+        // 2.7.10: interrupt only when used->idx moves past used_event. Ask after entry 1.
+        h.setUsedEvent(1)
+        for i in 0..<3 { h.writeDescriptor(i, address: h.buffers + UInt64(i) * 16, length: 16, flags: 2) }
+        h.makeAvailable(0)
+        h.kick()
+        #expect(h.usedIndex == 1 && h.interrupts.messages.isEmpty)
+        // The device asks to be kicked for the next entry (avail_event = next avail index).
+        #expect(h.availableEvent == 1)
+        h.makeAvailable(1)
+        h.kick()
+        #expect(h.usedIndex == 2 && h.interrupts.messages.count == 1)
+        h.makeAvailable(2)
+        h.kick()
+        #expect(h.interrupts.messages.count == 1)  // used_event 1 already passed
+    }
+
+    @Test func noInterruptFlagIsHonouredWithoutEventIndex() throws {
+        let h = try VirtioDriverHarness(device: ReplyDevice(replyLength: 1))
+        // VERSION_1 and ACCESS_PLATFORM only (bits 32, 33).
+        #expect(h.initialize(features: 0x3 << 32) == 0xF)
+        h.ram.store(UInt16(1), at: h.available)  // VIRTQ_AVAIL_F_NO_INTERRUPT
+        h.writeDescriptor(0, address: h.buffers, length: 16, flags: 2)
+        h.makeAvailable(0)
+        h.kick()
+        #expect(h.usedIndex == 1 && h.interrupts.messages.isEmpty)
+        h.ram.store(UInt16(0), at: h.available)
+        h.makeAvailable(0)
+        h.kick()
+        #expect(h.usedIndex == 2 && h.interrupts.messages.count == 1)
+    }
+
+    // MARK: Hostile descriptors: NEEDS_RESET, a configuration interrupt, a log line, no crash.
+
+    func expectNeedsReset(_ h: VirtioDriverHarness, _ why: Comment) {
+        #expect(h.status & Self.needsReset != 0, why)
+        // Configuration vector 0: address 0xFEE00000, data 0x40.
+        #expect(h.interrupts.messages.contains(MSIMessage(address: 0xFEE0_0000, data: 0x40)), why)
+        #expect(GuestErrorLog.recent.contains { $0.device == "vdev" }, why)
+    }
+
+    func hostile(_ build: (VirtioDriverHarness) -> Void) throws -> VirtioDriverHarness {
+        let h = try VirtioDriverHarness(device: ReplyDevice(replyLength: 4))
+        #expect(h.initialize() == 0xF)
+        build(h)
+        h.kick()
+        return h
+    }
+
+    @Test func aDescriptorLoopNeedsReset() throws {
+        let h = try hostile { h in
+            h.writeDescriptor(0, address: h.buffers, length: 16, flags: 2 | 1, next: 1)
+            h.writeDescriptor(1, address: h.buffers, length: 16, flags: 2 | 1, next: 0)
+            h.makeAvailable(0)
+        }
+        expectNeedsReset(h, "a loop 0 -> 1 -> 0")
+        #expect(h.usedIndex == 0)
+        // Later kicks are ignored until a reset; a reset brings the device back.
+        h.kick()
+        #expect(h.usedIndex == 0)
+        h.availableIndexReset()
+        #expect(h.initialize() == 0xF)
+        h.writeDescriptor(0, address: h.buffers, length: 16, flags: 2)
+        h.makeAvailable(0)
+        h.kick()
+        #expect(h.usedIndex == 1)
+    }
+
+    @Test func anIndirectTableLongerThanTheQueueNeedsReset() throws {
+        let h = try hostile { h in
+            // 9 descriptors in one table for a queue of 8 (2.7.5.3.1).
+            let table = h.buffers + 0x1000
+            for i in 0..<9 { h.writeDescriptor(i, address: h.buffers, length: 4, flags: 2 | (i < 8 ? 1 : 0), next: UInt16(i + 1), table: table) }
+            h.writeDescriptor(0, address: table, length: 9 * 16, flags: 4)
+            h.makeAvailable(0)
+        }
+        expectNeedsReset(h, "chain of 9 in a queue of 8")
+    }
+
+    @Test func aBufferPastGuestMemoryNeedsReset() throws {
+        let h = try hostile { h in
+            h.writeDescriptor(0, address: UInt64(TestRAM.size) - 8, length: 16, flags: 2)
+            h.makeAvailable(0)
+        }
+        expectNeedsReset(h, "16 bytes at the last 8 of RAM")
+    }
+
+    @Test func aBufferWrappingPast2To64NeedsReset() throws {
+        let h = try hostile { h in
+            h.writeDescriptor(0, address: UInt64.max - 3, length: 16, flags: 2)
+            h.makeAvailable(0)
+        }
+        expectNeedsReset(h, "address + length wraps")
+    }
+
+    @Test func aReplyIntoReadOnlyBuffersNeedsReset() throws {
+        let h = try hostile { h in
+            h.writeDescriptor(0, address: h.buffers, length: 16, flags: 0)  // device-readable only
+            h.makeAvailable(0)
+        }
+        expectNeedsReset(h, "the device must write 4 bytes; the chain has none writable")
+        #expect(h.ram.read(h.buffers, 16) == [UInt8](repeating: 0, count: 16))
+    }
+
+    @Test func aReadableDescriptorAfterAWritableOneNeedsReset() throws {
+        let h = try hostile { h in
+            h.writeDescriptor(0, address: h.buffers, length: 16, flags: 2 | 1, next: 1)
+            h.writeDescriptor(1, address: h.buffers + 16, length: 16, flags: 0)
+            h.makeAvailable(0)
+        }
+        expectNeedsReset(h, "2.7.4.2: writable descriptors come last")
+    }
+
+    @Test func aHeadPastTheTableNeedsReset() throws {
+        let h = try hostile { h in h.makeAvailable(8) }
+        expectNeedsReset(h, "head 8 in a table of 8")
+    }
+
+    @Test func anAvailableIndexJumpNeedsReset() throws {
+        let h = try hostile { h in h.ram.store(UInt16(9), at: h.available + 2) }
+        expectNeedsReset(h, "avail->idx 9 ahead in a queue of 8")
+    }
+
+    @Test func indirectWithNextAndNestedIndirectNeedReset() throws {
+        let a = try hostile { h in
+            h.writeDescriptor(0, address: h.buffers + 0x1000, length: 16, flags: 4 | 1, next: 1)
+            h.makeAvailable(0)
+        }
+        expectNeedsReset(a, "INDIRECT with NEXT")
+        let b = try hostile { h in
+            let table = h.buffers + 0x1000
+            h.writeDescriptor(0, address: table + 0x100, length: 16, flags: 4, table: table)
+            h.writeDescriptor(0, address: table, length: 16, flags: 4)
+            h.makeAvailable(0)
+        }
+        expectNeedsReset(b, "an indirect table in an indirect table")
+    }
+
+    @Test func busMasterOffStopsDMAAndNeedsReset() throws {
+        let h = try VirtioDriverHarness(device: ReplyDevice(replyLength: 4))
+        #expect(h.initialize() == 0xF)
+        h.writeDescriptor(0, address: h.buffers, length: 16, flags: 2)
+        h.makeAvailable(0)
+        h.setCommand(memory: true, busMaster: false)
+        h.kick()
+        #expect(h.status & Self.needsReset != 0)
+        #expect(h.ram.read(h.buffers, 4) == [0, 0, 0, 0])
+        #expect(h.usedIndex == 0)
+    }
+
+    // MARK: Host buffers
+
+    @Test func hostBuffersAreTheGuestBytesAndRefuseWhatIsNotRAM() throws {
+        let h = try VirtioDriverHarness(device: ReplyDevice(replyLength: 0))
+        #expect(h.initialize() == 0xF)
+        let queue = VirtQueue(index: 0, size: 8, addresses: VirtQueueAddresses(descriptorTable: h.descriptors, driverArea: h.available,
+                                                                              deviceArea: h.used),
+                              features: [.version1], port: h.port, interrupts: NoInterrupts())
+        h.writeDescriptor(0, address: h.buffers, length: 8, flags: 2 | 1, next: 1)
+        h.writeDescriptor(1, address: h.buffers + 0x800, length: 8, flags: 2)
+        h.makeAvailable(0)
+        let chain = try #require(try queue.pop())
+        let lengths = try chain.withHostBuffers(.writable) { buffers in
+            for (i, b) in buffers.enumerated() { b.initializeMemory(as: UInt8.self, repeating: UInt8(0xA0 + i)) }
+            return buffers.map(\.count)
+        }
+        #expect(lengths == [8, 8])
+        #expect(h.ram.read(h.buffers, 8) == [UInt8](repeating: 0xA0, count: 8))
+        #expect(h.ram.read(h.buffers + 0x800, 8) == [UInt8](repeating: 0xA1, count: 8))
+        // The port refuses a span outside RAM and the interrupt window, as for any access.
+        #expect(throws: DMAError.self) { try h.port.hostSegments(at: UInt64(TestRAM.size) - 4, length: 8, write: true) }
+        #expect(throws: DMAError.self) { try h.port.hostSegments(at: 0xFEE0_0000, length: 4, write: false) }
+    }
+}
+
+struct NoInterrupts: VirtioInterruptSignaller {
+    func signalQueue(_ index: Int) {}
+    func signalConfigurationChange() {}
+    func deviceNeedsReset(_ reason: String) {}
+}
+
+extension VirtioDriverHarness {
+    /// A new driver instance starts its available index from 0 again.
+    func availableIndexReset() {
+        ram.store(UInt16(0), at: available + 2)
+        resetAvailableIndex()
+    }
+}
