@@ -95,7 +95,8 @@ let package = Package(
         .testTarget(name: "VirtioNetTests", dependencies: ["VirtioNet", "Virtio", "HostNetwork", "PCI", "GuestMemory", "HostOS", "VMMBase", "TestRequirements"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "IntegrationTests",
-                    dependencies: ["Control", "Machine", "Chipset", "PCI", "VMMBase", "KVM", "Firmware", "TestRequirements"],
+                    dependencies: ["Control", "Machine", "Chipset", "PCI", "VMMBase", "KVM", "Firmware", "TestRequirements",
+                                   "HostNetwork", "HostOS"],
                     swiftSettings: swiftSettings),
     ]
 )

@@ -58,6 +58,7 @@ public final class Machine: Sendable {
         } catch {
             throw .hostResource("cannot map \(memorySizeText(configuration.memorySize)) of guest RAM on this host: \(error); use a smaller -m")
         }
+        let networks = try NetworkBackends(configuration.netdevs)
         let configAddress = ConfigAddressPort()
         let configData = ConfigDataPort(address: configAddress, root: root)
         let ecam = ECAMHandler(root: root)
@@ -112,7 +113,7 @@ public final class Machine: Sendable {
         self.ioapic = ioapic
         self.lines = SharedLines(sink: interruptOutput)
         self.spaces = spaces
-        self.topology = Topology(rootBus: rootBus)
+        self.topology = Topology(rootBus: rootBus, networks: networks)
         sink.connect(self)
 
         do {

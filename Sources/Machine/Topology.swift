@@ -63,9 +63,12 @@ final class Topology: Sendable {
     }
     private let state: Mutex<State>
     let rootBusName: String
+    /// The -netdev backends NICs attach to.
+    let networks: NetworkBackends?
 
-    init(rootBus: PCIBus) {
+    init(rootBus: PCIBus, networks: NetworkBackends? = nil) {
         rootBusName = rootBus.name
+        self.networks = networks
         state = Mutex(State(buses: [rootBus.name: BusEntry(bus: rootBus, bridge: nil, parent: nil)]))
     }
 
@@ -175,7 +178,8 @@ final class Topology: Sendable {
                 }
             }
             let bridges = s.placed.filter { $0.driver == "pci-bridge" }.count
-            let function = try DeviceFactory.make(spec, id: id, bridgeOrdinal: bridges)
+            let function = try DeviceFactory.make(spec, id: id, bridgeOrdinal: bridges,
+                                                  onExpressLink: entry.bridge is any PCIExpressPort, networks: networks)
             do {
                 try entry.bus.attach(function, at: devfn)
             } catch {
@@ -267,11 +271,16 @@ extension String {
 
 /// Builds device models from specs: the one place that knows driver names.
 enum DeviceFactory {
-    static var drivers: [String] { ["pci-testdev"] + PCIBridgeFactory.drivers + PCIePortFactory.drivers }
+    static var drivers: [String] { ["pci-testdev"] + PCIBridgeFactory.drivers + PCIePortFactory.drivers + [VirtioNetFactory.driver] }
 
-    /// - Parameter bridgeOrdinal: how many PCI-PCI bridges the machine already has.
-    static func make(_ spec: DeviceSpec, id: String, bridgeOrdinal: Int = 0) throws(MachineConfigurationError) -> any PCIFunction {
+    /// - Parameters:
+    ///   - bridgeOrdinal: how many PCI-PCI bridges the machine already has.
+    ///   - onExpressLink: the bus is a PCIe port's link (endpoints become PCI Express ones).
+    static func make(_ spec: DeviceSpec, id: String, bridgeOrdinal: Int = 0, onExpressLink: Bool = false,
+                     networks: NetworkBackends? = nil) throws(MachineConfigurationError) -> any PCIFunction {
         switch spec.driver {
+        case VirtioNetFactory.driver:
+            return try VirtioNetFactory.make(spec, id: id, express: onExpressLink, networks: networks)
         case "pci-testdev":
             for key in spec.properties.keys where key != "express" && key != "sriov_max_vfs" {
                 throw .invalidProperty(device: id, property: key,
