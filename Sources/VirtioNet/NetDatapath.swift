@@ -111,6 +111,16 @@ final class NetDatapath: Sendable {
     // MARK: The I/O thread
 
     private func run() {
+        // The backend follows the negotiated offloads. Done here, on the I/O thread, whose
+        // sandbox list holds these ioctls (DRIVER_OK arrives on a vCPU thread, whose does not).
+        for (i, queue) in backend.enumerated() {
+            do {
+                try queue.configure(headerSize: VirtioNetHeader.size, offloads: negotiated.tapOffloads)
+            } catch {
+                interrupts.deviceNeedsReset("backend queue \(i) refused the vnet header or offloads: \(error)")
+                return
+            }
+        }
         var ready = Array(repeating: true, count: backend.count)
         while !stopping.load(ordering: .acquiring) {
             let events: [Epoll.Event]

@@ -61,13 +61,6 @@ public final class VirtioNetDevice: VirtioDevice {
         let negotiated = VirtioNetFeatures(rawValue: activation.features.rawValue & VirtioFeatures.deviceSpecificMask.rawValue)
         let pairs = negotiated.contains(.multiQueue) ? maximumPairs : 1
         let controlIndex = negotiated.contains(.controlQueue) ? (negotiated.contains(.multiQueue) ? 2 * maximumPairs : 2) : nil
-        for (i, queue) in backend.enumerated() {
-            do {
-                try queue.configure(headerSize: VirtioNetHeader.size, offloads: negotiated.tapOffloads)
-            } catch {
-                throw VirtioActivationError("\(name): backend queue \(i): \(error)")
-            }
-        }
         let datapath = state.withLock { s -> Result<NetDatapath, VirtioActivationError> in
             s.datapath?.stop()
             do {

@@ -28,7 +28,7 @@ final class VirtioNetDriver {
 
     // virtio 1.x feature bits used here.
     static let mac: UInt64 = 1 << 5, status: UInt64 = 1 << 16, mergeable: UInt64 = 1 << 15
-    static let controlQueue: UInt64 = 1 << 17, controlRX: UInt64 = 1 << 18, version1: UInt64 = 1 << 32
+    static let controlQueue: UInt64 = 1 << 17, controlRX: UInt64 = 1 << 18, multiQueue: UInt64 = 1 << 22, version1: UInt64 = 1 << 32
 
     init(_ qtest: QTestClient, device: Int) throws {
         self.qtest = qtest

@@ -30,13 +30,17 @@ struct VirtioNetTapTests {
         let peer: PacketSocket
         let features: UInt64
 
+        /// The control queue's index: 2 without MQ, 2 * pairs with it (5.1.2).
+        let controlQueue: Int
+
         init(features: UInt64 = VirtioNetDriver.version1 | VirtioNetDriver.mac | VirtioNetDriver.status
-                                | VirtioNetDriver.mergeable | VirtioNetDriver.controlQueue | VirtioNetDriver.controlRX) throws {
+                                | VirtioNetDriver.mergeable | VirtioNetDriver.controlQueue | VirtioNetDriver.controlRX,
+             netdev: String = "", device: String = "", pairs: Int = 1) throws {
             namespace = try TestNetworkNamespace()
             session = try QTestSession("/usr/sbin/ip", ["netns", "exec", namespace.name, switchyardBinary,
                                                         "-machine", "q35", "-accel", "qtest", "-m", "256M",
-                                                        "-netdev", "tap,id=n0,ifname=sytap0,script=no,downscript=no",
-                                                        "-device", "virtio-net-pci,netdev=n0,id=nic0,addr=0x\(nicSlot)"],
+                                                        "-netdev", "tap,id=n0,ifname=sytap0,script=no,downscript=no" + netdev,
+                                                        "-device", "virtio-net-pci,netdev=n0,id=nic0,addr=0x\(nicSlot)" + device],
                                    monitor: .qmp(negotiated: true), name: "vnet")
             try namespace.ip("link", "set", "sytap0", "up")
             let name = namespace.name
@@ -44,27 +48,42 @@ struct VirtioNetTapTests {
             driver = try VirtioNetDriver(session.qtest, device: VirtioNetTapTests.nicSlot)
             // ACCESS_PLATFORM (33) when offered: a driver must accept it (6.1).
             self.features = features | (try driver.deviceFeatures() & 1 << 33)
+            controlQueue = features & VirtioNetDriver.multiQueue != 0 ? 2 * pairs : 2
             guard try driver.negotiate(self.features) & 0x8 != 0 else { throw TestFailure("FEATURES_OK refused") }
-            for queue in 0..<3 { try driver.setUpQueue(queue) }
+            for queue in 0...controlQueue { try driver.setUpQueue(queue) }
             try driver.setStatus(0xF)
         }
 
-        /// Sends `frame` behind an all-zero 12-byte header from transmit-queue slot `slot`.
-        func transmit(_ frame: [UInt8], slot: Int = 0, split: Bool = false) throws {
+        /// Sends a control command (class, command, data) and returns the device's ack byte.
+        func control(_ commandClass: UInt8, _ command: UInt8, _ data: [UInt8], slot: Int = 0) throws -> UInt8? {
+            let buffer = VirtioNetDriver.buffer(controlQueue, slot)
+            try driver.writeBytes(buffer, [commandClass, command] + data)
+            try driver.writeBytes(buffer + 0x100, [0xEE])
+            try driver.setDescriptor(controlQueue, slot, address: buffer, length: UInt32(2 + data.count), flags: 1, next: UInt16(slot + 1))
+            try driver.setDescriptor(controlQueue, slot + 1, address: buffer + 0x100, length: 1, flags: 2)
+            let before = try driver.usedIndex(controlQueue)
+            try driver.makeAvailable(controlQueue, slot)
+            try driver.kick(controlQueue)
+            guard try driver.waitForUsed(controlQueue, before &+ 1) else { return nil }
+            return try driver.readBytes(buffer + 0x100, 1).first
+        }
+
+        /// Sends `frame` behind an all-zero 12-byte header from `queue`'s slot `slot`.
+        func transmit(_ frame: [UInt8], slot: Int = 0, split: Bool = false, queue: Int = 1) throws {
             let header = [UInt8](repeating: 0, count: 12)
-            let buffer = VirtioNetDriver.buffer(1, slot)
+            let buffer = VirtioNetDriver.buffer(queue, slot)
             if split {
                 // Header and frame in two descriptors, as Linux sends them without ANY_LAYOUT.
                 try driver.writeBytes(buffer, header)
                 try driver.writeBytes(buffer + 0x8000, frame)
-                try driver.setDescriptor(1, slot, address: buffer, length: 12, flags: 1, next: UInt16(slot + 1))
-                try driver.setDescriptor(1, slot + 1, address: buffer + 0x8000, length: UInt32(frame.count), flags: 0)
+                try driver.setDescriptor(queue, slot, address: buffer, length: 12, flags: 1, next: UInt16(slot + 1))
+                try driver.setDescriptor(queue, slot + 1, address: buffer + 0x8000, length: UInt32(frame.count), flags: 0)
             } else {
                 try driver.writeBytes(buffer, header + frame)
-                try driver.setDescriptor(1, slot, address: buffer, length: UInt32(12 + frame.count), flags: 0)
+                try driver.setDescriptor(queue, slot, address: buffer, length: UInt32(12 + frame.count), flags: 0)
             }
-            try driver.makeAvailable(1, slot)
-            try driver.kick(1)
+            try driver.makeAvailable(queue, slot)
+            try driver.kick(queue)
         }
 
         /// Offers `count` receive buffers of `size` bytes each.
@@ -171,7 +190,7 @@ struct VirtioNetTapTests {
 
         // After a reset the device works again; then a buffer outside guest RAM.
         #expect(try rig.driver.negotiate(rig.features) & 0x8 != 0)
-        for queue in 0..<3 { try rig.driver.setUpQueue(queue) }
+        for queue in 0...rig.controlQueue { try rig.driver.setUpQueue(queue) }
         try rig.driver.setStatus(0xF)
         let frame = Self.frame(marker: 0x77)
         try rig.transmit(frame)
@@ -187,7 +206,7 @@ struct VirtioNetTapTests {
         #expect(status & 0x40 == 0x40)
         // A transmit header shorter than 12 bytes, after another reset.
         #expect(try rig.driver.negotiate(rig.features) & 0x8 != 0)
-        for queue in 0..<3 { try rig.driver.setUpQueue(queue) }
+        for queue in 0...rig.controlQueue { try rig.driver.setUpQueue(queue) }
         try rig.driver.setStatus(0xF)
         try rig.driver.setDescriptor(1, 0, address: VirtioNetDriver.buffer(1, 0), length: 6, flags: 0)
         try rig.driver.makeAvailable(1, 0)
@@ -199,5 +218,37 @@ struct VirtioNetTapTests {
         }
         #expect(status & 0x40 == 0x40)
         #expect(try rig.session.qmp!.execute("query-status").contains("\"status\""))
+    }
+
+    @Test(.timeLimit(.minutes(2))) func multiQueueTakesPairsFromTheControlQueueAndSendsOnTheSecondPair() throws {
+        let rig = try Rig(features: VirtioNetDriver.version1 | VirtioNetDriver.mac | VirtioNetDriver.status | VirtioNetDriver.mergeable
+                                    | VirtioNetDriver.controlQueue | VirtioNetDriver.multiQueue,
+                          netdev: ",queues=2", device: ",mq=on,vectors=6", pairs: 2)
+        defer { rig.stop() }
+        // 5.1.4: max_virtqueue_pairs at offset 8; the kernel's view of the tap: two queues.
+        #expect(try rig.driver.read("w", rig.driver.deviceConfig + 8) == 2)
+        #expect(try rig.namespace.ip("-d", "link", "show", "sytap0").contains("multi_queue numqueues 2"))
+        // VIRTIO_NET_CTRL_MQ (4) VQ_PAIRS_SET (0): 3 pairs is past the maximum, 2 is fine.
+        #expect(try rig.control(4, 0, [3, 0]) == 1)
+        #expect(try rig.control(4, 0, [2, 0], slot: 2) == 0)
+        let frame = Self.frame(marker: 0x88)
+        try rig.transmit(frame, queue: 3)
+        #expect(try rig.peer.receive(timeoutMilliseconds: 3000) { Self.isFrame($0, marker: 0x88) } == frame)
+    }
+
+    @Test(.timeLimit(.minutes(2))) func receiveModeFromTheControlQueueFiltersUnicast() throws {
+        let rig = try Rig(device: ",mac=52:54:00:ab:cd:ef")
+        defer { rig.stop() }
+        #expect(try rig.driver.readBytes(rig.driver.deviceConfig, 6) == [0x52, 0x54, 0x00, 0xAB, 0xCD, 0xEF])
+        // VIRTIO_NET_CTRL_RX (0) PROMISC (0) off: only our MAC, broadcast and listed multicast pass.
+        #expect(try rig.control(0, 0, [0]) == 0)
+        try rig.offerReceiveBuffers(4, size: 2048)
+        try rig.peer.send(Self.frame(marker: 0x91, to: [0x02, 0x11, 0x22, 0x33, 0x44, 0x55]))
+        let mine = Self.frame(marker: 0x92, to: [0x52, 0x54, 0x00, 0xAB, 0xCD, 0xEF])
+        try rig.peer.send(mine)
+        #expect(try rig.driver.waitForUsed(0, 1))
+        usleep(200_000)
+        #expect(try rig.driver.usedIndex(0) == 1)
+        #expect(try rig.driver.readBytes(VirtioNetDriver.buffer(0, 0) + 12, mine.count) == mine)
     }
 }
