@@ -35,4 +35,18 @@ struct NetdevOptionTests {
         #expect(throws: InvocationError.self) { try QEMUInvocation.parse(["-netdev", "tap,id=n0,script=/etc/qemu-ifup"]) }
         #expect(throws: InvocationError.self) { try QEMUInvocation.parse(["-netdev", "tap,id=n0,queues=0"]) }
     }
+
+    static let refusedDevices = ["virtio-net-pci,netdev=n9", "virtio-net-pci,mac=zz", "virtio-net-pci,mq=maybe", "virtio-net-pci,foo=1"]
+
+    /// The same -device refusals from both VMMs (QEMU's reason inside ours).
+    @Test(.requires(QTestDifferentialTests.qemu != nil, "qemu-system-x86_64 (QEMU 10) is not installed"),
+          arguments: refusedDevices)
+    func virtioNetDeviceRefusedAsQEMURefusesIt(_ device: String) throws {
+        let qemu = try run(QTestDifferentialTests.qemu!, ["-M", "q35", "-accel", "tcg", "-S", "-display", "none", "-device", device])
+        let ours = try run(switchyardBinary, ["-machine", "q35", "-accel", "qtest", "-device", device])
+        #expect(qemu.status != 0 && ours.status != 0)
+        let prefix = "qemu-system-x86_64: -device \(device): "
+        let line = try #require(qemu.err.split(separator: "\n").first { $0.hasPrefix(prefix) })
+        #expect(ours.err.contains(line.dropFirst(prefix.count)), "QEMU: \(line); Switchyard: \(ours.err)")
+    }
 }

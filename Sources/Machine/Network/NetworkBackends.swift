@@ -66,16 +66,19 @@ final class NetworkBackends: Sendable {
     /// Claims netdev `id` for NIC `user`: its queues. QEMU's error when it is unknown or taken.
     func claim(_ id: String, for user: String) throws(MachineConfigurationError) -> [any PacketQueue] {
         try backends.withLock { (b: inout [String: Backend]) throws(MachineConfigurationError) in
-            guard var backend = b[id] else {
-                throw .invalidProperty(device: user, property: "netdev", reason: "Property 'virtio-net-pci.netdev' can't find value '\(id)'; define it with -netdev tap,id=\(id),...")
-            }
+            guard var backend = b[id] else { throw Self.unknown(id, user: user) }
             if let owner = backend.user {
-                throw .invalidProperty(device: user, property: "netdev", reason: "Property 'virtio-net-pci.netdev' can't take value '\(id)', it's in use (by '\(owner)')")
+                throw .invalidProperty(device: user, property: "netdev", reason: "Property 'virtio-net-device.netdev' can't take value '\(id)', it's in use (by '\(owner)')")
             }
             backend.user = user
             b[id] = backend
             return backend.queues
         }
+    }
+
+    /// QEMU's error for a netdev= that no -netdev defined.
+    static func unknown(_ id: String, user: String) -> MachineConfigurationError {
+        .invalidProperty(device: user, property: "netdev", reason: "Property 'virtio-net-device.netdev' can't find value '\(id)'; define it with -netdev tap,id=\(id),...")
     }
 
     /// Records the NIC made on netdev `id` (for set_link).

@@ -10,12 +10,12 @@ enum VirtioNetFactory {
     ///   Express endpoint; on pcie.0 it is a conventional function).
     static func make(_ spec: DeviceSpec, id: String, express: Bool, networks: NetworkBackends?) throws(MachineConfigurationError) -> any PCIFunction {
         for key in spec.properties.keys.sorted() where !["netdev", "mac", "mq", "vectors"].contains(key) {
-            throw .invalidProperty(device: id, property: key, reason: "virtio-net-pci accepts netdev=, mac=, mq=on|off and vectors=")
+            throw .invalidProperty(device: id, property: key, reason: "Property 'virtio-net-pci.\(key)' not found; virtio-net-pci takes netdev=, mac=, mq=on|off and vectors=")
         }
         let mac: MACAddress?
         if let text = spec.properties["mac"] {
             guard let parsed = MACAddress(text), !parsed.isMulticast else {
-                throw .invalidProperty(device: id, property: "mac", reason: "Property 'virtio-net-pci.mac' doesn't take value '\(text)'; give a unicast address such as 52:54:00:12:34:57")
+                throw .invalidProperty(device: id, property: "mac", reason: "Property 'virtio-net-device.mac' doesn't take value '\(text)'; give a unicast address such as 52:54:00:12:34:57")
             }
             mac = parsed
         } else {
@@ -30,9 +30,7 @@ enum VirtioNetFactory {
         }
         var queues: [any PacketQueue] = []
         if let netdev = spec.properties["netdev"] {
-            guard let networks else {
-                throw .invalidProperty(device: id, property: "netdev", reason: "Property 'virtio-net-pci.netdev' can't find value '\(netdev)'; define it with -netdev tap,id=\(netdev),...")
-            }
+            guard let networks else { throw NetworkBackends.unknown(netdev, user: id) }
             queues = try networks.claim(netdev, for: id)
         }
         let pairs = multiQueue ? max(queues.count, 1) : 1
