@@ -61,8 +61,13 @@ public final class VirtioNetDevice: VirtioDevice {
         let negotiated = VirtioNetFeatures(rawValue: activation.features.rawValue & VirtioFeatures.deviceSpecificMask.rawValue)
         let pairs = negotiated.contains(.multiQueue) ? maximumPairs : 1
         let controlIndex = negotiated.contains(.controlQueue) ? (negotiated.contains(.multiQueue) ? 2 * maximumPairs : 2) : nil
+        // A previous activation's thread ends first, outside the lock its callbacks take.
+        let previous = state.withLock { s -> NetDatapath? in
+            defer { s.datapath = nil }
+            return s.datapath
+        }
+        previous?.stop()
         let datapath = state.withLock { s -> Result<NetDatapath, VirtioActivationError> in
-            s.datapath?.stop()
             do {
                 let control = ControlState(filter: ReceiveFilter(mac: s.config.mac, filtersVLANs: negotiated.contains(.controlVLAN)),
                                            maximumPairs: pairs)

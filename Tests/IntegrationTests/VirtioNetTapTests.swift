@@ -251,4 +251,34 @@ struct VirtioNetTapTests {
         #expect(try rig.driver.usedIndex(0) == 1)
         #expect(try rig.driver.readBytes(VirtioNetDriver.buffer(0, 0) + 12, mine.count) == mine)
     }
+
+    @Test(.timeLimit(.minutes(2))) func behindARootPortItIsAnExpressEndpointAndHotPlugsWithItsOwnNetdev() throws {
+        let namespace = try TestNetworkNamespace()
+        let session = try QTestSession("/usr/sbin/ip", ["netns", "exec", namespace.name, switchyardBinary,
+                                                        "-machine", "q35", "-accel", "qtest",
+                                                        "-device", "pcie-root-port,id=rp1,chassis=1,slot=1,addr=0x2",
+                                                        "-device", "pcie-root-port,id=rp2,chassis=1,slot=2,addr=0x4",
+                                                        "-netdev", "tap,id=n0,ifname=sytap0,script=no,downscript=no",
+                                                        "-netdev", "tap,id=n1,ifname=sytap1,script=no,downscript=no",
+                                                        "-device", "virtio-net-pci,netdev=n0,bus=rp1,id=nic0"],
+                                       monitor: .qmp(negotiated: true), name: "vnet-hp")
+        defer { session.stop() }
+        // Behind rp1 (bus 1 once numbered) it is 1af4:1041 with PCI Express (0x10), MSI-X (0x11)
+        // and virtio's vendor-specific (0x09) capabilities.
+        try session.qtest.configWrite(device: 2, offset: 0x18, width: "l", value: 0x0001_0100)
+        #expect(try VirtioNetDriver.value(try session.qtest.configRead(bus: 1, device: 0, offset: 0)) == 0x1041_1AF4)
+        var pointer = Int(try VirtioNetDriver.value(try session.qtest.configRead(bus: 1, device: 0, offset: 0x34)) & 0xFF)
+        var ids: [UInt64] = []
+        while pointer != 0 && ids.count < 16 {
+            let header = try VirtioNetDriver.value(try session.qtest.configRead(bus: 1, device: 0, offset: pointer))
+            ids.append(header & 0xFF)
+            pointer = Int(header >> 8 & 0xFC)
+        }
+        #expect(ids.contains(0x10) && ids.contains(0x11) && ids.contains(0x09), "capabilities \(ids)")
+        // A netdev serves one NIC (QEMU's rule); a free one hot-plugs into rp2.
+        let qmp = session.qmp!
+        #expect(try qmp.execute("device_add", "{\"driver\": \"virtio-net-pci\", \"netdev\": \"n0\", \"bus\": \"rp2\"}").contains("it's in use"))
+        #expect(try qmp.execute("device_add", "{\"driver\": \"virtio-net-pci\", \"netdev\": \"n1\", \"bus\": \"rp2\", \"id\": \"nic1\"}") == "{\"return\": {}}")
+        #expect(try qmp.execute("set_link", "{\"name\": \"nic1\", \"up\": false}") == "{\"return\": {}}")
+    }
 }
