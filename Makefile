@@ -51,7 +51,7 @@ rig-test: $(if $(filter .build/release/switchyard,$(RIG_SWITCHYARD)),release,set
 	bash Tests/Rig/run.sh --no-skip --switchyard $(RIG_SWITCHYARD) all
 
 # Fuzzing (Fuzz/README.md): libFuzzer with AddressSanitizer, one binary, a target per name.
-FUZZ_TARGETS = qmp qtest options machine loaders
+FUZZ_TARGETS = qmp qtest options machine loaders virtqueue
 FUZZ_SECONDS ?= 300
 FUZZ_BIN = .build-fuzz/debug/switchyard-fuzz
 fuzz-build: setup

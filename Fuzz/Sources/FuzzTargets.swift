@@ -16,6 +16,8 @@ enum FuzzTarget: String, CaseIterable {
     case machine
     /// bzImage and ELF/PVH kernels, boot planning and placement (LoaderFuzzRun).
     case loaders
+    /// Split virtqueue rings and the virtio-pci transport of virtio-rng-pci (VirtqueueFuzzRun).
+    case virtqueue
 
     func run(_ input: [UInt8]) {
         switch self {
@@ -26,6 +28,9 @@ enum FuzzTarget: String, CaseIterable {
             guard var run = MachineFuzzRun(input) else { fatalError("the fuzz topology no longer builds or enumerates") }
             run.run()
         case .loaders: LoaderFuzzRun.run(input)
+        case .virtqueue:
+            guard var run = VirtqueueFuzzRun(input) else { fatalError("the virtio fuzz topology no longer builds or enumerates") }
+            run.run()
         }
     }
 

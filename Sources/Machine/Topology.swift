@@ -178,8 +178,9 @@ final class Topology: Sendable {
                 }
             }
             let bridges = s.placed.filter { $0.driver == "pci-bridge" }.count
-            let function = try DeviceFactory.make(spec, id: id, bridgeOrdinal: bridges,
-                                                  onExpressLink: entry.bridge is any PCIExpressPort, networks: networks)
+            let expressLink = entry.bridge?.configSnapshot().pciExpressPortType?.isDownstreamFacing ?? false
+            let function = try DeviceFactory.make(spec, id: id, bridgeOrdinal: bridges, expressLink: expressLink,
+                                                  networks: networks)
             do {
                 try entry.bus.attach(function, at: devfn)
             } catch {
@@ -271,16 +272,21 @@ extension String {
 
 /// Builds device models from specs: the one place that knows driver names.
 enum DeviceFactory {
-    static var drivers: [String] { ["pci-testdev"] + PCIBridgeFactory.drivers + PCIePortFactory.drivers + [VirtioNetFactory.driver] }
+    static var drivers: [String] {
+        ["pci-testdev"] + PCIBridgeFactory.drivers + PCIePortFactory.drivers + VirtioDeviceFactory.drivers + [VirtioNetFactory.driver]
+    }
 
     /// - Parameters:
     ///   - bridgeOrdinal: how many PCI-PCI bridges the machine already has.
-    ///   - onExpressLink: the bus is a PCIe port's link (endpoints become PCI Express ones).
-    static func make(_ spec: DeviceSpec, id: String, bridgeOrdinal: Int = 0, onExpressLink: Bool = false,
+    ///   - expressLink: the bus is the link below a PCIe root or downstream port.
+    ///   - networks: the -netdev backends a NIC's netdev= names.
+    static func make(_ spec: DeviceSpec, id: String, bridgeOrdinal: Int = 0, expressLink: Bool = false,
                      networks: NetworkBackends? = nil) throws(MachineConfigurationError) -> any PCIFunction {
         switch spec.driver {
         case VirtioNetFactory.driver:
-            return try VirtioNetFactory.make(spec, id: id, express: onExpressLink, networks: networks)
+            return try VirtioNetFactory.make(spec, id: id, express: expressLink, multiFunction: spec.multifunction, networks: networks)
+        case let driver where VirtioDeviceFactory.drivers.contains(driver):
+            return try VirtioDeviceFactory.make(spec, id: id, expressLink: expressLink)
         case "pci-testdev":
             for key in spec.properties.keys where key != "express" && key != "sriov_max_vfs" {
                 throw .invalidProperty(device: id, property: key,

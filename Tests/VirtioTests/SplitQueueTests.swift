@@ -1,4 +1,5 @@
 import GuestMemory
+import Interrupts
 import PCI
 import Testing
 import VMMBase
@@ -40,20 +41,23 @@ import VMMBase
     @Test func eventIndexSuppressesInterruptsUntilUsedEventIsPassed() throws {
         let h = try VirtioDriverHarness(device: ReplyDevice(replyLength: 1))
         #expect(h.initialize() == 0xF)
-        // 2.7.10: interrupt only when used->idx moves past used_event. Ask after entry 1.
-        h.setUsedEvent(1)
-        for i in 0..<3 { h.writeDescriptor(i, address: h.buffers + UInt64(i) * 16, length: 16, flags: 2) }
+        for i in 0..<4 { h.writeDescriptor(i, address: h.buffers + UInt64(i) * 16, length: 16, flags: 2) }
         h.makeAvailable(0)
         h.kick()
-        #expect(h.usedIndex == 1 && h.interrupts.messages.isEmpty)
-        // The device asks to be kicked for the next entry (avail_event = next avail index).
-        #expect(h.availableEvent == 1)
+        #expect(h.usedIndex == 1 && h.interrupts.messages.count == 1)
+        // 2.7.10: interrupt only when used->idx moves past used_event. Ask after entry 2.
+        h.setUsedEvent(2)
         h.makeAvailable(1)
         h.kick()
         #expect(h.usedIndex == 2 && h.interrupts.messages.count == 1)
+        // The device asks to be kicked for the next entry (avail_event = next avail index).
+        #expect(h.availableEvent == 2)
         h.makeAvailable(2)
         h.kick()
-        #expect(h.interrupts.messages.count == 1)  // used_event 1 already passed
+        #expect(h.usedIndex == 3 && h.interrupts.messages.count == 2)
+        h.makeAvailable(3)
+        h.kick()
+        #expect(h.usedIndex == 4 && h.interrupts.messages.count == 2)  // used_event 2 already passed
     }
 
     @Test func noInterruptFlagIsHonouredWithoutEventIndex() throws {
@@ -143,6 +147,17 @@ import VMMBase
         #expect(h.ram.read(h.buffers, 16) == [UInt8](repeating: 0, count: 16))
     }
 
+    @Test func aRequestShorterThanTheDeviceNeedsNeedsReset() throws {
+        let h = try VirtioDriverHarness(device: ReplyDevice(replyLength: 4, requestLength: 8))
+        #expect(h.initialize() == 0xF)
+        h.writeDescriptor(0, address: h.buffers, length: 4, flags: 1, next: 1)  // 4 readable bytes
+        h.writeDescriptor(1, address: h.buffers + 16, length: 16, flags: 2)
+        h.makeAvailable(0)
+        h.kick()
+        expectNeedsReset(h, "an 8-byte request header in 4 bytes")
+        #expect(h.usedIndex == 0)
+    }
+
     @Test func aReadableDescriptorAfterAWritableOneNeedsReset() throws {
         let h = try hostile { h in
             h.writeDescriptor(0, address: h.buffers, length: 16, flags: 2 | 1, next: 1)
@@ -225,5 +240,39 @@ extension VirtioDriverHarness {
     func availableIndexReset() {
         ram.store(UInt16(0), at: available + 2)
         resetAvailableIndex()
+    }
+}
+
+/// A translation that puts bus pages 0x40000 and 0x41000 at guest pages 0x60000 and 0x50000
+/// (reversed, so a bus-contiguous buffer is two host pieces) and refuses everything else.
+struct SwappedPagesTranslation: DMATranslation {
+    func translate(_ address: UInt64, length: UInt64, write: Bool, requester: RequesterID) -> Result<UInt64, TranslationFault> {
+        switch address & ~0xFFF {
+        case 0x4_0000: .success(0x6_0000 | address & 0xFFF)
+        case 0x4_1000: .success(0x5_0000 | address & 0xFFF)
+        default: .failure(TranslationFault(.notPresent, address: address, isWrite: write))
+        }
+    }
+    var granule: UInt64 { 4096 }
+}
+
+@Suite struct HostBufferTranslationTests {
+    @Test func aBufferAcrossTwoTranslatedPagesIsTwoHostPiecesInBusOrder() throws {
+        let ram = try TestRAM()
+        let function = VirtioPCIFunction(name: "vdev", device: VirtioEntropyDevice(name: "rng"), express: true)
+        let port = BusMasterPort(function: function, path: DMARequesterPath(devfn: 0x18, hops: []), memory: ram.memory,
+                                 translation: SwappedPagesTranslation(), interrupts: RecordingSink())
+        _ = function.configWrite(0x04, width: .word, value: 6)
+        // 0x800 bytes before and after the bus page boundary 0x41000.
+        let segments = try port.hostSegments(at: 0x4_0800, length: 0x1000, write: true)
+        #expect(segments.buffers.map(\.count) == [0x800, 0x800])
+        segments.buffers[0].initializeMemory(as: UInt8.self, repeating: 0x11)
+        segments.buffers[1].initializeMemory(as: UInt8.self, repeating: 0x22)
+        #expect(ram.read(0x6_0800, 0x800) == [UInt8](repeating: 0x11, count: 0x800))
+        #expect(ram.read(0x5_0000, 0x800) == [UInt8](repeating: 0x22, count: 0x800))
+        // A page the translation refuses fails the whole span, as a read or write would.
+        #expect(throws: DMAError.memory(.translationFault(TranslationFault(.notPresent, address: 0x4_2000, isWrite: true)))) {
+            try port.hostSegments(at: 0x4_1800, length: 0x1000, write: true)
+        }
     }
 }

@@ -55,6 +55,10 @@ import VMMBase
         #expect(h.initialize(features: 1 << 33) & 0x8 == 0)
         #expect(h.initialize(features: 1 << 32) & 0x8 == 0)  // ACCESS_PLATFORM offered, not accepted
         #expect(h.initialize(features: offered) == 0xF)
+        // Without iommu_platform=on (QEMU's default) ACCESS_PLATFORM is neither offered nor needed.
+        let plain = try VirtioDriverHarness(device: VirtioEntropyDevice(name: "rng"), accessPlatform: false)
+        #expect(plain.offeredFeatures == 1 << 28 | 1 << 29 | 1 << 32)
+        #expect(plain.initialize(features: 1 << 32) == 0xF)
     }
 
     @Test func vectorsPastTheTableReadBackAsNoVector() throws {

@@ -59,9 +59,9 @@ final class VirtioDriverHarness {
     var queueSize: UInt16 = 8
     private(set) var availableIndex: UInt16 = 0
 
-    init(device: any VirtioDevice, express: Bool = true) throws {
+    init(device: any VirtioDevice, express: Bool = true, accessPlatform: Bool = true) throws {
         ram = try TestRAM()
-        function = VirtioPCIFunction(name: "vdev", device: device, express: express)
+        function = VirtioPCIFunction(name: "vdev", device: device, express: express, accessPlatform: accessPlatform)
         port = BusMasterPort(function: function, path: DMARequesterPath(devfn: 0x18, hops: []), memory: ram.memory,
                              translation: IdentityDMATranslation(), interrupts: sink)
         interrupts.port = port
@@ -174,19 +174,28 @@ final class VirtioDriverHarness {
 final class ReplyDevice: VirtioDevice, @unchecked Sendable {
     let name = "reply"
     let replyLength: Int
+    /// Bytes of request the device reads before replying.
+    let requestLength: Int
     private let queue = Mutex<VirtQueue?>(nil)
     private let errors = Mutex<[VirtQueueError]>([])
     var deviceType: VirtioDeviceType { VirtioDeviceType(rawValue: 0x3F) }
     var deviceFeatures: VirtioFeatures { [] }
     var queueMaximumSizes: [UInt16] { [8] }
 
-    init(replyLength: Int) { self.replyLength = replyLength }
+    init(replyLength: Int, requestLength: Int = 0) {
+        self.replyLength = replyLength
+        self.requestLength = requestLength
+    }
 
     func activate(_ activation: VirtioActivation) throws(VirtioActivationError) { queue.withLock { $0 = activation.queues[0] } }
     func queueNotified(_ index: Int) {
         guard let q = queue.withLock({ $0 }) else { return }
         do {
             while let chain = try q.pop() {
+                var request = [UInt8](repeating: 0, count: requestLength)
+                try request.withUnsafeMutableBytes { raw in
+                    Result { () throws(VirtQueueError) in try chain.read(into: raw) }
+                }.get()
                 try chain.write([UInt8](repeating: 0x5A, count: replyLength))
                 try q.complete(chain, written: replyLength)
             }

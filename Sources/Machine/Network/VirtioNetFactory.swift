@@ -8,7 +8,7 @@ enum VirtioNetFactory {
 
     /// - Parameter express: the device sits behind a PCIe port (QEMU then makes it a PCI
     ///   Express endpoint; on pcie.0 it is a conventional function).
-    static func make(_ spec: DeviceSpec, id: String, express: Bool, networks: NetworkBackends?) throws(MachineConfigurationError) -> any PCIFunction {
+    static func make(_ spec: DeviceSpec, id: String, express: Bool, multiFunction: Bool, networks: NetworkBackends?) throws(MachineConfigurationError) -> any PCIFunction {
         for key in spec.properties.keys.sorted() where !["netdev", "mac", "mq", "vectors"].contains(key) {
             throw .invalidProperty(device: id, property: key, reason: "Property 'virtio-net-pci.\(key)' not found; virtio-net-pci takes netdev=, mac=, mq=on|off and vectors=")
         }
@@ -44,7 +44,7 @@ enum VirtioNetFactory {
         let nic = VirtioNetDevice(name: id, mac: mac ?? networks?.nextDefaultMAC() ?? .qemuDefault(index: 0),
                                   backend: queues, pairs: pairs)
         networks?.attach(nic, to: spec.properties["netdev"])
-        return VirtioPCIFunction(name: id, device: nic, express: express, vectors: vectors ?? 2 * pairs + 2)
+        return VirtioPCIFunction(name: id, device: nic, express: express, multiFunction: multiFunction, vectors: vectors ?? 2 * pairs + 2)
     }
 
     /// What the transport's MSI-X table in BAR 1 holds.

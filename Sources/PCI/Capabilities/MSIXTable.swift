@@ -74,6 +74,12 @@ public struct MSIXTable: Sendable, Hashable {
     /// Every entry masked, nothing pending.
     public mutating func reset() { self = MSIXTable(layout: layout) }
 
+    /// Forgets every pending vector, entries unchanged (a device-level reset that leaves the
+    /// function's table alone, as virtio's status 0).
+    public mutating func clearPending() {
+        for i in pendingBits.indices { pendingBits[i] = 0 }
+    }
+
     private enum Region { case table, pba }
 
     /// The region an access touches and the access's offset inside it. An access that only

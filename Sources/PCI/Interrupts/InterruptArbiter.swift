@@ -146,6 +146,10 @@ public struct InterruptArbiter: Sendable, Hashable {
 
     // MARK: Reset
 
+    /// A device reset below the PCI function (virtio status 0): pending MSI-X vectors are
+    /// dropped, the table stays as software programmed it.
+    public mutating func clearPendingMessages() { msixTable?.clearPending() }
+
     /// Function reset: the table is masked and empty, nothing is requested; the delivery
     /// lowers the pin if it was high. Call after the config space was reset.
     public mutating func reset(in config: inout ConfigSpace) -> InterruptDelivery {

@@ -16,8 +16,9 @@ public struct VirtioFeatures: OptionSet, Hashable, Sendable, CustomStringConvert
     /// VIRTIO_F_RING_PACKED (34): not offered (split virtqueues only).
     public static let ringPacked = VirtioFeatures(rawValue: 1 << 34)
 
-    /// The reserved bits this transport implements and offers with every device.
-    public static let transport: VirtioFeatures = [.indirectDescriptors, .eventIndex, .version1, .accessPlatform]
+    /// The reserved bits this transport offers with every device (ACCESS_PLATFORM is offered
+    /// on request, as QEMU's iommu_platform=on: every access goes through the DMA port anyway).
+    public static let transport: VirtioFeatures = [.indirectDescriptors, .eventIndex, .version1]
 
     /// Bits 0-23 and 50-63: the device type's own.
     public static let deviceSpecificMask = VirtioFeatures(rawValue: 0x00FF_FFFF | (~0 << 50))

@@ -32,8 +32,10 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction {
 
     /// - Parameters:
     ///   - express: a PCI Express endpoint (QEMU's choice on a PCIe port's link).
+    ///   - accessPlatform: offer (and require) VIRTIO_F_ACCESS_PLATFORM, QEMU's iommu_platform=on.
     ///   - vectors: MSI-X vectors; QEMU's default is one per queue plus one for configuration.
-    public init(name: String, device: any VirtioDevice, express: Bool, vectors: Int? = nil) {
+    public init(name: String, device: any VirtioDevice, express: Bool, accessPlatform: Bool = false,
+                multiFunction: Bool = false, vectors: Int? = nil) {
         self.name = name
         self.device = device
         self.express = express
@@ -48,6 +50,7 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction {
                                    revision: VirtioPCI.revision, classCode: device.deviceType.pciClassCode,
                                    subsystemVendorID: VirtioPCI.subsystemVendorID, subsystemID: VirtioPCI.subsystemID))
         cs.setInterruptPin(1)
+        cs.setMultiFunction(multiFunction)
         let layout = VirtioPCI.msixLayout(vectors: vectorCount)
         var configCap = 0
         // The layout is fixed and valid; a failure here is a bug in this file. QEMU adds each
@@ -84,7 +87,8 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction {
         cs.setWritable(configCap + f.pciConfigurationData, width: 4, mask: 0xFFFF_FFFF)
         cs.captureResetState()
         pciConfigurationCapability = configCap
-        let offered = device.deviceFeatures.intersection(.deviceSpecificMask).union(.transport)
+        var offered = device.deviceFeatures.intersection(.deviceSpecificMask).union(.transport)
+        if accessPlatform { offered.insert(.accessPlatform) }
         state = Mutex(State(config: cs, resetConfig: cs, interrupts: InterruptArbiter(msix: layout),
                             common: VirtioCommonConfiguration(offeredFeatures: offered, queueMaximumSizes: queueSizes,
                                                               vectorCount: vectorCount)))
@@ -267,6 +271,8 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction {
                 return VirtQueue(index: index, size: q.size, addresses: q.addresses, features: features,
                                  port: s.dma, interrupts: signaller)
             }
+            // A driver that set DRIVER_OK again without a reset gets fresh queues; the old ones stop.
+            for queue in s.active { queue?.stop() }
             s.active = queues
             return VirtioActivation(features: features, queues: queues, interrupts: signaller)
         }
@@ -285,6 +291,8 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction {
             s.active = []
             s.common.reset()
             s.isr = 0
+            // QEMU's virtio reset releases every vector, which clears its pending bit.
+            s.interrupts.clearPendingMessages()
             return (s.interrupts.lowerINTx(in: &s.config), s.output)
         }
         delivery.send(to: output)
@@ -315,7 +323,9 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction {
     fileprivate func signalConfigurationChange() {
         let (delivery, output) = state.withLock { s in
             s.common.advanceGeneration()
-            s.isr |= VirtioPCI.isrConfiguration
+            // QEMU sets bit 0 with the configuration bit (virtio_notify_config), so an INTx
+            // driver that only looks at bit 0 still runs; the driver reads both.
+            s.isr |= VirtioPCI.isrConfiguration | VirtioPCI.isrQueue
             return (raise(s.common.configurationVector, &s), s.output)
         }
         delivery.send(to: output)

@@ -31,6 +31,8 @@ public struct DescriptorChain: Sendable {
     public enum Direction: Sendable { case readable, writable }
 
     /// Copies readable bytes from `offset` (counted across the readable buffers) into `buffer`.
+    /// Asking for more than the chain holds fails the device (check `readableLength` first
+    /// where a short request is legal).
     public func read(at offset: Int = 0, into buffer: UnsafeMutableRawBufferPointer) throws(VirtQueueError) {
         try checkSpan(offset, buffer.count, total: readableLength, writing: false)
         try forEachPiece(of: readable, offset: offset, count: buffer.count) { (address, done, count) throws(DMAError) in
@@ -80,14 +82,15 @@ public struct DescriptorChain: Sendable {
         return withExtendedLifetime(lent) { body(lent.flatMap(\.buffers)) }
     }
 
+    /// A device that needs more bytes than the driver gave (a request shorter than its header,
+    /// a reply into read-only or short buffers) has met the driver's mistake, not its own.
     private func checkSpan(_ offset: Int, _ count: Int, total: Int, writing: Bool) throws(VirtQueueError) {
         precondition(offset >= 0 && count >= 0, "negative offset or count")
         let (end, overflow) = offset.addingReportingOverflow(count)
         guard !overflow, end <= total else {
-            // Reading past the request is the device's choice to guard; writing past the
-            // writable room is the driver's mistake (too small or read-only buffers).
-            guard writing else { preconditionFailure("device read past the \(total) readable bytes") }
-            throw queue.fail(.writableSpaceExhausted(needed: overflow ? .max : end, available: total))
+            let needed = overflow ? Int.max : end
+            throw queue.fail(writing ? .writableSpaceExhausted(needed: needed, available: total)
+                                     : .readableSpaceExhausted(needed: needed, available: total))
         }
     }
 

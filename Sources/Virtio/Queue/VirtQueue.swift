@@ -40,8 +40,9 @@ public final class VirtQueue: Sendable {
         var nextAvailable: UInt16 = 0
         /// The next used-ring slot the device writes (free-running 16-bit).
         var nextUsed: UInt16 = 0
-        /// used->idx when the driver was last interrupted (EVENT_IDX's "old").
-        var usedAtLastSignal: UInt16 = 0
+        /// used->idx when the driver was last interrupted (EVENT_IDX's "old"); nil before the
+        /// first decision, which always interrupts (as QEMU's: no old index to compare yet).
+        var usedAtLastSignal: UInt16?
         /// Whether the device wants kicks (VRING_USED_F_NO_NOTIFY / avail_event upkeep).
         var notificationsEnabled = true
     }
@@ -252,12 +253,12 @@ public final class VirtQueue: Sendable {
             needed = try cursor.withLock { c throws(VirtQueueError) -> Bool in
                 // The used index store is ordered before the driver's suppression word read.
                 atomicMemoryFence(ordering: .sequentiallyConsistent)
-                let old = c.usedAtLastSignal, new = c.nextUsed
-                guard old != new else { return false }
+                let new = c.nextUsed
+                guard c.usedAtLastSignal != new, new != 0 || c.usedAtLastSignal != nil else { return false }
                 let needed: Bool
                 if eventIndex {
                     let event: UInt16 = try load(at: addresses.driverArea, offset: SplitRing.usedEventOffset(size: size))
-                    needed = SplitRing.needsEvent(event: event, new: new, old: old)
+                    needed = c.usedAtLastSignal.map { SplitRing.needsEvent(event: event, new: new, old: $0) } ?? true
                 } else {
                     let flags: UInt16 = try load(at: addresses.driverArea, offset: SplitRing.availableFlags)
                     needed = flags & SplitRing.availableNoInterrupt == 0

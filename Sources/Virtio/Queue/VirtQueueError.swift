@@ -21,6 +21,8 @@ public enum VirtQueueError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The device needed more writable bytes than the chain offers (the driver gave a
     /// read-only or too small buffer for a reply).
     case writableSpaceExhausted(needed: Int, available: Int)
+    /// The device needed more readable bytes than the chain offers (a truncated request).
+    case readableSpaceExhausted(needed: Int, available: Int)
     /// A bus-master access failed: Bus Master Enable off, outside RAM, or refused by the IOMMU.
     case dma(DMAError)
     /// The device already needs a reset; nothing is served until the driver resets it.
@@ -38,6 +40,8 @@ public enum VirtQueueError: Error, Hashable, Sendable, CustomStringConvertible {
             "buffer at 0x\(String(address, radix: 16)) of \(length) bytes passes 2^64 or the 32-bit chain total"
         case .writableSpaceExhausted(let needed, let available):
             "device needs \(needed) writable bytes, the chain offers \(available)"
+        case .readableSpaceExhausted(let needed, let available):
+            "device needs \(needed) readable bytes, the chain offers \(available)"
         case .dma(let error): "DMA refused: \(error)"
         case .deviceNeedsReset: "the device needs a reset"
         }
