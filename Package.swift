@@ -96,7 +96,8 @@ let package = Package(
         .testTarget(name: "VirtioNetTests", dependencies: ["VirtioNet", "Virtio", "HostNetwork", "PCI", "GuestMemory", "HostOS", "VMMBase", "TestRequirements"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "IntegrationTests",
-                    dependencies: ["Control", "Machine", "Chipset", "PCI", "VMMBase", "KVM", "Firmware", "TestRequirements", "VFIO"],
+                    dependencies: ["Control", "Machine", "Chipset", "PCI", "VMMBase", "KVM", "Firmware", "TestRequirements", "VFIO",
+                                   "HostNetwork", "HostOS"],
                     swiftSettings: swiftSettings),
     ]
 )

@@ -7,6 +7,8 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <sched.h>
+#include <net/if.h>
 
 int sy_ioctl_ptr(int fd, unsigned long request, void *argument) {
     return ioctl(fd, request, argument);
@@ -177,3 +179,35 @@ int sy_accept4(int fd, int flags) { return accept4(fd, NULL, NULL, flags); }
 int sy_set_thread_name(const char *name) { return pthread_setname_np(pthread_self(), name); }
 
 unsigned long sy_nvme_ioctl_admin_cmd(void) { return NVME_IOCTL_ADMIN_CMD; }
+
+unsigned long sy_tun_set_vnet_header_size(void) { return TUNSETVNETHDRSZ; }
+unsigned long sy_tun_get_vnet_header_size(void) { return TUNGETVNETHDRSZ; }
+unsigned long sy_tun_set_offload(void) { return TUNSETOFFLOAD; }
+unsigned long sy_tun_get_features(void) { return TUNGETFEATURES; }
+
+int sy_tun_set_iff(int fd, const char *name, short flags, char *name_out) {
+    struct ifreq request;
+    memset(&request, 0, sizeof request);
+    snprintf(request.ifr_name, IFNAMSIZ, "%s", name);
+    request.ifr_flags = flags;
+    int rc = ioctl(fd, TUNSETIFF, &request);
+    if (rc == 0) memcpy(name_out, request.ifr_name, IFNAMSIZ);
+    return rc;
+}
+
+int sy_tun_get_iff(int fd, char *name_out, short *flags_out) {
+    struct ifreq request;
+    memset(&request, 0, sizeof request);
+    int rc = ioctl(fd, TUNGETIFF, &request);
+    if (rc == 0) {
+        memcpy(name_out, request.ifr_name, IFNAMSIZ);
+        *flags_out = request.ifr_flags;
+    }
+    return rc;
+}
+
+unsigned long sy_ifnamsiz(void) { return IFNAMSIZ; }
+
+int sy_setns(int fd, int nstype) { return setns(fd, nstype); }
+
+int sy_clone_newnet(void) { return CLONE_NEWNET; }

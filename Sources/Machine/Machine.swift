@@ -67,6 +67,7 @@ public final class Machine: Sendable {
         } catch {
             throw .hostResource("cannot map \(memorySizeText(configuration.memorySize)) of guest RAM on this host: \(error); use a smaller -m")
         }
+        let networks = try NetworkBackends(configuration.netdevs)
         let configAddress = ConfigAddressPort()
         let configData = ConfigDataPort(address: configAddress, root: root)
         let ecam = ECAMHandler(root: root)
@@ -122,7 +123,8 @@ public final class Machine: Sendable {
         self.lines = SharedLines(sink: interruptOutput)
         self.spaces = spaces
         let assignedDevices = AssignedDeviceOpener(kernel: vfioKernel)
-        self.topology = Topology(rootBus: rootBus, vfioPCI: VFIOPCIDevice(opener: assignedDevices, routes: assignedInterrupts))
+        self.topology = Topology(rootBus: rootBus, backends: DeviceBackends(
+            vfioPCI: VFIOPCIDevice(opener: assignedDevices, routes: assignedInterrupts), networks: networks))
         sink.connect(self)
         assignedDevices.connect(self)
 

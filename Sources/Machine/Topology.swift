@@ -63,12 +63,12 @@ final class Topology: Sendable {
     }
     private let state: Mutex<State>
     let rootBusName: String
-    /// What `vfio-pci` devices are made with.
-    let vfioPCI: VFIOPCIDevice
+    /// What devices backed by the host (vfio-pci, NICs) are made with.
+    let backends: DeviceBackends
 
-    init(rootBus: PCIBus, vfioPCI: VFIOPCIDevice) {
+    init(rootBus: PCIBus, backends: DeviceBackends = DeviceBackends()) {
         rootBusName = rootBus.name
-        self.vfioPCI = vfioPCI
+        self.backends = backends
         state = Mutex(State(buses: [rootBus.name: BusEntry(bus: rootBus, bridge: nil, parent: nil)]))
     }
 
@@ -177,7 +177,7 @@ final class Topology: Sendable {
                 }
             }
             let bridges = s.placed.filter { $0.driver == "pci-bridge" }.count
-            let function = try DeviceFactory.make(spec, id: id, bridgeOrdinal: bridges, vfioPCI: vfioPCI, parent: entry.bridge)
+            let function = try DeviceFactory.make(spec, id: id, bridgeOrdinal: bridges, backends: backends, parent: entry.bridge)
             do {
                 try entry.bus.attach(function, at: devfn)
             } catch {
@@ -267,23 +267,38 @@ extension String {
     func removingPrefix(_ prefix: String) -> String? { hasPrefix(prefix) ? String(dropFirst(prefix.count)) : nil }
 }
 
+/// What devices backed by the host are made with: nil where this machine has none.
+struct DeviceBackends: Sendable {
+    var vfioPCI: VFIOPCIDevice?
+    var networks: NetworkBackends?
+
+    init(vfioPCI: VFIOPCIDevice? = nil, networks: NetworkBackends? = nil) {
+        self.vfioPCI = vfioPCI
+        self.networks = networks
+    }
+}
+
 /// Builds device models from specs: the one place that knows driver names.
 enum DeviceFactory {
     static var drivers: [String] {
         ["pci-testdev", VFIOPCIDevice.driver] + PCIBridgeFactory.drivers + PCIePortFactory.drivers + VirtioDeviceFactory.drivers
+            + [VirtioNetFactory.driver]
     }
 
     /// - Parameters:
     ///   - bridgeOrdinal: how many PCI-PCI bridges the machine already has.
-    ///   - vfioPCI: makes `vfio-pci` devices (nil: the driver is not available here).
+    ///   - backends: what host-backed devices are made with (vfio-pci's opener, -netdev backends).
     ///   - parent: the bridge in front of the device's bus (nil on the root bus).
-    static func make(_ spec: DeviceSpec, id: String, bridgeOrdinal: Int = 0, vfioPCI: VFIOPCIDevice? = nil,
+    static func make(_ spec: DeviceSpec, id: String, bridgeOrdinal: Int = 0, backends: DeviceBackends = DeviceBackends(),
                      parent: (any PCIBridgeFunction)? = nil) throws(MachineConfigurationError) -> any PCIFunction {
         // The bus is the link below a PCIe root or downstream port.
         let expressLink = parent?.configSnapshot().pciExpressPortType?.isDownstreamFacing ?? false
         switch spec.driver {
-        case VFIOPCIDevice.driver where vfioPCI != nil:
-            return try vfioPCI!.make(spec, id: id, parent: parent)
+        case VFIOPCIDevice.driver where backends.vfioPCI != nil:
+            return try backends.vfioPCI!.make(spec, id: id, parent: parent)
+        case VirtioNetFactory.driver:
+            return try VirtioNetFactory.make(spec, id: id, express: expressLink, multiFunction: spec.multifunction,
+                                             networks: backends.networks)
         case let driver where VirtioDeviceFactory.drivers.contains(driver):
             return try VirtioDeviceFactory.make(spec, id: id, expressLink: expressLink)
         case "pci-testdev":

@@ -10,6 +10,8 @@
 #include <sys/epoll.h>
 #include <linux/kvm.h>
 #include <linux/vfio.h>
+#include <linux/if_tun.h>
+#include <linux/if_packet.h>
 
 /// ioctl with a pointer argument; returns -1 and sets errno on failure.
 int sy_ioctl_ptr(int fd, unsigned long request, void *argument);
@@ -127,5 +129,23 @@ int sy_accept4(int fd, int flags);
 /// NVMe admin commands from user space (HostDevices: SR-IOV virtualization management).
 #include <linux/nvme_ioctl.h>
 unsigned long sy_nvme_ioctl_admin_cmd(void);
+
+/* tap and macvtap queues (net/tap-linux.c's ioctls). struct ifreq lives in the shim, since
+   <net/if.h> and <linux/if.h> cannot both be imported. */
+unsigned long sy_tun_set_vnet_header_size(void);
+unsigned long sy_tun_get_vnet_header_size(void);
+unsigned long sy_tun_set_offload(void);
+unsigned long sy_tun_get_features(void);
+/// TUNSETIFF with `name` (may be empty: the kernel picks tapN) and `flags`; on success writes
+/// the interface's name (IFNAMSIZ bytes) to `name_out`.
+int sy_tun_set_iff(int fd, const char *name, short flags, char *name_out);
+/// TUNGETIFF: the interface's name (IFNAMSIZ bytes) and the queue's flags.
+int sy_tun_get_iff(int fd, char *name_out, short *flags_out);
+/// The interface name size (IFNAMSIZ, 16 with the terminating NUL).
+unsigned long sy_ifnamsiz(void);
+/// setns(2) (declared by glibc only under _GNU_SOURCE): moves the calling thread.
+int sy_setns(int fd, int nstype);
+/// CLONE_NEWNET, for sy_setns.
+int sy_clone_newnet(void);
 
 #endif

@@ -78,6 +78,9 @@ extension QEMUInvocation {
           -m SIZE                          guest RAM, e.g. 512M, 2G, or size=2G (default 128M)
           -smp N[,...]                     vCPU count (1-255)
           -device DRIVER[,id=ID][,bus=BUS][,addr=SLOT[.FN]][,multifunction=on][,PROP=VALUE...]
+          -netdev tap,id=ID[,ifname=NAME|fd=N|fds=N:M...][,queues=N][,vhost=on|off]
+                                           a tap backend (vnet headers; IFF_MULTI_QUEUE with
+                                           queues=N); script=no and downscript=no are accepted
           -nodefaults                      accepted; a QEMU-style machine starts bare anyway
           -S                               do not start: query-status reports prelaunch until cont
           -display none                    (only none)
@@ -178,6 +181,18 @@ extension QEMUInvocation {
                 } catch {
                     throw InvocationError("-device \(text): \(error)")
                 }
+            case "-netdev":
+                let text = try value(option)
+                let netdev: NetdevSpec
+                do {
+                    netdev = try NetdevSpec(parsing: text)
+                } catch {
+                    throw InvocationError("\(error)")
+                }
+                guard !result.machine.netdevs.contains(where: { $0.id == netdev.id }) else {
+                    throw InvocationError("-netdev \(text): Duplicate ID '\(netdev.id)' for netdev")
+                }
+                result.machine.netdevs.append(netdev)
             case "-nodefaults", "-no-user-config", "-no-shutdown":
                 break
             case "-no-reboot":

@@ -64,6 +64,16 @@ enum QMPCommands {
             }
             return [:]
         },
+        "set_link": Handler(schema: .fields([.init(name: "name", kind: .string, required: true),
+                                             .init(name: "up", kind: .bool, required: true)])) {
+            monitor, _, args throws(QMPError) in
+            do throws(MachineConfigurationError) {
+                try monitor.machine.setLink(name: args["name"]?.stringValue ?? "", up: args["up"]?.boolValue ?? true)
+            } catch {
+                throw qmpError(error)
+            }
+            return [:]
+        },
         "system_reset": Handler(schema: none, run: { monitor, _, _ in
             // As QEMU: RESET (or, with -no-reboot, SHUTDOWN) goes out before the reply.
             monitor.controller.systemReset()

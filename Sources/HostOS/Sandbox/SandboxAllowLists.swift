@@ -97,6 +97,8 @@ public enum SandboxAllowLists {
         vcpuState, rereadBootImages, dispatchWorkers,
         SyscallGroup("bytes in and out: standard input, sockets, FIFOs",
                      SyscallRule.calls("read", "recvfrom", "recvmsg", "sendto", "sendmsg", "poll", "ppoll")),
+        SyscallGroup("virtio-net's tap queues: one frame per readv (writev is everyone's), the vnet header size and offloads set at DRIVER_OK",
+                     SyscallRule.calls("readv") + SyscallRule.ioctl([sy_tun_set_vnet_header_size(), sy_tun_set_offload()])),
     ])
 
     public static let control = SandboxAllowList(runtime + [

@@ -87,6 +87,8 @@ public enum MachineConfigurationError: Error, Hashable, CustomStringConvertible 
     case memoryTooLarge(requested: UInt64, maximum: UInt64)
     case device(id: String, reason: String)
     case duplicateChassisSlot(chassis: Int, slot: Int, owner: String)
+    /// A bad -netdev: the text and QEMU's reason.
+    case netdev(String, reason: String)
 
     public var description: String {
         switch self {
@@ -111,6 +113,7 @@ public enum MachineConfigurationError: Error, Hashable, CustomStringConvertible 
         case .device(_, let reason): reason
         case .duplicateChassisSlot(let chassis, let slot, let owner):
             "chassis \(chassis) slot \(slot) is already used by '\(owner)'; give each hot-pluggable port its own chassis=/slot="
+        case .netdev(let text, let reason): "-netdev \(text): \(reason)"
         }
     }
 }

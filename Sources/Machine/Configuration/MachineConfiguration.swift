@@ -9,6 +9,8 @@ public struct MachineConfiguration: Sendable, Hashable {
     /// ports' and bridges' own controllers, and `_OSC` keeps native PCIe hot-plug from the OS.
     /// Off by default (QEMU 10 defaults it on): see the README's hot-plug section.
     public var acpiPCIHotplug: Bool
+    /// Host network backends (-netdev), by id, for devices' netdev= to name.
+    public var netdevs: [NetdevSpec] = []
 
     public init(memorySize: UInt64 = 128 << 20, layout: Q35Layout = .standard, devices: [DeviceSpec] = [],
                 acpiPCIHotplug: Bool = false) {

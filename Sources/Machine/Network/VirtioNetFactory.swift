@@ -1,0 +1,53 @@
+import VMMBase
+import PCI
+import Virtio
+import VirtioNet
+
+/// `-device virtio-net-pci,netdev=ID[,mac=][,mq=on|off][,vectors=N]` (QEMU's properties).
+enum VirtioNetFactory {
+    static let driver = "virtio-net-pci"
+
+    /// - Parameter express: the device sits behind a PCIe port (QEMU then makes it a PCI
+    ///   Express endpoint; on pcie.0 it is a conventional function).
+    static func make(_ spec: DeviceSpec, id: String, express: Bool, multiFunction: Bool, networks: NetworkBackends?) throws(MachineConfigurationError) -> any PCIFunction {
+        for key in spec.properties.keys.sorted() where !["netdev", "mac", "mq", "vectors"].contains(key) {
+            throw .invalidProperty(device: id, property: key, reason: "Property 'virtio-net-pci.\(key)' not found; virtio-net-pci takes netdev=, mac=, mq=on|off and vectors=")
+        }
+        let mac: MACAddress?
+        if let text = spec.properties["mac"] {
+            guard let parsed = MACAddress(text), !parsed.isMulticast else {
+                throw .invalidProperty(device: id, property: "mac", reason: "Property 'virtio-net-device.mac' doesn't take value '\(text)'; give a unicast address such as 52:54:00:12:34:57")
+            }
+            mac = parsed
+        } else {
+            mac = nil
+        }
+        var multiQueue = false
+        if let text = spec.properties["mq"] {
+            guard let on = DeviceSpec.parseBool(text) else {
+                throw .invalidProperty(device: id, property: "mq", reason: "Parameter 'mq' expects 'on' or 'off'")
+            }
+            multiQueue = on
+        }
+        var queues: [any PacketQueue] = []
+        if let netdev = spec.properties["netdev"] {
+            guard let networks else { throw NetworkBackends.unknown(netdev, user: id) }
+            queues = try networks.claim(netdev, for: id)
+        }
+        let pairs = multiQueue ? max(queues.count, 1) : 1
+        var vectors: Int?
+        if let text = spec.properties["vectors"] {
+            guard let n = DeviceSpec.parseNumber(Substring(text)), (1...VirtioNetFactory.maximumVectors).contains(n) else {
+                throw .invalidProperty(device: id, property: "vectors", reason: "'\(text)' must be a number of MSI-X vectors from 1 to \(maximumVectors)")
+            }
+            vectors = Int(n)
+        }
+        let nic = VirtioNetDevice(name: id, mac: mac ?? networks?.nextDefaultMAC() ?? .qemuDefault(index: 0),
+                                  backend: queues, pairs: pairs)
+        networks?.attach(nic, to: spec.properties["netdev"])
+        return VirtioPCIFunction(name: id, device: nic, express: express, multiFunction: multiFunction, vectors: vectors ?? 2 * pairs + 2)
+    }
+
+    /// What the transport's MSI-X table in BAR 1 holds.
+    static let maximumVectors: UInt64 = 128
+}

@@ -1,0 +1,361 @@
+import Glibc
+import HostNetwork
+import HostOS
+import Synchronization
+import Virtio
+import VMMBase
+
+/// One activation's queue work on its own I/O thread: transmit (guest buffers → writev to
+/// the backend queue, vnet header passed through), receive (readv from the backend straight
+/// into guest buffers, several per frame with mergeable buffers) and the control queue.
+/// A kick or a readable backend fd wakes the thread; only it touches the queues.
+final class NetDatapath: Sendable {
+    let device: String
+    let negotiated: VirtioNetFeatures
+    let queues: [VirtQueue?]
+    let pairs: Int
+    let controlIndex: Int?
+    let backend: [any PacketQueue]
+    let interrupts: any VirtioInterruptSignaller
+    /// Tells the device what the control queue changed (its config's mac and announce bit).
+    let controlChanged: @Sendable (ControlState) -> Void
+
+    private let handles: Handles
+    private let pendingKicks = Mutex<Set<Int>>([])
+    private let linkUp: Atomic<Bool>
+    private let stopping = Atomic<Bool>(false)
+    private let thread = Mutex<HostThread?>(nil)
+    /// Receive-side state only the I/O thread uses (a Mutex for Sendable's sake).
+    private let worker: Mutex<Worker>
+
+    /// Bytes a control command may carry (two full MAC tables fit many times over).
+    static let controlCommandLimit = 64 * 1024
+    /// Used buffers between interrupt checks in a long batch.
+    static let interruptBatch = 64
+
+    private final class Handles: Sendable {
+        let epoll: Epoll
+        let wake: EventFD
+        init() throws(SystemError) {
+            epoll = try Epoll()
+            wake = try EventFD()
+        }
+    }
+
+    private struct Worker {
+        var control: ControlState
+        /// Receive chains taken from the ring but not yet used, per pair (mergeable buffers
+        /// take enough for the largest frame before each readv; the rest wait here).
+        var stash: [[DescriptorChain]]
+        /// Backend queues not polled until the driver adds receive buffers.
+        var parked: [Bool]
+    }
+
+    private enum ReceiveOutcome { case drained, needsBuffers }
+
+    init(device: String, negotiated: VirtioNetFeatures, queues: [VirtQueue?], pairs: Int, controlIndex: Int?,
+         backend: [any PacketQueue], control: ControlState, linkUp: Bool, interrupts: any VirtioInterruptSignaller,
+         controlChanged: @escaping @Sendable (ControlState) -> Void) throws(SystemError) {
+        self.device = device
+        self.negotiated = negotiated
+        self.queues = queues
+        self.pairs = pairs
+        self.controlIndex = controlIndex
+        self.backend = backend
+        self.interrupts = interrupts
+        self.controlChanged = controlChanged
+        self.linkUp = Atomic(linkUp)
+        handles = try Handles()
+        worker = Mutex(Worker(control: control, stash: Array(repeating: [], count: pairs), parked: Array(repeating: false, count: backend.count)))
+        try handles.epoll.add(handles.wake.rawValue, events: .readable, data: 0)
+        for (j, queue) in backend.enumerated() {
+            try handles.epoll.add(queue.pollDescriptor, events: .readable, data: UInt64(j + 1))
+        }
+        let started = try HostThread(kind: .io, name: "virtio-net") { [self] in run() }
+        thread.withLock { $0 = started }
+    }
+
+    /// Queue `index` was kicked.
+    func kick(_ index: Int) {
+        pendingKicks.withLock { _ = $0.insert(index) }
+        wake()
+    }
+
+    /// Serves every queue once (at DRIVER_OK: buffers made available before it).
+    func kickAll() {
+        pendingKicks.withLock { $0.formUnion(queues.indices) }
+        wake()
+    }
+
+    func setLink(up: Bool) {
+        linkUp.store(up, ordering: .releasing)
+        if negotiated.contains(.status) { interrupts.signalConfigurationChange() }
+        wake()
+    }
+
+    /// Ends the I/O thread and waits for it (not from the thread itself).
+    func stop() {
+        stopping.store(true, ordering: .releasing)
+        wake()
+        thread.withLock { $0 }?.join()
+    }
+
+    private func wake() {
+        do {
+            try handles.wake.signal()
+        } catch {
+            // The counter is saturated: the thread is already due to wake.
+        }
+    }
+
+    // MARK: The I/O thread
+
+    private func run() {
+        // The backend follows the negotiated offloads. Done here, on the I/O thread, whose
+        // sandbox list holds these ioctls (DRIVER_OK arrives on a vCPU thread, whose does not).
+        for (i, queue) in backend.enumerated() {
+            do {
+                try queue.configure(headerSize: VirtioNetHeader.size, offloads: negotiated.tapOffloads)
+            } catch {
+                interrupts.deviceNeedsReset("backend queue \(i) refused the vnet header or offloads: \(error)")
+                return
+            }
+        }
+        var ready = Array(repeating: true, count: backend.count)
+        while !stopping.load(ordering: .acquiring) {
+            let events: [Epoll.Event]
+            do {
+                events = try handles.epoll.wait(maxEvents: 64)
+            } catch {
+                GuestErrorLog.report(device: device, kind: "io-thread", "epoll_wait failed: \(error); the device stops")
+                return
+            }
+            for event in events {
+                if event.data == 0 {
+                    _ = try? handles.wake.consume()
+                } else if Int(event.data) - 1 < ready.count {
+                    ready[Int(event.data) - 1] = true
+                }
+            }
+            if stopping.load(ordering: .acquiring) { return }
+            let kicks = pendingKicks.withLock { pending in
+                defer { pending.removeAll() }
+                return pending
+            }
+            worker.withLock { w in
+                if let controlIndex, kicks.contains(controlIndex) { serveControl(&w.control) }
+                let active = w.control.activePairs
+                for pair in 0..<active where kicks.contains(2 * pair + 1) { transmit(pair: pair) }
+                for j in backend.indices {
+                    // A tap queue past the active pairs feeds a receive queue that is.
+                    let pair = j % active
+                    if w.parked[j] && kicks.contains(2 * pair) {
+                        w.parked[j] = false
+                        ready[j] = true
+                        try? handles.epoll.add(backend[j].pollDescriptor, events: .readable, data: UInt64(j + 1))
+                    }
+                    guard ready[j], !w.parked[j] else { continue }
+                    ready[j] = false
+                    if receive(from: backend[j], pair: pair, stash: &w.stash[pair], filter: w.control.filter) == .needsBuffers {
+                        // Until the driver adds buffers: a readable tap would spin the thread.
+                        w.parked[j] = true
+                        try? handles.epoll.remove(backend[j].pollDescriptor)
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: Transmit
+
+    private func transmit(pair: Int) {
+        guard let queue = queues[safe: 2 * pair + 1] ?? nil else { return }
+        var sent = 0
+        do {
+            while let chain = try queue.pop() {
+                guard chain.readableLength >= VirtioNetHeader.size else {
+                    interrupts.deviceNeedsReset("transmit queue \(2 * pair + 1): a chain of \(chain.readableLength) readable bytes has no \(VirtioNetHeader.size)-byte virtio-net header")
+                    return
+                }
+                var bytes = [UInt8](repeating: 0, count: VirtioNetHeader.size)
+                try bytes.withUnsafeMutableBytes { raw in Result { () throws(VirtQueueError) in try chain.read(into: raw) } }.get()
+                if let problem = VirtioNetHeader(bytes)!.transmitViolation(negotiated) {
+                    GuestErrorLog.report(device: device, kind: "tx-header", "\(problem); frame dropped")
+                } else if linkUp.load(ordering: .acquiring), pair < backend.count {
+                    try send(chain, to: backend[pair])
+                }
+                try queue.complete(chain, written: 0)
+                sent += 1
+                if sent % Self.interruptBatch == 0 { try queue.interruptIfNeeded() }
+            }
+            try queue.interruptIfNeeded()
+        } catch {
+            // The queue has marked the device NEEDS_RESET and logged why.
+        }
+    }
+
+    private func send(_ chain: DescriptorChain, to backendQueue: any PacketQueue) throws(VirtQueueError) {
+        let outcome = try chain.withHostBuffers(.readable) { buffers -> Result<Int?, SystemError> in
+            var vectors = buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }
+            return vectors.withUnsafeMutableBufferPointer { p in
+                Result { () throws(SystemError) in
+                    if let n = try backendQueue.writev(UnsafeBufferPointer(p)) { return n }
+                    // The host queue is full: give it a moment before the frame is dropped.
+                    var poller = pollfd(fd: backendQueue.pollDescriptor, events: Int16(POLLOUT), revents: 0)
+                    _ = poll(&poller, 1, 100)
+                    return try backendQueue.writev(UnsafeBufferPointer(p))
+                }
+            }
+        }
+        switch outcome {
+        case .success(.some): break
+        case .success(.none): GuestErrorLog.report(device: device, kind: "tx-full", "the host queue stayed full; frame dropped")
+        case .failure(let error): GuestErrorLog.report(device: device, kind: "tx-write", "the host refused a frame: \(error)")
+        }
+    }
+
+    // MARK: Receive
+
+    private func receive(from backendQueue: any PacketQueue, pair: Int, stash: inout [DescriptorChain],
+                         filter: ReceiveFilter) -> ReceiveOutcome {
+        guard let queue = queues[safe: 2 * pair] ?? nil else { return .needsBuffers }
+        let mergeable = negotiated.contains(.mergeableReceiveBuffers)
+        let needed = negotiated.largestReceivedFrame
+        var delivered = 0
+        defer { if delivered > 0 { _ = try? queue.interruptIfNeeded() } }
+        while true {
+            guard linkUp.load(ordering: .acquiring) else {
+                dropWaitingFrames(backendQueue)
+                return .drained
+            }
+            do {
+                while stash.isEmpty || (mergeable && stash.reduce(0, { $0 + $1.writableLength }) < needed) {
+                    guard let chain = try queue.pop() else { break }
+                    guard chain.readable.isEmpty, chain.writableLength >= VirtioNetHeader.size else {
+                        interrupts.deviceNeedsReset("receive queue \(2 * pair): a buffer with \(chain.readableLength) readable and \(chain.writableLength) writable bytes cannot take a \(VirtioNetHeader.size)-byte header and frame")
+                        stash.removeAll()
+                        return .needsBuffers
+                    }
+                    stash.append(chain)
+                }
+                if stash.isEmpty || (mergeable && stash.reduce(0, { $0 + $1.writableLength }) < needed) {
+                    // Ask for a kick; buffers that arrived meanwhile are taken at once.
+                    if try queue.enableNotifications() { continue }
+                    return .needsBuffers
+                }
+            } catch {
+                return .needsBuffers
+            }
+            let chains = mergeable ? stash : [stash[0]]
+            let read: (length: Int, start: [UInt8])?
+            do {
+                read = try readFrame(from: backendQueue, into: chains[...])
+            } catch {
+                return .needsBuffers
+            }
+            guard let read else { return .drained }
+            // A runt, or a frame the driver's filters refuse: its buffers stay for the next.
+            guard read.length >= VirtioNetHeader.size + 14, filter.accepts(read.start.dropFirst(VirtioNetHeader.size)) else { continue }
+            var remaining = read.length, used = 0
+            for chain in chains where remaining > 0 {
+                remaining -= min(remaining, chain.writableLength)
+                used += 1
+            }
+            do {
+                try chains[0].write([UInt8(truncatingIfNeeded: used), UInt8(truncatingIfNeeded: used >> 8)], at: 10)
+                remaining = read.length
+                for chain in chains.prefix(used) {
+                    let part = min(remaining, chain.writableLength)
+                    try queue.complete(chain, written: part)
+                    remaining -= part
+                }
+            } catch {
+                stash.removeAll()
+                return .needsBuffers
+            }
+            stash.removeFirst(used)
+            delivered += 1
+            if delivered % Self.interruptBatch == 0 { _ = try? queue.interruptIfNeeded() }
+        }
+    }
+
+    /// One readv of the next frame into `chains`' writable buffers. Returns its length and
+    /// its first bytes (header and Ethernet header, for the filter), or nil when none waits.
+    private func readFrame(from backendQueue: any PacketQueue,
+                           into chains: ArraySlice<DescriptorChain>) throws(VirtQueueError) -> (length: Int, start: [UInt8])? {
+        let outcome = try Self.withWritableBuffers(of: chains, collected: []) { buffers -> Result<(length: Int, start: [UInt8])?, SystemError> in
+            var vectors = buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }
+            return vectors.withUnsafeMutableBufferPointer { p in
+                Result { () throws(SystemError) -> (length: Int, start: [UInt8])? in
+                    guard let n = try backendQueue.readv(UnsafeBufferPointer(p)) else { return nil }
+                    var start: [UInt8] = []
+                    for buffer in buffers where start.count < min(n, VirtioNetHeader.size + 18) {
+                        start += buffer.prefix(min(n, VirtioNetHeader.size + 18) - start.count)
+                    }
+                    return (n, start)
+                }
+            }
+        }
+        switch outcome {
+        case .success(let read): return read
+        case .failure(let error):
+            GuestErrorLog.report(device: device, kind: "rx-read", "reading the host queue failed: \(error)")
+            return nil
+        }
+    }
+
+    /// Lends the writable host memory of every chain at once (in order) to `body`.
+    private static func withWritableBuffers<R>(of chains: ArraySlice<DescriptorChain>, collected: [UnsafeMutableRawBufferPointer],
+                                               _ body: ([UnsafeMutableRawBufferPointer]) -> R) throws(VirtQueueError) -> R {
+        guard let first = chains.first else { return body(collected) }
+        let nested = try first.withHostBuffers(.writable) { mine in
+            Result { () throws(VirtQueueError) in try withWritableBuffers(of: chains.dropFirst(), collected: collected + mine, body) }
+        }
+        return try nested.get()
+    }
+
+    /// While the link is down, waiting frames are read and dropped (a pulled cable).
+    private func dropWaitingFrames(_ backendQueue: any PacketQueue) {
+        var scratch = [UInt8](repeating: 0, count: 65_600)
+        while true {
+            let n = scratch.withUnsafeMutableBytes { raw -> Int? in
+                var vector = iovec(iov_base: raw.baseAddress, iov_len: raw.count)
+                return withUnsafePointer(to: &vector) { try? backendQueue.readv(UnsafeBufferPointer(start: $0, count: 1)) } ?? nil
+            }
+            if n == nil { return }
+        }
+    }
+
+    // MARK: Control
+
+    private func serveControl(_ control: inout ControlState) {
+        guard let controlIndex, let queue = queues[safe: controlIndex] ?? nil else { return }
+        do {
+            while let chain = try queue.pop() {
+                guard chain.readableLength >= 2, chain.writableLength >= 1 else {
+                    interrupts.deviceNeedsReset("control queue: a command needs 2 readable bytes (class, command) and 1 writable byte (ack); got \(chain.readableLength) and \(chain.writableLength)")
+                    return
+                }
+                var ack = ControlCommand.error
+                if chain.readableLength <= Self.controlCommandLimit, let command = ControlCommand(readable: try chain.readAll()) {
+                    let before = control
+                    let (result, problem) = control.apply(command, negotiated: negotiated)
+                    ack = result
+                    if let problem { GuestErrorLog.report(device: device, kind: "control", problem) }
+                    if control != before { controlChanged(control) }
+                } else {
+                    GuestErrorLog.report(device: device, kind: "control", "a command of \(chain.readableLength) bytes is over the \(Self.controlCommandLimit)-byte limit")
+                }
+                try chain.write([ack])
+                try queue.complete(chain, written: 1)
+            }
+            try queue.interruptIfNeeded()
+        } catch {
+            // The queue has marked the device NEEDS_RESET and logged why.
+        }
+    }
+}
+
+extension Array {
+    subscript(safe index: Int) -> Element? { indices.contains(index) ? self[index] : nil }
+}

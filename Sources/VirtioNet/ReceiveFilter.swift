@@ -1,0 +1,48 @@
+import VMMBase
+/// Which received frames reach the driver: the receive mode, MAC tables and VLAN filter the
+/// driver sets through the control queue (virtio 1.x, 5.1.6.5.1-3). Starts promiscuous, as
+/// a device that has not been told otherwise forwards everything (QEMU's reset state).
+public struct ReceiveFilter: Sendable, Hashable {
+    public var promiscuous = true
+    public var allMulticast = false
+    public var allUnicast = false
+    public var noMulticast = false
+    public var noUnicast = false
+    public var noBroadcast = false
+    /// The device's own address (config space mac; MAC_ADDR_SET changes it).
+    public var mac: MACAddress
+    public var unicastTable: [MACAddress] = []
+    public var multicastTable: [MACAddress] = []
+    /// VLAN ids the driver added; nil: no VLAN filtering (CTRL_VLAN not negotiated).
+    public var vlans: Set<UInt16>?
+
+    /// The most entries a MAC table keeps (QEMU's MAC_TABLE_ENTRIES); a longer table
+    /// overflows into accepting all addresses of its kind, as QEMU's does.
+    public static let tableLimit = 64
+    public var unicastOverflow = false
+    public var multicastOverflow = false
+
+    public init(mac: MACAddress, filtersVLANs: Bool = false) {
+        self.mac = mac
+        self.vlans = filtersVLANs ? [] : nil
+    }
+
+    /// Whether a frame whose Ethernet header is `frame` (at least 14 bytes) reaches the driver.
+    public func accepts(_ frame: some RandomAccessCollection<UInt8>) -> Bool {
+        let bytes = Array(frame.prefix(18))
+        guard bytes.count >= 14 else { return false }
+        if let vlans, bytes[12] == 0x81, bytes[13] == 0x00, bytes.count >= 16 {
+            let vid = (UInt16(bytes[14]) << 8 | UInt16(bytes[15])) & 0x0FFF
+            if !vlans.contains(vid) { return false }
+        }
+        if promiscuous { return true }
+        let destination = MACAddress(bytes: Array(bytes[0..<6]))!
+        if destination.isBroadcast { return !noBroadcast }
+        if destination.isMulticast {
+            if noMulticast { return false }
+            return allMulticast || multicastOverflow || multicastTable.contains(destination)
+        }
+        if noUnicast { return false }
+        return allUnicast || unicastOverflow || destination == mac || unicastTable.contains(destination)
+    }
+}

@@ -1,1 +1,0 @@
-// The virtio-net device (issue 14) over a HostNetwork backend.
