@@ -33,18 +33,32 @@ struct VirtioNetTapTests {
         /// The control queue's index: 2 without MQ, 2 * pairs with it (5.1.2).
         let controlQueue: Int
 
+        /// - Parameter macvtapLower: instead of a tap, a macvtap (bridge mode) on one end of a
+        ///   veth pair made in the namespace with iproute2; the packet socket is on the other end.
         init(features: UInt64 = VirtioNetDriver.version1 | VirtioNetDriver.mac | VirtioNetDriver.status
                                 | VirtioNetDriver.mergeable | VirtioNetDriver.controlQueue | VirtioNetDriver.controlRX,
-             netdev: String = "", device: String = "", pairs: Int = 1) throws {
+             netdev: String = "", device: String = "", pairs: Int = 1, macvtapLower: Bool = false) throws {
             namespace = try TestNetworkNamespace()
+            let peerInterface: String
+            let netdevSpec: String
+            if macvtapLower {
+                try namespace.ip("link", "add", "syva", "type", "veth", "peer", "name", "syvb")
+                try namespace.ip("link", "set", "syva", "up")
+                try namespace.ip("link", "set", "syvb", "up")
+                peerInterface = "syvb"
+                netdevSpec = "macvtap,id=n0,link=syva,mode=bridge" + netdev
+            } else {
+                peerInterface = "sytap0"
+                netdevSpec = "tap,id=n0,ifname=sytap0,script=no,downscript=no" + netdev
+            }
             session = try QTestSession("/usr/sbin/ip", ["netns", "exec", namespace.name, switchyardBinary,
                                                         "-machine", "q35", "-accel", "qtest", "-m", "256M",
-                                                        "-netdev", "tap,id=n0,ifname=sytap0,script=no,downscript=no" + netdev,
+                                                        "-netdev", netdevSpec,
                                                         "-device", "virtio-net-pci,netdev=n0,id=nic0,addr=0x\(nicSlot)" + device],
                                    monitor: .qmp(negotiated: true), name: "vnet")
-            try namespace.ip("link", "set", "sytap0", "up")
+            if !macvtapLower { try namespace.ip("link", "set", "sytap0", "up") }
             let name = namespace.name
-            peer = try NetworkNamespace.run(in: name) { Result { () throws(SystemError) in try PacketSocket(interfaceName: "sytap0") } }.get()
+            peer = try NetworkNamespace.run(in: name) { Result { () throws(SystemError) in try PacketSocket(interfaceName: peerInterface) } }.get()
             driver = try VirtioNetDriver(session.qtest, device: VirtioNetTapTests.nicSlot)
             // ACCESS_PLATFORM (33) when offered: a driver must accept it (6.1).
             self.features = features | (try driver.deviceFeatures() & 1 << 33)
@@ -135,6 +149,29 @@ struct VirtioNetTapTests {
         #expect(Array(bytes[0..<10]) == [UInt8](repeating: 0, count: 10))
         #expect(bytes[10] == 1 && bytes[11] == 0)
         #expect(Array(bytes[12...]) == inbound)
+    }
+
+    /// -netdev macvtap,link=,mode=bridge: Switchyard makes the link through libnl; the NIC takes
+    /// the link's MAC (macvtap delivers by it), which iproute2 reports independently; frames
+    /// cross to the veth peer both ways; the link is gone after the VMM quits.
+    @Test(.timeLimit(.minutes(2))) func overAMacvtapFramesCrossBothWaysAndTheLinkGoesAtExit() throws {
+        let rig = try Rig(macvtapLower: true)
+        let links = try rig.namespace.ip("-o", "-d", "link", "show", "type", "macvtap")
+        #expect(links.contains("macvtap mode bridge"), "\(links)")
+        let mac = try rig.driver.readBytes(rig.driver.deviceConfig, 6)
+        let macText = mac.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: ":")
+        #expect(links.contains("link/ether \(macText)"), "the NIC's MAC \(macText) is not the macvtap's: \(links)")
+        let outbound = Self.frame(marker: 0x55)
+        try rig.transmit(outbound)
+        #expect(try rig.peer.receive(timeoutMilliseconds: 3000) { Self.isFrame($0, marker: 0x55) } == outbound)
+        try rig.offerReceiveBuffers(4, size: 2048)
+        let inbound = Self.frame(marker: 0x66, to: mac)
+        try rig.peer.send(inbound)
+        #expect(try rig.driver.waitForUsed(0, 1))
+        #expect(Array(try rig.driver.readBytes(VirtioNetDriver.buffer(0, 0), 12 + inbound.count)[12...]) == inbound)
+        rig.stop()
+        let after = try rig.namespace.ip("-o", "link", "show", "type", "macvtap")
+        #expect(after.isEmpty, "the macvtap outlived the VMM: \(after)")
     }
 
     @Test(.timeLimit(.minutes(2))) func aFrameLargerThanOneBufferSpansMergeableBuffers() throws {

@@ -287,6 +287,7 @@ public final class SwitchyardSession: Sendable {
             }
         }
         stop()
+        controller.machine.closeNetworkBackends()
         return code
     }
 

@@ -1,3 +1,4 @@
+import HostNetwork
 /// A host network backend as QEMU's `-netdev TYPE,id=ID,...` spells it. The type's own
 /// properties stay in `properties` (as `DeviceSpec` keeps a driver's), checked per type
 /// when the spec is parsed, so a bad option fails at start-up with QEMU's wording.
@@ -7,7 +8,7 @@ public struct NetdevSpec: Sendable, Hashable {
     public var properties: [String: String]
 
     /// The backend types `-netdev` accepts.
-    public static let types = ["tap"]
+    public static let types = ["tap", "macvtap"]
 
     public init(type: String, id: String, properties: [String: String] = [:]) {
         self.type = type
@@ -45,14 +46,20 @@ public struct NetdevSpec: Sendable, Hashable {
             throw .netdev(text, reason: "\(error)")
         }
         self.init(type: type, id: id, properties: properties)
-        do {
-            switch type {
-            case "tap": _ = try TapNetdevOptions(properties)
-            default: break
-            }
-        } catch {
-            throw .netdev(text, reason: error.reason)
+        switch type {
+        case "tap":
+            do { _ = try TapNetdevOptions(properties) } catch { throw .netdev(text, reason: error.reason) }
+        case "macvtap":
+            do { _ = try MacvtapNetdevOptions(properties: macvtapProperties) } catch { throw .netdev(text, reason: "\(error)") }
+        default: break
         }
+    }
+}
+
+extension NetdevSpec {
+    /// The whole option as HostNetwork's macvtap parser takes it (id and type included).
+    var macvtapProperties: [String: String] {
+        properties.merging(["id": id, "type": type]) { own, _ in own }
     }
 }
 

@@ -11,6 +11,8 @@ final class NetworkBackends: Sendable {
     struct Backend: Sendable {
         let spec: NetdevSpec
         let queues: [any PacketQueue]
+        /// A macvtap link (and VF) this netdev holds: closed with the machine's networks.
+        let macvtap: MacvtapBackend?
         var user: String?
         var nic: VirtioNetDevice?
     }
@@ -20,10 +22,51 @@ final class NetworkBackends: Sendable {
 
     init(_ specs: [NetdevSpec]) throws(MachineConfigurationError) {
         var opened: [String: Backend] = [:]
-        for spec in specs {
-            opened[spec.id] = Backend(spec: spec, queues: try Self.open(spec), user: nil, nic: nil)
+        do {
+            for spec in specs {
+                if spec.type == "macvtap" {
+                    let (macvtap, queues) = try Self.openMacvtap(spec)
+                    opened[spec.id] = Backend(spec: spec, queues: queues, macvtap: macvtap, user: nil, nic: nil)
+                } else {
+                    opened[spec.id] = Backend(spec: spec, queues: try Self.open(spec), macvtap: nil, user: nil, nic: nil)
+                }
+            }
+        } catch {
+            for backend in opened.values { try? backend.macvtap?.close() }
+            throw error
         }
         backends = Mutex(opened)
+    }
+
+    /// Opens a macvtap netdev (an existing link, a new one on a lower device, or a passthru one
+    /// on a free SR-IOV VF) and adopts each of its queues as a tap queue.
+    private static func openMacvtap(_ spec: NetdevSpec) throws(MachineConfigurationError) -> (MacvtapBackend, [any PacketQueue]) {
+        let label = "macvtap,id=\(spec.id)"
+        let backend: MacvtapBackend
+        do {
+            backend = try MacvtapBackend(options: try MacvtapNetdevOptions(properties: spec.macvtapProperties), socket: try RouteSocket())
+        } catch {
+            throw .netdev(label, reason: "\(error)")
+        }
+        var queues: [any PacketQueue] = []
+        do throws(TapError) {
+            while let fd = backend.takeQueue() { queues.append(try TapQueue(adopting: fd)) }
+        } catch {
+            try? backend.close()
+            throw .netdev(label, reason: "\(error)")
+        }
+        return (backend, queues)
+    }
+
+    /// Deletes the macvtap links Switchyard made and gives SR-IOV VFs their settings back.
+    func close() {
+        for backend in backends.withLock({ Array($0.values) }) { try? backend.macvtap?.close() }
+    }
+
+    /// The MAC a NIC on netdev `id` must use when none is given: a macvtap link outside
+    /// passthru mode delivers by destination address, so the NIC takes the link's.
+    func linkAddress(of id: String) -> MACAddress? {
+        backends.withLock { $0[id]?.macvtap?.address }
     }
 
     /// Opens a tap netdev's queues: by interface name (IFF_MULTI_QUEUE when queues > 1) or by

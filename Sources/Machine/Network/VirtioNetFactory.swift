@@ -42,7 +42,9 @@ enum VirtioNetFactory {
             }
             vectors = Int(n)
         }
-        let nic = VirtioNetDevice(name: id, mac: mac ?? networks?.nextDefaultMAC() ?? .qemuDefault(index: 0),
+        // On a macvtap netdev the default is the link's own address (macvtap delivers by it).
+        let linkAddress = spec.properties["netdev"].flatMap { networks?.linkAddress(of: $0) }
+        let nic = VirtioNetDevice(name: id, mac: mac ?? linkAddress ?? networks?.nextDefaultMAC() ?? .qemuDefault(index: 0),
                                   backend: queues, pairs: pairs)
         networks?.attach(nic, to: spec.properties["netdev"])
         return VirtioPCIFunction(name: id, device: nic, express: express, multiFunction: multiFunction, vectors: vectors ?? 2 * pairs + 2)
