@@ -76,7 +76,7 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "HostDevicesTests", dependencies: ["HostDevices", "HostOS", "VMMBase", "TestRequirements"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "AddressSpaceTests", dependencies: ["AddressSpace", "VMMBase"],
+        .testTarget(name: "AddressSpaceTests", dependencies: ["AddressSpace", "VMMBase", "TestRequirements"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "InterruptsTests", dependencies: ["Interrupts", "VMMBase"],
                     swiftSettings: swiftSettings),

@@ -1,6 +1,7 @@
 import AddressSpace
 import Synchronization
 import Testing
+import TestRequirements
 import VMMBase
 
 /// A handler that records accesses and answers reads with a tag plus the offset, so a test
@@ -102,7 +103,7 @@ final class Probe: IORegionHandler {
     /// Random trees of containers, leaves and aliases: the flat view must answer every
     /// address exactly as a direct walk of the tree does.
     @Test(arguments: 0..<150) func matchesTreeWalkOnRandomTrees(seed: Int) {
-        var rng = SplitMix(seed: UInt64(seed))
+        var rng = SplitMix64(state: UInt64(seed) &+ 0x9E37_79B9_7F4A_7C15)
         var handlers: [Probe] = []
         let tree = randomRegion(depth: 0, size: 0x400, rng: &rng, handlers: &handlers)
         var root = Region.container("root", size: 0x800)
@@ -142,7 +143,7 @@ func walk(_ region: Region, _ address: UInt64) -> (tag: UInt64, offset: UInt64)?
     }
 }
 
-func randomRegion(depth: Int, size: UInt64, rng: inout SplitMix, handlers: inout [Probe]) -> Region {
+func randomRegion(depth: Int, size: UInt64, rng: inout SplitMix64, handlers: inout [Probe]) -> Region {
     let choice = depth >= 3 ? 0 : rng.next() % 3
     switch choice {
     case 0:
@@ -162,18 +163,5 @@ func randomRegion(depth: Int, size: UInt64, rng: inout SplitMix, handlers: inout
         let targetSize = 1 + rng.next() % 0x400
         let target = randomRegion(depth: depth + 1, size: targetSize, rng: &rng, handlers: &handlers)
         return .alias("a", of: target, offset: rng.next() % targetSize, size: size)
-    }
-}
-
-/// A small deterministic generator so failures reproduce from the seed.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -2,6 +2,7 @@ import Chipset
 import Interrupts
 import PCI
 import Testing
+import TestRequirements
 import VMMBase
 
 @Suite struct Q35HostBridgeTests {
@@ -277,17 +278,6 @@ import VMMBase
     /// MCH: 0x50-0x51 the extended-TSEG answer, 0x9C the SMBASE handshake, 0x9D D_OPEN
     /// cleared by D_LCK.
     static let mchSideEffects: [Int: UInt8] = [0x50: 0xFF, 0x51: 0xFF, 0x9C: 0xFF, 0x9D: 0x40]
-
-    struct SplitMix64 {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
 
     func hammer(_ function: any PCIFunction, sideEffects: [Int: UInt8], seed: UInt64) {
         var rng = SplitMix64(state: seed)

@@ -2,6 +2,7 @@ import Chipset
 import Machine
 import PCI
 import Testing
+import TestRequirements
 import VMMBase
 
 /// Long random sequences of guest accesses — garbage in CF8, every width at every data-port
@@ -34,7 +35,7 @@ import VMMBase
         let machine = try Machine(.defaultMachine)
         try machine.runFirmware()
         let before = snapshot(machine)
-        var rng = SplitMix(seed: seed)
+        var rng = SplitMix64(state: seed &* 0x2545_F491_4F6C_DD1D)
         let widths: [AccessWidth] = [.byte, .word, .dword, .qword]
         for _ in 0..<20_000 {
             let width = widths[Int(rng.next() % 4)]
@@ -70,17 +71,5 @@ import VMMBase
                 Issue.record("a W1C bit was set by a guest write in \(key) at 0x\(String(i, radix: 16))")
             }
         }
-    }
-}
-
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &* 0x2545_F491_4F6C_DD1D }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -149,18 +149,6 @@ struct VirtualConfigSpaceTests {
 
 @Suite("hostile config writes to an assigned igb")
 struct HostileConfigWriteTests {
-    /// A deterministic generator (SplitMix64), so a failure replays.
-    struct SplitMix: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     @Test("20,000 random writes: BARs, ROM, MSI, MSI-X and the hidden SR-IOV capability never reach the device")
     func randomWrites() throws {
         var (space, device) = try VirtualConfigSpaceTests.igb()
@@ -171,7 +159,7 @@ struct HostileConfigWriteTests {
         // and subsystem IDs, are the device's read-only registers: writes may pass).
         let guarded = [0x10..<0x28, 0x30..<0x35, 0x3C..<0x3E, msi.offset..<(msi.offset + msi.length), msix.offset..<(msix.offset + msix.length),
                        sriov.offset..<(sriov.offset + sriov.span)]
-        var random = SplitMix(state: 13)
+        var random = SplitMix64(state: 13)
         for _ in 0..<20_000 {
             let width = [AccessWidth.byte, .word, .dword].randomElement(using: &random)!
             let offset = Int.random(in: 0..<(4096 / width.bytes), using: &random) * width.bytes
