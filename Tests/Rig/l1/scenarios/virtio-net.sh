@@ -1,6 +1,7 @@
 #!/bin/sh
 # virtio-net: L2's virtio_net driver over a tap in L1, under QEMU and under Switchyard in the
-# same L1 boot, each with the userspace datapath (vhost=off) and with vhost-net (vhost=on).
+# same L1 boot, each with the userspace datapath (vhost=off) and with vhost=on (QEMU: vhost-net;
+# Switchyard has no vhost-net yet: it logs that and keeps the userspace datapath).
 # The VMM creates tap0; L1 moves it into a network namespace of its own (the peer: 10.0.2.2,
 # an nc listener on port 5001 and busybox httpd on 5002). L2 (rig.l2=net, l2/init) pings the
 # peer, sends it a 4 MiB file and fetches another: the checksums on both sides must agree, and
