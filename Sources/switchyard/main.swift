@@ -62,7 +62,9 @@ let usage = """
     machine options (any command):
       -device DRIVER[,id=ID][,bus=BUS][,addr=SLOT[.FN]][,multifunction=on]
                           add a device (drivers: pci-testdev, pci-bridge, pcie-root-port,
-                          ioh3420, x3130-upstream, xio3130-downstream, and vfio-pci with
+                          ioh3420, x3130-upstream, xio3130-downstream, virtio-rng-pci,
+                          virtio-net-pci with netdev=ID[,mac=][,mq=on][,vectors=N] (a
+                          -netdev of the QEMU-style invocation), and vfio-pci with
                           host=BDF[,rombar=0|1][,x-no-mmap=on]); BUS is pcie.0 or
                           the id of a bridge or port added earlier. Devices add to a bare
                           q35, as with QEMU: the built-in default machine (a pci-testdev t0

@@ -81,6 +81,12 @@ extension QEMUInvocation {
           -netdev tap,id=ID[,ifname=NAME|fd=N|fds=N:M...][,queues=N][,vhost=on|off]
                                            a tap backend (vnet headers; IFF_MULTI_QUEUE with
                                            queues=N); script=no and downscript=no are accepted
+          -netdev macvtap,id=ID,link=LOWER[,mode=bridge|vepa|private|passthru][,mac=][,queues=N]
+          -netdev macvtap,id=ID,ifname=MACVTAP[,queues=N]
+          -netdev macvtap,id=ID,pf=PF,vf=auto|N[,mac=][,vlan=N][,spoofchk=on|off][,trust=on|off]
+                                           a macvtap: a new one on LOWER (deleted at exit), an
+                                           existing one, or a passthru one on a free SR-IOV VF of
+                                           PF whose MAC/VLAN Switchyard sets and restores at exit
           -nodefaults                      accepted; a QEMU-style machine starts bare anyway
           -S                               do not start: query-status reports prelaunch until cont
           -display none                    (only none)
