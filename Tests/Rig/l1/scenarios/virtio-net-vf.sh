@@ -1,0 +1,80 @@
+#!/bin/sh
+# virtio-net-vf: the guest sees only virtio while its traffic leaves through an SR-IOV VF.
+# L1 has L0's "iommu" set: an igb (82576) PF with SR-IOV and an e1000e on the same L0 hub.
+# L1 enables 2 VFs (igbvf binds them) and puts the e1000e in a network namespace as the peer,
+# on VLAN 100 (10.0.2.2). Switchyard boots L2 with
+#   -netdev macvtap,id=n0,pf=PF,vf=auto,mac=52:54:00:12:34:57,vlan=100
+#   -device virtio-net-pci,netdev=n0
+# so Switchyard claims a free VF, sets its MAC and VLAN through the PF (rtnetlink, libnl) and
+# makes a passthru macvtap on the VF's netdev. L2 (rig.l2=net) pings the peer and moves 4 MiB
+# each way. Checked outside Switchyard's own output:
+# - the peer reaches L2 only on its VLAN 100 interface: the VF tagged L2's frames;
+# - the peer's neighbour table has L2 at 52:54:00:12:34:57: the MAC Switchyard set;
+# - while it runs, `switchyard host list` shows the VF held by that switchyard pid;
+# - after the VMM exits: no macvtap link left, and no VF held.
+. /rig/lib.sh
+[ -x /switchyard ] || { echo "SKIP: no /switchyard in this initramfs (build-initramfs.sh --switchyard PATH)"; exit 77; }
+. /rig/scenarios/host-lib.sh
+MAC=52:54:00:12:34:57
+
+igb_pf=$(pci_by_id 8086:10c9) || { echo "CHECK FAILED: no igb 8086:10c9 in L1 (is virtio-net-vf.l0 used?)"; exit 1; }
+peer_pf=$(pci_by_id 8086:10d3) || { echo "CHECK FAILED: no e1000e 8086:10d3 in L1"; exit 1; }
+pf_if=$(ls /sys/bus/pci/devices/$igb_pf/net | head -n 1)
+peer_if=$(ls /sys/bus/pci/devices/$peer_pf/net | head -n 1)
+echo "igb PF $igb_pf ($pf_if), peer e1000e $peer_pf ($peer_if)"
+ip link set "$pf_if" up
+echo 2 >/sys/bus/pci/devices/$igb_pf/sriov_numvfs
+for n in 0 1; do
+  vf=$(basename "$(readlink /sys/bus/pci/devices/$igb_pf/virtfn$n)")
+  wait_driver "$vf" igbvf
+  check "VF $n ($vf) bound to igbvf" [ "$(driver_of $vf)" = igbvf ]
+done
+
+# The peer: the e1000e in a namespace of its own, listening on VLAN 100.
+unshare -n sleep 900 </dev/null >/dev/null 2>&1 &
+peer=$!
+mkdir -p /tmp/peer/www
+dd if=/dev/urandom of=/tmp/peer/www/rx bs=64k count=64 2>/dev/null
+ip link set dev "$peer_if" netns $peer
+nsenter -t $peer -n sh -c "
+  ip link set lo up; ip link set $peer_if up; ip link set $peer_if promisc on
+  vconfig add $peer_if 100 >/dev/null
+  ip link set $peer_if.100 up; ip addr add 10.0.2.2/24 dev $peer_if.100
+  sleep 900 | nc -l -p 5001 >/tmp/peer/tx &
+  httpd -p 5002 -h /tmp/peer/www"
+
+log=/tmp/l2-net-vf.log
+L2_APPEND_LINE="$(l2_append net)"
+start_vmm "$log" /switchyard -machine q35 -accel kvm -m 512 -smp $L2_SMP \
+  -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY \
+  -netdev macvtap,id=n0,pf=$pf_if,vf=auto,mac=$MAC,vlan=100 -device virtio-net-pci,netdev=n0,bus=rp3
+if wait_for "$log" ' RIG-L2 net link-up' 150 >/dev/null; then
+  /switchyard host list >/tmp/list-running.txt 2>&1
+  check "host list shows a VF held by this switchyard (netdev n0)" grep -q "switchyard pid [0-9]* uses it (netdev n0)" /tmp/list-running.txt
+  grep -B3 "switchyard pid" /tmp/list-running.txt | head -n 8
+fi
+wait_for "$log" ' RIG-L2 net done' 150 >/dev/null || echo "L2 did not finish its network checks"
+wait_vmm_exit "$log" 30
+echo "--- L2 console (switchyard over a VF), times relative to VMM start:"
+show_l2_log "$log"
+check_vmm_exit "$log" switchyard || fails=$((fails + 1))
+check "L2 sees a modern virtio-net (1af4:1041) bound to virtio-pci" grep -q ' RIG-L2 net dev .* ids=1af4:1041 drv=virtio-pci' "$log"
+check "the peer answered L2's pings" grep -q ' RIG-L2 net link-up ok=1' "$log"
+check "10 of 10 pings" grep -q ' RIG-L2 net ping sent=10 received=10' "$log"
+tx=$(sed -n 's/.* RIG-L2 net tx bytes=4194304 md5=\([0-9a-f]*\).*/\1/p' "$log")
+check "4 MiB L2 -> peer with equal checksums" [ -n "$tx" -a "$tx" = "$(md5sum </tmp/peer/tx | cut -d' ' -f1)" ]
+rx=$(sed -n 's/.* RIG-L2 net rx bytes=4194304 md5=\([0-9a-f]*\).*/\1/p' "$log")
+check "4 MiB peer -> L2 with equal checksums" [ -n "$rx" -a "$rx" = "$(md5sum </tmp/peer/www/rx | cut -d' ' -f1)" ]
+nsenter -t $peer -n ip neigh show >/tmp/neigh.txt 2>&1
+cat /tmp/neigh.txt
+check "the peer saw L2 on VLAN 100 at $MAC (the VF's tag and the MAC Switchyard set)" grep -q "10.0.2.15 dev $peer_if.100 lladdr $MAC" /tmp/neigh.txt
+ls /sys/class/net >/tmp/links-after.txt
+check "no macvtap link left after the VMM exited" sh -c "! grep -q '^sy' /tmp/links-after.txt"
+/switchyard host list >/tmp/list-after.txt 2>&1
+check "no VF held after the VMM exited" sh -c "! grep -q 'switchyard pid' /tmp/list-after.txt"
+v=$(sed -n 's/.* RIG-L2 net ping .* avg_ms=\([0-9.]*\).*/\1/p' "$log"); [ -n "$v" ] && report_time vf_ping_avg_ms "$v"
+v=$(sed -n 's/.* RIG-L2 net tx .* seconds=\([0-9.]*\).*/\1/p' "$log"); [ -n "$v" ] && report_time vf_tx_4MiB "$v"
+v=$(sed -n 's/.* RIG-L2 net rx .* seconds=\([0-9.]*\).*/\1/p' "$log"); [ -n "$v" ] && report_time vf_rx_4MiB "$v"
+killall nc httpd 2>/dev/null
+kill $peer 2>/dev/null
+[ $fails = 0 ]
