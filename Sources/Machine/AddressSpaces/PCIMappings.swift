@@ -112,7 +112,7 @@ enum PCIMappings {
             for (index, bar) in config.bars.enumerated() {
                 guard let bar, let range = config.decodedBARRange(index), let size = range.size else { continue }
                 let name = "\(label) BAR\(index)"
-                placed.add(name, range, io: bar.isIO, bus: bus.name)
+                placed.add(name, range, io: bar.isIO)
                 let leaf = Region.leaf(name, size: size, handler: handlers.handler(for: function, bar: index))
                 if bar.isIO { io.add(leaf, at: range.base) } else { memory.add(leaf, at: range.base) }
                 if !bar.isIO, let direct = function as? any DirectlyMappedBARs {
@@ -137,24 +137,34 @@ enum PCIMappings {
                 }
             }
         }
+        placed.reportOverlaps(bus: bus.name)
         return (memory, io)
     }
 
-    /// The BARs decoded on one bus so far: a guest that programs two of them over each other
-    /// gets a guest-error line; the one placed later answers there (equal-priority regions).
+    /// The BARs decoded on one bus: a guest that programs two of them over each other gets a
+    /// guest-error line (the one placed later answers there: equal-priority regions). Checked
+    /// once per bus by sorting, so a commit stays O(n log n) in the number of BARs.
     private struct PlacedBARs {
         var memory: [(name: String, range: AddressRange)] = []
         var io: [(name: String, range: AddressRange)] = []
 
-        /// Reports are rate-limited per bus, so a guest with thousands of functions cannot
-        /// turn one commit into thousands of lines.
-        mutating func add(_ name: String, _ range: AddressRange, io isIO: Bool, bus: String) {
-            let earlier = isIO ? io : memory
-            if let other = earlier.first(where: { $0.range.overlaps(range) }) {
-                GuestErrorLog.report(device: "pci bus \(bus)", kind: "bar-overlap",
-                                     "\(name) at \(range) overlaps \(other.name) at \(other.range); \(name) answers where they overlap")
-            }
+        mutating func add(_ name: String, _ range: AddressRange, io isIO: Bool) {
             if isIO { io.append((name, range)) } else { memory.append((name, range)) }
+        }
+
+        /// Rate-limited per bus, so a guest with thousands of functions cannot turn one
+        /// commit into thousands of lines.
+        func reportOverlaps(bus: String) {
+            for placed in [memory, io] where placed.count > 1 {
+                var reach: (name: String, range: AddressRange)?
+                for entry in placed.sorted(by: { $0.range.base < $1.range.base }) {
+                    if let widest = reach, entry.range.base <= widest.range.last {
+                        GuestErrorLog.report(device: "pci bus \(bus)", kind: "bar-overlap",
+                                             "\(entry.name) at \(entry.range) overlaps \(widest.name) at \(widest.range); the one placed later answers where they overlap")
+                    }
+                    if reach.map({ entry.range.last > $0.range.last }) ?? true { reach = entry }
+                }
+            }
         }
     }
 

@@ -52,6 +52,12 @@ if wait_for "$log" ' RIG-L2 net link-up' 150 >/dev/null; then
   /switchyard host list >/tmp/list-running.txt 2>&1
   check "host list shows a VF held by this switchyard (netdev n0)" grep -q "switchyard pid [0-9]* uses it (netdev n0)" /tmp/list-running.txt
   grep -B3 "switchyard pid" /tmp/list-running.txt | head -n 8
+  # Where frames went: packet counters along the path (VF netdev, macvtap, PF; the peer's side).
+  for d in /sys/class/net/*; do
+    n=${d##*/}
+    echo "counters $n: rx $(cat $d/statistics/rx_packets) tx $(cat $d/statistics/tx_packets) addr $(cat $d/address) $(cat $d/operstate)"
+  done
+  nsenter -t $peer -n sh -c 'for d in /sys/class/net/*; do echo "peer counters ${d##*/}: rx $(cat $d/statistics/rx_packets) tx $(cat $d/statistics/tx_packets) $(cat $d/operstate)"; done'
 fi
 wait_for "$log" ' RIG-L2 net done' 150 >/dev/null || echo "L2 did not finish its network checks"
 wait_vmm_exit "$log" 30
