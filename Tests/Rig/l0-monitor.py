@@ -46,14 +46,19 @@ def snapshot(path):
 
 
 def pending_state(path):
-    """(halted, rip) when L1 has interrupts enabled and a vector in its IRR, else None."""
+    """(halted, rip) when L1 has a vector in its IRR, else None. A halted CPU counts only with
+    interrupts enabled (halted with them off is no wake-up lost); a CPU stuck at one RIP counts
+    either way: one was seen spinning with IF clear and the timer vector pending for minutes."""
     text = ask(path, ["info registers", "info lapic"], 0.3, 1)
     irr = re.search(r"^IRR\s+(.*)$", text, re.M)
     flags = re.search(r"RFL=([0-9a-f]+)", text)
     rip = re.search(r"RIP=([0-9a-f]+)", text)
-    if not (irr and re.search(r"\d", irr.group(1)) and flags and int(flags.group(1), 16) & 0x200 and rip):
+    if not (irr and re.search(r"\d", irr.group(1)) and flags and rip):
         return None
-    return ("HLT=1" in text, rip.group(1))
+    halted = "HLT=1" in text
+    if halted and not int(flags.group(1), 16) & 0x200:
+        return None
+    return (halted, rip.group(1))
 
 
 def watchdog(path):

@@ -109,9 +109,9 @@ l0_snapshot() {
 }
 
 # l1_wakeup_watchdog SOCKET OUT: every 5 s, asks L0's monitor for L1's CPU state. Two states
-# of QEMU TCG never end (README, "A frozen L1"), both with interrupts enabled and a vector
-# pending in the LAPIC's IRR: the CPU halted (a lost wake-up; seen twice 3 s apart), or running
-# at one fixed RIP (a livelock; seen in three polls in a row). An injected NMI ended neither, so
+# of QEMU TCG never end (README, "A frozen L1"), both with a vector pending in the LAPIC's IRR:
+# the CPU halted with interrupts enabled (a lost wake-up; seen twice 3 s apart), or running at
+# one fixed RIP, interrupts enabled or not (a livelock; seen in three polls in a row). An injected NMI ended neither, so
 # the watchdog ends L0 at once (HMP quit) and says so in OUT; run_one then boots a fresh L1
 # instead of waiting for the timeout.
 l1_wakeup_watchdog() {
