@@ -60,7 +60,7 @@ run_one() {
   # The scenario's own L0 devices, L1 kernel arguments and time limit (l0-sets.sh), if any.
   . "$HERE/l0-sets.sh"
   if [ -f "$HERE/l1/scenarios/$scenario.l0" ]; then . "$HERE/l1/scenarios/$scenario.l0"; fi
-  local timeout_s=${l1_timeout:-$timeout_s}
+  local timeout_s=${l1_timeout:-$timeout_s} smp=${l1_smp:-$smp}
   echo "== rig: $scenario (L1: TCG, -smp $smp, timeout ${timeout_s}s) log: $log"
   t0=$EPOCHREALTIME
   # L0's monitor, so that an L1 about to be killed can be looked at first (l0_snapshot).
