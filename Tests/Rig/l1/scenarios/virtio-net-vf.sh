@@ -22,6 +22,8 @@ peer_pf=$(pci_by_id 8086:10d3) || { echo "CHECK FAILED: no e1000e 8086:10d3 in L
 pf_if=$(ls /sys/bus/pci/devices/$igb_pf/net | head -n 1)
 peer_if=$(ls /sys/bus/pci/devices/$peer_pf/net | head -n 1)
 echo "igb PF $igb_pf ($pf_if), peer e1000e $peer_pf ($peer_if)"
+# 802.1Q for the peer's VLAN interface (in the image, not loaded at L1's init).
+while read -r m; do insmod "/rig/modules/$m" 2>/dev/null; done </rig/modules/order.vlan
 ip link set "$pf_if" up
 echo 2 >/sys/bus/pci/devices/$igb_pf/sriov_numvfs
 for n in 0 1; do
