@@ -85,7 +85,7 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "MachineTests", dependencies: ["Machine", "Chipset", "PCI", "VMMBase", "Firmware", "KVM", "Interrupts", "GuestMemory", "VFIO", "TestRequirements"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "ControlTests", dependencies: ["Control", "Machine", "VMMBase", "PCI", "HostDevices"],
+        .testTarget(name: "ControlTests", dependencies: ["Control", "Machine", "VMMBase", "PCI", "HostDevices", "TestRequirements"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "HostOS", "VMMBase", "TestRequirements"], swiftSettings: swiftSettings),
         .testTarget(name: "PCIPassthroughTests", dependencies: ["PCIPassthrough", "VFIO", "PCI", "Interrupts", "GuestMemory", "VMMBase", "TestRequirements"],

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import HostDevices
 import PCI
+import TestRequirements
 import VMMBase
 @testable import Control
 
@@ -102,26 +103,6 @@ enum LspciFixture {
     }
 }
 
-/// Runs the real lspci on a dump file.
-func realLspci(dump: String, _ arguments: [String]) throws -> String {
-    let directory = FileManager.default.temporaryDirectory
-        .appendingPathComponent("switchyard-lspci-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(at: directory) }
-    let file = directory.appendingPathComponent("dump.txt")
-    try dump.write(to: file, atomically: true, encoding: .utf8)
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/lspci")
-    process.arguments = ["-F", file.path] + arguments
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return String(decoding: data, as: UTF8.self)
-}
-
 let names = PCINameDatabase()
 
 @Suite("lspci renderer against the real lspci")
@@ -143,7 +124,7 @@ struct LspciRendererTests {
     ])
     func matchesRealLspci(_ arguments: [String]) throws {
         let ours = renderer.render(try LspciOptions(arguments: arguments))
-        let theirs = try realLspci(dump: dump, arguments)
+        let theirs = try RealLspci.decode(dump: dump, arguments: arguments)
         #expect(!theirs.isEmpty)
         #expect(ours == theirs, "lspci \(arguments.joined(separator: " ")):\n--- ours\n\(ours)--- real\n\(theirs)")
     }
@@ -152,7 +133,7 @@ struct LspciRendererTests {
     /// such as PCI Express's DevCap/LnkCap, are left out).
     @Test func veryVerboseLinesAreLspcisLines() throws {
         let ours = renderer.render(try LspciOptions(arguments: ["-vv"]))
-        let theirs = try realLspci(dump: dump, ["-vv"])
+        let theirs = try RealLspci.decode(dump: dump, arguments: ["-vv"])
         let theirLines = Set(theirs.split(separator: "\n", omittingEmptySubsequences: false))
         let missing = ours.split(separator: "\n", omittingEmptySubsequences: false).filter { !theirLines.contains($0) }
         #expect(missing.isEmpty, "lines lspci -vv does not print: \(missing)\n--- real\n\(theirs)")
@@ -293,7 +274,7 @@ struct LspciTreeTests {
         let renderer = LspciRenderer(Self.functions, view: .configDump, names: names)
         let dump = renderer.render(LspciOptions(hexDump: 3))
         let ours = renderer.render(try LspciOptions(arguments: arguments))
-        let theirs = try realLspci(dump: dump, arguments)
+        let theirs = try RealLspci.decode(dump: dump, arguments: arguments)
         #expect(ours == theirs, "--- ours\n\(ours)--- real\n\(theirs)")
     }
 

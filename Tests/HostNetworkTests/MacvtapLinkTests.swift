@@ -77,14 +77,14 @@ struct MacvtapLinkTests {
             try ioctl(secondQueue, Self.setVnetHeaderSize, &size)
         }
 
-        let peer = try PeerSocket(link: "vb", in: namespace)
+        let peer = try namespace.packetSocket(on: "vb")
         let peerAddress = try #require(MACAddress(try namespace.address(of: "vb")))
         let payload = Array("switchyard \(testCase.mode) \(getpid())".utf8) + [UInt8](repeating: 0x5a, count: 40)
 
         // Out: a frame written with a zeroed vnet header (no checksum offload, no GSO) leaves va unchanged.
         let outgoing = peerAddress.bytes + backend.address.bytes + Self.etherType + payload
         _ = try queue.write((Array(repeating: 0, count: testCase.vnetHeaderSize) + outgoing).withUnsafeBytes { $0 })
-        let seen = readMatching([peer.fd.rawValue], timeout: 3) { $0.count >= 14 && Array($0[12..<14]) == Self.etherType }
+        let seen = readMatching([peer.descriptor.rawValue], timeout: 3) { $0.count >= 14 && Array($0[12..<14]) == Self.etherType }
         #expect(seen.map { Array($0.prefix(outgoing.count)) } == outgoing)
 
         // In: a frame to the macvtap's address is read from a queue after a vnet header.

@@ -25,8 +25,13 @@ public enum RealLspci {
 
     /// Writes the dump to a temporary file and returns lspci's output for it.
     public static func decode(_ functions: [(address: String, bytes: [UInt8])], arguments: [String]) throws -> String {
+        try decode(dump: dump(functions), arguments: arguments)
+    }
+
+    /// lspci's output for `dump`, a text in the `lspci -xxxx` format (read with `lspci -F`).
+    public static func decode(dump: String, arguments: [String]) throws -> String {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-lspci-\(UUID().uuidString).txt")
-        try dump(functions).write(to: file, atomically: true, encoding: .utf8)
+        try dump.write(to: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: file) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)

@@ -47,6 +47,12 @@ public final class TestNetworkNamespace: Sendable {
         try Self.run([Self.ipTool, "-n", name] + arguments)
     }
 
+    /// `ip netns exec NAME ARGUMENTS...`: runs a program inside the namespace, its standard output.
+    @discardableResult
+    public func exec(_ arguments: [String]) throws -> String {
+        try Self.run([Self.ipTool, "netns", "exec", name] + arguments)
+    }
+
     /// Runs a program to completion; a non-zero exit is a `Failure` with its standard error.
     @discardableResult
     static func run(_ command: [String]) throws -> String {
