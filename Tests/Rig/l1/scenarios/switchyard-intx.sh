@@ -1,17 +1,20 @@
 #!/bin/sh
 # switchyard-intx: INTx in PIC mode after the guest rewrote the PIRQ routing. L2 boots with
-# `pci=nomsi noapic` under QEMU and then under /switchyard (q35, one empty pcie-root-port), so
-# Linux takes the ACPI interrupt links (_PIC 0): it disables every link (_DIS: PIRQx_ROUT bit 7,
-# IRQEN, set), and for each one a device uses, picks an ISA IRQ from _PRS and writes it through
-# _SRS into the ICH9 LPC's PIRQx_ROUT register (bit 7 clear). The root port's pciehp then runs
-# on that IRQ through the 8259 (XT-PIC). pci=nomsi alone would also cost native hot-plug (Linux
+# `pci=nomsi noapic` under /switchyard and then under QEMU (q35, one empty pcie-root-port), so
+# Linux takes the ACPI interrupt links (_PIC 0): it disables every link (_DIS: PIRQx_ROUT bit 7
+# set) and, for each link a device uses, picks an ISA IRQ from _PRS and writes it through _SRS
+# into the ICH9 LPC's PIRQx_ROUT register (bit 7 clear). The root port's pciehp then runs on
+# that IRQ through the 8259 (XT-PIC). pci=nomsi alone would also cost native hot-plug (Linux
 # asks _OSC for control only when MSI works): pcie_ports=native keeps pciehp.
 # Checks under each VMM: the port's INTA reaches a link whose PIRQx_ROUT reads exactly the
-# port's IRQ (routing on), every other link's register has routing off (bit 7), the IRQ's line in
-# /proc/interrupts is XT-PIC with pciehp on it, and the count on it rises with the hot-plug of a
-# pci-testdev (device_add) and again with its removal (device_del), pciehp adding and removing
-# the function. The two VMMs' facts (port, link, IRQ, register, the line's chip and handler,
-# the steps) and their hot-plug sessions must agree line by line.
+# port's IRQ, every other link has routing off (bit 7), and the IRQ's /proc/interrupts line is
+# XT-PIC with pciehp on it; these facts must be the same under both VMMs (QEMU is the oracle).
+# Under Switchyard also: the count on that IRQ rises with the hot-plug of a pci-testdev
+# (device_add, pciehp adds it) and again with its removal (device_del, pciehp removes it).
+# Not under QEMU 10: its root port raised no INTx in this mode (2026-12-05: IRQ 5's count 0
+# from boot, a plug not seen in 30 s, and the port's Status INTx bit clear while Slot Status
+# held Attention Button Pressed with HPIE and ABPE set, so the port never asserted its pin);
+# its counts are printed, not checked.
 # Skips (exit 77) when the image has no /switchyard or its help has no -chardev pipe.
 . /rig/lib.sh
 # A PIC-mode L2 boot took 85-89 s to init on a loaded host (2026-12-05, load 24).
@@ -70,19 +73,20 @@ intx_check() {
   _c0=$(sed -n 's/^intx count ready .* n=\([0-9]*\)/\1/p' /tmp/intx-$1.raw)
   _c1=$(sed -n 's/^intx count plugged .* n=\([0-9]*\)/\1/p' /tmp/intx-$1.raw)
   _c2=$(sed -n 's/^intx count unplugged .* n=\([0-9]*\)/\1/p' /tmp/intx-$1.raw)
-  if [ -z "$_c0" ] || [ -z "$_c1" ] || [ -z "$_c2" ] || [ "$_c1" -le "$_c0" ] || [ "$_c2" -le "$_c1" ]; then
-    echo "CHECK FAILED ($1): IRQ $_irq counts ready=${_c0:-?} plugged=${_c1:-?} unplugged=${_c2:-?}: each step must raise it"; _f=$((_f + 1))
-  else
+  if [ -n "$_c0" ] && [ -n "$_c1" ] && [ -n "$_c2" ] && [ "$_c1" -gt "$_c0" ] && [ "$_c2" -gt "$_c1" ]; then
     echo "ok ($1): IRQ $_irq ($_link, $_regfacts) took $((_c1 - _c0)) interrupts for the plug, $((_c2 - _c1)) for the removal"
     report_time "${1}_intx_plug_irqs" $((_c1 - _c0))
     report_time "${1}_intx_unplug_irqs" $((_c2 - _c1))
+  elif [ "$2" = counts ]; then
+    echo "CHECK FAILED ($1): IRQ $_irq counts ready=${_c0:-?} plugged=${_c1:-?} unplugged=${_c2:-?}: each step must raise it"; _f=$((_f + 1))
+  else
+    echo "note ($1): IRQ $_irq counts ready=${_c0:-?} plugged=${_c1:-?} unplugged=${_c2:-?} (not checked: see the header)"
   fi
-  # What must not depend on the VMM: the port, its pin, link and IRQ, the register, XT-PIC and
-  # pciehp on the line, and that each step raised the count.
+  # What must not depend on the VMM: the port, its link and IRQ, the link's register, and the
+  # 8259 with pciehp on that IRQ.
   {
     echo "port $_port irq=$_irq link=$_link $_regfacts"
     echo "line xtpic=$(echo "$_line" | grep -c XT-PIC) pciehp=$(echo "$_line" | grep -c pciehp)"
-    echo "counts rose=$([ "${_c1:-0}" -gt "${_c0:-0}" ] && [ "${_c2:-0}" -gt "${_c1:-0}" ] && echo yes || echo no)"
   } >$_facts
   return $_f
 }
@@ -90,14 +94,16 @@ intx_check() {
 rc=0
 SWITCHYARD="/switchyard -machine q35 -accel kvm -m 512 -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY"
 hotplug_session switchyard $SWITCHYARD || rc=1
-intx_check switchyard || rc=1
-hotplug_session qemu $(qemu_l2_command) || rc=1
+intx_check switchyard counts || rc=1
+# QEMU 10 is the oracle for the routing (link, IRQ, register, XT-PIC, pciehp), not for the
+# counts: its root port raised no INTx in PIC mode here (see the header), so its session is
+# printed but its hot-plug cycle is not required.
+hotplug_session qemu $(qemu_l2_command) || echo "note: QEMU's hot-plug cycle did not complete (see the header)"
 intx_check qemu || rc=1
-compare_hotplug_sessions qemu switchyard || rc=1
 if cmp -s /tmp/intx-qemu.facts /tmp/intx-switchyard.facts; then
-  echo "ok: the INTx facts under switchyard match qemu ($(wc -l </tmp/intx-qemu.facts) lines)"
+  echo "ok: the INTx routing under switchyard matches qemu ($(tr '\n' ';' </tmp/intx-qemu.facts))"
 else
-  echo "CHECK FAILED: the INTx facts differ (- qemu, + switchyard):"
+  echo "CHECK FAILED: the INTx routing differs (- qemu, + switchyard):"
   diff /tmp/intx-qemu.facts /tmp/intx-switchyard.facts | grep '^[-+][^-+]'
   rc=1
 fi
