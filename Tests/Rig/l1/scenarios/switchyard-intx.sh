@@ -13,8 +13,9 @@
 # (device_add, pciehp adds it) and again with its removal (device_del, pciehp removes it).
 # Not under QEMU 10: its root port raised no INTx in this mode (2026-12-05: IRQ 5's count 0
 # from boot, a plug not seen in 30 s, and the port's Status INTx bit clear while Slot Status
-# held Attention Button Pressed with HPIE and ABPE set, so the port never asserted its pin);
-# its counts are printed, not checked.
+# held Attention Button Pressed with HPIE and ABPE set; under qtest its port raises INTx and
+# lowers it at once while Command Completed stays pending, then raises nothing for the plug:
+# README); its counts are printed, not checked.
 # Skips (exit 77) when the image has no /switchyard or its help has no -chardev pipe.
 . /rig/lib.sh
 # A PIC-mode L2 boot took 85-89 s to init on a loaded host (2026-12-05, load 24).
