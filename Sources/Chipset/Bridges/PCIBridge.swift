@@ -184,11 +184,6 @@ public final class PCIBridge: PCIBridgeFunction, InterruptingFunction, HotPlugCo
             delivery.append(self.update(&s))
             return (effects, delivery)
         }
-        if effects.contains(.bridgeControlChanged),
-           state.withLock({ $0.config.bridgeControl.contains(.secondaryBusReset) }) {
-            // Asserting secondary bus reset resets everything behind the bridge.
-            for (_, function) in secondary.functions { function.reset() }
-        }
         deliver(delivery)
         return effects
     }
@@ -205,7 +200,6 @@ public final class PCIBridge: PCIBridgeFunction, InterruptingFunction, HotPlugCo
             return delivery
         }
         deliver(delivery)
-        for (_, function) in secondary.functions { function.reset() }
     }
 
     /// BAR 0 is the SHPC register set (256 bytes). Accesses of any width and alignment are

@@ -48,14 +48,14 @@ public final class PCIePortEngine: Sendable {
     }
 
     public func configWrite(_ offset: Int, width: AccessWidth, value: UInt32) -> ConfigWriteEffects {
-        let (effects, actions, resetBehind) = state.withLock { s -> (ConfigWriteEffects, InterruptDelivery, Bool) in
+        let (effects, actions) = state.withLock { s -> (ConfigWriteEffects, InterruptDelivery) in
             let controlBefore = s.config.pciExpressSlotState?.control ?? []
             let statusBefore = s.config.pciExpressSlotState?.status ?? []
             let effects = s.config.write(offset, width: width, value: value)
             if effects.contains(.functionLevelReset) {
                 var delivery = resetLocked(&s)
                 delivery.append(settle(&s))
-                return (effects, delivery, true)
+                return (effects, delivery)
             }
             if let slot = s.slot, let written = Self.written(PCIExpressRegister.slotStatus, in: s.config,
                                                              offset: offset, width: width, value: value) {
@@ -72,13 +72,10 @@ public final class PCIePortEngine: Sendable {
             }
             var actions = s.interrupts.configWritten(effects, in: &s.config)
             actions.append(settle(&s))
-            let sbr = effects.contains(.bridgeControlChanged) && s.config.bridgeControl.contains(.secondaryBusReset)
-            return (effects, actions, sbr)
+            return (effects, actions)
         }
         deliver(actions)
         followARIForwarding()
-        // Secondary bus reset (or FLR of the port) resets everything behind the port.
-        if resetBehind { for (_, function) in secondary.functions { function.reset() } }
         return effects
     }
 
@@ -101,7 +98,6 @@ public final class PCIePortEngine: Sendable {
         }
         deliver(actions)
         followARIForwarding()
-        for (_, function) in secondary.functions { function.reset() }
     }
 
     /// The link decodes config requests as Device Control 2 says now.
