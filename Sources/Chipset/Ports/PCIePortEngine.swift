@@ -290,3 +290,36 @@ extension PCIExpressPort {
     public var passesConfigCycles: Bool { engine.passesConfigCycles }
     public func takeEvents() -> [HotPlugEvent] { engine.takeEvents() }
 }
+
+extension PCIePortEngine: DeviceStateSnapshotting {
+    /// Config space (Slot Control and Status included), the slot controller, the trained
+    /// link partner and the interrupt state (MSI-X table for ports that have one).
+    public struct Snapshot: Sendable, Hashable, Codable {
+        var config: ConfigSpace
+        var slot: PCIeSlotController?
+        var linkPartner: PCIeLinkCapabilities?
+        var interrupts: InterruptArbiter
+    }
+
+    public func snapshot() -> Snapshot {
+        state.withLock { Snapshot(config: $0.config, slot: $0.slot, linkPartner: $0.linkPartner, interrupts: $0.interrupts) }
+    }
+
+    public func restore(_ snapshot: Snapshot) throws(DeviceStateError) {
+        let delivery = try state.withLock { s throws(DeviceStateError) in
+            try s.config.checkLayout(of: snapshot.config, device: name)
+            try s.interrupts.checkLayout(of: snapshot.interrupts, device: name)
+            guard s.slot?.features == snapshot.slot?.features else {
+                throw .layoutMismatch(device: name, reason: "different slot capabilities")
+            }
+            let delivery = s.interrupts.delivery(restoring: snapshot.interrupts)
+            s.config = snapshot.config
+            s.slot = snapshot.slot
+            s.linkPartner = snapshot.linkPartner
+            s.interrupts = snapshot.interrupts
+            return delivery
+        }
+        deliver(delivery)
+        followARIForwarding()
+    }
+}
