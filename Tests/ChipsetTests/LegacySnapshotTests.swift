@@ -119,6 +119,25 @@ func transported<S: Codable>(_ snapshot: S) throws -> S {
         #expect(originalOut.events.count == 2)
     }
 
+    @Test func i8042RestoredFromASnapshotAnswersAsTheOriginal() throws {
+        let originalSink = RecordingSink(), restoredSink = RecordingSink()
+        let original = I8042(interrupts: originalSink, events: PlatformEventLog())
+        // Keyboard reset (ACK, self-test passed) queued with its interrupt up, the AUX port
+        // enabled, a controller command (write output port) waiting for its data byte.
+        _ = answers(original, [.write(0, .byte, 0xFF), .write(4, .byte, 0xA8), .write(4, .byte, 0x20),
+                               .write(4, .byte, 0xD1)])
+        let restored = I8042(interrupts: restoredSink, events: PlatformEventLog())
+        try restored.restore(try transported(original.snapshot()))
+        #expect(restoredSink.isHigh(I8042.keyboardGSI) == originalSink.isHigh(I8042.keyboardGSI))
+        #expect(originalSink.isHigh(I8042.keyboardGSI))
+        let script: [RegisterAccess] = [.write(0, .byte, 0xDF)]  // the output port byte (A20 on)
+            + (0..<4).flatMap { _ in [RegisterAccess.read(4, .byte), .read(0, .byte)] }
+            + [.write(4, .byte, 0xD0), .read(4, .byte), .read(0, .byte), .write(0, .byte, 0xEE), .read(0, .byte)]
+        #expect(answers(restored, script) == answers(original, script))
+        #expect(restored.a20Enabled == original.a20Enabled)
+        #expect(restoredSink.isHigh(I8042.keyboardGSI) == originalSink.isHigh(I8042.keyboardGSI))
+    }
+
     @Test func ioapicRefusesASnapshotOfAnotherSize() throws {
         let ioapic = IOAPIC(output: RecordingSink())
         var snapshot = ioapic.snapshot()
