@@ -58,8 +58,9 @@ import VMMBase
         #expect(inner.configRead(Reg.secondaryBus, width: .byte) == 0, "a bridge's bus numbers reset to 0")
     }
 
-    /// A device whose realize fails (a bad property) leaves no trace: no device, an empty
-    /// slot, and its id, slot and chassis/slot number free for the next attempt.
+    /// A device whose realize fails (a bad property, a host function that cannot be opened)
+    /// leaves no trace: no device, an empty slot, and its id, slot and chassis/slot number
+    /// free for the next attempt.
     @Test func aFailedRealizeLeavesTheTopologyUnchanged() throws {
         let machine = try Machine(MachineConfiguration(devices: [
             try DeviceSpec(parsing: "pcie-root-port,id=rp1,chassis=1,slot=1,addr=2"),
@@ -67,6 +68,11 @@ import VMMBase
         let before = machine.topology.placed.map(\.id)
         #expect { try machine.hotPlug(DeviceSpec(parsing: "pci-testdev,id=t1,bus=rp1,sriov_max_vfs=999")) }
             throws: { "\($0)".contains("sriov_max_vfs") }
+        #expect(machine.topology.placed.map(\.id) == before)
+        // vfio-pci realizes by opening the host function; this host cannot give it one.
+        #expect(throws: MachineConfigurationError.self) {
+            try machine.hotPlug(DeviceSpec(parsing: "vfio-pci,id=t1,host=0000:7f:1f.7,bus=rp1"))
+        }
         #expect(machine.topology.placed.map(\.id) == before)
         let port = try #require(machine.device(id: "rp1")?.function as? any PCIBridgeFunction)
         #expect(port.secondary.isEmpty)
