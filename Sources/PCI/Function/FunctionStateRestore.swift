@@ -3,14 +3,14 @@ import VMMBase
 /// The rules every PCI function's restore shares: a snapshot's config space must have this
 /// function's layout, and the INTx pin follows the restored arbiter.
 extension ConfigSpace {
-    /// Throws unless `snapshot` has this config space's layout: header, size, capabilities,
-    /// BARs and the bits software may write (what a device model fixes at realize).
+    /// Throws unless `snapshot` has this config space's layout: header, size, capabilities
+    /// and BARs (what a device model fixes at realize). Writable bits are state, not layout:
+    /// lock bits (SMRAM's D_LCK, the LPC's locks) make registers read-only at run time.
     public func checkLayout(of snapshot: ConfigSpace, device: String) throws(DeviceStateError) {
         let differences = [
             (layout != snapshot.layout || size != snapshot.size, "header or size"),
             (capabilities != snapshot.capabilities, "capability list"),
             (bars != snapshot.bars || rom != snapshot.rom, "BARs"),
-            (writable != snapshot.writable || writeOneToClear != snapshot.writeOneToClear, "writable bits"),
         ].filter(\.0).map(\.1)
         guard differences.isEmpty else {
             throw .layoutMismatch(device: device, reason: "different " + differences.joined(separator: ", "))
