@@ -138,6 +138,29 @@ func transported<S: Codable>(_ snapshot: S) throws -> S {
         #expect(restoredSink.isHigh(I8042.keyboardGSI) == originalSink.isHigh(I8042.keyboardGSI))
     }
 
+    @Test func acpiPMRestoredFromASnapshotAnswersAsTheOriginal() throws {
+        let clock = ManualClock()
+        let originalSink = RecordingSink(), restoredSink = RecordingSink()
+        let original = ICH9PowerManagement(clock: clock, interrupts: originalSink, events: PlatformEventLog())
+        // ACPI enabled through the APM port, the power button and timer enabled, a GPE0
+        // enable byte, SMI_EN, and the timer run past its overflow so TMR_STS raises the SCI.
+        _ = answers(original.apmPorts, [.write(0, .byte, 0x02), .write(1, .byte, 0x5A)])
+        _ = answers(original.pmBlock, [.write(0x02, .word, 0x0101), .write(0x28, .byte, 0x0F), .write(0x30, .dword, 0x0000_0001)])
+        clock.advance(nanoseconds: 5_000_000_000)
+        _ = answers(original.pmBlock, [.read(0x00, .word)])
+        let restored = ICH9PowerManagement(clock: clock, interrupts: restoredSink, events: PlatformEventLog())
+        try restored.restore(try transported(original.snapshot()))
+        #expect(restored.sciAsserted == original.sciAsserted)
+        #expect(restoredSink.isHigh(ICH9PowerManagement.defaultSCI) == originalSink.isHigh(ICH9PowerManagement.defaultSCI))
+        let block: [RegisterAccess] = stride(from: UInt64(0), to: 0x38, by: 4).map { .read($0, .dword) }
+        let apm: [RegisterAccess] = [.read(0, .byte), .read(1, .byte)]
+        #expect(answers(restored.pmBlock, block) == answers(original.pmBlock, block))
+        #expect(answers(restored.apmPorts, apm) == answers(original.apmPorts, apm))
+        let further: [RegisterAccess] = [.write(0x00, .word, 0x0001), .read(0x00, .word), .write(0x02, .word, 0), .read(0x08, .dword)]
+        #expect(answers(restored.pmBlock, further) == answers(original.pmBlock, further))
+        #expect(restored.sciAsserted == original.sciAsserted)
+    }
+
     @Test func ioapicRefusesASnapshotOfAnotherSize() throws {
         let ioapic = IOAPIC(output: RecordingSink())
         var snapshot = ioapic.snapshot()
