@@ -30,7 +30,7 @@ public enum PIRQ: Int, Sendable, CaseIterable, CustomStringConvertible {
 }
 
 /// A global system interrupt: an IOAPIC input (or a legacy PIC line below 16).
-public struct GSI: Hashable, Sendable, Comparable, CustomStringConvertible {
+public struct GSI: Hashable, Sendable, Codable, Comparable, CustomStringConvertible {
     public let number: UInt32
     public init(_ number: UInt32) { self.number = number }
     public static func < (a: GSI, b: GSI) -> Bool { a.number < b.number }

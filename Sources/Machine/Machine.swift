@@ -366,6 +366,7 @@ public final class Machine: Sendable {
 
     /// Applies a config write's effects: mappings, and hot-plug controller events.
     func apply(_ effects: ConfigWriteEffects, from function: any PCIFunction, at address: PCIAddress) {
+        applyResets(effects, from: function)
         spaces.apply(effects, from: function, at: address)
         if effects.contains(.deviceSpecific), function === lpc {
             rerouteINTx()
@@ -387,7 +388,7 @@ extension Machine {
     /// contents, as on a warm reset.
     public func reset() {
         spaces.batched {
-            for (_, function) in rootBus.functions { function.reset() }
+            rootBus.resetAll(.warm)
             legacy.reset()
             ioapic.reset()
             rerouteINTx()

@@ -1,5 +1,6 @@
 import Chipset
 import PCI
+import PCIPassthrough
 import Synchronization
 import VMMBase
 
@@ -46,6 +47,17 @@ final class Topology: Sendable {
         /// Buses whose slots another controller serves than the bridge in front of them
         /// (ACPI PCI hot-plug), by bus name.
         var busControllers: [String: any HotPlugController] = [:]
+        /// Ids and slots of devices being realized outside the lock, and how many of them
+        /// are pci-bridges (whose default chassis_nr counts the bridges before them).
+        var reservedIDs: Set<String> = []
+        var reservedSlots: Set<ReservedSlot> = []
+        var reservedBridges = 0
+
+        mutating func release(_ r: Reservation, keepingChassisSlot: Bool = false) {
+            reservedIDs.remove(r.id)
+            reservedSlots.remove(ReservedSlot(bus: r.busName, devfn: r.devfn))
+            if !keepingChassisSlot, let slot = r.chassisSlot { chassisSlots[slot] = nil }
+        }
     }
 
     struct ChassisSlot: Hashable {
@@ -130,68 +142,138 @@ final class Topology: Sendable {
 
     /// Creates and attaches a device. With `requireHotPlug`, the bus must be behind a
     /// hot-plug controller whose slots include the device number; the controller is returned.
+    ///
+    /// The device is realized (built; vfio-pci opens host files) outside the topology lock:
+    /// its id, slot and chassis/slot number are reserved under the lock first, so a concurrent
+    /// add for the same slot fails at once, and a failed realize leaves nothing placed.
     func add(_ spec: DeviceSpec, requireHotPlug: Bool = false) throws(MachineConfigurationError)
         -> (device: PlacedDevice, controller: (any HotPlugController)?) {
-        try state.withLock { (s: inout State) throws(MachineConfigurationError) in
-            let id: String
-            if let given = spec.id {
-                try DeviceID.validate(given)
-                guard s.buses[given] == nil, !s.placed.contains(where: { $0.id == given }) else {
-                    throw .duplicateID(given)
-                }
-                id = given
-            } else {
-                id = "device[\(s.anonymous)]"
-                s.anonymous += 1
-            }
-            let busName = spec.bus ?? rootBusName
-            guard let entry = s.buses[busName] else { throw .noSuchBus(busName, device: id) }
-            let devfn: UInt8
-            if let requested = spec.devfn {
-                devfn = requested
-            } else if requireHotPlug, let controller = Self.controller(forBus: busName, in: s), !controller.hotPlugSlots.isEmpty {
-                // Only the controller's slots will do; QEMU's "no slot available" otherwise.
-                guard let free = controller.hotPlugSlots.first(where: { entry.bus.occupant(at: $0 << 3) == nil }) else {
-                    throw .busFull(busName)
-                }
-                devfn = free << 3
-            } else {
-                devfn = try Self.firstFreeSlot(on: entry.bus, named: busName)
-            }
-            if let occupant = entry.bus.occupant(at: devfn) {
-                throw .addressInUse(bus: busName, address: Self.format(devfn), occupant: occupant.name)
-            }
-            var controller: (any HotPlugController)?
-            if requireHotPlug {
-                guard let c = Self.controller(forBus: busName, in: s), !c.hotPlugSlots.isEmpty else {
-                    throw .notHotPluggable(bus: busName, reason: "Bus '\(busName)' does not support hotplugging; plug into a root port, a switch downstream port or a bridge with an SHPC")
-                }
-                guard c.hotPlugSlots.contains(devfn >> 3) else {
-                    throw .notHotPluggable(bus: busName, reason: "slot \(devfn >> 3) of '\(busName)' is not hot-pluggable (slots: \(c.hotPlugSlots.map(String.init).joined(separator: ",")))")
-                }
-                controller = c
-            }
-            if let slot = Self.chassisSlot(of: spec) {
-                if let owner = s.chassisSlots[slot] {
-                    throw .duplicateChassisSlot(chassis: slot.chassis, slot: slot.slot, owner: owner)
-                }
-            }
-            let bridges = s.placed.filter { $0.driver == "pci-bridge" }.count
-            let function = try DeviceFactory.make(spec, id: id, bridgeOrdinal: bridges, backends: backends, parent: entry.bridge)
-            do {
-                try entry.bus.attach(function, at: devfn)
-            } catch {
-                throw .addressInUse(bus: busName, address: Self.format(devfn), occupant: "\(error)")
-            }
-            if let bridge = function as? any PCIBridgeFunction {
-                s.buses[id] = BusEntry(bus: bridge.secondary, bridge: bridge, parent: (busName, devfn))
-            }
-            if let slot = Self.chassisSlot(of: spec) { s.chassisSlots[slot] = id }
-            let placed = PlacedDevice(id: id, anonymous: spec.id == nil, driver: spec.driver, function: function,
-                                      busName: busName, devfn: devfn, hotPlugged: requireHotPlug)
-            s.placed.append(placed)
-            return (placed, controller)
+        let reservation = try state.withLock { (s: inout State) throws(MachineConfigurationError) in
+            try reserve(spec, requireHotPlug: requireHotPlug, in: &s)
         }
+        let function: any PCIFunction
+        do {
+            function = try DeviceFactory.make(spec, id: reservation.id, bridgeOrdinal: reservation.bridgeOrdinal,
+                                              backends: backends, parent: reservation.entry.bridge)
+        } catch {
+            state.withLock { $0.release(reservation) }
+            throw error
+        }
+        do {
+            return try state.withLock { (s: inout State) throws(MachineConfigurationError) in
+                try publish(function, for: spec, reservation, requireHotPlug: requireHotPlug, in: &s)
+            }
+        } catch {
+            Self.unrealize(function)
+            throw error
+        }
+    }
+
+    /// What `add` holds while the device is realized outside the lock.
+    private struct Reservation {
+        let id: String
+        let busName: String
+        let entry: BusEntry
+        let devfn: UInt8
+        let controller: (any HotPlugController)?
+        let chassisSlot: ChassisSlot?
+        let bridgeOrdinal: Int
+    }
+
+    private struct ReservedSlot: Hashable {
+        let bus: String
+        let devfn: UInt8
+    }
+
+    /// Validates the spec against the topology and reserves its id, slot and chassis/slot.
+    private func reserve(_ spec: DeviceSpec, requireHotPlug: Bool, in s: inout State) throws(MachineConfigurationError)
+        -> Reservation {
+        let id: String
+        if let given = spec.id {
+            try DeviceID.validate(given)
+            guard s.buses[given] == nil, !s.placed.contains(where: { $0.id == given }), !s.reservedIDs.contains(given) else {
+                throw .duplicateID(given)
+            }
+            id = given
+        } else {
+            id = "device[\(s.anonymous)]"
+            s.anonymous += 1
+        }
+        let busName = spec.bus ?? rootBusName
+        guard let entry = s.buses[busName] else { throw .noSuchBus(busName, device: id) }
+        let reservedDevices = Set(s.reservedSlots.filter { $0.bus == busName }.map { $0.devfn >> 3 })
+        let devfn: UInt8
+        if let requested = spec.devfn {
+            devfn = requested
+        } else if requireHotPlug, let controller = Self.controller(forBus: busName, in: s), !controller.hotPlugSlots.isEmpty {
+            // Only the controller's slots will do; QEMU's "no slot available" otherwise.
+            guard let free = controller.hotPlugSlots.first(where: {
+                entry.bus.occupant(at: $0 << 3) == nil && !reservedDevices.contains($0)
+            }) else {
+                throw .busFull(busName)
+            }
+            devfn = free << 3
+        } else {
+            devfn = try Self.firstFreeSlot(on: entry.bus, named: busName, reserved: reservedDevices)
+        }
+        if let occupant = entry.bus.occupant(at: devfn) {
+            throw .addressInUse(bus: busName, address: Self.format(devfn), occupant: occupant.name)
+        }
+        if s.reservedSlots.contains(ReservedSlot(bus: busName, devfn: devfn)) {
+            throw .addressInUse(bus: busName, address: Self.format(devfn), occupant: "a device being added")
+        }
+        var controller: (any HotPlugController)?
+        if requireHotPlug {
+            guard let c = Self.controller(forBus: busName, in: s), !c.hotPlugSlots.isEmpty else {
+                throw .notHotPluggable(bus: busName, reason: "Bus '\(busName)' does not support hotplugging; plug into a root port, a switch downstream port or a bridge with an SHPC")
+            }
+            guard c.hotPlugSlots.contains(devfn >> 3) else {
+                throw .notHotPluggable(bus: busName, reason: "slot \(devfn >> 3) of '\(busName)' is not hot-pluggable (slots: \(c.hotPlugSlots.map(String.init).joined(separator: ",")))")
+            }
+            controller = c
+        }
+        let chassisSlot = Self.chassisSlot(of: spec)
+        if let slot = chassisSlot {
+            if let owner = s.chassisSlots[slot] {
+                throw .duplicateChassisSlot(chassis: slot.chassis, slot: slot.slot, owner: owner)
+            }
+            s.chassisSlots[slot] = id
+        }
+        if spec.id != nil { s.reservedIDs.insert(id) }
+        s.reservedSlots.insert(ReservedSlot(bus: busName, devfn: devfn))
+        let bridges = s.placed.filter { $0.driver == "pci-bridge" }.count + s.reservedBridges
+        if spec.driver == "pci-bridge" { s.reservedBridges += 1 }
+        return Reservation(id: id, busName: busName, entry: entry, devfn: devfn, controller: controller,
+                           chassisSlot: chassisSlot, bridgeOrdinal: bridges)
+    }
+
+    /// Places a realized device in its reserved slot, unless its bus went away meanwhile.
+    private func publish(_ function: any PCIFunction, for spec: DeviceSpec, _ r: Reservation, requireHotPlug: Bool,
+                         in s: inout State) throws(MachineConfigurationError) -> (device: PlacedDevice, controller: (any HotPlugController)?) {
+        s.release(r, keepingChassisSlot: true)
+        if spec.driver == "pci-bridge" { s.reservedBridges -= 1 }
+        guard let entry = s.buses[r.busName], entry.bus === r.entry.bus else {
+            if let slot = r.chassisSlot { s.chassisSlots[slot] = nil }
+            throw .noSuchBus(r.busName, device: r.id)
+        }
+        do {
+            try entry.bus.attach(function, at: r.devfn)
+        } catch {
+            if let slot = r.chassisSlot { s.chassisSlots[slot] = nil }
+            throw .addressInUse(bus: r.busName, address: Self.format(r.devfn), occupant: "\(error)")
+        }
+        if let bridge = function as? any PCIBridgeFunction {
+            s.buses[r.id] = BusEntry(bus: bridge.secondary, bridge: bridge, parent: (r.busName, r.devfn))
+        }
+        let placed = PlacedDevice(id: r.id, anonymous: spec.id == nil, driver: spec.driver, function: function,
+                                  busName: r.busName, devfn: r.devfn, hotPlugged: requireHotPlug)
+        s.placed.append(placed)
+        return (placed, r.controller)
+    }
+
+    /// Gives back what a device built but never placed holds on the host (vfio-pci's files).
+    static func unrealize(_ function: any PCIFunction) {
+        (function as? AssignedPCIFunction)?.unrealize()
     }
 
     /// Detaches every function in device slot `device` of bus `busName` (all functions of a
@@ -238,8 +320,8 @@ final class Topology: Sendable {
 
     static func format(_ devfn: UInt8) -> String { "\(hex(devfn >> 3, 2)).\(devfn & 7)" }
 
-    private static func firstFreeSlot(on bus: PCIBus, named name: String) throws(MachineConfigurationError) -> UInt8 {
-        let used = Set(bus.functions.map { $0.devfn >> 3 })
+    private static func firstFreeSlot(on bus: PCIBus, named name: String, reserved: Set<UInt8>) throws(MachineConfigurationError) -> UInt8 {
+        let used = Set(bus.functions.map { $0.devfn >> 3 }).union(reserved)
         guard let slot = (0..<32).first(where: { !used.contains(UInt8($0)) }) else { throw .busFull(name) }
         return UInt8(slot) << 3
     }

@@ -77,7 +77,9 @@ public final class ICH9PowerManagement: GeneralPurposeEvents {
         public static let apmcEnable: UInt32 = 1 << 5
     }
 
-    struct State {
+    /// The PM1, GPE0, SMI and APM registers and the SCI line; also the snapshot (the timer
+    /// overflow tick is the host clock's).
+    public struct State: Sendable, Hashable, Codable {
         var pm1Status: UInt16 = 0
         var pm1Enable: UInt16 = 0
         var pm1Control: UInt16 = 0
@@ -367,5 +369,24 @@ public final class ICH9PowerManagement: GeneralPurposeEvents {
                 pm.apmWrite(offset + i, UInt8(truncatingIfNeeded: value >> (8 * i)))
             }
         }
+    }
+}
+
+extension ICH9PowerManagement: DeviceStateSnapshotting {
+    public func snapshot() -> State { state.withLock { $0 } }
+
+    /// The SCI goes to the restored route at the restored level.
+    public func restore(_ snapshot: State) throws(DeviceStateError) {
+        guard snapshot.gpeStatus.count == Offset.gpe0Length, snapshot.gpeEnable.count == Offset.gpe0Length else {
+            throw .layoutMismatch(device: "acpi-pm", reason: "GPE0 blocks of \(snapshot.gpeStatus.count) and \(snapshot.gpeEnable.count) bytes, not \(Offset.gpe0Length)")
+        }
+        let fx = state.withLock { s -> Effects in
+            var fx = Effects()
+            if s.sciHigh { fx.levels.append((s.sci, false)) }
+            if snapshot.sciHigh { fx.levels.append((snapshot.sci, true)) }
+            s = snapshot
+            return fx
+        }
+        apply(fx)
     }
 }

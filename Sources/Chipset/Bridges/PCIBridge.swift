@@ -184,11 +184,6 @@ public final class PCIBridge: PCIBridgeFunction, InterruptingFunction, HotPlugCo
             delivery.append(self.update(&s))
             return (effects, delivery)
         }
-        if effects.contains(.bridgeControlChanged),
-           state.withLock({ $0.config.bridgeControl.contains(.secondaryBusReset) }) {
-            // Asserting secondary bus reset resets everything behind the bridge.
-            for (_, function) in secondary.functions { function.reset() }
-        }
         deliver(delivery)
         return effects
     }
@@ -205,7 +200,6 @@ public final class PCIBridge: PCIBridgeFunction, InterruptingFunction, HotPlugCo
             return delivery
         }
         deliver(delivery)
-        for (_, function) in secondary.functions { function.reset() }
     }
 
     /// BAR 0 is the SHPC register set (256 bytes). Accesses of any width and alignment are
@@ -309,4 +303,34 @@ public final class PCIBridge: PCIBridgeFunction, InterruptingFunction, HotPlugCo
 public enum INTxPinRegister {
     public static let none: UInt8 = 0
     public static let a: UInt8 = 1
+}
+
+extension PCIBridge: DeviceStateSnapshotting {
+    /// Config space, the SHPC's registers and the interrupt state. Hot-plug events not yet
+    /// taken by the machine are not state: they were already acted on or will be re-raised.
+    public struct Snapshot: Sendable, Hashable, Codable {
+        var config: ConfigSpace
+        var shpc: SHPCController?
+        var interrupts: InterruptArbiter
+    }
+
+    public func snapshot() -> Snapshot {
+        state.withLock { Snapshot(config: $0.config, shpc: $0.shpc, interrupts: $0.interrupts) }
+    }
+
+    public func restore(_ snapshot: Snapshot) throws(DeviceStateError) {
+        let delivery = try state.withLock { s throws(DeviceStateError) in
+            try s.config.checkLayout(of: snapshot.config, device: name)
+            try s.interrupts.checkLayout(of: snapshot.interrupts, device: name)
+            guard s.shpc?.size == snapshot.shpc?.size else {
+                throw .layoutMismatch(device: name, reason: "a different SHPC")
+            }
+            let delivery = s.interrupts.delivery(restoring: snapshot.interrupts)
+            s.config = snapshot.config
+            s.shpc = snapshot.shpc
+            s.interrupts = snapshot.interrupts
+            return delivery
+        }
+        deliver(delivery)
+    }
 }

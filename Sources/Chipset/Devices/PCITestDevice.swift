@@ -166,3 +166,34 @@ public final class PCITestDevice: InterruptingFunction, SRIOVPhysicalFunction {
         delivery.send(to: output)
     }
 }
+
+extension PCITestDevice: DeviceStateSnapshotting {
+    /// Config space, interrupt state (MSI-X table and PBA, INTx) and the scratch BARs. SR-IOV
+    /// VFs come back as the restored SR-IOV capability enables them, in their reset state.
+    public struct Snapshot: Sendable, Hashable, Codable {
+        var config: ConfigSpace
+        var interrupts: InterruptArbiter
+        var scratch: [UInt8]
+    }
+
+    public func snapshot() -> Snapshot {
+        state.withLock { Snapshot(config: $0.config, interrupts: $0.interrupts, scratch: $0.scratch) }
+    }
+
+    public func restore(_ snapshot: Snapshot) throws(DeviceStateError) {
+        let (delivery, output) = try state.withLock { s throws(DeviceStateError) in
+            try s.config.checkLayout(of: snapshot.config, device: name)
+            try s.interrupts.checkLayout(of: snapshot.interrupts, device: name)
+            guard snapshot.scratch.count == s.scratch.count else {
+                throw .layoutMismatch(device: name, reason: "\(snapshot.scratch.count) scratch bytes, not \(s.scratch.count)")
+            }
+            let delivery = s.interrupts.delivery(restoring: snapshot.interrupts)
+            s.config = snapshot.config
+            s.interrupts = snapshot.interrupts
+            s.scratch = snapshot.scratch
+            Self.followSRIOV(&s)
+            return (delivery, s.output)
+        }
+        delivery.send(to: output)
+    }
+}

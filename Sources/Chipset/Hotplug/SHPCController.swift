@@ -94,7 +94,7 @@ public enum SHPCIndicator: UInt8, Sendable, Hashable {
 ///
 /// Slots are QEMU's: 31 slots, logical slot n (1...31) is device n on the secondary bus and
 /// physical slot n; device 0 is not hot-pluggable.
-public struct SHPCController: Sendable, Equatable {
+public struct SHPCController: Sendable, Hashable, Codable {
     public static let maxSlots = 31
     /// The BAR that maps the register set: the power of two above 0x24 + 4 x 31 bytes.
     public static let barSize: UInt64 = 0x100
@@ -102,7 +102,7 @@ public struct SHPCController: Sendable, Equatable {
     /// Used in errors (the bridge's id).
     public let name: String
     public let slotCount: Int
-    public let firstDevice: UInt8 = 1
+    public var firstDevice: UInt8 { 1 }
 
     private var regs: [UInt8]
     private var writable: [UInt8]

@@ -59,7 +59,8 @@ public final class CMOSRTC: IORegionHandler {
     /// QEMU's UIP hold time: 8 cycles of the 32.768 kHz base, 244 µs.
     static let updateHold: Int64 = 8 * nanosecondsPerSecond / 32768
 
-    struct State {
+    /// CMOS RAM, index and guest time; also the snapshot (times are the host clock's).
+    public struct State: Sendable, Hashable, Codable {
         var cmos = [UInt8](repeating: 0, count: 128)
         var index = 0
         /// Guest time = baseSeconds s + subsecond ns + (wall clock now - lastUpdate).
@@ -364,5 +365,23 @@ extension CMOSRTC {
         ram[0x3D] = 0x12
         ram[0x38] = 0x30
         return ram
+    }
+}
+
+extension CMOSRTC: DeviceStateSnapshotting {
+    public func snapshot() -> State { state.withLock { $0 } }
+
+    public func restore(_ snapshot: State) throws(DeviceStateError) {
+        guard snapshot.cmos.count == 128 else {
+            throw .layoutMismatch(device: "rtc", reason: "\(snapshot.cmos.count) CMOS bytes, not 128")
+        }
+        guard (0..<128).contains(snapshot.index) else {
+            throw .invalidValue(device: "rtc", reason: "CMOS index \(snapshot.index) is outside 0-127")
+        }
+        let wasHigh = state.withLock { s in
+            defer { s = snapshot }
+            return s.irqHigh
+        }
+        if wasHigh != snapshot.irqHigh { deliver([snapshot.irqHigh]) }
     }
 }

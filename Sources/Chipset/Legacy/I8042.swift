@@ -51,7 +51,14 @@ public final class I8042: IORegionHandler {
 
     public static let selfTestPassed: UInt8 = 0x55
 
-    struct State {
+    /// A byte waiting for the guest; `aux` marks one from the AUX side.
+    struct QueuedByte: Sendable, Hashable, Codable {
+        var byte: UInt8
+        var aux: Bool
+    }
+
+    /// The controller's registers, pending commands and output queue; also the snapshot.
+    public struct State: Sendable, Hashable, Codable {
         var status = Status.resetValue
         var mode = Mode.resetValue
         var outputPort = OutputPort.resetValue
@@ -60,8 +67,8 @@ public final class I8042: IORegionHandler {
         /// A keyboard command waiting for its parameter byte.
         var keyboardParameterFor: UInt8?
         var scancodeSet: UInt8 = 2
-        /// Bytes for the guest; `aux` marks bytes from the AUX side.
-        var output: [(byte: UInt8, aux: Bool)] = []
+        /// Bytes for the guest, oldest first.
+        var output: [QueuedByte] = []
         var lastByte: UInt8 = 0
         var keyboardIRQ = false
         var auxIRQ = false
@@ -246,7 +253,7 @@ public final class I8042: IORegionHandler {
     }
 
     private static func queue(_ s: inout State, _ byte: UInt8, aux: Bool) {
-        if s.output.count < queueLimit { s.output.append((byte, aux)) }
+        if s.output.count < queueLimit { s.output.append(QueuedByte(byte: byte, aux: aux)) }
     }
 
     private static func updateIRQ(_ s: inout State, _ fx: inout Effects) {
@@ -342,5 +349,25 @@ public final class ConfigAddressAndResetControl: IORegionHandler {
         } else {
             configAddress.write(offset: offset, width: width, value: value)
         }
+    }
+}
+
+extension I8042: DeviceStateSnapshotting {
+    public func snapshot() -> State { state.withLock { $0 } }
+
+    /// The interrupt lines follow the restored queue and mode.
+    public func restore(_ snapshot: State) throws(DeviceStateError) {
+        guard snapshot.output.count <= Self.queueLimit else {
+            throw .invalidValue(device: "i8042", reason: "\(snapshot.output.count) queued bytes, more than \(Self.queueLimit)")
+        }
+        let fx = state.withLock { s -> Effects in
+            var fx = Effects()
+            var restored = snapshot
+            (restored.keyboardIRQ, restored.auxIRQ) = (s.keyboardIRQ, s.auxIRQ)
+            s = restored
+            Self.updateIRQ(&s, &fx)
+            return fx
+        }
+        apply(fx)
     }
 }

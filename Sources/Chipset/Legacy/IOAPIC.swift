@@ -7,7 +7,7 @@ import VMMBase
 /// userspace IOAPIC presents them: IOREGSEL at 0x00, IOWIN at 0x10, EOI at 0x40; ID (bits
 /// 27:24 writable), version 0x00170020, arbitration 0, and 24 redirection entries that come
 /// out of reset masked.
-public struct IOAPICRegisters: Sendable, Hashable {
+public struct IOAPICRegisters: Sendable, Hashable, Codable {
     public static let pins = 24
     public static let version: UInt32 = 0x20
 
@@ -191,5 +191,18 @@ public final class IOAPIC: IORegionHandler, Sendable {
         s.entries[pin] = entry
         // Unmasking (or retargeting) an entry whose input is asserted delivers it.
         return service(&s)
+    }
+}
+
+extension IOAPIC: DeviceStateSnapshotting {
+    public func snapshot() -> IOAPICRegisters { registers }
+
+    /// Pending requests come back as they were: a level request waits for its EOI, an edge
+    /// one for its pin to be unmasked, as before the snapshot.
+    public func restore(_ snapshot: IOAPICRegisters) throws(DeviceStateError) {
+        guard snapshot.entries.count == IOAPICRegisters.pins else {
+            throw .layoutMismatch(device: "ioapic", reason: "\(snapshot.entries.count) redirection entries, not \(IOAPICRegisters.pins)")
+        }
+        state.withLock { $0 = snapshot }
     }
 }

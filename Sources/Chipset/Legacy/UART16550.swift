@@ -79,7 +79,8 @@ public final class UART16550: IORegionHandler {
         public static let cts: UInt8 = 0x10, dsr: UInt8 = 0x20, ri: UInt8 = 0x40, dcd: UInt8 = 0x80
     }
 
-    struct State {
+    /// The guest-visible registers and FIFO; also the snapshot (deadlines are host clock times).
+    public struct State: Sendable, Hashable, Codable {
         var rbr: UInt8 = 0
         var ier: UInt8 = 0
         var iir: UInt8 = IIR.noInterrupt
@@ -406,5 +407,23 @@ public final class UART16550: IORegionHandler {
             s.irqHigh = high
             fx.levels.append(high)
         }
+    }
+}
+
+extension UART16550: DeviceStateSnapshotting {
+    public func snapshot() -> State { state.withLock { $0 } }
+
+    public func restore(_ snapshot: State) throws(DeviceStateError) {
+        guard snapshot.rxFIFO.count <= Self.fifoSize else {
+            throw .invalidValue(device: name, reason: "\(snapshot.rxFIFO.count) bytes in a \(Self.fifoSize)-byte receive FIFO")
+        }
+        guard [1, 4, 8, 14].contains(snapshot.rxTrigger) else {
+            throw .invalidValue(device: name, reason: "receive trigger level \(snapshot.rxTrigger) is not 1, 4, 8 or 14")
+        }
+        let wasHigh = state.withLock { s in
+            defer { s = snapshot }
+            return s.irqHigh
+        }
+        if wasHigh != snapshot.irqHigh { apply(Effects(levels: [snapshot.irqHigh])) }
     }
 }

@@ -4,7 +4,7 @@ import PCI
 /// in Link Capabilities), and the link two ends train to. One rule for every port type:
 /// the register values are derived from the speed and width as QEMU 10 derives them for its
 /// ports (measured through qtest with every `x-speed`/`x-width` of pcie-root-port).
-public struct PCIeLinkCapabilities: Sendable, Hashable {
+public struct PCIeLinkCapabilities: Sendable, Hashable, Codable {
     /// Max Link Speed as a Supported Link Speeds Vector position (1 = 2.5 GT/s ... 6 = 64
     /// GT/s), or 0 when the port leaves the field unfilled (QEMU's xio3130-downstream).
     public var maxSpeed: UInt8

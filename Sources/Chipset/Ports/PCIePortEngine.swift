@@ -48,14 +48,14 @@ public final class PCIePortEngine: Sendable {
     }
 
     public func configWrite(_ offset: Int, width: AccessWidth, value: UInt32) -> ConfigWriteEffects {
-        let (effects, actions, resetBehind) = state.withLock { s -> (ConfigWriteEffects, InterruptDelivery, Bool) in
+        let (effects, actions) = state.withLock { s -> (ConfigWriteEffects, InterruptDelivery) in
             let controlBefore = s.config.pciExpressSlotState?.control ?? []
             let statusBefore = s.config.pciExpressSlotState?.status ?? []
             let effects = s.config.write(offset, width: width, value: value)
             if effects.contains(.functionLevelReset) {
                 var delivery = resetLocked(&s)
                 delivery.append(settle(&s))
-                return (effects, delivery, true)
+                return (effects, delivery)
             }
             if let slot = s.slot, let written = Self.written(PCIExpressRegister.slotStatus, in: s.config,
                                                              offset: offset, width: width, value: value) {
@@ -72,13 +72,10 @@ public final class PCIePortEngine: Sendable {
             }
             var actions = s.interrupts.configWritten(effects, in: &s.config)
             actions.append(settle(&s))
-            let sbr = effects.contains(.bridgeControlChanged) && s.config.bridgeControl.contains(.secondaryBusReset)
-            return (effects, actions, sbr)
+            return (effects, actions)
         }
         deliver(actions)
         followARIForwarding()
-        // Secondary bus reset (or FLR of the port) resets everything behind the port.
-        if resetBehind { for (_, function) in secondary.functions { function.reset() } }
         return effects
     }
 
@@ -101,7 +98,6 @@ public final class PCIePortEngine: Sendable {
         }
         deliver(actions)
         followARIForwarding()
-        for (_, function) in secondary.functions { function.reset() }
     }
 
     /// The link decodes config requests as Device Control 2 says now.
@@ -293,4 +289,37 @@ extension PCIExpressPort {
     }
     public var passesConfigCycles: Bool { engine.passesConfigCycles }
     public func takeEvents() -> [HotPlugEvent] { engine.takeEvents() }
+}
+
+extension PCIePortEngine: DeviceStateSnapshotting {
+    /// Config space (Slot Control and Status included), the slot controller, the trained
+    /// link partner and the interrupt state (MSI-X table for ports that have one).
+    public struct Snapshot: Sendable, Hashable, Codable {
+        var config: ConfigSpace
+        var slot: PCIeSlotController?
+        var linkPartner: PCIeLinkCapabilities?
+        var interrupts: InterruptArbiter
+    }
+
+    public func snapshot() -> Snapshot {
+        state.withLock { Snapshot(config: $0.config, slot: $0.slot, linkPartner: $0.linkPartner, interrupts: $0.interrupts) }
+    }
+
+    public func restore(_ snapshot: Snapshot) throws(DeviceStateError) {
+        let delivery = try state.withLock { s throws(DeviceStateError) in
+            try s.config.checkLayout(of: snapshot.config, device: name)
+            try s.interrupts.checkLayout(of: snapshot.interrupts, device: name)
+            guard s.slot?.features == snapshot.slot?.features else {
+                throw .layoutMismatch(device: name, reason: "different slot capabilities")
+            }
+            let delivery = s.interrupts.delivery(restoring: snapshot.interrupts)
+            s.config = snapshot.config
+            s.slot = snapshot.slot
+            s.linkPartner = snapshot.linkPartner
+            s.interrupts = snapshot.interrupts
+            return delivery
+        }
+        deliver(delivery)
+        followARIForwarding()
+    }
 }

@@ -18,7 +18,7 @@ import PCI
 /// - surprise removal (Hot-Plug Surprise slots only): presence and link drop at once.
 /// - every Slot Control write is a command: Command Completed is set unless the slot
 ///   reports No Command Completed Support.
-public struct PCIeSlotController: Sendable, Hashable {
+public struct PCIeSlotController: Sendable, Hashable, Codable {
     /// The device number of the only slot below a downstream-facing port.
     public static let slotDevice: UInt8 = 0
 

@@ -93,7 +93,8 @@ public final class ICH9LPC: PCIFunction {
                                              classCode: 0x06_0100, subsystemVendorID: 0x1AF4,
                                              subsystemID: 0x1100)
 
-    struct State: Sendable {
+    /// Config space and the chipset configuration block; also the snapshot.
+    public struct State: Sendable, Hashable, Codable {
         var config: ConfigSpace
         /// The chipset configuration block (QEMU keeps it as plain bytes; only the DxxIR
         /// registers have meaning).
@@ -267,6 +268,22 @@ public final class ICH9LPC: PCIFunction {
         state.withLock { state in
             let value = UInt32(state.config.get(Register.rcba, width: 4))
             return value & Bits.rcbaEnable != 0 ? UInt64(value & Bits.rcbaBaseMask) : nil
+        }
+    }
+}
+
+extension ICH9LPC: DeviceStateSnapshotting {
+    public func snapshot() -> State { state.withLock { $0 } }
+
+    /// The machine reroutes PIRQs and rebuilds its platform mappings after a restore, as
+    /// after any write to these registers.
+    public func restore(_ snapshot: State) throws(DeviceStateError) {
+        try state.withLock { s throws(DeviceStateError) in
+            try s.config.checkLayout(of: snapshot.config, device: name)
+            guard snapshot.chipsetConfig.count == s.chipsetConfig.count else {
+                throw .layoutMismatch(device: name, reason: "\(snapshot.chipsetConfig.count) chipset configuration bytes, not \(s.chipsetConfig.count)")
+            }
+            s = snapshot
         }
     }
 }

@@ -88,12 +88,13 @@ public final class Q35HostBridge: PCIFunction {
                                              classCode: 0x06_0000, subsystemVendorID: 0x1AF4,
                                              subsystemID: 0x1100)
 
-    struct ECAM: Sendable, Equatable {
+    struct ECAM: Sendable, Hashable, Codable {
         var base: UInt64
         var size: UInt64
     }
 
-    struct State: Sendable {
+    /// Config space and the decoded ECAM window; also the snapshot.
+    public struct State: Sendable, Hashable, Codable {
         var config: ConfigSpace
         /// The window as last decoded: a write with the reserved length leaves it alone.
         var ecam: ECAM?
@@ -361,6 +362,19 @@ public struct SMRAMControl: Sendable, Hashable {
         case 1: return 2 << 20
         case 2: return 8 << 20
         default: return UInt64(extendedTSEGMegabytes) << 20
+        }
+    }
+}
+
+extension Q35HostBridge: DeviceStateSnapshotting {
+    public func snapshot() -> State { state.withLock { $0 } }
+
+    /// The machine rebuilds its platform mappings (ECAM, PAM, SMRAM) after a restore, as
+    /// after any write to these registers.
+    public func restore(_ snapshot: State) throws(DeviceStateError) {
+        try state.withLock { s throws(DeviceStateError) in
+            try s.config.checkLayout(of: snapshot.config, device: name)
+            s = snapshot
         }
     }
 }

@@ -1,6 +1,6 @@
 /// A capability placed in a config space: where it is, how long, and what it is.
-public struct CapabilityRecord: Sendable, Hashable {
-    public enum Kind: Sendable, Hashable {
+public struct CapabilityRecord: Sendable, Hashable, Codable {
+    public enum Kind: Sendable, Hashable, Codable {
         /// A standard capability (list at 0x34), by its 8-bit ID.
         case standard(UInt8)
         /// An extended capability (list at 0x100), by its 16-bit ID.

@@ -14,7 +14,7 @@ public enum MSIXRegister {
 }
 
 /// Where an MSI-X function keeps its vector table and Pending Bit Array.
-public struct MSIXLayout: Sendable, Hashable {
+public struct MSIXLayout: Sendable, Hashable, Codable {
     public let vectors: Int
     public let tableBAR: Int
     public let tableOffset: UInt64

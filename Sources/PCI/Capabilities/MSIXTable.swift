@@ -1,7 +1,7 @@
 import VMMBase
 
 /// One MSI-X table entry (16 bytes: address low, address high, data, vector control).
-public struct MSIXEntry: Sendable, Hashable {
+public struct MSIXEntry: Sendable, Hashable, Codable {
     public var addressLow: UInt32
     public var addressHigh: UInt32
     public var data: UInt32
@@ -58,7 +58,7 @@ public struct MSIXDelivery: Sendable, Hashable {
 /// Guest accesses are hostile: only dword or qword accesses aligned to their size and lying
 /// wholly inside the table are honoured; everything else touching the table reads 0 and is
 /// dropped. The PBA is read-only to the guest.
-public struct MSIXTable: Sendable, Hashable {
+public struct MSIXTable: Sendable, Hashable, Codable {
     public static let entrySize: UInt64 = 16
 
     public let layout: MSIXLayout

@@ -40,7 +40,7 @@ public struct PCIExpressDeviceStatus: OptionSet, Sendable, Hashable {
 }
 
 /// Slot Capabilities bits 6:0 plus bits 17 and 18: the hardware a hot-plug slot has.
-public struct PCIExpressSlotFeatures: OptionSet, Sendable, Hashable {
+public struct PCIExpressSlotFeatures: OptionSet, Sendable, Hashable, Codable {
     public let rawValue: UInt32
     public init(rawValue: UInt32) { self.rawValue = rawValue & 0x0006_007F }
     public static let attentionButton = PCIExpressSlotFeatures(rawValue: 1 << 0)

@@ -1,8 +1,8 @@
 import VMMBase
 
 /// What a Base Address Register decodes: its kind and its size (a power of two).
-public struct BARDescriptor: Sendable, Hashable {
-    public enum Kind: Sendable, Hashable {
+public struct BARDescriptor: Sendable, Hashable, Codable {
+    public enum Kind: Sendable, Hashable, Codable {
         case io
         case memory32(prefetchable: Bool)
         case memory64(prefetchable: Bool)

@@ -6,7 +6,7 @@ import VMMBase
 /// that two can never overlap.
 ///
 /// A value type: devices keep one behind their own lock and hand out copies as snapshots.
-public struct ConfigSpace: Sendable, Equatable {
+public struct ConfigSpace: Sendable, Hashable, Codable {
     public static let conventionalSize = 256
     public static let expressSize = 4096
 

@@ -32,13 +32,16 @@ public struct ConfigWriteEffects: OptionSet, Sendable, Hashable, CustomStringCon
     public static let functionLevelReset = ConfigWriteEffects(rawValue: 1 << 18)
     /// SR-IOV control, NumVFs, System Page Size or a VF BAR changed.
     public static let sriovChanged = ConfigWriteEffects(rawValue: 1 << 19)
+    /// Secondary Bus Reset went from 0 to 1 (type 1): everything behind the bridge resets,
+    /// once per assertion, as QEMU's pci_bridge_write_config does. The machine applies it.
+    public static let secondaryBusReset = ConfigWriteEffects(rawValue: 1 << 20)
 
     public static let anyBAR = ConfigWriteEffects(rawValue: 0x3F)
 
     /// True when address-space mappings may have to be rebuilt.
     public var affectsMappings: Bool {
         !intersection([.anyBAR, .romChanged, .decodingChanged, .busNumbersChanged, .windowsChanged,
-                       .bridgeControlChanged, .sriovChanged]).isEmpty
+                       .bridgeControlChanged, .sriovChanged, .secondaryBusReset]).isEmpty
     }
 
     public var changedBARs: [Int] { (0..<6).filter { contains(.bar($0)) } }
@@ -51,6 +54,7 @@ public struct ConfigWriteEffects: OptionSet, Sendable, Hashable, CustomStringCon
             (.bridgeControlChanged, "bridgeControl"), (.msiChanged, "msi"), (.msixChanged, "msix"),
             (.deviceSpecific, "deviceSpecific"), (.powerStateChanged, "powerState"),
             (.slotControlWritten, "slotControl"), (.functionLevelReset, "flr"), (.sriovChanged, "sriov"),
+            (.secondaryBusReset, "secondaryBusReset"),
         ]
         for (flag, name) in named where contains(flag) { names.append(name) }
         return "[" + names.joined(separator: ", ") + "]"
@@ -83,7 +87,10 @@ extension ConfigSpace {
                 case Reg.ioBase, Reg.ioLimit, Reg.memoryBase..<(Reg.prefetchLimitUpper + 4),
                      Reg.ioBaseUpper..<(Reg.ioLimitUpper + 2):
                     effects.insert(.windowsChanged)
-                case Reg.bridgeControl, Reg.bridgeControl + 1: effects.insert(.bridgeControlChanged)
+                case Reg.bridgeControl, Reg.bridgeControl + 1:
+                    effects.insert(.bridgeControlChanged)
+                    let reset = UInt8(BridgeControlBits.secondaryBusReset.rawValue)
+                    if o == Reg.bridgeControl && old & reset == 0 && bytes[o] & reset != 0 { effects.insert(.secondaryBusReset) }
                 default: break
                 }
             }

@@ -88,7 +88,7 @@ public struct BridgeControlBits: OptionSet, Sendable {
 }
 
 /// Header layout, from bits 6:0 of the Header Type register.
-public enum HeaderLayout: UInt8, Sendable {
+public enum HeaderLayout: UInt8, Sendable, Codable {
     case endpoint = 0
     case bridge = 1
 

@@ -15,9 +15,12 @@ public protocol PCIFunction: AnyObject, Sendable {
     func barWrite(_ index: Int, offset: UInt64, width: AccessWidth, value: UInt64)
     /// Returns to the power-on state (a conventional reset).
     func reset()
+    /// A reset of `kind`; a function whose kinds differ (an assigned device) tells them apart.
+    func reset(_ kind: PCIResetKind)
 }
 
 extension PCIFunction {
+    public func reset(_ kind: PCIResetKind) { reset() }
     public func barRead(_ index: Int, offset: UInt64, width: AccessWidth) -> UInt64 { width.allOnes }
     public func barWrite(_ index: Int, offset: UInt64, width: AccessWidth, value: UInt64) {}
 }

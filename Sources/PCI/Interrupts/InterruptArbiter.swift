@@ -44,7 +44,7 @@ public struct InterruptDelivery: Sendable, Hashable {
 /// It lives beside the `ConfigSpace` under the function's lock: every method takes the config
 /// space it reads the capabilities from, changes only the bits the function owns (MSI pending
 /// bits, Interrupt Status), and returns an `InterruptDelivery` to send after the lock.
-public struct InterruptArbiter: Sendable, Hashable {
+public struct InterruptArbiter: Sendable, Hashable, Codable {
     /// The MSI-X table and PBA, when the function has MSI-X.
     public private(set) var msixTable: MSIXTable?
     /// The function wants its INTx pin asserted (a level it holds until it lowers it).
