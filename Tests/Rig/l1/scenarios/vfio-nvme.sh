@@ -37,6 +37,12 @@ run_l2() {
   start_vmm "$_log" "$@"
   if _t=$(wait_for "$_log" ' RIG-L2 nvme (live|not-live)' 300); then
     report_time "${_label}_nvme_live" "$(elapsed "$VMM_START" "$_t")"
+    # Switchyard's seccomp sandbox (the -accel kvm default) is on while the VF works:
+    # the kernel's view of the VMM process, mode 2 = filter.
+    case $_label in switchyard*)
+      check "$_label: the VMM runs under its seccomp filter (/proc/PID/status Seccomp: 2)" \
+        grep -q '^Seccomp:[[:space:]]*2$' /proc/$(cat /tmp/l2.pid)/status ;;
+    esac
   fi
   wait_for "$_log" ' RIG-L2 nvme done' 200 >/dev/null || echo "$_label: L2 did not finish its nvme checks"
   wait_vmm_exit "$_log" 30
@@ -66,10 +72,13 @@ if grep -q 'rig.vfio=switchyard-only' /proc/cmdline; then
   run_l2 switchyard $SY
   echo "CHECK FAILED: rig.vfio=switchyard-only ran no QEMU L2"; exit 1
 fi
-run_l2 qemu qemu-system-x86_64 -accel kvm -cpu host -M q35 -m 256 -nodefaults -display none -no-reboot -serial stdio \
-  -kernel $L2_QEMU_KERNEL -initrd $L2_INITRD $PORT -device vfio-pci,host=$vf,bus=rp1
+# Switchyard first, twice, then QEMU: with QEMU first, L1 froze (run.sh's watchdog: "running
+# at one RIP with an interrupt pending") as Switchyard started after QEMU had released the VF,
+# in both boots that got that far on 2026-12-05; see the README.
 run_l2 switchyard $SY
 run_l2 switchyard2 $SY
+run_l2 qemu qemu-system-x86_64 -accel kvm -cpu host -M q35 -m 256 -nodefaults -display none -no-reboot -serial stdio \
+  -kernel $L2_QEMU_KERNEL -initrd $L2_INITRD $PORT -device vfio-pci,host=$vf,bus=rp1
 
 # Ratios Switchyard / QEMU from this one L1 boot (figures vary with the host's load).
 ratio() { # NAME A B
