@@ -2,7 +2,8 @@
 # vfio-refusals: -device vfio-pci refused before any guest runs, each with its fix, under L0's
 # "iommu intremap=off" set (VT-d without interrupt remapping; l0-sets.sh):
 # - host=0000:99:00.0, a device the host does not have;
-# - host=the NVMe PF while Linux's nvme driver holds it (its group is not viable);
+# - host=the NVMe PF while Linux's nvme driver holds it (no member of its group is on vfio-pci,
+#   so /dev/vfio/N does not exist: the error names the PF and its driver);
 # - host=an NVMe VF bound to vfio-pci, on this host without interrupt remapping: the kernel's
 #   type1 IOMMU driver refuses to attach the group (EPERM at VFIO_SET_IOMMU, its dmesg line
 #   "No interrupt remapping support").
@@ -60,7 +61,8 @@ refusal() {
 }
 
 refusal bad-bdf 0000:99:00.0 "0000:99:00.0" "no PCI device 0000:99:00.0" "lspci -D"
-refusal pf-on-host-driver $nvme_pf "group $(group_of $nvme_pf) is not viable" "$nvme_pf (nvme)" "switchyard host bind"
+# The PF is alone in its group: with no member on vfio-pci there is no /dev/vfio/N at all.
+refusal pf-on-host-driver $nvme_pf "/dev/vfio/$(group_of $nvme_pf) does not exist" "$nvme_pf (nvme)" "switchyard host bind"
 dmesg -c >/dev/null 2>&1
 refusal no-interrupt-remapping $vf "VFIO_SET_IOMMU" "interrupt remapping" "allow_unsafe_interrupts"
 dmesg | grep -i -E 'vfio|remapping' | tail -n 5
