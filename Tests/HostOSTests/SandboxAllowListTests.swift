@@ -50,6 +50,22 @@ import Testing
         #expect(SandboxAllowLists.base.rules.contains(kvmRun))
     }
 
+    /// An assigned device (-device vfio-pci) is reached at run time from every thread that
+    /// handles guest accesses or resets: pwrite64 on its device fd (config space and trapped BAR
+    /// writes) and the VFIO ioctls, numbered as linux/vfio.h's _IO(';', 100 + n) gives them:
+    /// SET_IRQS n=10, RESET 11, PCI_HOT_RESET 13, IOMMU_MAP_DMA 13, IOMMU_UNMAP_DMA 14 (the
+    /// container and device requests share numbers).
+    @Test(arguments: [SandboxThreadKind.vcpu, .io, .control])
+    func assignedDeviceCallsAreAllowed(kind: SandboxThreadKind) {
+        let list = SandboxAllowLists.list(for: kind)
+        #expect(list.allowedCalls.isSuperset(of: ["pread64", "pwrite64"]))
+        for n: UInt64 in [10, 11, 13, 14] {
+            let request = UInt64(UInt8(ascii: ";")) << 8 | (100 + n)
+            #expect(list.rules.contains(SyscallRule("ioctl", .allowIf(argument: 1, mask: 0xFFFF_FFFF, equals: request))),
+                    "\(kind): VFIO ioctl 0x\(String(request, radix: 16))")
+        }
+    }
+
     @Test func spawnAllowAddsForkButNeverExecve() {
         let allowing = SandboxPolicy(allowsSpawning: true).allowList(for: .control).allowedCalls
         #expect(allowing.contains("fork"))

@@ -121,6 +121,11 @@ add_module virtio_pci
 add_module virtio_net
 printf '%s\n' "${order[@]}" >"$l2/lib/modules/order"
 l2_modules="${order[*]}"
+# nvme for rig.l2=nvme (an assigned NVMe VF; vfio-nvme), loaded only by that mode.
+order=()
+add_module nvme
+printf '%s\n' "${order[@]}" >"$l2/lib/modules/order.nvme"
+l2_modules="$l2_modules ${order[*]}"
 pack "$l2" "$work/out/l2-initrd.gz" "gzip -9"
 
 # --- L1 -----------------------------------------------------------------------------------------

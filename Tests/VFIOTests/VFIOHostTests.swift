@@ -167,6 +167,32 @@ import VMMBase
         }
     }
 
+    /// Seen in the rig (vfio-refusals): host= a PF still on nvme, alone in its group, has no
+    /// /dev/vfio/N at all (vfio-pci makes the node when it binds a member), so the open fails
+    /// ENOENT rather than the group being "not viable"; the error names the member and its
+    /// driver from sysfs (/sys/kernel/iommu_groups/N/devices/BDF -> device, its driver link).
+    @Test func aMissingGroupNamesItsDevicesOnHostDrivers() throws {
+        let root = try FileSystem.makeTemporaryDirectory(prefix: "switchyard-vfio")
+        defer { try? FileSystem.removeTree(root) }
+        try FileSystem.writeFile(root + "/vfio", [])
+        let sysfs = root + "/sys"
+        try FileSystem.makeDirectories(sysfs + "/kernel/iommu_groups/5/devices")
+        try FileSystem.makeDirectories(sysfs + "/bus/pci/drivers/nvme")
+        try FileSystem.makeDirectories(sysfs + "/devices/pci0000:00/0000:01:00.0")
+        try FileSystem.createSymbolicLink(at: sysfs + "/devices/pci0000:00/0000:01:00.0/driver", to: "../../../bus/pci/drivers/nvme")
+        try FileSystem.createSymbolicLink(at: sysfs + "/kernel/iommu_groups/5/devices/0000:01:00.0",
+                                          to: "../../../../devices/pci0000:00/0000:01:00.0")
+        do {
+            _ = try VFIOHost(devicePath: root, sysfsPath: sysfs).openGroup(5)
+            Issue.record("opened a group with no /dev/vfio node")
+        } catch {
+            #expect(error.reason == .groupMissing(group: 5, offenders: ["0000:01:00.0 (nvme)"]))
+            #expect(error.errno == .noSuchFileOrDirectory)
+            #expect(error.description.contains("no device of group 5 is bound to vfio-pci (on host drivers: 0000:01:00.0 (nvme))"))
+            #expect(error.description.contains("switchyard host bind BDF --group"))
+        }
+    }
+
     @Test func aContainerThatIsNotVFIOFailsWithTheKernelsErrno() throws {
         // A regular file in place of /dev/vfio/vfio: the ioctl reaches the kernel and fails ENOTTY.
         let root = try FileSystem.makeTemporaryDirectory(prefix: "switchyard-vfio")

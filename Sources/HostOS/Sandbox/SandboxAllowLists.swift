@@ -72,6 +72,15 @@ public enum SandboxAllowLists {
                            sy_kvm_ioeventfd(), sy_kvm_set_user_memory_region(), sy_kvm_get_irqchip(),
                            sy_kvm_set_irqchip(), sy_kvm_get_pit2(), sy_kvm_set_pit2(), sy_kvm_check_extension()]))
 
+    /// An assigned host function (-device vfio-pci) at run time: config space and trapped BAR
+    /// accesses are pread/pwrite on its VFIO device fd, MSI/MSI-X changes are SET_IRQS, a reset is
+    /// VFIO_DEVICE_RESET (or a hot reset), and guest RAM changes move the container's DMA maps.
+    static let assignedDevices = SyscallGroup(
+        "vfio-pci: device fd reads and writes, interrupt eventfds, resets, DMA maps following guest RAM",
+        SyscallRule.calls("pread64", "pwrite64")
+        + SyscallRule.ioctl([sy_vfio_device_set_irqs(), sy_vfio_device_reset(), sy_vfio_device_pci_hot_reset(),
+                             sy_vfio_device_get_pci_hot_reset_info(), sy_vfio_iommu_map_dma(), sy_vfio_iommu_unmap_dma()]))
+
     /// A reboot reads the -kernel and -initrd files again (their paths fixed at set-up).
     static let rereadBootImages = SyscallGroup("a reboot re-reads -kernel and -initrd (paths fixed at set-up)",
         SyscallRule.calls("openat", "read", "fstat", "newfstatat", "lseek", "pread64"))
@@ -83,7 +92,7 @@ public enum SandboxAllowLists {
         + [SyscallRule("setpriority", .allowIf(argument: 1, mask: UInt64.max, equals: 0))])
 
     public static let vcpu = SandboxAllowList(runtime + [
-        enterGuest, vcpuState, machineEffects,
+        enterGuest, vcpuState, machineEffects, assignedDevices,
         SyscallGroup("eventfds the runner waits on and signals", SyscallRule.calls("read")),
         // A vCPU's reset request goes to the reset queue; the Dispatch worker that carries the
         // reboot out may be started by this thread and then inherits this filter.
@@ -91,7 +100,7 @@ public enum SandboxAllowLists {
     ])
 
     public static let io = SandboxAllowList(runtime + [
-        machineEffects,
+        machineEffects, assignedDevices,
         // The flusher replays coalesced writes, a reset-register write (0xCF9) among them: the
         // reset queue's worker it may start inherits this filter and reboots the guest.
         vcpuState, rereadBootImages, dispatchWorkers,
@@ -102,7 +111,7 @@ public enum SandboxAllowLists {
     ])
 
     public static let control = SandboxAllowList(runtime + [
-        vcpuState, machineEffects, rereadBootImages, dispatchWorkers,
+        vcpuState, machineEffects, assignedDevices, rereadBootImages, dispatchWorkers,
         SyscallGroup("monitor clients: accept on the listening sockets set-up opened, read, write, shut down",
                      SyscallRule.calls("accept4", "recvfrom", "recvmsg", "sendto", "sendmsg", "shutdown", "poll", "ppoll",
                                        "fcntl", "getsockopt")),

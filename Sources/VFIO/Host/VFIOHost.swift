@@ -51,7 +51,9 @@ public final class VFIOHost: VFIOKernel {
         } catch {
             let reason: VFIOError.Reason = switch error.errno {
             case .noSuchFileOrDirectory:
-                FileSystem.exists(devicePath + "/vfio") ? .groupMissing(group: number) : .vfioNotLoaded
+                FileSystem.exists(devicePath + "/vfio")
+                    ? .groupMissing(group: number, offenders: VFIOHostGroup.offenders(group: number, sysfsPath: sysfsPath))
+                    : .vfioNotLoaded
             case .busy: .busy
             default: .kernel
             }

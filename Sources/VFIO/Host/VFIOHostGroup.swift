@@ -69,8 +69,12 @@ final class VFIOHostGroup: VFIOGroupIO {
     }
 
     /// The group's devices bound to a driver that makes it not viable, as "BDF (driver)".
-    /// vfio-pci, pci-stub and pcieport (bridges) are the drivers the kernel accepts.
-    func offenders() -> [String] {
+    func offenders() -> [String] { Self.offenders(group: number, sysfsPath: sysfsPath) }
+
+    /// The devices of group `group` on a driver that makes it not viable, as "BDF (driver)"
+    /// (also why /dev/vfio/N is missing: no member is on vfio-pci). vfio-pci, pci-stub and
+    /// pcieport (bridges) are the drivers the kernel accepts.
+    static func offenders(group number: Int, sysfsPath: String) -> [String] {
         let dir = sysfsPath + "/kernel/iommu_groups/\(number)/devices"
         guard let devices = try? FileSystem.listDirectory(dir) else { return [] }
         return devices.sorted().compactMap { device in

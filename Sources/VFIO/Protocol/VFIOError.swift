@@ -6,8 +6,9 @@ public struct VFIOError: Error, Hashable, Sendable, CustomStringConvertible {
     public enum Reason: Hashable, Sendable {
         /// /dev/vfio/vfio is missing: the vfio modules are not loaded.
         case vfioNotLoaded
-        /// /dev/vfio/N is missing: the device is not bound to vfio-pci (or the group is wrong).
-        case groupMissing(group: Int)
+        /// /dev/vfio/N is missing: no device of the group is bound to vfio-pci; `offenders`
+        /// are its devices on other drivers, as "BDF (driver)".
+        case groupMissing(group: Int, offenders: [String] = [])
         /// The device has no iommu_group link: no IOMMU is enabled on the host.
         case noIOMMUGroup(device: String)
         /// Some device of the group is bound to another host driver.
@@ -57,8 +58,10 @@ public struct VFIOError: Error, Hashable, Sendable, CustomStringConvertible {
         switch reason {
         case .vfioNotLoaded:
             "/dev/vfio/vfio does not exist; load vfio-pci: modprobe vfio-pci"
-        case .groupMissing(let group):
-            "/dev/vfio/\(group) does not exist; bind the device to vfio-pci: switchyard host bind BDF --group"
+        case .groupMissing(let group, let offenders):
+            "/dev/vfio/\(group) does not exist: no device of group \(group) is bound to vfio-pci"
+                + (offenders.isEmpty ? "" : " (on host drivers: " + offenders.joined(separator: ", ") + ")")
+                + "; bind the device to vfio-pci: switchyard host bind BDF --group"
         case .noIOMMUGroup(let device):
             "\(device) has no IOMMU group; enable the host IOMMU: boot with intel_iommu=on (or amd_iommu=on)"
         case .groupNotViable(let group, let offenders):
