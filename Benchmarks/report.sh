@@ -49,19 +49,24 @@ awk -v strict="$strict" -F'│' '
         }
     }' "$out"
 
-# BAR moves (same run): time per commit as the number of mapped BARs grows.
+# BAR moves (same run): time per commit as the number of mapped BARs grows (linear growth is
+# N=4096/N=256 = 16), and the KVM memory-slot ioctls one move costs (n/a without /dev/kvm).
 awk -v strict="$strict" -F'│' '
     function trim(s) { gsub(/^[ \t]+|[ \t]+$/, "", s); return s }
-    /^BAR move N=/ { name = $0; split(name, parts, "N="); n[name] = parts[2] + 0; next }
-    name != "" && /Time \(wall clock\)/ { ns[name] = trim($5) + 0; order[++k] = name; name = "" }
+    /^BAR move N=/ { name = $0; next }
+    /^[A-Za-z]/ { name = ""; next }
+    name != "" && /Time \(wall clock\)/ { ns[name] = trim($5) + 0; order[++k] = name }
+    name != "" && /KVM slot ioctls/ { slots[name] = trim($5) }
     END {
         if (k == 0) { print "no BAR-move results parsed; see the raw output"; exit strict }
         print ""
-        printf "%-32s %12s\n", "benchmark (median)", "us per move"
-        for (i = 1; i <= k; i++) printf "%-32s %12.1f\n", order[i], ns[order[i]] / 1000
+        printf "%-32s %12s %16s\n", "benchmark (median)", "us per move", "slot ioctls/move"
+        for (i = 1; i <= k; i++) printf "%-32s %12.1f %16s\n", order[i], ns[order[i]] / 1000, (order[i] in slots ? slots[order[i]] : "n/a")
         one = "BAR move N=1"; big = "BAR move N=4096"; mid = "BAR move N=256"
         if ((one in ns) && (big in ns) && ns[one] > 0)
             printf "BAR move   N=4096/N=1 = %.2f   (N=256/N=1 = %.2f)\n", ns[big] / ns[one], ns[mid] / ns[one]
+        if ((mid in ns) && (big in ns) && ns[mid] > 0)
+            printf "BAR move   N=4096/N=256 = %.2f   (linear: 16)\n", ns[big] / ns[mid]
     }' "$out"
 
 # Hot-plug and enumerate N endpoints: time per device and growth.

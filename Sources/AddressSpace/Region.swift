@@ -47,6 +47,9 @@ public struct Region: Sendable {
         guard case .container(var children) = content else {
             preconditionFailure("add(_:at:) on a non-container region \(name)")
         }
+        // Release the tree's own reference first, so the append grows `children` in place
+        // instead of copying it: adding n subregions costs O(n), not O(n^2).
+        content = .container([])
         children.append(Subregion(base: base, priority: priority, region: region))
         content = .container(children)
     }

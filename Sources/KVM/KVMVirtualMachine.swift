@@ -256,6 +256,17 @@ public final class KVMVirtualMachine: Sendable {
                       deassign: true)
     }
 
+    /// The same, for an eventfd a device owns and lends by descriptor (a `Doorbell`'s).
+    public func registerIOEventFD(descriptor: Int32, space: IOEventSpace, address: UInt64,
+                                  length: UInt32, dataMatch: UInt64? = nil) throws(SystemError) {
+        try ioeventfd(descriptor, space: space, address: address, length: length, dataMatch: dataMatch, deassign: false)
+    }
+
+    public func unregisterIOEventFD(descriptor: Int32, space: IOEventSpace, address: UInt64,
+                                    length: UInt32, dataMatch: UInt64? = nil) throws(SystemError) {
+        try ioeventfd(descriptor, space: space, address: address, length: length, dataMatch: dataMatch, deassign: true)
+    }
+
     /// KVM_SET_USER_MEMORY_REGION calls made so far (slot creations and deletions).
     public var memorySlotUpdates: Int { slotUpdates.load(ordering: .relaxed) }
 

@@ -1,4 +1,5 @@
 import AddressSpace
+import Chipset
 import HostOS
 import KVM
 import PCI
@@ -207,12 +208,43 @@ private final class TwinBARFunction: DirectlyMappedBARs {
         #expect(deviceSlots().map(\.size) == [0x3000])
         #expect(deviceSlots().map(\.hostAddress) == [area.handler.hostAddress])
 
+        // The move costs its own slot's delete and add (KVM_SET_USER_MEMORY_REGION calls, as
+        // the VM counts them), and RAM's slots stay as they were.
+        let ramSlots = vm.memorySlots.filter { $0.guestAddress < 1 << 31 }
+        let updatesBefore = vm.memorySlotUpdates
         cycles.write(bus: 0, devfn: Self.devfn, offset: 0x1C, width: .dword, value: 0xD000_0000)
         #expect(deviceSlots().map(\.guestAddress) == [0xD000_1000])
+        #expect(vm.memorySlotUpdates - updatesBefore == 2)
+        #expect(vm.memorySlots.filter { $0.guestAddress < 1 << 31 } == ramSlots)
 
         cycles.write(bus: 0, devfn: Self.devfn, offset: 0x04, width: .word, value: 0)
         #expect(deviceSlots().isEmpty)
         // RAM's slots are untouched throughout.
         #expect(vm.memorySlots.contains { $0.guestAddress == 0 })
+    }
+
+    /// An emulated BAR (pci-testdev's BAR 0) is all exits: moving it and turning its decoding
+    /// off and on costs no KVM_SET_USER_MEMORY_REGION at all.
+    @Test(.requires(hasKVM, "no usable /dev/kvm on this host"))
+    func movingAnEmulatedBARCostsNoSlotIoctl() throws {
+        let machine = try Machine(MachineConfiguration(memorySize: 64 << 20))
+        try machine.rootBus.attach(PCITestDevice(name: "pci-testdev"), at: Self.devfn)
+        let cycles = PortConfigCycles(machine)
+        cycles.write(bus: 0, devfn: Self.devfn, offset: 0x10, width: .dword, value: 0xC000_0000)
+        cycles.write(bus: 0, devfn: Self.devfn, offset: 0x04, width: .word, value: 0x0002)
+        let vm = try KVMSystem().createVirtualMachine()
+        let slots = machine.followMemorySlots(in: vm)
+        defer { machine.stopFollowing(slots) }
+        let layout = vm.memorySlots, before = vm.memorySlotUpdates
+        let pciCommits = machine.spaces.pci.commitCount
+        for address: UInt32 in [0xD000_0000, 0xC000_0000, 0xE000_0000] {
+            cycles.write(bus: 0, devfn: Self.devfn, offset: 0x10, width: .dword, value: address)
+        }
+        cycles.write(bus: 0, devfn: Self.devfn, offset: 0x04, width: .word, value: 0)
+        cycles.write(bus: 0, devfn: Self.devfn, offset: 0x04, width: .word, value: 0x0002)
+        // Five commits of the PCI layer happened (the moves were real), none touched a slot.
+        #expect(machine.spaces.pci.commitCount - pciCommits == 5)
+        #expect(vm.memorySlotUpdates == before)
+        #expect(vm.memorySlots == layout)
     }
 }

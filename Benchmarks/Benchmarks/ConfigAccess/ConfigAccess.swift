@@ -31,6 +31,7 @@
 import Benchmark
 import Foundation
 import Machine  // the SwitchyardMachine product
+import Synchronization
 
 /// A seeded SplitMix64: the same access sequence on every run.
 struct SplitMix64 {
@@ -241,7 +242,18 @@ func measureMoves(_ benchmark: Benchmark, _ m: MappedBARs) {
     let machine = m.fixture.machine
     precondition(machine.mmioRead(at, width: .dword) == 0x5A00_0000, "the moved BAR does not answer at \(at)")
     precondition(machine.mmioRead(other, width: .dword) != 0x5A00_0000, "the BAR still answers at \(other)")
+    // What the same move costs in KVM memory-slot ioctls with a VM following the machine
+    // (untimed, once per benchmark: it takes a fresh VM; where /dev/kvm is unusable the metric
+    // has no sample).
+    if slotFigureTaken.withLock({ $0.insert(benchmark.name).inserted }),
+       let ioctls = try? machine.kvmMemorySlotUpdates(during: { moveBAR(m, to: other); moveBAR(m, to: at) }) {
+        benchmark.measurement(slotIoctlsPerMove, ioctls / 2)
+    }
 }
+
+/// KVM_SET_USER_MEMORY_REGION calls per BAR move, and the benchmarks that measured it.
+let slotFigureTaken = Mutex<Set<String>>([])
+let slotIoctlsPerMove = BenchmarkMetric.custom("KVM slot ioctls per move", polarity: .prefersSmaller, useScalingFactor: false)
 
 /// One measured iteration: `scaledIterations` accesses from the sequence, checked against an
 /// untimed pass over the same accesses (the reads cannot be optimized away or go astray).
@@ -287,7 +299,7 @@ let benchmarks: @Sendable () -> Void = {
     ]
     for (name, fixture) in moves {
         Benchmark("BAR move \(name)",
-                  configuration: .init(metrics: [.wallClock, .mallocCountTotal], timeUnits: .microseconds,
+                  configuration: .init(metrics: [.wallClock, .mallocCountTotal, slotIoctlsPerMove], timeUnits: .microseconds,
                                        warmupIterations: smoke ? 0 : 5, scalingFactor: .one,
                                        maxDuration: smoke ? .milliseconds(100) : .seconds(3), maxIterations: smoke ? 2 : 2000),
                   closure: { measureMoves($0, fixture()) }, setup: { _ = fixture() })

@@ -112,4 +112,17 @@ extension Machine {
         spaces.platform.removeListener(slots)
         spaces.pci.removeListener(slots.pciLayer)
     }
+
+    /// How many KVM_SET_USER_MEMORY_REGION calls `body` costs while a fresh KVM VM's slots
+    /// follow this machine (what a BAR move or a PAM write costs a running guest): for
+    /// benchmarks and diagnostics.
+    public func kvmMemorySlotUpdates(during body: () -> Void) throws(KVMRunError) -> Int {
+        let vm: KVMVirtualMachine
+        do { vm = try KVMSystem().createVirtualMachine() } catch { throw .kvm(error) }
+        let slots = followMemorySlots(in: vm)
+        defer { stopFollowing(slots) }
+        let before = vm.memorySlotUpdates
+        body()
+        return vm.memorySlotUpdates - before
+    }
 }
