@@ -280,7 +280,8 @@ import VMMBase
             #expect(ecam.read(bus: bus, devfn: devfn, offset: 0, width: .dword) == 0xFFFF_FFFF, "\(slot) master-aborts when empty")
         }
         let fdsAfter = HotPlugSoakTests.openFileDescriptors(), rssAfter = HotPlugSoakTests.residentKiB()
-        #expect(fdsAfter == fds)
+        // Other suites in the same process may close fds of theirs meanwhile: only growth is a leak.
+        #expect(fdsAfter <= fds, "fds grew from \(fds) to \(fdsAfter) over \(cycles) cycles")
         // Allocator noise only (as the soak): under ThreadSanitizer its shadow memory and
         // history buffers grow with the work done, so RSS is printed, not compared.
         let sanitized = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "__tsan_init") != nil
