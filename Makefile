@@ -9,7 +9,7 @@ BIN = .build/debug/switchyard
 # from Debian's python3; tests and scripts find python3 and dt-validate there first.
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup build release run test unit-test tool-test bench clean rig-test fuzz fuzz-build fuzz-smoke soak test-asan test-tsan
+.PHONY: setup build release run test unit-test tool-test bench clean rig-test fuzz fuzz-build fuzz-smoke soak stress stress-tsan test-asan test-tsan
 
 setup:
 	@bash scripts/setup.sh
@@ -74,6 +74,17 @@ fuzz-smoke: fuzz-build
 soak: setup
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
 	SWITCHYARD_SOAK_CYCLES=10000 $(SWIFT) test --skip-build --filter HotPlugSoakTests
+
+# The concurrent unplug stress (Tests/MachineTests/ConcurrentUnplugStressTests.swift): vCPU-like
+# threads hammer a function while it is plugged and unplugged, 10,000 cycles per hot-plug flavour;
+# make test runs 100. stress-tsan: the same suite under ThreadSanitizer (test-tsan's build).
+STRESS_CYCLES ?= 10000
+stress: setup
+	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
+	SWITCHYARD_STRESS_CYCLES=$(STRESS_CYCLES) $(SWIFT) test --skip-build --filter ConcurrentUnplugStressTests
+
+stress-tsan:
+	SWITCHYARD_STRESS_CYCLES=$(STRESS_CYCLES) $(MAKE) test-tsan TEST_FILTER=ConcurrentUnplugStressTests
 
 # The unit and integration tests under a sanitizer, each in its own build directory (C shims
 # included: --sanitize instruments C and Swift). Not part of `make test`: each takes a full

@@ -67,6 +67,9 @@ let package = Package(
 
         // `.requires(...)`: a missing tool or host capability is a visible skip, a failure under CI.
         .target(name: "TestRequirements", path: "Tests/TestRequirements", swiftSettings: swiftSettings),
+        // ThreadSanitizer annotations for Synchronization.Mutex's contended paths (empty unless
+        // built with --sanitize=thread); linked into the test binary through MachineTests.
+        .target(name: "TSanMutexAnnotations", path: "Tests/TSanMutexAnnotations"),
 
         .testTarget(name: "VMMBaseTests", dependencies: ["VMMBase"], swiftSettings: swiftSettings),
         .testTarget(name: "FirmwareTests", dependencies: ["Firmware", "VMMBase", "TestRequirements"], swiftSettings: swiftSettings),
@@ -83,7 +86,7 @@ let package = Package(
         .testTarget(name: "PCITests", dependencies: ["PCI", "VMMBase", "TestRequirements"], swiftSettings: swiftSettings),
         .testTarget(name: "ChipsetTests", dependencies: ["Chipset", "PCI", "VMMBase", "AddressSpace", "Interrupts", "TestRequirements"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "MachineTests", dependencies: ["Machine", "Chipset", "PCI", "VMMBase", "Firmware", "KVM", "Interrupts", "GuestMemory", "VFIO", "TestRequirements"],
+        .testTarget(name: "MachineTests", dependencies: ["Machine", "Chipset", "PCI", "VMMBase", "Firmware", "KVM", "Interrupts", "GuestMemory", "VFIO", "TestRequirements", "TSanMutexAnnotations"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "ControlTests", dependencies: ["Control", "Machine", "VMMBase", "PCI", "HostDevices", "TestRequirements"],
                     swiftSettings: swiftSettings),

@@ -338,7 +338,10 @@ public final class Machine: Sendable {
         // An assigned function goes back to the host reset, still bound to vfio-pci.
         (placed.function as? AssignedPCIFunction)?.unrealize()
         (placed.function as? any BusMasterFunction)?.connect(dma: DisconnectedDMAPort())
-        dmaPorts.withLock { $0.removeValue(forKey: ObjectIdentifier(placed.function)) }?.disconnect()
+        if let port = dmaPorts.withLock({ $0.removeValue(forKey: ObjectIdentifier(placed.function)) }) {
+            let epoch = port.disconnect()
+            Self.waitOutGracePeriod { port.hasAccessesBefore(epoch) }
+        }
         guard let function = placed.function as? any InterruptingFunction else { return }
         function.connect(interrupts: DisconnectedInterrupts())
         let output = connections.withLock { $0.removeValue(forKey: ObjectIdentifier(function)) }
@@ -358,7 +361,8 @@ public final class Machine: Sendable {
 
     /// After `placed` were attached or detached: routes differ; mappings only if they show.
     func topologyChanged(attachingOrDetaching placed: [PlacedDevice]) {
-        rootComplex.invalidateRoutes()
+        let epoch = rootComplex.invalidateRoutes()
+        Self.waitOutGracePeriod { rootComplex.hasCyclesBefore(epoch) }
         spaces.invalidatePCI(ifAffecting: placed.map(\.function))
     }
 

@@ -26,6 +26,8 @@ public final class PCIRootComplex: Sendable {
         /// Bumped by every invalidation, so a walk that raced with one is not cached.
         var generation = 0
     }
+    /// Config cycles in progress: a detach waits for those routed before it (`invalidateRoutes`).
+    private let cycles = GracePeriod()
 
     public init(segment: UInt16 = 0, rootBus: PCIBus, rootBusNumber: UInt8 = 0, effectSink: any ConfigEffectSink) {
         self.segment = segment
@@ -35,13 +37,19 @@ public final class PCIRootComplex: Sendable {
     }
 
     /// Forgets cached routes: call after attaching or detaching functions, or resetting them.
-    /// Config writes through this root complex invalidate on their own.
-    public func invalidateRoutes() {
+    /// Config writes through this root complex invalidate on their own. Cycles routed before
+    /// may still reach a detached function until `hasCyclesBefore` the returned epoch is false.
+    @discardableResult
+    public func invalidateRoutes() -> Int {
         routes.withLock { table in
             table.entries = [Route](repeating: .unknown, count: 256)
             table.generation += 1
         }
+        return cycles.advance()
     }
+
+    /// Whether a config cycle that began before `epoch` (from `invalidateRoutes`) is still running.
+    public func hasCyclesBefore(_ epoch: Int) -> Bool { cycles.hasCallsBefore(epoch) }
 
     /// The bus that config cycles for `number` reach, or nil (master abort).
     public func bus(_ number: UInt8) -> PCIBus? {
@@ -72,6 +80,8 @@ public final class PCIRootComplex: Sendable {
     /// bytes, so each register sees only in-range, register-local accesses.
     public func configRead(bus: UInt8, devfn: UInt8, offset: Int, width: AccessWidth) -> UInt32 {
         guard offset >= 0, offset < ConfigSpace.expressSize else { return UInt32(truncatingIfNeeded: width.allOnes) }
+        let epoch = cycles.enter()
+        defer { cycles.leave(epoch) }
         guard let function = function(bus: bus, devfn: devfn) else {
             return UInt32(truncatingIfNeeded: width.allOnes)
         }
@@ -88,17 +98,23 @@ public final class PCIRootComplex: Sendable {
     }
 
     public func configWrite(bus: UInt8, devfn: UInt8, offset: Int, width: AccessWidth, value: UInt32) {
-        guard offset >= 0, offset < ConfigSpace.expressSize,
-              let function = function(bus: bus, devfn: devfn) else { return }
-        var effects: ConfigWriteEffects = []
-        if width == .qword || offset % 4 + width.bytes > 4 {
-            for i in 0..<min(width.bytes, 4) where offset + i < ConfigSpace.expressSize {
-                effects.formUnion(function.configWrite(offset + i, width: .byte,
-                                                       value: (value >> (8 * UInt32(i))) & 0xFF))
+        guard offset >= 0, offset < ConfigSpace.expressSize else { return }
+        // The cycle ends before its effects apply: applying them may detach functions and wait
+        // for the cycles in progress.
+        let written = cycles.during { () -> (function: any PCIFunction, effects: ConfigWriteEffects)? in
+            guard let function = function(bus: bus, devfn: devfn) else { return nil }
+            var effects: ConfigWriteEffects = []
+            if width == .qword || offset % 4 + width.bytes > 4 {
+                for i in 0..<min(width.bytes, 4) where offset + i < ConfigSpace.expressSize {
+                    effects.formUnion(function.configWrite(offset + i, width: .byte,
+                                                           value: (value >> (8 * UInt32(i))) & 0xFF))
+                }
+            } else {
+                effects = function.configWrite(offset, width: width, value: value)
             }
-        } else {
-            effects = function.configWrite(offset, width: width, value: value)
+            return (function, effects)
         }
+        guard let (function, effects) = written else { return }
         // Slot Control writes may switch a slot's power, which gates config cycles behind it.
         if !effects.intersection([.busNumbersChanged, .bridgeControlChanged, .slotControlWritten]).isEmpty { invalidateRoutes() }
         if !effects.isEmpty {

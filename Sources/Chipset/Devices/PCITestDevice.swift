@@ -44,6 +44,8 @@ public final class PCITestDevice: InterruptingFunction, SRIOVPhysicalFunction {
         var sriov: SRIOVState?
         /// Nil without SR-IOV.
         var vfs: VirtualFunctionTable?
+        /// Config and BAR accesses served so far.
+        var accesses: UInt64 = 0
     }
     private let state: Mutex<State>
 
@@ -113,12 +115,20 @@ public final class PCITestDevice: InterruptingFunction, SRIOVPhysicalFunction {
 
     public func connect(interrupts: any PCIInterruptOutput) { state.withLock { $0.output = interrupts } }
 
+    /// How many config and BAR accesses reached this function (snapshots and reset excluded):
+    /// stress tests check that none reaches it after its unplug returned.
+    public var accessCount: UInt64 { state.withLock { $0.accesses } }
+
     public func configRead(_ offset: Int, width: AccessWidth) -> UInt32 {
-        state.withLock { $0.config.read(offset, width: width) }
+        state.withLock { s in
+            s.accesses &+= 1
+            return s.config.read(offset, width: width)
+        }
     }
 
     public func configWrite(_ offset: Int, width: AccessWidth, value: UInt32) -> ConfigWriteEffects {
         let (effects, delivery, output) = state.withLock { s in
+            s.accesses &+= 1
             let effects = s.config.write(offset, width: width, value: value)
             if effects.contains(.sriovChanged) { Self.followSRIOV(&s) }
             return (effects, s.interrupts.configWritten(effects, in: &s.config), s.output)
@@ -141,6 +151,7 @@ public final class PCITestDevice: InterruptingFunction, SRIOVPhysicalFunction {
 
     public func barRead(_ index: Int, offset: UInt64, width: AccessWidth) -> UInt64 {
         state.withLock { s in
+            s.accesses &+= 1
             if let value = s.interrupts.msixRead(bar: index, offset: offset, width: width) { return value }
             guard (0...2).contains(index), offset + UInt64(width.bytes) <= 256 else { return 0 }
             return LittleEndian.load(s.scratch, at: index * 256 + Int(offset), count: width.bytes)
@@ -149,6 +160,7 @@ public final class PCITestDevice: InterruptingFunction, SRIOVPhysicalFunction {
 
     public func barWrite(_ index: Int, offset: UInt64, width: AccessWidth, value: UInt64) {
         let (delivery, output) = state.withLock { s -> (InterruptDelivery, any PCIInterruptOutput) in
+            s.accesses &+= 1
             if let written = s.interrupts.msixWrite(bar: index, offset: offset, width: width, value: value, in: s.config) {
                 return (written.delivery, s.output)
             }

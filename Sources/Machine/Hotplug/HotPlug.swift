@@ -1,4 +1,5 @@
 import Chipset
+import HostOS
 import PCI
 import VMMBase
 
@@ -80,6 +81,15 @@ extension Machine {
         for placed in deleted {
             events.emit(.deviceDeleted(id: placed.userID, path: placed.qomPath))
         }
+    }
+}
+
+extension Machine {
+    /// Waits until `callsBeforeDetach` is false: calls that could still reach a detached function
+    /// (a config cycle routed before, a DMA admitted before) have finished. They are short
+    /// device calls, so a millisecond between checks is plenty.
+    static func waitOutGracePeriod(while callsBeforeDetach: () -> Bool) {
+        while callsBeforeDetach() { HostClock.sleep(milliseconds: 1) }
     }
 }
 

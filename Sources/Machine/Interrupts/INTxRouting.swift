@@ -16,9 +16,10 @@ final class SharedLines: Sendable {
         var sources: [ObjectIdentifier: Source] = [:]
         var holders: [GSI: Set<ObjectIdentifier>] = [:]
 
-        /// Applies `change` to `source` and returns the GSIs whose level changed, in order.
+        /// Applies `change` to `source` and returns the GSIs whose level changed, in order. A
+        /// source not registered (or removed: an unplugged function's late INTx) changes nothing.
         mutating func update(_ source: ObjectIdentifier, _ change: (inout Source) -> Void) -> [(GSI, Bool)] {
-            let old = sources[source] ?? Source()
+            guard let old = sources[source] else { return [] }
             var new = old
             change(&new)
             sources[source] = new
@@ -41,6 +42,11 @@ final class SharedLines: Sendable {
     private let sink: any InterruptSink
 
     init(sink: any InterruptSink) { self.sink = sink }
+
+    /// Adds `source`, routed to `gsi` (nil: not routed) and not asserting.
+    func register(_ source: ObjectIdentifier, routedTo gsi: GSI?) {
+        state.withLock { $0.sources[source] = Source(gsi: gsi) }
+    }
 
     /// Sets the level `source` drives on its route.
     func set(_ source: ObjectIdentifier, asserted on: Bool) {
@@ -100,7 +106,7 @@ final class FunctionInterrupts: PCIInterruptOutput {
     init(gsi: GSI?, lines: SharedLines, port: BusMasterPort) {
         self.lines = lines
         self.port = port
-        lines.route(ObjectIdentifier(self), to: gsi)
+        lines.register(ObjectIdentifier(self), routedTo: gsi)
     }
 
     /// The GSI the INTx pin reaches now.
@@ -113,6 +119,7 @@ final class FunctionInterrupts: PCIInterruptOutput {
     /// Moves the INTx pin to `gsi`; an asserted pin lowers the old GSI and raises the new one.
     func reroute(to gsi: GSI?) { lines.route(ObjectIdentifier(self), to: gsi) }
 
-    /// Drops this function's contribution (on unplug).
+    /// Drops this function's contribution (on unplug); an INTx change still in flight from the
+    /// function is ignored after this.
     func release() { lines.remove(ObjectIdentifier(self)) }
 }

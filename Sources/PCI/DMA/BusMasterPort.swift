@@ -24,6 +24,8 @@ public final class BusMasterPort: DMAPort {
     private let memory: GuestMemory
     private let translation: any DMATranslation
     private let interrupts: any InterruptSink
+    /// Accesses in progress, so an unplug can wait for those admitted before it disconnected.
+    private let calls = GracePeriod()
 
     public init(function: any PCIFunction, path: DMARequesterPath, memory: GuestMemory,
                 translation: any DMATranslation, interrupts: any InterruptSink) {
@@ -34,12 +36,22 @@ public final class BusMasterPort: DMAPort {
         self.interrupts = interrupts
     }
 
-    /// From now on the port refuses everything (the function was unplugged).
-    public func disconnect() { connection.withLock { $0 = nil } }
+    /// From now on the port refuses everything (the function was unplugged). Accesses admitted
+    /// before may still be running until `hasAccessesBefore` the returned epoch is false.
+    @discardableResult
+    public func disconnect() -> Int {
+        connection.withLock { $0 = nil }
+        return calls.advance()
+    }
+
+    /// Whether an access that began before `epoch` (from `disconnect`) is still running.
+    public func hasAccessesBefore(_ epoch: Int) -> Bool { calls.hasCallsBefore(epoch) }
 
     public var requester: DMARequester? { connection.withLock { $0?.path }?.resolve() }
 
     public func read(at address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(DMAError) {
+        let epoch = calls.enter()
+        defer { calls.leave(epoch) }
         let requester = try admit()
         let span = try checkedSpan(address, buffer.count)
         if let span, span.overlaps(Self.interruptWindow) {
@@ -53,6 +65,8 @@ public final class BusMasterPort: DMAPort {
     }
 
     public func write(at address: UInt64, from buffer: UnsafeRawBufferPointer) throws(DMAError) {
+        let epoch = calls.enter()
+        defer { calls.leave(epoch) }
         let requester = try admit()
         let span = try checkedSpan(address, buffer.count)
         if let span, span.overlaps(Self.interruptWindow) {
@@ -70,6 +84,8 @@ public final class BusMasterPort: DMAPort {
     }
 
     public func hostSegments(at address: UInt64, length: UInt64, write: Bool) throws(DMAError) -> DMAHostSegments {
+        let epoch = calls.enter()
+        defer { calls.leave(epoch) }
         let requester = try admit()
         guard length > 0 else { return DMAHostSegments(buffers: [], owner: nil) }
         guard let span = AddressRange(base: address, size: length), length <= UInt64(Int.max) else {
