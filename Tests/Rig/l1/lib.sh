@@ -331,7 +331,7 @@ kernel_figures() {
 }
 
 _hotplug_cycles() {
-  _ti=$(wait_for "$_hlog" ' RIG-L2 init ' 90) || { echo "$_hl: L2 did not reach init"; return 1; }
+  _ti=$(wait_for "$_hlog" ' RIG-L2 init ' ${HOTPLUG_INIT_WAIT:-90}) || { echo "$_hl: L2 did not reach init"; return 1; }
   report_time "${_hl}_boot_to_init" "$(elapsed "$VMM_START" "$_ti")"
   wait_for "$_hlog" ' RIG-L2 ready devices=' 60 >/dev/null || { echo "$_hl: L2 not ready"; return 1; }
   # Read-write: opening never waits for a reader (a VMM that died would otherwise hang L1 here).
