@@ -21,6 +21,9 @@ HOTPLUG_APPEND=" rig.l2irq=1"
 # Two L2 vCPUs on L1's two TCG vCPUs: init came at 96 s under Switchyard and 72 s under QEMU on
 # a loaded host (2026-12-06), past the default 90 s wait.
 HOTPLUG_INIT_WAIT=180
+# QEMU answered the device_del 0.8 s after the plug with "guest is busy (power indicator
+# blinking)" in the second run; the unplug waits until the slot has settled.
+HOTPLUG_SETTLE=3
 
 # check_split_irqs LOG LABEL: L2's interrupt report (l2/init's irq_report) as the header says.
 check_split_irqs() {
