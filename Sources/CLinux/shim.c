@@ -100,6 +100,7 @@ struct sy_kvm_layout sy_kvm_layout(void) {
         .fail_entry_reason = SY_OFFSET(fail_entry.hardware_entry_failure_reason),
         .fail_entry_cpu = SY_OFFSET(fail_entry.cpu),
         .hw_exit_reason = SY_OFFSET(hw.hardware_exit_reason),
+        .eoi_vector = SY_OFFSET(eoi.vector),
         .cpuid2_header = offsetof(struct kvm_cpuid2, entries),
         .cpuid_entry2_size = sizeof(struct kvm_cpuid_entry2),
         .msrs_header = offsetof(struct kvm_msrs, entries),

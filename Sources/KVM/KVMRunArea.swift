@@ -48,6 +48,8 @@ public struct KVMRunArea: @unchecked Sendable {
         case KVM_EXIT_FAIL_ENTRY:
             return .failEntry(hardwareReason: load(UInt64.self, layout.failEntryReason),
                               cpu: load(UInt32.self, layout.failEntryCPU))
+        case KVM_EXIT_IOAPIC_EOI:
+            return .ioapicEOI(vector: load(UInt8.self, layout.ioapicEOIVector))
         case KVM_EXIT_UNKNOWN:
             return .unknown(hardwareReason: load(UInt64.self, layout.hardwareExitReason))
         default:

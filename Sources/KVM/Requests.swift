@@ -53,6 +53,7 @@ public struct KVMLayout: Sendable {
     public let internalSuberror: Int, internalDataCount: Int, internalData: Int, internalDataCapacity: Int
     public let failEntryReason: Int, failEntryCPU: Int
     public let hardwareExitReason: Int
+    public let ioapicEOIVector: Int
     let cpuid2Header: Int, cpuidEntrySize: Int
     let msrsHeader: Int, msrEntrySize: Int
     let routingHeader: Int, routingEntrySize: Int
@@ -71,7 +72,7 @@ public struct KVMLayout: Sendable {
             internalSuberror: Int(l.internal_suberror), internalDataCount: Int(l.internal_ndata),
             internalData: Int(l.internal_data), internalDataCapacity: Int(l.internal_data_count),
             failEntryReason: Int(l.fail_entry_reason), failEntryCPU: Int(l.fail_entry_cpu),
-            hardwareExitReason: Int(l.hw_exit_reason),
+            hardwareExitReason: Int(l.hw_exit_reason), ioapicEOIVector: Int(l.eoi_vector),
             cpuid2Header: Int(l.cpuid2_header), cpuidEntrySize: Int(l.cpuid_entry2_size),
             msrsHeader: Int(l.msrs_header), msrEntrySize: Int(l.msr_entry_size),
             routingHeader: Int(l.irq_routing_header), routingEntrySize: Int(l.irq_routing_entry_size))

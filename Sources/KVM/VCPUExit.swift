@@ -20,6 +20,9 @@ public enum VCPUExit: Hashable, Sendable {
     case failEntry(hardwareReason: UInt64, cpu: UInt32)
     /// Exit reason KVM_EXIT_UNKNOWN with the hardware reason.
     case unknown(hardwareReason: UInt64)
+    /// KVM_EXIT_IOAPIC_EOI (split irqchip only): the local APIC took an EOI for a vector that a
+    /// level-triggered route of the userspace IOAPIC delivers; the IOAPIC must see it.
+    case ioapicEOI(vector: UInt8)
     /// KVM_RUN returned EINTR (a signal or immediate_exit) or KVM_EXIT_INTR.
     case interrupted
     /// A reason this decoder does not interpret (debug, IRQ window, hypercall, ...).

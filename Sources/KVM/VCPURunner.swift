@@ -1,3 +1,4 @@
+import CLinux
 import VMMBase
 import HostOS
 import Synchronization
@@ -54,10 +55,15 @@ public final class VCPURunner: Sendable {
         /// fault (KVM_EXIT_SHUTDOWN) or a reset system event. The vCPU then stays out of the
         /// guest (`holdForReset`) until `resetCompleted()`. Nil: such an exit ends the vCPU's thread.
         public var onResetRequest: (@Sendable () -> Void)?
+        /// Called (on the vCPU's thread) with the vector of a KVM_EXIT_IOAPIC_EOI: under a split
+        /// irqchip the userspace IOAPIC takes the EOI. Nil: such an exit ends the vCPU's thread.
+        public var onIOAPICEOI: (@Sendable (UInt8) -> Void)?
 
         public init(stopOnHalt: Bool = true, kickSignal: Int32 = Signals.kick,
                     coalescedWrites: CoalescedWriteRing? = nil, coalescedFlushMilliseconds: Int = 5,
-                    onResetRequest: (@Sendable () -> Void)? = nil) {
+                    onResetRequest: (@Sendable () -> Void)? = nil,
+                    onIOAPICEOI: (@Sendable (UInt8) -> Void)? = nil) {
+            self.onIOAPICEOI = onIOAPICEOI
             self.stopOnHalt = stopOnHalt
             self.kickSignal = kickSignal
             self.coalescedWrites = coalescedWrites
@@ -310,6 +316,10 @@ public final class VCPURunner: Sendable {
                 guard let request = options.onResetRequest else { return .systemEvent(event) }
                 holdForReset()
                 request()
+            case .ioapicEOI(let vector):
+                otherExits.add(1, ordering: .relaxed)
+                guard let endOfInterrupt = options.onIOAPICEOI else { return .unhandledExit(reason: UInt32(KVM_EXIT_IOAPIC_EOI)) }
+                endOfInterrupt(vector)
             case .systemEvent(let event): return .systemEvent(event)
             case .internalError(let suberror, let data): return .internalError(suberror: suberror, data: data)
             case .failEntry(let reason, let cpu): return .failEntry(hardwareReason: reason, cpu: cpu)

@@ -30,7 +30,8 @@ public final class Machine: Sendable {
     /// COM1, RTC/CMOS, i8042, RST_CNT, the ACPI PM block and APM ports, ACPI PCI hot-plug.
     public let legacy: LegacyDevices
     /// The userspace IOAPIC at 0xFEC00000: it sees the levels `interrupts` records and sends
-    /// its MSIs there. With KVM's in-kernel irqchip attached, KVM's IOAPIC takes its place.
+    /// its MSIs where device interrupts go (under a split irqchip, KVM's local APICs). With KVM's
+    /// full in-kernel irqchip attached, KVM's IOAPIC takes its place.
     public let ioapic: IOAPIC
     private let connections = Mutex<[ObjectIdentifier: FunctionInterrupts]>([:])
     private let dmaPorts = Mutex<[ObjectIdentifier: BusMasterPort]>([:])
@@ -74,7 +75,7 @@ public final class Machine: Sendable {
         let layout = configuration.layout
         let interrupts = RecordingSink()
         let interruptOutput = ForwardingSink(interrupts)
-        let ioapic = IOAPIC(output: interrupts)
+        let ioapic = IOAPIC(output: interruptOutput)
         _ = interrupts.addObserver { event in
             if case .level(let gsi, let high) = event { ioapic.setLevel(gsi, high: high) }
         }

@@ -294,6 +294,21 @@ struct QEMUInvocationTests {
         #expect(QEMUInvocation.usage.contains("-kernel FILE"))
     }
 
+    /// QEMU's -machine kernel-irqchip (OnOffSplit): on is the default under KVM; off would need
+    /// local APICs in user space, which Switchyard has not, so it is refused with the fix.
+    @Test func kernelIRQChipOption() throws {
+        #expect(try QEMUInvocation.parse(["-machine", "q35", "-accel", "kvm"]).kernelIRQChip == .on)
+        #expect(try QEMUInvocation.parse(["-machine", "q35,kernel-irqchip=split"]).kernelIRQChip == .split)
+        #expect(try QEMUInvocation.parse(["-M", "q35,accel=kvm,kernel-irqchip=on"]).kernelIRQChip == .on)
+        #expect(throws: InvocationError("-machine kernel-irqchip=off: Switchyard has no userspace local APIC; use kernel-irqchip=on (the default) or kernel-irqchip=split")) {
+            try QEMUInvocation.parse(["-machine", "q35,kernel-irqchip=off"])
+        }
+        #expect(throws: InvocationError("-machine kernel-irqchip=maybe: Parameter 'kernel-irqchip' does not accept value 'maybe' (on, split; off is not supported)")) {
+            try QEMUInvocation.parse(["-machine", "q35,kernel-irqchip=maybe"])
+        }
+        #expect(QEMUInvocation.usage.contains("kernel-irqchip=on|split"))
+    }
+
     @Test func runStateObserversSeeEveryChange() throws {
         let controller = VMController(machine: try Machine(MachineConfiguration(devices: [])), startPaused: true)
         let seen = Mutex<[String]>([])

@@ -6,7 +6,7 @@
 #   --append adds to L1's kernel command line, e.g. rig.l2bios=qboot (see l1/lib.sh)
 #   --no-skip counts a skipped scenario as failed (make rig-test: nothing may go untested)
 #   SCENARIO: kvm-check, qemu-boot, qemu-hotplug, switchyard-boot, switchyard-smp,
-#             switchyard-hotplug, switchyard-run, cfg-exits, switchyard-coldplug, qemu-acpihp,
+#             switchyard-split, switchyard-hotplug, switchyard-run, cfg-exits, switchyard-coldplug, qemu-acpihp,
 #             switchyard-acpihp, switchyard-reboot, switchyard-sriov, iommu-check, host-tools,
 #             host-tools-noir, virtio-net, switchyard-intx, vfio-nvme, vfio-refusals, or all (every one above)
 # Each scenario boots its own L1; a scenario's NAME.l0 next to it adds L0 devices (l0-sets.sh).
@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
     --append) l1_append_extra="$l1_append_extra $2"; shift 2 ;;
     --no-skip) no_skip=1; shift ;;
     -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    all) scenarios+=(kvm-check qemu-boot qemu-hotplug switchyard-boot switchyard-smp switchyard-hotplug switchyard-run cfg-exits switchyard-coldplug qemu-acpihp switchyard-acpihp switchyard-reboot switchyard-sriov iommu-check host-tools host-tools-noir virtio-net switchyard-intx vfio-nvme vfio-refusals); shift ;;
+    all) scenarios+=(kvm-check qemu-boot qemu-hotplug switchyard-boot switchyard-smp switchyard-split switchyard-hotplug switchyard-run cfg-exits switchyard-coldplug qemu-acpihp switchyard-acpihp switchyard-reboot switchyard-sriov iommu-check host-tools host-tools-noir virtio-net switchyard-intx vfio-nvme vfio-refusals); shift ;;
     -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     *) scenarios+=("$1"); shift ;;
   esac

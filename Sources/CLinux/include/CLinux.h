@@ -89,6 +89,7 @@ struct sy_kvm_layout {
     unsigned long internal_suberror, internal_ndata, internal_data, internal_data_count;
     unsigned long fail_entry_reason, fail_entry_cpu;
     unsigned long hw_exit_reason;
+    unsigned long eoi_vector;
     unsigned long cpuid2_header, cpuid_entry2_size;
     unsigned long msrs_header, msr_entry_size;
     unsigned long irq_routing_header, irq_routing_entry_size;

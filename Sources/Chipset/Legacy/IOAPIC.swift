@@ -65,6 +65,8 @@ public final class IOAPIC: IORegionHandler, Sendable {
 
     private let state = Mutex(IOAPICRegisters())
     private let output: any InterruptSink
+    /// Told the redirection entries after a guest write to one, and after a reset.
+    private let redirectionObserver = Mutex<(@Sendable ([UInt64]) -> Void)?>(nil)
     /// Which pin each GSI drives (a PC's wiring: ISA IRQ 0 arrives on pin 2).
     private let wiring: GSIRouteTable
 
@@ -75,7 +77,24 @@ public final class IOAPIC: IORegionHandler, Sendable {
 
     public var registers: IOAPICRegisters { state.withLock { $0 } }
 
-    public func reset() { state.withLock { $0 = IOAPICRegisters() } }
+    public func reset() {
+        let entries = state.withLock { s -> [UInt64] in
+            s = IOAPICRegisters()
+            return s.entries
+        }
+        redirectionsChanged(entries)
+    }
+
+    /// Calls `observer` (outside the IOAPIC's lock) with every redirection entry whenever the
+    /// guest writes one or the IOAPIC is reset: a split irqchip's KVM routes follow them. Nil
+    /// removes it.
+    public func observeRedirections(_ observer: (@Sendable ([UInt64]) -> Void)?) {
+        redirectionObserver.withLock { $0 = observer }
+    }
+
+    private func redirectionsChanged(_ entries: [UInt64]) {
+        redirectionObserver.withLock { $0 }?(entries)
+    }
 
     // MARK: Inputs
 
@@ -165,7 +184,13 @@ public final class IOAPIC: IORegionHandler, Sendable {
         case IOAPICRegisters.Offset.select:
             state.withLock { $0.select = UInt8(truncatingIfNeeded: value) }
         case IOAPICRegisters.Offset.window where width == .dword:
-            deliver(state.withLock { s in Self.windowWrite(&s, UInt32(truncatingIfNeeded: value)) })
+            let (messages, entries) = state.withLock { s -> ([MSIMessage], [UInt64]?) in
+                let touchesEntry = Self.redirection(s.select) != nil
+                return (Self.windowWrite(&s, UInt32(truncatingIfNeeded: value)), touchesEntry ? s.entries : nil)
+            }
+            // The routes first, so a delivery the write caused finds the new EOI routing.
+            if let entries { redirectionsChanged(entries) }
+            deliver(messages)
         case IOAPICRegisters.Offset.eoi:
             endOfInterrupt(vector: UInt8(truncatingIfNeeded: value))
         default:

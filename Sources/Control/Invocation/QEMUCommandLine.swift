@@ -35,6 +35,8 @@ public struct QEMUInvocation: Sendable, Hashable {
     public var noReboot = false
     /// -machine acpi=on|off: whether a KVM Linux boot gets ACPI tables (default on).
     public var acpi = true
+    /// -machine kernel-irqchip=on|split: where a KVM guest's interrupt controllers live.
+    public var kernelIRQChip: KernelIRQChip = .on
     /// -sandbox on|off; nil: on for -accel kvm, off otherwise.
     public var sandbox: Bool?
     /// -sandbox spawn=allow|deny (QEMU's default: allow).
@@ -70,9 +72,11 @@ extension QEMUInvocation {
     /// The options a QEMU-style invocation understands, for help text.
     public static let usage = """
         QEMU-style invocation (the first argument starts with '-'):
-          -machine q35[,accel=kvm|qtest][,acpi=on|off]
+          -machine q35[,accel=kvm|qtest][,acpi=on|off][,kernel-irqchip=on|split]
                                            the machine type (q35 only; pc-q35-* accepted);
-                                           acpi=off boots Linux without ACPI tables
+                                           acpi=off boots Linux without ACPI tables;
+                                           kernel-irqchip=split keeps only the local APICs in
+                                           KVM (our IOAPIC, no PIC or PIT); off is refused
           -accel kvm|qtest                 kvm runs vCPUs; qtest runs none (a qtest client drives
                                            the machine); tcg is not supported
           -m SIZE                          guest RAM, e.g. 512M, 2G, or size=2G (default 128M)
@@ -155,6 +159,7 @@ extension QEMUInvocation {
                         }
                     case "accel": result.accelerator = try accelerator(v)
                     case "acpi": result.acpi = try flag(v, key, option)
+                    case "kernel-irqchip": result.kernelIRQChip = try kernelIRQChip(v)
                     default: throw InvocationError("-machine: unsupported property '\(key)'")
                     }
                 }
@@ -316,6 +321,18 @@ extension QEMUInvocation {
         case socket(SocketEndpoint)
         /// The path a pipe chardev's FIFOs are named from.
         case pipe(String)
+    }
+
+    /// QEMU's OnOffSplit; `off` needs local APICs in user space, which Switchyard does not have.
+    static func kernelIRQChip(_ text: String) throws(InvocationError) -> KernelIRQChip {
+        switch text {
+        case "on": return .on
+        case "split": return .split
+        case "off":
+            throw InvocationError("-machine kernel-irqchip=off: Switchyard has no userspace local APIC; use kernel-irqchip=on (the default) or kernel-irqchip=split")
+        default:
+            throw InvocationError("-machine kernel-irqchip=\(text): Parameter 'kernel-irqchip' does not accept value '\(text)' (on, split; off is not supported)")
+        }
     }
 
     static func accelerator(_ text: String) throws(InvocationError) -> Accelerator {

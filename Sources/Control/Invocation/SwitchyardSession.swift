@@ -61,7 +61,7 @@ public final class SwitchyardSession: Sendable {
                 guest = try KVMLinuxGuest(machine: machine,
                                           boot: LinuxKernelImage(commandLine: invocation.append ?? "",
                                                                  acpi: invocation.acpi, files: files),
-                                          vcpuCount: invocation.cpus)
+                                          vcpuCount: invocation.cpus, irqchip: invocation.kernelIRQChip)
             } catch {
                 throw InvocationError("cannot boot \(kernelPath): \(error)")
             }

@@ -33,35 +33,81 @@ extension GSIRouteTable {
             }
         }
     }
+
+    /// The table as KVM_SET_GSI_ROUTING takes it under a split irqchip, where KVM has no PIC or
+    /// IOAPIC and refuses irqchip routes: the reserved GSIs are one MSI route per userspace
+    /// IOAPIC pin (GSI n for pin n, as QEMU numbers them), each the message the pin's
+    /// redirection entry sends. KVM scans these routes for level-triggered vectors to build its
+    /// EOI-exit bitmap (Linux arch/x86/kvm/irq_comm.c, kvm_scan_ioapic_routes). Allocated GSIs
+    /// stay as they are.
+    public func kvmRoutes(splitIOAPICPins pins: [MSIMessage]) -> [KVMVirtualMachine.GSIRoute] {
+        pins.prefix(Int(firstAllocatable)).enumerated().map { .msi(gsi: UInt32($0.offset), message: $0.element) }
+            + sorted.filter { $0.gsi.number >= firstAllocatable }.flatMap { gsi, route -> [KVMVirtualMachine.GSIRoute] in
+                guard case .msi(let message) = route else { return [] }
+                return [.msi(gsi: gsi.number, message: message)]
+            }
+    }
 }
 
 /// The machine's GSI routes bound to a KVM VM with an in-kernel irqchip: every change to the
 /// table is committed to the kernel whole (KVM_SET_GSI_ROUTING replaces the table), under one
-/// lock, so the kernel's routing is always the table's.
+/// lock, so the kernel's routing is always the table's. Under a split irqchip the IOAPIC pins'
+/// messages are part of what is committed (`updateIOAPICPins`).
 public final class KVMInterruptRoutes: Sendable {
     public let virtualMachine: KVMVirtualMachine
-    private let table: Mutex<GSIRouteTable>
+    private struct Committed: Sendable {
+        var table: GSIRouteTable
+        /// The userspace IOAPIC's pin messages under a split irqchip; nil with KVM's IOAPIC.
+        var ioapicPins: [MSIMessage]?
+        var routes: [KVMVirtualMachine.GSIRoute]
 
-    /// Commits `table` (a PC's wiring unless told otherwise) to the VM.
-    public init(virtualMachine: KVMVirtualMachine, table: GSIRouteTable = .pc) throws(SystemError) {
+        init(table: GSIRouteTable, ioapicPins: [MSIMessage]?) {
+            self.table = table
+            self.ioapicPins = ioapicPins
+            routes = ioapicPins.map { table.kvmRoutes(splitIOAPICPins: $0) } ?? table.kvmRoutes
+        }
+    }
+    private let committed: Mutex<Committed>
+
+    /// Commits `table` (a PC's wiring unless told otherwise) to the VM. Under a split irqchip,
+    /// `ioapicPins` are the userspace IOAPIC's pin messages (one per pin).
+    public init(virtualMachine: KVMVirtualMachine, table: GSIRouteTable = .pc,
+                ioapicPins: [MSIMessage]? = nil) throws(SystemError) {
         self.virtualMachine = virtualMachine
-        try virtualMachine.setGSIRouting(table.kvmRoutes)
-        self.table = Mutex(table)
+        let first = Committed(table: table, ioapicPins: ioapicPins)
+        try virtualMachine.setGSIRouting(first.routes)
+        committed = Mutex(first)
     }
 
     /// The routes as committed.
-    public var snapshot: GSIRouteTable { table.withLock { $0 } }
+    public var snapshot: GSIRouteTable { committed.withLock { $0.table } }
+
+    /// What KVM_SET_GSI_ROUTING was last given.
+    public var kernelRoutes: [KVMVirtualMachine.GSIRoute] { committed.withLock { $0.routes } }
 
     /// Applies `edit` and commits the result; on failure the table is left as it was.
     func change<T: Sendable>(_ edit: (inout GSIRouteTable) throws(GSIRouteError) -> T) throws(InterruptRouteError) -> T {
-        try table.withLock { (current: inout GSIRouteTable) throws(InterruptRouteError) -> T in
-            var next = current
+        try committed.withLock { (current: inout Committed) throws(InterruptRouteError) -> T in
+            var table = current.table
             let result: T
-            do throws(GSIRouteError) { result = try edit(&next) } catch { throw .table(error) }
-            do throws(SystemError) { try virtualMachine.setGSIRouting(next.kvmRoutes) } catch { throw .kernel(error) }
-            current = next
+            do throws(GSIRouteError) { result = try edit(&table) } catch { throw .table(error) }
+            try commit(Committed(table: table, ioapicPins: current.ioapicPins), over: &current)
             return result
         }
+    }
+
+    /// Under a split irqchip: the userspace IOAPIC's redirection entries changed, so its pins'
+    /// routes (and with them KVM's EOI-exit bitmap) follow.
+    public func updateIOAPICPins(_ pins: [MSIMessage]) throws(InterruptRouteError) {
+        try committed.withLock { (current: inout Committed) throws(InterruptRouteError) in
+            guard current.ioapicPins != nil, current.ioapicPins != pins else { return }
+            try commit(Committed(table: current.table, ioapicPins: pins), over: &current)
+        }
+    }
+
+    private func commit(_ next: Committed, over current: inout Committed) throws(InterruptRouteError) {
+        do throws(SystemError) { try virtualMachine.setGSIRouting(next.routes) } catch { throw .kernel(error) }
+        current = next
     }
 
     /// A group of `vectors` MSI/MSI-X vectors, each with its own GSI and eventfd.

@@ -24,7 +24,7 @@ public enum KVMGuestError: Error, CustomStringConvertible {
 }
 
 /// A machine running a Linux kernel on KVM: the VM with the in-kernel irqchip (PIC, IOAPIC,
-/// local APICs) and PIT, guest RAM in memory slots that follow the platform layer (below the low
+/// local APICs) and PIT, or split (local APICs in the kernel, the machine's IOAPIC, no PIC/PIT), guest RAM in memory slots that follow the platform layer (below the low
 /// limit at 0 around the PAM and SMRAM ranges, the rest at 4 GiB),
 /// device interrupts routed into the irqchip, and one thread per vCPU whose port and MMIO exits
 /// land on the machine.
@@ -72,15 +72,17 @@ public final class KVMLinuxGuest: Sendable {
     /// into RAM first (run `runFirmware()` before) and the kernel finds them through boot_params
     /// or hvm_start_info. The machine's interrupts go to KVM from here on.
     public convenience init(machine: Machine, kernel: [UInt8], initrd: [UInt8]?, commandLine: String,
-                            vcpuCount: Int = 1, acpi: Bool = true, kvmPath: String = KVMSystem.defaultPath) throws(KVMGuestError) {
+                            vcpuCount: Int = 1, acpi: Bool = true, irqchip: KernelIRQChip = .on,
+                            kvmPath: String = KVMSystem.defaultPath) throws(KVMGuestError) {
         try self.init(machine: machine, boot: LinuxKernelImage(kernel: kernel, initrd: initrd, commandLine: commandLine, acpi: acpi),
-                      vcpuCount: vcpuCount, kvmPath: kvmPath)
+                      vcpuCount: vcpuCount, irqchip: irqchip, kvmPath: kvmPath)
     }
 
     /// Installs `boot` into the machine's RAM (run `runFirmware()` before) and sets up the VM
     /// and its vCPUs (not started). A triple fault asks the machine for a reset
-    /// (`MachineEvent.resetRequested(.processorShutdown)`); `reboot` carries it out.
-    public init(machine: Machine, boot: some GuestBootImage, vcpuCount: Int = 1,
+    /// (`MachineEvent.resetRequested(.processorShutdown)`); `reboot` carries it out. With
+    /// `irqchip` `.split` the machine's IOAPIC takes the levels and KVM has no PIC or PIT.
+    public init(machine: Machine, boot: some GuestBootImage, vcpuCount: Int = 1, irqchip: KernelIRQChip = .on,
                 kvmPath: String = KVMSystem.defaultPath) throws(KVMGuestError) {
         self.machine = machine
         bootImage = boot
@@ -95,18 +97,26 @@ public final class KVMLinuxGuest: Sendable {
         bootRegions = installed.regions
         do throws(SystemError) {
             let system = try KVMSystem(path: kvmPath)
-            let vm = try system.createVirtualMachine(.init(irqchip: .full, createPIT: true))
+            let split = irqchip == .split
+            let vm = try system.createVirtualMachine(split
+                ? .init(irqchip: .split(ioapicRoutes: UInt32(IOAPICRegisters.pins)), createPIT: false)
+                : .init(irqchip: .full, createPIT: true))
             interruptControllersPowerOn = try vm.captureInterruptControllers()
             // CONFIG_ADDRESS only matters at the next CONFIG_DATA access, which exits and
             // replays the queue first. QEMU coalesces it on i440fx but not on q35. A byte
             // write to 0xCF9 (reset control) in the same zone waits for the runner's flusher.
             let coalesce = vm.coalescedPortWriteRingPage != nil
             if coalesce { try vm.coalescePortWrites(port: UInt16(ConfigAddressPort.port), size: 4) }
-            let routes = try KVMInterruptRoutes(virtualMachine: vm, table: .pc)
+            let routes = split ? try KVMInterruptRoutes.split(vm, ioapic: machine.ioapic)
+                : try KVMInterruptRoutes(virtualMachine: vm, table: .pc)
             machine.attachInterruptRoutes(routes)
             memorySlots = machine.followMemorySlots(in: vm)
             let sink = KVMInterruptSink(virtualMachine: vm)
-            machine.attachInterruptSink(PIRQSteeringSink(downstream: sink, lpc: machine.lpc))
+            if split {
+                machine.attachInterruptSink(SplitIRQChipSink(ioapic: machine.ioapic, localAPICs: sink))
+            } else {
+                machine.attachInterruptSink(PIRQSteeringSink(downstream: sink, lpc: machine.lpc))
+            }
 
             let supported = try system.supportedCPUID()
             var vcpus: [KVMVCPU] = []
@@ -123,9 +133,11 @@ public final class KVMLinuxGuest: Sendable {
             interruptRoutes = routes
             vcpuPowerOn = powerOn
             coalescedWrites = coalesce ? vcpus.first?.coalescedWriteRing() : nil
+            let ioapicEOI: @Sendable (UInt8) -> Void = { [machine] vector in machine.ioapic.endOfInterrupt(vector: vector) }
             runner = try VCPURunner(vcpus: vcpus, handler: machine,
                                     options: .init(stopOnHalt: false, coalescedWrites: coalescedWrites,
-                                                   onResetRequest: { [machine] in machine.requestReset(.processorShutdown) }))
+                                                   onResetRequest: { [machine] in machine.requestReset(.processorShutdown) },
+                                                   onIOAPICEOI: split ? ioapicEOI : nil))
         } catch {
             throw .kvm(error)
         }

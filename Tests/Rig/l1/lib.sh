@@ -364,6 +364,9 @@ _hotplug_cycles() {
       _t1=$(wait_for "$_hlog" " RIG-L2 plugged cycle=$_n " 30) || { echo "$_hl: L2 did not see the device plugged into $_bus"; return 1; }
       report_time "${_hl}_${_name}_plug" "$(elapsed "$_t0" "$_t1")"
     fi
+    # HOTPLUG_SETTLE=S: wait S seconds first (QEMU refuses device_del while the slot's power
+    # indicator still blinks from the plug: "guest is busy").
+    [ -n "${HOTPLUG_SETTLE:-}" ] && sleep "$HOTPLUG_SETTLE"
     _t0=$(now)
     _qmp "{\"execute\":\"device_del\",\"arguments\":{\"id\":\"hp$_n\"$HOTPLUG_DEL_EXTRA}}"
     echo "$_n $_name unplug $_t0" >>/tmp/hp-t0-$_hl
