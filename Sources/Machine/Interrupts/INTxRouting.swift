@@ -70,9 +70,25 @@ final class SharedLines: Sendable {
     /// The GSI `source` is routed to now.
     func gsi(of source: ObjectIdentifier) -> GSI? { state.withLock { $0.sources[source]?.gsi } }
 
-    // Delivered outside the lock.
+    /// The level each GSI was last given at the sink.
+    private let delivered = Mutex<[GSI: Bool]>([:])
+
+    /// Hands the sink the GSIs whose level changed, outside the state lock. Two threads may
+    /// compute opposite edges of one GSI and reach here in the other order, so deliveries are
+    /// serialized and each gives the GSI's level as it is now, not the edge it computed: the
+    /// sink always ends at the lines' level. The sink (KVM, the IOAPIC, a recorder) never calls
+    /// back into the lines.
     private func deliver(_ edges: [(GSI, Bool)]) {
-        for (gsi, level) in edges { sink.setLevel(gsi, high: level) }
+        guard !edges.isEmpty else { return }
+        delivered.withLock { delivered in
+            var seen: Set<GSI> = []
+            for (gsi, _) in edges where seen.insert(gsi).inserted {
+                let high = state.withLock { $0.holders[gsi] != nil }
+                guard delivered[gsi, default: false] != high else { continue }
+                delivered[gsi] = high
+                sink.setLevel(gsi, high: high)
+            }
+        }
     }
 
     /// Sources currently asserting, per GSI (for tests and leak checks).
