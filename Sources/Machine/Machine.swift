@@ -337,7 +337,7 @@ public final class Machine: Sendable {
     /// Takes back what `connectOutputs` handed out (unplug): the port refuses everything after.
     func disconnectOutputs(_ placed: PlacedDevice) {
         // An assigned function goes back to the host reset, still bound to vfio-pci.
-        (placed.function as? AssignedPCIFunction)?.unrealize()
+        Topology.unrealize(placed.function)
         (placed.function as? any BusMasterFunction)?.connect(dma: DisconnectedDMAPort())
         if let port = dmaPorts.withLock({ $0.removeValue(forKey: ObjectIdentifier(placed.function)) }) {
             let epoch = port.disconnect()
