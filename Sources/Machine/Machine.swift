@@ -340,8 +340,7 @@ public final class Machine: Sendable {
         Topology.unrealize(placed.function)
         (placed.function as? any BusMasterFunction)?.connect(dma: DisconnectedDMAPort())
         if let port = dmaPorts.withLock({ $0.removeValue(forKey: ObjectIdentifier(placed.function)) }) {
-            let epoch = port.disconnect()
-            Self.waitOutGracePeriod { port.hasAccessesBefore(epoch) }
+            port.disconnect(pause: Self.pauseInGracePeriod)
         }
         guard let function = placed.function as? any InterruptingFunction else { return }
         function.connect(interrupts: DisconnectedInterrupts())
@@ -362,8 +361,8 @@ public final class Machine: Sendable {
 
     /// After `placed` were attached or detached: routes differ; mappings only if they show.
     func topologyChanged(attachingOrDetaching placed: [PlacedDevice]) {
-        let epoch = rootComplex.invalidateRoutes()
-        Self.waitOutGracePeriod { rootComplex.hasCyclesBefore(epoch) }
+        rootComplex.invalidateRoutes()
+        rootComplex.waitForCyclesInProgress(pause: Self.pauseInGracePeriod)
         spaces.invalidatePCI(ifAffecting: placed.map(\.function))
     }
 

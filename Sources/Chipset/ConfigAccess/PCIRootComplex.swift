@@ -38,18 +38,19 @@ public final class PCIRootComplex: Sendable {
 
     /// Forgets cached routes: call after attaching or detaching functions, or resetting them.
     /// Config writes through this root complex invalidate on their own. Cycles routed before
-    /// may still reach a detached function until `hasCyclesBefore` the returned epoch is false.
-    @discardableResult
-    public func invalidateRoutes() -> Int {
+    /// may still reach a detached function: `waitForCyclesInProgress` waits them out.
+    public func invalidateRoutes() {
         routes.withLock { table in
             table.entries = [Route](repeating: .unknown, count: 256)
             table.generation += 1
         }
-        return cycles.advance()
     }
 
-    /// Whether a config cycle that began before `epoch` (from `invalidateRoutes`) is still running.
-    public func hasCyclesBefore(_ epoch: Int) -> Bool { cycles.hasCallsBefore(epoch) }
+    /// Returns once every config cycle that began before the call has ended (after a detach,
+    /// no cycle can reach the detached function any more). `pause` waits between checks.
+    public func waitForCyclesInProgress(pause: () -> Void) {
+        cycles.waitForCallsInProgress(pause: pause)
+    }
 
     /// The bus that config cycles for `number` reach, or nil (master abort).
     public func bus(_ number: UInt8) -> PCIBus? {

@@ -85,12 +85,10 @@ extension Machine {
 }
 
 extension Machine {
-    /// Waits until `callsBeforeDetach` is false: calls that could still reach a detached function
-    /// (a config cycle routed before, a DMA admitted before) have finished. They are short
-    /// device calls, so a millisecond between checks is plenty.
-    static func waitOutGracePeriod(while callsBeforeDetach: () -> Bool) {
-        while callsBeforeDetach() { HostClock.sleep(milliseconds: 1) }
-    }
+    /// How the machine waits for calls that could still reach a detached function (a config
+    /// cycle routed before, a DMA admitted before). They are short device calls, so a
+    /// millisecond between checks is plenty.
+    static func pauseInGracePeriod() { HostClock.sleep(milliseconds: 1) }
 }
 
 extension Topology {

@@ -36,16 +36,12 @@ public final class BusMasterPort: DMAPort {
         self.interrupts = interrupts
     }
 
-    /// From now on the port refuses everything (the function was unplugged). Accesses admitted
-    /// before may still be running until `hasAccessesBefore` the returned epoch is false.
-    @discardableResult
-    public func disconnect() -> Int {
+    /// From now on the port refuses everything (the function was unplugged); returns once the
+    /// accesses admitted before have finished. `pause` waits between checks.
+    public func disconnect(pause: () -> Void) {
         connection.withLock { $0 = nil }
-        return calls.advance()
+        calls.waitForCallsInProgress(pause: pause)
     }
-
-    /// Whether an access that began before `epoch` (from `disconnect`) is still running.
-    public func hasAccessesBefore(_ epoch: Int) -> Bool { calls.hasCallsBefore(epoch) }
 
     public var requester: DMARequester? { connection.withLock { $0?.path }?.resolve() }
 
