@@ -27,7 +27,7 @@ swift package --allow-writing-to-package-directory benchmark run \
 # Rows marked "*" are scaled by the inner loop, i.e. per access.
 awk -v strict="$strict" -F'│' '
     function trim(s) { gsub(/^[ \t]+|[ \t]+$/, "", s); return s }
-    /^(ECAM|CF8-CFC|PCIe ECAM) read / { name = $0; next }
+    /^(ECAM|CF8-CFC|PCIe ECAM|BAR MMIO) read / { name = $0; next }
     /^BAR move / { name = ""; next }
     name != "" && /Time \(wall clock\)/ { ns[name] = trim($5) + 0; order[++n] = name }
     name != "" && /Instructions/         { ins[name] = trim($5) }
@@ -40,8 +40,8 @@ awk -v strict="$strict" -F'│' '
             printf "%-36s %10.0f %14s %14s\n", b, ns[b], (b in ins ? ins[b] : "n/a"), (b in mal ? mal[b] : "n/a")
         }
         print ""
-        split("ECAM:4096 CF8-CFC:4096 PCIe_ECAM:1024", paths, " ")
-        for (p = 1; p <= 3; p++) {
+        split("ECAM:4096 CF8-CFC:4096 PCIe_ECAM:1024 BAR_MMIO:4096", paths, " ")
+        for (p = 1; p <= 4; p++) {
             split(paths[p], pn, ":"); gsub(/_/, " ", pn[1])
             one = pn[1] " read N=1"; big = pn[1] " read N=" pn[2]; mid = pn[1] " read N=256"
             if ((one in ns) && (big in ns) && ns[one] > 0)

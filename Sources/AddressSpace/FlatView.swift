@@ -11,29 +11,44 @@ public struct FlatView: Sendable {
         public let name: String
     }
 
-    public let entries: [Entry]
-    private let bases: [UInt64]
+    /// Both arrays in one object, so that taking a view out of a lock (every access does) is
+    /// one reference-count operation, not one per array.
+    private final class Storage: Sendable {
+        let entries: [Entry]
+        let bases: [UInt64]
+        init(entries: [Entry]) {
+            self.entries = entries
+            bases = entries.map(\.range.base)
+        }
+    }
+    private let storage: Storage
+
+    public var entries: [Entry] { storage.entries }
 
     public init(rendering root: Region) {
         var leaves: [Leaf] = []
         if let all = AddressRange(base: 0, last: root.size == 0 ? 0 : root.size - 1), root.size > 0 {
             collectLeaves(of: root, localClip: all, delta: 0, into: &leaves)
         }
-        entries = resolveOverlaps(leaves)
-        bases = entries.map(\.range.base)
+        storage = Storage(entries: resolveOverlaps(leaves))
     }
 
     /// The entry containing `address`, if any.
     public func entry(containing address: UInt64) -> Entry? {
-        // Last entry whose base <= address.
-        var low = 0, high = bases.count
-        while low < high {
-            let mid = (low + high) / 2
-            if bases[mid] <= address { low = mid + 1 } else { high = mid }
+        entryIndex(containing: address).map { storage.entries[$0] }
+    }
+
+    private func entryIndex(containing address: UInt64) -> Int? {
+        let low = storage.bases.withUnsafeBufferPointer { bases in
+            // Last entry whose base <= address.
+            var low = 0, high = bases.count
+            while low < high {
+                let mid = (low + high) / 2
+                if bases[mid] <= address { low = mid + 1 } else { high = mid }
+            }
+            return low
         }
-        guard low > 0 else { return nil }
-        let candidate = entries[low - 1]
-        return candidate.range.contains(address) ? candidate : nil
+        return low > 0 && storage.entries[low - 1].range.contains(address) ? low - 1 : nil
     }
 
     /// Reads `width` bytes at `address`. Bytes that hit no region read as all-ones; an access
@@ -46,11 +61,14 @@ public struct FlatView: Sendable {
     /// Like `read`, but nil when no region contains `address` itself: one lookup for callers
     /// that fall through to another view.
     public func readIfMapped(at address: UInt64, width: AccessWidth) -> UInt64? {
-        guard let e = entry(containing: address) else { return nil }
-        if e.range.contains(address, length: UInt64(width.bytes)) {
-            return width.truncate(e.handler.read(offset: address - e.range.base + e.handlerOffset, width: width))
+        guard let i = entryIndex(containing: address) else { return nil }
+        // The entry is used in place (not copied out), which saves reference counting per access.
+        let value = storage.entries.withUnsafeBufferPointer { entries -> UInt64? in
+            guard entries[i].range.contains(address, length: UInt64(width.bytes)) else { return nil }
+            return width.truncate(entries[i].handler.read(offset: address - entries[i].range.base + entries[i].handlerOffset,
+                                                          width: width))
         }
-        return readSplit(at: address, width: width)
+        return value ?? readSplit(at: address, width: width)
     }
 
     private func readSplit(at address: UInt64, width: AccessWidth) -> UInt64 {
@@ -75,13 +93,14 @@ public struct FlatView: Sendable {
     /// `address` itself.
     @discardableResult
     public func writeIfMapped(at address: UInt64, width: AccessWidth, value: UInt64) -> Bool {
-        guard let e = entry(containing: address) else { return false }
-        if e.range.contains(address, length: UInt64(width.bytes)) {
-            e.handler.write(offset: address - e.range.base + e.handlerOffset, width: width,
-                            value: width.truncate(value))
-        } else {
-            writeSplit(at: address, width: width, value: value)
+        guard let i = entryIndex(containing: address) else { return false }
+        let written = storage.entries.withUnsafeBufferPointer { entries -> Bool in
+            guard entries[i].range.contains(address, length: UInt64(width.bytes)) else { return false }
+            entries[i].handler.write(offset: address - entries[i].range.base + entries[i].handlerOffset, width: width,
+                                     value: width.truncate(value))
+            return true
         }
+        if !written { writeSplit(at: address, width: width, value: value) }
         return true
     }
 

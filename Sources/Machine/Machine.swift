@@ -49,6 +49,11 @@ public final class Machine: Sendable {
     /// `serialBackend` receives COM1's output; `clock` drives the RTC, PM timer and UART timeouts;
     /// `vfioKernel` is where `vfio-pci` devices' host functions are opened (the host's /dev/vfio
     /// by default; a twin in tests).
+    deinit {
+        // A port and its function hold each other until the port is disconnected.
+        for port in dmaPorts.withLock({ Array($0.values) }) { port.disconnect(pause: Self.pauseInGracePeriod) }
+    }
+
     public init(_ configuration: MachineConfiguration = .defaultMachine,
                 serialBackend: any SerialBackend = NullSerialBackend(),
                 clock: any PlatformClock = SystemClock(),

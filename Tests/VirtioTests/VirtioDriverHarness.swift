@@ -70,6 +70,11 @@ final class VirtioDriverHarness {
         setCommand(memory: true, busMaster: true)
     }
 
+    deinit {
+        // The port and the function hold each other until the port is disconnected.
+        port.disconnect(pause: {})
+    }
+
     func setCommand(memory: Bool, busMaster: Bool) {
         _ = function.configWrite(0x04, width: .word, value: (memory ? 2 : 0) | (busMaster ? 4 : 0))
     }

@@ -20,6 +20,10 @@
 //     N=256:  one root port and switch, 32 downstream ports, each with an 8-function pci-testdev.
 //     N=1024: four such root ports with switches (136 buses).
 //
+// BAR MMIO dispatch ("BAR MMIO read N=..."): one dword read of a random endpoint's BAR 1
+// through the machine's memory map, N = 1, 256, 4096 pci-testdev functions behind pci-bridges,
+// each with its BAR 1 mapped (see MappedBARs).
+//
 // Setup, untimed, numbers the buses as firmware does (depth first, through ECAM) and lists
 // every function by scanning all buses. `Machine.runFirmware()` is not used: it also assigns
 // BARs and throws when thousands of pci-testdevs' I/O BARs do not fit the I/O window; BARs do
@@ -161,6 +165,9 @@ struct MappedBARs: Sendable {
     /// The endpoint whose BAR moves, and the two places it alternates between.
     let mover: (bus: UInt8, devfn: UInt8)
     let places: (UInt64, UInt64)
+    /// A random sequence of BAR 1 addresses of endpoints other than the mover (which stay put),
+    /// for the MMIO dispatch benchmark.
+    let barAddresses: [UInt64]
 
     static let windowBase: UInt64 = 0xC000_0000
     static let windowSize: UInt64 = 2 << 20
@@ -190,6 +197,15 @@ struct MappedBARs: Sendable {
         mover = (1, 0)
         // The second MiB of bridge 0's window is free: 256 endpoints fill the first.
         places = (Self.windowBase, Self.windowBase + (1 << 20))
+        var rng = SplitMix64(state: 0xBA5E_0001)
+        let endpoints = bridges * functionsPerBridge
+        barAddresses = (0..<Fixture.accesses).map { _ in
+            // With one endpoint, it is the mover: read it where set-up put it (no move runs
+            // between set-up and this benchmark's reads on that fixture's own copy).
+            let e = endpoints == 1 ? 0 : 1 + Int(rng.next() % UInt64(endpoints - 1))
+            let b = e / functionsPerBridge, i = e % functionsPerBridge
+            return Self.windowBase + UInt64(b) * Self.windowSize + 4096 * UInt64(i)
+        }
     }
 }
 
@@ -204,6 +220,13 @@ func moveBAR(_ m: MappedBARs, to address: UInt64) {
 @inline(never)
 func ecamRead(_ f: Fixture, _ i: Int) -> UInt64 {
     f.machine.mmioRead(f.ecamAddresses[i], width: .dword)
+}
+
+/// One MMIO read of an endpoint's BAR, dispatched through the machine's memory map to the
+/// function (pci-testdev answers the scratch register written at set-up).
+@inline(never)
+func barRead(_ m: MappedBARs, _ i: Int) -> UInt64 {
+    m.fixture.machine.mmioRead(m.barAddresses[i], width: .dword)
 }
 
 @inline(never)
@@ -224,6 +247,11 @@ let pcie1024 = Fixture.pcie(switches: 4, downstreamPorts: 32, functionsPerPort: 
 let moves1 = MappedBARs(bridges: 1, functionsPerBridge: 1)
 let moves256 = MappedBARs(bridges: 1, functionsPerBridge: 256)
 let moves4096 = MappedBARs(bridges: 16, functionsPerBridge: 256)
+// The MMIO dispatch benchmark has its own machines: the move benchmarks leave their mover
+// anywhere.
+let reads1 = MappedBARs(bridges: 1, functionsPerBridge: 1)
+let reads256 = MappedBARs(bridges: 1, functionsPerBridge: 256)
+let reads4096 = MappedBARs(bridges: 16, functionsPerBridge: 256)
 
 let smoke = ProcessInfo.processInfo.environment["SWITCHYARD_BENCH_SMOKE"] == "1"
 
@@ -257,7 +285,7 @@ let slotIoctlsPerMove = BenchmarkMetric.custom("KVM slot ioctls per move", polar
 
 /// One measured iteration: `scaledIterations` accesses from the sequence, checked against an
 /// untimed pass over the same accesses (the reads cannot be optimized away or go astray).
-func measure(_ benchmark: Benchmark, _ f: Fixture, _ access: (Fixture, Int) -> UInt64) {
+func measure<F>(_ benchmark: Benchmark, _ f: F, _ access: (F, Int) -> UInt64) {
     let count = benchmark.scaledIterations.count
     precondition(count <= Fixture.accesses)
     var expected: UInt64 = 0
@@ -291,6 +319,13 @@ let benchmarks: @Sendable () -> Void = {
     ]
     for (name, fixture) in express {
         Benchmark("PCIe ECAM read \(name)", closure: { measure($0, fixture(), ecamRead) }, setup: { _ = fixture() })
+    }
+    // MMIO dispatch to a BAR as the number of mapped BARs grows: random endpoints' BAR 1.
+    let mapped: [(name: String, fixture: @Sendable () -> MappedBARs)] = [
+        ("N=1", { reads1 }), ("N=256", { reads256 }), ("N=4096", { reads4096 }),
+    ]
+    for (name, fixture) in mapped {
+        Benchmark("BAR MMIO read \(name)", closure: { measure($0, fixture(), barRead) }, setup: { _ = fixture() })
     }
     // A BAR move commits a new PCI address-space view: its cost as the number of mapped BARs
     // grows (each endpoint's BAR 1 is mapped), one move per measured iteration.

@@ -14,7 +14,12 @@ final class BARHandler: RetirableHandler {
     /// Called after each write, for functions whose BAR writes can have platform effects
     /// (a hot-plug controller's registers).
     let afterWrite: (@Sendable (any PCIFunction) -> Void)?
-    private let service = Mutex<(live: Bool, liveSince: Int, inFlight: Int)>((true, 0, 0))
+    /// Accesses take no lock: they count themselves in `inFlight`, then check `live` (both
+    /// sequentially consistent, so a retire that cleared `live` either sees the count or the
+    /// access sees the cleared flag and backs out). `liveSince` orders revive against retire.
+    private let live = Atomic<Bool>(true)
+    private let inFlight = Atomic<Int>(0)
+    private let liveSince = Mutex(0)
 
     init(function: any PCIFunction, index: Int, afterWrite: (@Sendable (any PCIFunction) -> Void)?) {
         self.function = function
@@ -36,29 +41,31 @@ final class BARHandler: RetirableHandler {
     }
 
     func revive(generation: Int) {
-        service.withLock { $0.live = true; $0.liveSince = max($0.liveSince, generation) }
+        liveSince.withLock {
+            $0 = max($0, generation)
+            live.store(true, ordering: .sequentiallyConsistent)
+        }
     }
 
     func retire(generation: Int) {
-        let retired = service.withLock { state -> Bool in
+        let retired = liveSince.withLock { since -> Bool in
             // A later commit showed this BAR again before this retire ran.
-            guard state.liveSince <= generation else { return false }
-            state.live = false
+            guard since <= generation else { return false }
+            live.store(false, ordering: .sequentiallyConsistent)
             return true
         }
         guard retired else { return }
-        while service.withLock({ $0.inFlight }) > 0 { HostClock.sleep(milliseconds: 1) }
+        while inFlight.load(ordering: .sequentiallyConsistent) > 0 { HostClock.sleep(milliseconds: 1) }
     }
 
     private func enter() -> Bool {
-        service.withLock { state in
-            guard state.live else { return false }
-            state.inFlight += 1
-            return true
-        }
+        inFlight.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        if live.load(ordering: .sequentiallyConsistent) { return true }
+        leave()
+        return false
     }
 
-    private func leave() { service.withLock { $0.inFlight -= 1 } }
+    private func leave() { inFlight.wrappingSubtract(1, ordering: .sequentiallyConsistent) }
 }
 
 /// One handler per (function, BAR) across compositions, so a diff sees a BAR that stayed as

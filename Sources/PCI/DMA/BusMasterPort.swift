@@ -13,8 +13,11 @@ public final class BusMasterPort: DMAPort {
     public static let interruptWindow = AddressRange(base: 0xFEE0_0000, size: 0x10_0000)!
 
     private struct Connection {
-        /// Weak: the function holds this port.
-        weak var function: (any PCIFunction)?
+        /// Strong, though the function holds this port too: `disconnect` breaks the cycle (the
+        /// machine disconnects every port it handed out, at unplug and at teardown). A weak
+        /// reference would give every function a side-table reference count, which made each
+        /// retain and release of a function on the config path a slow one.
+        let function: any PCIFunction
         let path: DMARequesterPath
     }
 
@@ -122,8 +125,8 @@ public final class BusMasterPort: DMAPort {
     /// The requester, when the function may master now.
     private func admit() throws(DMAError) -> DMARequester {
         let current = connection.withLock { c -> (function: any PCIFunction, path: DMARequesterPath)? in
-            guard let c, let function = c.function else { return nil }
-            return (function, c.path)
+            guard let c else { return nil }
+            return (c.function, c.path)
         }
         guard let current else { throw .disconnected }
         let command = CommandBits(rawValue: UInt16(truncatingIfNeeded: current.function.configRead(Reg.command, width: .word)))
