@@ -339,6 +339,12 @@ public final class Machine: Sendable {
         }
     }
 
+    /// After the LPC's PIRQ or DxxIR routing changed: pins move, and the irqchip's steering.
+    func intxRoutingChanged() {
+        rerouteINTx()
+        (interruptOutput.downstream as? PIRQSteeringSink)?.routesChanged()
+    }
+
     /// Takes back what `connectOutputs` handed out (unplug): the port refuses everything after.
     func disconnectOutputs(_ placed: PlacedDevice) {
         // An assigned function goes back to the host reset, still bound to vfio-pci.
@@ -377,10 +383,7 @@ public final class Machine: Sendable {
     func apply(_ effects: ConfigWriteEffects, from function: any PCIFunction, at address: PCIAddress) {
         applyResets(effects, from: function)
         spaces.apply(effects, from: function, at: address)
-        if effects.contains(.deviceSpecific), function === lpc {
-            rerouteINTx()
-            (interruptOutput.downstream as? PIRQSteeringSink)?.routesChanged()
-        }
+        if effects.contains(.deviceSpecific), function === lpc { intxRoutingChanged() }
         if effects.contains(.sriovChanged), let pf = function as? any SRIOVPhysicalFunction {
             reportUnplacedVirtualFunctions(of: pf, at: address)
         }

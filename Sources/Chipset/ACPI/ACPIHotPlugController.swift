@@ -48,7 +48,7 @@ public final class ACPIHotPlugController: Sendable {
         var buses: [UInt32: ACPIHotPlugBus] = [:]
     }
 
-    private let state = Mutex(State())
+    let state = Mutex(State())
     private let gpe: any GeneralPurposeEvents
     private let eventHandler = Mutex<(@Sendable (ACPIHotPlugBus) -> Void)?>(nil)
 
@@ -193,7 +193,7 @@ public final class ACPIHotPlugBus: HotPlugController {
         var acpiIndex: [UInt8: UInt32] = [:]
         var events: [HotPlugEvent] = []
     }
-    private let state = Mutex(State())
+    let state = Mutex(State())
 
     init(controller: ACPIHotPlugController, bsel: UInt32, name: String, slots: [UInt8]) {
         self.controller = controller

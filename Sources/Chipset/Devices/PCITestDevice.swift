@@ -50,6 +50,8 @@ public final class PCITestDevice: InterruptingFunction, SRIOVPhysicalFunction {
     private let state: Mutex<State>
 
     public let isSRIOVCapable: Bool
+    /// Every VF's config space as made (nil without SR-IOV): the layout a VF snapshot must have.
+    private let vfHeader: ConfigSpace?
 
     /// - Parameter sriovMaxVFs: 1...`maximumVFs` for an SR-IOV physical function (which is
     ///   always PCI Express), nil for none.
@@ -79,6 +81,7 @@ public final class PCITestDevice: InterruptingFunction, SRIOVPhysicalFunction {
         }
         cs.captureResetState()
         var vfs: VirtualFunctionTable?
+        var vfHeaderMade: ConfigSpace?
         if sriovMaxVFs != nil {
             let vfHeader: ConfigSpace
             do {
@@ -86,9 +89,11 @@ public final class PCITestDevice: InterruptingFunction, SRIOVPhysicalFunction {
             } catch {
                 preconditionFailure("PCITestDevice VF layout: \(error)")
             }
+            vfHeaderMade = vfHeader
             let owner = name
             vfs = VirtualFunctionTable { index in PCITestVirtualFunction(name: "\(owner)-vf\(index)", config: vfHeader) }
         }
+        vfHeader = vfHeaderMade
         state = Mutex(State(config: cs, resetConfig: cs, sriov: cs.sriovState, vfs: vfs))
     }
 
@@ -180,16 +185,34 @@ public final class PCITestDevice: InterruptingFunction, SRIOVPhysicalFunction {
 }
 
 extension PCITestDevice: DeviceStateSnapshotting {
-    /// Config space, interrupt state (MSI-X table and PBA, INTx) and the scratch BARs. SR-IOV
-    /// VFs come back as the restored SR-IOV capability enables them, in their reset state.
+    /// Config space (with the SR-IOV registers), interrupt state (MSI-X table and PBA, INTx),
+    /// the scratch BARs, and each enabled VF's state in VF order.
     public struct Snapshot: Sendable, Hashable, Codable {
         var config: ConfigSpace
         var interrupts: InterruptArbiter
         var scratch: [UInt8]
+        var virtualFunctions: [PCITestVirtualFunction.Snapshot]
     }
 
     public func snapshot() -> Snapshot {
-        state.withLock { Snapshot(config: $0.config, interrupts: $0.interrupts, scratch: $0.scratch) }
+        state.withLock { s in
+            // A VF not yet touched is made here in its reset state, as the guest would find it.
+            let vfs = (s.vfs?.enabled(state: s.sriov) ?? []).compactMap { ($0.function as? PCITestVirtualFunction)?.snapshot() }
+            return Snapshot(config: s.config, interrupts: s.interrupts, scratch: s.scratch, virtualFunctions: vfs)
+        }
+    }
+
+    /// Throws unless the snapshot's VF states are one per VF its SR-IOV registers enable, each
+    /// of this PF's VF layout.
+    private func checkVirtualFunctions(of snapshot: Snapshot) throws(DeviceStateError) {
+        let enabled = snapshot.config.sriovState?.activeVFs ?? 0
+        guard snapshot.virtualFunctions.count == enabled else {
+            throw .invalidValue(device: name, reason: "\(snapshot.virtualFunctions.count) VF states for \(enabled) enabled VFs")
+        }
+        guard let vfHeader else { return }
+        for vf in snapshot.virtualFunctions {
+            try PCITestVirtualFunction.check(vf, fits: vfHeader, device: "\(name) VF")
+        }
     }
 
     public func restore(_ snapshot: Snapshot) throws(DeviceStateError) {
@@ -199,11 +222,17 @@ extension PCITestDevice: DeviceStateSnapshotting {
             guard snapshot.scratch.count == s.scratch.count else {
                 throw .layoutMismatch(device: name, reason: "\(snapshot.scratch.count) scratch bytes, not \(s.scratch.count)")
             }
+            try checkVirtualFunctions(of: snapshot)
             let delivery = s.interrupts.delivery(restoring: snapshot.interrupts)
             s.config = snapshot.config
             s.interrupts = snapshot.interrupts
             s.scratch = snapshot.scratch
             Self.followSRIOV(&s)
+            // The VFs come through the table as a guest access would make them, then take
+            // their state (checked above, so this cannot refuse).
+            for (vf, vfState) in zip(s.vfs?.enabled(state: s.sriov) ?? [], snapshot.virtualFunctions) {
+                try (vf.function as? PCITestVirtualFunction)?.restore(vfState)
+            }
             return (delivery, s.output)
         }
         delivery.send(to: output)

@@ -55,3 +55,29 @@ public final class PCITestVirtualFunction: PCIFunction {
         }
     }
 }
+
+extension PCITestVirtualFunction: DeviceStateSnapshotting {
+    /// The VF's config space (command, MSI-less header state) and its scratch BAR.
+    public struct Snapshot: Sendable, Hashable, Codable {
+        var config: ConfigSpace
+        var scratch: [UInt8]
+    }
+
+    public func snapshot() -> Snapshot { state.withLock { Snapshot(config: $0.config, scratch: $0.scratch) } }
+
+    public func restore(_ snapshot: Snapshot) throws(DeviceStateError) {
+        try state.withLock { s throws(DeviceStateError) in
+            try Self.check(snapshot, fits: s.config, device: name)
+            s.config = snapshot.config
+            s.scratch = snapshot.scratch
+        }
+    }
+
+    /// Throws unless `snapshot` fits a VF whose config space has `layout`'s layout.
+    static func check(_ snapshot: Snapshot, fits layout: ConfigSpace, device: String) throws(DeviceStateError) {
+        try layout.checkLayout(of: snapshot.config, device: device)
+        guard snapshot.scratch.count == scratchSize else {
+            throw .layoutMismatch(device: device, reason: "\(snapshot.scratch.count) scratch bytes, not \(scratchSize)")
+        }
+    }
+}

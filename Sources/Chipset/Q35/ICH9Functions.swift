@@ -67,3 +67,21 @@ public enum ICH9Functions {
         return ConfigOnlyFunction(name: name, config: cs)
     }
 }
+
+extension ConfigOnlyFunction: DeviceStateSnapshotting {
+    /// The config space is the whole state.
+    public func snapshot() -> ConfigSpace { config.snapshot() }
+
+    public func restore(_ snapshot: ConfigSpace) throws(DeviceStateError) {
+        let refusal = config.withLock { current -> DeviceStateError? in
+            do throws(DeviceStateError) {
+                try current.checkLayout(of: snapshot, device: name)
+            } catch {
+                return error
+            }
+            current = snapshot
+            return nil
+        }
+        if let refusal { throw refusal }
+    }
+}

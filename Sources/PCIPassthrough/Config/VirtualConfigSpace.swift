@@ -115,6 +115,18 @@ public struct VirtualConfigSpace: Sendable, Equatable {
     /// Emulated registers back to their values at assignment (the device resets its own).
     public mutating func reset() { cells.reset() }
 
+    /// Takes `restored` as the emulated state and gives the device the registers `cells`
+    /// mirrors (bits both followed here and passed through, like Command's decode enables),
+    /// so the device decodes as the guest left it. `restored` must have `cells`'s layout.
+    public mutating func restore(cells restored: ConfigSpace, host: any HostConfigAccess) {
+        cells = restored
+        for offset in 0..<cells.size where passThrough[offset] & cells.writable[offset] != 0 {
+            let bits = UInt32(passThrough[offset] & cells.writable[offset])
+            let kept = host.readConfig(offset, width: .byte) & ~bits
+            host.writeConfig(offset, width: .byte, value: UInt32(cells.get(offset, width: 1)) & bits | kept)
+        }
+    }
+
     /// What the guest sees right now, whole (for monitors and `configSnapshot`).
     public func merged(host: any HostConfigAccess) -> ConfigSpace {
         var view = cells

@@ -48,16 +48,16 @@ public final class AssignedPCIFunction: DirectlyMappedBARs {
     /// The mmap'd parts of the BARs, for the machine to map into the guest.
     public var mappedAreas: [MappedBARArea] { bars.mapped }
 
-    private struct State {
+    struct State {
         var config: VirtualConfigSpace
         var arbiter: InterruptArbiter
         var generation = 0
     }
-    private let state: Mutex<State>
-    private let host: VFIOConfigRegion
+    let state: Mutex<State>
+    let host: VFIOConfigRegion
     private let bars: AssignedBARs
-    private let interrupts: AssignedInterrupts
-    private let limits: DesiredInterrupts.Limits
+    let interrupts: AssignedInterrupts
+    let limits: DesiredInterrupts.Limits
     private let supportsReset: Bool
     private let release: @Sendable () -> Void
 
@@ -202,7 +202,7 @@ public final class AssignedPCIFunction: DirectlyMappedBARs {
         s.arbiter = arbiter
     }
 
-    private static func desired(_ s: inout State, limits: DesiredInterrupts.Limits, name: String) -> (DesiredInterrupts, Int) {
+    static func desired(_ s: inout State, limits: DesiredInterrupts.Limits, name: String) -> (DesiredInterrupts, Int) {
         s.generation += 1
         return (DesiredInterrupts(config: s.config.cells, table: s.arbiter.msixTable, limits: limits, device: name), s.generation)
     }

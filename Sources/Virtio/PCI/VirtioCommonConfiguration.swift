@@ -1,7 +1,7 @@
 import VMMBase
 
 /// One queue's registers as the driver programs them through common config.
-public struct VirtioQueueRegisters: Hashable, Sendable {
+public struct VirtioQueueRegisters: Hashable, Sendable, Codable {
     public let maximumSize: UInt16
     public var size: UInt16
     public var vector: UInt16 = VirtioPCI.noVector
@@ -29,7 +29,7 @@ public enum VirtioCommonConfigurationEffect: Hashable, Sendable {
 /// struct virtio_pci_common_cfg as a value: feature negotiation, the status state machine and
 /// the queue registers (virtio 1.2, 4.1.4.3 and 3.1). No device, no memory: the transport
 /// acts on the returned effects.
-public struct VirtioCommonConfiguration: Hashable, Sendable {
+public struct VirtioCommonConfiguration: Hashable, Sendable, Codable {
     public let offeredFeatures: VirtioFeatures
     public let vectorCount: Int
     public private(set) var deviceFeatureSelect: UInt32 = 0

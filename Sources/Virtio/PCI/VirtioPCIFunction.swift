@@ -15,7 +15,7 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction {
     public let device: any VirtioDevice
     public let express: Bool
 
-    private struct State {
+    struct State {
         var config: ConfigSpace
         var resetConfig: ConfigSpace
         var interrupts: InterruptArbiter
@@ -26,7 +26,7 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction {
         var output: any PCIInterruptOutput = DisconnectedInterrupts()
         var dma: any DMAPort = DisconnectedDMAPort()
     }
-    private let state: Mutex<State>
+    let state: Mutex<State>
     /// Where the PCI configuration access capability sits.
     private let pciConfigurationCapability: Int
 
@@ -262,14 +262,17 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction {
         if live { device.queueNotified(queue) }
     }
 
-    private func activate() {
+    /// Starts the device on the enabled queues; a restore passes each queue's saved position.
+    func activate(restoring positions: [VirtQueue.Cursor?] = []) {
         let signaller = TransportSignaller(function: self)
         let activation = state.withLock { s -> VirtioActivation in
             let features = s.common.negotiatedFeatures
             let queues = s.common.queues.enumerated().map { index, q -> VirtQueue? in
                 guard q.enabled else { return nil }
-                return VirtQueue(index: index, size: q.size, addresses: q.addresses, features: features,
-                                 port: s.dma, interrupts: signaller)
+                let queue = VirtQueue(index: index, size: q.size, addresses: q.addresses, features: features,
+                                      port: s.dma, interrupts: signaller)
+                if index < positions.count, let position = positions[index] { queue.cursor.withLock { $0 = position } }
+                return queue
             }
             // A driver that set DRIVER_OK again without a reset gets fresh queues; the old ones stop.
             for queue in s.active { queue?.stop() }
@@ -285,7 +288,7 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction {
 
     /// Virtio reset (status 0): queues stop, registers return to power-on, the device resets,
     /// ISR clears and INTx drops. MSI-X table entries are the PCI function's and stay.
-    private func resetDevice() {
+    func resetDevice() {
         let (delivery, output) = state.withLock { s in
             for queue in s.active { queue?.stop() }
             s.active = []

@@ -3,7 +3,7 @@ import Synchronization
 import VMMBase
 
 /// Where a split virtqueue lives, as the driver programmed it (common config queue_*).
-public struct VirtQueueAddresses: Hashable, Sendable {
+public struct VirtQueueAddresses: Hashable, Sendable, Codable {
     /// queue_desc, queue_driver (available ring), queue_device (used ring): bus addresses.
     public var descriptorTable: UInt64
     public var driverArea: UInt64
@@ -35,7 +35,7 @@ public final class VirtQueue: Sendable {
     private let indirect: Bool
     private let broken = Atomic<Bool>(false)
 
-    private struct Cursor {
+    struct Cursor: Hashable, Sendable, Codable {
         /// The next available-ring slot the device reads (free-running 16-bit).
         var nextAvailable: UInt16 = 0
         /// The next used-ring slot the device writes (free-running 16-bit).
@@ -46,7 +46,7 @@ public final class VirtQueue: Sendable {
         /// Whether the device wants kicks (VRING_USED_F_NO_NOTIFY / avail_event upkeep).
         var notificationsEnabled = true
     }
-    private let cursor = Mutex(Cursor())
+    let cursor = Mutex(Cursor())
 
     /// - Parameters:
     ///   - size: a power of two, 1...32768 (the transport checks the driver's value).
