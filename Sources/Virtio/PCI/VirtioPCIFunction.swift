@@ -294,7 +294,7 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, D
     private func activate() {
         let signaller = TransportSignaller(function: self)
         let answersItself = device.answersKicksItself
-        let activation = state.withLock { s -> VirtioActivation in
+        let (activation, unanswered) = state.withLock { s -> (VirtioActivation, Bool) in
             let features = s.common.negotiatedFeatures
             let queues = s.common.queues.enumerated().map { index, q -> VirtQueue? in
                 guard q.enabled else { return nil }
@@ -308,15 +308,19 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, D
             // DRIVER_OK is answered at once: harmless, the device serves every queue then).
             let kicks = VirtioQueueKicks(events: queues.indices.map { queues[$0] == nil ? nil : kickEvents[$0] }, transport: self)
             for token in s.kickWatches { VirtioKickThread.shared.unwatch(token) }
-            s.kickWatches = answersItself ? [] : queues.indices.compactMap { VirtioKickThread.shared.watch(kicks, queue: $0) }
-            return VirtioActivation(features: features, queues: queues, interrupts: signaller,
-                                    kicks: answersItself ? kicks : .none)
+            let tokens = answersItself ? [] : kicks.descriptors.map { VirtioKickThread.shared.watch(kicks, queue: $0.queue) }
+            s.kickWatches = tokens.compactMap { $0 }
+            return (VirtioActivation(features: features, queues: queues, interrupts: signaller,
+                                     kicks: answersItself ? kicks : .none),
+                    tokens.contains(nil))
         }
         do {
             try device.activate(activation)
         } catch {
             deviceNeedsReset("activation failed: \(error)")
         }
+        // KVM keeps catching those kicks: unanswered, the queue would hang without a word.
+        if unanswered { deviceNeedsReset("the kick thread cannot wait on a queue's kicks") }
     }
 
     /// Virtio reset (status 0): queues stop, registers return to power-on, the device resets,

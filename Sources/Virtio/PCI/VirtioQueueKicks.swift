@@ -66,9 +66,8 @@ final class VirtioKickThread: Sendable {
     private let watches = Mutex<(next: UInt64, table: [UInt64: Watch])>((1, [:]))
     private let loop = Mutex<Loop?>(nil)
 
-    /// Starts answering queue `queue` of `kicks`; returns the token that ends it (nil when
-    /// the queue has no eventfd or the thread cannot run: its kicks then arrive as exits only
-    /// if the machine registers nothing, so this is logged).
+    /// Starts answering queue `queue` of `kicks`; returns the token that ends it, or nil
+    /// (logged) when the queue has no eventfd or the thread cannot wait on it.
     func watch(_ kicks: VirtioQueueKicks, queue: Int) -> UInt64? {
         guard let event = kicks.event(of: queue) else { return nil }
         do throws(SystemError) {
@@ -81,7 +80,7 @@ final class VirtioKickThread: Sendable {
                 return token
             }
         } catch {
-            GuestErrorLog.report(device: "virtio-kicks", kind: "watch", "queue \(queue): \(error); its kicks are not answered")
+            GuestErrorLog.report(device: "virtio-kicks", kind: "watch", "queue \(queue): \(error)")
             return nil
         }
     }
