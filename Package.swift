@@ -47,7 +47,7 @@ let package = Package(
         // tap and macvtap queues, macvtap links and SR-IOV VF settings through libnl.
         .target(name: "HostNetwork", dependencies: ["HostOS", "VMMBase", "CLinux", "CNetlink"], swiftSettings: swiftSettings),
         // virtio 1.x over PCI: the modern transport and split virtqueues over the DMA port.
-        .target(name: "Virtio", dependencies: ["PCI", "AddressSpace", "Interrupts", "GuestMemory", "VMMBase"],
+        .target(name: "Virtio", dependencies: ["PCI", "AddressSpace", "Interrupts", "GuestMemory", "HostOS", "VMMBase"],
                 swiftSettings: swiftSettings),
         .target(name: "VirtioNet", dependencies: ["Virtio", "HostNetwork", "PCI", "HostOS", "VMMBase"],
                 swiftSettings: swiftSettings),

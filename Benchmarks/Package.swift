@@ -44,6 +44,18 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "TapDatapath",
+            dependencies: [
+                .product(name: "SwitchyardMachine", package: rootPackageIdentity),
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/TapDatapath",
+            swiftSettings: [.swiftLanguageMode(.v6)],
+            plugins: [
+                .plugin(name: "BenchmarkPlugin", package: "benchmark"),
+            ]
+        ),
+        .executableTarget(
             name: "VFIODMA",
             dependencies: [
                 .product(name: "SwitchyardMachine", package: rootPackageIdentity),

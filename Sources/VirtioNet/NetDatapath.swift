@@ -8,7 +8,8 @@ import VMMBase
 /// One activation's queue work on its own I/O thread: transmit (guest buffers → writev to
 /// the backend queue, vnet header passed through), receive (readv from the backend straight
 /// into guest buffers, several per frame with mergeable buffers) and the control queue.
-/// A kick or a readable backend fd wakes the thread; only it touches the queues.
+/// A kick (a queue's kick eventfd signalled by KVM, or a trapped notify write) or a readable
+/// backend fd wakes the thread; only it touches the queues.
 final class NetDatapath: Sendable {
     let device: String
     let negotiated: VirtioNetFeatures
@@ -17,6 +18,8 @@ final class NetDatapath: Sendable {
     let controlIndex: Int?
     let backend: [any PacketQueue]
     let interrupts: any VirtioInterruptSignaller
+    /// The queues' kick eventfds this thread answers (epoll data `kickTag + queue`).
+    let kicks: VirtioQueueKicks
     /// Tells the device what the control queue changed (its config's mac and announce bit).
     let controlChanged: @Sendable (ControlState) -> Void
 
@@ -25,6 +28,9 @@ final class NetDatapath: Sendable {
     private let linkUp: Atomic<Bool>
     private let stopping = Atomic<Bool>(false)
     private let thread = Mutex<HostThread?>(nil)
+    /// The I/O thread's pthread id: a kick it answers itself needs no wake-up.
+    private let ioThread = Atomic<UInt>(0)
+    private static let kickTag: UInt64 = 1 << 32
     /// Receive-side state only the I/O thread uses (a Mutex for Sendable's sake).
     private let worker: Mutex<Worker>
 
@@ -55,7 +61,7 @@ final class NetDatapath: Sendable {
 
     init(device: String, negotiated: VirtioNetFeatures, queues: [VirtQueue?], pairs: Int, controlIndex: Int?,
          backend: [any PacketQueue], control: ControlState, linkUp: Bool, interrupts: any VirtioInterruptSignaller,
-         controlChanged: @escaping @Sendable (ControlState) -> Void) throws(SystemError) {
+         kicks: VirtioQueueKicks = .none, controlChanged: @escaping @Sendable (ControlState) -> Void) throws(SystemError) {
         self.device = device
         self.negotiated = negotiated
         self.queues = queues
@@ -63,6 +69,7 @@ final class NetDatapath: Sendable {
         self.controlIndex = controlIndex
         self.backend = backend
         self.interrupts = interrupts
+        self.kicks = kicks
         self.controlChanged = controlChanged
         self.linkUp = Atomic(linkUp)
         handles = try Handles()
@@ -71,6 +78,9 @@ final class NetDatapath: Sendable {
         for (j, queue) in backend.enumerated() {
             try handles.epoll.add(queue.pollDescriptor, events: .readable, data: UInt64(j + 1))
         }
+        for (queue, descriptor) in kicks.descriptors {
+            try handles.epoll.add(descriptor, events: .readable, data: Self.kickTag + UInt64(queue))
+        }
         let started = try HostThread(kind: .io, name: "virtio-net") { [self] in run() }
         thread.withLock { $0 = started }
     }
@@ -78,7 +88,8 @@ final class NetDatapath: Sendable {
     /// Queue `index` was kicked.
     func kick(_ index: Int) {
         pendingKicks.withLock { _ = $0.insert(index) }
-        wake()
+        // On the I/O thread (a kick eventfd it answered) the loop takes it before waiting again.
+        if pthread_self() != ioThread.load(ordering: .acquiring) { wake() }
     }
 
     /// Serves every queue once (at DRIVER_OK: buffers made available before it).
@@ -111,6 +122,7 @@ final class NetDatapath: Sendable {
     // MARK: The I/O thread
 
     private func run() {
+        ioThread.store(pthread_self(), ordering: .releasing)
         // The backend follows the negotiated offloads. Done here, on the I/O thread, whose
         // sandbox list holds these ioctls (DRIVER_OK arrives on a vCPU thread, whose does not).
         for (i, queue) in backend.enumerated() {
@@ -133,6 +145,9 @@ final class NetDatapath: Sendable {
             for event in events {
                 if event.data == 0 {
                     _ = try? handles.wake.consume()
+                } else if event.data >= Self.kickTag {
+                    // The transport's notify path; for a live queue it comes back as `kick`.
+                    kicks.answer(Int(event.data - Self.kickTag))
                 } else if Int(event.data) - 1 < ready.count {
                     ready[Int(event.data) - 1] = true
                 }

@@ -14,6 +14,8 @@ public final class VirtioNetDevice: VirtioDevice {
     public let deviceFeatures: VirtioFeatures
     public let queueMaximumSizes: [UInt16]
     public var configurationSize: Int { VirtioNetConfig.size }
+    /// Its I/O thread waits on the kick eventfds with the tap fds.
+    public var answersKicksItself: Bool { true }
     /// The queue pairs offered (max_virtqueue_pairs).
     public let maximumPairs: Int
     let backend: [any PacketQueue]
@@ -73,7 +75,7 @@ public final class VirtioNetDevice: VirtioDevice {
                                            maximumPairs: pairs)
                 let path = try NetDatapath(device: name, negotiated: negotiated, queues: activation.queues, pairs: pairs,
                                            controlIndex: controlIndex, backend: backend, control: control,
-                                           linkUp: s.config.linkUp, interrupts: activation.interrupts,
+                                           linkUp: s.config.linkUp, interrupts: activation.interrupts, kicks: activation.kicks,
                                            controlChanged: { [weak self] control in
                                                self?.state.withLock { s in
                                                    s.config.mac = control.filter.mac

@@ -42,7 +42,7 @@ private final class DoorbellEndpoint: DoorbellBARs {
 }
 
 /// Passes every exit to the machine and records the MMIO writes that reached userspace.
-private final class ExitRecorder: VCPUExitHandler {
+final class ExitRecorder: VCPUExitHandler {
     let machine: Machine
     let mmioWrites = Mutex<[UInt64]>([])
     init(_ machine: Machine) { self.machine = machine }

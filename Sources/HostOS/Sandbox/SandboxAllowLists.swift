@@ -87,7 +87,7 @@ public enum SandboxAllowLists {
 
     /// Dispatch starts its worker pool and event loop lazily, possibly after set-up.
     static let dispatchWorkers = SyscallGroup(
-        "Dispatch's lazily started worker pool and manager (the reset queue); a worker sets its own nice value (setpriority(PRIO_PROCESS, 0, n): who 0 is the calling thread)",
+        "Dispatch's lazily started worker pool and manager (the reset queue); a worker sets its own nice value (setpriority(PRIO_PROCESS, 0, n): who 0 is the calling thread); the same epoll calls start and feed the virtio kick threads (virtio-kicks, virtio-net's) at DRIVER_OK and reset",
         SyscallRule.calls("eventfd2", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait")
         + [SyscallRule("setpriority", .allowIf(argument: 1, mask: UInt64.max, equals: 0))])
 
@@ -104,7 +104,7 @@ public enum SandboxAllowLists {
         // The flusher replays coalesced writes, a reset-register write (0xCF9) among them: the
         // reset queue's worker it may start inherits this filter and reboots the guest.
         vcpuState, rereadBootImages, dispatchWorkers,
-        SyscallGroup("bytes in and out: standard input, sockets, FIFOs",
+        SyscallGroup("bytes in and out: standard input, sockets, FIFOs, the virtio queues' kick eventfds",
                      SyscallRule.calls("read", "recvfrom", "recvmsg", "sendto", "sendmsg", "poll", "ppoll")),
         SyscallGroup("virtio-net's tap queues: one frame per readv (writev is everyone's), the vnet header size and offloads set at DRIVER_OK",
                      SyscallRule.calls("readv") + SyscallRule.ioctl([sy_tun_set_vnet_header_size(), sy_tun_set_offload()])),

@@ -65,6 +65,8 @@ public final class KVMLinuxGuest: Sendable {
     private let vcpuPowerOn: [VCPUPowerOnState]
     /// Guest RAM as KVM memory slots, kept in step with PAM and SMRAM by every commit.
     let memorySlots: KVMMemorySlots
+    /// Devices' doorbells (virtio notify addresses) as ioeventfds, following their BARs.
+    let doorbells: KVMDoorbells
     private let interruptControllersPowerOn: InterruptControllerPowerOnState
 
     /// Loads the kernel (a bzImage, or an ELF vmlinux booted through PVH) into the machine's RAM
@@ -111,6 +113,7 @@ public final class KVMLinuxGuest: Sendable {
                 : try KVMInterruptRoutes(virtualMachine: vm, table: .pc)
             machine.attachInterruptRoutes(routes)
             memorySlots = machine.followMemorySlots(in: vm)
+            doorbells = machine.followDoorbells(in: vm)
             let sink = KVMInterruptSink(virtualMachine: vm)
             if split {
                 machine.attachInterruptSink(SplitIRQChipSink(ioapic: machine.ioapic, localAPICs: sink))
@@ -228,5 +231,8 @@ public final class KVMLinuxGuest: Sendable {
         return runner.join()
     }
 
-    deinit { machine.stopFollowing(memorySlots) }
+    deinit {
+        machine.stopFollowing(doorbells)
+        machine.stopFollowing(memorySlots)
+    }
 }

@@ -5,8 +5,9 @@ import VMMBase
 /// negotiation, the status state machine, queue registers and interrupts; a device only
 /// serves requests.
 ///
-/// Threads: `queueNotified` comes from a vCPU (an MMIO write to the notify area) or from the
-/// transport's notification thread (an ioeventfd); config accesses from vCPUs. A device locks
+/// Threads: `queueNotified` comes from a vCPU (an MMIO write to the notify area) or, for a
+/// kick KVM caught (an ioeventfd), from the shared `virtio-kicks` thread or, when
+/// `answersKicksItself`, from the device's own event loop; config accesses from vCPUs. A device locks
 /// its own state. The transport never holds its lock while calling the device.
 public protocol VirtioDevice: AnyObject, Sendable {
     /// For logs and guest-error lines ("virtio-rng", "net0").
@@ -20,6 +21,9 @@ public protocol VirtioDevice: AnyObject, Sendable {
     var queueMaximumSizes: [UInt16] { get }
     /// Bytes of device-specific configuration (0 for none).
     var configurationSize: Int { get }
+    /// The device waits on its queues' kick eventfds (`VirtioActivation.kicks`) on its own
+    /// event loop; otherwise the shared kick thread answers them.
+    var answersKicksItself: Bool { get }
 
     /// A driver read of the device configuration; `offset + width <= configurationSize`.
     func readConfiguration(at offset: Int, width: AccessWidth) -> UInt64
@@ -39,6 +43,7 @@ public protocol VirtioDevice: AnyObject, Sendable {
 
 extension VirtioDevice {
     public var configurationSize: Int { 0 }
+    public var answersKicksItself: Bool { false }
     public func readConfiguration(at offset: Int, width: AccessWidth) -> UInt64 { 0 }
     public func writeConfiguration(at offset: Int, width: AccessWidth, value: UInt64) {}
 }
@@ -51,11 +56,15 @@ public struct VirtioActivation: Sendable {
     public let queues: [VirtQueue?]
     /// Configuration-change interrupts (queue interrupts go through `VirtQueue`).
     public let interrupts: any VirtioInterruptSignaller
+    /// The enabled queues' kick eventfds, for a device that `answersKicksItself` (else none).
+    public let kicks: VirtioQueueKicks
 
-    public init(features: VirtioFeatures, queues: [VirtQueue?], interrupts: any VirtioInterruptSignaller) {
+    public init(features: VirtioFeatures, queues: [VirtQueue?], interrupts: any VirtioInterruptSignaller,
+                kicks: VirtioQueueKicks = .none) {
         self.features = features
         self.queues = queues
         self.interrupts = interrupts
+        self.kicks = kicks
     }
 }
 

@@ -8,9 +8,11 @@ import VMMBase
 /// Power Management and FLR) when it sits behind a PCIe port, so it hot-plugs into a root port.
 ///
 /// The transport owns negotiation, status, queue registers and interrupts; the `VirtioDevice`
-/// serves requests on the queues it gets at DRIVER_OK. A kick is an MMIO write to the notify
-/// area (on KVM an ioeventfd catches it without an exit; see `notifyAddresses`).
-public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction {
+/// serves requests on the queues it gets at DRIVER_OK. A kick is a write to the notify area:
+/// each queue's notify address is a doorbell (`DoorbellBARs`), so on KVM an ioeventfd signals
+/// the queue's kick eventfd without an exit and a device thread answers it (`VirtioQueueKicks`);
+/// without KVM (qtest) the write reaches `barWrite`. Both end in `notify(queue:)`.
+public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, DoorbellBARs {
     public let name: String
     public let device: any VirtioDevice
     public let express: Bool
@@ -25,10 +27,15 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction {
         var active: [VirtQueue?] = []
         var output: any PCIInterruptOutput = DisconnectedInterrupts()
         var dma: any DMAPort = DisconnectedDMAPort()
+        /// The shared kick thread's watches of the active queues (none when the device
+        /// answers its kicks itself or before DRIVER_OK).
+        var kickWatches: [UInt64] = []
     }
     let state: Mutex<State>
     /// Where the PCI configuration access capability sits.
     private let pciConfigurationCapability: Int
+    /// One kick eventfd per queue (nil where the host gave none: that queue's kicks exit).
+    private let kickEvents: [QueueKickEvent?]
 
     /// - Parameters:
     ///   - express: a PCI Express endpoint (QEMU's choice on a PCIe port's link).
@@ -87,6 +94,14 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction {
         cs.setWritable(configCap + f.pciConfigurationData, width: 4, mask: 0xFFFF_FFFF)
         cs.captureResetState()
         pciConfigurationCapability = configCap
+        kickEvents = queueSizes.indices.map { queue in
+            do {
+                return try QueueKickEvent()
+            } catch {
+                GuestErrorLog.report(device: name, kind: "kick-eventfd", "queue \(queue): \(error); its kicks exit to the VMM")
+                return nil
+            }
+        }
         var offered = device.deviceFeatures.intersection(.deviceSpecificMask).union(.transport)
         if accessPlatform { offered.insert(.accessPlatform) }
         state = Mutex(State(config: cs, resetConfig: cs, interrupts: InterruptArbiter(msix: layout),
@@ -126,6 +141,20 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction {
     /// Notify addresses inside BAR 4, one per queue: where an ioeventfd catches a kick.
     public var notifyAddresses: [(queue: Int, offset: UInt64)] {
         (0..<device.queueMaximumSizes.count).map { ($0, VirtioPCI.notifyOffset + UInt64($0) * UInt64(VirtioPCI.notifyOffsetMultiplier)) }
+    }
+
+    /// A doorbell per queue at its notify address: the driver's notify is a 16-bit write of
+    /// the queue index (4.1.4.4; NOTIFICATION_DATA is not offered), so any 2-byte write rings
+    /// it; other widths still exit and reach `barWrite`.
+    public func doorbells(ofBAR index: Int) -> [Doorbell] {
+        guard index == VirtioPCI.regionsBAR else { return [] }
+        return notifyAddresses.compactMap { queue, offset in
+            kickEvents[queue].map { Doorbell(offset: offset, length: 2, eventDescriptor: $0.descriptor) }
+        }
+    }
+
+    deinit {
+        for token in state.withLock({ $0.kickWatches }) { VirtioKickThread.shared.unwatch(token) }
     }
 
     // MARK: Config space
@@ -265,7 +294,8 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction {
     /// Starts the device on the enabled queues; a restore passes each queue's saved position.
     func activate(restoring positions: [VirtQueue.Cursor?] = []) {
         let signaller = TransportSignaller(function: self)
-        let activation = state.withLock { s -> VirtioActivation in
+        let answersItself = device.answersKicksItself
+        let (activation, unanswered) = state.withLock { s -> (VirtioActivation, Bool) in
             let features = s.common.negotiatedFeatures
             let queues = s.common.queues.enumerated().map { index, q -> VirtQueue? in
                 guard q.enabled else { return nil }
@@ -277,13 +307,23 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction {
             // A driver that set DRIVER_OK again without a reset gets fresh queues; the old ones stop.
             for queue in s.active { queue?.stop() }
             s.active = queues
-            return VirtioActivation(features: features, queues: queues, interrupts: signaller)
+            // Kicks of the enabled queues are answered from now on (a kick that came before
+            // DRIVER_OK is answered at once: harmless, the device serves every queue then).
+            let kicks = VirtioQueueKicks(events: queues.indices.map { queues[$0] == nil ? nil : kickEvents[$0] }, transport: self)
+            for token in s.kickWatches { VirtioKickThread.shared.unwatch(token) }
+            let tokens = answersItself ? [] : kicks.descriptors.map { VirtioKickThread.shared.watch(kicks, queue: $0.queue) }
+            s.kickWatches = tokens.compactMap { $0 }
+            return (VirtioActivation(features: features, queues: queues, interrupts: signaller,
+                                     kicks: answersItself ? kicks : .none),
+                    tokens.contains(nil))
         }
         do {
             try device.activate(activation)
         } catch {
             deviceNeedsReset("activation failed: \(error)")
         }
+        // KVM keeps catching those kicks: unanswered, the queue would hang without a word.
+        if unanswered { deviceNeedsReset("the kick thread cannot wait on a queue's kicks") }
     }
 
     /// Virtio reset (status 0): queues stop, registers return to power-on, the device resets,
@@ -292,6 +332,8 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction {
         let (delivery, output) = state.withLock { s in
             for queue in s.active { queue?.stop() }
             s.active = []
+            for token in s.kickWatches { VirtioKickThread.shared.unwatch(token) }
+            s.kickWatches = []
             s.common.reset()
             s.isr = 0
             // QEMU's virtio reset releases every vector, which clears its pending bit.

@@ -1,0 +1,214 @@
+// virtio-net's userspace transmit datapath over a tap against the physical limit of that path:
+// raw writev(2) of the same frames (12-byte vnet header + frame) to a tap from this process.
+// Both taps live in a network namespace the benchmark creates (iproute2, root) and removes.
+//
+// Datapath, one measured iteration: the "driver" makes 256 transmit buffers available in
+// guest RAM (queue 1, 256 entries, VIRTQ_AVAIL_F_NO_INTERRUPT as a NAPI driver sets it) and
+// writes the queue's notify address; the device's I/O thread takes every chain and writevs it
+// to its tap; the iteration ends when used.idx has caught up. Raw, one iteration: 256 writevs
+// of the same bytes to a second tap. `report.sh` turns both into packets/s and their ratio.
+// Receive is not measured here (its producer, the kernel's side of the tap, would dominate).
+
+import Benchmark
+import Foundation
+import Glibc
+import HostNetwork
+import HostOS
+import Machine
+import Synchronization
+import VMMBase
+
+/// SWITCHYARD_BENCH_SMOKE=1: a couple of iterations each (`make test` keeps the workload running).
+let smoke = ProcessInfo.processInfo.environment["SWITCHYARD_BENCH_SMOKE"] == "1"
+
+/// Frames per measured iteration: one full transmit ring.
+let batch = 256
+
+/// Runs a program; a non-zero exit stops the benchmark with its standard error.
+@discardableResult
+func run(_ arguments: [String]) -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: arguments[0])
+    process.arguments = Array(arguments.dropFirst())
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    do { try process.run() } catch { fatalError("\(arguments.joined(separator: " ")): \(error)") }
+    let output = out.fileHandleForReading.readDataToEndOfFile()
+    let error = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else {
+        fatalError("\(arguments.joined(separator: " ")): exit \(process.terminationStatus): \(String(decoding: error, as: UTF8.self)) (the tap benchmarks need root, iproute2 and /dev/net/tun)")
+    }
+    return String(decoding: output, as: UTF8.self)
+}
+
+/// A NIC on tap `sytx0` and a raw tap queue on `syraw0`, both up in a namespace of their own;
+/// the driver side of the NIC's transmit queue set up over MMIO (virtio 1.2, 4.1.4.3).
+final class TapFixture: Sendable {
+    static let ip = "/usr/sbin/ip"
+    static let bar: UInt64 = 0xC000_0000
+    static let devfn: UInt8 = 5 << 3
+    static let descriptors: UInt64 = 0x1_0000, available: UInt64 = 0x1_1000, used: UInt64 = 0x1_2000
+    static let buffers: UInt64 = 0x10_0000
+    /// Queue 1's notify address: BAR 4 + 0x3000 + queue_notify_off (1) * 4.
+    static let notify = bar + 0x3000 + 4
+
+    let namespace: String
+    let machine: Machine
+    let raw: TapQueue
+    /// Header + frame, as each transmit buffer holds it.
+    let packet: [UInt8]
+    private let availableIndex = Mutex<UInt16>(0)
+
+    init(frameLength: Int) {
+        namespace = "sybench\(getpid())f\(frameLength)"
+        run([Self.ip, "netns", "add", namespace])
+        run([Self.ip, "netns", "exec", namespace, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
+             "net.ipv6.conf.default.disable_ipv6=1"])
+        let opened = try! NetworkNamespace.run(in: namespace) {
+            Result { () throws -> (Machine, TapQueue) in
+                var configuration = MachineConfiguration(memorySize: 16 << 20,
+                                                         devices: [try DeviceSpec(parsing: "virtio-net-pci,netdev=n0,id=nic0,addr=5")])
+                configuration.netdevs = [try NetdevSpec(parsing: "tap,id=n0,ifname=sytx0,script=no,downscript=no")]
+                let raw = try TapQueue.open(interfaceName: "syraw0", multiQueue: false)
+                try raw.configure(headerSize: 12, offloads: [])
+                return (try Machine(configuration), raw)
+            }
+        }
+        (machine, raw) = try! opened.get()
+        run([Self.ip, "-n", namespace, "link", "set", "sytx0", "up"])
+        run([Self.ip, "-n", namespace, "link", "set", "syraw0", "up"])
+        // A broadcast frame with the local experimental EtherType 0x88B5: the host stack
+        // takes it in and drops it, the same work for both taps.
+        let frame = [UInt8](repeating: 0xFF, count: 6) + [0x02, 0, 0, 0, 0, 1, 0x88, 0xB5]
+            + (0..<(frameLength - 14)).map { UInt8(truncatingIfNeeded: $0) }
+        packet = [UInt8](repeating: 0, count: 12) + frame
+        setUpDriver()
+    }
+
+    private func setCommon(_ offset: UInt64, _ width: AccessWidth, _ value: UInt64) {
+        machine.mmioWrite(Self.bar + offset, width: width, value: value)
+    }
+
+    /// BAR 4 at `bar`, then VERSION_1 only (no offloads), queue 1 with 256 entries, each
+    /// descriptor one readable buffer with the packet, the available ring's entries fixed
+    /// (slot i holds descriptor i), NO_INTERRUPT, DRIVER_OK.
+    private func setUpDriver() {
+        let cycles = PortConfigCycles(machine)
+        cycles.write(bus: 0, devfn: Self.devfn, offset: 0x20, width: .dword, value: UInt32(truncatingIfNeeded: Self.bar))
+        cycles.write(bus: 0, devfn: Self.devfn, offset: 0x24, width: .dword, value: UInt32(Self.bar >> 32))
+        cycles.write(bus: 0, devfn: Self.devfn, offset: 0x04, width: .word, value: 0x0006)
+        let ram = machine.guestMemory
+        for slot in 0..<batch {
+            let buffer = Self.buffers + UInt64(slot) * 0x800
+            try! ram.write(at: GuestAddress(buffer), bytes: packet)
+            let descriptor = Self.descriptors + UInt64(slot) * 16
+            try! ram.store(buffer, at: GuestAddress(descriptor))
+            try! ram.store(UInt32(packet.count), at: GuestAddress(descriptor + 8))
+            try! ram.store(UInt16(0), at: GuestAddress(descriptor + 12))
+            try! ram.store(UInt16(slot), at: GuestAddress(Self.available + 4 + UInt64(slot) * 2))
+        }
+        try! ram.store(UInt16(1), at: GuestAddress(Self.available))  // VIRTQ_AVAIL_F_NO_INTERRUPT
+        setCommon(0x14, .byte, 0)
+        setCommon(0x14, .byte, 3)
+        setCommon(0x08, .dword, 1)
+        setCommon(0x0C, .dword, 1)  // VIRTIO_F_VERSION_1
+        setCommon(0x14, .byte, 0xB)
+        setCommon(0x16, .word, 1)
+        setCommon(0x18, .word, UInt64(batch))
+        setCommon(0x20, .dword, Self.descriptors); setCommon(0x24, .dword, 0)
+        setCommon(0x28, .dword, Self.available); setCommon(0x2C, .dword, 0)
+        setCommon(0x30, .dword, Self.used); setCommon(0x34, .dword, 0)
+        setCommon(0x1C, .word, 1)
+        setCommon(0x14, .byte, 0xF)
+        precondition(machine.mmioRead(Self.bar + 0x14, width: .byte) == 0xF, "virtio-net refused DRIVER_OK")
+    }
+
+    /// One ring of frames through the device: available, kicked, waited for.
+    func transmitThroughDatapath() {
+        let ram = machine.guestMemory
+        let target = availableIndex.withLock { index in
+            index &+= UInt16(batch)
+            return index
+        }
+        try! ram.store(target, at: GuestAddress(Self.available + 2))
+        machine.mmioWrite(Self.notify, width: .word, value: 1)
+        while try! ram.load(UInt16.self, at: GuestAddress(Self.used + 2)) != target { sched_yield() }
+    }
+
+    /// The same frames by writev from this thread, one call each.
+    func transmitRaw() {
+        packet.withUnsafeBytes { bytes in
+            var vector = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
+            withUnsafePointer(to: &vector) { v in
+                for _ in 0..<batch {
+                    guard (try? raw.writev(UnsafeBufferPointer(start: v, count: 1))) != nil else { fatalError("raw tap writev failed") }
+                }
+            }
+        }
+    }
+
+    /// Frames the host stack took in on `interface` (its receive counter).
+    func received(on interface: String) -> Int {
+        Int(run([Self.ip, "netns", "exec", namespace, "cat", "/sys/class/net/\(interface)/statistics/rx_packets"])
+            .trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+    }
+
+    /// Resets the NIC (its I/O thread ends) and removes the namespace with both taps.
+    func remove() {
+        setCommon(0x14, .byte, 0)
+        run([Self.ip, "netns", "del", namespace])
+    }
+}
+
+/// The fixture of each frame length, made in each benchmark's setup and removed in its teardown.
+let fixtures = Mutex<[Int: TapFixture]>([:])
+func fixture(_ length: Int) -> TapFixture {
+    fixtures.withLock { table in
+        if let f = table[length] { return f }
+        let made = TapFixture(frameLength: length)
+        table[length] = made
+        return made
+    }
+}
+func removeFixture(_ length: Int) {
+    fixtures.withLock { $0.removeValue(forKey: length) }?.remove()
+}
+
+let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration = .init(
+        metrics: [.wallClock, .mallocCountTotal],
+        timeUnits: .microseconds,
+        warmupIterations: smoke ? 0 : 20,
+        scalingFactor: .one,
+        maxDuration: smoke ? .milliseconds(100) : .seconds(3),
+        maxIterations: smoke ? 2 : 5000)
+
+    for length in [64, 1500] {
+        Benchmark("Tap TX \(length) B datapath", closure: { benchmark in
+            let f = fixture(length)
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations { f.transmitThroughDatapath() }
+            benchmark.stopMeasurement()
+        }, setup: {
+            // The frames reach the host: one untimed ring, counted by the kernel.
+            let f = fixture(length)
+            let before = f.received(on: "sytx0")
+            f.transmitThroughDatapath()
+            let after = f.received(on: "sytx0")
+            precondition(after - before >= batch, "the tap took in \(after - before) of \(batch) frames")
+        }, teardown: { removeFixture(length) })
+        Benchmark("Tap TX \(length) B raw writev", closure: { benchmark in
+            let f = fixture(length)
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations { f.transmitRaw() }
+            benchmark.stopMeasurement()
+        }, setup: {
+            let f = fixture(length)
+            let before = f.received(on: "syraw0")
+            f.transmitRaw()
+            precondition(f.received(on: "syraw0") - before >= batch, "the raw tap's frames did not arrive")
+        }, teardown: { removeFixture(length) })
+    }
+}

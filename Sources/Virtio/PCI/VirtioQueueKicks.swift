@@ -1,0 +1,127 @@
+import HostOS
+import Synchronization
+import VMMBase
+
+/// One queue's kick eventfd: KVM signals it when the driver writes the queue's notify
+/// address (an ioeventfd the machine registers from the function's doorbells). Kept for the
+/// function's life, so the registration never names a closed fd.
+final class QueueKickEvent: Sendable {
+    let event: EventFD
+    init() throws(SystemError) { event = try EventFD() }
+    var descriptor: Int32 { event.rawValue }
+}
+
+/// The kick eventfds of an activation's enabled queues, for a device that waits on them on its
+/// own event loop (virtio-net's I/O thread). `answer` is the only way to act on one: it takes
+/// the count and runs the transport's notify path, the one a trapped write to the notify
+/// address runs, so a kick means the same whichever way it arrived.
+public struct VirtioQueueKicks: Sendable {
+    let events: [QueueKickEvent?]
+    weak var transport: VirtioPCIFunction?
+
+    /// No kick eventfds: every kick arrives as a trapped write (qtest, tests without a transport).
+    public static let none = VirtioQueueKicks(events: [], transport: nil)
+
+    init(events: [QueueKickEvent?], transport: VirtioPCIFunction?) {
+        self.events = events
+        self.transport = transport
+    }
+
+    /// The eventfd to wait on (readable when kicked) for each queue that has one.
+    public var descriptors: [(queue: Int, descriptor: Int32)] {
+        events.enumerated().compactMap { queue, event in event.map { (queue, $0.descriptor) } }
+    }
+
+    func event(of queue: Int) -> QueueKickEvent? { events.indices.contains(queue) ? events[queue] : nil }
+
+    /// Queue `queue`'s eventfd was readable: clears it, then notifies as a trapped write would
+    /// (dropped when the queue is not live or the device needs a reset). Clearing first means a
+    /// kick that lands meanwhile leaves the fd readable again and is not lost.
+    public func answer(_ queue: Int) {
+        guard let event = event(of: queue) else { return }
+        do {
+            _ = try event.event.consume()
+        } catch {
+            GuestErrorLog.report(device: "virtio-kicks", kind: "read", "queue \(queue) kick eventfd: \(error)")
+        }
+        transport?.notify(queue: queue)
+    }
+}
+
+/// The thread that answers kicks for devices without an event loop of their own (virtio-rng):
+/// one per process, started at the first activation that needs it, waiting on every watched
+/// kick eventfd and running `VirtioQueueKicks.answer` for the one that fired, off the vCPUs.
+final class VirtioKickThread: Sendable {
+    static let shared = VirtioKickThread()
+
+    private struct Watch: Sendable {
+        let kicks: VirtioQueueKicks
+        let queue: Int
+    }
+    private final class Loop: Sendable {
+        let epoll: Epoll
+        let thread = Mutex<HostThread?>(nil)
+        init() throws(SystemError) { epoll = try Epoll() }
+    }
+    private let watches = Mutex<(next: UInt64, table: [UInt64: Watch])>((1, [:]))
+    private let loop = Mutex<Loop?>(nil)
+
+    /// Starts answering queue `queue` of `kicks`; returns the token that ends it, or nil
+    /// (logged) when the queue has no eventfd or the thread cannot wait on it.
+    func watch(_ kicks: VirtioQueueKicks, queue: Int) -> UInt64? {
+        guard let event = kicks.event(of: queue) else { return nil }
+        do throws(SystemError) {
+            let running = try startedLoop()
+            return try watches.withLock { (w) throws(SystemError) -> UInt64 in
+                let token = w.next
+                try running.epoll.add(event.descriptor, events: .readable, data: token)
+                w.next += 1
+                w.table[token] = Watch(kicks: kicks, queue: queue)
+                return token
+            }
+        } catch {
+            GuestErrorLog.report(device: "virtio-kicks", kind: "watch", "queue \(queue): \(error)")
+            return nil
+        }
+    }
+
+    /// Stops answering the watch `token` named. A kick already being answered finishes; the
+    /// transport's notify path drops it when the queue is no longer live.
+    func unwatch(_ token: UInt64) {
+        guard let running = loop.withLock({ $0 }) else { return }
+        watches.withLock { w in
+            guard let watch = w.table.removeValue(forKey: token),
+                  let event = watch.kicks.event(of: watch.queue) else { return }
+            try? running.epoll.remove(event.descriptor)
+        }
+    }
+
+    private func startedLoop() throws(SystemError) -> Loop {
+        try loop.withLock { (current) throws(SystemError) -> Loop in
+            if let current { return current }
+            let created = try Loop()
+            let thread = try HostThread(kind: .io, name: "virtio-kicks") { [self] in run(created) }
+            created.thread.withLock { $0 = thread }
+            current = created
+            return created
+        }
+    }
+
+    private func run(_ running: Loop) {
+        while true {
+            let events: [Epoll.Event]
+            do {
+                events = try running.epoll.wait(maxEvents: 32)
+            } catch {
+                GuestErrorLog.report(device: "virtio-kicks", kind: "io-thread", "epoll_wait failed: \(error); kicks are no longer answered")
+                return
+            }
+            for event in events {
+                // Looked up per event: a watch removed since the wait returned is skipped.
+                guard let watch = watches.withLock({ $0.table[event.data] }) else { continue }
+                watch.kicks.answer(watch.queue)
+            }
+        }
+    }
+}
+
