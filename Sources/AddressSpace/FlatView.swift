@@ -124,7 +124,6 @@ private struct Leaf {
     var handlerOffset: UInt64
     var handler: any IORegionHandler
     var name: String
-    var rank: Int
 }
 
 /// Walks the tree in precedence order (higher priority first, later-added first among equals),
@@ -140,7 +139,7 @@ private func collectLeaves(of region: Region, localClip: AddressRange, delta: UI
         let absBase = clip.base &+ delta, absLast = clip.last &+ delta
         guard let range = AddressRange(base: absBase, last: absLast) else { return }
         leaves.append(Leaf(range: range, handlerOffset: clip.base, handler: handler,
-                           name: region.name, rank: leaves.count))
+                           name: region.name))
     case .container(let children):
         let ordered = children.enumerated().sorted {
             $0.element.priority != $1.element.priority ? $0.element.priority > $1.element.priority
@@ -160,10 +159,12 @@ private func collectLeaves(of region: Region, localClip: AddressRange, delta: UI
     }
 }
 
-/// Sweeps the leaves' boundaries and keeps, for every stretch, the leaf of lowest rank.
+/// Sweeps the leaves' boundaries and keeps, for every stretch, the leaf of lowest rank. Leaves
+/// are handled by index (a leaf's index is its rank), so sorting and the heap move integers,
+/// not values holding references.
 private func resolveOverlaps(_ leaves: [Leaf]) -> [FlatView.Entry] {
     guard !leaves.isEmpty else { return [] }
-    let byBase = leaves.sorted { $0.range.base < $1.range.base }
+    let byBase = leaves.indices.sorted { leaves[$0].range.base < leaves[$1].range.base }
     var points: [UInt64] = []
     points.reserveCapacity(leaves.count * 2)
     for leaf in leaves {
@@ -178,12 +179,13 @@ private func resolveOverlaps(_ leaves: [Leaf]) -> [FlatView.Entry] {
     while i < points.count {
         let point = points[i]
         while i < points.count && points[i] == point { i += 1 }
-        while next < byBase.count && byBase[next].range.base <= point {
+        while next < byBase.count && leaves[byBase[next]].range.base <= point {
             heap.push(byBase[next])
             next += 1
         }
-        while let top = heap.top, top.range.last < point { heap.pop() }
-        guard let top = heap.top else { continue }
+        while let top = heap.top, leaves[top].range.last < point { heap.pop() }
+        guard let rank = heap.top else { continue }
+        let top = leaves[rank]
         let stretchLast = i < points.count ? points[i] - 1 : top.range.last
         let last = min(stretchLast, top.range.last)
         let offset = top.handlerOffset + (point - top.range.base)
@@ -199,17 +201,17 @@ private func resolveOverlaps(_ leaves: [Leaf]) -> [FlatView.Entry] {
     return out
 }
 
-/// A binary min-heap of leaves by rank.
+/// A binary min-heap of ranks (leaf indices).
 private struct RankHeap {
-    private var items: [Leaf] = []
-    var top: Leaf? { items.first }
+    private var items: [Int] = []
+    var top: Int? { items.first }
 
-    mutating func push(_ leaf: Leaf) {
-        items.append(leaf)
+    mutating func push(_ rank: Int) {
+        items.append(rank)
         var c = items.count - 1
         while c > 0 {
             let p = (c - 1) / 2
-            guard items[c].rank < items[p].rank else { break }
+            guard items[c] < items[p] else { break }
             items.swapAt(c, p)
             c = p
         }
@@ -223,8 +225,8 @@ private struct RankHeap {
         while true {
             let l = 2 * p + 1, r = l + 1
             var m = p
-            if l < items.count && items[l].rank < items[m].rank { m = l }
-            if r < items.count && items[r].rank < items[m].rank { m = r }
+            if l < items.count && items[l] < items[m] { m = l }
+            if r < items.count && items[r] < items[m] { m = r }
             if m == p { break }
             items.swapAt(p, m)
             p = m
