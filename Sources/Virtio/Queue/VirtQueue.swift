@@ -230,8 +230,8 @@ public final class VirtQueue: Sendable {
                 var next = c.nextUsed
                 for (chain, written) in batch {
                     let element = SplitRing.usedRing + SplitRing.usedElementSize * UInt64(next & (size - 1))
-                    try store(UInt32(chain.head), at: addresses.deviceArea, offset: element)
-                    try store(UInt32(written), at: addresses.deviceArea, offset: element + 4)
+                    // virtq_used_elem { le32 id; le32 len; } as one 8-byte little-endian store.
+                    try store(UInt64(UInt32(written)) << 32 | UInt64(chain.head), at: addresses.deviceArea, offset: element)
                     next &+= 1
                 }
                 // The elements are visible before the index that publishes them.
