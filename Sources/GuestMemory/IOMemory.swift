@@ -121,7 +121,31 @@ public struct TranslatedMemory<Memory: IOMemory, Translator: AddressTranslator>:
         return result
     }
 
+    /// The target of an access that is one piece (no granule boundary inside it), or nil when
+    /// it is empty or must be split. Checked as `pieces` checks each piece; nothing is allocated.
+    @inline(__always)
+    public func singlePiece(_ address: UInt64, _ count: Int, write: Bool) throws(GuestMemoryError) -> UInt64? {
+        guard count > 0 else { return nil }
+        let length = UInt64(count)
+        let (last, overflow) = address.addingReportingOverflow(length - 1)
+        if overflow { throw .addressOverflow(address: address, length: length) }
+        let granule = translator.granule
+        if granule != .max, granule > 0, address & ~(granule - 1) != last & ~(granule - 1) { return nil }
+        switch translator.translate(address, length: length, write: write) {
+        case .success(let target):
+            let (_, wraps) = target.addingReportingOverflow(length - 1)
+            if wraps { throw .addressOverflow(address: target, length: length) }
+            return target
+        case .failure(let fault):
+            throw .translationFault(fault)
+        }
+    }
+
     public func read(at address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(GuestMemoryError) {
+        // Most accesses (ring words, descriptors) fit one piece: no array of pieces for them.
+        if let target = try singlePiece(address, buffer.count, write: false) {
+            return try memory.read(at: target, into: buffer)
+        }
         let parts = try pieces(address, buffer.count, write: false)
         for (target, offset, count) in parts {
             try memory.read(at: target, into: UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<offset + count]))
@@ -129,6 +153,10 @@ public struct TranslatedMemory<Memory: IOMemory, Translator: AddressTranslator>:
     }
 
     public func write(at address: UInt64, from buffer: UnsafeRawBufferPointer) throws(GuestMemoryError) {
+        // One piece: the memory checks the whole span before writing, as for any access.
+        if let target = try singlePiece(address, buffer.count, write: true) {
+            return try memory.write(at: target, from: buffer)
+        }
         let parts = try pieces(address, buffer.count, write: true)
         if let memory = memory as? GuestMemory {
             // Check every piece lies in RAM before writing any, so a bad piece writes nothing.

@@ -55,6 +55,10 @@ final class NetDatapath: Sendable {
         var stash: [[DescriptorChain]]
         /// Backend queues not polled until the driver adds receive buffers.
         var parked: [Bool]
+        /// Reused by every transmitted frame: its iovecs, and the chains sent since the used
+        /// ring was last updated (so the steady state allocates nothing per frame).
+        var transmitVectors: [iovec] = []
+        var transmitted: [(chain: DescriptorChain, written: Int)] = []
     }
 
     private enum ReceiveOutcome { case drained, needsBuffers }
@@ -160,7 +164,9 @@ final class NetDatapath: Sendable {
             worker.withLock { w in
                 if let controlIndex, kicks.contains(controlIndex) { serveControl(&w.control) }
                 let active = w.control.activePairs
-                for pair in 0..<active where kicks.contains(2 * pair + 1) { transmit(pair: pair) }
+                for pair in 0..<active where kicks.contains(2 * pair + 1) {
+                    transmit(pair: pair, vectors: &w.transmitVectors, transmitted: &w.transmitted)
+                }
                 for j in backend.indices {
                     // A tap queue past the active pairs feeds a receive queue that is.
                     let pair = j % active
@@ -183,45 +189,65 @@ final class NetDatapath: Sendable {
 
     // MARK: Transmit
 
-    private func transmit(pair: Int) {
+    /// Sends every available chain; the used ring is updated (one used->idx store) and the
+    /// interrupt decided once per `interruptBatch` chains and at the end.
+    private func transmit(pair: Int, vectors: inout [iovec], transmitted: inout [(chain: DescriptorChain, written: Int)]) {
         guard let queue = queues[safe: 2 * pair + 1] ?? nil else { return }
-        var sent = 0
+        transmitted.removeAll(keepingCapacity: true)
         do {
             while let chain = try queue.pop() {
                 guard chain.readableLength >= VirtioNetHeader.size else {
                     interrupts.deviceNeedsReset("transmit queue \(2 * pair + 1): a chain of \(chain.readableLength) readable bytes has no \(VirtioNetHeader.size)-byte virtio-net header")
+                    try? complete(&transmitted, on: queue)
                     return
                 }
-                var bytes = [UInt8](repeating: 0, count: VirtioNetHeader.size)
-                try bytes.withUnsafeMutableBytes { raw in Result { () throws(VirtQueueError) in try chain.read(into: raw) } }.get()
-                if let problem = VirtioNetHeader(bytes)!.transmitViolation(negotiated) {
+                var raw: (UInt64, UInt32) = (0, 0)
+                let header = try withUnsafeMutableBytes(of: &raw) { bytes in
+                    Result { () throws(VirtQueueError) -> VirtioNetHeader in
+                        let headerBytes = UnsafeMutableRawBufferPointer(rebasing: bytes[..<VirtioNetHeader.size])
+                        try chain.read(into: headerBytes)
+                        return VirtioNetHeader(UnsafeRawBufferPointer(headerBytes))!
+                    }
+                }.get()
+                if let problem = header.transmitViolation(negotiated) {
                     GuestErrorLog.report(device: device, kind: "tx-header", "\(problem); frame dropped")
                 } else if linkUp.load(ordering: .acquiring), pair < backend.count {
-                    try send(chain, to: backend[pair])
+                    try send(chain, to: backend[pair], vectors: &vectors)
                 }
-                try queue.complete(chain, written: 0)
-                sent += 1
-                if sent % Self.interruptBatch == 0 { try queue.interruptIfNeeded() }
+                transmitted.append((chain, 0))
+                if transmitted.count == Self.interruptBatch {
+                    try complete(&transmitted, on: queue)
+                    try queue.interruptIfNeeded()
+                }
             }
+            try complete(&transmitted, on: queue)
             try queue.interruptIfNeeded()
         } catch {
             // The queue has marked the device NEEDS_RESET and logged why.
         }
     }
 
-    private func send(_ chain: DescriptorChain, to backendQueue: any PacketQueue) throws(VirtQueueError) {
-        let outcome = try chain.withHostBuffers(.readable) { buffers -> Result<Int?, SystemError> in
-            var vectors = buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }
-            return vectors.withUnsafeMutableBufferPointer { p in
-                Result { () throws(SystemError) in
-                    if let n = try backendQueue.writev(UnsafeBufferPointer(p)) { return n }
-                    // The host queue is full: give it a moment before the frame is dropped.
-                    var poller = pollfd(fd: backendQueue.pollDescriptor, events: Int16(POLLOUT), revents: 0)
-                    _ = poll(&poller, 1, 100)
-                    return try backendQueue.writev(UnsafeBufferPointer(p))
-                }
+    /// Returns `chains` to the used ring at once and empties the list (capacity kept).
+    private func complete(_ chains: inout [(chain: DescriptorChain, written: Int)], on queue: VirtQueue) throws(VirtQueueError) {
+        guard !chains.isEmpty else { return }
+        try queue.complete(chains)
+        chains.removeAll(keepingCapacity: true)
+    }
+
+    /// One writev of the chain's readable buffers (vnet header and frame).
+    private func send(_ chain: DescriptorChain, to backendQueue: any PacketQueue, vectors: inout [iovec]) throws(VirtQueueError) {
+        vectors.removeAll(keepingCapacity: true)
+        try chain.appendHostIOVectors(.readable, to: &vectors)
+        let outcome = vectors.withUnsafeBufferPointer { p in
+            Result { () throws(SystemError) -> Int? in
+                if let n = try backendQueue.writev(p) { return n }
+                // The host queue is full: give it a moment before the frame is dropped.
+                var poller = pollfd(fd: backendQueue.pollDescriptor, events: Int16(POLLOUT), revents: 0)
+                _ = poll(&poller, 1, 100)
+                return try backendQueue.writev(p)
             }
         }
+        vectors.removeAll(keepingCapacity: true)
         switch outcome {
         case .success(.some): break
         case .success(.none): GuestErrorLog.report(device: device, kind: "tx-full", "the host queue stayed full; frame dropped")

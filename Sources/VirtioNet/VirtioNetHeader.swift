@@ -36,10 +36,15 @@ public struct VirtioNetHeader: Sendable, Hashable {
 
     /// Decodes the first 12 bytes; nil when there are fewer.
     public init?(_ bytes: some Collection<UInt8>) {
-        let b = Array(bytes.prefix(Self.size))
-        guard b.count == Self.size else { return nil }
-        func u16(_ i: Int) -> UInt16 { UInt16(b[i]) | UInt16(b[i + 1]) << 8 }
-        self.init(flags: b[0], gsoType: b[1], headerLength: u16(2), gsoSize: u16(4),
+        guard let header = Array(bytes.prefix(Self.size)).withUnsafeBytes({ Self($0) }) else { return nil }
+        self = header
+    }
+
+    /// Decodes the first 12 bytes in place (the transmit path: no copy).
+    public init?(_ raw: UnsafeRawBufferPointer) {
+        guard raw.count >= Self.size else { return nil }
+        func u16(_ i: Int) -> UInt16 { UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: i, as: UInt16.self)) }
+        self.init(flags: raw[0], gsoType: raw[1], headerLength: u16(2), gsoSize: u16(4),
                   checksumStart: u16(6), checksumOffset: u16(8), bufferCount: u16(10))
     }
 

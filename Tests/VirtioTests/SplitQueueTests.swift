@@ -1,3 +1,4 @@
+import Glibc
 import GuestMemory
 import Interrupts
 import PCI
@@ -226,6 +227,11 @@ import VMMBase
         // The port refuses a span outside RAM and the interrupt window, as for any access.
         #expect(throws: DMAError.self) { try h.port.hostSegments(at: UInt64(TestRAM.size) - 4, length: 8, write: true) }
         #expect(throws: DMAError.self) { try h.port.hostSegments(at: 0xFEE0_0000, length: 4, write: false) }
+        // The transmit path's iovecs: the same guest bytes, in chain order.
+        var vectors: [iovec] = []
+        try chain.appendHostIOVectors(.writable, to: &vectors)
+        #expect(vectors.map(\.iov_len) == [8, 8])
+        #expect(vectors.map { $0.iov_base?.load(as: UInt8.self) } == [0xA0, 0xA1])
     }
 }
 
@@ -274,5 +280,42 @@ struct SwappedPagesTranslation: DMATranslation {
         #expect(throws: DMAError.memory(.translationFault(TranslationFault(.notPresent, address: 0x4_2000, isWrite: true)))) {
             try port.hostSegments(at: 0x4_1800, length: 0x1000, write: true)
         }
+    }
+
+    /// The per-I/O loan (no array): the same host bytes and the same refusals as any access.
+    @Test func eachHostSegmentIsLentInBusOrderAfterTheChecksOfAnyAccess() throws {
+        let ram = try TestRAM()
+        let function = VirtioPCIFunction(name: "vdev", device: VirtioEntropyDevice(name: "rng"), express: true)
+        let port = BusMasterPort(function: function, path: DMARequesterPath(devfn: 0x18, hops: []), memory: ram.memory,
+                                 translation: SwappedPagesTranslation(), interrupts: RecordingSink())
+        _ = function.configWrite(0x04, width: .word, value: 6)
+        func lend(_ address: UInt64, _ length: UInt64, fill: UInt8) throws(DMAError) -> [Int] {
+            var counts: [Int] = []
+            try port.forEachHostSegment(at: address, length: length, write: true) { segment in
+                segment.initializeMemory(as: UInt8.self, repeating: fill)
+                counts.append(segment.count)
+            }
+            return counts
+        }
+        // Inside one bus page: one segment, at the guest page the translation names.
+        #expect(try lend(0x4_0100, 0x100, fill: 0x33) == [0x100])
+        #expect(ram.read(0x6_0100, 0x100) == [UInt8](repeating: 0x33, count: 0x100))
+        // Across the boundary: two, in bus order.
+        #expect(try lend(0x4_0F00, 0x200, fill: 0x44) == [0x100, 0x100])
+        #expect(ram.read(0x6_0F00, 0x100) == [UInt8](repeating: 0x44, count: 0x100))
+        #expect(ram.read(0x5_0000, 0x100) == [UInt8](repeating: 0x44, count: 0x100))
+        #expect(try lend(0x4_0000, 0, fill: 0) == [])
+        #expect(throws: DMAError.memory(.translationFault(TranslationFault(.notPresent, address: 0x4_2000, isWrite: true)))) {
+            try lend(0x4_2000, 8, fill: 0)
+        }
+        #expect(throws: DMAError.interruptWindow(address: 0xFEE0_0000, length: 4, isWrite: true)) {
+            try lend(0xFEE0_0000, 4, fill: 0)
+        }
+        #expect(throws: DMAError.memory(.addressOverflow(address: UInt64.max - 3, length: 8))) {
+            try lend(UInt64.max - 3, 8, fill: 0)
+        }
+        // Bus Master Enable cleared: the very next loan is refused.
+        _ = function.configWrite(0x04, width: .word, value: 2)
+        #expect(throws: DMAError.busMasterDisabled(function: "vdev")) { try lend(0x4_0100, 8, fill: 0) }
     }
 }

@@ -85,13 +85,8 @@ public final class BusMasterPort: DMAPort {
     public func hostSegments(at address: UInt64, length: UInt64, write: Bool) throws(DMAError) -> DMAHostSegments {
         let epoch = calls.enter()
         defer { calls.leave(epoch) }
-        let requester = try admit()
-        guard length > 0 else { return DMAHostSegments(buffers: [], owner: nil) }
-        guard let span = AddressRange(base: address, size: length), length <= UInt64(Int.max) else {
-            throw .memory(.addressOverflow(address: address, length: length))
-        }
-        if span.overlaps(Self.interruptWindow) {
-            throw .interruptWindow(address: address, length: length, isWrite: write)
+        guard let requester = try admitHostAccess(at: address, length: length, write: write) else {
+            return DMAHostSegments(buffers: [], owner: nil)
         }
         do {
             let pieces = try translated(for: requester).pieces(address, Int(length), write: write)
@@ -104,6 +99,27 @@ public final class BusMasterPort: DMAPort {
         } catch {
             throw .memory(error)
         }
+    }
+
+    /// One segment (the access does not cross a translation granule) is lent without an
+    /// array; the port's reference to guest RAM keeps it mapped while `body` runs.
+    public func forEachHostSegment(at address: UInt64, length: UInt64, write: Bool,
+                                   _ body: (UnsafeMutableRawBufferPointer) -> Void) throws(DMAError) {
+        let target: UInt64?
+        do {
+            let epoch = calls.enter()
+            defer { calls.leave(epoch) }
+            guard let requester = try admitHostAccess(at: address, length: length, write: write) else { return }
+            do {
+                target = try translated(for: requester).singlePiece(address, Int(length), write: write)
+                if let target { body(try memory.hostBuffer(at: GuestAddress(target), length: length)) }
+            } catch {
+                throw .memory(error)
+            }
+        }
+        guard target == nil else { return }
+        let segments = try hostSegments(at: address, length: length, write: write)
+        segments.buffers.forEach(body)
     }
 
     /// Sends `message` as the function's MSI: a dword write of its data to its address. A
@@ -132,6 +148,19 @@ public final class BusMasterPort: DMAPort {
         let command = CommandBits(rawValue: UInt16(truncatingIfNeeded: current.function.configRead(Reg.command, width: .word)))
         guard command.contains(.busMaster) else { throw .busMasterDisabled(function: name) }
         guard let requester = current.path.resolve() else { throw .noRequesterID(function: name) }
+        return requester
+    }
+
+    /// The requester of a host-memory loan, after the checks of any access; nil for an empty one.
+    private func admitHostAccess(at address: UInt64, length: UInt64, write: Bool) throws(DMAError) -> DMARequester? {
+        let requester = try admit()
+        guard length > 0 else { return nil }
+        guard let span = AddressRange(base: address, size: length), length <= UInt64(Int.max) else {
+            throw .memory(.addressOverflow(address: address, length: length))
+        }
+        if span.overlaps(Self.interruptWindow) {
+            throw .interruptWindow(address: address, length: length, isWrite: write)
+        }
         return requester
     }
 

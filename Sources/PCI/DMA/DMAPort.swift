@@ -48,6 +48,12 @@ public protocol DMAPort: Sendable {
     /// readv/writev guest buffers without a copy. Refused, like any access, when it touches the
     /// interrupt window.
     func hostSegments(at address: UInt64, length: UInt64, write: Bool) throws(DMAError) -> DMAHostSegments
+    /// The same host bytes as `hostSegments`, after the same checks, passed to `body` one
+    /// segment at a time: the per-I/O path, where a port can lend without building an array.
+    /// A lending port holds the guest RAM it lends, so the bytes stay mapped while the port
+    /// lives; like any loan they are for one I/O, under the translation checked now.
+    func forEachHostSegment(at address: UInt64, length: UInt64, write: Bool,
+                            _ body: (UnsafeMutableRawBufferPointer) -> Void) throws(DMAError)
 }
 
 /// Host memory a DMA port lends: valid while this value lives (it keeps the guest RAM
@@ -70,6 +76,12 @@ extension DMAPort {
     /// Ports with no guest RAM of their own (fakes, disconnected ports) lend nothing.
     public func hostSegments(at address: UInt64, length: UInt64, write: Bool) throws(DMAError) -> DMAHostSegments {
         throw .hostAccessUnavailable
+    }
+
+    public func forEachHostSegment(at address: UInt64, length: UInt64, write: Bool,
+                                   _ body: (UnsafeMutableRawBufferPointer) -> Void) throws(DMAError) {
+        let segments = try hostSegments(at: address, length: length, write: write)
+        withExtendedLifetime(segments) { segments.buffers.forEach(body) }
     }
 
     public func read(at address: UInt64, count: Int) throws(DMAError) -> [UInt8] {

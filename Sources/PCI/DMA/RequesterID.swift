@@ -102,27 +102,32 @@ public struct DMARequesterPath: Sendable {
     /// port changes nothing, a PCIe-to-PCI bridge replaces the ID with (its secondary bus,
     /// 00.0), a conventional bridge with its own ID; the last replacement (the bridge nearest
     /// the root) is what the root complex sees. QEMU's pci_device_get_iommu_bus_devfn agrees.
+    ///
+    /// Called on every DMA access: each bridge's bus numbers are read once, nothing allocated.
     public func resolve() -> DMARequester? {
-        var secondaries: [UInt8] = []
-        secondaries.reserveCapacity(hops.count)
-        for hop in hops {
+        var id = RequesterID(bus: 0, devfn: devfn)
+        var alias = id
+        // A conventional bridge's own bus is the secondary of the next hop up (or bus 0).
+        var bridgeAwaitingItsBus: UInt8?
+        for (index, hop) in hops.enumerated() {
             guard let bridge = hop.bridge else { return nil }
             let secondary = bridge.busNumbers.secondary
             guard secondary != 0 else { return nil }
-            secondaries.append(secondary)
-        }
-        let id = RequesterID(bus: secondaries.first ?? 0, devfn: devfn)
-        var alias = id
-        for (index, hop) in hops.enumerated() {
+            if index == 0 {
+                id = RequesterID(bus: secondary, devfn: devfn)
+                alias = id
+            }
+            if let bridgeDevfn = bridgeAwaitingItsBus {
+                alias = RequesterID(bus: secondary, devfn: bridgeDevfn)
+                bridgeAwaitingItsBus = nil
+            }
             switch hop.aliasing {
             case .none: continue
-            case .secondaryBus: alias = RequesterID(bus: secondaries[index], devfn: 0)
-            case .bridgeItself:
-                // The bridge's own bus: the secondary of the bridge above it, or the root bus 0.
-                let primary = index + 1 < secondaries.count ? secondaries[index + 1] : 0
-                alias = RequesterID(bus: primary, devfn: hop.devfn)
+            case .secondaryBus: alias = RequesterID(bus: secondary, devfn: 0)
+            case .bridgeItself: bridgeAwaitingItsBus = hop.devfn
             }
         }
+        if let bridgeDevfn = bridgeAwaitingItsBus { alias = RequesterID(bus: 0, devfn: bridgeDevfn) }
         return DMARequester(id: id, alias: alias)
     }
 }

@@ -1,3 +1,4 @@
+import Glibc
 import PCI
 
 /// One guest buffer of a descriptor chain: bus address and length (address + length does not
@@ -80,6 +81,24 @@ public struct DescriptorChain: Sendable {
             throw queue.fail(.dma(error))
         }
         return withExtendedLifetime(lent) { body(lent.flatMap(\.buffers)) }
+    }
+
+    /// The host memory behind the readable (for writev) or writable (for readv) buffers as
+    /// iovecs appended to `vectors`, in chain order, each buffer checked by the DMA port as in
+    /// `withHostBuffers`. A device reuses one array (emptied, capacity kept) for every I/O;
+    /// the bytes stay mapped while the queue's port lives, and are used for one I/O.
+    public func appendHostIOVectors(_ direction: Direction, to vectors: inout [iovec]) throws(VirtQueueError) {
+        let buffers = direction == .readable ? readable : writable
+        do {
+            for buffer in buffers where buffer.length > 0 {
+                try queue.port.forEachHostSegment(at: buffer.address, length: UInt64(buffer.length),
+                                                  write: direction == .writable) { segment in
+                    vectors.append(iovec(iov_base: segment.baseAddress, iov_len: segment.count))
+                }
+            }
+        } catch {
+            throw queue.fail(.dma(error))
+        }
     }
 
     /// A device that needs more bytes than the driver gave (a request shorter than its header,

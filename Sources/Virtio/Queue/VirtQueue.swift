@@ -160,7 +160,7 @@ public final class VirtQueue: Sendable {
     private func checkReachable(_ buffer: GuestBuffer, write: Bool) throws(VirtQueueError) {
         guard buffer.length > 0 else { return }
         do {
-            _ = try port.hostSegments(at: buffer.address, length: UInt64(buffer.length), write: write)
+            try port.forEachHostSegment(at: buffer.address, length: UInt64(buffer.length), write: write) { _ in }
         } catch {
             guard error == .hostAccessUnavailable else { throw .dma(error) }
         }
@@ -204,12 +204,21 @@ public final class VirtQueue: Sendable {
     /// Puts `chain` in the used ring with `written` bytes written into its writable buffers.
     /// Does not interrupt: call `interruptIfNeeded()` after a batch.
     public func complete(_ chain: DescriptorChain, written: Int) throws(VirtQueueError) {
-        try complete([(chain, written)])
+        try withUnsafeTemporaryAllocation(of: (chain: DescriptorChain, written: Int).self, capacity: 1) { one in
+            one.initialize(repeating: (chain, written))
+            defer { one.deinitialize() }
+            return Result { () throws(VirtQueueError) in try complete(UnsafeBufferPointer(one)) }
+        }.get()
     }
 
     /// Puts several chains in the used ring and publishes them with one used->idx store, so
     /// the driver sees all or none (virtio-net's mergeable receive buffers need that).
     public func complete(_ batch: [(chain: DescriptorChain, written: Int)]) throws(VirtQueueError) {
+        try batch.withUnsafeBufferPointer { b in Result { () throws(VirtQueueError) in try complete(b) } }.get()
+    }
+
+    /// The batch in place (a caller's reused buffer, or one chain on the stack).
+    public func complete(_ batch: UnsafeBufferPointer<(chain: DescriptorChain, written: Int)>) throws(VirtQueueError) {
         for (chain, written) in batch {
             precondition(chain.queue === self, "a chain goes back to its own queue")
             precondition(written >= 0 && written <= chain.writableLength, "the device wrote more than the chain holds")
@@ -221,8 +230,8 @@ public final class VirtQueue: Sendable {
                 var next = c.nextUsed
                 for (chain, written) in batch {
                     let element = SplitRing.usedRing + SplitRing.usedElementSize * UInt64(next & (size - 1))
-                    try store(UInt32(chain.head), at: addresses.deviceArea, offset: element)
-                    try store(UInt32(written), at: addresses.deviceArea, offset: element + 4)
+                    // virtq_used_elem { le32 id; le32 len; } as one 8-byte little-endian store.
+                    try store(UInt64(UInt32(written)) << 32 | UInt64(chain.head), at: addresses.deviceArea, offset: element)
                     next &+= 1
                 }
                 // The elements are visible before the index that publishes them.
