@@ -9,7 +9,7 @@ BIN = .build/debug/switchyard
 # from Debian's python3; tests and scripts find python3 and dt-validate there first.
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup build release run test unit-test tool-test bench clean rig-test fuzz fuzz-build fuzz-smoke soak stress stress-tsan test-asan test-tsan
+.PHONY: setup build release run test unit-test tool-test bench clean rig-test fuzz fuzz-long fuzz-build fuzz-smoke soak stress stress-tsan test-asan test-tsan
 
 setup:
 	@bash scripts/setup.sh
@@ -53,15 +53,23 @@ rig-test: $(if $(filter .build/release/switchyard,$(RIG_SWITCHYARD)),release,set
 # Fuzzing (Fuzz/README.md): libFuzzer with AddressSanitizer, one binary, a target per name.
 FUZZ_TARGETS = qmp qtest options machine loaders virtqueue
 FUZZ_SECONDS ?= 300
-FUZZ_BIN = .build-fuzz/debug/switchyard-fuzz
+# Optimized: no check is lost (the sources use no assert(); preconditions and overflow traps
+# stay), and inputs run several times faster than in a debug build.
+FUZZ_BIN = .build-fuzz/release/switchyard-fuzz
 fuzz-build: setup
-	$(SWIFT) build --scratch-path .build-fuzz --product switchyard-fuzz $(SWIFT_FLAGS) \
+	$(SWIFT) build -c release --scratch-path .build-fuzz --product switchyard-fuzz $(SWIFT_FLAGS) \
 	  -Xswiftc -DFUZZING -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld
 
 # Each target for FUZZ_SECONDS; new inputs gather in .build-fuzz/corpus/TARGET, crashes in
 # .build-fuzz/artifacts/ (fix them, then add the input to Fuzz/corpus/TARGET).
 fuzz: fuzz-build
 	bash Fuzz/run.sh $(FUZZ_BIN) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# Each target to FUZZ_RUNS executions (10^7, issue 15), with no time limit: hours here, see
+# Fuzz/README.md for the figures.
+FUZZ_RUNS ?= 10000000
+fuzz-long: fuzz-build
+	FUZZ_RUNS=$(FUZZ_RUNS) bash Fuzz/run.sh $(FUZZ_BIN) 0 $(FUZZ_TARGETS)
 
 # What make test runs: every committed input replayed by the plain build, then 5 s of each target.
 fuzz-smoke: fuzz-build

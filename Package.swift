@@ -62,7 +62,7 @@ let package = Package(
                           swiftSettings: swiftSettings),
         // Fuzz targets (Fuzz/README.md): a corpus replayer in a plain build, libFuzzer's entry
         // points when built with -DFUZZING -sanitize=fuzzer,address (make fuzz).
-        .executableTarget(name: "switchyard-fuzz", dependencies: ["Control", "Machine", "Firmware", "VMMBase"], path: "Fuzz/Sources",
+        .executableTarget(name: "switchyard-fuzz", dependencies: ["Control", "Machine", "Firmware", "GuestMemory", "VMMBase"], path: "Fuzz/Sources",
                           swiftSettings: swiftSettings),
 
         // `.requires(...)`: a missing tool or host capability is a visible skip, a failure under CI.
@@ -101,6 +101,9 @@ let package = Package(
         .testTarget(name: "IntegrationTests",
                     dependencies: ["Control", "Machine", "Chipset", "PCI", "VMMBase", "KVM", "Firmware", "TestRequirements", "VFIO",
                                    "HostNetwork", "HostOS"],
+                    swiftSettings: swiftSettings),
+        // The fuzz targets' machine kept across inputs (Fuzz/Sources/ReusedMachine.swift).
+        .testTarget(name: "FuzzTests", dependencies: ["switchyard-fuzz", "Machine", "Chipset", "PCI", "GuestMemory", "VMMBase", "TestRequirements"],
                     swiftSettings: swiftSettings),
     ]
 )

@@ -25,8 +25,9 @@ enum FuzzTarget: String, CaseIterable {
         case .qtest: Self.runQTest(input)
         case .options: Self.runOptions(input)
         case .machine:
-            guard var run = MachineFuzzRun(input) else { fatalError("the fuzz topology no longer builds or enumerates") }
-            run.run()
+            let reused = Self.reused(MachineFuzzRun.build)
+            var run = MachineFuzzRun(input, on: reused.built)
+            reused.putBack(written: run.runToEnd())
         case .loaders: LoaderFuzzRun.run(input)
         case .virtqueue:
             guard var run = VirtqueueFuzzRun(input) else { fatalError("the virtio fuzz topology no longer builds or enumerates") }
@@ -42,6 +43,19 @@ enum FuzzTarget: String, CaseIterable {
         "pci-testdev,id=t1,bus=br1,addr=2", "pcie-pci-bridge,id=pb1,bus=rp3",
     ]
 
+    /// The machine each target keeps across inputs (ReusedMachine), built at its first input.
+    nonisolated(unsafe) private static var kept: ReusedMachine?
+
+    static func reused(_ build: @escaping () -> ReusedMachine.Built?) -> ReusedMachine {
+        if let kept { return kept }
+        guard let made = ReusedMachine(build: build) else { fatalError("the fuzz topology no longer builds or enumerates") }
+        kept = made
+        return made
+    }
+
+    /// The fuzz topology as built, before firmware (what qmp and qtest start from).
+    static func unenumerated() -> ReusedMachine.Built? { machine().map { ReusedMachine.Built(machine: $0, bars: []) } }
+
     static func machine() -> Machine? {
         guard let devices = try? topology.map({ text throws(MachineConfigurationError) in try DeviceSpec(parsing: text) }) else {
             return nil
@@ -50,7 +64,12 @@ enum FuzzTarget: String, CaseIterable {
     }
 
     static func runQMP(_ input: [UInt8]) {
-        guard let machine = machine() else { fatalError("the fuzz topology no longer builds") }
+        let reused = reused(unenumerated)
+        runQMP(input, on: reused.machine)
+        reused.putBack(written: [])  // QMP has no command that writes guest memory
+    }
+
+    static func runQMP(_ input: [UInt8], on machine: Machine) {
         let monitor = QMPMonitor(controller: VMController(machine: machine, startPaused: true), messageLimit: 1 << 16)
         let session = monitor.openSession()
         _ = monitor.handle(text: Array(#"{"execute": "qmp_capabilities"}"#.utf8), in: session)
@@ -69,7 +88,13 @@ enum FuzzTarget: String, CaseIterable {
     static let transfers: Set<String> = ["read", "write", "memset", "b64read", "b64write"]
 
     static func runQTest(_ input: [UInt8]) {
-        guard let machine = machine() else { fatalError("the fuzz topology no longer builds") }
+        let reused = reused(unenumerated)
+        reused.putBack(written: runQTest(input, on: reused.machine))
+    }
+
+    /// Runs qtest lines; returns where they may have written guest memory.
+    static func runQTest(_ input: [UInt8], on machine: Machine) -> [Range<UInt64>] {
+        var written: [Range<UInt64>] = []
         let server = QTestServer(machine: machine, virtualClock: true, log: nil, lineLimit: 1 << 16)
         for line in input.split(separator: 0x0A, omittingEmptySubsequences: false).prefix(256) {
             let words = line.split(separator: 0x20)
@@ -77,9 +102,23 @@ enum FuzzTarget: String, CaseIterable {
                words.count > 2, words[2].count > 4 {
                 continue
             }
+            if let range = memoryWritten(by: words) { written.append(range) }
             server.process(line: Array(line))
             _ = server.takeOutput()
         }
+        return written
+    }
+
+    /// Where a qtest command that writes memory may write: its address and up to 64 KiB on
+    /// (byte counts are capped at four hex digits above), or everything when the address is
+    /// not plain hex (qtest also takes decimal, octal and negative numbers).
+    static func memoryWritten(by words: [ArraySlice<UInt8>]) -> Range<UInt64>? {
+        guard let command = words.first.map({ String(decoding: $0, as: UTF8.self) }),
+              command.hasPrefix("write") || ["memset", "b64write"].contains(command) else { return nil }
+        let text = words.count > 1 ? String(decoding: words[1], as: UTF8.self) : ""
+        let hex = text.hasPrefix("0x") || text.hasPrefix("0X") ? String(text.dropFirst(2)) : nil
+        guard let address = hex.flatMap({ UInt64($0, radix: 16) }) else { return 0..<UInt64.max }
+        return address..<(address.addingReportingOverflow(0x1_0000).overflow ? UInt64.max : address + 0x1_0000)
     }
 
     static func runOptions(_ input: [UInt8]) {

@@ -37,6 +37,12 @@ final class Topology: Sendable {
         let parent: (name: String, devfn: UInt8)?
     }
 
+    /// How many anonymous devices were named so far: the next is device[N].
+    var anonymousDevicesNamed: Int {
+        get { state.withLock { $0.anonymous } }
+        set { state.withLock { $0.anonymous = newValue } }
+    }
+
     private struct State {
         var buses: [String: BusEntry]
         var placed: [PlacedDevice] = []

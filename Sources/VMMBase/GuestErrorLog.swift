@@ -36,6 +36,12 @@ public enum GuestErrorLog {
         if let sink { sink(line) } else { printToStandardError(line) }
     }
 
+    /// How many reports of `kind` from `device` came so far, printed or not (for tests: past
+    /// `limitPerKind` a report leaves no line and no entry).
+    public static func reportCount(device: String, kind: String) -> Int {
+        state.withLock { $0.counts[device + "/" + kind, default: 0] }
+    }
+
     /// The most recent entries (for tests and monitors).
     public static var recent: [Entry] { state.withLock { $0.recent } }
 

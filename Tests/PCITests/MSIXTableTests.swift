@@ -152,10 +152,15 @@ import VMMBase
     @Test func misalignedTableWritesAreReportedAndIgnored() {
         var table = MSIXTable(layout: MSIXLayout(vectors: 2, tableBAR: 0, tableOffset: 0, pbaBAR: 0, pbaOffset: 0x800))
         let before = GuestErrorLog.recent.count
+        let reports = GuestErrorLog.reportCount(device: "msix", kind: "bad-access")
         let result = table.write(bar: 0, offset: 2, width: .dword, value: 0xFFFF_FFFF,
                                  control: MSIXControl(enabled: true, functionMasked: false))
         #expect(result == .ignored)
-        #expect(GuestErrorLog.recent.count > before || before >= 256)
-        #expect(GuestErrorLog.recent.last?.device == "msix")
+        #expect(GuestErrorLog.reportCount(device: "msix", kind: "bad-access") == reports + 1)
+        // Other tests in this process (the fuzz corpus replays) may have used up the kind's lines.
+        if reports < GuestErrorLog.limitPerKind {
+            #expect(GuestErrorLog.recent.count > before || before >= 256)
+            #expect(GuestErrorLog.recent.last?.device == "msix")
+        }
     }
 }

@@ -1,0 +1,101 @@
+import Foundation
+import GuestMemory
+@testable import Chipset
+@testable import Machine
+import PCI
+import Testing
+import TestRequirements
+import VMMBase
+@testable import switchyard_fuzz
+
+/// A machine kept across fuzz inputs must not hide bugs: after an input and `putBack`, it is
+/// indistinguishable from one freshly built from the same configuration — the same device
+/// state values, and the same config space of every reachable function as the real lspci
+/// decodes it — and it got there without being rebuilt (else the check would be empty).
+@Suite("Fuzz machine reuse")
+struct ReusedMachineTests {
+    static let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fuzz/corpus")
+
+    static func input(_ target: String, _ name: String) throws -> [UInt8] {
+        [UInt8](try Data(contentsOf: corpus.appendingPathComponent("\(target)/\(name)")))
+    }
+
+    /// Hot-plug and surprise removal, BAR rewrites, a platform reset (which unnumbers every
+    /// bus and closes ECAM and BARs), each input chosen because it changes the machine.
+    @Test(.requires(RealLspci.isInstalled, RealLspci.missing),
+          arguments: ["hotplug-surprise", "bars-write-read", "reset-then-cf8"])
+    func machineTarget(_ name: String) throws {
+        let reused = try #require(ReusedMachine(build: MachineFuzzRun.build))
+        let fresh = try #require(MachineFuzzRun.build())
+        var run = MachineFuzzRun(try Self.input("machine", name), on: reused.built)
+        let written = run.runToEnd()
+        try expectChanged(reused.machine, from: fresh.machine)
+        reused.putBack(written: written)
+        try expectEqual(reused, fresh.machine)
+    }
+
+    @Test(.requires(RealLspci.isInstalled, RealLspci.missing), arguments: ["hotplug-cycle", "anonymous-and-bridges"])
+    func qmpTarget(_ name: String) throws {
+        let reused = try #require(ReusedMachine(build: FuzzTarget.unenumerated))
+        let fresh = try #require(FuzzTarget.unenumerated())
+        FuzzTarget.runQMP(try Self.input("qmp", name), on: reused.machine)
+        try expectChanged(reused.machine, from: fresh.machine)
+        reused.putBack(written: [])
+        try expectEqual(reused, fresh.machine)
+    }
+
+    @Test(.requires(RealLspci.isInstalled, RealLspci.missing), arguments: ["config-type1", "ecam", "memory", "irq-clock-legacy"])
+    func qtestTarget(_ name: String) throws {
+        let reused = try #require(ReusedMachine(build: FuzzTarget.unenumerated))
+        let fresh = try #require(FuzzTarget.unenumerated())
+        let written = FuzzTarget.runQTest(try Self.input("qtest", name), on: reused.machine)
+        try expectChanged(reused.machine, from: fresh.machine)
+        reused.putBack(written: written)
+        try expectEqual(reused, fresh.machine)
+    }
+
+    /// The input did something the put-back has to undo.
+    func expectChanged(_ machine: Machine, from fresh: Machine) throws {
+        let changed = try Self.comparable(machine.snapshotDevices()) != Self.comparable(fresh.snapshotDevices()) || Self.ram(of: machine) != Self.ram(of: fresh)
+        #expect(changed, "the input left the machine as built: pick one that changes it")
+    }
+
+    func expectEqual(_ reused: ReusedMachine, _ fresh: Machine) throws {
+        #expect(reused.rebuilds == 0)
+        let machine = reused.machine
+        #expect(Self.comparable(try machine.snapshotDevices()) == Self.comparable(try fresh.snapshotDevices()))
+        #expect(machine.devices.map(\.qomPath).sorted() == fresh.devices.map(\.qomPath).sorted())
+        #expect(machine.assertedINTxLines == fresh.assertedINTxLines)
+        #expect(Self.ram(of: machine) == Self.ram(of: fresh))
+        let ours = try Self.lspci(machine), theirs = try Self.lspci(fresh)
+        #expect(!ours.isEmpty)
+        #expect(ours == theirs, "--- reused\n\(ours)--- fresh\n\(theirs)")
+    }
+
+    /// The state with the RTC's guest time as its offset from the host's wall clock: two
+    /// machines built a moment apart hold different host times for the same guest time.
+    static func comparable(_ state: MachineDeviceState) -> MachineDeviceState {
+        var state = state
+        let rtc = state.platform.rtc
+        state.platform.rtc.subsecond = rtc.baseSeconds &* 1_000_000_000 &+ rtc.subsecond &- rtc.lastUpdate
+        state.platform.rtc.baseSeconds = 0
+        state.platform.rtc.lastUpdate = 0
+        return state
+    }
+
+    /// Every function config cycles reach, decoded by the real lspci with full config dumps.
+    static func lspci(_ machine: Machine) throws -> String {
+        let functions = machine.reachableFunctions().map { address, function in
+            let config = function.configSnapshot()
+            let name = String(format: "%02x:%02x.%x", address.bus, address.devfn >> 3, address.devfn & 7)
+            return (address: name, bytes: Array(config.bytes.prefix(config.size)))
+        }
+        return try RealLspci.decode(functions, arguments: ["-vvv", "-xxxx"])
+    }
+
+    static func ram(of machine: Machine) -> [UInt8] {
+        (try? machine.guestMemory.read(at: GuestAddress(0), count: Int(machine.configuration.memorySize))) ?? []
+    }
+}
+
