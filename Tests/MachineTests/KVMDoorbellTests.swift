@@ -63,6 +63,25 @@ final class ExitRecorder: VCPUExitHandler {
 
     /// Real-mode code with a flat 4 GiB DS (set by the test): `mov [address], value` with
     /// address- and operand-size prefixes as needed, then HLT.
+    /// Runs real-mode `program` at 0x7C00 to its HLT on `vcpu`; the guest addresses whose
+    /// writes exited to userspace.
+    static func runToHalt(_ program: [UInt8], on vcpu: KVMVCPU, of machine: Machine) throws -> [UInt64] {
+        try machine.guestMemory.write(at: GuestAddress(0x7C00), bytes: program)
+        var registers = Registers()
+        registers.rip = 0x7C00
+        registers.rflags = 2
+        try vcpu.setRegisters(registers)
+        let recorder = ExitRecorder(machine)
+        let runner = try VCPURunner(vcpus: [vcpu], handler: recorder)
+        try runner.start()
+        let finished = runner.waitUntilFinished(timeoutMilliseconds: 5000)
+        if !finished { runner.requestStop() }
+        let stops = runner.join()
+        try #require(finished, "the guest did not halt within 5 s")
+        #expect(stops == [.halted])
+        return recorder.mmioWrites.withLock { $0 }
+    }
+
     static func store(_ value: UInt64, bytes: Int, at address: UInt32) -> [UInt8] {
         let disp = withUnsafeBytes(of: address.littleEndian, Array.init)
         let imm = withUnsafeBytes(of: value.littleEndian) { Array($0.prefix(bytes)) }
@@ -90,23 +109,7 @@ final class ExitRecorder: VCPUExitHandler {
         special.ds = Segment(base: 0, limit: 0xFFFF_FFFF, selector: 0, type: 0x3, granularity: true)
         try vcpu.setSpecialRegisters(special)
 
-        /// Runs `program` to its HLT; the guest addresses whose writes exited to userspace.
-        func run(_ program: [UInt8]) throws -> [UInt64] {
-            try machine.guestMemory.write(at: GuestAddress(0x7C00), bytes: program)
-            var registers = Registers()
-            registers.rip = 0x7C00
-            registers.rflags = 2
-            try vcpu.setRegisters(registers)
-            let recorder = ExitRecorder(machine)
-            let runner = try VCPURunner(vcpus: [vcpu], handler: recorder)
-            try runner.start()
-            let finished = runner.waitUntilFinished(timeoutMilliseconds: 5000)
-            if !finished { runner.requestStop() }
-            let stops = runner.join()
-            try #require(finished, "the guest did not halt within 5 s")
-            #expect(stops == [.halted])
-            return recorder.mmioWrites.withLock { $0 }
-        }
+        func run(_ program: [UInt8]) throws -> [UInt64] { try Self.runToHalt(program, on: vcpu, of: machine) }
         func kicks() throws -> UInt64 { try device.kick.consume() ?? 0 }
         func matches() throws -> UInt64 { try device.matched.consume() ?? 0 }
 

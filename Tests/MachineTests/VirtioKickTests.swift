@@ -120,20 +120,7 @@ import VMMBase
         /// Runs a 2-byte store of `queue` at `address` to its HLT; the guest addresses whose
         /// writes exited to userspace.
         func kick(queue: UInt64, at address: UInt64) throws -> [UInt64] {
-            try machine.guestMemory.write(at: GuestAddress(0x7C00), bytes: KVMDoorbellTests.store(queue, bytes: 2, at: UInt32(address)))
-            var registers = Registers()
-            registers.rip = 0x7C00
-            registers.rflags = 2
-            try vcpu.setRegisters(registers)
-            let recorder = ExitRecorder(machine)
-            let runner = try VCPURunner(vcpus: [vcpu], handler: recorder)
-            try runner.start()
-            let finished = runner.waitUntilFinished(timeoutMilliseconds: 5000)
-            if !finished { runner.requestStop() }
-            let stops = runner.join()
-            try #require(finished, "the guest did not halt within 5 s")
-            #expect(stops == [.halted])
-            return recorder.mmioWrites.withLock { $0 }
+            try KVMDoorbellTests.runToHalt(KVMDoorbellTests.store(queue, bytes: 2, at: UInt32(address)), on: vcpu, of: machine)
         }
     }
 
