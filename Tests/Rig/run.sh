@@ -96,6 +96,13 @@ run_one() {
     # an L1 killed before any result stopped making progress itself (a TCG guest that froze, as
     # seen now and then right after L2 reached init, more often on a loaded host).
     grep -q 'RIG-RESULT' "$log" || l1_froze=1
+  elif ! grep -q 'RIG-RESULT' "$log"; then
+    # L0 ended on its own with no result: L1 reset or crashed (-no-reboot, panic=-1), as QEMU
+    # TCG's nested SVM did once in a clean-clone run, right after the scenario started its
+    # second L2. The scenario never got to a verdict, so this is no verdict either: boot a
+    # fresh L1, as for a freeze. A VMM that takes L1 down every time still fails all boots.
+    echo "    rig: L1 ended (status $rc) before $scenario reported its result" | tee -a "$log"
+    l1_froze=1
   fi
   python3 "$HERE/summarize.py" "$log"
 }
@@ -129,7 +136,7 @@ for s in "${scenarios[@]}"; do
   while [ "$l1_froze" = 1 ] && [ $boots -lt $max_boots ]; do
     # A frozen L1 (QEMU TCG's lost wake-up or livelock, README "A frozen L1") is no verdict on
     # the scenario: boot a fresh one, up to $max_boots boots in all. A real hang fails them all.
-    echo "    rig: L1 froze before $s reported anything; booting a fresh L1 (boot $((boots + 1)) of $max_boots)"
+    echo "    rig: L1 froze or ended before $s reported its result; booting a fresh L1 (boot $((boots + 1)) of $max_boots)"
     boots=$((boots + 1))
     last=0
     run_one "$s" || last=$?
