@@ -96,8 +96,8 @@ run_one() {
     # an L1 killed before any result stopped making progress itself (a TCG guest that froze, as
     # seen now and then right after L2 reached init, more often on a loaded host).
     grep -q 'RIG-RESULT' "$log" || l1_froze=1
-  elif ! grep -q 'RIG-RESULT' "$log"; then
-    # L0 ended on its own with no result: L1 reset or crashed (-no-reboot, panic=-1), as QEMU
+  elif [ "$l1_froze" = 0 ] && ! grep -q 'RIG-RESULT' "$log"; then
+    # (A freeze the watchdog ended was said above.) L0 ended on its own with no result: L1 reset or crashed (-no-reboot, panic=-1), as QEMU
     # TCG's nested SVM did once in a clean-clone run, right after the scenario started its
     # second L2. The scenario never got to a verdict, so this is no verdict either: boot a
     # fresh L1, as for a freeze. A VMM that takes L1 down every time still fails all boots.

@@ -88,6 +88,32 @@ public final class BusMasterPort: DMAPort {
         guard let requester = try admitHostAccess(at: address, length: length, write: write) else {
             return DMAHostSegments(buffers: [], owner: nil)
         }
+        return DMAHostSegments(buffers: try hostBuffers(for: requester, at: address, length: length, write: write),
+                               owner: memory)
+    }
+
+    /// Lends the host memory behind an access, one segment at a time, with one admission: an
+    /// access within one translation granule (nearly all) is lent without an array. The port's
+    /// reference to guest RAM keeps it mapped while `body` runs.
+    public func forEachHostSegment(at address: UInt64, length: UInt64, write: Bool,
+                                   _ body: (UnsafeMutableRawBufferPointer) -> Void) throws(DMAError) {
+        let epoch = calls.enter()
+        defer { calls.leave(epoch) }
+        guard let requester = try admitHostAccess(at: address, length: length, write: write) else { return }
+        do {
+            if let target = try translated(for: requester).singlePiece(address, Int(length), write: write) {
+                body(try memory.hostBuffer(at: GuestAddress(target), length: length))
+                return
+            }
+        } catch {
+            throw .memory(error)
+        }
+        try hostBuffers(for: requester, at: address, length: length, write: write).forEach(body)
+    }
+
+    /// The host buffers behind an admitted access, in bus order.
+    private func hostBuffers(for requester: DMARequester, at address: UInt64, length: UInt64,
+                             write: Bool) throws(DMAError) -> [UnsafeMutableRawBufferPointer] {
         do {
             let pieces = try translated(for: requester).pieces(address, Int(length), write: write)
             var buffers: [UnsafeMutableRawBufferPointer] = []
@@ -95,31 +121,10 @@ public final class BusMasterPort: DMAPort {
             for (target, _, count) in pieces {
                 buffers.append(try memory.hostBuffer(at: GuestAddress(target), length: UInt64(count)))
             }
-            return DMAHostSegments(buffers: buffers, owner: memory)
+            return buffers
         } catch {
             throw .memory(error)
         }
-    }
-
-    /// One segment (the access does not cross a translation granule) is lent without an
-    /// array; the port's reference to guest RAM keeps it mapped while `body` runs.
-    public func forEachHostSegment(at address: UInt64, length: UInt64, write: Bool,
-                                   _ body: (UnsafeMutableRawBufferPointer) -> Void) throws(DMAError) {
-        let target: UInt64?
-        do {
-            let epoch = calls.enter()
-            defer { calls.leave(epoch) }
-            guard let requester = try admitHostAccess(at: address, length: length, write: write) else { return }
-            do {
-                target = try translated(for: requester).singlePiece(address, Int(length), write: write)
-                if let target { body(try memory.hostBuffer(at: GuestAddress(target), length: length)) }
-            } catch {
-                throw .memory(error)
-            }
-        }
-        guard target == nil else { return }
-        let segments = try hostSegments(at: address, length: length, write: write)
-        segments.buffers.forEach(body)
     }
 
     /// Sends `message` as the function's MSI: a dword write of its data to its address. A
