@@ -47,6 +47,43 @@ public struct MemoryMapping: ~Copyable, @unchecked Sendable {
         return try MemoryMapping(count: count, protection: protection, flags: flags, fd: -1, offset: 0)
     }
 
+    /// An anonymous mapping of `count` zero-filled bytes whose first byte is a multiple of
+    /// `alignment` (a power of two, at least a page). Guest RAM is aligned to 2 MiB so that the
+    /// host can back it with transparent huge pages and KVM can map those as huge pages: that
+    /// needs the host address and the guest-physical address to agree modulo 2 MiB.
+    public static func anonymous(
+        count: Int, alignedTo alignment: Int, protection: Protection = .readWrite,
+        sharing: Sharing = .private, options: Options = [.noReserve]
+    ) throws(SystemError) -> MemoryMapping {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        guard count > 0, alignment >= page, alignment & (alignment - 1) == 0 else {
+            throw SystemError(.invalidArgument, operation: "mmap",
+                              context: "length \(count), alignment \(alignment): want a positive length and a power-of-two alignment of at least a page")
+        }
+        // Map enough to hold an aligned run of `count` bytes, then give back both ends.
+        let (rounded, o1) = count.addingReportingOverflow(page - 1)
+        let length = rounded & ~(page - 1)
+        let (padded, o2) = length.addingReportingOverflow(alignment)
+        guard !o1, !o2 else {
+            throw SystemError(.invalidArgument, operation: "mmap", context: "length \(count) too large")
+        }
+        let flags = MAP_ANONYMOUS | sharing.flag | options.rawValue
+        guard let p = mmap(nil, padded, protection.rawValue, flags, -1, 0), p != MAP_FAILED else {
+            throw SystemError.current("mmap", "length \(padded)")
+        }
+        let start = UInt(bitPattern: p)
+        let head = Int((UInt(alignment) - start % UInt(alignment)) % UInt(alignment))
+        let tail = padded - head - length
+        if head > 0 { _ = munmap(p, head) }
+        if tail > 0 { _ = munmap(p + head + length, tail) }
+        return MemoryMapping(base: p + head, count: count)
+    }
+
+    private init(base: UnsafeMutableRawPointer, count: Int) {
+        self.base = base
+        self.count = count
+    }
+
     /// A mapping of `count` bytes of `fd` from `offset` (page-aligned), e.g. a VFIO BAR.
     public init(
         mapping fd: borrowing FileDescriptor, offset: Int64 = 0, count: Int,

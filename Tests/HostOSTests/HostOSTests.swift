@@ -128,6 +128,33 @@ private func temporaryPath(_ name: String) -> String {
     }
 }
 
+private let transparentHugePagesOffered: Bool = {
+    let setting = (try? String(contentsOfFile: "/sys/kernel/mm/transparent_hugepage/enabled", encoding: .utf8)) ?? ""
+    return setting.contains("[always]") || setting.contains("[madvise]")
+}()
+
+/// The area of /proc/self/smaps that contains `address`: its bounds and its AnonHugePages.
+private func smapsArea(containing address: UInt) throws -> (start: UInt, end: UInt, anonHugePagesKiB: Int)? {
+    // Read to the end: a proc file reports size 0, which Foundation's readers trust.
+    let text = String(decoding: try FileSystem.readFile("/proc/self/smaps", limit: 64 << 20), as: UTF8.self)
+    var current: (start: UInt, end: UInt)?
+    for line in text.split(separator: "\n") {
+        let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+        if let first = fields.first, first.contains("-"), !first.hasSuffix(":") {
+            let bounds = first.split(separator: "-")
+            if bounds.count == 2, let start = UInt(bounds[0], radix: 16), let end = UInt(bounds[1], radix: 16) {
+                current = (start, end)
+                continue
+            }
+        }
+        if let area = current, area.start <= address, address < area.end,
+           fields.first == "AnonHugePages:", fields.count >= 2, let kib = Int(fields[1]) {
+            return (area.start, area.end, kib)
+        }
+    }
+    return nil
+}
+
 @Suite struct MemoryMappingTests {
     @Test func anonymousMappingIsZeroedAndWritable() throws {
         let m = try MemoryMapping.anonymous(count: 2 * 4096)
@@ -168,6 +195,34 @@ private func temporaryPath(_ name: String) -> String {
             #expect(error.operation == "mmap")
             #expect(error.errno == .noDevice)       // pipes cannot be mapped
         }
+    }
+
+    /// The kernel's own account of the mapping (/proc/self/smaps): one area exactly the
+    /// requested bytes (both ends of the padding given back), backed by huge pages once advised.
+    @Test(.requires(transparentHugePagesOffered,
+                    "transparent huge pages are off on this host (/sys/kernel/mm/transparent_hugepage/enabled is [never])"))
+    func alignedMappingIsExactlyItsBytesAndTakesHugePagesWhenAdvised() throws {
+        let alignment = 2 << 20, count = 8 << 20
+        let m = try MemoryMapping.anonymous(count: count, alignedTo: alignment)
+        #expect(m.hostAddress % UInt(alignment) == 0)
+        try m.advise(.hugePage)
+        m.withUnsafeMutableBytes { bytes in
+            for i in stride(from: 0, to: bytes.count, by: 4096) { bytes[i] = 1 }
+        }
+        let area = try #require(try smapsArea(containing: m.hostAddress))
+        #expect(area.start == m.hostAddress)
+        #expect(area.end == m.hostAddress + UInt(count))
+        #expect(area.anonHugePagesKiB >= 2048, "no huge page behind an advised, touched, aligned 8 MiB: \(area)")
+    }
+
+    @Test func alignmentMustBeAPowerOfTwoOfAtLeastAPage() throws {
+        for alignment in [0, 3 << 12, 512] {
+            #expect(throws: SystemError.self) { _ = try MemoryMapping.anonymous(count: 4096, alignedTo: alignment) }
+        }
+        let odd = try MemoryMapping.anonymous(count: 5000, alignedTo: 1 << 16)
+        #expect(odd.hostAddress % (1 << 16) == 0)
+        #expect(odd.count == 5000)
+        odd.withUnsafeMutableBytes { $0[4999] = 7 }  // the last byte is mapped
     }
 
     @Test func sharedMappingKeepsBytesValid() throws {

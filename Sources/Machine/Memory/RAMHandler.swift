@@ -10,9 +10,18 @@ public final class RAMHandler: IORegionHandler {
     /// The host mapping, for KVM memory slots and DMA.
     public let mapping: SharedMapping
 
+    /// The x86 huge page: guest RAM is aligned to it (see init).
+    public static let hugePageSize = 2 << 20
+
     public init(size: UInt64) throws(SystemError) {
         self.size = size
-        mapping = SharedMapping(try MemoryMapping.anonymous(count: Int(size)))
+        let ram = try MemoryMapping.anonymous(count: Int(size), alignedTo: Self.hugePageSize)
+        // Transparent huge pages where the host allows them (Debian's default is "madvise", which
+        // QEMU's RAM takes too): KVM then faults guest RAM in 2 MiB at a time, not 4 KiB. In the
+        // rig's split-irqchip session L1's KVM counted 30,540 page faults under Switchyard before
+        // this, 410 under QEMU. A host without THP refuses the advice: small pages, same RAM.
+        try? ram.advise(.hugePage)
+        mapping = SharedMapping(ram)
     }
 
     public func read(offset: UInt64, width: AccessWidth) -> UInt64 {

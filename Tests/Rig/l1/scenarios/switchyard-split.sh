@@ -55,9 +55,38 @@ check_split_irqs() {
   return $_f
 }
 
+# L1's KVM statistics (debugfs) sum the counters of the VMs that exist, so they are read while
+# L2 runs: kvm_sampler OUT copies every counter ("name value" lines) into OUT every 2 s while a
+# VM exists; its last copy is that VM's profile up to at most 2 s before it ended. kvm_profile
+# prints it, nonzero counters only, so the two VMMs' exit profiles can be compared (an L1 that
+# died under one of them, README "A frozen L1", would show what that VMM made KVM do differently).
+mount -t debugfs none /sys/kernel/debug 2>/dev/null
+kvm_sampler() {
+  while :; do
+    for _k in /sys/kernel/debug/kvm/*; do [ -f "$_k" ] && read _v <"$_k" 2>/dev/null && echo "${_k##*/} $_v"; done >/tmp/kvm-now
+    read _e </sys/kernel/debug/kvm/exits 2>/dev/null && [ "${_e:-0}" -gt 0 ] && mv /tmp/kvm-now "$1"
+    sleep 2
+  done
+}
+kvm_profile() {
+  [ -s "$1" ] || { echo "RIG-KVM $2: no KVM statistics ($(ls /sys/kernel/debug/kvm 2>&1 | head -c 120))"; return 0; }
+  awk -v label="$2" '$2 ~ /^[0-9]+$/ && $2 > 0 { printf "%s %s=%s", (n++ ? "" : "RIG-KVM " label), $1, $2 } END { if (n) print "" }' "$1"
+}
+# profiled LABEL CMD...: CMD with kvm_sampler running, then LABEL's profile.
+profiled() {
+  _pl=$1; shift
+  rm -f /tmp/kvm-$_pl
+  kvm_sampler /tmp/kvm-$_pl &
+  _ps=$!
+  "$@"; _prc=$?
+  kill $_ps 2>/dev/null; wait $_ps 2>/dev/null
+  kvm_profile /tmp/kvm-$_pl $_pl
+  return $_prc
+}
+
 rc=0
-hotplug_session qemu $(qemu_l2_command | sed 's/ -M q35 / -M q35,kernel-irqchip=split /') || rc=1
-hotplug_session switchyard /switchyard -machine q35,kernel-irqchip=split -accel kvm -m 512 -smp $L2_SMP \
+profiled qemu hotplug_session qemu $(qemu_l2_command | sed 's/ -M q35 / -M q35,kernel-irqchip=split /') || rc=1
+profiled switchyard hotplug_session switchyard /switchyard -machine q35,kernel-irqchip=split -accel kvm -m 512 -smp $L2_SMP \
   -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY || rc=1
 check_split_irqs /tmp/l2-hotplug-qemu.log qemu || rc=1
 check_split_irqs /tmp/l2-hotplug-switchyard.log switchyard || rc=1
