@@ -246,5 +246,8 @@ struct VirtioNetStateTests {
             try nic.transmit(outbound, queue: 3)
             #expect(try nic.peer.receive(timeoutMilliseconds: 3000) { $0.count > 14 && $0[11] == marker && $0[6] == 0x02 } == outbound)
         }
+        // A reset returns the MAC to the configured one (QEMU's virtio_net_reset).
+        try restored.initialize()
+        #expect(restored.configMAC == Self.configuredMAC)
     }
 }
