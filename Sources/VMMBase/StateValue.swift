@@ -3,18 +3,28 @@
 /// readable JSON and decodes without knowing the model. The model converts it to and from
 /// its own type and refuses what it could never hold.
 public indirect enum StateValue: Sendable, Hashable, Codable {
+    case null
     case bool(Bool)
     case integer(Int64)
+    /// Past Int64's range only (a 64-bit address, an all-ones mask).
+    case unsigned(UInt64)
+    case double(Double)
     case string(String)
     case array([StateValue])
     case object([String: StateValue])
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
-        if let value = try? container.decode(Bool.self) {
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
             self = .bool(value)
         } else if let value = try? container.decode(Int64.self) {
             self = .integer(value)
+        } else if let value = try? container.decode(UInt64.self) {
+            self = .unsigned(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .double(value)
         } else if let value = try? container.decode(String.self) {
             self = .string(value)
         } else if let value = try? container.decode([StateValue].self) {
@@ -27,8 +37,11 @@ public indirect enum StateValue: Sendable, Hashable, Codable {
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         switch self {
+        case .null: try container.encodeNil()
         case .bool(let value): try container.encode(value)
         case .integer(let value): try container.encode(value)
+        case .unsigned(let value): try container.encode(value)
+        case .double(let value): try container.encode(value)
         case .string(let value): try container.encode(value)
         case .array(let value): try container.encode(value)
         case .object(let value): try container.encode(value)

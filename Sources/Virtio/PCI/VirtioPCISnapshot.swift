@@ -4,6 +4,10 @@ import VMMBase
 extension VirtioFeatures: Codable {}
 extension VirtioDeviceStatus: Codable {}
 
+extension VirtioPCIFunction: SnapshottableFunction {
+    public static var snapshotModel: String { "virtio-pci" }
+}
+
 extension VirtioPCIFunction: DeviceStateSnapshotting {
     /// The transport's state: config space, MSI-X table and PBA, common config (status,
     /// feature selectors and accepted words, config vector and generation, each queue's
