@@ -35,7 +35,8 @@ public struct ControlState: Sendable, Hashable {
     public var filter: ReceiveFilter
     /// Queue pairs in use (MQ's VQ_PAIRS_SET); 1 until the driver says otherwise.
     public var activePairs: Int = 1
-    public let maximumPairs: Int
+    /// The pairs VQ_PAIRS_SET may ask for: the offered pairs under MQ, else 1 (`fit`).
+    public var maximumPairs: Int
     /// The config status's ANNOUNCE bit: set by the device after migration or on request,
     /// cleared by the driver's ANNOUNCE_ACK.
     public var announcing = false
@@ -43,6 +44,25 @@ public struct ControlState: Sendable, Hashable {
     public init(filter: ReceiveFilter, maximumPairs: Int) {
         self.filter = filter
         self.maximumPairs = maximumPairs
+    }
+
+    /// The state at reset (QEMU's virtio_net_reset): promiscuous, empty MAC tables and VLAN
+    /// filter, the configured MAC again, one queue pair, no announcement.
+    public static func powerOn(mac: MACAddress) -> ControlState {
+        ControlState(filter: ReceiveFilter(mac: mac, filtersVLANs: true), maximumPairs: 1)
+    }
+
+    /// Fits the state to an activation's features: VLAN tags filtered only under CTRL_VLAN
+    /// (else every VLAN passes, as QEMU's all-ones table), at most `maximumPairs` pairs. A
+    /// state restored under the same features comes through unchanged.
+    public mutating func fit(negotiated: VirtioNetFeatures, maximumPairs: Int) {
+        self.maximumPairs = maximumPairs
+        if !negotiated.contains(.controlVLAN) {
+            filter.vlans = nil
+        } else if filter.vlans == nil {
+            filter.vlans = []
+        }
+        if activePairs > maximumPairs { activePairs = 1 }
     }
 
     /// Carries out `command` under `negotiated` features and returns the ack byte. A command

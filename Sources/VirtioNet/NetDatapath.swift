@@ -20,12 +20,11 @@ final class NetDatapath: Sendable {
     let interrupts: any VirtioInterruptSignaller
     /// The queues' kick eventfds this thread answers (epoll data `kickTag + queue`).
     let kicks: VirtioQueueKicks
-    /// Tells the device what the control queue changed (its config's mac and announce bit).
-    let controlChanged: @Sendable (ControlState) -> Void
+    /// The device's control state and link, which this thread reads and the control queue changes.
+    let shared: SharedNetState
 
     private let handles: Handles
     private let pendingKicks = Mutex<Set<Int>>([])
-    private let linkUp: Atomic<Bool>
     private let stopping = Atomic<Bool>(false)
     private let thread = Mutex<HostThread?>(nil)
     /// The I/O thread's pthread id: a kick it answers itself needs no wake-up.
@@ -49,7 +48,6 @@ final class NetDatapath: Sendable {
     }
 
     private struct Worker {
-        var control: ControlState
         /// Receive chains taken from the ring but not yet used, per pair (mergeable buffers
         /// take enough for the largest frame before each readv; the rest wait here).
         var stash: [[DescriptorChain]]
@@ -64,8 +62,8 @@ final class NetDatapath: Sendable {
     private enum ReceiveOutcome { case drained, needsBuffers }
 
     init(device: String, negotiated: VirtioNetFeatures, queues: [VirtQueue?], pairs: Int, controlIndex: Int?,
-         backend: [any PacketQueue], control: ControlState, linkUp: Bool, interrupts: any VirtioInterruptSignaller,
-         kicks: VirtioQueueKicks = .none, controlChanged: @escaping @Sendable (ControlState) -> Void) throws(SystemError) {
+         backend: [any PacketQueue], shared: SharedNetState, interrupts: any VirtioInterruptSignaller,
+         kicks: VirtioQueueKicks = .none) throws(SystemError) {
         self.device = device
         self.negotiated = negotiated
         self.queues = queues
@@ -74,10 +72,9 @@ final class NetDatapath: Sendable {
         self.backend = backend
         self.interrupts = interrupts
         self.kicks = kicks
-        self.controlChanged = controlChanged
-        self.linkUp = Atomic(linkUp)
+        self.shared = shared
         handles = try Handles()
-        worker = Mutex(Worker(control: control, stash: Array(repeating: [], count: pairs), parked: Array(repeating: false, count: backend.count)))
+        worker = Mutex(Worker(stash: Array(repeating: [], count: pairs), parked: Array(repeating: false, count: backend.count)))
         try handles.epoll.add(handles.wake.rawValue, events: .readable, data: 0)
         for (j, queue) in backend.enumerated() {
             try handles.epoll.add(queue.pollDescriptor, events: .readable, data: UInt64(j + 1))
@@ -102,8 +99,8 @@ final class NetDatapath: Sendable {
         wake()
     }
 
-    func setLink(up: Bool) {
-        linkUp.store(up, ordering: .releasing)
+    /// The device changed `shared.linkUp`.
+    func linkChanged() {
         if negotiated.contains(.status) { interrupts.signalConfigurationChange() }
         wake()
     }
@@ -162,8 +159,8 @@ final class NetDatapath: Sendable {
                 return pending
             }
             worker.withLock { w in
-                if let controlIndex, kicks.contains(controlIndex) { serveControl(&w.control) }
-                let active = w.control.activePairs
+                if let controlIndex, kicks.contains(controlIndex) { serveControl() }
+                let (active, filter) = shared.control.withLock { (min(max($0.activePairs, 1), pairs), $0.filter) }
                 for pair in 0..<active where kicks.contains(2 * pair + 1) {
                     transmit(pair: pair, vectors: &w.transmitVectors, transmitted: &w.transmitted)
                 }
@@ -177,7 +174,7 @@ final class NetDatapath: Sendable {
                     }
                     guard ready[j], !w.parked[j] else { continue }
                     ready[j] = false
-                    if receive(from: backend[j], pair: pair, stash: &w.stash[pair], filter: w.control.filter) == .needsBuffers {
+                    if receive(from: backend[j], pair: pair, stash: &w.stash[pair], filter: filter) == .needsBuffers {
                         // Until the driver adds buffers: a readable tap would spin the thread.
                         w.parked[j] = true
                         try? handles.epoll.remove(backend[j].pollDescriptor)
@@ -211,7 +208,7 @@ final class NetDatapath: Sendable {
                 }.get()
                 if let problem = header.transmitViolation(negotiated) {
                     GuestErrorLog.report(device: device, kind: "tx-header", "\(problem); frame dropped")
-                } else if linkUp.load(ordering: .acquiring), pair < backend.count {
+                } else if shared.linkUp.load(ordering: .acquiring), pair < backend.count {
                     try send(chain, to: backend[pair], vectors: &vectors)
                 }
                 transmitted.append((chain, 0))
@@ -265,7 +262,7 @@ final class NetDatapath: Sendable {
         var delivered = 0
         defer { if delivered > 0 { _ = try? queue.interruptIfNeeded() } }
         while true {
-            guard linkUp.load(ordering: .acquiring) else {
+            guard shared.linkUp.load(ordering: .acquiring) else {
                 dropWaitingFrames(backendQueue)
                 return .drained
             }
@@ -369,7 +366,7 @@ final class NetDatapath: Sendable {
 
     // MARK: Control
 
-    private func serveControl(_ control: inout ControlState) {
+    private func serveControl() {
         guard let controlIndex, let queue = queues[safe: controlIndex] ?? nil else { return }
         do {
             while let chain = try queue.pop() {
@@ -379,11 +376,10 @@ final class NetDatapath: Sendable {
                 }
                 var ack = ControlCommand.error
                 if chain.readableLength <= Self.controlCommandLimit, let command = ControlCommand(readable: try chain.readAll()) {
-                    let before = control
-                    let (result, problem) = control.apply(command, negotiated: negotiated)
+                    // Applied whole under the lock: a snapshot sees a command's effect entirely or not at all.
+                    let (result, problem) = shared.control.withLock { $0.apply(command, negotiated: negotiated) }
                     ack = result
                     if let problem { GuestErrorLog.report(device: device, kind: "control", problem) }
-                    if control != before { controlChanged(control) }
                 } else {
                     GuestErrorLog.report(device: device, kind: "control", "a command of \(chain.readableLength) bytes is over the \(Self.controlCommandLimit)-byte limit")
                 }

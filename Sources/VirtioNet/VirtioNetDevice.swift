@@ -25,11 +25,12 @@ public final class VirtioNetDevice: VirtioDevice {
     /// Control queue size (QEMU's).
     public static let controlQueueSize: UInt16 = 64
 
-    struct State {
-        var config: VirtioNetConfig
-        var datapath: NetDatapath?
-    }
-    private let state: Mutex<State>
+    /// The MAC from the command line, which a reset puts back.
+    public let configuredMAC: MACAddress
+    /// The device's own state: one copy, which its I/O thread also uses.
+    let shared: SharedNetState
+    /// The current activation's I/O thread.
+    private let datapath = Mutex<NetDatapath?>(nil)
 
     /// - Parameters:
     ///   - backend: one packet queue per queue pair, or none (frames sent are dropped,
@@ -42,15 +43,20 @@ public final class VirtioNetDevice: VirtioDevice {
         self.name = name
         self.backend = backend
         self.maximumPairs = pairs
+        configuredMAC = mac
         deviceFeatures = VirtioFeatures(rawValue: VirtioNetFeatures.offered(multiQueue: pairs > 1).rawValue)
         queueMaximumSizes = Array(repeating: Self.dataQueueSize, count: 2 * pairs) + [Self.controlQueueSize]
-        state = Mutex(State(config: VirtioNetConfig(mac: mac, maximumPairs: UInt16(pairs)), datapath: nil))
+        shared = SharedNetState(control: .powerOn(mac: mac), linkUp: true)
     }
 
-    public var config: VirtioNetConfig { state.withLock { $0.config } }
+    public var config: VirtioNetConfig {
+        let control = shared.control.withLock { $0 }
+        return VirtioNetConfig(mac: control.filter.mac, linkUp: shared.linkUp.load(ordering: .acquiring),
+                               announcing: control.announcing, maximumPairs: UInt16(maximumPairs))
+    }
 
     public func readConfiguration(at offset: Int, width: AccessWidth) -> UInt64 {
-        let bytes = state.withLock { $0.config }.read(offset: offset, count: width.bytes)
+        let bytes = config.read(offset: offset, count: width.bytes)
         return bytes.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
     }
 
@@ -64,58 +70,61 @@ public final class VirtioNetDevice: VirtioDevice {
         let pairs = negotiated.contains(.multiQueue) ? maximumPairs : 1
         let controlIndex = negotiated.contains(.controlQueue) ? (negotiated.contains(.multiQueue) ? 2 * maximumPairs : 2) : nil
         // A previous activation's thread ends first, outside the lock its callbacks take.
-        let previous = state.withLock { s -> NetDatapath? in
-            defer { s.datapath = nil }
-            return s.datapath
-        }
-        previous?.stop()
-        let datapath = state.withLock { s -> Result<NetDatapath, VirtioActivationError> in
+        datapath.withLock { path in
+            defer { path = nil }
+            return path
+        }?.stop()
+        // The state is the reset's or a restored one (`prepareRestore`), kept as it is.
+        shared.control.withLock { $0.fit(negotiated: negotiated, maximumPairs: pairs) }
+        let started = datapath.withLock { path -> Result<NetDatapath, VirtioActivationError> in
             do {
-                let control = ControlState(filter: ReceiveFilter(mac: s.config.mac, filtersVLANs: negotiated.contains(.controlVLAN)),
-                                           maximumPairs: pairs)
-                let path = try NetDatapath(device: name, negotiated: negotiated, queues: activation.queues, pairs: pairs,
-                                           controlIndex: controlIndex, backend: backend, control: control,
-                                           linkUp: s.config.linkUp, interrupts: activation.interrupts, kicks: activation.kicks,
-                                           controlChanged: { [weak self] control in
-                                               self?.state.withLock { s in
-                                                   s.config.mac = control.filter.mac
-                                                   s.config.announcing = control.announcing
-                                               }
-                                           })
-                s.datapath = path
-                return .success(path)
+                let started = try NetDatapath(device: name, negotiated: negotiated, queues: activation.queues, pairs: pairs,
+                                              controlIndex: controlIndex, backend: backend, shared: shared,
+                                              interrupts: activation.interrupts, kicks: activation.kicks)
+                path = started
+                return .success(started)
             } catch {
                 return .failure(VirtioActivationError("\(name): cannot start its I/O thread: \(error)"))
             }
         }
         // Buffers made available before DRIVER_OK are served now.
-        try datapath.get().kickAll()
+        try started.get().kickAll()
     }
 
     public func queueNotified(_ index: Int) {
-        state.withLock { $0.datapath }?.kick(index)
+        datapath.withLock { $0 }?.kick(index)
     }
 
+    /// Ends the activation's I/O thread, then returns the control state to power-on (the
+    /// configured MAC included, as QEMU's reset); the link is the host's and stays.
     public func reset() {
-        let path = state.withLock { s -> NetDatapath? in
-            let path = s.datapath
-            s.datapath = nil
-            s.config.announcing = false
+        datapath.withLock { path in
+            defer { path = nil }
             return path
-        }
-        path?.stop()
+        }?.stop()
+        shared.control.withLock { $0 = .powerOn(mac: configuredMAC) }
     }
 
     /// QMP set_link: the cable plugged in or pulled. The config status changes and a driver
     /// that negotiated STATUS gets a configuration interrupt; while down, frames are dropped
     /// both ways, as QEMU drops them.
     public func setLink(up: Bool) {
-        let (changed, path) = state.withLock { s -> (Bool, NetDatapath?) in
-            let changed = s.config.linkUp != up
-            s.config.linkUp = up
-            return (changed, s.datapath)
-        }
-        guard changed, let path else { return }
-        path.setLink(up: up)
+        let changed = shared.linkUp.exchange(up, ordering: .acquiringAndReleasing) != up
+        guard changed, let path = datapath.withLock({ $0 }) else { return }
+        path.linkChanged()
+    }
+}
+
+/// virtio-net's own state, held once and shared by the device (config reads, QMP set_link,
+/// snapshots) and its I/O thread (control commands, filtering, steering).
+final class SharedNetState: Sendable {
+    /// What the control queue sets; the I/O thread applies each command whole under the lock.
+    let control: Mutex<ControlState>
+    /// The config status's LINK_UP: frames pass both ways only while set.
+    let linkUp: Atomic<Bool>
+
+    init(control: ControlState, linkUp: Bool) {
+        self.control = Mutex(control)
+        self.linkUp = Atomic(linkUp)
     }
 }

@@ -149,4 +149,32 @@ import VMMBase
         #expect(try Self.lspciView(other, arguments: ["-vvv"]) == before)
         #expect(other.portRead(0x3FF, width: .byte) == 0x11)
     }
+
+    /// A function's state tagged as another model's (pci-testdev's as a pci-bridge's, edited
+    /// in the JSON) is refused naming the path, and the machine is left as it was.
+    @Test(.requires(available, "needs pciutils' lspci"))
+    func anotherModelsStateIsRefused() throws {
+        let original = try Self.machine()
+        _ = try Self.program(original)
+        var json = try #require(try JSONSerialization.jsonObject(with: try JSONEncoder().encode(try original.snapshotDevices())) as? [String: Any])
+        var functions = try #require(json["functions"] as? [String: Any])
+        var placed = try #require(functions["/machine/peripheral/td"] as? [String: Any])
+        var model = try #require(placed["model"] as? [String: Any])
+        #expect(model["model"] as? String == "pci-testdev")
+        model["model"] = "pci-bridge"
+        placed["model"] = model
+        functions["/machine/peripheral/td"] = placed
+        json["functions"] = functions
+        let state = try JSONDecoder().decode(MachineDeviceState.self, from: try JSONSerialization.data(withJSONObject: json))
+        let other = try Self.machine()
+        _ = try other.runFirmware()
+        let before = try Self.lspciView(other, arguments: ["-vvv"])
+        #expect {
+            try other.restoreDevices(state)
+        } throws: { error in
+            guard case .device(let at, .layoutMismatch)? = error as? MachineDeviceStateError else { return false }
+            return at == "/machine/peripheral/td"
+        }
+        #expect(try Self.lspciView(other, arguments: ["-vvv"]) == before)
+    }
 }

@@ -305,6 +305,10 @@ public enum INTxPinRegister {
     public static let a: UInt8 = 1
 }
 
+extension PCIBridge: SnapshottableFunction {
+    public static var snapshotModel: String { "pci-bridge" }
+}
+
 extension PCIBridge: DeviceStateSnapshotting {
     /// Config space, the SHPC's registers and the interrupt state. Hot-plug events not yet
     /// taken by the machine are not state: they were already acted on or will be re-raised.

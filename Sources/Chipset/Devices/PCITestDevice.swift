@@ -184,6 +184,10 @@ public final class PCITestDevice: InterruptingFunction, SRIOVPhysicalFunction {
     }
 }
 
+extension PCITestDevice: SnapshottableFunction {
+    public static var snapshotModel: String { "pci-testdev" }
+}
+
 extension PCITestDevice: DeviceStateSnapshotting {
     /// Config space (with the SR-IOV registers), interrupt state (MSI-X table and PBA, INTx),
     /// the scratch BARs, and each enabled VF's state in VF order.

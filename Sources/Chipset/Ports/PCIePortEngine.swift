@@ -259,7 +259,7 @@ public final class PCIePortEngine: Sendable {
 /// A PCI Express port: a bridge function whose behaviour lives in a `PCIePortEngine`.
 /// Conforming classes get the whole `PCIBridgeFunction`, `InterruptingFunction` and (when
 /// they declare it) `HotPlugController` implementation from here.
-public protocol PCIExpressPort: PCIBridgeFunction, InterruptingFunction {
+public protocol PCIExpressPort: PCIBridgeFunction, InterruptingFunction, SnapshottableFunction {
     var engine: PCIePortEngine { get }
 }
 
@@ -289,6 +289,15 @@ extension PCIExpressPort {
     }
     public var passesConfigCycles: Bool { engine.passesConfigCycles }
     public func takeEvents() -> [HotPlugEvent] { engine.takeEvents() }
+}
+
+/// Every port's state is its engine's.
+extension PCIExpressPort {
+    public static var snapshotModel: String { "pcie-port" }
+    public func modelState() -> ModelState { ModelState(model: Self.snapshotModel, engine.snapshot()) }
+    public func restoreModel(_ state: ModelState) throws(DeviceStateError) {
+        try engine.restore(try state.snapshot(as: PCIePortEngine.Snapshot.self, model: Self.snapshotModel, device: name))
+    }
 }
 
 extension PCIePortEngine: DeviceStateSnapshotting {

@@ -1,7 +1,5 @@
 import Chipset
 import PCI
-import PCIPassthrough
-import Virtio
 import VMMBase
 
 /// Every device model's state in a machine, as a value (what migration will carry): each
@@ -15,40 +13,7 @@ public struct MachineDeviceState: Sendable, Hashable, Codable {
 /// A placed function's driver (as on the command line) and its model's state.
 public struct PlacedFunctionState: Sendable, Hashable, Codable {
     public let driver: String
-    let model: FunctionModelState
-}
-
-/// The state of one function, by the model it belongs to.
-enum FunctionModelState: Sendable, Hashable, Codable {
-    case testDevice(PCITestDevice.Snapshot)
-    case bridge(PCIBridge.Snapshot)
-    case port(PCIePortEngine.Snapshot)
-    case virtio(VirtioPCIFunction.Snapshot)
-    case assigned(AssignedPCIFunction.Snapshot)
-
-    init?(of function: any PCIFunction) {
-        switch function {
-        case let f as PCITestDevice: self = .testDevice(f.snapshot())
-        case let f as PCIBridge: self = .bridge(f.snapshot())
-        case let f as any PCIExpressPort: self = .port(f.engine.snapshot())
-        case let f as VirtioPCIFunction: self = .virtio(f.snapshot())
-        case let f as AssignedPCIFunction: self = .assigned(f.snapshot())
-        default: return nil
-        }
-    }
-
-    /// Puts the state into `function`; false when `function` is of another model.
-    func restore(into function: any PCIFunction) throws(DeviceStateError) -> Bool {
-        switch (self, function) {
-        case (.testDevice(let s), let f as PCITestDevice): try f.restore(s)
-        case (.bridge(let s), let f as PCIBridge): try f.restore(s)
-        case (.port(let s), let f as any PCIExpressPort): try f.engine.restore(s)
-        case (.virtio(let s), let f as VirtioPCIFunction): try f.restore(s)
-        case (.assigned(let s), let f as AssignedPCIFunction): try f.restore(s)
-        default: return false
-        }
-        return true
-    }
+    let model: ModelState
 }
 
 /// The q35 chipset's functions on bus 0 and the devices at fixed ports.
@@ -90,10 +55,10 @@ extension Machine {
     public func snapshotDevices() throws(MachineDeviceStateError) -> MachineDeviceState {
         var functions: [String: PlacedFunctionState] = [:]
         for placed in devices {
-            guard let model = FunctionModelState(of: placed.function) else {
+            guard let function = placed.function as? any SnapshottableFunction else {
                 throw .notSnapshottable(path: placed.qomPath, driver: placed.driver)
             }
-            functions[placed.qomPath] = PlacedFunctionState(driver: placed.driver, model: model)
+            functions[placed.qomPath] = PlacedFunctionState(driver: placed.driver, model: function.modelState())
         }
         let (ahci, smbus) = chipsetStorageFunctions
         return MachineDeviceState(functions: functions, platform: PlatformDeviceState(
@@ -159,9 +124,10 @@ extension Machine {
         for (path, saved) in state.functions.sorted(by: { $0.key < $1.key }) {
             guard let device = placed[path] else { continue }  // checked by the caller
             try step(path) { () throws(DeviceStateError) in
-                guard try saved.model.restore(into: device.function) else {
-                    throw .layoutMismatch(device: device.id, reason: "another device model")
+                guard let function = device.function as? any SnapshottableFunction else {
+                    throw .layoutMismatch(device: device.id, reason: "a \(device.driver) keeps no snapshot")
                 }
+                try function.restoreModel(saved.model)
             }
         }
     }

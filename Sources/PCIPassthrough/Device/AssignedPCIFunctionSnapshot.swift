@@ -1,6 +1,10 @@
 import PCI
 import VMMBase
 
+extension AssignedPCIFunction: SnapshottableFunction {
+    public static var snapshotModel: String { "vfio-pci" }
+}
+
 extension AssignedPCIFunction: DeviceStateSnapshotting {
     /// The overlay's state: the emulated config registers (and the mirror of those the VMM
     /// follows) and the virtual MSI-X table and PBA. The device's own registers and BAR

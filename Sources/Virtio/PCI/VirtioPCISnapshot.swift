@@ -4,12 +4,16 @@ import VMMBase
 extension VirtioFeatures: Codable {}
 extension VirtioDeviceStatus: Codable {}
 
+extension VirtioPCIFunction: SnapshottableFunction {
+    public static var snapshotModel: String { "virtio-pci" }
+}
+
 extension VirtioPCIFunction: DeviceStateSnapshotting {
     /// The transport's state: config space, MSI-X table and PBA, common config (status,
     /// feature selectors and accepted words, config vector and generation, each queue's
     /// size, vector, enable and ring addresses), the ISR, and, once DRIVER_OK started the
-    /// device, each enabled queue's position in its rings. Device-specific state (a NIC's
-    /// filters) and host backends are not part of it.
+    /// device, each enabled queue's position in its rings; and the device's own state (a
+    /// NIC's MAC and filters), which the device encodes. Host backends are not part of it.
     public struct Snapshot: Sendable, Hashable, Codable {
         var config: ConfigSpace
         var interrupts: InterruptArbiter
@@ -17,20 +21,30 @@ extension VirtioPCIFunction: DeviceStateSnapshotting {
         var isr: UInt8
         /// Empty before DRIVER_OK started the device; else one per queue (nil: not enabled).
         var queuePositions: [VirtQueue.Cursor?]
+        /// `VirtioDevice.snapshotState()`; nil for a device that keeps none.
+        var device: StateValue?
     }
 
     public func snapshot() -> Snapshot {
-        state.withLock { s in
+        // Outside the transport's lock: the device takes its own, which its I/O thread holds
+        // while it signals through the transport.
+        let device = device.snapshotState()
+        return state.withLock { s in
             Snapshot(config: s.config, interrupts: s.interrupts, common: s.common, isr: s.isr,
-                     queuePositions: s.active.map { queue in queue?.cursor.withLock { $0 } })
+                     queuePositions: s.active.map { queue in queue?.cursor.withLock { $0 } }, device: device)
         }
     }
 
-    /// Resets the device, puts the registers back and, when the snapshot's device was
-    /// started, starts it again on the same queues at the same ring positions.
+    /// Resets the device, puts the registers and the device's own state back and, when the
+    /// snapshot's device was started, starts it again on the same queues at the same ring
+    /// positions, with the restored state from its first frame.
     public func restore(_ snapshot: Snapshot) throws(DeviceStateError) {
         try state.withLock { s throws(DeviceStateError) in try Self.check(snapshot, fits: s, device: name) }
+        let restoreDeviceState = try device.prepareRestore(snapshot.device)
         resetDevice()
+        // The reset ended the device's activation (its I/O thread is joined), and the new one
+        // starts in `activate` below: nothing runs the device in between.
+        restoreDeviceState()
         let (delivery, output) = state.withLock { s in
             let delivery = s.interrupts.delivery(restoring: snapshot.interrupts)
             s.config = snapshot.config
