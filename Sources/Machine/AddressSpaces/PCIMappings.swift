@@ -74,26 +74,26 @@ final class BARHandler: RetirableHandler {
     private func leave() { inFlight.wrappingSubtract(1, ordering: .sequentiallyConsistent) }
 }
 
-/// One handler per (function, slot, BAR) across compositions, so a diff sees a BAR that stayed
-/// as unchanged and one that moved as the same handler at a new range. Entries of functions a
-/// composition no longer reaches are dropped.
+/// One handler per (bus, slot, BAR) and function across compositions, so a diff sees a BAR
+/// that stayed as unchanged and one that moved as the same handler at a new range. Handlers
+/// sit in a table per bus indexed by devfn and BAR: a composition walks it in order, where a
+/// hash table of thousands of BARs costs a cache miss per lookup. Handlers a composition did
+/// not use are dropped.
 final class BARHandlerCache: Sendable {
-    private struct Key: Hashable {
-        let function: ObjectIdentifier
-        let devfn: UInt8
-        let index: Int
-    }
+    private static let barsPerFunction = 6
 
-    private struct Cached {
-        let handler: BARHandler
+    private struct Slot {
+        var handler: BARHandler?
         /// The composition that last used it.
-        var usedIn: Int
+        var usedIn = 0
     }
 
     private struct State {
-        var handlers: [Key: Cached] = [:]
+        var buses: [ObjectIdentifier: [Slot]] = [:]
         var composition = 0
-        /// Handlers the current composition used: fewer than cached means some are to drop.
+        /// Handlers cached, and those the current composition used: fewer used means some are
+        /// to drop.
+        var cached = 0
         var used = 0
     }
 
@@ -102,27 +102,35 @@ final class BARHandlerCache: Sendable {
 
     init(afterWrite: @escaping @Sendable (any PCIFunction) -> Void) { self.afterWrite = afterWrite }
 
-    func handler(for function: any PCIFunction, at devfn: UInt8, bar index: Int) -> BARHandler {
-        let key = Key(function: ObjectIdentifier(function), devfn: devfn, index: index)
+    func handler(for function: any PCIFunction, on bus: PCIBus, at devfn: UInt8, bar index: Int) -> BARHandler {
+        precondition(index < Self.barsPerFunction)
+        let slot = Int(devfn) * Self.barsPerFunction + index
         return state.withLock { state in
             let now = state.composition
-            if let known = state.handlers.index(forKey: key) {
-                if state.handlers.values[known].usedIn != now {
-                    state.handlers.values[known].usedIn = now
+            let busID = ObjectIdentifier(bus)
+            if state.buses[busID] == nil {
+                state.buses[busID] = [Slot](repeating: Slot(), count: 256 * Self.barsPerFunction)
+            }
+            let cached = state.buses[busID]![slot]
+            if let known = cached.handler, known.function === function {
+                if cached.usedIn != now {
+                    state.buses[busID]![slot].usedIn = now
                     state.used += 1
                 }
-                return state.handlers.values[known].handler
+                return known
             }
+            // An empty slot, or one whose function another has replaced (that handler is dropped).
+            if cached.handler == nil { state.cached += 1 } else if cached.usedIn == now { state.used -= 1 }
             let made = BARHandler(function: function, index: index, devfn: devfn,
                                   afterWrite: function is any HotPlugController ? afterWrite : nil)
-            state.handlers[key] = Cached(handler: made, usedIn: now)
+            state.buses[busID]![slot] = Slot(handler: made, usedIn: now)
             state.used += 1
             return made
         }
     }
 
-    /// Runs one composition and forgets the handlers it did not use (rebuilding the table only
-    /// when there are some, so an ordinary commit does not copy it).
+    /// Runs one composition and forgets the handlers it did not use (sweeping the tables only
+    /// when there are some, so an ordinary commit does not).
     func composing<R>(_ body: () -> R) -> R {
         state.withLock { state in
             state.composition += 1
@@ -130,8 +138,17 @@ final class BARHandlerCache: Sendable {
         }
         let result = body()
         state.withLock { state in
+            guard state.used < state.cached else { return }
             let now = state.composition
-            if state.used < state.handlers.count { state.handlers = state.handlers.filter { $0.value.usedIn == now } }
+            for bus in Array(state.buses.keys) {
+                var table = state.buses.removeValue(forKey: bus)!
+                var live = 0
+                for i in table.indices where table[i].handler != nil {
+                    if table[i].usedIn == now { live += 1 } else { table[i] = Slot() }
+                }
+                if live > 0 { state.buses[bus] = table }
+            }
+            state.cached = state.used
         }
         return result
     }
@@ -151,7 +168,7 @@ enum PCIMappings {
             let config = function.configSnapshot()
             for (index, bar) in config.bars.enumerated() {
                 guard let bar, let range = config.decodedBARRange(index), let size = range.size else { continue }
-                let handler = handlers.handler(for: function, at: devfn, bar: index)
+                let handler = handlers.handler(for: function, on: bus, at: devfn, bar: index)
                 placed.add(handler.name, range, io: bar.isIO)
                 let leaf = Region.leaf(handler.name, size: size, handler: handler)
                 if bar.isIO { io.add(leaf, at: range.base) } else { memory.add(leaf, at: range.base) }
