@@ -108,8 +108,10 @@ final class BARHandlerCache: Sendable {
         return state.withLock { state in
             let now = state.composition
             let busID = ObjectIdentifier(bus)
-            if state.buses[busID] == nil {
-                state.buses[busID] = [Slot](repeating: Slot(), count: 256 * Self.barsPerFunction)
+            // A table grows to the highest devfn used: a root port's bus has one device.
+            let length = state.buses[busID]?.count ?? 0
+            if length <= slot {
+                state.buses[busID, default: []].append(contentsOf: repeatElement(Slot(), count: slot + 1 - length))
             }
             let cached = state.buses[busID]![slot]
             if let known = cached.handler, known.function === function {
