@@ -100,20 +100,32 @@ public final class CommittedLayer: Sendable {
                 $0.generation = generation
                 $0.commits += 1
             }
-            return Self.handlersGone(memoryDiff.removed + ioDiff.removed, stillIn: next)
+            return Self.handlersGone(memoryDiff.removed + ioDiff.removed, added: memoryDiff.added + ioDiff.added,
+                                     stillIn: next)
         }
         // Outside the publication lock: a draining call may itself commit (a hot-plug
         // controller's register write unplugging a device).
         for handler in dropped { handler.retire(generation: generation) }
     }
 
-    /// Retirable handlers of `removed` that no entry of `views` uses any more.
-    private static func handlersGone(_ removed: [FlatView.Entry], stillIn views: Views) -> [any RetirableHandler] {
-        let candidates = removed.compactMap { $0.handler as? any RetirableHandler }
-        guard !candidates.isEmpty else { return [] }
-        var live = Set<ObjectIdentifier>()
-        for entry in views.memory.entries + views.io.entries { live.insert(ObjectIdentifier(entry.handler)) }
-        var seen = Set<ObjectIdentifier>()
-        return candidates.filter { !live.contains(ObjectIdentifier($0)) && seen.insert(ObjectIdentifier($0)).inserted }
+    /// Retirable handlers of `removed` that no entry of `views` uses any more. A handler that
+    /// only moved is among the added entries, so a BAR move settles it without a pass over
+    /// every entry of the views.
+    private static func handlersGone(_ removed: [FlatView.Entry], added: [FlatView.Entry],
+                                     stillIn views: Views) -> [any RetirableHandler] {
+        var candidates: [any RetirableHandler] = []
+        var gone = Set<ObjectIdentifier>()
+        for entry in removed {
+            if let handler = entry.handler as? any RetirableHandler, gone.insert(ObjectIdentifier(handler)).inserted {
+                candidates.append(handler)
+            }
+        }
+        for entries in [added, views.memory.entries, views.io.entries] {
+            for entry in entries {
+                if gone.isEmpty { return [] }
+                gone.remove(ObjectIdentifier(entry.handler))
+            }
+        }
+        return candidates.filter { gone.contains(ObjectIdentifier($0)) }
     }
 }

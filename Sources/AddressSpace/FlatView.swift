@@ -141,11 +141,8 @@ private func collectLeaves(of region: Region, localClip: AddressRange, delta: UI
         leaves.append(Leaf(range: range, handlerOffset: clip.base, handler: handler,
                            name: region.name))
     case .container(let children):
-        let ordered = children.enumerated().sorted {
-            $0.element.priority != $1.element.priority ? $0.element.priority > $1.element.priority
-                                                       : $0.offset > $1.offset
-        }
-        for (_, child) in ordered {
+        for index in precedenceOrder(children) {
+            let child = children[index]
             guard child.region.size > 0,
                   let childRange = AddressRange(base: child.base, size: child.region.size),
                   let visible = childRange.intersection(clip),
@@ -164,29 +161,28 @@ private func collectLeaves(of region: Region, localClip: AddressRange, delta: UI
 /// not values holding references.
 private func resolveOverlaps(_ leaves: [Leaf]) -> [FlatView.Entry] {
     guard !leaves.isEmpty else { return [] }
-    let byBase = leaves.indices.sorted { leaves[$0].range.base < leaves[$1].range.base }
-    var points: [UInt64] = []
+    // Every leaf's start (with its rank) and the address after its end (index -1), in address
+    // order: the stretches between consecutive points have one winner each.
+    var points: [KeyedIndex] = []
     points.reserveCapacity(leaves.count * 2)
-    for leaf in leaves {
-        points.append(leaf.range.base)
-        if leaf.range.last < .max { points.append(leaf.range.last + 1) }
+    for (rank, leaf) in leaves.enumerated() {
+        points.append(KeyedIndex(key: leaf.range.base, index: rank))
+        if leaf.range.last < .max { points.append(KeyedIndex(key: leaf.range.last + 1, index: -1)) }
     }
-    points.sort()
+    points.sortByKey()
     var heap = RankHeap()
-    var next = 0
     var out: [FlatView.Entry] = []
     var i = 0
     while i < points.count {
-        let point = points[i]
-        while i < points.count && points[i] == point { i += 1 }
-        while next < byBase.count && leaves[byBase[next]].range.base <= point {
-            heap.push(byBase[next])
-            next += 1
+        let point = points[i].key
+        while i < points.count && points[i].key == point {
+            if points[i].index >= 0 { heap.push(points[i].index) }
+            i += 1
         }
         while let top = heap.top, leaves[top].range.last < point { heap.pop() }
         guard let rank = heap.top else { continue }
         let top = leaves[rank]
-        let stretchLast = i < points.count ? points[i] - 1 : top.range.last
+        let stretchLast = i < points.count ? points[i].key - 1 : top.range.last
         let last = min(stretchLast, top.range.last)
         let offset = top.handlerOffset + (point - top.range.base)
         if let prev = out.last, prev.name == top.name, prev.handler === top.handler,
@@ -199,6 +195,30 @@ private func resolveOverlaps(_ leaves: [Leaf]) -> [FlatView.Entry] {
         }
     }
     return out
+}
+
+/// A container's children in precedence order: higher priority first, later-added first among
+/// equals. Priorities are the VMM's (not a guest's) and take a few values (nearly all 0; 1 for
+/// areas over a BAR), so the children are bucketed by priority, one pass per value: linear in
+/// the children, where a comparison sort costs O(n log n) per container on every commit.
+private func precedenceOrder(_ children: [Subregion]) -> [Int] {
+    let fewValues = 8
+    var priorities: [Int] = []
+    for child in children where !priorities.contains(child.priority) {
+        priorities.append(child.priority)
+        if priorities.count > fewValues {  // not seen in practice: a comparison sort is still right
+            return children.indices.sorted {
+                children[$0].priority != children[$1].priority ? children[$0].priority > children[$1].priority : $0 > $1
+            }
+        }
+    }
+    guard priorities.count > 1 else { return Array(children.indices.reversed()) }
+    var order: [Int] = []
+    order.reserveCapacity(children.count)
+    for priority in priorities.sorted(by: >) {
+        for index in children.indices.reversed() where children[index].priority == priority { order.append(index) }
+    }
+    return order
 }
 
 /// A binary min-heap of ranks (leaf indices).

@@ -11,6 +11,10 @@ import VMMBase
 final class BARHandler: RetirableHandler {
     let function: any PCIFunction
     let index: Int
+    /// "name@bb.f BARi": made once, not on every commit that shows the BAR.
+    let name: String
+    /// The function, if it maps host memory over its BARs: cast once, not on every commit.
+    let directlyMapped: (any DirectlyMappedBARs)?
     /// Called after each write, for functions whose BAR writes can have platform effects
     /// (a hot-plug controller's registers).
     let afterWrite: (@Sendable (any PCIFunction) -> Void)?
@@ -21,9 +25,11 @@ final class BARHandler: RetirableHandler {
     private let inFlight = Atomic<Int>(0)
     private let liveSince = Mutex(0)
 
-    init(function: any PCIFunction, index: Int, afterWrite: (@Sendable (any PCIFunction) -> Void)?) {
+    init(function: any PCIFunction, index: Int, devfn: UInt8, afterWrite: (@Sendable (any PCIFunction) -> Void)?) {
         self.function = function
         self.index = index
+        name = "\(PCIMappings.label(function, at: devfn)) BAR\(index)"
+        directlyMapped = function as? any DirectlyMappedBARs
         self.afterWrite = afterWrite
     }
 
@@ -68,37 +74,84 @@ final class BARHandler: RetirableHandler {
     private func leave() { inFlight.wrappingSubtract(1, ordering: .sequentiallyConsistent) }
 }
 
-/// One handler per (function, BAR) across compositions, so a diff sees a BAR that stayed as
-/// unchanged and one that moved as the same handler at a new range. Entries of functions a
-/// composition no longer reaches are dropped.
+/// One handler per (bus, slot, BAR) and function across compositions, so a diff sees a BAR
+/// that stayed as unchanged and one that moved as the same handler at a new range. Handlers
+/// sit in a table per bus indexed by devfn and BAR: a composition walks it in order, where a
+/// hash table of thousands of BARs costs a cache miss per lookup. Handlers a composition did
+/// not use are dropped.
 final class BARHandlerCache: Sendable {
-    private struct Key: Hashable {
-        let function: ObjectIdentifier
-        let index: Int
+    private static let barsPerFunction = 6
+
+    private struct Slot {
+        var handler: BARHandler?
+        /// The composition that last used it.
+        var usedIn = 0
+    }
+
+    private struct State {
+        var buses: [ObjectIdentifier: [Slot]] = [:]
+        var composition = 0
+        /// Handlers cached, and those the current composition used: fewer used means some are
+        /// to drop.
+        var cached = 0
+        var used = 0
     }
 
     private let afterWrite: @Sendable (any PCIFunction) -> Void
-    private let state = Mutex<(handlers: [Key: BARHandler], used: Set<Key>)>(([:], []))
+    private let state = Mutex(State())
 
     init(afterWrite: @escaping @Sendable (any PCIFunction) -> Void) { self.afterWrite = afterWrite }
 
-    func handler(for function: any PCIFunction, bar index: Int) -> BARHandler {
-        let key = Key(function: ObjectIdentifier(function), index: index)
+    func handler(for function: any PCIFunction, on bus: PCIBus, at devfn: UInt8, bar index: Int) -> BARHandler {
+        precondition(index < Self.barsPerFunction)
+        let slot = Int(devfn) * Self.barsPerFunction + index
         return state.withLock { state in
-            state.used.insert(key)
-            if let known = state.handlers[key] { return known }
-            let made = BARHandler(function: function, index: index,
+            let now = state.composition
+            let busID = ObjectIdentifier(bus)
+            // A table grows to the highest devfn used: a root port's bus has one device.
+            let length = state.buses[busID]?.count ?? 0
+            if length <= slot {
+                state.buses[busID, default: []].append(contentsOf: repeatElement(Slot(), count: slot + 1 - length))
+            }
+            let cached = state.buses[busID]![slot]
+            if let known = cached.handler, known.function === function {
+                if cached.usedIn != now {
+                    state.buses[busID]![slot].usedIn = now
+                    state.used += 1
+                }
+                return known
+            }
+            // An empty slot, or one whose function another has replaced (that handler is dropped).
+            if cached.handler == nil { state.cached += 1 } else if cached.usedIn == now { state.used -= 1 }
+            let made = BARHandler(function: function, index: index, devfn: devfn,
                                   afterWrite: function is any HotPlugController ? afterWrite : nil)
-            state.handlers[key] = made
+            state.buses[busID]![slot] = Slot(handler: made, usedIn: now)
+            state.used += 1
             return made
         }
     }
 
-    /// Runs one composition and forgets the handlers it did not use.
+    /// Runs one composition and forgets the handlers it did not use (sweeping the tables only
+    /// when there are some, so an ordinary commit does not).
     func composing<R>(_ body: () -> R) -> R {
-        state.withLock { $0.used = [] }
+        state.withLock { state in
+            state.composition += 1
+            state.used = 0
+        }
         let result = body()
-        state.withLock { state in state.handlers = state.handlers.filter { state.used.contains($0.key) } }
+        state.withLock { state in
+            guard state.used < state.cached else { return }
+            let now = state.composition
+            for bus in Array(state.buses.keys) {
+                var table = state.buses.removeValue(forKey: bus)!
+                var live = 0
+                for i in table.indices where table[i].handler != nil {
+                    if table[i].usedIn == now { live += 1 } else { table[i] = Slot() }
+                }
+                if live > 0 { state.buses[bus] = table }
+            }
+            state.cached = state.used
+        }
         return result
     }
 }
@@ -110,28 +163,29 @@ enum PCIMappings {
     static let wholeSpace: UInt64 = .max
 
     static func build(bus: PCIBus, handlers: BARHandlerCache) -> (memory: Region, io: Region) {
-        var memory = Region.container("pci-mem(\(bus.name))", size: wholeSpace)
-        var io = Region.container("pci-io(\(bus.name))", size: 1 << 32)
+        var memory = Children(), io = Children()
         var placed = PlacedBARs()
         for (devfn, function) in bus.functions {
             let config = function.configSnapshot()
-            let label = "\(function.name)@\(hex(devfn >> 3, 2)).\(devfn & 7)"
             for (index, bar) in config.bars.enumerated() {
                 guard let bar, let range = config.decodedBARRange(index), let size = range.size else { continue }
-                let name = "\(label) BAR\(index)"
-                placed.add(name, range, io: bar.isIO)
-                let leaf = Region.leaf(name, size: size, handler: handlers.handler(for: function, bar: index))
+                let handler = handlers.handler(for: function, on: bus, at: devfn, bar: index)
+                placed.add(handler.name, range, io: bar.isIO)
+                let leaf = Region.leaf(handler.name, size: size, handler: handler)
                 if bar.isIO { io.add(leaf, at: range.base) } else { memory.add(leaf, at: range.base) }
-                if !bar.isIO, let direct = function as? any DirectlyMappedBARs {
-                    addDirectAreas(direct.directAreas(ofBAR: index), of: name, at: range.base,
+                if !bar.isIO, let direct = handler.directlyMapped {
+                    addDirectAreas(direct.directAreas(ofBAR: index), of: handler.name, at: range.base,
                                    size: size, to: &memory)
                 }
             }
-            if let pf = function as? any SRIOVPhysicalFunction, pf.isSRIOVCapable {
-                addVirtualFunctionBARs(of: pf, at: devfn, config: config, on: bus, to: &memory)
+            // The config-space checks come first: they save two dynamic casts per function.
+            if let sriov = config.sriovState, sriov.vfMemorySpaceEnabled,
+               let pf = function as? any SRIOVPhysicalFunction, pf.isSRIOVCapable {
+                addVirtualFunctionBARs(of: pf, at: devfn, sriov: sriov, on: bus, to: &memory)
             }
-            if let bridge = function as? any PCIBridgeFunction {
+            if config.layout == .bridge, let bridge = function as? any PCIBridgeFunction {
                 let windows = config.decodedWindows
+                let label = label(function, at: devfn)
                 let behind = build(bus: bridge.secondary, handlers: handlers)
                 for (name, window) in [("mem", windows.memory), ("pref", windows.prefetchable)] {
                     if let window, let size = window.size {
@@ -145,12 +199,28 @@ enum PCIMappings {
             }
         }
         placed.reportOverlaps(bus: bus.name)
-        return (memory, io)
+        return (Region.container("pci-mem(\(bus.name))", size: wholeSpace, memory.list),
+                Region.container("pci-io(\(bus.name))", size: 1 << 32, io.list))
+    }
+
+    /// A bus's subregions, gathered in order and made into its container once: adding them to
+    /// a container one by one allocates the container's content anew for every BAR.
+    private struct Children {
+        var list: [Subregion] = []
+
+        mutating func add(_ region: Region, at base: UInt64, priority: Int = 0) {
+            list.append(Subregion(base: base, priority: priority, region: region))
+        }
+    }
+
+    /// "name@bb.f", how regions of a function are named.
+    static func label(_ function: any PCIFunction, at devfn: UInt8) -> String {
+        "\(function.name)@\(hex(devfn >> 3, 2)).\(devfn & 7)"
     }
 
     /// The BARs decoded on one bus: a guest that programs two of them over each other gets a
     /// guest-error line (the one placed later answers there: equal-priority regions). Checked
-    /// once per bus by sorting, so a commit stays O(n log n) in the number of BARs.
+    /// once per bus by a linear-time sort, so a commit stays linear in the number of BARs.
     private struct PlacedBARs {
         var memory: [(name: String, range: AddressRange)] = []
         var io: [(name: String, range: AddressRange)] = []
@@ -164,7 +234,9 @@ enum PCIMappings {
         func reportOverlaps(bus: String) {
             for placed in [memory, io] where placed.count > 1 {
                 var reach: (name: String, range: AddressRange)?
-                for entry in placed.sorted(by: { $0.range.base < $1.range.base }) {
+                var order = placed.indices.map { KeyedIndex(key: placed[$0].range.base, index: $0) }
+                order.sortByKey()
+                for entry in order.lazy.map({ placed[$0.index] }) {
                     if let widest = reach, entry.range.base <= widest.range.last {
                         GuestErrorLog.report(device: "pci bus \(bus)", kind: "bar-overlap",
                                              "\(entry.name) at \(entry.range) overlaps \(widest.name) at \(widest.range); the one placed later answers where they overlap")
@@ -177,7 +249,7 @@ enum PCIMappings {
 
     /// Host-memory areas over a decoded BAR (above its handler, which serves the rest).
     private static func addDirectAreas(_ areas: [DirectBARArea], of label: String, at base: UInt64, size: UInt64,
-                                       to memory: inout Region) {
+                                       to memory: inout Children) {
         for area in areas {
             let (end, overflow) = area.offset.addingReportingOverflow(area.handler.size)
             guard area.handler.size > 0, !overflow, end <= size else { continue }
@@ -188,16 +260,14 @@ enum PCIMappings {
 
     /// VF n's share of each VF BAR aperture (SR-IOV 1.1, 3.3.14: aperture + n * per-VF size),
     /// for the enabled VFs that answer at their routing IDs on the PF's bus.
-    private static func addVirtualFunctionBARs(of pf: any SRIOVPhysicalFunction, at devfn: UInt8, config: ConfigSpace,
-                                               on bus: PCIBus, to memory: inout Region) {
-        guard let sriov = config.sriovState, sriov.vfMemorySpaceEnabled else { return }
+    private static func addVirtualFunctionBARs(of pf: any SRIOVPhysicalFunction, at devfn: UInt8, sriov: SRIOVState,
+                                               on bus: PCIBus, to memory: inout Children) {
         for vf in pf.enabledVirtualFunctions {
             guard let vfDevfn = PCIBus.devfn(of: devfn, plus: vf.routingOffset), bus.occupant(at: vfDevfn) == nil else { continue }
             for index in sriov.vfBARs.keys.sorted() {
                 guard let range = sriov.vfBARRange(index, vf: vf.index), let size = range.size else { continue }
-                let label = "\(vf.function.name)@\(hex(vfDevfn >> 3, 2)).\(vfDevfn & 7) BAR\(index)"
-                memory.add(.leaf(label, size: size, handler: BARHandler(function: vf.function, index: index, afterWrite: nil)),
-                           at: range.base)
+                let handler = BARHandler(function: vf.function, index: index, devfn: vfDevfn, afterWrite: nil)
+                memory.add(.leaf(handler.name, size: size, handler: handler), at: range.base)
             }
         }
     }
