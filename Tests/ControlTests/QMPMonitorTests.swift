@@ -360,9 +360,13 @@ struct MonitorPlumbingTests {
     /// before they asked.
     @Test func concurrentQueriesShareFreshComputations() {
         let computations = Mutex(0)
+        let asked = Mutex(0)
         let sharing = FreshResultSharing<Int> {
             let n = computations.withLock { $0 += 1; return $0 }
-            usleep(100_000)
+            // Each computation lasts until all ten callers have asked (and 50 ms more), so the
+            // bound below does not depend on how fast threads start on a loaded host.
+            for _ in 0..<10_000 where asked.withLock({ $0 }) < 10 { usleep(1_000) }
+            usleep(50_000)
             return n
         }
         let group = DispatchGroup()
@@ -370,6 +374,7 @@ struct MonitorPlumbingTests {
         for _ in 0..<10 {
             group.enter()
             Thread {
+                asked.withLock { $0 += 1 }
                 let v = sharing.value()
                 results.withLock { $0.append(v) }
                 group.leave()
