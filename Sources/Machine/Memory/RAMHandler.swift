@@ -16,13 +16,12 @@ public final class RAMHandler: IORegionHandler {
     public init(size: UInt64) throws(SystemError) {
         self.size = size
         let ram = try MemoryMapping.anonymous(count: Int(size), alignedTo: Self.hugePageSize)
-        // Aligned so that a host that backs it with transparent huge pages can map them into
-        // the guest whole. Not advised MADV_HUGEPAGE yet, as QEMU's RAM is: with the advice, L1's
-        // KVM took 426 nested page faults instead of 30,540 in the rig's split-irqchip session,
-        // but the clean-clone rig run that followed saw an L2 under Switchyard with two vCPUs
-        // restart on its own (switchyard-smp), which no run before had shown. Until runs with
-        // and without the advice tell whether that was the cause, RAM stays in small pages on
-        // Debian's default "madvise" setting (Tests/Rig/README.md, "A frozen L1").
+        // Aligned so that a host that backs it with transparent huge pages can map it into the
+        // guest in 2 MiB pages (KVM needs host and guest-physical addresses to agree modulo
+        // 2 MiB). Where THP is "always" (Debian's kernel default, the rig's L1) that alone gives
+        // huge pages: L1's KVM took 433 nested page faults in the rig's split-irqchip session
+        // instead of 30,540. Hosts in "madvise" mode also need MADV_HUGEPAGE, as QEMU gives its
+        // RAM; not given yet (Tests/Rig/README.md, "A frozen L1", says why).
         mapping = SharedMapping(ram)
     }
 
