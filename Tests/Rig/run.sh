@@ -129,6 +129,7 @@ l1_wakeup_watchdog() {
 # vCPUs on L1's one) was seen frozen in three boots in a row, each a TCG lost wake-up.
 max_boots=${RIG_MAX_BOOTS:-5}
 pass=0 fail=0 skip=0 last=1
+failed=()
 for s in "${scenarios[@]}"; do
   last=0
   run_one "$s" || last=$?
@@ -142,8 +143,15 @@ for s in "${scenarios[@]}"; do
     run_one "$s" || last=$?
   done
   if [ "$last" = 77 ] && [ $no_skip = 1 ]; then echo "    rig: $s skipped, counted as failed (--no-skip)"; last=1; fi
-  case $last in 0) pass=$((pass + 1)) ;; 77) skip=$((skip + 1)) ;; *) fail=$((fail + 1)) ;; esac
+  case $last in 0) pass=$((pass + 1)) ;; 77) skip=$((skip + 1)) ;; *) fail=$((fail + 1)); failed+=("$s") ;; esac
 done
-echo "rig: $pass passed, $fail failed, $skip skipped"
+# CI shows only the end of the output: each failed scenario's name and the end of its last log.
+for s in "${failed[@]}"; do
+  log=$(ls -t "$CACHE/logs/$s"-*.log 2>/dev/null | head -1)
+  echo "---- rig: $s FAILED; the end of $log:"
+  # (L1 kernel lines only when they report a fault: the scenario's own lines say what failed.)
+  [ -n "$log" ] && awk '!/^ *[0-9.]+ \[ *[0-9.]+\] / || /Oops|BUG|panic|RIP:|general protection/' "$log" | tail -15 || true
+done
+echo "rig: $pass passed, $fail failed, $skip skipped${failed[*]:+ (failed: ${failed[*]})}"
 if [ ${#scenarios[@]} = 1 ]; then exit "$last"; fi
 [ $fail = 0 ]
