@@ -6,6 +6,7 @@ import Foundation
 import HostOS
 import Machine
 import Testing
+import VMMBase
 @testable import Control
 
 @Suite("JSON for QMP")
@@ -16,6 +17,17 @@ struct JSONTests {
         #expect(v["arguments"]?["a"] == [1, -2, true, .null, "q"])
         #expect(v.serialized == #"{"execute": "x", "arguments": {"a": [1, -2, true, null, "q"], "b": "\u00E9\n"}}"#)
         #expect(JSONValue.int(-1).serialized == "-1")
+    }
+
+    /// QEMU's parser keeps an integer past Int64 but within UInt64 exact (QNum's uint), and
+    /// makes a double of one past both (json-parser.c's literal parsing).
+    @Test func integersPastInt64StayExactUpToUInt64() throws {
+        #expect(try JSONParser.parse(Array("9223372036854775807".utf8)) == .int(Int64.max))
+        #expect(try JSONParser.parse(Array("9223372036854775808".utf8)) == .unsigned(1 << 63))
+        #expect(try JSONParser.parse(Array("18446744073709551615".utf8)) == .unsigned(UInt64.max))
+        #expect(try JSONParser.parse(Array("18446744073709551616".utf8)) == .double(18446744073709551616))
+        #expect(try JSONParser.parse(Array("-9223372036854775809".utf8)) == .double(-9_223_372_036_854_775_808.0))
+        #expect(JSONValue.unsigned(UInt64.max).serialized == "18446744073709551615")
     }
 
     @Test func errorsUseQEMUWording() {

@@ -1,4 +1,5 @@
 import Chipset
+import VMMBase
 import Machine
 
 /// The commands Switchyard's QMP monitor answers, with their argument schemas.
@@ -107,6 +108,7 @@ enum QMPCommands {
             switch value {
             case .string(let s): text = s
             case .int(let i): text = String(i)
+            case .unsigned(let u): text = String(u)
             case .bool(let b): text = b ? "on" : "off"
             case .double(let d): text = "\(d)"
             default: throw QMPError("Invalid parameter type for '\(name)', expected: string")

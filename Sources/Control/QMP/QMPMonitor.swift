@@ -1,6 +1,7 @@
 import Foundation
 import Machine
 import Synchronization
+import VMMBase
 
 /// Switchyard's own version, reported in QEMU's shape by the QMP greeting and query-version.
 public enum SwitchyardVersion {
@@ -303,7 +304,7 @@ struct QMPArguments {
                 throw QMPError("Parameter '\(name)' is unexpected")
             } else {
                 switch value {
-                case .string, .int, .bool, .double: break
+                case .string, .int, .unsigned, .bool, .double: break
                 default: throw QMPError("Invalid parameter type for '\(name)', expected: string")
                 }
             }

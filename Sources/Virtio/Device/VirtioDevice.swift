@@ -42,11 +42,11 @@ public protocol VirtioDevice: AnyObject, Sendable {
 
     /// The device's own guest-visible state beyond the transport's (a NIC's MAC and
     /// filters), for the transport's snapshot; nil when it has none.
-    func snapshotState() -> StateValue?
+    func snapshotState() -> ModelState?
     /// Checks `state` (untrusted) and returns what puts it in. The transport's restore calls
     /// it before changing anything, and runs the result after resetting the device and
     /// before activating it again, so the activation starts from the restored state.
-    func prepareRestore(_ state: StateValue?) throws(DeviceStateError) -> @Sendable () -> Void
+    func prepareRestore(_ state: ModelState?) throws(DeviceStateError) -> @Sendable () -> Void
 }
 
 extension VirtioDevice {
@@ -54,8 +54,8 @@ extension VirtioDevice {
     public var answersKicksItself: Bool { false }
     public func readConfiguration(at offset: Int, width: AccessWidth) -> UInt64 { 0 }
     public func writeConfiguration(at offset: Int, width: AccessWidth, value: UInt64) {}
-    public func snapshotState() -> StateValue? { nil }
-    public func prepareRestore(_ state: StateValue?) throws(DeviceStateError) -> @Sendable () -> Void {
+    public func snapshotState() -> ModelState? { nil }
+    public func prepareRestore(_ state: ModelState?) throws(DeviceStateError) -> @Sendable () -> Void {
         guard state == nil else { throw .layoutMismatch(device: name, reason: "device state of a device that keeps none") }
         return {}
     }

@@ -22,7 +22,7 @@ extension VirtioPCIFunction: DeviceStateSnapshotting {
         /// Empty before DRIVER_OK started the device; else one per queue (nil: not enabled).
         var queuePositions: [VirtQueue.Cursor?]
         /// `VirtioDevice.snapshotState()`; nil for a device that keeps none.
-        var device: StateValue?
+        var device: ModelState?
     }
 
     public func snapshot() -> Snapshot {
