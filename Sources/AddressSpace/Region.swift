@@ -12,11 +12,13 @@ public protocol IORegionHandler: AnyObject, Sendable {
 /// that shows a window of another region (how a bridge window exposes its secondary bus).
 /// Trees are values; they are flattened into a `FlatView` for dispatch.
 public struct Region: Sendable {
-    public indirect enum Content: Sendable {
-        case handler(any IORegionHandler)
+    /// A container's list is held in the enum itself, not boxed: `add` then grows it in place
+    /// instead of boxing a new content for every subregion.
+    public enum Content: Sendable {
+        indirect case handler(any IORegionHandler)
         case container([Subregion])
         /// Shows `target` from `targetOffset` on, for the alias's size.
-        case alias(target: Region, targetOffset: UInt64)
+        indirect case alias(target: Region, targetOffset: UInt64)
     }
 
     public var name: String
@@ -48,7 +50,8 @@ public struct Region: Sendable {
             preconditionFailure("add(_:at:) on a non-container region \(name)")
         }
         // Release the tree's own reference first, so the append grows `children` in place
-        // instead of copying it: adding n subregions costs O(n), not O(n^2).
+        // instead of copying it: adding n subregions costs O(n), not O(n^2), and allocates
+        // only when the list's storage grows.
         content = .container([])
         children.append(Subregion(base: base, priority: priority, region: region))
         content = .container(children)

@@ -163,7 +163,8 @@ enum PCIMappings {
     static let wholeSpace: UInt64 = .max
 
     static func build(bus: PCIBus, handlers: BARHandlerCache) -> (memory: Region, io: Region) {
-        var memory = Children(), io = Children()
+        var memory = Region.container("pci-mem(\(bus.name))", size: wholeSpace)
+        var io = Region.container("pci-io(\(bus.name))", size: 1 << 32)
         var placed = PlacedBARs()
         for (devfn, function) in bus.functions {
             let config = function.configSnapshot()
@@ -199,18 +200,7 @@ enum PCIMappings {
             }
         }
         placed.reportOverlaps(bus: bus.name)
-        return (Region.container("pci-mem(\(bus.name))", size: wholeSpace, memory.list),
-                Region.container("pci-io(\(bus.name))", size: 1 << 32, io.list))
-    }
-
-    /// A bus's subregions, gathered in order and made into its container once: adding them to
-    /// a container one by one allocates the container's content anew for every BAR.
-    private struct Children {
-        var list: [Subregion] = []
-
-        mutating func add(_ region: Region, at base: UInt64, priority: Int = 0) {
-            list.append(Subregion(base: base, priority: priority, region: region))
-        }
+        return (memory, io)
     }
 
     /// "name@bb.f", how regions of a function are named.
@@ -249,7 +239,7 @@ enum PCIMappings {
 
     /// Host-memory areas over a decoded BAR (above its handler, which serves the rest).
     private static func addDirectAreas(_ areas: [DirectBARArea], of label: String, at base: UInt64, size: UInt64,
-                                       to memory: inout Children) {
+                                       to memory: inout Region) {
         for area in areas {
             let (end, overflow) = area.offset.addingReportingOverflow(area.handler.size)
             guard area.handler.size > 0, !overflow, end <= size else { continue }
@@ -261,7 +251,7 @@ enum PCIMappings {
     /// VF n's share of each VF BAR aperture (SR-IOV 1.1, 3.3.14: aperture + n * per-VF size),
     /// for the enabled VFs that answer at their routing IDs on the PF's bus.
     private static func addVirtualFunctionBARs(of pf: any SRIOVPhysicalFunction, at devfn: UInt8, sriov: SRIOVState,
-                                               on bus: PCIBus, to memory: inout Children) {
+                                               on bus: PCIBus, to memory: inout Region) {
         for vf in pf.enabledVirtualFunctions {
             guard let vfDevfn = PCIBus.devfn(of: devfn, plus: vf.routingOffset), bus.occupant(at: vfDevfn) == nil else { continue }
             for index in sriov.vfBARs.keys.sorted() {
