@@ -13,22 +13,32 @@ import VMMBase
 final class MachineAddressSpaces: Sendable {
     let platform: CommittedLayer
     let pci: CommittedLayer
-    private let barHandlers: BARHandlerCache
+    /// Each bus's trees from earlier commits: a commit builds again only the buses it must.
+    private let busTrees = BusTreeCache()
     /// Open batches, and whether the PCI layer changed inside them.
     private let batch = Mutex<(depth: Int, pciChanged: Bool)>((0, false))
 
     init(rootBus: PCIBus, barWriteObserver: @escaping @Sendable (any PCIFunction) -> Void,
          composePCI: (@Sendable () -> (memory: Region, io: Region))? = nil,
          composePlatform: @escaping @Sendable () -> (memory: Region, io: Region)) {
-        let cache = BARHandlerCache(afterWrite: barWriteObserver)
-        barHandlers = cache
-        pci = CommittedLayer(compose: composePCI ?? { cache.composing { PCIMappings.build(bus: rootBus, handlers: cache) } })
+        let handlers = BARHandlerCache(afterWrite: barWriteObserver)
+        let trees = busTrees
+        pci = CommittedLayer(compose: composePCI ?? {
+            handlers.composing { PCIMappings.compose(root: rootBus, handlers: handlers, cache: trees) }
+        })
         platform = CommittedLayer(compose: composePlatform)
     }
 
     func rebuildPlatform() { platform.commit() }
 
+    /// After a change that may touch any bus (plug, unplug, reset): commits the PCI layer
+    /// with every bus built again.
     func invalidatePCI() {
+        busTrees.invalidateAll()
+        commitPCI()
+    }
+
+    private func commitPCI() {
         let deferred = batch.withLock { state in
             if state.depth > 0 { state.pciChanged = true }
             return state.depth > 0
@@ -39,13 +49,15 @@ final class MachineAddressSpaces: Sendable {
     /// Commits the PCI layer if attaching or detaching `functions` can change it: one of them
     /// decodes memory or I/O now, or the published views still show one of its BARs. A function
     /// that decodes neither shows no BAR and forwards through no window (one just plugged, in
-    /// its power-on state), so plugging it costs no commit.
+    /// its power-on state), so plugging it costs no commit. Every bus is built again at the next
+    /// commit either way: the kept trees know the hierarchy as it was.
     func invalidatePCI(ifAffecting functions: [any PCIFunction]) {
+        busTrees.invalidateAll()
         let decoding = functions.contains {
             let command = $0.configSnapshot().command
             return command.contains(.memory) || command.contains(.io)
         }
-        if decoding || shows(functions) { invalidatePCI() }
+        if decoding || shows(functions) { commitPCI() }
     }
 
     private func shows(_ functions: [any PCIFunction]) -> Bool {
@@ -114,7 +126,10 @@ final class MachineAddressSpaces: Sendable {
 
     /// Applies what a config write changed to the mappings.
     func apply(_ effects: ConfigWriteEffects, from function: any PCIFunction, at address: PCIAddress) {
-        if effects.affectsMappings && !Self.leavesViewsAlone(effects, function) { invalidatePCI() }
+        if effects.affectsMappings && !Self.leavesViewsAlone(effects, function) {
+            busTrees.invalidate(after: function)
+            commitPCI()
+        }
         if effects.contains(.deviceSpecific) && address.bus == 0 && (function is Q35HostBridge || function is ICH9LPC) {
             rebuildPlatform()
         }

@@ -77,8 +77,9 @@ final class BARHandler: RetirableHandler {
 /// One handler per (bus, slot, BAR) and function across compositions, so a diff sees a BAR
 /// that stayed as unchanged and one that moved as the same handler at a new range. Handlers
 /// sit in a table per bus indexed by devfn and BAR: a composition walks it in order, where a
-/// hash table of thousands of BARs costs a cache miss per lookup. Handlers a composition did
-/// not use are dropped.
+/// hash table of thousands of BARs costs a cache miss per lookup. A composition either builds
+/// a bus again (its table then drops the handlers it did not use) or keeps the bus's tree from
+/// an earlier one (its table stays as it is); a bus it does neither to is gone.
 final class BARHandlerCache: Sendable {
     private static let barsPerFunction = 6
 
@@ -88,13 +89,20 @@ final class BARHandlerCache: Sendable {
         var usedIn = 0
     }
 
-    private struct State {
-        var buses: [ObjectIdentifier: [Slot]] = [:]
-        var composition = 0
-        /// Handlers cached, and those the current composition used: fewer used means some are
-        /// to drop.
+    private struct Table {
+        var slots: [Slot] = []
+        /// The composition that last built or kept the bus, and whether it built it.
+        var touchedIn = 0
+        var built = false
+        /// Handlers in `slots`, and those the composition that built it used: fewer used
+        /// means some are to drop.
         var cached = 0
         var used = 0
+    }
+
+    private struct State {
+        var buses: [ObjectIdentifier: Table] = [:]
+        var composition = 0
     }
 
     private let afterWrite: @Sendable (any PCIFunction) -> Void
@@ -107,50 +115,70 @@ final class BARHandlerCache: Sendable {
         let slot = Int(devfn) * Self.barsPerFunction + index
         return state.withLock { state in
             let now = state.composition
-            let busID = ObjectIdentifier(bus)
-            // A table grows to the highest devfn used: a root port's bus has one device.
-            let length = state.buses[busID]?.count ?? 0
-            if length <= slot {
-                state.buses[busID, default: []].append(contentsOf: repeatElement(Slot(), count: slot + 1 - length))
-            }
-            let cached = state.buses[busID]![slot]
-            if let known = cached.handler, known.function === function {
-                if cached.usedIn != now {
-                    state.buses[busID]![slot].usedIn = now
-                    state.used += 1
-                }
-                return known
-            }
-            // An empty slot, or one whose function another has replaced (that handler is dropped).
-            if cached.handler == nil { state.cached += 1 } else if cached.usedIn == now { state.used -= 1 }
-            let made = BARHandler(function: function, index: index, devfn: devfn,
-                                  afterWrite: function is any HotPlugController ? afterWrite : nil)
-            state.buses[busID]![slot] = Slot(handler: made, usedIn: now)
-            state.used += 1
-            return made
+            return Self.handler(in: &state.buses[ObjectIdentifier(bus), default: Table()], slot: slot, now: now) {
+                BARHandler(function: function, index: index, devfn: devfn,
+                           afterWrite: function is any HotPlugController ? afterWrite : nil)
+            } isFor: { $0.function === function }
         }
     }
 
-    /// Runs one composition and forgets the handlers it did not use (sweeping the tables only
-    /// when there are some, so an ordinary commit does not).
-    func composing<R>(_ body: () -> R) -> R {
-        state.withLock { state in
-            state.composition += 1
-            state.used = 0
+    private static func handler(in table: inout Table, slot: Int, now: Int, make: () -> BARHandler,
+                                isFor: (BARHandler) -> Bool) -> BARHandler {
+        if table.touchedIn != now || !table.built {
+            table.touchedIn = now
+            table.built = true
+            table.used = 0
         }
+        // A table grows to the highest devfn used: a root port's bus has one device.
+        if table.slots.count <= slot {
+            table.slots.append(contentsOf: repeatElement(Slot(), count: slot + 1 - table.slots.count))
+        }
+        let cached = table.slots[slot]
+        if let known = cached.handler, isFor(known) {
+            if cached.usedIn != now {
+                table.slots[slot].usedIn = now
+                table.used += 1
+            }
+            return known
+        }
+        // An empty slot, or one whose function another has replaced (that handler is dropped).
+        if cached.handler == nil { table.cached += 1 } else if cached.usedIn == now { table.used -= 1 }
+        let made = make()
+        table.slots[slot] = Slot(handler: made, usedIn: now)
+        table.used += 1
+        return made
+    }
+
+    /// The current composition reuses the trees of `buses` built earlier: their handlers stay.
+    func keep(_ buses: [ObjectIdentifier]) {
+        state.withLock { state in
+            let now = state.composition
+            for bus in buses where state.buses[bus] != nil && state.buses[bus]!.touchedIn != now {
+                state.buses[bus]!.touchedIn = now
+                state.buses[bus]!.built = false
+            }
+        }
+    }
+
+    /// Runs one composition and forgets the handlers it did not use: in the tables of buses it
+    /// built (swept only when some went unused, so an ordinary commit does not), and the
+    /// tables of buses it neither built nor kept.
+    func composing<R>(_ body: () -> R) -> R {
+        state.withLock { $0.composition += 1 }
         let result = body()
         state.withLock { state in
-            guard state.used < state.cached else { return }
             let now = state.composition
             for bus in Array(state.buses.keys) {
                 var table = state.buses.removeValue(forKey: bus)!
-                var live = 0
-                for i in table.indices where table[i].handler != nil {
-                    if table[i].usedIn == now { live += 1 } else { table[i] = Slot() }
+                guard table.touchedIn == now else { continue }
+                if table.built && table.used < table.cached {
+                    for i in table.slots.indices where table.slots[i].handler != nil && table.slots[i].usedIn != now {
+                        table.slots[i] = Slot()
+                    }
+                    table.cached = table.used
                 }
-                if live > 0 { state.buses[bus] = table }
+                if table.cached > 0 || !table.built { state.buses[bus] = table }
             }
-            state.cached = state.used
         }
         return result
     }
@@ -162,11 +190,30 @@ final class BARHandlerCache: Sendable {
 enum PCIMappings {
     static let wholeSpace: UInt64 = .max
 
-    static func build(bus: PCIBus, handlers: BARHandlerCache) -> (memory: Region, io: Region) {
+    /// The trees of the hierarchy below `root`, building again only the buses `cache` holds
+    /// no current trees for.
+    static func compose(root: PCIBus, handlers: BARHandlerCache, cache: BusTreeCache) -> (memory: Region, io: Region) {
+        let trees = trees(of: root, under: nil, handlers: handlers, cache: cache).trees
+        return (trees.memory, trees.io)
+    }
+
+    private static func trees(of bus: PCIBus, under parent: PCIBus?, handlers: BARHandlerCache,
+                              cache: BusTreeCache) -> (trees: BusTreeCache.Trees, buses: [ObjectIdentifier]) {
+        cache.trees(of: bus, under: parent, handlers: handlers) {
+            build(bus: bus, handlers: handlers, cache: cache)
+        }
+    }
+
+    /// One bus's trees: its functions' BARs, and its bridges' windows as aliases of the trees
+    /// of the buses behind them.
+    private static func build(bus: PCIBus, handlers: BARHandlerCache, cache: BusTreeCache) -> BusTreeCache.Built {
         var memory = Region.container("pci-mem(\(bus.name))", size: wholeSpace)
         var io = Region.container("pci-io(\(bus.name))", size: 1 << 32)
         var placed = PlacedBARs()
+        var buses = [ObjectIdentifier(bus)]
+        var functions: [ObjectIdentifier] = []
         for (devfn, function) in bus.functions {
+            functions.append(ObjectIdentifier(function))
             let config = function.configSnapshot()
             for (index, bar) in config.bars.enumerated() {
                 guard let bar, let range = config.decodedBARRange(index), let size = range.size else { continue }
@@ -187,7 +234,8 @@ enum PCIMappings {
             if config.layout == .bridge, let bridge = function as? any PCIBridgeFunction {
                 let windows = config.decodedWindows
                 let label = label(function, at: devfn)
-                let behind = build(bus: bridge.secondary, handlers: handlers)
+                let (behind, behindBuses) = trees(of: bridge.secondary, under: bus, handlers: handlers, cache: cache)
+                buses += behindBuses
                 for (name, window) in [("mem", windows.memory), ("pref", windows.prefetchable)] {
                     if let window, let size = window.size {
                         memory.add(.alias("\(label) \(name) window", of: behind.memory, offset: window.base, size: size),
@@ -200,7 +248,7 @@ enum PCIMappings {
             }
         }
         placed.reportOverlaps(bus: bus.name)
-        return (memory, io)
+        return BusTreeCache.Built(trees: BusTreeCache.Trees(memory: memory, io: io), buses: buses, functions: functions)
     }
 
     /// "name@bb.f", how regions of a function are named.

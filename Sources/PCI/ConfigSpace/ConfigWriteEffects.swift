@@ -41,7 +41,7 @@ public struct ConfigWriteEffects: OptionSet, Sendable, Hashable, CustomStringCon
     /// True when address-space mappings may have to be rebuilt.
     public var affectsMappings: Bool {
         !intersection([.anyBAR, .romChanged, .decodingChanged, .busNumbersChanged, .windowsChanged,
-                       .bridgeControlChanged, .sriovChanged, .secondaryBusReset]).isEmpty
+                       .bridgeControlChanged, .sriovChanged, .secondaryBusReset, .functionLevelReset]).isEmpty
     }
 
     public var changedBARs: [Int] { (0..<6).filter { contains(.bar($0)) } }
