@@ -96,11 +96,13 @@ final class BusTreeCache: Sendable {
             if entry.built.map({ ($0.stamp.epoch, $0.stamp.version) <= (stamp.epoch, stamp.version) }) ?? true {
                 entry.built = (made.trees, stamp, made.buses)
             }
-            for function in entry.functions where state.busOfFunction[function] == id {
-                state.busOfFunction[function] = nil
+            if entry.functions != made.functions {
+                for function in entry.functions where state.busOfFunction[function] == id {
+                    state.busOfFunction[function] = nil
+                }
+                entry.functions = made.functions
+                for function in made.functions { state.busOfFunction[function] = id }
             }
-            entry.functions = made.functions
-            for function in made.functions { state.busOfFunction[function] = id }
             state.buses[id] = entry
         }
         return (made.trees, made.buses)

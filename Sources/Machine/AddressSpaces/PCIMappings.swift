@@ -91,6 +91,15 @@ final class BARHandlerCache: Sendable {
 
     private struct Table {
         var slots: [Slot] = []
+
+        /// Drops the handlers the composition `now` did not use, if it built this bus (only
+        /// when some went unused, so an ordinary commit does not sweep).
+        mutating func sweepIfBuilt(keepingUsedIn now: Int) {
+            guard built && used < cached else { return }
+            for i in slots.indices where slots[i].handler != nil && slots[i].usedIn != now { slots[i] = Slot() }
+            cached = used
+        }
+
         /// The composition that last built or kept the bus, and whether it built it.
         var touchedIn = 0
         var built = false
@@ -168,17 +177,15 @@ final class BARHandlerCache: Sendable {
         let result = body()
         state.withLock { state in
             let now = state.composition
-            for bus in Array(state.buses.keys) {
-                var table = state.buses.removeValue(forKey: bus)!
-                guard table.touchedIn == now else { continue }
-                if table.built && table.used < table.cached {
-                    for i in table.slots.indices where table.slots[i].handler != nil && table.slots[i].usedIn != now {
-                        table.slots[i] = Slot()
-                    }
-                    table.cached = table.used
-                }
-                if table.cached > 0 || !table.built { state.buses[bus] = table }
+            var gone: [ObjectIdentifier] = []
+            for index in state.buses.indices {
+                let bus = state.buses.keys[index]
+                guard state.buses.values[index].touchedIn == now else { gone.append(bus); continue }
+                // (Mutated in place through `values`: a copy would copy the slots.)
+                state.buses.values[index].sweepIfBuilt(keepingUsedIn: now)
+                if state.buses.values[index].cached == 0 && state.buses.values[index].built { gone.append(bus) }
             }
+            for bus in gone { state.buses[bus] = nil }
         }
         return result
     }
