@@ -1,4 +1,6 @@
 import AddressSpace
+import Dispatch
+import Synchronization
 import Chipset
 import PCI
 import TestRequirements
@@ -112,5 +114,44 @@ import VMMBase
         #expect(function.configSnapshot().decodedBARRange(4) == nil)
         #expect(machine.spaces.pci.views.memory.entry(containing: bar.base) == nil)
         #expect(machine.mmioRead(bar.base, width: .dword) == 0xFFFF_FFFF)
+    }
+
+    /// Four threads move BARs on four buses at once (the root bus, behind a PCI bridge, behind
+    /// each of a switch's downstream ports), so compositions race invalidations of other
+    /// buses. When a thread's write returns, the views show its BAR where it wrote it (a commit
+    /// returns with views at least as new as the change); at the end they equal a fresh
+    /// composition.
+    @Test func concurrentMovesOnSeveralBusesAreNeverLost() throws {
+        let machine = try Machine(MachineConfiguration(devices: try Self.devices.map { try DeviceSpec(parsing: $0) }))
+        try machine.runFirmware()
+        func window(_ id: String, _ base: UInt64, _ size: UInt64) throws {
+            let limit = base + size - 1
+            try machine.mmioWrite(Self.ecam(machine, id, 0x20), width: .dword, value: (limit >> 16 & 0xFFF0) << 16 | base >> 16 & 0xFFF0)
+        }
+        // Nothing else decodes in the ranges the movers use.
+        for id in ["a1", "a2", "br1"] { try machine.mmioWrite(Self.ecam(machine, id, 0x04), width: .word, value: 0) }
+        try window("br0", 0xC000_0000, 16 << 20)
+        try window("rp1", 0xC100_0000, 32 << 20)
+        try window("up", 0xC100_0000, 32 << 20)
+        try window("dn0", 0xC100_0000, 16 << 20)
+        try window("dn1", 0xC200_0000, 16 << 20)
+        let movers: [(id: String, base: UInt64)] = [("c0", 0xC300_0000), ("a0", 0xC000_0000), ("b0", 0xC100_0000), ("b1", 0xC200_0000)]
+        let addresses = try movers.map { try Self.ecam(machine, $0.id, 0x14) }
+        let names = try movers.map { try #require(machine.device(id: $0.id)).function.name + "@" }
+        let misses = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: movers.count) { thread in
+            var rng = SplitMix64(state: 0xC0FF_EE00 + UInt64(thread))
+            for step in 0..<500 {
+                let bar = movers[thread].base + (rng.next() % 4096) << 12
+                machine.mmioWrite(addresses[thread], width: .dword, value: bar)
+                let shown = machine.spaces.pci.views.memory.entry(containing: bar)?.name ?? "nothing"
+                if !shown.hasPrefix(names[thread]) {
+                    misses.withLock { $0.append("\(movers[thread].id) step \(step): \(shown) at \(bar)") }
+                }
+            }
+        }
+        #expect(misses.withLock { $0 } == [])
+        let fresh = PCIMappings.compose(root: machine.rootBus, handlers: BARHandlerCache(afterWrite: { _ in }), cache: BusTreeCache())
+        #expect(Self.places(machine.spaces.pci.views.memory) == Self.places(FlatView(rendering: fresh.memory)))
     }
 }
