@@ -112,10 +112,23 @@ start_vmm() {
 wait_vmm_exit() {
   if ! wait_for "$1" '^[0-9.]+ VMM-EXIT' "$2" >/dev/null; then
     echo "VMM still running after $2 s: killing it"
+    [ -f /tmp/l2.pid ] && vmm_threads "$(cat /tmp/l2.pid)"
     [ -f /tmp/l2.pid ] && kill -9 "$(cat /tmp/l2.pid)" 2>/dev/null
     wait_for "$1" '^[0-9.]+ VMM-EXIT' 5 >/dev/null
   fi
   rm -f /tmp/l2.pid
+}
+
+# vmm_threads PID: what each thread of a VMM that did not end is doing, before it is killed: its
+# name, state and kernel stack's top frames. vCPU threads all in KVM_RUN mean L2 itself stopped
+# (in the guest); one waiting in a futex means the VMM is stuck on a lock of its own.
+vmm_threads() {
+  for _t in /proc/$1/task/*; do
+    [ -d "$_t" ] || continue
+    _st=$(sed -n 's/^State:[[:space:]]*//p' "$_t/status" 2>/dev/null)
+    _stack=$(head -n 4 "$_t/stack" 2>/dev/null | sed 's/^\[<[0-9a-f]*>\] //; s/+0x[0-9a-f/x]*//' | tr '\n' ' ')
+    echo "  thread ${_t##*/} $(cat "$_t/comm" 2>/dev/null) [$_st] wchan=$(cat "$_t/wchan" 2>/dev/null) stack: ${_stack:-?}"
+  done
 }
 
 # check_vmm_exit LOG LABEL: the VMM must have exited by itself with status 0 (L2 powers off at
