@@ -68,7 +68,7 @@ import VMMBase
                 try machine.mmioWrite(Self.ecam(machine, id, 0x20), width: .dword, value: (limit >> 16 & 0xFFF0) << 16 | base >> 16 & 0xFFF0)
             }
             guard machine.spaces.rebuildCounts.pci > before else { continue }
-            let fresh = PCIMappings.compose(root: machine.rootBus, handlers: BARHandlerCache(afterWrite: { _ in }), cache: BusTreeCache())
+            let fresh = PCIMappings.compose(root: machine.rootBus, cache: BusTreeCache())
             let committed = machine.spaces.pci.views
             let (kept, expected) = (Self.places(committed.memory), Self.places(FlatView(rendering: fresh.memory)))
             if kept != expected {
@@ -151,7 +151,7 @@ import VMMBase
             }
         }
         #expect(misses.withLock { $0 } == [])
-        let fresh = PCIMappings.compose(root: machine.rootBus, handlers: BARHandlerCache(afterWrite: { _ in }), cache: BusTreeCache())
+        let fresh = PCIMappings.compose(root: machine.rootBus, cache: BusTreeCache())
         #expect(Self.places(machine.spaces.pci.views.memory) == Self.places(FlatView(rendering: fresh.memory)))
     }
 }

@@ -2,11 +2,14 @@ import AddressSpace
 import PCI
 import Synchronization
 
-/// The region trees of each PCI bus from earlier compositions, so a commit builds again only
-/// the buses a change touched: a BAR moved on one bus of sixteen reads that bus's functions
-/// and the bridges above it, not every function. A config write that changes mappings marks
-/// its function's bus and the buses above it (whose trees alias it) stale; anything else
-/// (plug, unplug, reset, a function no composition has seen) marks every bus stale.
+/// What earlier compositions built for each PCI bus: its region trees, so a commit builds again
+/// only the buses a change touched (a BAR moved on one bus of sixteen reads that bus's
+/// functions and the bridges above it, not every function), and the handlers of its BARs, so a
+/// diff sees a BAR that stayed as unchanged and one that moved as the same handler at a new
+/// range. A config write that changes mappings marks its function's bus and the buses above it
+/// (whose trees alias it) stale; anything else (plug, unplug, reset, a function no composition
+/// has seen) marks every bus stale. A bus that a composition did not reach is gone: it is
+/// forgotten when that composition ends, with its handlers.
 ///
 /// Compositions may run at once (commits compose outside locks). Staleness is a version per
 /// bus, not a flag a composition clears: a composition uses a kept tree only when it was built
@@ -26,30 +29,49 @@ final class BusTreeCache: Sendable {
         var functions: [ObjectIdentifier]
     }
 
-    private struct Stamp: Equatable {
+    private struct Stamp: Comparable {
         var epoch: Int
         var version: Int
+
+        static func < (a: Stamp, b: Stamp) -> Bool { (a.epoch, a.version) < (b.epoch, b.version) }
     }
 
     private struct Entry {
-        var version = 0
+        /// From `State.nextVersion`: unique, so a tree stored with a stamp read before a change
+        /// never matches after it, even in an entry forgotten and made again meanwhile.
+        var version: Int
         var parent: ObjectIdentifier?
         var built: (trees: Trees, stamp: Stamp, buses: [ObjectIdentifier])?
         var functions: [ObjectIdentifier] = []
+        /// The handlers the last build of this bus gave its BARs (see `BARHandlerTable`).
+        var handlers: [BARHandler?] = []
+        /// The latest composition that built or kept this bus.
+        var reachedIn = 0
     }
 
     private struct State {
         /// Bumped by a change that may touch any bus.
         var epoch = 0
+        var versions = 0
+        var composition = 0
         var buses: [ObjectIdentifier: Entry] = [:]
         /// Each function's bus, as compositions since the epoch began saw it (a function
         /// stays on one bus for its life; an epoch begins at every plug and unplug).
         var busOfFunction: [ObjectIdentifier: ObjectIdentifier] = [:]
-        /// The epoch `buses` and `busOfFunction` were last pruned for.
+        /// The epoch `buses` and `busOfFunction` were last cleared for.
         var prunedFor = 0
+
+        mutating func nextVersion() -> Int {
+            versions += 1
+            return versions
+        }
     }
 
     private let state = Mutex(State())
+    /// Given to the BAR handlers of hot-plug controllers (see `BARHandler.afterWrite`).
+    private let afterWrite: @Sendable (any PCIFunction) -> Void
+
+    init(afterWrite: @escaping @Sendable (any PCIFunction) -> Void = { _ in }) { self.afterWrite = afterWrite }
 
     /// After a config write of `function` changed what it maps: its bus and those above.
     func invalidate(after function: any PCIFunction) {
@@ -60,7 +82,7 @@ final class BusTreeCache: Sendable {
             }
             while true {
                 guard state.buses[bus] != nil else { state.epoch += 1; return }
-                state.buses[bus]!.version += 1
+                state.buses[bus]!.version = state.nextVersion()
                 guard let parent = state.buses[bus]!.parent else { return }
                 bus = parent
             }
@@ -70,32 +92,60 @@ final class BusTreeCache: Sendable {
     /// After a change that may touch any bus (topology, reset).
     func invalidateAll() { state.withLock { $0.epoch += 1 } }
 
-    /// `bus`'s trees and the buses they contain: kept ones if still current, else `build`'s.
-    /// `parent` is the bus above (nil for the root).
-    func trees(of bus: PCIBus, under parent: PCIBus?, handlers: BARHandlerCache,
-               build: () -> Built) -> (trees: Trees, buses: [ObjectIdentifier]) {
+    /// Runs one composition (`body` gets the number to give `trees`), then forgets the buses
+    /// it did not reach and a later one has not either.
+    func composing<R>(_ body: (_ composition: Int) -> R) -> R {
+        let now = state.withLock { state in
+            state.composition += 1
+            return state.composition
+        }
+        let result = body(now)
+        state.withLock { state in
+            let gone = state.buses.compactMap { $0.value.reachedIn < now ? $0.key : nil }
+            for bus in gone { state.buses[bus] = nil }
+        }
+        return result
+    }
+
+    /// `bus`'s trees and the buses they contain: kept ones if still current, else `build`'s,
+    /// which takes its BAR handlers from the table it is given. `parent` is the bus above (nil
+    /// for the root).
+    func trees(of bus: PCIBus, under parent: PCIBus?, in composition: Int,
+               build: (inout BARHandlerTable) -> Built) -> (trees: Trees, buses: [ObjectIdentifier]) {
         let id = ObjectIdentifier(bus)
-        let (stamp, kept) = state.withLock { state in
-            (Stamp(epoch: state.epoch, version: state.buses[id]?.version ?? 0), state.buses[id]?.built)
+        let found = state.withLock { state -> (stamp: Stamp, kept: (Trees, [ObjectIdentifier])?, handlers: [BARHandler?]) in
+            if state.buses[id] == nil { state.buses[id] = Entry(version: state.nextVersion()) }
+            Self.reach(id, in: composition, &state)
+            let stamp = Stamp(epoch: state.epoch, version: state.buses[id]!.version)
+            guard let kept = state.buses[id]!.built, kept.stamp == stamp else {
+                return (stamp, nil, state.buses[id]!.handlers)
+            }
+            for bus in kept.buses { Self.reach(bus, in: composition, &state) }
+            return (stamp, (kept.trees, kept.buses), [])
         }
-        if let kept, kept.stamp == stamp {
-            handlers.keep(kept.buses)
-            return (kept.trees, kept.buses)
-        }
-        let made = build()
+        if let kept = found.kept { return kept }
+        let stamp = found.stamp
+        var handlers = BARHandlerTable(previous: found.handlers, afterWrite: afterWrite)
+        let made = build(&handlers)
         state.withLock { state in
             if stamp.epoch > state.prunedFor {
-                // A new epoch rebuilds every bus: what earlier ones recorded may be gone.
+                // A new epoch builds every bus again, and what earlier ones recorded of the
+                // hierarchy may be gone; only the handler tables stay, for buses still there.
                 state.prunedFor = stamp.epoch
                 state.busOfFunction = [:]
-                state.buses = state.buses.filter { $0.value.built.map { $0.stamp.epoch >= stamp.epoch } ?? false }
+                for index in state.buses.indices {
+                    state.buses.values[index].built = nil
+                    state.buses.values[index].functions = []
+                }
             }
-            var entry = state.buses[id] ?? Entry()
+            // A composition that began before the last topology change, or one that read a
+            // later stamp and stored already, has nothing to add.
+            guard stamp.epoch == state.prunedFor,
+                  state.buses[id]?.built.map({ $0.stamp < stamp }) ?? true else { return }
+            var entry = state.buses[id] ?? Entry(version: state.nextVersion())
             entry.parent = parent.map(ObjectIdentifier.init)
-            // A composition that read a later stamp may have stored its trees already.
-            if entry.built.map({ ($0.stamp.epoch, $0.stamp.version) <= (stamp.epoch, stamp.version) }) ?? true {
-                entry.built = (made.trees, stamp, made.buses)
-            }
+            entry.built = (made.trees, stamp, made.buses)
+            entry.handlers = handlers.slots
             if entry.functions != made.functions {
                 for function in entry.functions where state.busOfFunction[function] == id {
                     state.busOfFunction[function] = nil
@@ -106,5 +156,9 @@ final class BusTreeCache: Sendable {
             state.buses[id] = entry
         }
         return (made.trees, made.buses)
+    }
+
+    private static func reach(_ bus: ObjectIdentifier, in composition: Int, _ state: inout State) {
+        if let reached = state.buses[bus]?.reachedIn, reached < composition { state.buses[bus]!.reachedIn = composition }
     }
 }

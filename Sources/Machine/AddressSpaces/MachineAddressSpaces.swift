@@ -14,18 +14,16 @@ final class MachineAddressSpaces: Sendable {
     let platform: CommittedLayer
     let pci: CommittedLayer
     /// Each bus's trees from earlier commits: a commit builds again only the buses it must.
-    private let busTrees = BusTreeCache()
+    private let busTrees: BusTreeCache
     /// Open batches, and whether the PCI layer changed inside them.
     private let batch = Mutex<(depth: Int, pciChanged: Bool)>((0, false))
 
     init(rootBus: PCIBus, barWriteObserver: @escaping @Sendable (any PCIFunction) -> Void,
          composePCI: (@Sendable () -> (memory: Region, io: Region))? = nil,
          composePlatform: @escaping @Sendable () -> (memory: Region, io: Region)) {
-        let handlers = BARHandlerCache(afterWrite: barWriteObserver)
-        let trees = busTrees
-        pci = CommittedLayer(compose: composePCI ?? {
-            handlers.composing { PCIMappings.compose(root: rootBus, handlers: handlers, cache: trees) }
-        })
+        let trees = BusTreeCache(afterWrite: barWriteObserver)
+        busTrees = trees
+        pci = CommittedLayer(compose: composePCI ?? { PCIMappings.compose(root: rootBus, cache: trees) })
         platform = CommittedLayer(compose: composePlatform)
     }
 

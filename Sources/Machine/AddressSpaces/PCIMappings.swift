@@ -74,120 +74,38 @@ final class BARHandler: RetirableHandler {
     private func leave() { inFlight.wrappingSubtract(1, ordering: .sequentiallyConsistent) }
 }
 
-/// One handler per (bus, slot, BAR) and function across compositions, so a diff sees a BAR
-/// that stayed as unchanged and one that moved as the same handler at a new range. Handlers
-/// sit in a table per bus indexed by devfn and BAR: a composition walks it in order, where a
-/// hash table of thousands of BARs costs a cache miss per lookup. A composition either builds
-/// a bus again (its table then drops the handlers it did not use) or keeps the bus's tree from
-/// an earlier one (its table stays as it is); a bus it does neither to is gone.
-final class BARHandlerCache: Sendable {
+/// The BAR handlers of one bus as one build of it takes them: one per (slot, BAR) and
+/// function, the handler the last build gave when the same function still holds the slot, a
+/// new one otherwise. Handlers sit in devfn and BAR order: a build walks them in order, where a
+/// hash table of thousands of BARs costs a cache miss per lookup. Those the build did not take
+/// are dropped with the last build's table.
+struct BARHandlerTable {
     private static let barsPerFunction = 6
 
-    private struct Slot {
-        var handler: BARHandler?
-        /// The composition that last used it.
-        var usedIn = 0
-    }
-
-    private struct Table {
-        var slots: [Slot] = []
-
-        /// Drops the handlers the composition `now` did not use, if it built this bus (only
-        /// when some went unused, so an ordinary commit does not sweep).
-        mutating func sweepIfBuilt(keepingUsedIn now: Int) {
-            guard built && used < cached else { return }
-            for i in slots.indices where slots[i].handler != nil && slots[i].usedIn != now { slots[i] = Slot() }
-            cached = used
-        }
-
-        /// The composition that last built or kept the bus, and whether it built it.
-        var touchedIn = 0
-        var built = false
-        /// Handlers in `slots`, and those the composition that built it used: fewer used
-        /// means some are to drop.
-        var cached = 0
-        var used = 0
-    }
-
-    private struct State {
-        var buses: [ObjectIdentifier: Table] = [:]
-        var composition = 0
-    }
-
+    private let previous: [BARHandler?]
+    private(set) var slots: [BARHandler?]
     private let afterWrite: @Sendable (any PCIFunction) -> Void
-    private let state = Mutex(State())
 
-    init(afterWrite: @escaping @Sendable (any PCIFunction) -> Void) { self.afterWrite = afterWrite }
+    init(previous: [BARHandler?], afterWrite: @escaping @Sendable (any PCIFunction) -> Void) {
+        self.previous = previous
+        self.afterWrite = afterWrite
+        slots = []
+        slots.reserveCapacity(previous.count)
+    }
 
-    func handler(for function: any PCIFunction, on bus: PCIBus, at devfn: UInt8, bar index: Int) -> BARHandler {
+    mutating func handler(for function: any PCIFunction, at devfn: UInt8, bar index: Int) -> BARHandler {
         precondition(index < Self.barsPerFunction)
         let slot = Int(devfn) * Self.barsPerFunction + index
-        return state.withLock { state in
-            let now = state.composition
-            return Self.handler(in: &state.buses[ObjectIdentifier(bus), default: Table()], slot: slot, now: now) {
-                BARHandler(function: function, index: index, devfn: devfn,
-                           afterWrite: function is any HotPlugController ? afterWrite : nil)
-            } isFor: { $0.function === function }
-        }
-    }
-
-    private static func handler(in table: inout Table, slot: Int, now: Int, make: () -> BARHandler,
-                                isFor: (BARHandler) -> Bool) -> BARHandler {
-        if table.touchedIn != now || !table.built {
-            table.touchedIn = now
-            table.built = true
-            table.used = 0
-        }
         // A table grows to the highest devfn used: a root port's bus has one device.
-        if table.slots.count <= slot {
-            table.slots.append(contentsOf: repeatElement(Slot(), count: slot + 1 - table.slots.count))
-        }
-        let cached = table.slots[slot]
-        if let known = cached.handler, isFor(known) {
-            if cached.usedIn != now {
-                table.slots[slot].usedIn = now
-                table.used += 1
-            }
+        if slots.count <= slot { slots.append(contentsOf: repeatElement(nil, count: slot + 1 - slots.count)) }
+        if slot < previous.count, let known = previous[slot], known.function === function {
+            slots[slot] = known
             return known
         }
-        // An empty slot, or one whose function another has replaced (that handler is dropped).
-        if cached.handler == nil { table.cached += 1 } else if cached.usedIn == now { table.used -= 1 }
-        let made = make()
-        table.slots[slot] = Slot(handler: made, usedIn: now)
-        table.used += 1
+        let made = BARHandler(function: function, index: index, devfn: devfn,
+                              afterWrite: function is any HotPlugController ? afterWrite : nil)
+        slots[slot] = made
         return made
-    }
-
-    /// The current composition reuses the trees of `buses` built earlier: their handlers stay.
-    func keep(_ buses: [ObjectIdentifier]) {
-        state.withLock { state in
-            let now = state.composition
-            for bus in buses where state.buses[bus] != nil && state.buses[bus]!.touchedIn != now {
-                state.buses[bus]!.touchedIn = now
-                state.buses[bus]!.built = false
-            }
-        }
-    }
-
-    /// Runs one composition and forgets the handlers it did not use: in the tables of buses it
-    /// built (swept only when some went unused, so an ordinary commit does not), and the
-    /// tables of buses it neither built nor kept.
-    func composing<R>(_ body: () -> R) -> R {
-        state.withLock { $0.composition += 1 }
-        let result = body()
-        state.withLock { state in
-            let now = state.composition
-            var gone: [ObjectIdentifier] = []
-            for index in state.buses.indices {
-                let bus = state.buses.keys[index]
-                guard state.buses.values[index].touchedIn == now else { gone.append(bus); continue }
-                // (Mutated in place through `values`: a copy would copy the slots.)
-                state.buses.values[index].sweepIfBuilt(keepingUsedIn: now)
-                if state.buses.values[index].cached == 0 && state.buses.values[index].built { gone.append(bus) }
-            }
-            for bus in gone { state.buses[bus] = nil }
-        }
-        return result
     }
 }
 
@@ -199,21 +117,24 @@ enum PCIMappings {
 
     /// The trees of the hierarchy below `root`, building again only the buses `cache` holds
     /// no current trees for.
-    static func compose(root: PCIBus, handlers: BARHandlerCache, cache: BusTreeCache) -> (memory: Region, io: Region) {
-        let trees = trees(of: root, under: nil, handlers: handlers, cache: cache).trees
-        return (trees.memory, trees.io)
+    static func compose(root: PCIBus, cache: BusTreeCache) -> (memory: Region, io: Region) {
+        cache.composing { composition in
+            let trees = trees(of: root, under: nil, in: composition, cache: cache).trees
+            return (trees.memory, trees.io)
+        }
     }
 
-    private static func trees(of bus: PCIBus, under parent: PCIBus?, handlers: BARHandlerCache,
+    private static func trees(of bus: PCIBus, under parent: PCIBus?, in composition: Int,
                               cache: BusTreeCache) -> (trees: BusTreeCache.Trees, buses: [ObjectIdentifier]) {
-        cache.trees(of: bus, under: parent, handlers: handlers) {
-            build(bus: bus, handlers: handlers, cache: cache)
+        cache.trees(of: bus, under: parent, in: composition) { handlers in
+            build(bus: bus, handlers: &handlers, in: composition, cache: cache)
         }
     }
 
     /// One bus's trees: its functions' BARs, and its bridges' windows as aliases of the trees
     /// of the buses behind them.
-    private static func build(bus: PCIBus, handlers: BARHandlerCache, cache: BusTreeCache) -> BusTreeCache.Built {
+    private static func build(bus: PCIBus, handlers: inout BARHandlerTable, in composition: Int,
+                              cache: BusTreeCache) -> BusTreeCache.Built {
         var memory = Region.container("pci-mem(\(bus.name))", size: wholeSpace)
         var io = Region.container("pci-io(\(bus.name))", size: 1 << 32)
         var placed = PlacedBARs()
@@ -224,7 +145,7 @@ enum PCIMappings {
             let config = function.configSnapshot()
             for (index, bar) in config.bars.enumerated() {
                 guard let bar, let range = config.decodedBARRange(index), let size = range.size else { continue }
-                let handler = handlers.handler(for: function, on: bus, at: devfn, bar: index)
+                let handler = handlers.handler(for: function, at: devfn, bar: index)
                 placed.add(handler.name, range, io: bar.isIO)
                 let leaf = Region.leaf(handler.name, size: size, handler: handler)
                 if bar.isIO { io.add(leaf, at: range.base) } else { memory.add(leaf, at: range.base) }
@@ -241,7 +162,7 @@ enum PCIMappings {
             if config.layout == .bridge, let bridge = function as? any PCIBridgeFunction {
                 let windows = config.decodedWindows
                 let label = label(function, at: devfn)
-                let (behind, behindBuses) = trees(of: bridge.secondary, under: bus, handlers: handlers, cache: cache)
+                let (behind, behindBuses) = trees(of: bridge.secondary, under: bus, in: composition, cache: cache)
                 buses += behindBuses
                 for (name, window) in [("mem", windows.memory), ("pref", windows.prefetchable)] {
                     if let window, let size = window.size {
