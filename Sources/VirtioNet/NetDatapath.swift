@@ -186,42 +186,69 @@ final class NetDatapath: Sendable {
 
     // MARK: Transmit
 
-    /// Sends every available chain; the used ring is updated (one used->idx store) and the
-    /// interrupt decided once per `interruptBatch` chains and at the end.
+    /// How a batch of transmitted chains ended.
+    private enum TransmitStep {
+        /// The ring has no more chains (or the device needs a reset): all are used.
+        case drained
+        /// `interruptBatch` chains sent and used; the ring may hold more.
+        case more
+        /// The host queue had no room for the last chain's frame: its iovecs wait in the
+        /// vectors, the chain among those not yet used.
+        case hostFull(any PacketQueue)
+    }
+
+    /// Sends every available chain, a batch at a time: one DMA admission per batch (see
+    /// `DMAPort.burst`), the used ring updated (one used->idx store) and the interrupt decided
+    /// at the end of each. A wait for room in a full host queue happens between batches, so an
+    /// unplug never waits for the host.
     private func transmit(pair: Int, vectors: inout [iovec], transmitted: inout [(chain: DescriptorChain, written: Int)]) {
         guard let queue = queues[safe: 2 * pair + 1] ?? nil else { return }
         transmitted.removeAll(keepingCapacity: true)
         do {
-            while let chain = try queue.pop() {
-                guard chain.readableLength >= VirtioNetHeader.size else {
-                    interrupts.deviceNeedsReset("transmit queue \(2 * pair + 1): a chain of \(chain.readableLength) readable bytes has no \(VirtioNetHeader.size)-byte virtio-net header")
-                    try? complete(&transmitted, on: queue)
-                    return
+            while true {
+                let step = try queue.burst { () throws(VirtQueueError) -> TransmitStep in
+                    try transmitBatch(from: queue, pair: pair, vectors: &vectors, transmitted: &transmitted)
                 }
-                var raw: (UInt64, UInt32) = (0, 0)
-                let header = try withUnsafeMutableBytes(of: &raw) { bytes in
-                    Result { () throws(VirtQueueError) -> VirtioNetHeader in
-                        let headerBytes = UnsafeMutableRawBufferPointer(rebasing: bytes[..<VirtioNetHeader.size])
-                        try chain.read(into: headerBytes)
-                        return VirtioNetHeader(UnsafeRawBufferPointer(headerBytes))!
-                    }
-                }.get()
-                if let problem = header.transmitViolation(negotiated) {
-                    GuestErrorLog.report(device: device, kind: "tx-header", "\(problem); frame dropped")
-                } else if shared.linkUp.load(ordering: .acquiring), pair < backend.count {
-                    try send(chain, to: backend[pair], vectors: &vectors)
-                }
-                transmitted.append((chain, 0))
-                if transmitted.count == Self.interruptBatch {
-                    try complete(&transmitted, on: queue)
-                    try queue.interruptIfNeeded()
+                switch step {
+                case .drained: return
+                case .more: continue
+                case .hostFull(let backendQueue): resendWhenThereIsRoom(on: backendQueue, vectors: &vectors)
                 }
             }
-            try complete(&transmitted, on: queue)
-            try queue.interruptIfNeeded()
         } catch {
             // The queue has marked the device NEEDS_RESET and logged why.
         }
+    }
+
+    private func transmitBatch(from queue: VirtQueue, pair: Int, vectors: inout [iovec],
+                               transmitted: inout [(chain: DescriptorChain, written: Int)]) throws(VirtQueueError) -> TransmitStep {
+        var sent = 0
+        while sent < Self.interruptBatch, let chain = try queue.pop() {
+            sent += 1
+            guard chain.readableLength >= VirtioNetHeader.size else {
+                interrupts.deviceNeedsReset("transmit queue \(2 * pair + 1): a chain of \(chain.readableLength) readable bytes has no \(VirtioNetHeader.size)-byte virtio-net header")
+                try? complete(&transmitted, on: queue)
+                return .drained
+            }
+            var raw: (UInt64, UInt32) = (0, 0)
+            let header = try withUnsafeMutableBytes(of: &raw) { bytes in
+                Result { () throws(VirtQueueError) -> VirtioNetHeader in
+                    let headerBytes = UnsafeMutableRawBufferPointer(rebasing: bytes[..<VirtioNetHeader.size])
+                    try chain.read(into: headerBytes)
+                    return VirtioNetHeader(UnsafeRawBufferPointer(headerBytes))!
+                }
+            }.get()
+            transmitted.append((chain, 0))
+            if let problem = header.transmitViolation(negotiated) {
+                GuestErrorLog.report(device: device, kind: "tx-header", "\(problem); frame dropped")
+            } else if shared.linkUp.load(ordering: .acquiring), pair < backend.count,
+                      try !send(chain, to: backend[pair], vectors: &vectors) {
+                return .hostFull(backend[pair])
+            }
+        }
+        try complete(&transmitted, on: queue)
+        try queue.interruptIfNeeded()
+        return sent == Self.interruptBatch ? .more : .drained
     }
 
     /// Returns `chains` to the used ring at once and empties the list (capacity kept).
@@ -231,18 +258,29 @@ final class NetDatapath: Sendable {
         chains.removeAll(keepingCapacity: true)
     }
 
-    /// One writev of the chain's readable buffers (vnet header and frame).
-    private func send(_ chain: DescriptorChain, to backendQueue: any PacketQueue, vectors: inout [iovec]) throws(VirtQueueError) {
+    /// One writev of the chain's readable buffers (vnet header and frame); false when the host
+    /// queue has no room now (the iovecs stay in `vectors` for `resendWhenThereIsRoom`).
+    private func send(_ chain: DescriptorChain, to backendQueue: any PacketQueue, vectors: inout [iovec]) throws(VirtQueueError) -> Bool {
         vectors.removeAll(keepingCapacity: true)
         try chain.appendHostIOVectors(.readable, to: &vectors)
         let outcome = vectors.withUnsafeBufferPointer { p in
-            Result { () throws(SystemError) -> Int? in
-                if let n = try backendQueue.writev(p) { return n }
-                // The host queue is full: give it a moment before the frame is dropped.
-                var poller = pollfd(fd: backendQueue.pollDescriptor, events: Int16(POLLOUT), revents: 0)
-                _ = poll(&poller, 1, 100)
-                return try backendQueue.writev(p)
-            }
+            Result { () throws(SystemError) -> Int? in try backendQueue.writev(p) }
+        }
+        if case .success(.none) = outcome { return false }
+        vectors.removeAll(keepingCapacity: true)
+        if case .failure(let error) = outcome {
+            GuestErrorLog.report(device: device, kind: "tx-write", "the host refused a frame: \(error)")
+        }
+        return true
+    }
+
+    /// The host queue was full: gives it a moment, then one more writev of the waiting frame
+    /// (its bytes were lent by the port in the batch that took the chain) before it is dropped.
+    private func resendWhenThereIsRoom(on backendQueue: any PacketQueue, vectors: inout [iovec]) {
+        var poller = pollfd(fd: backendQueue.pollDescriptor, events: Int16(POLLOUT), revents: 0)
+        _ = poll(&poller, 1, 100)
+        let outcome = vectors.withUnsafeBufferPointer { p in
+            Result { () throws(SystemError) -> Int? in try backendQueue.writev(p) }
         }
         vectors.removeAll(keepingCapacity: true)
         switch outcome {

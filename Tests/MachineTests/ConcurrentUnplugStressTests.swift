@@ -280,10 +280,8 @@ import VMMBase
             #expect(ecam.read(bus: bus, devfn: devfn, offset: 0, width: .dword) == 0xFFFF_FFFF, "\(slot) master-aborts when empty")
         }
         let fdsAfter = HotPlugSoakTests.openFileDescriptors(), rssAfter = HotPlugSoakTests.residentKiB()
-        // Other suites in the same process open and close fds of theirs meanwhile (in a full
-        // `swift test`, 59 -> 60 was seen once): a leak is growth with the cycles, at least one
-        // fd per ten of them, where their noise is a few.
-        #expect(fdsAfter - fds < max(cycles / 10, 3), "fds grew from \(fds) to \(fdsAfter) over \(cycles) cycles")
+        #expect(!HotPlugSoakTests.fdsLeaked(from: fds, to: fdsAfter, over: cycles),
+                "fds grew from \(fds) to \(fdsAfter) over \(cycles) cycles")
         // Allocator noise only (as the soak): under ThreadSanitizer its shadow memory and
         // history buffers grow with the work done, so RSS is printed, not compared.
         let sanitized = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "__tsan_init") != nil

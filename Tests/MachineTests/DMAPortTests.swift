@@ -1,8 +1,10 @@
 import Chipset
+import Foundation
 import GuestMemory
 import Interrupts
 import Machine
 import PCI
+import Synchronization
 import Testing
 import VMMBase
 
@@ -143,5 +145,56 @@ import VMMBase
         #expect(throws: DMAError.disconnected) { try dma.write(at: 0x1000, bytes: [2]) }
         #expect(throws: DMAError.disconnected) { try dma.read(at: 0x1000, count: 1) }
         #expect(machine.readMemory(0x1000, count: 1) == [1])
+    }
+
+    /// A burst (one batch of a device's queue work) is admitted once: Bus Master Enable cleared
+    /// inside it applies from the next access outside it, as a request already under way
+    /// completes; a burst begun with it clear admits nothing; the grant is the port's own, so
+    /// another port's accesses on the same thread are still checked.
+    @Test func aBurstIsAdmittedOnceAndOnlyForItsOwnPort() throws {
+        let (machine, ecam) = try machine()
+        let dma = try port(machine, "dev"), leaf = try port(machine, "leaf")
+        setBusMaster(ecam, bus: 1, device: 0, false)
+        try dma.burst { () throws(DMAError) in
+            try dma.write(at: 0x10_0000, bytes: [1])
+            setBusMaster(ecam, device: 5, false)
+            try dma.write(at: 0x10_0001, bytes: [2])
+            #expect(throws: DMAError.busMasterDisabled(function: "leaf")) { try leaf.write(at: 0x30_0000, bytes: [3]) }
+        }
+        #expect(machine.readMemory(0x10_0000, count: 2) == [1, 2])
+        #expect(machine.readMemory(0x30_0000, count: 1) == [0])
+        #expect(throws: DMAError.busMasterDisabled(function: "dev")) { try dma.write(at: 0x10_0002, bytes: [4]) }
+        dma.burst {
+            #expect(throws: DMAError.busMasterDisabled(function: "dev")) { try dma.write(at: 0x10_0002, bytes: [4]) }
+        }
+        #expect(machine.readMemory(0x10_0002, count: 1) == [0])
+        // Bounds are still checked per access inside a burst.
+        setBusMaster(ecam, device: 5, true)
+        dma.burst {
+            #expect(throws: DMAError.self) { try dma.write(at: Self.ramSize - 1, bytes: [5, 6]) }
+        }
+    }
+
+    /// An unplug's disconnect waits for a burst under way to end, then refuses everything.
+    @Test func aDisconnectWaitsForABurstUnderWay() throws {
+        let (machine, _) = try machine()
+        let dma = try #require(try port(machine, "dev") as? BusMasterPort)
+        let started = DispatchSemaphore(value: 0)
+        let finished = Atomic<Bool>(false)
+        let worker = Thread {
+            dma.burst {
+                started.signal()
+                usleep(200_000)
+                try? dma.write(at: 0x10_0000, bytes: [7])
+                finished.store(true, ordering: .releasing)
+            }
+        }
+        worker.start()
+        started.wait()
+        dma.disconnect { usleep(1000) }
+        let burstEnded = finished.load(ordering: .acquiring)
+        #expect(burstEnded, "disconnect returned while the burst was under way")
+        #expect(machine.readMemory(0x10_0000, count: 1) == [7])
+        #expect(throws: DMAError.disconnected) { try dma.write(at: 0x10_0000, bytes: [8]) }
     }
 }

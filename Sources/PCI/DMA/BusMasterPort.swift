@@ -1,3 +1,4 @@
+import Glibc
 import GuestMemory
 import Interrupts
 import Synchronization
@@ -26,6 +27,8 @@ public final class BusMasterPort: DMAPort {
     private let connection: Mutex<Connection?>
     private let memory: GuestMemory
     private let translation: any DMATranslation
+    /// No IOMMU: bus addresses are guest-physical, and accesses skip the translator.
+    private let identity: Bool
     private let interrupts: any InterruptSink
     /// Accesses in progress, so an unplug can wait for those admitted before it disconnected.
     private let calls = GracePeriod()
@@ -36,6 +39,7 @@ public final class BusMasterPort: DMAPort {
         connection = Mutex(Connection(function: function, path: path))
         self.memory = memory
         self.translation = translation
+        identity = translation is IdentityDMATranslation
         self.interrupts = interrupts
     }
 
@@ -48,48 +52,87 @@ public final class BusMasterPort: DMAPort {
 
     public var requester: DMARequester? { connection.withLock { $0?.path }?.resolve() }
 
-    public func read(at address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(DMAError) {
+    /// The admission a burst on this thread holds: found through a thread-specific pointer, so
+    /// the accesses inside need no change of API (the queue and its chains keep their port).
+    private struct BurstGrant {
+        let port: ObjectIdentifier
+        let requester: DMARequester
+    }
+
+    private static let burstKey: pthread_key_t = {
+        var key = pthread_key_t()
+        let status = pthread_key_create(&key, nil)
+        precondition(status == 0, "pthread_key_create: \(status)")
+        return key
+    }()
+
+    /// See `DMAPort.burst`. A burst the port refuses admits nothing: each access inside is
+    /// then refused (and reported) on its own, as outside a burst.
+    @discardableResult
+    public func burst<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+        if heldGrant != nil { return try body() }
         let epoch = calls.enter()
         defer { calls.leave(epoch) }
-        let requester = try admit()
-        let span = try checkedSpan(address, buffer.count)
-        if let span, span.overlaps(Self.interruptWindow) {
-            throw .interruptWindow(address: address, length: UInt64(buffer.count), isWrite: false)
+        guard let requester = try? admit() else { return try body() }
+        let grant = UnsafeMutablePointer<BurstGrant>.allocate(capacity: 1)
+        grant.initialize(to: BurstGrant(port: ObjectIdentifier(self), requester: requester))
+        let outer = pthread_getspecific(Self.burstKey)
+        pthread_setspecific(Self.burstKey, grant)
+        defer {
+            pthread_setspecific(Self.burstKey, outer)
+            grant.deallocate()
         }
-        do {
-            try translated(for: requester).read(at: address, into: buffer)
-        } catch {
-            throw .memory(error)
+        return try body()
+    }
+
+    public func read(at address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(DMAError) {
+        try admitted { requester throws(DMAError) in
+            let span = try checkedSpan(address, buffer.count)
+            if let span, span.overlaps(Self.interruptWindow) {
+                throw .interruptWindow(address: address, length: UInt64(buffer.count), isWrite: false)
+            }
+            do throws(GuestMemoryError) {
+                if identity {
+                    try memory.read(at: GuestAddress(address), into: buffer)
+                } else {
+                    try translated(for: requester).read(at: address, into: buffer)
+                }
+            } catch {
+                throw .memory(error)
+            }
         }
     }
 
     public func write(at address: UInt64, from buffer: UnsafeRawBufferPointer) throws(DMAError) {
-        let epoch = calls.enter()
-        defer { calls.leave(epoch) }
-        let requester = try admit()
-        let span = try checkedSpan(address, buffer.count)
-        if let span, span.overlaps(Self.interruptWindow) {
-            guard buffer.count == 4, Self.interruptWindow.contains(span) else {
-                throw .interruptWindow(address: address, length: UInt64(buffer.count), isWrite: true)
+        try admitted { requester throws(DMAError) in
+            let span = try checkedSpan(address, buffer.count)
+            if let span, span.overlaps(Self.interruptWindow) {
+                guard buffer.count == 4, Self.interruptWindow.contains(span) else {
+                    throw .interruptWindow(address: address, length: UInt64(buffer.count), isWrite: true)
+                }
+                interrupts.signal(MSIMessage(address: address, data: UInt32(littleEndian: buffer.loadUnaligned(as: UInt32.self))))
+                return
             }
-            interrupts.signal(MSIMessage(address: address, data: UInt32(littleEndian: buffer.loadUnaligned(as: UInt32.self))))
-            return
-        }
-        do {
-            try translated(for: requester).write(at: address, from: buffer)
-        } catch {
-            throw .memory(error)
+            do throws(GuestMemoryError) {
+                if identity {
+                    try memory.write(at: GuestAddress(address), from: buffer)
+                } else {
+                    try translated(for: requester).write(at: address, from: buffer)
+                }
+            } catch {
+                throw .memory(error)
+            }
         }
     }
 
     public func hostSegments(at address: UInt64, length: UInt64, write: Bool) throws(DMAError) -> DMAHostSegments {
-        let epoch = calls.enter()
-        defer { calls.leave(epoch) }
-        guard let requester = try admitHostAccess(at: address, length: length, write: write) else {
-            return DMAHostSegments(buffers: [], owner: nil)
+        try admitted { requester throws(DMAError) in
+            guard try checkHostAccess(at: address, length: length, write: write) else {
+                return DMAHostSegments(buffers: [], owner: nil)
+            }
+            return DMAHostSegments(buffers: try hostBuffers(for: requester, at: address, length: length, write: write),
+                                   owner: memory)
         }
-        return DMAHostSegments(buffers: try hostBuffers(for: requester, at: address, length: length, write: write),
-                               owner: memory)
     }
 
     /// Lends the host memory behind an access, one segment at a time, with one admission: an
@@ -97,18 +140,19 @@ public final class BusMasterPort: DMAPort {
     /// reference to guest RAM keeps it mapped while `body` runs.
     public func forEachHostSegment(at address: UInt64, length: UInt64, write: Bool,
                                    _ body: (UnsafeMutableRawBufferPointer) -> Void) throws(DMAError) {
-        let epoch = calls.enter()
-        defer { calls.leave(epoch) }
-        guard let requester = try admitHostAccess(at: address, length: length, write: write) else { return }
-        do {
-            if let target = try translated(for: requester).singlePiece(address, Int(length), write: write) {
-                body(try memory.hostBuffer(at: GuestAddress(target), length: length))
-                return
+        try admitted { requester throws(DMAError) in
+            guard try checkHostAccess(at: address, length: length, write: write) else { return }
+            do throws(GuestMemoryError) {
+                let target = identity ? address : try translated(for: requester).singlePiece(address, Int(length), write: write)
+                if let target {
+                    body(try memory.hostBuffer(at: GuestAddress(target), length: length))
+                    return
+                }
+            } catch {
+                throw .memory(error)
             }
-        } catch {
-            throw .memory(error)
+            try hostBuffers(for: requester, at: address, length: length, write: write).forEach(body)
         }
-        try hostBuffers(for: requester, at: address, length: length, write: write).forEach(body)
     }
 
     /// The host buffers behind an admitted access, in bus order.
@@ -143,6 +187,24 @@ public final class BusMasterPort: DMAPort {
         }
     }
 
+    /// Runs `access` with the requester inside the grace period: the burst's admission when
+    /// this thread is in one of this port's bursts (which holds the grace period), else a
+    /// fresh one.
+    @inline(__always)
+    private func admitted<R>(_ access: (DMARequester) throws(DMAError) -> R) throws(DMAError) -> R {
+        if let held = heldGrant { return try access(held) }
+        let epoch = calls.enter()
+        defer { calls.leave(epoch) }
+        return try access(try admit())
+    }
+
+    /// The requester of this port's burst this thread is in, if any.
+    private var heldGrant: DMARequester? {
+        guard let held = pthread_getspecific(Self.burstKey)?.assumingMemoryBound(to: BurstGrant.self).pointee,
+              held.port == ObjectIdentifier(self) else { return nil }
+        return held.requester
+    }
+
     /// The requester, when the function may master now.
     private func admit() throws(DMAError) -> DMARequester {
         let current = connection.withLock { c -> (function: any PCIFunction, path: DMARequesterPath)? in
@@ -156,17 +218,16 @@ public final class BusMasterPort: DMAPort {
         return requester
     }
 
-    /// The requester of a host-memory loan, after the checks of any access; nil for an empty one.
-    private func admitHostAccess(at address: UInt64, length: UInt64, write: Bool) throws(DMAError) -> DMARequester? {
-        let requester = try admit()
-        guard length > 0 else { return nil }
+    /// The checks of any access for a host-memory loan; false for an empty one.
+    private func checkHostAccess(at address: UInt64, length: UInt64, write: Bool) throws(DMAError) -> Bool {
+        guard length > 0 else { return false }
         guard let span = AddressRange(base: address, size: length), length <= UInt64(Int.max) else {
             throw .memory(.addressOverflow(address: address, length: length))
         }
         if span.overlaps(Self.interruptWindow) {
             throw .interruptWindow(address: address, length: length, isWrite: write)
         }
-        return requester
+        return true
     }
 
     /// The bytes an access covers; nil for an empty access; throws when it wraps past 2^64.

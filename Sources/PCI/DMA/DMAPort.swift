@@ -54,6 +54,14 @@ public protocol DMAPort: Sendable {
     /// lives; like any loan they are for one I/O, under the translation checked now.
     func forEachHostSegment(at address: UInt64, length: UInt64, write: Bool,
                             _ body: (UnsafeMutableRawBufferPointer) -> Void) throws(DMAError)
+    /// Runs `body`, a short run of accesses on this thread (one batch of a device's queue
+    /// work), with the port's admission checked once at its start instead of at each access:
+    /// a Bus Master Enable cleared or a bus number changed meanwhile applies from the next
+    /// burst, as a device's requests already under way complete. The translation and the
+    /// bounds are still checked per access, and an unplug waits for the burst to end, so a
+    /// burst must not wait on anything outside the VMM.
+    @discardableResult
+    func burst<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R
 }
 
 /// Host memory a DMA port lends: valid while this value lives (it keeps the guest RAM
@@ -73,6 +81,10 @@ public struct DMAHostSegments: @unchecked Sendable {
 }
 
 extension DMAPort {
+    /// Ports that admit nothing (fakes, disconnected ports) check each access as it comes.
+    @discardableResult
+    public func burst<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R { try body() }
+
     /// Ports with no guest RAM of their own (fakes, disconnected ports) lend nothing.
     public func hostSegments(at address: UInt64, length: UInt64, write: Bool) throws(DMAError) -> DMAHostSegments {
         throw .hostAccessUnavailable

@@ -45,6 +45,26 @@ public final class VirtQueue: Sendable {
         var usedAtLastSignal: UInt16?
         /// Whether the device wants kicks (VRING_USED_F_NO_NOTIFY / avail_event upkeep).
         var notificationsEnabled = true
+        /// avail->idx as last read: the entries before it are taken without reading it again
+        /// (the driver only moves it forward). Not device state: snapshots and comparisons
+        /// leave it out, and a restored cursor reads the index afresh.
+        var lastAvailableIndex: UInt16?
+
+        private enum CodingKeys: String, CodingKey {
+            case nextAvailable, nextUsed, usedAtLastSignal, notificationsEnabled
+        }
+
+        static func == (a: Cursor, b: Cursor) -> Bool {
+            (a.nextAvailable, a.nextUsed, a.usedAtLastSignal, a.notificationsEnabled)
+                == (b.nextAvailable, b.nextUsed, b.usedAtLastSignal, b.notificationsEnabled)
+        }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(nextAvailable)
+            hasher.combine(nextUsed)
+            hasher.combine(usedAtLastSignal)
+            hasher.combine(notificationsEnabled)
+        }
     }
     let cursor = Mutex(Cursor())
 
@@ -62,6 +82,11 @@ public final class VirtQueue: Sendable {
         eventIndex = features.contains(.eventIndex)
         indirect = features.contains(.indirectDescriptors)
     }
+
+    /// Runs a batch of this queue's work (pops, chain accesses, completions) with the DMA
+    /// port's admission checked once (`DMAPort.burst`): the batch must not wait on the host.
+    @discardableResult
+    public func burst<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R { try port.burst(body) }
 
     /// True once the device needs a reset: nothing more is served.
     public var isBroken: Bool { broken.load(ordering: .acquiring) }
@@ -91,12 +116,14 @@ public final class VirtQueue: Sendable {
     }
 
     private func take(_ c: inout Cursor) throws(VirtQueueError) -> DescriptorChain? {
-        let availableIndex: UInt16 = try load(at: addresses.driverArea, offset: SplitRing.availableIndex)
-        let pending = availableIndex &- c.nextAvailable
-        guard pending <= size else {
-            throw .availableIndexJump(from: c.nextAvailable, to: availableIndex, size: size)
+        if c.lastAvailableIndex.map({ $0 == c.nextAvailable }) ?? true {
+            let availableIndex: UInt16 = try load(at: addresses.driverArea, offset: SplitRing.availableIndex)
+            guard availableIndex &- c.nextAvailable <= size else {
+                throw .availableIndexJump(from: c.nextAvailable, to: availableIndex, size: size)
+            }
+            c.lastAvailableIndex = availableIndex
+            guard availableIndex != c.nextAvailable else { return nil }
         }
-        guard pending > 0 else { return nil }
         // The ring entry and descriptors are read after the index (the driver wrote them first).
         atomicMemoryFence(ordering: .acquiring)
         let slot = UInt64(c.nextAvailable & (size - 1))
