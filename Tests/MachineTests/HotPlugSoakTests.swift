@@ -47,7 +47,8 @@ import VMMBase
 
     /// Whether the process's fds grew over `cycles` as a leak would: by at least one per ten
     /// cycles. Suites running beside this one in the same process open and close a few of
-    /// theirs meanwhile (39 -> 38 and 59 -> 60 were seen in a full `swift test`).
+    /// theirs meanwhile when suites run in parallel (39 -> 38 and 59 -> 60 were seen in a plain
+    /// `swift test`; `make test` runs them one at a time).
     static func fdsLeaked(from before: Int, to after: Int, over cycles: Int) -> Bool {
         after - before >= max(cycles / 10, 3)
     }
