@@ -230,21 +230,18 @@ final class NetDatapath: Sendable {
                 try? complete(&transmitted, on: queue)
                 return .drained
             }
-            var raw: (UInt64, UInt32) = (0, 0)
-            let header = try withUnsafeMutableBytes(of: &raw) { bytes in
-                Result { () throws(VirtQueueError) -> VirtioNetHeader in
-                    let headerBytes = UnsafeMutableRawBufferPointer(rebasing: bytes[..<VirtioNetHeader.size])
-                    try chain.read(into: headerBytes)
-                    return VirtioNetHeader(UnsafeRawBufferPointer(headerBytes))!
-                }
-            }.get()
             transmitted.append((chain, 0))
-            if let problem = header.transmitViolation(negotiated) {
+            // The frame's bytes are lent once: the header is read from them, and they are what
+            // writev sends.
+            vectors.removeAll(keepingCapacity: true)
+            try chain.appendHostIOVectors(.readable, to: &vectors)
+            if let problem = Self.header(in: vectors).transmitViolation(negotiated) {
                 GuestErrorLog.report(device: device, kind: "tx-header", "\(problem); frame dropped")
             } else if shared.linkUp.load(ordering: .acquiring), pair < backend.count,
-                      try !send(chain, to: backend[pair], vectors: &vectors) {
+                      !send(vectors, to: backend[pair]) {
                 return .hostFull(backend[pair])
             }
+            vectors.removeAll(keepingCapacity: true)
         }
         try complete(&transmitted, on: queue)
         try queue.interruptIfNeeded()
@@ -258,16 +255,28 @@ final class NetDatapath: Sendable {
         chains.removeAll(keepingCapacity: true)
     }
 
-    /// One writev of the chain's readable buffers (vnet header and frame); false when the host
-    /// queue has no room now (the iovecs stay in `vectors` for `resendWhenThereIsRoom`).
-    private func send(_ chain: DescriptorChain, to backendQueue: any PacketQueue, vectors: inout [iovec]) throws(VirtQueueError) -> Bool {
-        vectors.removeAll(keepingCapacity: true)
-        try chain.appendHostIOVectors(.readable, to: &vectors)
+    /// The virtio-net header at the start of a frame's lent bytes (at least its size: checked
+    /// against the chain's readable length).
+    private static func header(in vectors: [iovec]) -> VirtioNetHeader {
+        var raw: (UInt64, UInt32) = (0, 0)
+        return withUnsafeMutableBytes(of: &raw) { bytes in
+            var filled = 0
+            for vector in vectors where filled < VirtioNetHeader.size {
+                let count = min(vector.iov_len, VirtioNetHeader.size - filled)
+                if let base = vector.iov_base { (bytes.baseAddress! + filled).copyMemory(from: base, byteCount: count) }
+                filled += count
+            }
+            return VirtioNetHeader(UnsafeRawBufferPointer(rebasing: bytes[..<VirtioNetHeader.size]))!
+        }
+    }
+
+    /// One writev of a frame's lent bytes (vnet header and frame); false when the host queue
+    /// has no room now (the iovecs stay for `resendWhenThereIsRoom`).
+    private func send(_ vectors: [iovec], to backendQueue: any PacketQueue) -> Bool {
         let outcome = vectors.withUnsafeBufferPointer { p in
             Result { () throws(SystemError) -> Int? in try backendQueue.writev(p) }
         }
         if case .success(.none) = outcome { return false }
-        vectors.removeAll(keepingCapacity: true)
         if case .failure(let error) = outcome {
             GuestErrorLog.report(device: device, kind: "tx-write", "the host refused a frame: \(error)")
         }
