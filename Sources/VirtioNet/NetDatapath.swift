@@ -301,44 +301,70 @@ final class NetDatapath: Sendable {
 
     // MARK: Receive
 
+    /// How a batch of received frames ended.
+    private enum ReceiveStep {
+        /// `interruptBatch` frames taken; more may wait.
+        case more
+        /// The link went down: waiting frames are to be dropped (outside the batch).
+        case linkDown
+        case stopped(ReceiveOutcome)
+    }
+
+    /// Delivers waiting frames, a batch at a time under one DMA admission (`DMAPort.burst`);
+    /// readv does not block, so a batch never waits on the host.
     private func receive(from backendQueue: any PacketQueue, pair: Int, stash: inout [DescriptorChain],
                          filter: ReceiveFilter) -> ReceiveOutcome {
         guard let queue = queues[safe: 2 * pair] ?? nil else { return .needsBuffers }
-        let mergeable = negotiated.contains(.mergeableReceiveBuffers)
-        let needed = negotiated.largestReceivedFrame
         var delivered = 0
         defer { if delivered > 0 { _ = try? queue.interruptIfNeeded() } }
         while true {
-            guard shared.linkUp.load(ordering: .acquiring) else {
+            let step = queue.burst {
+                receiveBatch(from: backendQueue, into: queue, pair: pair, stash: &stash, filter: filter, delivered: &delivered)
+            }
+            switch step {
+            case .more: continue
+            case .linkDown:
                 dropWaitingFrames(backendQueue)
                 return .drained
+            case .stopped(let outcome): return outcome
             }
+        }
+    }
+
+    private func receiveBatch(from backendQueue: any PacketQueue, into queue: VirtQueue, pair: Int,
+                              stash: inout [DescriptorChain], filter: ReceiveFilter, delivered: inout Int) -> ReceiveStep {
+        let mergeable = negotiated.contains(.mergeableReceiveBuffers)
+        let needed = negotiated.largestReceivedFrame
+        var taken = 0
+        while taken < Self.interruptBatch {
+            guard shared.linkUp.load(ordering: .acquiring) else { return .linkDown }
             do {
                 while stash.isEmpty || (mergeable && stash.reduce(0, { $0 + $1.writableLength }) < needed) {
                     guard let chain = try queue.pop() else { break }
                     guard chain.readable.isEmpty, chain.writableLength >= VirtioNetHeader.size else {
                         interrupts.deviceNeedsReset("receive queue \(2 * pair): a buffer with \(chain.readableLength) readable and \(chain.writableLength) writable bytes cannot take a \(VirtioNetHeader.size)-byte header and frame")
                         stash.removeAll()
-                        return .needsBuffers
+                        return .stopped(.needsBuffers)
                     }
                     stash.append(chain)
                 }
                 if stash.isEmpty || (mergeable && stash.reduce(0, { $0 + $1.writableLength }) < needed) {
                     // Ask for a kick; buffers that arrived meanwhile are taken at once.
                     if try queue.enableNotifications() { continue }
-                    return .needsBuffers
+                    return .stopped(.needsBuffers)
                 }
             } catch {
-                return .needsBuffers
+                return .stopped(.needsBuffers)
             }
             let chains = mergeable ? stash : [stash[0]]
             let read: (length: Int, start: [UInt8])?
             do {
                 read = try readFrame(from: backendQueue, into: chains[...])
             } catch {
-                return .needsBuffers
+                return .stopped(.needsBuffers)
             }
-            guard let read else { return .drained }
+            guard let read else { return .stopped(.drained) }
+            taken += 1
             // A runt, or a frame the driver's filters refuse: its buffers stay for the next.
             guard read.length >= VirtioNetHeader.size + 14, filter.accepts(read.start.dropFirst(VirtioNetHeader.size)) else { continue }
             var remaining = read.length, used = 0
@@ -356,12 +382,13 @@ final class NetDatapath: Sendable {
                 }
             } catch {
                 stash.removeAll()
-                return .needsBuffers
+                return .stopped(.needsBuffers)
             }
             stash.removeFirst(used)
             delivered += 1
             if delivered % Self.interruptBatch == 0 { _ = try? queue.interruptIfNeeded() }
         }
+        return .more
     }
 
     /// One readv of the next frame into `chains`' writable buffers. Returns its length and

@@ -74,15 +74,13 @@ public final class BusMasterPort: DMAPort {
         let epoch = calls.enter()
         defer { calls.leave(epoch) }
         guard let requester = try? admit() else { return try body() }
-        let grant = UnsafeMutablePointer<BurstGrant>.allocate(capacity: 1)
-        grant.initialize(to: BurstGrant(port: ObjectIdentifier(self), requester: requester))
-        let outer = pthread_getspecific(Self.burstKey)
-        pthread_setspecific(Self.burstKey, grant)
-        defer {
-            pthread_setspecific(Self.burstKey, outer)
-            grant.deallocate()
+        var grant = BurstGrant(port: ObjectIdentifier(self), requester: requester)
+        return try withUnsafeMutablePointer(to: &grant) { (held) throws(E) -> R in
+            let outer = pthread_getspecific(Self.burstKey)
+            pthread_setspecific(Self.burstKey, held)
+            defer { pthread_setspecific(Self.burstKey, outer) }
+            return try body()
         }
-        return try body()
     }
 
     public func read(at address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(DMAError) {
