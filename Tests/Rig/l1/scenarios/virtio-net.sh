@@ -1,7 +1,8 @@
 #!/bin/sh
 # virtio-net: L2's virtio_net driver over a tap in L1, under QEMU and under Switchyard in the
 # same L1 boot, each with the userspace datapath (vhost=off) and with vhost=on (QEMU: vhost-net;
-# Switchyard has no vhost-net yet: it logs that and keeps the userspace datapath).
+# Switchyard has no vhost-net yet: it logs that and keeps the userspace datapath; that boot has
+# two vCPUs and mq=on over a two-queue tap, and must use both queue pairs).
 # The VMM creates tap0; L1 moves it into a network namespace of its own (the peer: 10.0.2.2,
 # an nc listener on port 5001 and busybox httpd on 5002). L2 (rig.l2=net, l2/init) pings the
 # peer, sends it a 4 MiB file and fetches another: the checksums on both sides must agree, and
@@ -12,7 +13,7 @@ rc=0
 
 # net_session LABEL VHOST CMD...: one boot; the VMM's tap0 goes to a fresh namespace.
 # NET_DEVICE_EXTRA is added to -device virtio-net-pci (QEMU: romfile= for no option ROM, which
-# L1 does not carry and a PVH boot does not use).
+# L1 does not carry and a PVH boot does not use), NET_NETDEV_EXTRA to -netdev.
 net_session() {
   _nl=$1 _vh=$2; shift 2
   _log=/tmp/l2-net-$_nl.log
@@ -21,7 +22,7 @@ net_session() {
   rm -rf /tmp/peer-$_nl; mkdir -p /tmp/peer-$_nl/www
   dd if=/dev/urandom of=/tmp/peer-$_nl/www/rx bs=64k count=64 2>/dev/null
   L2_APPEND_LINE="$(l2_append net)"
-  start_vmm "$_log" "$@" -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=$_vh \
+  start_vmm "$_log" "$@" -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=$_vh$NET_NETDEV_EXTRA \
     -device virtio-net-pci,netdev=n0,bus=rp3,mac=$MAC$NET_DEVICE_EXTRA
   _i=0
   while [ ! -e /sys/class/net/tap0 ] && [ $_i -lt 200 ]; do sleep 0.05; _i=$((_i + 1)); done
@@ -55,6 +56,7 @@ net_session() {
     { echo "CHECK FAILED: $_nl: L2 fetched md5 '${_rx:-none}', the peer served '$_peer_rx'"; _f=1; }
   _irqs=$(sed -n 's/.* RIG-L2 net irq *[0-9]*: *\([0-9]*\) .*virtio.*input.*/\1/p' "$_log" | head -n 1)
   [ -n "$_irqs" ] && [ "$_irqs" -gt 0 ] || { echo "CHECK FAILED: $_nl: no virtio input interrupts counted"; _f=1; }
+  [ -n "$NET_NETDEV_EXTRA" ] && { mq_check "$_log" "$_nl" || _f=1; }
   [ $_f = 0 ] && echo "ok: $_nl: ping 10/10, 4 MiB each way with equal checksums, $_irqs rx interrupts"
   [ $_f = 0 ] || rc=1
   _v=$(sed -n 's/.* RIG-L2 net link-up ok=1 seconds=\([0-9.]*\).*/\1/p' "$_log"); [ -n "$_v" ] && report_time "${_nl}_link_up" "$_v"
@@ -67,6 +69,29 @@ net_session() {
   sleep 0.2
 }
 
+# irq_count LOG NAME: the interrupts of the virtio vector NAME (e.g. input.1), summed over CPUs.
+irq_count() {
+  # (Console lines end in CR LF.)
+  sed -n "s/.* RIG-L2 net irq *[0-9]*: *\(.*virtio[0-9]*-$2\)[^0-9]*\$/\1/p" "$1" | head -n 1 |
+    awk '{ s = 0; for (i = 1; i <= NF && $i ~ /^[0-9]+$/; i++) s += $i; print s }'
+}
+
+# mq_check LOG LABEL: two vCPUs and mq=on with a two-queue tap: the driver set up two queue
+# pairs, and the ping from CPU 1 went out on transmit queue 1 and came back on receive queue 1.
+mq_check() {
+  _mf=0
+  grep -q ' RIG-L2 net queues rx-0 rx-1 tx-0 tx-1' "$1" ||
+    { echo "CHECK FAILED: $2: eth0's queues are '$(sed -n 's/.* RIG-L2 net queues //p' "$1")', want rx-0 rx-1 tx-0 tx-1"; _mf=1; }
+  grep -q ' RIG-L2 net cpu1-ping received=5' "$1" ||
+    { echo "CHECK FAILED: $2: the ping from CPU 1: '$(sed -n 's/.* RIG-L2 net cpu1-ping //p' "$1")', want received=5"; _mf=1; }
+  for _q in input.1 output.1; do
+    _n=$(irq_count "$1" $_q)
+    [ -n "$_n" ] && [ "$_n" -gt 0 ] || { echo "CHECK FAILED: $2: no $_q interrupts counted ('${_n:-no such vector}')"; _mf=1; }
+  done
+  [ $_mf = 0 ] && echo "ok: $2: two queue pairs; CPU 1's ping used pair 1 ($(irq_count "$1" input.1) input.1, $(irq_count "$1" output.1) output.1 interrupts)"
+  return $_mf
+}
+
 NET_DEVICE_EXTRA=,romfile=
 net_session qemu off $(qemu_l2_command)
 net_session qemu_vhost on $(qemu_l2_command)
@@ -74,8 +99,12 @@ NET_DEVICE_EXTRA=
 if [ -x /switchyard ]; then
   net_session switchyard off /switchyard -machine q35 -accel kvm -m 512 -smp $L2_SMP \
     -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY
-  net_session switchyard_vhost on /switchyard -machine q35 -accel kvm -m 512 -smp $L2_SMP \
+  # vhost=on falls back to the userspace datapath (logged); this boot also proves multiqueue:
+  # two vCPUs, a two-queue tap, mq=on.
+  NET_NETDEV_EXTRA=,queues=2 NET_DEVICE_EXTRA=,mq=on,vectors=6
+  net_session switchyard_vhost_mq on /switchyard -machine q35 -accel kvm -m 512 -smp 2 \
     -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY
+  NET_NETDEV_EXTRA= NET_DEVICE_EXTRA=
 else
   echo "CHECK FAILED: no /switchyard in this initramfs"; rc=1
 fi
