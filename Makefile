@@ -51,7 +51,7 @@ rig-test: $(if $(filter .build/release/switchyard,$(RIG_SWITCHYARD)),release,set
 	bash Tests/Rig/run.sh --no-skip --switchyard $(RIG_SWITCHYARD) all
 
 # Fuzzing (Fuzz/README.md): libFuzzer with AddressSanitizer, one binary, a target per name.
-FUZZ_TARGETS = qmp qtest options machine loaders virtqueue
+FUZZ_TARGETS = qmp qtest options machine loaders virtqueue vfio
 FUZZ_SECONDS ?= 300
 # Optimized: no check is lost (the sources use no assert(); preconditions and overflow traps
 # stay), and inputs run several times faster than in a debug build.

@@ -62,7 +62,7 @@ let package = Package(
                           swiftSettings: swiftSettings),
         // Fuzz targets (Fuzz/README.md): a corpus replayer in a plain build, libFuzzer's entry
         // points when built with -DFUZZING -sanitize=fuzzer,address (make fuzz).
-        .executableTarget(name: "switchyard-fuzz", dependencies: ["Control", "Machine", "Firmware", "GuestMemory", "VMMBase"], path: "Fuzz/Sources",
+        .executableTarget(name: "switchyard-fuzz", dependencies: ["Control", "Machine", "Firmware", "GuestMemory", "VFIO", "VMMBase"], path: "Fuzz/Sources",
                           swiftSettings: swiftSettings),
 
         // `.requires(...)`: a missing tool or host capability is a visible skip, a failure under CI.

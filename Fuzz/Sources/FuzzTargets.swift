@@ -18,6 +18,9 @@ enum FuzzTarget: String, CaseIterable {
     case loaders
     /// Split virtqueue rings and the virtio-pci transport of virtio-rng-pci (VirtqueueFuzzRun).
     case virtqueue
+    /// A hostile host device assigned with vfio-pci through the VFIO twin: its config space and
+    /// BARs, then guest accesses (VFIOFuzzRun).
+    case vfio
 
     func run(_ input: [UInt8]) {
         switch self {
@@ -31,6 +34,9 @@ enum FuzzTarget: String, CaseIterable {
         case .loaders: LoaderFuzzRun.run(input)
         case .virtqueue:
             guard var run = VirtqueueFuzzRun(input) else { fatalError("the virtio fuzz topology no longer builds or enumerates") }
+            run.run()
+        case .vfio:
+            guard var run = VFIOFuzzRun(input) else { return }
             run.run()
         }
     }
