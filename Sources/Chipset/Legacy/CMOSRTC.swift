@@ -72,7 +72,8 @@ public final class CMOSRTC: IORegionHandler {
 
     private let state: Mutex<State>
     private let clock: any PlatformClock
-    private let interrupts: any InterruptSink
+    /// IRQ 8's changes, queued under the lock so they reach the sink in order.
+    private let lines: OrderedLineChanges
     private let powerOnRAM: [Int: UInt8]
 
     /// `ram` presets CMOS bytes (memory sizes, equipment) as firmware expects them; see
@@ -80,7 +81,7 @@ public final class CMOSRTC: IORegionHandler {
     /// are ignored.
     public init(clock: any PlatformClock, interrupts: any InterruptSink, ram: [Int: UInt8] = [:]) {
         self.clock = clock
-        self.interrupts = interrupts
+        self.lines = OrderedLineChanges(sink: interrupts)
         self.powerOnRAM = ram.filter { (0x0E..<0x80).contains($0.key) && $0.key != Register.century }
         let now = clock.wallClockNanoseconds()
         var s = State()
@@ -100,7 +101,7 @@ public final class CMOSRTC: IORegionHandler {
     public func read(offset: UInt64, width: AccessWidth) -> UInt64 {
         let now = clock.wallClockNanoseconds()
         var value: UInt64 = 0
-        let levels = state.withLock { s -> [Bool] in
+        underLock { s -> [Bool] in
             var levels: [Bool] = []
             for i in 0..<UInt64(width.bytes) {
                 let port = offset &+ i
@@ -109,13 +110,13 @@ public final class CMOSRTC: IORegionHandler {
             }
             return levels
         }
-        deliver(levels)
+        lines.deliver()
         return value
     }
 
     public func write(offset: UInt64, width: AccessWidth, value: UInt64) {
         let now = clock.wallClockNanoseconds()
-        let levels = state.withLock { s -> [Bool] in
+        underLock { s -> [Bool] in
             var levels: [Bool] = []
             for i in 0..<UInt64(width.bytes) {
                 let byte = UInt8(truncatingIfNeeded: value >> (8 * i))
@@ -127,11 +128,15 @@ public final class CMOSRTC: IORegionHandler {
             }
             return levels
         }
-        deliver(levels)
+        lines.deliver()
     }
 
-    private func deliver(_ levels: [Bool]) {
-        for level in levels { interrupts.setLevel(Self.gsi, high: level) }
+    /// Runs `body` under the lock and queues the line changes it returns before the lock is
+    /// released; `lines.deliver()` after it hands them on.
+    private func underLock(_ body: (inout State) -> [Bool]) {
+        state.withLock { s in
+            for level in body(&s) { lines.enqueue(Self.gsi, high: level) }
+        }
     }
 
     // MARK: Host-side access
@@ -156,14 +161,14 @@ public final class CMOSRTC: IORegionHandler {
     /// System reset, as QEMU's: periodic, alarm and square-wave enables and the flags in
     /// register C clear; the time and the RAM stay.
     public func reset() {
-        let levels = state.withLock { s -> [Bool] in
+        underLock { s -> [Bool] in
             s.cmos[Register.b] &= ~(RegisterB.periodicInterrupt | RegisterB.alarmInterrupt | RegisterB.squareWave)
             s.cmos[Register.c] = 0
             var levels: [Bool] = []
             Self.setIRQ(&s, false, &levels)
             return levels
         }
-        deliver(levels)
+        lines.deliver()
     }
 
     // MARK: Semantics (under the lock)
@@ -378,10 +383,10 @@ extension CMOSRTC: DeviceStateSnapshotting {
         guard (0..<128).contains(snapshot.index) else {
             throw .invalidValue(device: "rtc", reason: "CMOS index \(snapshot.index) is outside 0-127")
         }
-        let wasHigh = state.withLock { s in
+        underLock { s -> [Bool] in
             defer { s = snapshot }
-            return s.irqHigh
+            return s.irqHigh == snapshot.irqHigh ? [] : [snapshot.irqHigh]
         }
-        if wasHigh != snapshot.irqHigh { deliver([snapshot.irqHigh]) }
+        lines.deliver()
     }
 }

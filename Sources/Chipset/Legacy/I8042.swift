@@ -80,13 +80,14 @@ public final class I8042: IORegionHandler {
     }
 
     private let state = Mutex(State())
-    private let interrupts: any InterruptSink
+    /// Interrupt line changes, queued under the lock so they reach the sink in order.
+    private let lines: OrderedLineChanges
     private let events: any PlatformEventSink
     /// Output bytes kept at most (QEMU's PS/2 queue is 16 deep).
     static let queueLimit = 16
 
     public init(interrupts: any InterruptSink, events: any PlatformEventSink) {
-        self.interrupts = interrupts
+        self.lines = OrderedLineChanges(sink: interrupts)
         self.events = events
     }
 
@@ -123,7 +124,7 @@ public final class I8042: IORegionHandler {
 
     public func readData() -> UInt8 {
         var value: UInt8 = 0
-        let fx = state.withLock { s -> Effects in
+        let fx = underLock { s -> Effects in
             var fx = Effects()
             if !s.output.isEmpty { s.lastByte = s.output.removeFirst().byte }
             value = s.lastByte
@@ -135,7 +136,7 @@ public final class I8042: IORegionHandler {
     }
 
     public func writeCommand(_ command: UInt8) {
-        let fx = state.withLock { s -> Effects in
+        let fx = underLock { s -> Effects in
             var fx = Effects()
             Self.command(&s, command, &fx)
             Self.updateIRQ(&s, &fx)
@@ -145,7 +146,7 @@ public final class I8042: IORegionHandler {
     }
 
     public func writeData(_ byte: UInt8) {
-        let fx = state.withLock { s -> Effects in
+        let fx = underLock { s -> Effects in
             var fx = Effects()
             let command = s.pendingCommand
             s.pendingCommand = nil
@@ -171,7 +172,7 @@ public final class I8042: IORegionHandler {
 
     /// Power-on state.
     public func reset() {
-        let fx = state.withLock { s -> Effects in
+        let fx = underLock { s -> Effects in
             var fx = Effects()
             s = State(keyboardIRQ: s.keyboardIRQ, auxIRQ: s.auxIRQ)
             Self.updateIRQ(&s, &fx)
@@ -183,8 +184,17 @@ public final class I8042: IORegionHandler {
     /// The A20 gate as the output port drives it.
     public var a20Enabled: Bool { state.withLock { $0.outputPort & OutputPort.a20 != 0 } }
 
+    /// Runs `body` under the lock and queues its line changes before the lock is released.
+    private func underLock(_ body: (inout State) -> Effects) -> Effects {
+        state.withLock { s in
+            let fx = body(&s)
+            lines.enqueue(fx.levels)
+            return fx
+        }
+    }
+
     private func apply(_ fx: Effects) {
-        for (gsi, level) in fx.levels { interrupts.setLevel(gsi, high: level) }
+        lines.deliver()
         if fx.reset { events.platformEvent(.resetRequested(.keyboardController)) }
     }
 
@@ -360,7 +370,7 @@ extension I8042: DeviceStateSnapshotting {
         guard snapshot.output.count <= Self.queueLimit else {
             throw .invalidValue(device: "i8042", reason: "\(snapshot.output.count) queued bytes, more than \(Self.queueLimit)")
         }
-        let fx = state.withLock { s -> Effects in
+        let fx = underLock { s -> Effects in
             var fx = Effects()
             var restored = snapshot
             (restored.keyboardIRQ, restored.auxIRQ) = (s.keyboardIRQ, s.auxIRQ)

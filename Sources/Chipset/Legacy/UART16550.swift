@@ -111,7 +111,8 @@ public final class UART16550: IORegionHandler {
     public let name: String
     public let gsi: GSI
     private let state = Mutex(State())
-    private let interrupts: any InterruptSink
+    /// The interrupt line's changes, queued under the lock so they reach the sink in order.
+    private let lines: OrderedLineChanges
     private let backend: any SerialBackend
     private let clock: any PlatformClock
 
@@ -119,7 +120,7 @@ public final class UART16550: IORegionHandler {
                 backend: any SerialBackend, clock: any PlatformClock) {
         self.name = name
         self.gsi = gsi
-        self.interrupts = interrupts
+        self.lines = OrderedLineChanges(sink: interrupts)
         self.backend = backend
         self.clock = clock
     }
@@ -129,7 +130,7 @@ public final class UART16550: IORegionHandler {
     public func read(offset: UInt64, width: AccessWidth) -> UInt64 {
         var value: UInt64 = 0
         let now = clock.monotonicNanoseconds()
-        let effects = state.withLock { s -> Effects in
+        let effects = underLock { s -> Effects in
             var fx = Effects()
             for i in 0..<UInt64(width.bytes) where offset &+ i < Self.registerCount {
                 value |= UInt64(Self.readRegister(&s, Int(offset + i), now: now, &fx)) << (8 * i)
@@ -144,7 +145,7 @@ public final class UART16550: IORegionHandler {
 
     public func write(offset: UInt64, width: AccessWidth, value: UInt64) {
         let now = clock.monotonicNanoseconds()
-        let effects = state.withLock { s -> Effects in
+        let effects = underLock { s -> Effects in
             var fx = Effects()
             for i in 0..<UInt64(width.bytes) where offset &+ i < Self.registerCount {
                 Self.writeRegister(&s, Int(offset + i), UInt8(truncatingIfNeeded: value >> (8 * i)), now: now, &fx)
@@ -164,7 +165,7 @@ public final class UART16550: IORegionHandler {
         guard !bytes.isEmpty else { return 0 }
         let now = clock.monotonicNanoseconds()
         var taken = 0
-        let effects = state.withLock { s -> Effects in
+        let effects = underLock { s -> Effects in
             var fx = Effects()
             // In loopback the receiver hears only the transmitter.
             guard s.mcr & MCR.loopback == 0 else { return fx }
@@ -190,7 +191,7 @@ public final class UART16550: IORegionHandler {
     /// times after the last byte arrived or was read.
     public func serviceTimers() {
         let now = clock.monotonicNanoseconds()
-        let effects = state.withLock { s -> Effects in
+        let effects = underLock { s -> Effects in
             var fx = Effects()
             Self.checkTimeout(&s, now: now, &fx)
             return fx
@@ -203,7 +204,7 @@ public final class UART16550: IORegionHandler {
 
     /// Power-on state (keeps the backend).
     public func reset() {
-        let effects = state.withLock { s -> Effects in
+        let effects = underLock { s -> Effects in
             var fx = Effects()
             let wasHigh = s.irqHigh
             s = State()
@@ -218,8 +219,17 @@ public final class UART16550: IORegionHandler {
     /// Baud rate divisor (DLL/DLM).
     public var divisor: UInt16 { state.withLock { $0.divisor } }
 
+    /// Runs `body` under the lock and queues its line changes before the lock is released.
+    private func underLock(_ body: (inout State) -> Effects) -> Effects {
+        state.withLock { s in
+            let fx = body(&s)
+            for level in fx.levels { lines.enqueue(gsi, high: level) }
+            return fx
+        }
+    }
+
     private func apply(_ fx: Effects) {
-        for level in fx.levels { interrupts.setLevel(gsi, high: level) }
+        lines.deliver()
         if !fx.output.isEmpty { backend.transmit(fx.output) }
     }
 
@@ -420,10 +430,10 @@ extension UART16550: DeviceStateSnapshotting {
         guard [1, 4, 8, 14].contains(snapshot.rxTrigger) else {
             throw .invalidValue(device: name, reason: "receive trigger level \(snapshot.rxTrigger) is not 1, 4, 8 or 14")
         }
-        let wasHigh = state.withLock { s in
+        let fx = underLock { s -> Effects in
             defer { s = snapshot }
-            return s.irqHigh
+            return s.irqHigh == snapshot.irqHigh ? Effects() : Effects(levels: [snapshot.irqHigh])
         }
-        if wasHigh != snapshot.irqHigh { apply(Effects(levels: [snapshot.irqHigh])) }
+        apply(fx)
     }
 }
