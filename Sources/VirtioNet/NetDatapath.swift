@@ -288,15 +288,10 @@ final class NetDatapath: Sendable {
     private func resendWhenThereIsRoom(on backendQueue: any PacketQueue, vectors: inout [iovec]) {
         var poller = pollfd(fd: backendQueue.pollDescriptor, events: Int16(POLLOUT), revents: 0)
         _ = poll(&poller, 1, 100)
-        let outcome = vectors.withUnsafeBufferPointer { p in
-            Result { () throws(SystemError) -> Int? in try backendQueue.writev(p) }
+        if !send(vectors, to: backendQueue) {
+            GuestErrorLog.report(device: device, kind: "tx-full", "the host queue stayed full; frame dropped")
         }
         vectors.removeAll(keepingCapacity: true)
-        switch outcome {
-        case .success(.some): break
-        case .success(.none): GuestErrorLog.report(device: device, kind: "tx-full", "the host queue stayed full; frame dropped")
-        case .failure(let error): GuestErrorLog.report(device: device, kind: "tx-write", "the host refused a frame: \(error)")
-        }
     }
 
     // MARK: Receive
