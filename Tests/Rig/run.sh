@@ -57,6 +57,7 @@ host_stamp() {
 run_one() {
   local scenario=$1 log rc t0
   log=$CACHE/logs/$scenario-$(date +%Y%m%d-%H%M%S).log
+  boot_logs[$scenario]+="$log "
   # The scenario's own L0 devices, L1 kernel arguments and time limit (l0-sets.sh), if any.
   . "$HERE/l0-sets.sh"
   if [ -f "$HERE/l1/scenarios/$scenario.l0" ]; then . "$HERE/l1/scenarios/$scenario.l0"; fi
@@ -148,6 +149,7 @@ l1_wakeup_watchdog() {
 max_boots=${RIG_MAX_BOOTS:-5}
 pass=0 fail=0 skip=0 last=1
 failed=() stalled=()
+declare -A boot_logs=()  # scenario -> its boots' logs, oldest first
 for s in "${scenarios[@]}"; do
   last=0
   stall_retried=0
@@ -167,6 +169,12 @@ for s in "${scenarios[@]}"; do
 done
 # CI shows only the end of the output: each failed scenario's name and the end of its last log.
 for s in "${failed[@]}"; do
+  # The checks that failed in each boot of it (a retried scenario's first boot too), then the
+  # end of its last log.
+  for boot_log in ${boot_logs[$s]:-}; do
+    echo "---- rig: $s, failed checks in $(basename "$boot_log"):"
+    grep -E 'CHECK FAILED|still running after|RIG-RESULT|    rig: ' "$boot_log" | head -12 || true
+  done
   log=$(ls -t "$CACHE/logs/$s"-*.log 2>/dev/null | head -1)
   echo "---- rig: $s FAILED; the end of $log:"
   # (L1 kernel lines only when they report a fault: the scenario's own lines say what failed.)

@@ -200,10 +200,10 @@ boot_and_check() {
     if _tr=$(wait_for "$_blog" ' RIG-L2 report-done' 60); then
       report_time "${_label}_report" "$(elapsed "$_ti" "$_tr")"
     else
-      echo "L2 did not finish its report"; _rc=1
+      echo "CHECK FAILED: $_label: L2 did not finish its report"; _rc=1
     fi
   else
-    echo "L2 did not reach init within 90 s"; _rc=1
+    echo "CHECK FAILED: $_label: L2 did not reach init within 90 s"; _rc=1
   fi
   wait_vmm_exit "$_blog" 20
   _te=$(grep -m1 ' VMM-EXIT' "$_blog" | cut -d' ' -f1)
@@ -232,7 +232,7 @@ l2_facts() {
 compare_l2_reports() {
   l2_facts "$1" >/tmp/facts-$2.txt
   l2_facts "$3" >/tmp/facts-$4.txt
-  if [ ! -s /tmp/facts-$2.txt ]; then echo "CHECK FAILED: no L2 report from $2 to compare"; return 1; fi
+  if [ ! -s /tmp/facts-$2.txt ]; then echo "CHECK FAILED: $2: no L2 report to compare with $4"; return 1; fi
   if cmp -s /tmp/facts-$2.txt /tmp/facts-$4.txt; then
     echo "ok: L2 under $4 reports what it reports under $2 ($(wc -l </tmp/facts-$2.txt) lines: functions, drivers, slots, lspci tree, errors)"
     return 0
