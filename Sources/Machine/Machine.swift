@@ -271,6 +271,12 @@ public final class Machine: Sendable {
     /// triple fault) to the listeners, as the reset registers report theirs.
     public func requestReset(_ source: ResetSource) { events.emit(.resetRequested(source)) }
 
+    /// The host reported an uncorrectable error on an assigned function: listeners (the session)
+    /// stop the VM.
+    func reportAssignedDeviceFailure(id: String, host: PCIAddress) {
+        events.emit(.assignedDeviceFailed(id: id, host: "\(host)"))
+    }
+
     /// The flattened maps as text, for debugging.
     public func describeMemory() -> String { spaces.describe(io: false) }
     public func describePorts() -> String { spaces.describe(io: true) }

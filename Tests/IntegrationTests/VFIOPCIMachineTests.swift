@@ -102,4 +102,68 @@ import VMMBase
         }
         #expect(deleted.withLock { $0 } == ["nic0", "nic0"])
     }
+
+    /// Polls `condition` for up to two seconds (the notices thread answers asynchronously).
+    private static func eventually(_ condition: () -> Bool) -> Bool {
+        for _ in 0..<200 {
+            if condition() { return true }
+            usleep(10_000)
+        }
+        return condition()
+    }
+
+    @Test("the host asks for the device back (VFIO's request notice): the guest is asked to let go through the slot's attention button; the notice is unwired at release")
+    func hostRequestUnplugsTheDevice() throws {
+        let (twin, source) = try Self.twinSource()
+        let machine = try Machine(MachineConfiguration(devices: [Self.rootPort]), vfioKernel: source)
+        try machine.runFirmware()
+        try machine.hotPlug(Self.nic)
+        // Both notices are wired: the igb is PCI Express, so vfio-pci offers the error notice too.
+        #expect(twin.triggers(VFIOPCIIRQ.request).count == 1 && twin.triggers(VFIOPCIIRQ.request)[0] != nil)
+        #expect(twin.triggers(VFIOPCIIRQ.error).count == 1 && twin.triggers(VFIOPCIIRQ.error)[0] != nil)
+        // The guest powers the slot on, as pciehp does once it sees the device (Slot Control:
+        // power indicator on (01b, bits 9:8), power controller on (bit 10 clear)).
+        let cycles = PortConfigCycles(machine)
+        let expressCap = Int(cycles.read(bus: 0, devfn: 4 << 3, offset: 0x34, width: .byte))
+        var pointer = expressCap
+        while pointer != 0, cycles.read(bus: 0, devfn: 4 << 3, offset: pointer, width: .byte) != 0x10 {
+            pointer = Int(cycles.read(bus: 0, devfn: 4 << 3, offset: pointer + 1, width: .byte))
+        }
+        try #require(pointer != 0, "the root port has a PCI Express capability")
+        let control = pointer + 0x18, status = pointer + 0x1A
+        cycles.write(bus: 0, devfn: 4 << 3, offset: control, width: .word,
+                     value: (cycles.read(bus: 0, devfn: 4 << 3, offset: control, width: .word) & ~0x0700) | 0x0100)
+        // The plug's latched events cleared (RW1C; exactly the pending ones, as pciehp writes them).
+        let latched = cycles.read(bus: 0, devfn: 4 << 3, offset: status, width: .word) & 0x1F
+        cycles.write(bus: 0, devfn: 4 << 3, offset: status, width: .word, value: latched)
+        #expect(cycles.read(bus: 0, devfn: 4 << 3, offset: status, width: .word) & 0x1 == 0)
+
+        #expect(twin.raise(index: VFIOPCIIRQ.request))
+        // PCIe Base 6.0, 7.5.3.11: Slot Status bit 0 is Attention Button Pressed.
+        #expect(Self.eventually { cycles.read(bus: 0, devfn: 4 << 3, offset: status, width: .word) & 0x1 != 0 },
+                "no attention button press after the host's request")
+        #expect(machine.device(id: "nic0") != nil, "the guest has not let go yet")
+        // The kernel repeats its request every 10 s: a repeat while the unplug is under way is no second press.
+        #expect(twin.raise(index: VFIOPCIIRQ.request))
+        usleep(50_000)
+        #expect(machine.device(id: "nic0") != nil)
+        // Released (here by a surprise removal): both notices are disabled at VFIO.
+        try machine.unplug(id: "nic0", mode: .surprise)
+        #expect(twin.triggers(VFIOPCIIRQ.request).isEmpty && twin.triggers(VFIOPCIIRQ.error).isEmpty)
+        #expect(twin.log.all.contains(.setIRQs(device: Self.hostText, VFIOIRQRequest(index: VFIOPCIIRQ.request, .disable))))
+    }
+
+    @Test("AER on the host (VFIO's error notice): the machine reports the failed device and the controller stops the VM")
+    func hostErrorStopsTheVM() throws {
+        let (twin, source) = try Self.twinSource()
+        let machine = try Machine(MachineConfiguration(devices: [Self.rootPort, Self.nic]), vfioKernel: source)
+        try machine.runFirmware()
+        let controller = VMController(machine: machine, startPaused: false)
+        let failed = Mutex<[String]>([])
+        _ = machine.addEventListener { if case .assignedDeviceFailed(let id, let host) = $0 { failed.withLock { $0.append("\(id) \(host)") } } }
+        #expect(controller.runState == .running)
+        #expect(twin.raise(index: VFIOPCIIRQ.error))
+        #expect(Self.eventually { controller.runState == .paused }, "the VM still runs after the host's error report")
+        #expect(failed.withLock { $0 } == ["nic0 \(Self.hostText)"])
+    }
 }

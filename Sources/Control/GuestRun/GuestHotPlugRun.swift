@@ -97,6 +97,7 @@ public struct GuestHotPlugRun {
             switch event {
             case .deviceDeleted(let id, let path): deleted.withLock { $0[id ?? path] = HostClock.monotonicNanoseconds() }
             case .powerOff, .resetRequested: poweredOff.withLock { $0 = true }
+            case .assignedDeviceFailed: break
             }
         }
         let guest = try KVMLinuxGuest(machine: machine, kernel: kernel, initrd: initrd,

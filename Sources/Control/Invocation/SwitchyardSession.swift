@@ -112,7 +112,7 @@ public final class SwitchyardSession: Sendable {
         _ = controller.machine.addEventListener { [controller] event in
             switch event {
             case .powerOff: controller.requestExit(code: 0)
-            case .resetRequested, .deviceDeleted: break
+            case .resetRequested, .deviceDeleted, .assignedDeviceFailed: break
             }
         }
         try guest.start()

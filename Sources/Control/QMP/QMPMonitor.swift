@@ -182,6 +182,9 @@ public final class QMPMonitor: Sendable {
             break  // the controller carries it out, then reports the outcome
         case .powerOff:
             emit("SHUTDOWN", data: ["guest": .bool(true), "reason": .string("guest-shutdown")])
+        case .assignedDeviceFailed:
+            // The controller, which hears machine events first, has stopped the VM.
+            if controller.runState == .paused { emit("STOP") }
         }
     }
 

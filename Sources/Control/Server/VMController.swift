@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Machine
 import Synchronization
+import VMMBase
 
 /// QEMU's run states that Switchyard reports (query-status).
 public enum RunState: String, Sendable, Hashable {
@@ -55,7 +56,16 @@ public final class VMController: Sendable {
         self.rebootAction = rebootAction
         state = Mutex(startPaused ? .prelaunch : .running)
         let token = machine.addEventListener { [weak self] event in
-            if case .resetRequested = event { self?.requestGuestReset() }
+            switch event {
+            case .resetRequested: self?.requestGuestReset()
+            case .assignedDeviceFailed(let id, let host):
+                // As QEMU does: the VM stops, for the operator to look at it and then end it.
+                if self?.setRunState(.paused) == .running {
+                    GuestErrorLog.report(device: id, kind: "vfio-error",
+                                         "the host reported an unrecoverable error on \(host); the VM is stopped: collect what you need (QMP), then end it")
+                }
+            case .deviceDeleted, .powerOff: break
+            }
         }
         listenerToken.withLock { $0 = token }
     }

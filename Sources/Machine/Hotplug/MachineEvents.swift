@@ -11,6 +11,10 @@ public enum MachineEvent: Sendable, Hashable {
     case resetRequested(ResetSource)
     /// The guest entered S5 (ACPI PM1_CNT SLP_EN with SLP_TYP 0): stop the machine.
     case powerOff
+    /// The host reported an uncorrectable error (AER, through VFIO's error notice) on the host
+    /// function `host` assigned as `id`: its state can no longer be trusted. The session stops
+    /// the VM (QEMU's vm_stop on the same notice).
+    case assignedDeviceFailed(id: String, host: String)
 }
 
 /// Listeners for machine events. Handlers run on the thread that caused the event, after

@@ -46,10 +46,17 @@ struct VFIOPCIDevice: Sendable {
             throw .device(id: id, reason: "vfio \(host): \(error)")
         }
         let opener = opener
+        let notices = AssignedDeviceNotices(device: assignment.device, id: id,
+                                            onRequest: { opener.hostAsksBack(id: id, host: host) },
+                                            onError: { opener.hostReportsError(id: id, host: host) })
         do throws(AssignmentError) {
             return try AssignedPCIFunction(name: id, device: assignment.device, options: options, quirks: quirks,
-                                           routing: routes, release: { opener.release(assignment) })
+                                           routing: routes, release: {
+                                               notices.stop()
+                                               opener.release(assignment)
+                                           })
         } catch {
+            notices.stop()
             opener.release(assignment)
             throw .device(id: id, reason: "\(error)")
         }

@@ -154,7 +154,7 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, D
     }
 
     deinit {
-        for token in state.withLock({ $0.kickWatches }) { VirtioKickThread.shared.unwatch(token) }
+        for token in state.withLock({ $0.kickWatches }) { VirtioKickThread.unwatch(token) }
     }
 
     // MARK: Config space
@@ -310,8 +310,8 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, D
             // Kicks of the enabled queues are answered from now on (a kick that came before
             // DRIVER_OK is answered at once: harmless, the device serves every queue then).
             let kicks = VirtioQueueKicks(events: queues.indices.map { queues[$0] == nil ? nil : kickEvents[$0] }, transport: self)
-            for token in s.kickWatches { VirtioKickThread.shared.unwatch(token) }
-            let tokens = answersItself ? [] : kicks.descriptors.map { VirtioKickThread.shared.watch(kicks, queue: $0.queue) }
+            for token in s.kickWatches { VirtioKickThread.unwatch(token) }
+            let tokens = answersItself ? [] : kicks.descriptors.map { VirtioKickThread.watch(kicks, queue: $0.queue) }
             s.kickWatches = tokens.compactMap { $0 }
             return (VirtioActivation(features: features, queues: queues, interrupts: signaller,
                                      kicks: answersItself ? kicks : .none),
@@ -332,7 +332,7 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, D
         let (delivery, output) = state.withLock { s in
             for queue in s.active { queue?.stop() }
             s.active = []
-            for token in s.kickWatches { VirtioKickThread.shared.unwatch(token) }
+            for token in s.kickWatches { VirtioKickThread.unwatch(token) }
             s.kickWatches = []
             s.common.reset()
             s.isr = 0

@@ -49,79 +49,24 @@ public struct VirtioQueueKicks: Sendable {
 }
 
 /// The thread that answers kicks for devices without an event loop of their own (virtio-rng):
-/// one per process, started at the first activation that needs it, waiting on every watched
-/// kick eventfd and running `VirtioQueueKicks.answer` for the one that fired, off the vCPUs.
-final class VirtioKickThread: Sendable {
-    static let shared = VirtioKickThread()
+/// one per process, started at the first activation that needs it, running
+/// `VirtioQueueKicks.answer` for the kick eventfd that fired, off the vCPUs.
+enum VirtioKickThread {
+    static let shared = ReadinessThread(name: "virtio-kicks")
 
-    private struct Watch: Sendable {
-        let kicks: VirtioQueueKicks
-        let queue: Int
-    }
-    private final class Loop: Sendable {
-        let epoll: Epoll
-        let thread = Mutex<HostThread?>(nil)
-        init() throws(SystemError) { epoll = try Epoll() }
-    }
-    private let watches = Mutex<(next: UInt64, table: [UInt64: Watch])>((1, [:]))
-    private let loop = Mutex<Loop?>(nil)
-
-    /// Starts answering queue `queue` of `kicks`; returns the token that ends it, or nil
-    /// (logged) when the queue has no eventfd or the thread cannot wait on it.
-    func watch(_ kicks: VirtioQueueKicks, queue: Int) -> UInt64? {
+    /// Starts answering queue `queue` of `kicks`; returns the token that ends it (`unwatch`),
+    /// or nil (logged) when the queue has no eventfd or the thread cannot wait on it. A kick
+    /// already being answered when it ends finishes; the transport's notify path drops it when
+    /// the queue is no longer live.
+    static func watch(_ kicks: VirtioQueueKicks, queue: Int) -> UInt64? {
         guard let event = kicks.event(of: queue) else { return nil }
         do throws(SystemError) {
-            let running = try startedLoop()
-            return try watches.withLock { (w) throws(SystemError) -> UInt64 in
-                let token = w.next
-                try running.epoll.add(event.descriptor, events: .readable, data: token)
-                w.next += 1
-                w.table[token] = Watch(kicks: kicks, queue: queue)
-                return token
-            }
+            return try shared.watch(event.descriptor) { kicks.answer(queue) }
         } catch {
             GuestErrorLog.report(device: "virtio-kicks", kind: "watch", "queue \(queue): \(error)")
             return nil
         }
     }
 
-    /// Stops answering the watch `token` named. A kick already being answered finishes; the
-    /// transport's notify path drops it when the queue is no longer live.
-    func unwatch(_ token: UInt64) {
-        guard let running = loop.withLock({ $0 }) else { return }
-        watches.withLock { w in
-            guard let watch = w.table.removeValue(forKey: token),
-                  let event = watch.kicks.event(of: watch.queue) else { return }
-            try? running.epoll.remove(event.descriptor)
-        }
-    }
-
-    private func startedLoop() throws(SystemError) -> Loop {
-        try loop.withLock { (current) throws(SystemError) -> Loop in
-            if let current { return current }
-            let created = try Loop()
-            let thread = try HostThread(kind: .io, name: "virtio-kicks") { [self] in run(created) }
-            created.thread.withLock { $0 = thread }
-            current = created
-            return created
-        }
-    }
-
-    private func run(_ running: Loop) {
-        while true {
-            let events: [Epoll.Event]
-            do {
-                events = try running.epoll.wait(maxEvents: 32)
-            } catch {
-                GuestErrorLog.report(device: "virtio-kicks", kind: "io-thread", "epoll_wait failed: \(error); kicks are no longer answered")
-                return
-            }
-            for event in events {
-                // Looked up per event: a watch removed since the wait returned is skipped.
-                guard let watch = watches.withLock({ $0.table[event.data] }) else { continue }
-                watch.kicks.answer(watch.queue)
-            }
-        }
-    }
+    static func unwatch(_ token: UInt64) { shared.unwatch(token) }
 }
-
