@@ -277,9 +277,10 @@ final class Topology: Sendable {
         return (placed, r.controller)
     }
 
-    /// Gives back what a device built but never placed holds on the host (vfio-pci's files).
+    /// Gives back what a device unplugged, or built but never placed, holds on the host
+    /// (vfio-pci's files, virtio-net's I/O thread and netdev).
     static func unrealize(_ function: any PCIFunction) {
-        (function as? AssignedPCIFunction)?.unrealize()
+        (function as? any HostResourceHolder)?.unrealize()
     }
 
     /// Detaches every function in device slot `device` of bus `busName` (all functions of a

@@ -352,5 +352,12 @@ struct VirtioNetTapTests {
         #expect(try qmp.execute("device_add", "{\"driver\": \"virtio-net-pci\", \"netdev\": \"n0\", \"bus\": \"rp2\"}").contains("it's in use"))
         #expect(try qmp.execute("device_add", "{\"driver\": \"virtio-net-pci\", \"netdev\": \"n1\", \"bus\": \"rp2\", \"id\": \"nic1\"}") == "{\"return\": {}}")
         #expect(try qmp.execute("set_link", "{\"name\": \"nic1\", \"up\": false}") == "{\"return\": {}}")
+        // Unplugged, its netdev is free again (QEMU frees a deleted NIC's peer): a new NIC takes it.
+        #expect(try qmp.execute("device_del", "{\"id\": \"nic1\", \"x-surprise\": true}") == "{\"return\": {}}")
+        #expect(try qmp.execute("device_add", "{\"driver\": \"virtio-net-pci\", \"netdev\": \"n1\", \"bus\": \"rp2\", \"id\": \"nic2\"}") == "{\"return\": {}}")
+        #expect(try qmp.execute("device_del", "{\"id\": \"nic0\", \"x-surprise\": true}") == "{\"return\": {}}")
+        // A refused device_add leaves no claim behind either.
+        #expect(try qmp.execute("device_add", "{\"driver\": \"virtio-net-pci\", \"netdev\": \"n0\", \"bus\": \"rp1\", \"id\": \"nic3\", \"vectors\": \"0\"}").contains("vectors"))
+        #expect(try qmp.execute("device_add", "{\"driver\": \"virtio-net-pci\", \"netdev\": \"n0\", \"bus\": \"rp1\", \"id\": \"nic4\"}") == "{\"return\": {}}")
     }
 }

@@ -119,6 +119,17 @@ final class NetworkBackends: Sendable {
         }
     }
 
+    /// NIC `user` was unplugged: netdev `id` is free for another NIC (QEMU frees a netdev's
+    /// peer when its NIC is deleted).
+    func release(_ id: String, from user: String) {
+        backends.withLock { b in
+            guard var backend = b[id], backend.user == user else { return }
+            backend.user = nil
+            backend.nic = nil
+            b[id] = backend
+        }
+    }
+
     /// QEMU's error for a netdev= that no -netdev defined.
     static func unknown(_ id: String, user: String) -> MachineConfigurationError {
         .invalidProperty(device: user, property: "netdev", reason: "Property 'virtio-net-device.netdev' can't find value '\(id)'; define it with -netdev tap,id=\(id),...")

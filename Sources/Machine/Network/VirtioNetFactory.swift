@@ -29,12 +29,6 @@ enum VirtioNetFactory {
             }
             multiQueue = on
         }
-        var queues: [any PacketQueue] = []
-        if let netdev = spec.properties["netdev"] {
-            guard let networks else { throw NetworkBackends.unknown(netdev, user: id) }
-            queues = try networks.claim(netdev, for: id)
-        }
-        let pairs = multiQueue ? max(queues.count, 1) : 1
         var vectors: Int?
         if let text = spec.properties["vectors"] {
             guard let n = DeviceSpec.parseNumber(Substring(text)), (1...VirtioNetFactory.maximumVectors).contains(n) else {
@@ -42,12 +36,22 @@ enum VirtioNetFactory {
             }
             vectors = Int(n)
         }
+        // Claimed last: nothing after it throws, so no claim is left behind by a refusal.
+        var queues: [any PacketQueue] = []
+        if let netdev = spec.properties["netdev"] {
+            guard let networks else { throw NetworkBackends.unknown(netdev, user: id) }
+            queues = try networks.claim(netdev, for: id)
+        }
+        let pairs = multiQueue ? max(queues.count, 1) : 1
         // On a macvtap netdev the default is the link's own address (macvtap delivers by it).
         let linkAddress = spec.properties["netdev"].flatMap { networks?.linkAddress(of: $0) }
         let nic = VirtioNetDevice(name: id, mac: mac ?? linkAddress ?? networks?.nextDefaultMAC() ?? .qemuDefault(index: 0),
                                   backend: queues, pairs: pairs)
         networks?.attach(nic, to: spec.properties["netdev"])
-        return VirtioPCIFunction(name: id, device: nic, express: express, multiFunction: multiFunction, vectors: vectors ?? 2 * pairs + 2)
+        let netdev = spec.properties["netdev"]
+        return VirtioPCIFunction(name: id, device: nic, express: express, multiFunction: multiFunction,
+                                 vectors: vectors ?? 2 * pairs + 2,
+                                 release: { if let netdev { networks?.release(netdev, from: id) } })
     }
 
     /// What the transport's MSI-X table in BAR 1 holds.

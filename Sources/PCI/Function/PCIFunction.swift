@@ -25,6 +25,13 @@ extension PCIFunction {
     public func barWrite(_ index: Int, offset: UInt64, width: AccessWidth, value: UInt64) {}
 }
 
+/// A function that holds something of the host's beyond its own memory (device files, an I/O
+/// thread, a netdev claimed from the machine). The machine calls `unrealize` once, after the
+/// function was unplugged or when it was built but never placed, and the function gives it back.
+public protocol HostResourceHolder: PCIFunction {
+    func unrealize()
+}
+
 /// Primary, secondary and subordinate bus numbers of a bridge.
 public struct BridgeBusNumbers: Sendable, Hashable {
     public var primary: UInt8

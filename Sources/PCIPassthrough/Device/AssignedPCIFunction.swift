@@ -40,7 +40,7 @@ public enum AssignmentError: Error, CustomStringConvertible {
 /// the guest's addresses, except the MSI-X table and PBA, which are emulated; MSI and MSI-X
 /// are eventfds VFIO signals straight into the machine's routes; INTx is a resampled eventfd
 /// pair. Reset is VFIO's device reset (FLR, PM or slot reset, the kernel's choice).
-public final class AssignedPCIFunction: DirectlyMappedBARs {
+public final class AssignedPCIFunction: DirectlyMappedBARs, HostResourceHolder {
     public let name: String
     public let device: any VFIODeviceIO
     /// BARs the device has but the guest cannot be given (with the reason).

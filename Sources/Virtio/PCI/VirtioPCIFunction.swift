@@ -12,9 +12,10 @@ import VMMBase
 /// each queue's notify address is a doorbell (`DoorbellBARs`), so on KVM an ioeventfd signals
 /// the queue's kick eventfd without an exit and a device thread answers it (`VirtioQueueKicks`);
 /// without KVM (qtest) the write reaches `barWrite`. Both end in `notify(queue:)`.
-public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, DoorbellBARs {
+public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, DoorbellBARs, HostResourceHolder {
     public let name: String
     public let device: any VirtioDevice
+    private let release: @Sendable () -> Void
     public let express: Bool
 
     struct State {
@@ -41,10 +42,13 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, D
     ///   - express: a PCI Express endpoint (QEMU's choice on a PCIe port's link).
     ///   - accessPlatform: offer (and require) VIRTIO_F_ACCESS_PLATFORM, QEMU's iommu_platform=on.
     ///   - vectors: MSI-X vectors; QEMU's default is one per queue plus one for configuration.
+    /// - Parameter release: gives back what the device holds of the machine's (a NIC's netdev),
+    ///   once it is unplugged (`unrealize`).
     public init(name: String, device: any VirtioDevice, express: Bool, accessPlatform: Bool = false,
-                multiFunction: Bool = false, vectors: Int? = nil) {
+                multiFunction: Bool = false, vectors: Int? = nil, release: @escaping @Sendable () -> Void = {}) {
         self.name = name
         self.device = device
+        self.release = release
         self.express = express
         let queueSizes = device.queueMaximumSizes
         precondition(!queueSizes.isEmpty && queueSizes.count <= VirtioPCI.maximumQueues, "a device has 1...1024 queues")
@@ -345,6 +349,13 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, D
     }
 
     /// A function reset (conventional reset or FLR): the PCI side and the virtio side.
+    /// Unplugged: the device stops using its queues and backend (a reset, as the driver's), then
+    /// gives back what it claimed, so a later device can take it.
+    public func unrealize() {
+        reset()
+        release()
+    }
+
     public func reset() {
         let (delivery, output) = state.withLock { s in
             s.config = s.resetConfig
