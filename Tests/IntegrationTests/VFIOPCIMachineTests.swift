@@ -114,10 +114,21 @@ import VMMBase
 
     @Test("the host asks for the device back (VFIO's request notice): the guest is asked to let go through the slot's attention button; the notice is unwired at release")
     func hostRequestUnplugsTheDevice() throws {
+        try hostRequestUnplugs(Self.nic, reference: "nic0")
+    }
+
+    @Test("a device given no id is found by its QOM path when the host asks for it back")
+    func hostRequestUnplugsAnAnonymousDevice() throws {
+        var anonymous = Self.nic
+        anonymous.id = nil
+        try hostRequestUnplugs(anonymous, reference: "/machine/peripheral-anon/device[0]")
+    }
+
+    private func hostRequestUnplugs(_ nic: DeviceSpec, reference: String) throws {
         let (twin, source) = try Self.twinSource()
         let machine = try Machine(MachineConfiguration(devices: [Self.rootPort]), vfioKernel: source)
         try machine.runFirmware()
-        try machine.hotPlug(Self.nic)
+        try machine.hotPlug(nic)
         // Both notices are wired: the igb is PCI Express, so vfio-pci offers the error notice too.
         #expect(twin.triggers(VFIOPCIIRQ.request).count == 1 && twin.triggers(VFIOPCIIRQ.request)[0] != nil)
         #expect(twin.triggers(VFIOPCIIRQ.error).count == 1 && twin.triggers(VFIOPCIIRQ.error)[0] != nil)
@@ -142,13 +153,13 @@ import VMMBase
         // PCIe Base 6.0, 7.5.3.11: Slot Status bit 0 is Attention Button Pressed.
         #expect(Self.eventually { cycles.read(bus: 0, devfn: 4 << 3, offset: status, width: .word) & 0x1 != 0 },
                 "no attention button press after the host's request")
-        #expect(machine.device(id: "nic0") != nil, "the guest has not let go yet")
+        #expect(machine.device(id: reference) != nil, "the guest has not let go yet")
         // The kernel repeats its request every 10 s: a repeat while the unplug is under way is no second press.
         #expect(twin.raise(index: VFIOPCIIRQ.request))
         usleep(50_000)
-        #expect(machine.device(id: "nic0") != nil)
+        #expect(machine.device(id: reference) != nil)
         // Released (here by a surprise removal): both notices are disabled at VFIO.
-        try machine.unplug(id: "nic0", mode: .surprise)
+        try machine.unplug(id: reference, mode: .surprise)
         #expect(twin.triggers(VFIOPCIIRQ.request).isEmpty && twin.triggers(VFIOPCIIRQ.error).isEmpty)
         #expect(twin.log.all.contains(.setIRQs(device: Self.hostText, VFIOIRQRequest(index: VFIOPCIIRQ.request, .disable))))
     }

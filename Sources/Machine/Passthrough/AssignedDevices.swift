@@ -23,17 +23,18 @@ final class AssignedDeviceOpener: Sendable {
         return try machine.vfio(kernel: kernel).openDevice(host)
     }
 
-    /// The host asked for `host` back (VFIO's request notice): unplug `id` as device_del does,
+    /// The host asked for `host` back (VFIO's request notice): unplug it as device_del does,
     /// so the guest lets go and the host's unbind can complete. The kernel repeats the request
     /// every 10 s; repeats while the unplug is under way change nothing.
-    func hostAsksBack(id: String, host: PCIAddress) {
+    /// `reference` is what unplug finds it by (its id, or its QOM path), `name` what the log calls it.
+    func hostAsksBack(reference: String, name: String, host: PCIAddress) {
         guard let machine = link.withLock({ $0.machine }) else { return }
         do throws(MachineConfigurationError) {
-            try machine.unplug(id: id, mode: .attentionButton)
-            GuestErrorLog.report(device: id, kind: "vfio-request", "the host asks for \(host) back; unplugging it from the guest")
+            try machine.unplug(id: reference, mode: .attentionButton)
+            GuestErrorLog.report(device: name, kind: "vfio-request", "the host asks for \(host) back; unplugging it from the guest")
         } catch {
             if case .hotPlug(.unplugInProgress) = error { return }
-            GuestErrorLog.report(device: id, kind: "vfio-request",
+            GuestErrorLog.report(device: name, kind: "vfio-request",
                                  "the host asks for \(host) back, but it cannot be unplugged: \(error); the host waits until the VM ends")
         }
     }

@@ -46,8 +46,10 @@ struct VFIOPCIDevice: Sendable {
             throw .device(id: id, reason: "vfio \(host): \(error)")
         }
         let opener = opener
+        // What unplug finds the device by: its id, or the QOM path of one given none.
+        let reference = spec.id ?? "/machine/peripheral-anon/\(id)"
         let notices = AssignedDeviceNotices(device: assignment.device, id: id,
-                                            onRequest: { opener.hostAsksBack(id: id, host: host) },
+                                            onRequest: { opener.hostAsksBack(reference: reference, name: id, host: host) },
                                             onError: { opener.hostReportsError(id: id, host: host) })
         do throws(AssignmentError) {
             return try AssignedPCIFunction(name: id, device: assignment.device, options: options, quirks: quirks,
