@@ -9,7 +9,8 @@
 # checksums of the pattern written and read, L2's /proc/interrupts (nvme vectors on PCI-MSI(-X)
 # that counted), and L1's sysfs after each run (the VF still on vfio-pci). QEMU passing the same
 # VF is the oracle that the device and the L1 set-up work; Switchyard runs twice (the VF is
-# reusable after a VMM closed it).
+# reusable after a VMM closed it), and in the second L1 unbinds the VF while L2 runs: the VMM
+# must hand it back (VFIO's request notice -> unplug) and the unbind complete.
 # Figures per VMM: LABEL_nvme_live (s from VMM start to L2's namespace), LABEL_write_MiBps,
 # LABEL_read_MiBps; and their ratios switchyard/qemu.
 . /rig/lib.sh
@@ -33,7 +34,7 @@ PORT="-device pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1"
 run_l2() {
   _label=$1; shift
   _log=/tmp/l2-nvme-$_label.log
-  L2_APPEND_LINE="$(l2_append nvme)"
+  L2_APPEND_LINE="$(l2_append nvme)${NVME_HOLD:+ rig.l2nvmehold=1}"
   start_vmm "$_log" "$@"
   if _t=$(wait_for "$_log" ' RIG-L2 nvme (live|not-live)' 300); then
     report_time "${_label}_nvme_live" "$(elapsed "$VMM_START" "$_t")"
@@ -45,6 +46,7 @@ run_l2() {
     esac
   fi
   wait_for "$_log" ' RIG-L2 nvme done' 200 >/dev/null || echo "$_label: L2 did not finish its nvme checks"
+  [ -n "${NVME_HOLD:-}" ] && take_back
   wait_vmm_exit "$_log" 30
   echo "--- L2 console ($_label), times relative to VMM start:"
   show_l2_log "$_log"
@@ -58,11 +60,46 @@ run_l2() {
   # one interrupt the VF is given, the admin and I/O queues share nvme0q0).
   check "$_label: nvme queue vectors on PCI-MSI(-X) counted interrupts" \
     awk '/ RIG-L2 nvme irq .*PCI-MSI.* nvme0q[0-9]/ { for (i = 5; i <= NF; i++) if ($i ~ /^[0-9]+$/ && $i > 0) ok = 1 } END { exit !ok }' "$_log"
-  check "$_label: the VF is still on vfio-pci after the VMM exited" [ "$(driver_of $vf)" = vfio-pci ]
+  if [ -n "${NVME_HOLD:-}" ]; then
+    check "$_label: L2 saw its NVMe controller leave after the host's unbind" grep -q ' RIG-L2 nvme gone seconds=' "$_log"
+    check "$_label: the VMM unplugged the VF on VFIO's request notice (its log says so)" \
+      grep -q "the host asks for .* back; unplugging it from the guest" "$_log.err"
+    check "$_label: L1's unbind of the VF completed while the VMM still ran" [ "$_unbound_first" = 1 ]
+    /switchyard host bind $vf || echo "CHECK FAILED: host bind $vf again"
+    check "$_label: the VF is back on vfio-pci after host bind" [ "$(driver_of $vf)" = vfio-pci ]
+  else
+    check "$_label: the VF is still on vfio-pci after the VMM exited" [ "$(driver_of $vf)" = vfio-pci ]
+  fi
   for _step in write read; do
     _s=$(sed -n "s/.* RIG-L2 nvme $_step bytes=4194304 .* seconds=\([0-9.]*\).*/\1/p" "$_log")
     [ -n "$_s" ] && report_time "${_label}_${_step}_MiBps" "$(awk "BEGIN { s = $_s; if (s < 0.01) s = 0.01; printf \"%.1f\", 4 / s }")"
   done
+}
+
+# take_back (NVME_HOLD=1, L2 holds on after its checks): L1 unbinds the VF from vfio-pci while
+# the VMM has it. vfio-pci then signals the VMM's request notice (again every 10 s) and the
+# unbind waits until the device is released: Switchyard unplugs it through the root port's
+# attention button, pciehp in L2 lets go (its 5 s wait), and the VMM closes the device. Figures:
+# LABEL_unbind (s, L1's unbind), LABEL_guest_gone (s, from L2's done line to the controller
+# gone). _unbound_first=1 when the unbind returned before the VMM exited (closing the device at
+# exit would also end it).
+take_back() {
+  _unbound_first=0
+  : >/tmp/unbind.done
+  _u0=$(now)
+  ( echo "$vf" >/sys/bus/pci/drivers/vfio-pci/unbind; echo "$(now)" >/tmp/unbind.done ) &
+  _ub=$!
+  wait_for "$_log" ' RIG-L2 nvme (gone|still-there)' 120 >/dev/null || echo "$_label: L2 said nothing about its controller after the unbind"
+  _i=0
+  while [ ! -s /tmp/unbind.done ] && [ $_i -lt 300 ]; do sleep 0.1; _i=$((_i + 1)); done
+  if [ -s /tmp/unbind.done ]; then
+    grep -q ' VMM-EXIT' "$_log" || _unbound_first=1
+    report_time "${_label}_unbind" "$(elapsed "$_u0" "$(cat /tmp/unbind.done)")"
+  else
+    echo "$_label: L1's unbind of $vf still waits 30 s after L2's report"
+  fi
+  _g=$(sed -n 's/.* RIG-L2 nvme gone seconds=//p' "$_log"); [ -n "$_g" ] && report_time "${_label}_guest_gone" "$_g"
+  wait $_ub 2>/dev/null
 }
 
 SY="/switchyard -machine q35 -accel kvm -m 256 -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $PORT -device vfio-pci,host=$vf,bus=rp1"
@@ -76,7 +113,10 @@ fi
 # at one RIP with an interrupt pending") as Switchyard started after QEMU had released the VF,
 # in both boots that got that far on 2026-12-05; see the README.
 run_l2 switchyard $SY
+# The second run ends with the host taking the VF back while L2 runs (take_back).
+NVME_HOLD=1
 run_l2 switchyard2 $SY
+NVME_HOLD=
 run_l2 qemu qemu-system-x86_64 -accel kvm -cpu host -M q35 -m 256 -nodefaults -display none -no-reboot -serial stdio \
   -kernel $L2_QEMU_KERNEL -initrd $L2_INITRD $PORT -device vfio-pci,host=$vf,bus=rp1
 
