@@ -3,7 +3,7 @@
 # mallocs per config access for each case, plus the ratios N=4096 / N=1 for ECAM and CF8/CFC
 # and N=1024 / N=1 for ECAM on the PCIe topology; the time per BAR move (an address-space commit)
 # with 1, 256 and 4096 mapped BARs and its ratio N=4096 / N=1; then the HotPlug benchmarks,
-# VFIO DMA maps and virtio-net's tap transmit datapath against raw writev (needs root).
+# VFIO DMA maps and virtio-net's tap transmit and receive datapaths against raw writev and readv (needs root).
 # Usage: Benchmarks/report.sh [--smoke] [extra `swift package benchmark` options, e.g. --filter ECAM]
 #   --smoke: every benchmark for one or two short iterations (make test: the package builds and
 #   every workload runs; the figures mean nothing).
@@ -105,15 +105,16 @@ awk -v strict="$strict" -F'│' '
         if (one != "" && four != "" && us[one] > 0) printf "4 GiB over 1 GiB (same run): %.2fx\n", us[four] / us[one]
     }' "$vd"
 
-# virtio-net's transmit datapath over a tap against raw writev to a tap, 256 frames per
-# iteration (TapDatapath.swift): packets/s from the medians and datapath/raw from the same run.
+# virtio-net's transmit and receive datapaths over a tap against raw writev/readv on a tap, 256
+# frames per iteration (TapDatapath.swift): packets/s from the medians and datapath/raw from the
+# same run.
 td=.build/tap-datapath-report.txt
 swift package --allow-writing-to-package-directory benchmark run \
     --target TapDatapath --no-progress --time-units microseconds "$@" | tee "$td" >/dev/null
 echo
 awk -v strict="$strict" -F'│' '
     function trim(s) { gsub(/^[ \t]+|[ \t]+$/, "", s); return s }
-    /^Tap TX [0-9]+ B / { name = $0; next }
+    /^Tap (TX|RX) [0-9]+ B / { name = $0; next }
     name != "" && /Time \(wall clock\)/ { us[name] = trim($5) + 0; order[++k] = name; name = "" }
     END {
         if (k == 0) { print "no tap datapath results parsed; see the raw output"; exit strict }
@@ -124,5 +125,8 @@ awk -v strict="$strict" -F'│' '
             d = "Tap TX " sizes[s] " B datapath"; r = "Tap TX " sizes[s] " B raw writev"
             if ((d in us) && (r in us) && us[d] > 0)
                 printf "TX %4s B: datapath/raw writev = %.2fx (goal 0.8x)\n", sizes[s], us[r] / us[d]
+            d = "Tap RX " sizes[s] " B datapath"; r = "Tap RX " sizes[s] " B raw readv"
+            if ((d in us) && (r in us) && us[d] > 0)
+                printf "RX %4s B: datapath/raw readv = %.2fx (goal 0.8x)\n", sizes[s], us[r] / us[d]
         }
     }' "$td"

@@ -7,7 +7,12 @@
 // writes the queue's notify address; the device's I/O thread takes every chain and writevs it
 // to its tap; the iteration ends when used.idx has caught up. Raw, one iteration: 256 writevs
 // of the same bytes to a second tap. `report.sh` turns both into packets/s and their ratio.
-// Receive is not measured here (its producer, the kernel's side of the tap, would dominate).
+//
+// Receive, one measured iteration: 256 frames already wait in the NIC's tap (written untimed,
+// before the measurement, into a producer tap bridged to it); the driver makes 256 receive
+// buffers available and kicks; the device's I/O thread readvs every frame into a buffer and
+// the iteration ends when used.idx has caught up. Raw: 256 frames wait the same way in a second
+// tap, and this thread readvs them, one call each. The producer's work is outside both.
 
 import Benchmark
 import Foundation
@@ -162,6 +167,166 @@ final class TapFixture: Sendable {
     }
 }
 
+/// Waits until `condition` holds, at most `seconds`; a benchmark whose frames went missing
+/// stops with `what` instead of hanging.
+func waitFor(_ what: String, seconds: Double = 5, _ condition: () -> Bool) {
+    let deadline = Date().addingTimeInterval(seconds)
+    while !condition() {
+        guard Date() < deadline else { fatalError("\(what) did not happen within \(seconds) s") }
+        sched_yield()
+    }
+}
+
+/// The receive side: a NIC on tap `syrx0` and a raw tap `syrr0`, each bridged (sybr0, sybr1) to a
+/// producer tap (`syin0`, `syin1`) this process writes frames into; the driver side of the NIC's
+/// receive queue (queue 0) set up over MMIO.
+final class ReceiveFixture: Sendable {
+    static let bar = TapFixture.bar, devfn = TapFixture.devfn
+    static let descriptors = TapFixture.descriptors, available = TapFixture.available, used = TapFixture.used
+    static let buffers = TapFixture.buffers
+    static let bufferSize: UInt64 = 0x800
+    /// Queue 0's notify address: BAR 4 + 0x3000 + queue_notify_off (0) * 4.
+    static let notify = bar + 0x3000
+
+    let namespace: String
+    let machine: Machine
+    let producer: TapQueue, rawProducer: TapQueue, raw: TapQueue
+    let packet: [UInt8]
+    private let availableIndex = Mutex<UInt16>(0)
+
+    init(frameLength: Int) {
+        namespace = "sybench\(getpid())r\(frameLength)"
+        let ip = TapFixture.ip
+        run([ip, "netns", "add", namespace])
+        // No IPv6 (its router and neighbour messages would be frames of their own on the bridges).
+        run([ip, "netns", "exec", namespace, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
+             "net.ipv6.conf.default.disable_ipv6=1"])
+        let opened = try! NetworkNamespace.run(in: namespace) {
+            Result { () throws -> (Machine, TapQueue, TapQueue, TapQueue) in
+                var configuration = MachineConfiguration(memorySize: 16 << 20,
+                                                         devices: [try DeviceSpec(parsing: "virtio-net-pci,netdev=n0,id=nic0,addr=5")])
+                configuration.netdevs = [try NetdevSpec(parsing: "tap,id=n0,ifname=syrx0,script=no,downscript=no")]
+                let taps = try ["syin0", "syin1", "syrr0"].map { name in
+                    let queue = try TapQueue.open(interfaceName: name, multiQueue: false)
+                    try queue.configure(headerSize: 12, offloads: [])
+                    return queue
+                }
+                return (try Machine(configuration), taps[0], taps[1], taps[2])
+            }
+        }
+        (machine, producer, rawProducer, raw) = try! opened.get()
+        for (bridge, ports) in [("sybr0", ["syin0", "syrx0"]), ("sybr1", ["syin1", "syrr0"])] {
+            run([ip, "-n", namespace, "link", "add", bridge, "type", "bridge", "stp_state", "0", "forward_delay", "0"])
+            for port in ports {
+                run([ip, "-n", namespace, "link", "set", port, "master", bridge])
+                run([ip, "-n", namespace, "link", "set", port, "up"])
+            }
+            run([ip, "-n", namespace, "link", "set", bridge, "up"])
+        }
+        let frame = [UInt8](repeating: 0xFF, count: 6) + [0x02, 0, 0, 0, 0, 1, 0x88, 0xB5]
+            + (0..<(frameLength - 14)).map { UInt8(truncatingIfNeeded: $0) }
+        packet = [UInt8](repeating: 0, count: 12) + frame
+        setUpDriver()
+    }
+
+    private func setCommon(_ offset: UInt64, _ width: AccessWidth, _ value: UInt64) {
+        machine.mmioWrite(Self.bar + offset, width: width, value: value)
+    }
+
+    /// BAR 4, VERSION_1 only, queue 0 with 256 entries, each descriptor one device-writable
+    /// 2 KiB buffer, the available ring's entries fixed, no buffer offered yet, DRIVER_OK.
+    private func setUpDriver() {
+        let cycles = PortConfigCycles(machine)
+        cycles.write(bus: 0, devfn: Self.devfn, offset: 0x20, width: .dword, value: UInt32(truncatingIfNeeded: Self.bar))
+        cycles.write(bus: 0, devfn: Self.devfn, offset: 0x24, width: .dword, value: UInt32(Self.bar >> 32))
+        cycles.write(bus: 0, devfn: Self.devfn, offset: 0x04, width: .word, value: 0x0006)
+        let ram = machine.guestMemory
+        for slot in 0..<batch {
+            let descriptor = Self.descriptors + UInt64(slot) * 16
+            try! ram.store(Self.buffers + UInt64(slot) * Self.bufferSize, at: GuestAddress(descriptor))
+            try! ram.store(UInt32(Self.bufferSize), at: GuestAddress(descriptor + 8))
+            try! ram.store(UInt16(2), at: GuestAddress(descriptor + 12))  // VIRTQ_DESC_F_WRITE
+            try! ram.store(UInt16(slot), at: GuestAddress(Self.available + 4 + UInt64(slot) * 2))
+        }
+        try! ram.store(UInt16(1), at: GuestAddress(Self.available))  // VIRTQ_AVAIL_F_NO_INTERRUPT
+        setCommon(0x14, .byte, 0)
+        setCommon(0x14, .byte, 3)
+        setCommon(0x08, .dword, 1)
+        setCommon(0x0C, .dword, 1)  // VIRTIO_F_VERSION_1
+        setCommon(0x14, .byte, 0xB)
+        setCommon(0x16, .word, 0)
+        setCommon(0x18, .word, UInt64(batch))
+        setCommon(0x20, .dword, Self.descriptors); setCommon(0x24, .dword, 0)
+        setCommon(0x28, .dword, Self.available); setCommon(0x2C, .dword, 0)
+        setCommon(0x30, .dword, Self.used); setCommon(0x34, .dword, 0)
+        setCommon(0x1C, .word, 1)
+        setCommon(0x14, .byte, 0xF)
+        precondition(machine.mmioRead(Self.bar + 0x14, width: .byte) == 0xF, "virtio-net refused DRIVER_OK")
+    }
+
+    /// Writes a ring's worth of frames into `queue` (the producer side of a bridge).
+    func produce(into queue: TapQueue) {
+        packet.withUnsafeBytes { bytes in
+            var vector = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
+            withUnsafePointer(to: &vector) { v in
+                for _ in 0..<batch {
+                    guard (try? queue.writev(UnsafeBufferPointer(start: v, count: 1))) != nil else { fatalError("producer tap writev failed") }
+                }
+            }
+        }
+    }
+
+    /// Frames `interface`'s reader took (a tap counts them as transmitted when they are read).
+    func sent(on interface: String) -> Int {
+        Int(run([TapFixture.ip, "netns", "exec", namespace, "cat", "/sys/class/net/\(interface)/statistics/tx_packets"])
+            .trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+    }
+
+    /// One ring of frames through the device: the buffers offered, kicked, the frames' arrival waited for.
+    func receiveThroughDatapath() {
+        let ram = machine.guestMemory
+        let target = availableIndex.withLock { index in
+            index &+= UInt16(batch)
+            return index
+        }
+        try! ram.store(target, at: GuestAddress(Self.available + 2))
+        machine.mmioWrite(Self.notify, width: .word, value: 0)
+        waitFor("256 frames into the receive ring") { (try? ram.load(UInt16.self, at: GuestAddress(Self.used + 2))) == target }
+    }
+
+    /// The same number of frames read by this thread from the raw tap, one readv each.
+    func receiveRaw() {
+        var buffer = [UInt8](repeating: 0, count: Int(Self.bufferSize))
+        buffer.withUnsafeMutableBytes { bytes in
+            var vector = iovec(iov_base: bytes.baseAddress, iov_len: bytes.count)
+            withUnsafePointer(to: &vector) { v in
+                for _ in 0..<batch {
+                    // nil: no frame waits (yet), or the read failed (then the wait times out).
+                    waitFor("a frame on the raw tap") { (try? raw.readv(UnsafeBufferPointer(start: v, count: 1))) != nil }
+                }
+            }
+        }
+    }
+
+    func remove() {
+        setCommon(0x14, .byte, 0)
+        run([TapFixture.ip, "netns", "del", namespace])
+    }
+}
+
+let receiveFixtures = Mutex<[Int: ReceiveFixture]>([:])
+func receiveFixture(_ length: Int) -> ReceiveFixture {
+    receiveFixtures.withLock { table in
+        if let f = table[length] { return f }
+        let made = ReceiveFixture(frameLength: length)
+        table[length] = made
+        return made
+    }
+}
+func removeReceiveFixture(_ length: Int) {
+    receiveFixtures.withLock { $0.removeValue(forKey: length) }?.remove()
+}
+
 /// The fixture of each frame length, made in each benchmark's setup and removed in its teardown.
 let fixtures = Mutex<[Int: TapFixture]>([:])
 func fixture(_ length: Int) -> TapFixture {
@@ -210,5 +375,35 @@ let benchmarks: @Sendable () -> Void = {
             f.transmitRaw()
             precondition(f.received(on: "syraw0") - before >= batch, "the raw tap's frames did not arrive")
         }, teardown: { removeFixture(length) })
+        Benchmark("Tap RX \(length) B datapath", closure: { benchmark in
+            let f = receiveFixture(length)
+            for _ in benchmark.scaledIterations {
+                f.produce(into: f.producer)
+                benchmark.startMeasurement()
+                f.receiveThroughDatapath()
+                benchmark.stopMeasurement()
+            }
+        }, setup: {
+            // The bridge takes the frames to the NIC's tap, and the device reads every one (it
+            // stops with a message if not): one untimed ring; the tap counts what its reader took.
+            let f = receiveFixture(length)
+            let before = f.sent(on: "syrx0")
+            f.produce(into: f.producer)
+            f.receiveThroughDatapath()
+            precondition(f.sent(on: "syrx0") - before >= batch, "the NIC's tap gave its reader \(f.sent(on: "syrx0") - before) of \(batch) frames")
+        }, teardown: { removeReceiveFixture(length) })
+        Benchmark("Tap RX \(length) B raw readv", closure: { benchmark in
+            let f = receiveFixture(length)
+            for _ in benchmark.scaledIterations {
+                f.produce(into: f.rawProducer)
+                benchmark.startMeasurement()
+                f.receiveRaw()
+                benchmark.stopMeasurement()
+            }
+        }, setup: {
+            let f = receiveFixture(length)
+            f.produce(into: f.rawProducer)
+            f.receiveRaw()
+        }, teardown: { removeReceiveFixture(length) })
     }
 }
