@@ -29,14 +29,15 @@ public struct ReceiveFilter: Sendable, Hashable {
 
     /// Whether a frame whose Ethernet header is `frame` (at least 14 bytes) reaches the driver.
     public func accepts(_ frame: some RandomAccessCollection<UInt8>) -> Bool {
-        let bytes = Array(frame.prefix(18))
-        guard bytes.count >= 14 else { return false }
-        if let vlans, bytes[12] == 0x81, bytes[13] == 0x00, bytes.count >= 16 {
-            let vid = (UInt16(bytes[14]) << 8 | UInt16(bytes[15])) & 0x0FFF
+        // Read in place: this runs for every received frame.
+        guard frame.count >= 14 else { return false }
+        func byte(_ i: Int) -> UInt8 { frame[frame.index(frame.startIndex, offsetBy: i)] }
+        if let vlans, byte(12) == 0x81, byte(13) == 0x00, frame.count >= 16 {
+            let vid = (UInt16(byte(14)) << 8 | UInt16(byte(15))) & 0x0FFF
             if !vlans.contains(vid) { return false }
         }
         if promiscuous { return true }
-        let destination = MACAddress(bytes: Array(bytes[0..<6]))!
+        let destination = MACAddress(bytes: (0..<6).map(byte))!
         if destination.isBroadcast { return !noBroadcast }
         if destination.isMulticast {
             if noMulticast { return false }
