@@ -186,6 +186,36 @@ struct VirtioNetTapTests {
         #expect(Array(bytes[12...]) == inbound)
     }
 
+    /// A receive buffer whose pieces split the header (10 bytes, then 3: num_buffers is in the
+    /// second piece) and the Ethernet header (the 3-byte piece holds its first byte, then 2 KiB):
+    /// the frame lands byte for byte across the pieces, num_buffers is 1, and the broadcast frame
+    /// passes the filter read across them.
+    @Test(.timeLimit(.minutes(2))) func aReceivedFrameIsSpreadOverTheBuffersPieces() throws {
+        let rig = try Rig()
+        defer { rig.stop() }
+        let base = VirtioNetDriver.buffer(0, 0)
+        let pieces: [(address: UInt64, length: UInt32)] = [(base, 10), (base + 0x4000, 3), (base + 0x8000, 2048)]
+        for (i, piece) in pieces.enumerated() {
+            try rig.driver.writeBytes(piece.address, [UInt8](repeating: 0xEE, count: Int(piece.length)))
+            try rig.driver.setDescriptor(0, i, address: piece.address, length: piece.length,
+                                         flags: i < pieces.count - 1 ? 3 : 2, next: UInt16(i + 1))
+        }
+        try rig.driver.makeAvailable(0, 0)
+        try rig.driver.kick(0)
+        let inbound = Self.frame(marker: 0x5A)
+        try rig.peer.send(inbound)
+        #expect(try rig.driver.waitForUsed(0, 1))
+        #expect(try rig.driver.usedElement(0, 0) == (id: 0, length: UInt32(12 + inbound.count)))
+        let written = try rig.driver.readBytes(pieces[0].address, 10) + rig.driver.readBytes(pieces[1].address, 3)
+            + rig.driver.readBytes(pieces[2].address, 12 + inbound.count - 13)
+        // 5.1.6.4: the header (num_buffers 1 at bytes 10-11), then the frame.
+        #expect(Array(written[0..<10]) == [UInt8](repeating: 0, count: 10))
+        #expect(written[10] == 1 && written[11] == 0, "num_buffers \(written[10]) \(written[11])")
+        #expect(Array(written[12...]) == inbound)
+        // Nothing past the frame was touched.
+        #expect(try rig.driver.readBytes(pieces[2].address + UInt64(12 + inbound.count - 13), 4) == [0xEE, 0xEE, 0xEE, 0xEE])
+    }
+
     /// -netdev macvtap,link=,mode=bridge: Switchyard makes the link through libnl; the NIC takes
     /// the link's MAC (macvtap delivers by it), which iproute2 reports independently; frames
     /// cross to the veth peer both ways; the link is gone after the VMM quits.
