@@ -48,6 +48,60 @@ func run(_ arguments: [String]) -> String {
     return String(decoding: output, as: UTF8.self)
 }
 
+/// Writes `packet` to `queue` `batch` times, one writev each, from this thread.
+func writeRing(_ packet: [UInt8], to queue: TapQueue) {
+    packet.withUnsafeBytes { bytes in
+        var vector = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
+        withUnsafePointer(to: &vector) { v in
+            for _ in 0..<batch {
+                guard (try? queue.writev(UnsafeBufferPointer(start: v, count: 1))) != nil else { fatalError("tap writev failed") }
+            }
+        }
+    }
+}
+
+/// A statistics counter of `interface` in `namespace` ("rx_packets", "tx_packets").
+func counter(_ name: String, of interface: String, in namespace: String) -> Int {
+    Int(run([TapFixture.ip, "netns", "exec", namespace, "cat", "/sys/class/net/\(interface)/statistics/\(name)"])
+        .trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+}
+
+/// The driver side of one queue of the NIC at `TapFixture.devfn`, set up over MMIO (virtio 1.2,
+/// 4.1.4.3): BAR 4 at `TapFixture.bar`, VERSION_1 only (no offloads), queue `queue` with `batch`
+/// entries, descriptor i one buffer of `length` bytes with `flags` at `buffers + i * 0x800`, the
+/// available ring's entries fixed (slot i holds descriptor i) and none offered yet,
+/// VIRTQ_AVAIL_F_NO_INTERRUPT (as a NAPI driver sets it), DRIVER_OK.
+func setUpDriverQueue(_ machine: Machine, queue: UInt64, length: UInt32, flags: UInt16) {
+    let bar = TapFixture.bar
+    func setCommon(_ offset: UInt64, _ width: AccessWidth, _ value: UInt64) { machine.mmioWrite(bar + offset, width: width, value: value) }
+    let cycles = PortConfigCycles(machine)
+    cycles.write(bus: 0, devfn: TapFixture.devfn, offset: 0x20, width: .dword, value: UInt32(truncatingIfNeeded: bar))
+    cycles.write(bus: 0, devfn: TapFixture.devfn, offset: 0x24, width: .dword, value: UInt32(bar >> 32))
+    cycles.write(bus: 0, devfn: TapFixture.devfn, offset: 0x04, width: .word, value: 0x0006)
+    let ram = machine.guestMemory
+    for slot in 0..<batch {
+        let descriptor = TapFixture.descriptors + UInt64(slot) * 16
+        try! ram.store(TapFixture.buffers + UInt64(slot) * 0x800, at: GuestAddress(descriptor))
+        try! ram.store(length, at: GuestAddress(descriptor + 8))
+        try! ram.store(flags, at: GuestAddress(descriptor + 12))
+        try! ram.store(UInt16(slot), at: GuestAddress(TapFixture.available + 4 + UInt64(slot) * 2))
+    }
+    try! ram.store(UInt16(1), at: GuestAddress(TapFixture.available))
+    setCommon(0x14, .byte, 0)
+    setCommon(0x14, .byte, 3)
+    setCommon(0x08, .dword, 1)
+    setCommon(0x0C, .dword, 1)  // VIRTIO_F_VERSION_1
+    setCommon(0x14, .byte, 0xB)
+    setCommon(0x16, .word, queue)
+    setCommon(0x18, .word, UInt64(batch))
+    setCommon(0x20, .dword, TapFixture.descriptors); setCommon(0x24, .dword, 0)
+    setCommon(0x28, .dword, TapFixture.available); setCommon(0x2C, .dword, 0)
+    setCommon(0x30, .dword, TapFixture.used); setCommon(0x34, .dword, 0)
+    setCommon(0x1C, .word, 1)
+    setCommon(0x14, .byte, 0xF)
+    precondition(machine.mmioRead(bar + 0x14, width: .byte) == 0xF, "virtio-net refused DRIVER_OK")
+}
+
 /// A NIC on tap `sytx0` and a raw tap queue on `syraw0`, both up in a namespace of their own;
 /// the driver side of the NIC's transmit queue set up over MMIO (virtio 1.2, 4.1.4.3).
 final class TapFixture: Sendable {
@@ -96,38 +150,11 @@ final class TapFixture: Sendable {
         machine.mmioWrite(Self.bar + offset, width: width, value: value)
     }
 
-    /// BAR 4 at `bar`, then VERSION_1 only (no offloads), queue 1 with 256 entries, each
-    /// descriptor one readable buffer with the packet, the available ring's entries fixed
-    /// (slot i holds descriptor i), NO_INTERRUPT, DRIVER_OK.
+    /// Queue 1 (transmit): each descriptor one readable buffer holding the packet.
     private func setUpDriver() {
-        let cycles = PortConfigCycles(machine)
-        cycles.write(bus: 0, devfn: Self.devfn, offset: 0x20, width: .dword, value: UInt32(truncatingIfNeeded: Self.bar))
-        cycles.write(bus: 0, devfn: Self.devfn, offset: 0x24, width: .dword, value: UInt32(Self.bar >> 32))
-        cycles.write(bus: 0, devfn: Self.devfn, offset: 0x04, width: .word, value: 0x0006)
         let ram = machine.guestMemory
-        for slot in 0..<batch {
-            let buffer = Self.buffers + UInt64(slot) * 0x800
-            try! ram.write(at: GuestAddress(buffer), bytes: packet)
-            let descriptor = Self.descriptors + UInt64(slot) * 16
-            try! ram.store(buffer, at: GuestAddress(descriptor))
-            try! ram.store(UInt32(packet.count), at: GuestAddress(descriptor + 8))
-            try! ram.store(UInt16(0), at: GuestAddress(descriptor + 12))
-            try! ram.store(UInt16(slot), at: GuestAddress(Self.available + 4 + UInt64(slot) * 2))
-        }
-        try! ram.store(UInt16(1), at: GuestAddress(Self.available))  // VIRTQ_AVAIL_F_NO_INTERRUPT
-        setCommon(0x14, .byte, 0)
-        setCommon(0x14, .byte, 3)
-        setCommon(0x08, .dword, 1)
-        setCommon(0x0C, .dword, 1)  // VIRTIO_F_VERSION_1
-        setCommon(0x14, .byte, 0xB)
-        setCommon(0x16, .word, 1)
-        setCommon(0x18, .word, UInt64(batch))
-        setCommon(0x20, .dword, Self.descriptors); setCommon(0x24, .dword, 0)
-        setCommon(0x28, .dword, Self.available); setCommon(0x2C, .dword, 0)
-        setCommon(0x30, .dword, Self.used); setCommon(0x34, .dword, 0)
-        setCommon(0x1C, .word, 1)
-        setCommon(0x14, .byte, 0xF)
-        precondition(machine.mmioRead(Self.bar + 0x14, width: .byte) == 0xF, "virtio-net refused DRIVER_OK")
+        for slot in 0..<batch { try! ram.write(at: GuestAddress(Self.buffers + UInt64(slot) * 0x800), bytes: packet) }
+        setUpDriverQueue(machine, queue: 1, length: UInt32(packet.count), flags: 0)
     }
 
     /// One ring of frames through the device: available, kicked, waited for.
@@ -143,22 +170,10 @@ final class TapFixture: Sendable {
     }
 
     /// The same frames by writev from this thread, one call each.
-    func transmitRaw() {
-        packet.withUnsafeBytes { bytes in
-            var vector = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
-            withUnsafePointer(to: &vector) { v in
-                for _ in 0..<batch {
-                    guard (try? raw.writev(UnsafeBufferPointer(start: v, count: 1))) != nil else { fatalError("raw tap writev failed") }
-                }
-            }
-        }
-    }
+    func transmitRaw() { writeRing(packet, to: raw) }
 
     /// Frames the host stack took in on `interface` (its receive counter).
-    func received(on interface: String) -> Int {
-        Int(run([Self.ip, "netns", "exec", namespace, "cat", "/sys/class/net/\(interface)/statistics/rx_packets"])
-            .trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
-    }
+    func received(on interface: String) -> Int { counter("rx_packets", of: interface, in: namespace) }
 
     /// Resets the NIC (its I/O thread ends) and removes the namespace with both taps.
     func remove() {
@@ -229,58 +244,16 @@ final class ReceiveFixture: Sendable {
         setUpDriver()
     }
 
-    private func setCommon(_ offset: UInt64, _ width: AccessWidth, _ value: UInt64) {
-        machine.mmioWrite(Self.bar + offset, width: width, value: value)
-    }
-
-    /// BAR 4, VERSION_1 only, queue 0 with 256 entries, each descriptor one device-writable
-    /// 2 KiB buffer, the available ring's entries fixed, no buffer offered yet, DRIVER_OK.
+    /// Queue 0 (receive): each descriptor one device-writable 2 KiB buffer.
     private func setUpDriver() {
-        let cycles = PortConfigCycles(machine)
-        cycles.write(bus: 0, devfn: Self.devfn, offset: 0x20, width: .dword, value: UInt32(truncatingIfNeeded: Self.bar))
-        cycles.write(bus: 0, devfn: Self.devfn, offset: 0x24, width: .dword, value: UInt32(Self.bar >> 32))
-        cycles.write(bus: 0, devfn: Self.devfn, offset: 0x04, width: .word, value: 0x0006)
-        let ram = machine.guestMemory
-        for slot in 0..<batch {
-            let descriptor = Self.descriptors + UInt64(slot) * 16
-            try! ram.store(Self.buffers + UInt64(slot) * Self.bufferSize, at: GuestAddress(descriptor))
-            try! ram.store(UInt32(Self.bufferSize), at: GuestAddress(descriptor + 8))
-            try! ram.store(UInt16(2), at: GuestAddress(descriptor + 12))  // VIRTQ_DESC_F_WRITE
-            try! ram.store(UInt16(slot), at: GuestAddress(Self.available + 4 + UInt64(slot) * 2))
-        }
-        try! ram.store(UInt16(1), at: GuestAddress(Self.available))  // VIRTQ_AVAIL_F_NO_INTERRUPT
-        setCommon(0x14, .byte, 0)
-        setCommon(0x14, .byte, 3)
-        setCommon(0x08, .dword, 1)
-        setCommon(0x0C, .dword, 1)  // VIRTIO_F_VERSION_1
-        setCommon(0x14, .byte, 0xB)
-        setCommon(0x16, .word, 0)
-        setCommon(0x18, .word, UInt64(batch))
-        setCommon(0x20, .dword, Self.descriptors); setCommon(0x24, .dword, 0)
-        setCommon(0x28, .dword, Self.available); setCommon(0x2C, .dword, 0)
-        setCommon(0x30, .dword, Self.used); setCommon(0x34, .dword, 0)
-        setCommon(0x1C, .word, 1)
-        setCommon(0x14, .byte, 0xF)
-        precondition(machine.mmioRead(Self.bar + 0x14, width: .byte) == 0xF, "virtio-net refused DRIVER_OK")
+        setUpDriverQueue(machine, queue: 0, length: UInt32(Self.bufferSize), flags: 2)  // VIRTQ_DESC_F_WRITE
     }
 
     /// Writes a ring's worth of frames into `queue` (the producer side of a bridge).
-    func produce(into queue: TapQueue) {
-        packet.withUnsafeBytes { bytes in
-            var vector = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
-            withUnsafePointer(to: &vector) { v in
-                for _ in 0..<batch {
-                    guard (try? queue.writev(UnsafeBufferPointer(start: v, count: 1))) != nil else { fatalError("producer tap writev failed") }
-                }
-            }
-        }
-    }
+    func produce(into queue: TapQueue) { writeRing(packet, to: queue) }
 
     /// Frames `interface`'s reader took (a tap counts them as transmitted when they are read).
-    func sent(on interface: String) -> Int {
-        Int(run([TapFixture.ip, "netns", "exec", namespace, "cat", "/sys/class/net/\(interface)/statistics/tx_packets"])
-            .trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
-    }
+    func sent(on interface: String) -> Int { counter("tx_packets", of: interface, in: namespace) }
 
     /// One ring of frames through the device: the buffers offered, kicked, the frames' arrival waited for.
     func receiveThroughDatapath() {
@@ -309,7 +282,7 @@ final class ReceiveFixture: Sendable {
     }
 
     func remove() {
-        setCommon(0x14, .byte, 0)
+        machine.mmioWrite(Self.bar + 0x14, width: .byte, value: 0)
         run([TapFixture.ip, "netns", "del", namespace])
     }
 }
