@@ -17,7 +17,8 @@ public enum SandboxThreadKind: String, Sendable, Hashable, CaseIterable {
 /// group is there. Anything not listed traps: the process reports the call and dies of
 /// SIGSYS. No list has execve, execveat, socket, bind, listen, connect, ptrace, mount, kexec,
 /// bpf, or a privilege change; opens after set-up happen only where a reboot re-reads the
-/// -kernel and -initrd files, whose paths set-up fixed.
+/// -kernel and -initrd files, whose paths set-up fixed, and on control threads for a device_add
+/// of vfio-pci (sysfs and /dev/vfio).
 ///
 /// Found by running the real workloads (qtest sessions, a real-mode KVM guest, the rig's Linux
 /// guests: boot, hot-plug, reboot) and reading each trap report (it names the call, the
@@ -81,6 +82,18 @@ public enum SandboxAllowLists {
         + SyscallRule.ioctl([sy_vfio_device_set_irqs(), sy_vfio_device_reset(), sy_vfio_device_pci_hot_reset(),
                              sy_vfio_device_get_pci_hot_reset_info(), sy_vfio_iommu_map_dma(), sy_vfio_iommu_unmap_dma()]))
 
+    /// device_add vfio-pci after set-up (QMP, a control thread): the host function's IOMMU group
+    /// found through sysfs, /dev/vfio/vfio (for the first assignment) and /dev/vfio/N opened and
+    /// joined, the device fd obtained and described. Opens of paths named by the command, as
+    /// QEMU's sandbox allows for its own hot-plug.
+    static let runtimeAssignment = SyscallGroup(
+        "device_add vfio-pci: sysfs iommu_group link, /dev/vfio/vfio and /dev/vfio/N opened, container and group set up, device fd described",
+        SyscallRule.calls("openat", "readlink", "access", "faccessat", "faccessat2", "newfstatat", "fstat", "statx")
+        + SyscallRule.ioctl([sy_vfio_get_api_version(), sy_vfio_check_extension(), sy_vfio_set_iommu(),
+                             sy_vfio_iommu_get_info(), sy_vfio_group_get_status(), sy_vfio_group_set_container(),
+                             sy_vfio_group_unset_container(), sy_vfio_group_get_device_fd(), sy_vfio_device_get_info(),
+                             sy_vfio_device_get_region_info(), sy_vfio_device_get_irq_info()]))
+
     /// A reboot reads the -kernel and -initrd files again (their paths fixed at set-up).
     static let rereadBootImages = SyscallGroup("a reboot re-reads -kernel and -initrd (paths fixed at set-up)",
         SyscallRule.calls("openat", "read", "fstat", "newfstatat", "lseek", "pread64"))
@@ -111,7 +124,7 @@ public enum SandboxAllowLists {
     ])
 
     public static let control = SandboxAllowList(runtime + [
-        vcpuState, machineEffects, assignedDevices, rereadBootImages, dispatchWorkers,
+        vcpuState, machineEffects, assignedDevices, runtimeAssignment, rereadBootImages, dispatchWorkers,
         SyscallGroup("monitor clients: accept on the listening sockets set-up opened, read, write, shut down",
                      SyscallRule.calls("accept4", "recvfrom", "recvmsg", "sendto", "sendmsg", "shutdown", "poll", "ppoll",
                                        "fcntl", "getsockopt")),

@@ -48,18 +48,11 @@ run_l2() {
   wait_for "$_log" ' RIG-L2 nvme done' 200 >/dev/null || echo "$_label: L2 did not finish its nvme checks"
   [ -n "${NVME_HOLD:-}" ] && take_back
   wait_vmm_exit "$_log" 30
-  echo "--- L2 console ($_label), times relative to VMM start:"
-  show_l2_log "$_log"
+  show_run "$_label" "$_log"
   check_vmm_exit "$_log" "$_label" || fails=$((fails + 1))
   check "$_label: L2's nvme driver bound the VF (1b36:0010) and /dev/nvme0n1 appeared" \
     grep -q ' RIG-L2 nvme live dev=[0-9a-f:.]* ids=1b36:0010 drv=nvme ' "$_log"
-  _w=$(sed -n 's/.* RIG-L2 nvme write bytes=4194304 md5=\([0-9a-f]*\).*/\1/p' "$_log")
-  _r=$(sed -n 's/.* RIG-L2 nvme read bytes=4194304 md5=\([0-9a-f]*\).*/\1/p' "$_log")
-  check "$_label: 4 MiB written and read back with O_DIRECT, equal md5 ($_w)" [ -n "$_w" -a "$_w" = "$_r" ]
-  # /proc/interrupts: "NN: COUNT [COUNT...] PCI-MSI(-X)... nvme0qN"; some queue vector counted (with the
-  # one interrupt the VF is given, the admin and I/O queues share nvme0q0).
-  check "$_label: nvme queue vectors on PCI-MSI(-X) counted interrupts" \
-    awk '/ RIG-L2 nvme irq .*PCI-MSI.* nvme0q[0-9]/ { for (i = 5; i <= NF; i++) if ($i ~ /^[0-9]+$/ && $i > 0) ok = 1 } END { exit !ok }' "$_log"
+  io_checks "$_label" "$_log" ""
   if [ -n "${NVME_HOLD:-}" ]; then
     check "$_label: L2 saw its NVMe controller leave after the host's unbind" grep -q ' RIG-L2 nvme gone seconds=' "$_log"
     check "$_label: the VMM unplugged the VF on VFIO's request notice (its log says so)" \
@@ -74,6 +67,18 @@ run_l2() {
     _s=$(sed -n "s/.* RIG-L2 nvme $_step bytes=4194304 .* seconds=\([0-9.]*\).*/\1/p" "$_log")
     [ -n "$_s" ] && report_time "${_label}_${_step}_MiBps" "$(awk "BEGIN { s = $_s; if (s < 0.01) s = 0.01; printf \"%.1f\", 4 / s }")"
   done
+}
+
+# io_checks LABEL LOG TAG: from L2's lines tagged TAG ("" or "cycle=C "): the 4 MiB pattern
+# written and read back with O_DIRECT with equal md5, and /proc/interrupts ("NN: COUNT
+# [COUNT...] PCI-MSI(-X)... nvme0qN") showing some queue vector that counted (with the one
+# interrupt the VF is given, the admin and I/O queues share nvme0q0).
+io_checks() {
+  _w=$(sed -n "s/.* RIG-L2 nvme write ${3}bytes=4194304 md5=\([0-9a-f]*\).*/\1/p" "$2")
+  _r=$(sed -n "s/.* RIG-L2 nvme read ${3}bytes=4194304 md5=\([0-9a-f]*\).*/\1/p" "$2")
+  check "$1: ${3}4 MiB written and read back with O_DIRECT, equal md5 ($_w)" [ -n "$_w" -a "$_w" = "$_r" ]
+  check "$1: ${3}nvme queue vectors on PCI-MSI(-X) counted interrupts" \
+    awk -v tag="RIG-L2 nvme irq $3" 'index($0, tag) && /PCI-MSI.* nvme0q[0-9]/ { for (i = 5; i <= NF; i++) if ($i ~ /^[0-9]+$/ && $i > 0) ok = 1 } END { exit !ok }' "$2"
 }
 
 # take_back (NVME_HOLD=1, L2 holds on after its checks): L1 unbinds the VF from vfio-pci while
@@ -102,6 +107,68 @@ take_back() {
   wait $_ub 2>/dev/null
 }
 
+# run_l2_hotplug LABEL: Switchyard boots L2 with rp1 empty (Hot-Plug Surprise on); QMP on a
+# FIFO pair plugs the VF in once L2 waits for it (rig.l2nvmehp=2), L2 writes and reads its
+# pattern, and the VF is unplugged: cycle 1 through the attention button (device_del), cycle 2
+# by surprise (device_del x-surprise), the VF staying on vfio-pci and reusable. Figures:
+# LABEL_plug_to_live_C (s, device_add to L2's namespace), LABEL_device_deleted_C (s, device_del
+# to DEVICE_DELETED), LABEL_guest_gone_C (s, L2's ready line to the controller gone).
+run_l2_hotplug() {
+  _label=$1 _f=0
+  _log=/tmp/l2-nvme-$_label.log
+  _q=/tmp/qmp-$_label
+  rm -f $_q.in $_q.out; mkfifo $_q.in $_q.out
+  stamp <$_q.out >$_q.log &
+  L2_APPEND_LINE="$(l2_append nvme) rig.l2nvmehp=2"
+  start_vmm "$_log" /switchyard -machine q35 -accel kvm -m 256 -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD \
+    $PORT,x-hotplug-surprise=on -chardev pipe,id=qmp,path=$_q -mon chardev=qmp,mode=control
+  exec 3<>$_q.in
+  if ! wait_for $_q.log '"QMP"' 30 >/dev/null; then echo "CHECK FAILED: $_label: no QMP greeting"; _f=1
+  else
+    _qmp '{"execute":"qmp_capabilities"}'
+    wait_for "$_log" ' RIG-L2 nvme hp waiting' 120 >/dev/null || { echo "CHECK FAILED: $_label: L2 never waited for its controller"; _f=1; }
+  fi
+  _c=1
+  while [ $_f = 0 ] && [ $_c -le 2 ]; do
+    _t0=$(now)
+    _qmp "{\"execute\":\"device_add\",\"arguments\":{\"driver\":\"vfio-pci\",\"host\":\"$vf\",\"bus\":\"rp1\",\"id\":\"vf0\"}}"
+    if ! _t1=$(wait_for "$_log" " RIG-L2 nvme hp plugged cycle=$_c seconds=[0-9]" 90); then
+      echo "CHECK FAILED: $_label: L2 found no NVMe namespace within 90 s of device_add (cycle $_c)"; _f=1; break
+    fi
+    report_time "${_label}_plug_to_live_$_c" "$(elapsed "$_t0" "$_t1")"
+    if ! _t0=$(wait_for "$_log" " RIG-L2 nvme hp ready-unplug cycle=$_c" 120); then
+      echo "CHECK FAILED: $_label: L2 did not finish its I/O (cycle $_c)"; _f=1; break
+    fi
+    _t0=$(now)
+    if [ $_c = 1 ]; then _qmp '{"execute":"device_del","arguments":{"id":"vf0"}}'
+    else _qmp '{"execute":"device_del","arguments":{"id":"vf0","x-surprise":true}}'; fi
+    # The cycle's own DEVICE_DELETED: the log holds the earlier cycle's too.
+    _i=0
+    while [ "$(grep -c 'DEVICE_DELETED.*"vf0"' $_q.log)" -lt $_c ] && [ $_i -lt 600 ]; do sleep 0.05; _i=$((_i + 1)); done
+    _t1=$(grep 'DEVICE_DELETED.*"vf0"' $_q.log | sed -n "${_c}p" | cut -d' ' -f1)
+    if [ -z "$_t1" ]; then echo "CHECK FAILED: $_label: no DEVICE_DELETED for vf0 within 30 s (cycle $_c)"; _f=1; break; fi
+    report_time "${_label}_device_deleted_$_c" "$(elapsed "$_t0" "$_t1")"
+    wait_for "$_log" " RIG-L2 nvme hp unplugged cycle=$_c seconds=" 60 >/dev/null
+    _g=$(sed -n "s/.* RIG-L2 nvme hp unplugged cycle=$_c seconds=//p" "$_log")
+    case "$_g" in [0-9]*) report_time "${_label}_guest_gone_$_c" "$_g" ;;
+      *) echo "CHECK FAILED: $_label: L2 still has the controller after the unplug (cycle $_c: '${_g:-no line}')"; _f=1; break ;; esac
+    _c=$((_c + 1))
+  done
+  wait_for "$_log" ' RIG-L2 nvme done' 60 >/dev/null || echo "$_label: L2 did not finish"
+  exec 3>&-
+  wait_vmm_exit "$_log" 30
+  show_run "$_label" "$_log" $_q.log
+  check_vmm_exit "$_log" "$_label" || _f=1
+  grep -q ' "error"' $_q.log && { echo "CHECK FAILED: $_label: QMP returned an error"; _f=1; }
+  for _c in 1 2; do
+    check "$_label: cycle $_c: L2's nvme driver bound the hot-plugged VF (1b36:0010)" \
+      grep -q " RIG-L2 nvme hp plugged cycle=$_c seconds=[0-9.]* dev=[0-9a-f:.]* ids=1b36:0010 drv=nvme" "$_log"
+    io_checks "$_label" "$_log" "cycle=$_c "
+  done
+  check "$_label: the VF is still on vfio-pci after button and surprise unplugs" [ "$(driver_of $vf)" = vfio-pci ]
+  [ $_f = 0 ] || fails=$((fails + 1))
+}
+
 SY="/switchyard -machine q35 -accel kvm -m 256 -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $PORT -device vfio-pci,host=$vf,bus=rp1"
 # run.sh --append rig.vfio=switchyard-only: one Switchyard run alone (for debugging the VMM;
 # the scenario then fails for want of QEMU's figures).
@@ -117,6 +184,8 @@ run_l2 switchyard $SY
 NVME_HOLD=1
 run_l2 switchyard2 $SY
 NVME_HOLD=
+# Then hot-plugged after boot, unplugged by button and by surprise.
+run_l2_hotplug switchyard-hp
 run_l2 qemu qemu-system-x86_64 -accel kvm -cpu host -M q35 -m 256 -nodefaults -display none -no-reboot -serial stdio \
   -kernel $L2_QEMU_KERNEL -initrd $L2_INITRD $PORT -device vfio-pci,host=$vf,bus=rp1
 
