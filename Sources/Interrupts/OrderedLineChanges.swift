@@ -58,3 +58,41 @@ public final class OrderedLineChanges: Sendable {
         }
     }
 }
+
+/// What a line source's update under its lock returns: its other effects, and the line changes
+/// to hand on in order.
+public protocol LineChangingEffects {
+    /// (line, level) in the order the device made them.
+    var lineChanges: [(GSI, Bool)] { get }
+}
+
+/// A line source's state behind its lock, with the one rule for its interrupt lines: changes an
+/// update makes are queued while the lock is held and delivered, in order, after it is released
+/// (see `OrderedLineChanges`). The UART, the keyboard controller, the RTC and PM's SCI use it.
+public final class LineSourceState<State: Sendable>: Sendable {
+    private let state: Mutex<State>
+    private let lines: OrderedLineChanges
+
+    public init(_ initial: State, sink: any InterruptSink) {
+        state = Mutex(initial)
+        lines = OrderedLineChanges(sink: sink)
+    }
+
+    /// Runs `body` under the lock; its line changes reach the sink after the lock is released
+    /// and before this returns. The caller applies the other effects.
+    @discardableResult
+    public func update<Effects: LineChangingEffects>(_ body: (inout State) -> Effects) -> Effects {
+        let effects = state.withLock { s in
+            let effects = body(&s)
+            lines.enqueue(effects.lineChanges)
+            return effects
+        }
+        lines.deliver()
+        return effects
+    }
+
+    /// Runs `body` under the lock, for reads and changes that move no line.
+    public func withLock<R>(_ body: (inout State) -> R) -> R {
+        state.withLock { body(&$0) }
+    }
+}

@@ -95,15 +95,14 @@ public final class ICH9PowerManagement: GeneralPurposeEvents {
         var sciHigh = false
     }
 
-    struct Effects {
-        var levels: [(GSI, Bool)] = []
+    struct Effects: LineChangingEffects {
+        var lineChanges: [(GSI, Bool)] = []
         var powerOff = false
     }
 
-    private let state: Mutex<State>
+    /// The registers, and the SCI's changes in the order they were made.
+    private let state: LineSourceState<State>
     private let clock: any PlatformClock
-    /// Interrupt line changes, queued under the lock so they reach the sink in order.
-    private let lines: OrderedLineChanges
     private let events: any PlatformEventSink
     private let smiLocked: @Sendable () -> Bool
     /// QEMU's "acpi_only" (no SMM): SCI_EN is set at reset and the APM commands leave it.
@@ -115,11 +114,10 @@ public final class ICH9PowerManagement: GeneralPurposeEvents {
                 sci: GSI = ICH9PowerManagement.defaultSCI, smmEnabled: Bool = true,
                 smiLocked: @escaping @Sendable () -> Bool = { false }) {
         self.clock = clock
-        self.lines = OrderedLineChanges(sink: interrupts)
         self.events = events
         self.smiLocked = smiLocked
         self.acpiOnly = !smmEnabled
-        state = Mutex(Self.powerOn(sci: sci, acpiOnly: !smmEnabled))
+        state = LineSourceState(Self.powerOn(sci: sci, acpiOnly: !smmEnabled), sink: interrupts)
     }
 
     private static func powerOn(sci: GSI, acpiOnly: Bool) -> State {
@@ -141,7 +139,7 @@ public final class ICH9PowerManagement: GeneralPurposeEvents {
     public func readBlock(offset: UInt64, width: AccessWidth) -> UInt64 {
         let now = ticks()
         var value: UInt64 = 0
-        let fx = underLock { s -> Effects in
+        let fx = state.update { s -> Effects in
             var fx = Effects()
             Self.updateSCI(&s, now: now, &fx)
             for i in 0..<UInt64(width.bytes) {
@@ -156,7 +154,7 @@ public final class ICH9PowerManagement: GeneralPurposeEvents {
     public func writeBlock(offset: UInt64, width: AccessWidth, value: UInt64) {
         let now = ticks()
         let locked = smiLocked()
-        let fx = underLock { s -> Effects in
+        let fx = state.update { s -> Effects in
             var fx = Effects()
             // SMI_EN is one 32-bit register: merge the bytes written into it.
             if offset < Offset.smiEnable + 4 && offset &+ UInt64(width.bytes) > Offset.smiEnable {
@@ -183,7 +181,7 @@ public final class ICH9PowerManagement: GeneralPurposeEvents {
     public func raiseGPE(_ bit: Int) {
         guard (0..<Offset.gpe0Length * 8).contains(bit) else { return }
         let now = ticks()
-        let fx = underLock { s -> Effects in
+        let fx = state.update { s -> Effects in
             var fx = Effects()
             s.gpeStatus[bit / 8] |= 1 << UInt8(bit % 8)
             Self.updateSCI(&s, now: now, &fx)
@@ -195,7 +193,7 @@ public final class ICH9PowerManagement: GeneralPurposeEvents {
     /// The power button (system_powerdown): sets PWRBTN_STS if PWRBTN_EN is set.
     public func pressPowerButton() {
         let now = ticks()
-        let fx = underLock { s -> Effects in
+        let fx = state.update { s -> Effects in
             var fx = Effects()
             if s.pm1Enable & PM1.powerButtonEnable != 0 { s.pm1Status |= PM1.powerButtonStatus }
             Self.updateSCI(&s, now: now, &fx)
@@ -206,10 +204,10 @@ public final class ICH9PowerManagement: GeneralPurposeEvents {
 
     /// Moves the SCI to another GSI (ACPI_CNTL's SCI_IRQ_SEL changed); a raised SCI follows.
     public func routeSCI(to gsi: GSI) {
-        let fx = underLock { s -> Effects in
+        let fx = state.update { s -> Effects in
             var fx = Effects()
             guard s.sci != gsi else { return fx }
-            if s.sciHigh { fx.levels += [(s.sci, false), (gsi, true)] }
+            if s.sciHigh { fx.lineChanges += [(s.sci, false), (gsi, true)] }
             s.sci = gsi
             return fx
         }
@@ -219,7 +217,7 @@ public final class ICH9PowerManagement: GeneralPurposeEvents {
     /// Re-evaluates the PM timer overflow (and so the SCI) now.
     public func serviceTimers() {
         let now = ticks()
-        let fx = underLock { s -> Effects in
+        let fx = state.update { s -> Effects in
             var fx = Effects()
             Self.updateSCI(&s, now: now, &fx)
             return fx
@@ -245,26 +243,17 @@ public final class ICH9PowerManagement: GeneralPurposeEvents {
     /// System reset (QEMU's pm_reset): the registers return to power-on values; the SCI
     /// drops. The SCI routing stays.
     public func reset() {
-        let fx = underLock { s -> Effects in
+        let fx = state.update { s -> Effects in
             var fx = Effects()
-            if s.sciHigh { fx.levels.append((s.sci, false)) }
+            if s.sciHigh { fx.lineChanges.append((s.sci, false)) }
             s = Self.powerOn(sci: s.sci, acpiOnly: acpiOnly)
             return fx
         }
         apply(fx)
     }
 
-    /// Runs `body` under the lock and queues its line changes before the lock is released.
-    private func underLock(_ body: (inout State) -> Effects) -> Effects {
-        state.withLock { s in
-            let fx = body(&s)
-            lines.enqueue(fx.levels)
-            return fx
-        }
-    }
 
     private func apply(_ fx: Effects) {
-        lines.deliver()
         if fx.powerOff { events.platformEvent(.powerOffRequested) }
     }
 
@@ -332,7 +321,7 @@ public final class ICH9PowerManagement: GeneralPurposeEvents {
         let high = pm1 || gpe
         if high != s.sciHigh {
             s.sciHigh = high
-            fx.levels.append((s.sci, high))
+            fx.lineChanges.append((s.sci, high))
         }
     }
 
@@ -390,10 +379,10 @@ extension ICH9PowerManagement: DeviceStateSnapshotting {
         guard snapshot.gpeStatus.count == Offset.gpe0Length, snapshot.gpeEnable.count == Offset.gpe0Length else {
             throw .layoutMismatch(device: "acpi-pm", reason: "GPE0 blocks of \(snapshot.gpeStatus.count) and \(snapshot.gpeEnable.count) bytes, not \(Offset.gpe0Length)")
         }
-        let fx = underLock { s -> Effects in
+        let fx = state.update { s -> Effects in
             var fx = Effects()
-            if s.sciHigh { fx.levels.append((s.sci, false)) }
-            if snapshot.sciHigh { fx.levels.append((snapshot.sci, true)) }
+            if s.sciHigh { fx.lineChanges.append((s.sci, false)) }
+            if snapshot.sciHigh { fx.lineChanges.append((snapshot.sci, true)) }
             s = snapshot
             return fx
         }

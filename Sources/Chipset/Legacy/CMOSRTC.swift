@@ -70,10 +70,15 @@ public final class CMOSRTC: IORegionHandler {
         var irqHigh = false
     }
 
-    private let state: Mutex<State>
+    /// IRQ 8's levels an update drove, in order.
+    struct IRQ8Changes: LineChangingEffects {
+        var levels: [Bool] = []
+        var lineChanges: [(GSI, Bool)] { levels.map { (CMOSRTC.gsi, $0) } }
+    }
+
+    /// The registers and RAM, and IRQ 8's changes in the order they were made.
+    private let state: LineSourceState<State>
     private let clock: any PlatformClock
-    /// IRQ 8's changes, queued under the lock so they reach the sink in order.
-    private let lines: OrderedLineChanges
     private let powerOnRAM: [Int: UInt8]
 
     /// `ram` presets CMOS bytes (memory sizes, equipment) as firmware expects them; see
@@ -81,7 +86,6 @@ public final class CMOSRTC: IORegionHandler {
     /// are ignored.
     public init(clock: any PlatformClock, interrupts: any InterruptSink, ram: [Int: UInt8] = [:]) {
         self.clock = clock
-        self.lines = OrderedLineChanges(sink: interrupts)
         self.powerOnRAM = ram.filter { (0x0E..<0x80).contains($0.key) && $0.key != Register.century }
         let now = clock.wallClockNanoseconds()
         var s = State()
@@ -93,7 +97,7 @@ public final class CMOSRTC: IORegionHandler {
         s.cmos[Register.d] = Self.registerDValue
         for (offset, value) in powerOnRAM { s.cmos[offset] = value }
         Self.storeTime(&s, now: now)
-        state = Mutex(s)
+        state = LineSourceState(s, sink: interrupts)
     }
 
     // MARK: Ports
@@ -101,41 +105,31 @@ public final class CMOSRTC: IORegionHandler {
     public func read(offset: UInt64, width: AccessWidth) -> UInt64 {
         let now = clock.wallClockNanoseconds()
         var value: UInt64 = 0
-        underLock { s -> [Bool] in
-            var levels: [Bool] = []
+        state.update { s -> IRQ8Changes in
+            var fx = IRQ8Changes()
             for i in 0..<UInt64(width.bytes) {
                 let port = offset &+ i
-                let byte: UInt8 = port == 1 ? Self.readData(&s, now: now, &levels) : 0xFF  // the index port reads 0xFF
+                let byte: UInt8 = port == 1 ? Self.readData(&s, now: now, &fx.levels) : 0xFF  // the index port reads 0xFF
                 value |= UInt64(byte) << (8 * i)
             }
-            return levels
+            return fx
         }
-        lines.deliver()
         return value
     }
 
     public func write(offset: UInt64, width: AccessWidth, value: UInt64) {
         let now = clock.wallClockNanoseconds()
-        underLock { s -> [Bool] in
-            var levels: [Bool] = []
+        state.update { s -> IRQ8Changes in
+            var fx = IRQ8Changes()
             for i in 0..<UInt64(width.bytes) {
                 let byte = UInt8(truncatingIfNeeded: value >> (8 * i))
                 switch offset &+ i {
                 case 0: s.index = Int(byte & 0x7F)
-                case 1: Self.writeData(&s, byte, now: now, &levels)
+                case 1: Self.writeData(&s, byte, now: now, &fx.levels)
                 default: break
                 }
             }
-            return levels
-        }
-        lines.deliver()
-    }
-
-    /// Runs `body` under the lock and queues the line changes it returns before the lock is
-    /// released; `lines.deliver()` after it hands them on.
-    private func underLock(_ body: (inout State) -> [Bool]) {
-        state.withLock { s in
-            for level in body(&s) { lines.enqueue(Self.gsi, high: level) }
+            return fx
         }
     }
 
@@ -161,14 +155,13 @@ public final class CMOSRTC: IORegionHandler {
     /// System reset, as QEMU's: periodic, alarm and square-wave enables and the flags in
     /// register C clear; the time and the RAM stay.
     public func reset() {
-        underLock { s -> [Bool] in
+        state.update { s -> IRQ8Changes in
             s.cmos[Register.b] &= ~(RegisterB.periodicInterrupt | RegisterB.alarmInterrupt | RegisterB.squareWave)
             s.cmos[Register.c] = 0
-            var levels: [Bool] = []
-            Self.setIRQ(&s, false, &levels)
-            return levels
+            var fx = IRQ8Changes()
+            Self.setIRQ(&s, false, &fx.levels)
+            return fx
         }
-        lines.deliver()
     }
 
     // MARK: Semantics (under the lock)
@@ -383,10 +376,9 @@ extension CMOSRTC: DeviceStateSnapshotting {
         guard (0..<128).contains(snapshot.index) else {
             throw .invalidValue(device: "rtc", reason: "CMOS index \(snapshot.index) is outside 0-127")
         }
-        underLock { s -> [Bool] in
+        state.update { s -> IRQ8Changes in
             defer { s = snapshot }
-            return s.irqHigh == snapshot.irqHigh ? [] : [snapshot.irqHigh]
+            return IRQ8Changes(levels: s.irqHigh == snapshot.irqHigh ? [] : [snapshot.irqHigh])
         }
-        lines.deliver()
     }
 }

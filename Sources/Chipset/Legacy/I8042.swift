@@ -74,20 +74,19 @@ public final class I8042: IORegionHandler {
         var auxIRQ = false
     }
 
-    struct Effects {
-        var levels: [(GSI, Bool)] = []
+    struct Effects: LineChangingEffects {
+        var lineChanges: [(GSI, Bool)] = []
         var reset = false
     }
 
-    private let state = Mutex(State())
-    /// Interrupt line changes, queued under the lock so they reach the sink in order.
-    private let lines: OrderedLineChanges
+    /// The registers, and the two lines' changes in the order they were made.
+    private let state: LineSourceState<State>
     private let events: any PlatformEventSink
     /// Output bytes kept at most (QEMU's PS/2 queue is 16 deep).
     static let queueLimit = 16
 
     public init(interrupts: any InterruptSink, events: any PlatformEventSink) {
-        self.lines = OrderedLineChanges(sink: interrupts)
+        self.state = LineSourceState(State(), sink: interrupts)
         self.events = events
     }
 
@@ -124,7 +123,7 @@ public final class I8042: IORegionHandler {
 
     public func readData() -> UInt8 {
         var value: UInt8 = 0
-        let fx = underLock { s -> Effects in
+        let fx = state.update { s -> Effects in
             var fx = Effects()
             if !s.output.isEmpty { s.lastByte = s.output.removeFirst().byte }
             value = s.lastByte
@@ -136,7 +135,7 @@ public final class I8042: IORegionHandler {
     }
 
     public func writeCommand(_ command: UInt8) {
-        let fx = underLock { s -> Effects in
+        let fx = state.update { s -> Effects in
             var fx = Effects()
             Self.command(&s, command, &fx)
             Self.updateIRQ(&s, &fx)
@@ -146,7 +145,7 @@ public final class I8042: IORegionHandler {
     }
 
     public func writeData(_ byte: UInt8) {
-        let fx = underLock { s -> Effects in
+        let fx = state.update { s -> Effects in
             var fx = Effects()
             let command = s.pendingCommand
             s.pendingCommand = nil
@@ -172,7 +171,7 @@ public final class I8042: IORegionHandler {
 
     /// Power-on state.
     public func reset() {
-        let fx = underLock { s -> Effects in
+        let fx = state.update { s -> Effects in
             var fx = Effects()
             s = State(keyboardIRQ: s.keyboardIRQ, auxIRQ: s.auxIRQ)
             Self.updateIRQ(&s, &fx)
@@ -184,17 +183,8 @@ public final class I8042: IORegionHandler {
     /// The A20 gate as the output port drives it.
     public var a20Enabled: Bool { state.withLock { $0.outputPort & OutputPort.a20 != 0 } }
 
-    /// Runs `body` under the lock and queues its line changes before the lock is released.
-    private func underLock(_ body: (inout State) -> Effects) -> Effects {
-        state.withLock { s in
-            let fx = body(&s)
-            lines.enqueue(fx.levels)
-            return fx
-        }
-    }
 
     private func apply(_ fx: Effects) {
-        lines.deliver()
         if fx.reset { events.platformEvent(.resetRequested(.keyboardController)) }
     }
 
@@ -280,11 +270,11 @@ public final class I8042: IORegionHandler {
         }
         if keyboard != s.keyboardIRQ {
             s.keyboardIRQ = keyboard
-            fx.levels.append((I8042.keyboardGSI, keyboard))
+            fx.lineChanges.append((I8042.keyboardGSI, keyboard))
         }
         if aux != s.auxIRQ {
             s.auxIRQ = aux
-            fx.levels.append((I8042.auxGSI, aux))
+            fx.lineChanges.append((I8042.auxGSI, aux))
         }
     }
 
@@ -370,7 +360,7 @@ extension I8042: DeviceStateSnapshotting {
         guard snapshot.output.count <= Self.queueLimit else {
             throw .invalidValue(device: "i8042", reason: "\(snapshot.output.count) queued bytes, more than \(Self.queueLimit)")
         }
-        let fx = underLock { s -> Effects in
+        let fx = state.update { s -> Effects in
             var fx = Effects()
             var restored = snapshot
             (restored.keyboardIRQ, restored.auxIRQ) = (s.keyboardIRQ, s.auxIRQ)

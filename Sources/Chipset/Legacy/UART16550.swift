@@ -103,16 +103,17 @@ public final class UART16550: IORegionHandler {
     }
 
     /// Side effects collected under the lock, applied after it is released.
-    struct Effects {
+    struct Effects: LineChangingEffects {
+        let gsi: GSI
         var levels: [Bool] = []
         var output: [UInt8] = []
+        var lineChanges: [(GSI, Bool)] { levels.map { (gsi, $0) } }
     }
 
     public let name: String
     public let gsi: GSI
-    private let state = Mutex(State())
-    /// The interrupt line's changes, queued under the lock so they reach the sink in order.
-    private let lines: OrderedLineChanges
+    /// The registers, and the interrupt line's changes in the order they were made.
+    private let state: LineSourceState<State>
     private let backend: any SerialBackend
     private let clock: any PlatformClock
 
@@ -120,7 +121,7 @@ public final class UART16550: IORegionHandler {
                 backend: any SerialBackend, clock: any PlatformClock) {
         self.name = name
         self.gsi = gsi
-        self.lines = OrderedLineChanges(sink: interrupts)
+        self.state = LineSourceState(State(), sink: interrupts)
         self.backend = backend
         self.clock = clock
     }
@@ -130,8 +131,8 @@ public final class UART16550: IORegionHandler {
     public func read(offset: UInt64, width: AccessWidth) -> UInt64 {
         var value: UInt64 = 0
         let now = clock.monotonicNanoseconds()
-        let effects = underLock { s -> Effects in
-            var fx = Effects()
+        let effects = state.update { s -> Effects in
+            var fx = Effects(gsi: gsi)
             for i in 0..<UInt64(width.bytes) where offset &+ i < Self.registerCount {
                 value |= UInt64(Self.readRegister(&s, Int(offset + i), now: now, &fx)) << (8 * i)
             }
@@ -145,8 +146,8 @@ public final class UART16550: IORegionHandler {
 
     public func write(offset: UInt64, width: AccessWidth, value: UInt64) {
         let now = clock.monotonicNanoseconds()
-        let effects = underLock { s -> Effects in
-            var fx = Effects()
+        let effects = state.update { s -> Effects in
+            var fx = Effects(gsi: gsi)
             for i in 0..<UInt64(width.bytes) where offset &+ i < Self.registerCount {
                 Self.writeRegister(&s, Int(offset + i), UInt8(truncatingIfNeeded: value >> (8 * i)), now: now, &fx)
             }
@@ -165,8 +166,8 @@ public final class UART16550: IORegionHandler {
         guard !bytes.isEmpty else { return 0 }
         let now = clock.monotonicNanoseconds()
         var taken = 0
-        let effects = underLock { s -> Effects in
-            var fx = Effects()
+        let effects = state.update { s -> Effects in
+            var fx = Effects(gsi: gsi)
             // In loopback the receiver hears only the transmitter.
             guard s.mcr & MCR.loopback == 0 else { return fx }
             let room = s.fcr & FCR.enable != 0 ? Self.fifoSize - s.rxFIFO.count : (s.lsr & LSR.dataReady == 0 ? 1 : 0)
@@ -191,8 +192,8 @@ public final class UART16550: IORegionHandler {
     /// times after the last byte arrived or was read.
     public func serviceTimers() {
         let now = clock.monotonicNanoseconds()
-        let effects = underLock { s -> Effects in
-            var fx = Effects()
+        let effects = state.update { s -> Effects in
+            var fx = Effects(gsi: gsi)
             Self.checkTimeout(&s, now: now, &fx)
             return fx
         }
@@ -204,8 +205,8 @@ public final class UART16550: IORegionHandler {
 
     /// Power-on state (keeps the backend).
     public func reset() {
-        let effects = underLock { s -> Effects in
-            var fx = Effects()
+        let effects = state.update { s -> Effects in
+            var fx = Effects(gsi: gsi)
             let wasHigh = s.irqHigh
             s = State()
             if wasHigh { fx.levels.append(false) }
@@ -219,17 +220,7 @@ public final class UART16550: IORegionHandler {
     /// Baud rate divisor (DLL/DLM).
     public var divisor: UInt16 { state.withLock { $0.divisor } }
 
-    /// Runs `body` under the lock and queues its line changes before the lock is released.
-    private func underLock(_ body: (inout State) -> Effects) -> Effects {
-        state.withLock { s in
-            let fx = body(&s)
-            for level in fx.levels { lines.enqueue(gsi, high: level) }
-            return fx
-        }
-    }
-
     private func apply(_ fx: Effects) {
-        lines.deliver()
         if !fx.output.isEmpty { backend.transmit(fx.output) }
     }
 
@@ -430,9 +421,9 @@ extension UART16550: DeviceStateSnapshotting {
         guard [1, 4, 8, 14].contains(snapshot.rxTrigger) else {
             throw .invalidValue(device: name, reason: "receive trigger level \(snapshot.rxTrigger) is not 1, 4, 8 or 14")
         }
-        let fx = underLock { s -> Effects in
+        let fx = state.update { s -> Effects in
             defer { s = snapshot }
-            return s.irqHigh == snapshot.irqHigh ? Effects() : Effects(levels: [snapshot.irqHigh])
+            return s.irqHigh == snapshot.irqHigh ? Effects(gsi: gsi) : Effects(gsi: gsi, levels: [snapshot.irqHigh])
         }
         apply(fx)
     }
