@@ -51,3 +51,15 @@ public struct EventFD: ~Copyable, Sendable {
     /// Gives up the eventfd as a plain owned fd.
     public consuming func take() -> FileDescriptor { descriptor }
 }
+
+/// An eventfd with more than one holder (a device and the thread that waits on it, a vector's
+/// notifier and KVM's irqfd registration): closed when the last holder lets go.
+public final class SharedEventFD: Sendable {
+    public let eventFD: EventFD
+
+    public init(options: EventFD.Options = [.closeOnExec, .nonBlocking]) throws(SystemError) {
+        eventFD = try EventFD(options: options)
+    }
+
+    public var rawValue: Int32 { eventFD.rawValue }
+}

@@ -39,28 +39,28 @@ import VMMBase
         try group.update(vector: 0, message: Self.message, masked: false)
         #expect(routes.snapshot.routes[GSI(24)] == .msi(Self.message))
         #expect(routes.snapshot.kvmRoutes.contains(.msi(gsi: 24, message: Self.message)))
-        #expect(Self.errno { try vm.registerIRQFD(group.notifiers[0].eventFD, gsi: 24) } == .busy)
+        #expect(Self.errno { try vm.registerIRQFD(group.notifiers[0].event.eventFD, gsi: 24) } == .busy)
         try group.trigger(vector: 0)
-        #expect(try group.notifiers[0].eventFD.consume() == nil)   // KVM took it
+        #expect(try group.notifiers[0].event.eventFD.consume() == nil)   // KVM took it
 
         // Masked: the irqfd is detached and a signal waits in the eventfd (pending).
         let moved = MSIMessage(address: 0xFEE0_1000, data: 0x42)
         try group.update(vector: 0, message: moved, masked: true)
         #expect(routes.snapshot.routes[GSI(24)] == .msi(moved))
         try group.trigger(vector: 0)
-        #expect(try group.notifiers[0].eventFD.consume() == 1)
+        #expect(try group.notifiers[0].event.eventFD.consume() == 1)
         try group.trigger(vector: 0)
         // Unmasking delivers the pending signal through KVM.
         try group.update(vector: 0, message: moved, masked: false)
-        #expect(try group.notifiers[0].eventFD.consume() == nil)
-        #expect(Self.errno { try vm.registerIRQFD(group.notifiers[0].eventFD, gsi: 24) } == .busy)
+        #expect(try group.notifiers[0].event.eventFD.consume() == nil)
+        #expect(Self.errno { try vm.registerIRQFD(group.notifiers[0].event.eventFD, gsi: 24) } == .busy)
 
         #expect(throws: InterruptRouteError.self) { try group.trigger(vector: 2) }
         try group.release()
         #expect(routes.snapshot.routes[GSI(24)] == nil && routes.snapshot == GSIRouteTable.pc)
         // Released: the eventfd is free again, and so are the GSIs.
-        try vm.registerIRQFD(group.notifiers[0].eventFD, gsi: 5)
-        try vm.unregisterIRQFD(group.notifiers[0].eventFD, gsi: 5)
+        try vm.registerIRQFD(group.notifiers[0].event.eventFD, gsi: 5)
+        try vm.unregisterIRQFD(group.notifiers[0].event.eventFD, gsi: 5)
         #expect(try routes.makeMSIGroup(vectors: 1).notifiers.map(\.gsi) == [GSI(24)])
     }
 

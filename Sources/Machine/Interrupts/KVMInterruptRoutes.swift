@@ -118,12 +118,12 @@ public final class KVMInterruptRoutes: Sendable {
 
 /// A per-vector notifier: the eventfd a device model or a host backend (VFIO, vhost) signals
 /// to raise the vector, and the GSI KVM's irqfd turns that into.
-public final class InterruptNotifier: Sendable {
-    public let eventFD: EventFD
+public struct InterruptNotifier: Sendable {
+    public let event: SharedEventFD
     public let gsi: GSI
 
     init(gsi: GSI) throws(SystemError) {
-        eventFD = try EventFD()
+        event = try SharedEventFD()
         self.gsi = gsi
     }
 }
@@ -175,13 +175,13 @@ public final class MSIVectorGroup: Sendable {
         try attached.withLock { (attached: inout [Bool]) throws(InterruptRouteError) in
             do throws(SystemError) {
                 if masked && attached[vector] {
-                    try routes.virtualMachine.unregisterIRQFD(notifier.eventFD, gsi: gsi.number)
+                    try routes.virtualMachine.unregisterIRQFD(notifier.event.eventFD, gsi: gsi.number)
                     attached[vector] = false
                 } else if !masked && !attached[vector] {
-                    let pending = (try notifier.eventFD.consume() ?? 0) > 0
-                    try routes.virtualMachine.registerIRQFD(notifier.eventFD, gsi: gsi.number)
+                    let pending = (try notifier.event.eventFD.consume() ?? 0) > 0
+                    try routes.virtualMachine.registerIRQFD(notifier.event.eventFD, gsi: gsi.number)
                     attached[vector] = true
-                    if pending { try notifier.eventFD.signal() }
+                    if pending { try notifier.event.eventFD.signal() }
                 }
             } catch {
                 throw .kernel(error)
@@ -192,7 +192,7 @@ public final class MSIVectorGroup: Sendable {
     /// Raises `vector` as a backend would: a signal on its eventfd.
     public func trigger(vector: Int) throws(InterruptRouteError) {
         let notifier = try notifier(vector)
-        do throws(SystemError) { try notifier.eventFD.signal() } catch { throw .kernel(error) }
+        do throws(SystemError) { try notifier.event.eventFD.signal() } catch { throw .kernel(error) }
     }
 
     /// Whether `vector` has its irqfd attached.
@@ -204,7 +204,7 @@ public final class MSIVectorGroup: Sendable {
     public func release() throws(InterruptRouteError) {
         try attached.withLock { (attached: inout [Bool]) throws(InterruptRouteError) in
             for (vector, notifier) in notifiers.enumerated() where attached[vector] {
-                do throws(SystemError) { try routes.virtualMachine.unregisterIRQFD(notifier.eventFD, gsi: notifier.gsi.number) } catch {
+                do throws(SystemError) { try routes.virtualMachine.unregisterIRQFD(notifier.event.eventFD, gsi: notifier.gsi.number) } catch {
                     throw .kernel(error)
                 }
                 attached[vector] = false

@@ -84,7 +84,7 @@ final class KVMMessageVectors: MessageVectors {
 
     init(group: MSIVectorGroup) { self.group = group }
 
-    var eventFDs: [Int32] { group.notifiers.map { $0.eventFD.rawValue } }
+    var eventFDs: [Int32] { group.notifiers.map { $0.event.rawValue } }
 
     func update(vector: Int, message: MSIMessage, masked: Bool) throws(InterruptRoutingError) {
         do throws(InterruptRouteError) { try group.update(vector: vector, message: message, masked: masked) } catch {
@@ -113,13 +113,9 @@ final class AssignedDeviceNotices: Sendable {
     static let thread = ReadinessThread(name: "vfio-notices")
 
     /// An eventfd the notice's handler and the owner share.
-    private final class NoticeEvent: Sendable {
-        let event: EventFD
-        init() throws(SystemError) { event = try EventFD() }
-    }
     private struct Notice: Sendable {
         let index: UInt32
-        let event: NoticeEvent
+        let event: SharedEventFD
         let token: UInt64
     }
     private let device: any VFIODeviceIO
@@ -133,16 +129,16 @@ final class AssignedDeviceNotices: Sendable {
         for (index, handler) in [(VFIOPCIIRQ.request, onRequest), (VFIOPCIIRQ.error, onError)] {
             guard let info = try? device.irqInfo(index), info.count > 0, info.eventfd else { continue }
             do throws(VFIOError) {
-                let event: NoticeEvent
-                do throws(SystemError) { event = try NoticeEvent() } catch {
+                let event: SharedEventFD
+                do throws(SystemError) { event = try SharedEventFD() } catch {
                     throw VFIOError(.kernel, operation: "eventfd", subject: device.name, system: error)
                 }
-                let descriptor = event.event.rawValue
+                let descriptor = event.rawValue
                 let token: UInt64
                 do throws(SystemError) {
                     token = try Self.thread.watch(descriptor) {
                         // One answer per burst of signals: the count says nothing more.
-                        guard (try? event.event.consume()) != nil else { return }
+                        guard (try? event.eventFD.consume()) != nil else { return }
                         handler()
                     }
                 } catch {

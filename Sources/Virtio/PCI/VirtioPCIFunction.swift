@@ -1,3 +1,4 @@
+import HostOS
 import PCI
 import Synchronization
 import VMMBase
@@ -35,8 +36,10 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, D
     let state: Mutex<State>
     /// Where the PCI configuration access capability sits.
     private let pciConfigurationCapability: Int
-    /// One kick eventfd per queue (nil where the host gave none: that queue's kicks exit).
-    private let kickEvents: [QueueKickEvent?]
+    /// One kick eventfd per queue (nil where the host gave none: that queue's kicks exit): KVM
+    /// signals it when the driver writes the queue's notify address. Kept for the function's
+    /// life, so the ioeventfd registration never names a closed fd.
+    private let kickEvents: [SharedEventFD?]
 
     /// - Parameters:
     ///   - express: a PCI Express endpoint (QEMU's choice on a PCIe port's link).
@@ -100,7 +103,7 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, D
         pciConfigurationCapability = configCap
         kickEvents = queueSizes.indices.map { queue in
             do {
-                return try QueueKickEvent()
+                return try SharedEventFD()
             } catch {
                 GuestErrorLog.report(device: name, kind: "kick-eventfd", "queue \(queue): \(error); its kicks exit to the VMM")
                 return nil
@@ -153,7 +156,7 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, D
     public func doorbells(ofBAR index: Int) -> [Doorbell] {
         guard index == VirtioPCI.regionsBAR else { return [] }
         return notifyAddresses.compactMap { queue, offset in
-            kickEvents[queue].map { Doorbell(offset: offset, length: 2, eventDescriptor: $0.descriptor) }
+            kickEvents[queue].map { Doorbell(offset: offset, length: 2, eventDescriptor: $0.rawValue) }
         }
     }
 

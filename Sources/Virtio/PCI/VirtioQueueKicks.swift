@@ -2,37 +2,28 @@ import HostOS
 import Synchronization
 import VMMBase
 
-/// One queue's kick eventfd: KVM signals it when the driver writes the queue's notify
-/// address (an ioeventfd the machine registers from the function's doorbells). Kept for the
-/// function's life, so the registration never names a closed fd.
-final class QueueKickEvent: Sendable {
-    let event: EventFD
-    init() throws(SystemError) { event = try EventFD() }
-    var descriptor: Int32 { event.rawValue }
-}
-
 /// The kick eventfds of an activation's enabled queues, for a device that waits on them on its
 /// own event loop (virtio-net's I/O thread). `answer` is the only way to act on one: it takes
 /// the count and runs the transport's notify path, the one a trapped write to the notify
 /// address runs, so a kick means the same whichever way it arrived.
 public struct VirtioQueueKicks: Sendable {
-    let events: [QueueKickEvent?]
+    let events: [SharedEventFD?]
     weak var transport: VirtioPCIFunction?
 
     /// No kick eventfds: every kick arrives as a trapped write (qtest, tests without a transport).
     public static let none = VirtioQueueKicks(events: [], transport: nil)
 
-    init(events: [QueueKickEvent?], transport: VirtioPCIFunction?) {
+    init(events: [SharedEventFD?], transport: VirtioPCIFunction?) {
         self.events = events
         self.transport = transport
     }
 
     /// The eventfd to wait on (readable when kicked) for each queue that has one.
     public var descriptors: [(queue: Int, descriptor: Int32)] {
-        events.enumerated().compactMap { queue, event in event.map { (queue, $0.descriptor) } }
+        events.enumerated().compactMap { queue, event in event.map { (queue, $0.rawValue) } }
     }
 
-    func event(of queue: Int) -> QueueKickEvent? { events.indices.contains(queue) ? events[queue] : nil }
+    func event(of queue: Int) -> SharedEventFD? { events.indices.contains(queue) ? events[queue] : nil }
 
     /// Queue `queue`'s eventfd was readable: clears it, then notifies as a trapped write would
     /// (dropped when the queue is not live or the device needs a reset). Clearing first means a
@@ -40,7 +31,7 @@ public struct VirtioQueueKicks: Sendable {
     public func answer(_ queue: Int) {
         guard let event = event(of: queue) else { return }
         do {
-            _ = try event.event.consume()
+            _ = try event.eventFD.consume()
         } catch {
             GuestErrorLog.report(device: "virtio-kicks", kind: "read", "queue \(queue) kick eventfd: \(error)")
         }
@@ -61,7 +52,7 @@ enum VirtioKickThread {
     static func watch(_ kicks: VirtioQueueKicks, queue: Int) -> UInt64? {
         guard let event = kicks.event(of: queue) else { return nil }
         do throws(SystemError) {
-            return try shared.watch(event.descriptor) { kicks.answer(queue) }
+            return try shared.watch(event.rawValue) { kicks.answer(queue) }
         } catch {
             GuestErrorLog.report(device: "virtio-kicks", kind: "watch", "queue \(queue): \(error)")
             return nil
