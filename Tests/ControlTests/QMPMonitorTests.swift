@@ -82,6 +82,28 @@ struct QMPMonitorTests {
         #expect(Self.run(m, s, #"{"execute": "query-status"}"#) == #"{"return": {"status": "running", "running": true}}"#)
     }
 
+    /// QEMU broadcasts STOP and RESUME to every monitor, once per change of the run state,
+    /// whichever monitor (or the VM itself) made it.
+    @Test func stopAndResumeReachEveryMonitorOncePerChange() throws {
+        let controller = VMController(machine: try Machine(MachineConfiguration()), startPaused: false)
+        let monitors = [QMPMonitor(controller: controller), QMPMonitor(controller: controller)]
+        let sessions = monitors.map { $0.openSession() }
+        for (m, s) in zip(monitors, sessions) { _ = Self.run(m, s, #"{"execute": "qmp_capabilities"}"#); _ = s.takeOutput() }
+        func events() -> [[String]] {
+            sessions.map { $0.takeOutput().compactMap { try? JSONParser.parse(Array($0.utf8))["event"]?.stringValue } }
+        }
+        #expect(Self.run(monitors[0], sessions[0], #"{"execute": "stop"}"#) == #"{"return": {}}"#)
+        #expect(events() == [["STOP"], ["STOP"]])
+        #expect(Self.run(monitors[1], sessions[1], #"{"execute": "stop"}"#) == #"{"return": {}}"#)
+        #expect(events() == [[], []], "stopping a stopped VM is no change")
+        controller.setRunState(.paused)
+        #expect(events() == [[], []])
+        #expect(Self.run(monitors[1], sessions[1], #"{"execute": "cont"}"#) == #"{"return": {}}"#)
+        #expect(events() == [["RESUME"], ["RESUME"]])
+        controller.setRunState(.paused)  // as on an assigned device's error
+        #expect(events() == [["STOP"], ["STOP"]])
+    }
+
     @Test func queryPCIShowsChipsetAndBridges() throws {
         let m = try Self.monitor([DeviceSpec(driver: "pci-bridge", id: "br1", devfn: 3 << 3),
                                   DeviceSpec(driver: "pci-testdev", id: "t1", bus: "br1", devfn: 1 << 3)])

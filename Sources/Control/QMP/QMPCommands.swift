@@ -83,11 +83,11 @@ enum QMPCommands {
             if monitor.controller.runState == .shutdown { monitor.controller.requestExit(code: 0) }
         }),
         "stop": Handler(schema: none) { monitor, _, _ in
-            if monitor.controller.setRunState(.paused) == .running { monitor.emit("STOP") }
+            monitor.controller.setRunState(.paused)  // STOP comes from the run-state change
             return [:]
         },
         "cont": Handler(schema: none) { monitor, _, _ in
-            if monitor.controller.setRunState(.running) != .running { monitor.emit("RESUME") }
+            monitor.controller.setRunState(.running)  // and RESUME
             return [:]
         },
         "quit": Handler(schema: none, run: { monitor, _, _ in

@@ -77,6 +77,7 @@ public final class QMPMonitor: Sendable {
         let token = controller.machine.addEventListener { [weak self] event in self?.publish(event) }
         listenerToken.withLock { $0 = token }
         controller.observeResets { [weak self] outcome in self?.publish(outcome) }
+        controller.observeRunState { [weak self] old, new in self?.publish(runState: old, new) }
     }
 
     deinit {
@@ -183,8 +184,17 @@ public final class QMPMonitor: Sendable {
         case .powerOff:
             emit("SHUTDOWN", data: ["guest": .bool(true), "reason": .string("guest-shutdown")])
         case .assignedDeviceFailed:
-            // The controller, which hears machine events first, has stopped the VM.
-            if controller.runState == .paused { emit("STOP") }
+            break  // the controller stops the VM: a run-state change, below
+        }
+    }
+
+    /// STOP and RESUME for every change of the run state, whoever made it (a monitor's `stop`
+    /// or `cont`, the controller on an assigned device's error), to every monitor's clients.
+    func publish(runState old: RunState, _ new: RunState) {
+        if old == .running && new == .paused {
+            emit("STOP")
+        } else if old != .running && old != .shutdown && new == .running {
+            emit("RESUME")
         }
     }
 
