@@ -189,7 +189,11 @@ public final class AssignedPCIFunction: DirectlyMappedBARs, HostResourceHolder {
             GuestErrorLog.report(device: name, kind: "reset", "\(device.name) has no function reset (FLR or PM); a bus reset is not done")
             return
         }
-        do throws(VFIOError) { try device.reset() } catch {
+        do throws(VFIOError) { try device.reset() } catch where error.system?.errno == .wouldBlock {
+            // vfio-pci tries the reset without waiting for the device's lock; a host that is
+            // taking the device back (an unbind) holds it, and resets the device itself when we close it.
+            GuestErrorLog.report(device: name, kind: "reset", "\(device.name) is busy on the host (being unbound?): not reset here; vfio-pci resets it when released")
+        } catch {
             GuestErrorLog.report(device: name, kind: "reset", "\(error)")
         }
     }
