@@ -153,6 +153,16 @@ show_l2_log() { # LOG
   return 0
 }
 
+# show_run LABEL LOG [QMPLOG]: L2's console and the QMP replies and events of one run, times
+# relative to VMM_START.
+show_run() {
+  echo "--- L2 console ($1), times relative to VMM start:"
+  show_l2_log "$2"
+  [ -n "${3:-}" ] || return 0
+  echo "--- QMP ($1), times relative to VMM start:"
+  show_l2_log "$3" | cut -c1-200
+}
+
 # check_l2_report LOG LABEL: compares what L2 saw with the topology; prints each failed check
 # and returns the number of failures.
 check_l2_report() {

@@ -32,10 +32,7 @@ coldplug_session() {
   _coldplug_removals || _crc=1
   exec 3>&-
   wait_vmm_exit "$_clog" 30
-  echo "--- L2 console ($_cl), times relative to VMM start:"
-  show_l2_log "$_clog"
-  echo "--- QMP replies and events ($_cl), times relative to VMM start:"
-  show_l2_log $_cq.log | cut -c1-200
+  show_run "$_cl" "$_clog" $_cq.log
   check_l2_report "$_clog" "$_cl" || _crc=1
   _n=$(grep -c ' RIG-L2 coldslot .* pciehp=1' "$_clog")
   [ "$_n" = 2 ] || { echo "CHECK FAILED ($_cl): $_n cold-plugged slots with pciehp, want 2 (rp1, dn1)"; _crc=1; }

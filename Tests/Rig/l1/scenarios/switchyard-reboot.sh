@@ -47,10 +47,7 @@ reboot_session() {
     wait_vmm_exit "$_rlog" 5
   fi
   exec 3>&-
-  echo "--- L2 console ($_rl), times relative to VMM start:"
-  show_l2_log "$_rlog"
-  echo "--- QMP ($_rl):"
-  show_l2_log $_rq.log | cut -c1-200
+  show_run "$_rl" "$_rlog" $_rq.log
   [ $_rrc = 0 ] || return 1
 
   # The boots, apart: up to the reboot line, and after it.

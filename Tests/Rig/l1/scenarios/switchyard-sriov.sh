@@ -44,10 +44,7 @@ _sriov_unplug() {
 _sriov_unplug || rc=1
 exec 3>&-
 wait_vmm_exit $log 30
-echo "--- L2 console, times relative to VMM start:"
-show_l2_log $log
-echo "--- QMP replies and events, times relative to VMM start:"
-show_l2_log $q.log | cut -c1-200
+show_run switchyard $log $q.log
 
 fail() { echo "CHECK FAILED: $*"; rc=1; }
 # The console's lines end in CR LF: checks read them without the CR.

@@ -50,13 +50,10 @@ net_session() {
   wait_for "$_log" ' RIG-L2 net done' 150 >/dev/null || echo "$_nl: L2 did not finish its network checks"
   [ -n "${NET_HOTPLUG:-}" ] && exec 3>&-
   wait_vmm_exit "$_log" 20
-  echo "--- L2 console ($_nl), times relative to VMM start:"
-  show_l2_log "$_log"
+  show_run "$_nl" "$_log" ${NET_HOTPLUG:+$_q.log}
   check_vmm_exit "$_log" "$_nl" || rc=1
   _f=${_hpf:-0}; _hpf=0
   if [ -n "${NET_HOTPLUG:-}" ]; then
-    echo "--- QMP ($_nl), times relative to VMM start:"
-    show_l2_log $_q.log | cut -c1-200
     grep -q ' "error"' $_q.log && { echo "CHECK FAILED: $_nl: QMP returned an error"; _f=1; }
   fi
   grep -q ' RIG-L2 net dev .* ids=1af4:1041 drv=virtio-pci' "$_log" ||
