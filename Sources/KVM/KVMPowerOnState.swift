@@ -103,6 +103,15 @@ extension KVMVirtualMachine {
         return InterruptControllerPowerOnState(chips: chips, pit: pit)
     }
 
+    /// The in-kernel IOAPIC's input levels as it latched them (its IRR: bit n for input n), for
+    /// tests and diagnostics. Needs the full irqchip.
+    public func ioapicInterruptRequests() throws(SystemError) -> UInt32 {
+        var chip = kvm_irqchip()
+        chip.chip_id = 2
+        try ioctl(fd, KVMRequest.getIRQChip, &chip)
+        return chip.chip.ioapic.irr
+    }
+
     public func restore(_ state: InterruptControllerPowerOnState) throws(SystemError) {
         for chip in state.chips {
             var c = chip

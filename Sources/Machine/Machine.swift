@@ -43,6 +43,8 @@ public final class Machine: Sendable {
     let dmaTranslation: any DMATranslation = IdentityDMATranslation()
     /// MSI/MSI-X routes of assigned (vfio-pci) functions, once a KVM irqchip is attached.
     let assignedInterrupts = AssignedInterruptRoutes()
+    /// Assigned functions' INTx pins as KVM resampling irqfds.
+    let kernelINTxLines = KernelINTxLines()
     /// The VFIO container and DMA maps of assigned devices, made on first use (MachineVFIO.swift).
     let vfioSlot = Mutex<MachineVFIO?>(nil)
 
@@ -290,8 +292,15 @@ public final class Machine: Sendable {
         interruptOutput.setLevel(GSI(number), high: high)
     }
 
-    /// Gives assigned functions' MSI/MSI-X vectors KVM irqfds on `routes` (a KVM guest's).
-    public func attachInterruptRoutes(_ routes: KVMInterruptRoutes) { assignedInterrupts.attach(routes) }
+    /// The GSIs KVM has an assigned function's INTx line on (for tests and leak checks).
+    public var kernelINTxGSIs: [UInt32] { kernelINTxLines.bound.map(\.number) }
+
+    /// Gives assigned functions' MSI/MSI-X vectors KVM irqfds on `routes` (a KVM guest's), and
+    /// their INTx pins resampling irqfds when KVM's irqchip has the IOAPIC.
+    public func attachInterruptRoutes(_ routes: KVMInterruptRoutes) {
+        assignedInterrupts.attach(routes)
+        if routes.hasKernelIOAPIC { kernelINTxLines.attach(routes.virtualMachine) }
+    }
 
     /// Sends device interrupts (INTx line levels, MSIs, legacy IRQs) to `sink` instead of
     /// `interrupts` from now on, e.g. to KVM's in-kernel irqchip. Attach before the guest runs:
@@ -329,7 +338,7 @@ public final class Machine: Sendable {
         dmaPorts.withLock { $0[ObjectIdentifier(placed.function)] = port }
         (placed.function as? any BusMasterFunction)?.connect(dma: port)
         guard let function = placed.function as? any InterruptingFunction else { return }
-        let output = FunctionInterrupts(gsi: intxGSI(for: placed), lines: lines, port: port)
+        let output = FunctionInterrupts(gsi: intxGSI(for: placed), lines: lines, kernelLines: kernelINTxLines, port: port)
         connections.withLock { $0[ObjectIdentifier(function)] = output }
         function.connect(interrupts: output)
     }

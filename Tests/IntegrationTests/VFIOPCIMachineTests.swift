@@ -1,5 +1,6 @@
 import Control
 import Foundation
+import KVM
 import Machine
 import Synchronization
 import TestRequirements
@@ -101,6 +102,38 @@ import VMMBase
             #expect(twin.log.all.contains(.reset(device: Self.hostText)), "round \(round)")
         }
         #expect(deleted.withLock { $0 } == ["nic0", "nic0"])
+    }
+
+    /// The kernel is the oracle: KVM's IOAPIC latches the input a resampling irqfd asserts
+    /// (virt/kvm/eventfd.c; its IRR, read with KVM_GET_IRQCHIP), and KVM delivers an event the
+    /// eventfd held before the irqfd was registered.
+    @Test("INTx of an assigned function: VFIO's trigger eventfd is a resampling irqfd on the pin's IOAPIC input once KVM's irqchip is attached; unplug removes it",
+          .requires(KVMSystem.isAvailable(), "no usable /dev/kvm"))
+    func intxIsAResamplingIRQFD() throws {
+        let (twin, source) = try Self.twinSource()
+        let machine = try Machine(MachineConfiguration(devices: [Self.rootPort, Self.nic]), vfioKernel: source)
+        try machine.runFirmware()
+        let trigger = try #require(twin.triggers(VFIOPCIIRQ.intx).first ?? nil, "VFIO has no INTx trigger eventfd")
+        #expect(trigger >= 0)
+        #expect(machine.kernelINTxGSIs == [], "no KVM yet")
+        // The device asserts its pin before KVM is there: the event waits in the eventfd.
+        #expect(twin.raise(index: VFIOPCIIRQ.intx))
+
+        let vm = try KVMSystem().createVirtualMachine(.init(irqchip: .full))
+        let vcpu = try vm.createVCPU(id: 0)
+        defer { withExtendedLifetime(vcpu) {} }
+        machine.attachInterruptRoutes(try KVMInterruptRoutes(virtualMachine: vm))
+        let gsis = machine.kernelINTxGSIs
+        #expect(gsis.count == 1 && (16...23).contains(gsis.first ?? 0), "one line on a PIRQ's IOAPIC input: \(gsis)")
+        let bit = UInt32(1) << (gsis.first ?? 0)
+        #expect(Self.eventually { ((try? vm.ioapicInterruptRequests()) ?? 0) & bit != 0 }, "the waiting assertion reached the IOAPIC")
+        // Bound late, the line told VFIO to unmask (the resample eventfd).
+        twin.serviceResample()
+        #expect(!twin.intxMasked)
+
+        try machine.unplug(id: "nic0", mode: .surprise)
+        #expect(machine.kernelINTxGSIs == [])
+        #expect(Self.eventually { ((try? vm.ioapicInterruptRequests()) ?? 0) & bit == 0 }, "the removed irqfd's level is gone")
     }
 
     /// Polls `condition` for up to two seconds (the notices thread answers asynchronously).

@@ -22,16 +22,7 @@ final class RecordingRouting: AssignedInterruptRouting {
         func release() { released.withLock { $0 = true } }
     }
 
-    final class INTx: INTxEventPair {
-        let triggerFD: EventFDBox, resampleFD: EventFDBox
-        init() throws { (triggerFD, resampleFD) = (try EventFDBox(), try EventFDBox()) }
-        var trigger: Int32 { triggerFD.rawValue }
-        var resample: Int32 { resampleFD.rawValue }
-        func release() {}
-    }
-
     let made = Mutex<[Vectors]>([])
-    let intx = Mutex<INTx?>(nil)
 
     func makeMessageVectors(count: Int) throws(InterruptRoutingError) -> any MessageVectors {
         do {
@@ -43,17 +34,23 @@ final class RecordingRouting: AssignedInterruptRouting {
         }
     }
 
-    func makeINTx() throws(InterruptRoutingError) -> (any INTxEventPair)? {
-        do {
-            let pair = try INTx()
-            intx.withLock { $0 = pair }
-            return pair
-        } catch {
-            throw InterruptRoutingError("\(error)")
-        }
-    }
-
     var lastVectors: Vectors? { made.withLock { $0.last } }
+}
+
+/// A placement's interrupt output as the machine gives an assigned function: a kernel INTx line
+/// made of real eventfds, the same one on every call (the machine's binds it to a KVM irqfd).
+final class RecordingOutput: PCIInterruptOutput {
+    final class Line: KernelINTxLine {
+        let triggerFD: EventFDBox, resampleFD: EventFDBox
+        init() throws { (triggerFD, resampleFD) = (try EventFDBox(), try EventFDBox()) }
+        var trigger: Int32 { triggerFD.rawValue }
+        var resample: Int32 { resampleFD.rawValue }
+    }
+    let line: Line
+    init() throws { line = try Line() }
+    func signal(_ message: MSIMessage) {}
+    func setINTx(_ asserted: Bool) {}
+    func kernelINTx() throws(KernelINTxError) -> (any KernelINTxLine)? { line }
 }
 
 /// An eventfd owned by a class, so tests can share it.
@@ -68,6 +65,7 @@ final class EventFDBox: Sendable {
 struct AssignedIGB {
     let twin: VFIOTwinDevice
     let routing = RecordingRouting()
+    let output: RecordingOutput
     let function: AssignedPCIFunction
 
     init(mmap: Bool = true, msixTableTrapped: Bool = true) throws {
@@ -75,6 +73,9 @@ struct AssignedIGB {
         function = try AssignedPCIFunction(name: "nic0", device: twin,
                                            options: AssignmentOptions(mmap: mmap, position: .behindPort(speed: .gt2_5, width: 1)),
                                            quirks: try VFIOQuirkTable.builtIn(), routing: routing)
+        // Placed: the machine hands it its interrupt output.
+        output = try RecordingOutput()
+        function.connect(interrupts: output)
     }
 
     var irqCalls: [VFIOIRQRequest] {
@@ -108,7 +109,7 @@ struct AssignedPCIFunctionTests {
         // BAR 0 and 1: 128 KiB each, whole. BAR 3 (16 KiB): the kernel's sparse areas leave
         // out the table page (0x0000); the PBA page (0x2000) is ours to cut. BAR 2 is I/O.
         #expect(maps == [[0, 0, 0x20000], [1, 0, 0x20000], [3, 0x1000, 0x1000], [3, 0x3000, 0x1000]])
-        let intx = try #require(igb.routing.intx.withLock { $0 })
+        let intx = igb.output.line
         #expect(igb.irqCalls == [VFIOIRQRequest(index: VFIOPCIIRQ.intx, .trigger(eventfds: [intx.trigger])),
                                  VFIOIRQRequest(index: VFIOPCIIRQ.intx, .unmaskOnEventfd(intx.resample))])
         // The device asserting its pin signals our trigger eventfd, once, until the resample.
@@ -162,7 +163,7 @@ struct AssignedPCIFunctionTests {
         // Disabling: MSI-X off in VFIO, vectors released, INTx back.
         igb.setMSIX(enabled: false)
         #expect(vectors.released.withLock { $0 })
-        let intx = try #require(igb.routing.intx.withLock { $0 })
+        let intx = igb.output.line
         #expect(Array(igb.irqCalls.suffix(3)) == [VFIOIRQRequest(index: VFIOPCIIRQ.msix, .disable),
                                                   VFIOIRQRequest(index: VFIOPCIIRQ.intx, .trigger(eventfds: [intx.trigger])),
                                                   VFIOIRQRequest(index: VFIOPCIIRQ.intx, .unmaskOnEventfd(intx.resample))])

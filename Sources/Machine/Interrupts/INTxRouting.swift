@@ -114,13 +114,17 @@ struct INTxRoute: Hashable, Sendable {
 
 /// What a placed function is handed to raise interrupts. Its INTx route lives in the shared
 /// lines, so the machine can move it when the guest rewrites the pin routing; an MSI is a memory
-/// write, so it goes out through the function's bus-master port.
+/// write, so it goes out through the function's bus-master port. A function whose pin the host
+/// kernel drives (an assigned device) asks for a kernel line instead, which moves with the route.
 final class FunctionInterrupts: PCIInterruptOutput {
     private let lines: SharedLines
+    private let kernelLines: KernelINTxLines
     private let port: BusMasterPort
+    private let kernelLine = Mutex<KernelINTxLines.Line?>(nil)
 
-    init(gsi: GSI?, lines: SharedLines, port: BusMasterPort) {
+    init(gsi: GSI?, lines: SharedLines, kernelLines: KernelINTxLines, port: BusMasterPort) {
         self.lines = lines
+        self.kernelLines = kernelLines
         self.port = port
         lines.register(ObjectIdentifier(self), routedTo: gsi)
     }
@@ -132,10 +136,25 @@ final class FunctionInterrupts: PCIInterruptOutput {
 
     func setINTx(_ asserted: Bool) { lines.set(ObjectIdentifier(self), asserted: asserted) }
 
+    func kernelINTx() throws(KernelINTxError) -> (any KernelINTxLine)? {
+        try kernelLine.withLock { (line) throws(KernelINTxError) -> KernelINTxLines.Line in
+            if let line { return line }
+            let made = try kernelLines.make(routedTo: gsi)
+            line = made
+            return made
+        }
+    }
+
     /// Moves the INTx pin to `gsi`; an asserted pin lowers the old GSI and raises the new one.
-    func reroute(to gsi: GSI?) { lines.route(ObjectIdentifier(self), to: gsi) }
+    func reroute(to gsi: GSI?) {
+        lines.route(ObjectIdentifier(self), to: gsi)
+        if let line = kernelLine.withLock({ $0 }) { kernelLines.move(line, to: gsi) }
+    }
 
     /// Drops this function's contribution (on unplug); an INTx change still in flight from the
     /// function is ignored after this.
-    func release() { lines.remove(ObjectIdentifier(self)) }
+    func release() {
+        lines.remove(ObjectIdentifier(self))
+        if let line = kernelLine.withLock({ l in defer { l = nil }; return l }) { kernelLines.remove(line) }
+    }
 }

@@ -82,6 +82,9 @@ public final class KVMInterruptRoutes: Sendable {
     /// The routes as committed.
     public var snapshot: GSIRouteTable { committed.withLock { $0.table } }
 
+    /// KVM's irqchip has the IOAPIC (not a split irqchip, whose IOAPIC is the machine's).
+    public var hasKernelIOAPIC: Bool { committed.withLock { $0.ioapicPins == nil } }
+
     /// What KVM_SET_GSI_ROUTING was last given.
     public var kernelRoutes: [KVMVirtualMachine.GSIRoute] { committed.withLock { $0.routes } }
 

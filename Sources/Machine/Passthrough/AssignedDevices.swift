@@ -72,10 +72,6 @@ final class AssignedInterruptRoutes: AssignedInterruptRouting {
             throw InterruptRoutingError("\(error)")
         }
     }
-
-    /// INTx of assigned functions (a resampled irqfd on the function's GSI) is not wired yet:
-    /// the device's pin stays unconnected, and guests use MSI or MSI-X.
-    func makeINTx() throws(InterruptRoutingError) -> (any INTxEventPair)? { nil }
 }
 
 /// An `MSIVectorGroup` as an assigned function's vectors.

@@ -40,7 +40,7 @@ public enum AssignmentError: Error, CustomStringConvertible {
 /// the guest's addresses, except the MSI-X table and PBA, which are emulated; MSI and MSI-X
 /// are eventfds VFIO signals straight into the machine's routes; INTx is a resampled eventfd
 /// pair. Reset is VFIO's device reset (FLR, PM or slot reset, the kernel's choice).
-public final class AssignedPCIFunction: DirectlyMappedBARs, HostResourceHolder {
+public final class AssignedPCIFunction: DirectlyMappedBARs, HostResourceHolder, InterruptingFunction {
     public let name: String
     public let device: any VFIODeviceIO
     /// BARs the device has but the guest cannot be given (with the reason).
@@ -103,7 +103,11 @@ public final class AssignedPCIFunction: DirectlyMappedBARs, HostResourceHolder {
         state = Mutex(State(config: config, arbiter: InterruptArbiter(msix: config.cells.msixLayout)))
         interrupts = AssignedInterrupts(name: name, device: device, routing: routing,
                                         hasINTx: intxCount > 0 && config.cells.interruptPin != 0)
-        interrupts.start()
+    }
+
+    /// The machine placed the function (or unplugged it): its INTx pin is the output's kernel line.
+    public func connect(interrupts output: any PCIInterruptOutput) {
+        interrupts.connect(output)
     }
 
     /// The ROM region's size as a ROM BAR can decode it (2 KiB to 16 MiB, a power of two).

@@ -18,19 +18,8 @@ public protocol MessageVectors: AnyObject, Sendable {
     func release()
 }
 
-/// The INTx line of an assigned function: the eventfd VFIO signals when the device asserts its
-/// pin (the kernel then masks it), and the one KVM signals when the guest's EOI ends the
-/// interrupt, which VFIO takes as the unmask (level-triggered, resampled).
-public protocol INTxEventPair: AnyObject, Sendable {
-    var trigger: Int32 { get }
-    var resample: Int32 { get }
-    func release()
-}
-
-/// What the machine provides an assigned function for its interrupts.
+/// What the machine provides an assigned function for its message interrupts. (Its INTx pin
+/// is a `KernelINTxLine` from the function's interrupt output, which follows the pin's route.)
 public protocol AssignedInterruptRouting: Sendable {
     func makeMessageVectors(count: Int) throws(InterruptRoutingError) -> any MessageVectors
-    /// The function's INTx line as the guest's topology routes it (nil: the line is not wired,
-    /// e.g. no in-kernel irqchip).
-    func makeINTx() throws(InterruptRoutingError) -> (any INTxEventPair)?
 }

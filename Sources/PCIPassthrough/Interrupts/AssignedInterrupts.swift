@@ -64,7 +64,7 @@ final class AssignedInterrupts: Sendable {
         // @unchecked: the existentials are Sendable class references; the Mutex guards the fields.
         var mode: DesiredInterrupts.Mode = .intx
         var vectors: (any MessageVectors)?
-        var intx: (any INTxEventPair)?
+        var intx: (any KernelINTxLine)?
         var intxEnabled = false
         var generation = 0
     }
@@ -82,13 +82,25 @@ final class AssignedInterrupts: Sendable {
         self.hasINTx = hasINTx
     }
 
-    /// Wires INTx (when the device has a pin and the machine routes it): VFIO signals the trigger
-    /// eventfd, and the resample eventfd unmasks.
-    func start() {
+    /// The function's interrupt output (a placement, or none after unplug): INTx becomes the
+    /// output's kernel line, when the device has a pin and the output offers one. VFIO signals
+    /// its trigger eventfd, and its resample eventfd unmasks.
+    func connect(_ output: any PCIInterruptOutput) {
         applied.withLock { a in
             guard hasINTx else { return }
-            do throws(InterruptRoutingError) { a.intx = try routing.makeINTx() } catch { log("INTx route: \(error)") }
-            enableINTx(&a)
+            var line: (any KernelINTxLine)?
+            do throws(KernelINTxError) { line = try output.kernelINTx() } catch { log("INTx line: \(error)") }
+            guard a.intx !== line else { return }
+            disableINTx(&a)
+            a.intx = line
+            if a.mode == .intx { enableINTx(&a) }
+        }
+    }
+
+    /// Wires INTx again after `stop` (a reset), on the line the output gave.
+    func start() {
+        applied.withLock { a in
+            if a.mode == .intx { enableINTx(&a) }
         }
     }
 
@@ -116,13 +128,12 @@ final class AssignedInterrupts: Sendable {
         }
     }
 
-    /// Everything off and released: before a reset and on unplug. `start` wires INTx again.
+    /// Everything off, the vectors released: before a reset and on unplug. `start` wires INTx
+    /// again (the line stays the output's).
     func stop() {
         applied.withLock { a in
             disableMessages(&a)
             disableINTx(&a)
-            a.intx?.release()
-            a.intx = nil
             a.mode = .intx
         }
     }
