@@ -11,6 +11,8 @@
 # VF is the oracle that the device and the L1 set-up work; Switchyard runs twice (the VF is
 # reusable after a VMM closed it), and in the second L1 unbinds the VF while L2 runs: the VMM
 # must hand it back (VFIO's request notice -> unplug) and the unbind complete.
+# Before the VFs exist, Switchyard also assigns the PF itself to an L2 booted with pci=nomsi:
+# the controller's INTx pin (switchyard-intx), checked as above with the IO-APIC's line.
 # Figures per VMM: LABEL_nvme_live (s from VMM start to L2's namespace), LABEL_write_MiBps,
 # LABEL_read_MiBps; and their ratios switchyard/qemu.
 . /rig/lib.sh
@@ -18,13 +20,6 @@
 . /rig/scenarios/host-lib.sh
 
 nvme_pf=$(pci_by_id 1b36:0010) || { echo "CHECK FAILED: no NVMe 1b36:0010 in L1 (is vfio-nvme.l0 used?)"; exit 1; }
-/switchyard host sriov $nvme_pf --vfs 1 --assign-resources || { echo "CHECK FAILED: host sriov on $nvme_pf"; exit 1; }
-vf=$(basename "$(readlink /sys/bus/pci/devices/$nvme_pf/virtfn0)")
-/switchyard host bind $vf || { echo "CHECK FAILED: host bind $vf"; exit 1; }
-check "VF $vf bound to vfio-pci" [ "$(driver_of $vf)" = vfio-pci ]
-group=$(group_of $vf)
-check "/dev/vfio/$group present" [ -c /dev/vfio/$group ]
-echo "NVMe PF $nvme_pf, VF $vf in IOMMU group $group"
 
 # Every figure also goes to /tmp/vfio-times for the ratios at the end.
 report_time() { echo "RIG-TIME $1=$2"; echo "$1=$2" >>/tmp/vfio-times; }
@@ -34,7 +29,7 @@ PORT="-device pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1"
 run_l2() {
   _label=$1; shift
   _log=/tmp/l2-nvme-$_label.log
-  L2_APPEND_LINE="$(l2_append nvme)${NVME_HOLD:+ rig.l2nvmehold=1}"
+  L2_APPEND_LINE="$(l2_append nvme)${NVME_HOLD:+ rig.l2nvmehold=1}${NVME_APPEND:+ $NVME_APPEND}"
   start_vmm "$_log" "$@"
   if _t=$(wait_for "$_log" ' RIG-L2 nvme (live|not-live)' 300); then
     report_time "${_label}_nvme_live" "$(elapsed "$VMM_START" "$_t")"
@@ -50,9 +45,9 @@ run_l2() {
   wait_vmm_exit "$_log" 30
   show_run "$_label" "$_log"
   check_vmm_exit "$_log" "$_label" || fails=$((fails + 1))
-  check "$_label: L2's nvme driver bound the VF (1b36:0010) and /dev/nvme0n1 appeared" \
+  check "$_label: L2's nvme driver bound the assigned controller (1b36:0010) and /dev/nvme0n1 appeared" \
     grep -q ' RIG-L2 nvme live dev=[0-9a-f:.]* ids=1b36:0010 drv=nvme ' "$_log"
-  io_checks "$_label" "$_log" ""
+  io_checks "$_label" "$_log" "" "${NVME_IRQ:-PCI-MSI}"
   if [ -n "${NVME_HOLD:-}" ]; then
     check "$_label: L2 saw its NVMe controller leave after the host's unbind" grep -q ' RIG-L2 nvme gone seconds=' "$_log"
     check "$_label: the VMM unplugged the VF on VFIO's request notice (its log says so)" \
@@ -61,7 +56,7 @@ run_l2() {
     /switchyard host bind $vf || echo "CHECK FAILED: host bind $vf again"
     check "$_label: the VF is back on vfio-pci after host bind" [ "$(driver_of $vf)" = vfio-pci ]
   else
-    check "$_label: the VF is still on vfio-pci after the VMM exited" [ "$(driver_of $vf)" = vfio-pci ]
+    check "$_label: $ASSIGNED is still on vfio-pci after the VMM exited" [ "$(driver_of $ASSIGNED)" = vfio-pci ]
   fi
   for _step in write read; do
     _s=$(sed -n "s/.* RIG-L2 nvme $_step bytes=4194304 .* seconds=\([0-9.]*\).*/\1/p" "$_log")
@@ -69,16 +64,17 @@ run_l2() {
   done
 }
 
-# io_checks LABEL LOG TAG: from L2's lines tagged TAG ("" or "cycle=C "): the 4 MiB pattern
-# written and read back with O_DIRECT with equal md5, and /proc/interrupts ("NN: COUNT
-# [COUNT...] PCI-MSI(-X)... nvme0qN") showing some queue vector that counted (with the one
-# interrupt the VF is given, the admin and I/O queues share nvme0q0).
+# io_checks LABEL LOG TAG [KIND]: from L2's lines tagged TAG ("" or "cycle=C "): the 4 MiB
+# pattern written and read back with O_DIRECT with equal md5, and /proc/interrupts ("NN: COUNT
+# [COUNT...] KIND... nvme0qN", KIND PCI-MSI by default, IO-APIC for INTx) showing some queue
+# interrupt that counted (with the one interrupt the VF is given, the admin and I/O queues
+# share nvme0q0).
 io_checks() {
   _w=$(sed -n "s/.* RIG-L2 nvme write ${3}bytes=4194304 md5=\([0-9a-f]*\).*/\1/p" "$2")
   _r=$(sed -n "s/.* RIG-L2 nvme read ${3}bytes=4194304 md5=\([0-9a-f]*\).*/\1/p" "$2")
   check "$1: ${3}4 MiB written and read back with O_DIRECT, equal md5 ($_w)" [ -n "$_w" -a "$_w" = "$_r" ]
-  check "$1: ${3}nvme queue vectors on PCI-MSI(-X) counted interrupts" \
-    awk -v tag="RIG-L2 nvme irq $3" 'index($0, tag) && /PCI-MSI.* nvme0q[0-9]/ { for (i = 5; i <= NF; i++) if ($i ~ /^[0-9]+$/ && $i > 0) ok = 1 } END { exit !ok }' "$2"
+  check "$1: ${3}nvme queue interrupts on ${4:-PCI-MSI} counted" \
+    awk -v tag="RIG-L2 nvme irq $3" -v kind="${4:-PCI-MSI}" 'index($0, tag) && index($0, kind) && / nvme0q[0-9]/ { for (i = 5; i <= NF; i++) if ($i ~ /^[0-9]+$/ && $i > 0) ok = 1 } END { exit !ok }' "$2"
 }
 
 # take_back (NVME_HOLD=1, L2 holds on after its checks): L1 unbinds the VF from vfio-pci while
@@ -168,6 +164,33 @@ run_l2_hotplug() {
   check "$_label: the VF is still on vfio-pci after button and surprise unplugs" [ "$(driver_of $vf)" = vfio-pci ]
   [ $_f = 0 ] || fails=$((fails + 1))
 }
+
+# INTx first, on the PF (a VF has no INTx pin): L2 boots with pci=nomsi, so its nvme driver
+# takes the controller's pin: VFIO's trigger eventfd is a KVM resampling irqfd on the pin's
+# IOAPIC input, and the guest's EOI unmasks it. The PF then goes back to L1's nvme driver,
+# which sets up the VFs.
+/switchyard host bind $nvme_pf || echo "CHECK FAILED: host bind $nvme_pf"
+if [ "$(driver_of $nvme_pf)" = vfio-pci ]; then
+  ASSIGNED=$nvme_pf NVME_APPEND=pci=nomsi NVME_IRQ=IO-APIC
+  run_l2 switchyard-intx /switchyard -machine q35 -accel kvm -m 256 -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD \
+    $PORT -device vfio-pci,host=$nvme_pf,bus=rp1
+  check "switchyard-intx: L2 had no MSI (pci=nomsi): the nvme interrupt was the IO-APIC's" \
+    grep -q ' RIG-L2 nvme irq .*IO-APIC.* nvme0q0' /tmp/l2-nvme-switchyard-intx.log
+  NVME_APPEND= NVME_IRQ=
+  /switchyard host unbind $nvme_pf || echo "CHECK FAILED: host unbind $nvme_pf"
+fi
+# The PF's controller back under L1's nvme (its character device is how VFs are set up).
+_i=0
+while ! ls /sys/bus/pci/devices/$nvme_pf/nvme/ 2>/dev/null | grep -q nvme && [ $_i -lt 300 ]; do sleep 0.1; _i=$((_i + 1)); done
+
+/switchyard host sriov $nvme_pf --vfs 1 --assign-resources || { echo "CHECK FAILED: host sriov on $nvme_pf"; exit 1; }
+vf=$(basename "$(readlink /sys/bus/pci/devices/$nvme_pf/virtfn0)")
+ASSIGNED=$vf
+/switchyard host bind $vf || { echo "CHECK FAILED: host bind $vf"; exit 1; }
+check "VF $vf bound to vfio-pci" [ "$(driver_of $vf)" = vfio-pci ]
+group=$(group_of $vf)
+check "/dev/vfio/$group present" [ -c /dev/vfio/$group ]
+echo "NVMe PF $nvme_pf, VF $vf in IOMMU group $group"
 
 SY="/switchyard -machine q35 -accel kvm -m 256 -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $PORT -device vfio-pci,host=$vf,bus=rp1"
 # run.sh --append rig.vfio=switchyard-only: one Switchyard run alone (for debugging the VMM;
