@@ -57,6 +57,9 @@ final class NetDatapath: Sendable {
         /// ring was last updated (so the steady state allocates nothing per frame).
         var transmitVectors: [iovec] = []
         var transmitted: [(chain: DescriptorChain, written: Int)] = []
+        /// The same for received frames.
+        var receiveVectors: [iovec] = []
+        var received: [(chain: DescriptorChain, written: Int)] = []
     }
 
     private enum ReceiveOutcome { case drained, needsBuffers }
@@ -174,7 +177,8 @@ final class NetDatapath: Sendable {
                     }
                     guard ready[j], !w.parked[j] else { continue }
                     ready[j] = false
-                    if receive(from: backend[j], pair: pair, stash: &w.stash[pair], filter: filter) == .needsBuffers {
+                    if receive(from: backend[j], pair: pair, stash: &w.stash[pair], filter: filter,
+                               vectors: &w.receiveVectors, received: &w.received) == .needsBuffers {
                         // Until the driver adds buffers: a readable tap would spin the thread.
                         w.parked[j] = true
                         try? handles.epoll.remove(backend[j].pollDescriptor)
@@ -308,16 +312,20 @@ final class NetDatapath: Sendable {
     /// Delivers waiting frames, a batch at a time under one DMA admission (`DMAPort.burst`);
     /// readv does not block, so a batch never waits on the host.
     private func receive(from backendQueue: any PacketQueue, pair: Int, stash: inout [DescriptorChain],
-                         filter: ReceiveFilter) -> ReceiveOutcome {
+                         filter: ReceiveFilter, vectors: inout [iovec],
+                         received: inout [(chain: DescriptorChain, written: Int)]) -> ReceiveOutcome {
         guard let queue = queues[safe: 2 * pair] ?? nil else { return .needsBuffers }
         var delivered = 0
         defer { if delivered > 0 { _ = try? queue.interruptIfNeeded() } }
         while true {
             let step = queue.burst {
-                receiveBatch(from: backendQueue, into: queue, pair: pair, stash: &stash, filter: filter, delivered: &delivered)
+                receiveBatch(from: backendQueue, into: queue, pair: pair, stash: &stash, filter: filter,
+                             vectors: &vectors, received: &received, delivered: &delivered)
             }
             switch step {
-            case .more: continue
+            case .more:
+                _ = try? queue.interruptIfNeeded()
+                continue
             case .linkDown:
                 dropWaitingFrames(backendQueue)
                 return .drained
@@ -326,99 +334,124 @@ final class NetDatapath: Sendable {
         }
     }
 
+    /// Up to `interruptBatch` frames, each read straight into the lent bytes of the chains it
+    /// fills (one readv), its header's num_buffers stored there too; the chains it used go back
+    /// to the used ring together at the end of the batch.
     private func receiveBatch(from backendQueue: any PacketQueue, into queue: VirtQueue, pair: Int,
-                              stash: inout [DescriptorChain], filter: ReceiveFilter, delivered: inout Int) -> ReceiveStep {
+                              stash: inout [DescriptorChain], filter: ReceiveFilter, vectors: inout [iovec],
+                              received: inout [(chain: DescriptorChain, written: Int)], delivered: inout Int) -> ReceiveStep {
         let mergeable = negotiated.contains(.mergeableReceiveBuffers)
         let needed = negotiated.largestReceivedFrame
+        received.removeAll(keepingCapacity: true)
+        // Every way out returns the frames delivered so far to the used ring first.
+        func finish(_ step: ReceiveStep) -> ReceiveStep {
+            guard !received.isEmpty else { return step }
+            do {
+                try queue.complete(received)
+            } catch {
+                // The queue has marked the device NEEDS_RESET and logged why.
+                received.removeAll(keepingCapacity: true)
+                stash.removeAll()
+                return .stopped(.needsBuffers)
+            }
+            received.removeAll(keepingCapacity: true)
+            return step
+        }
         var taken = 0
         while taken < Self.interruptBatch {
-            guard shared.linkUp.load(ordering: .acquiring) else { return .linkDown }
+            guard shared.linkUp.load(ordering: .acquiring) else { return finish(.linkDown) }
             do {
                 while stash.isEmpty || (mergeable && stash.reduce(0, { $0 + $1.writableLength }) < needed) {
                     guard let chain = try queue.pop() else { break }
                     guard chain.readable.isEmpty, chain.writableLength >= VirtioNetHeader.size else {
                         interrupts.deviceNeedsReset("receive queue \(2 * pair): a buffer with \(chain.readableLength) readable and \(chain.writableLength) writable bytes cannot take a \(VirtioNetHeader.size)-byte header and frame")
                         stash.removeAll()
-                        return .stopped(.needsBuffers)
+                        return finish(.stopped(.needsBuffers))
                     }
                     stash.append(chain)
                 }
                 if stash.isEmpty || (mergeable && stash.reduce(0, { $0 + $1.writableLength }) < needed) {
                     // Ask for a kick; buffers that arrived meanwhile are taken at once.
                     if try queue.enableNotifications() { continue }
-                    return .stopped(.needsBuffers)
+                    return finish(.stopped(.needsBuffers))
                 }
             } catch {
-                return .stopped(.needsBuffers)
+                return finish(.stopped(.needsBuffers))
             }
-            let chains = mergeable ? stash : [stash[0]]
-            let read: (length: Int, start: [UInt8])?
+            let offered = mergeable ? stash.count : 1
+            vectors.removeAll(keepingCapacity: true)
             do {
-                read = try readFrame(from: backendQueue, into: chains[...])
+                for chain in stash.prefix(offered) { try chain.appendHostIOVectors(.writable, to: &vectors) }
             } catch {
-                return .stopped(.needsBuffers)
+                stash.removeAll()
+                return finish(.stopped(.needsBuffers))
             }
-            guard let read else { return .stopped(.drained) }
+            let outcome = vectors.withUnsafeBufferPointer { p in
+                Result { () throws(SystemError) -> Int? in try backendQueue.readv(p) }
+            }
+            let length: Int
+            switch outcome {
+            case .success(let n?): length = n
+            case .success(nil): return finish(.stopped(.drained))
+            case .failure(let error):
+                GuestErrorLog.report(device: device, kind: "rx-read", "reading the host queue failed: \(error)")
+                return finish(.stopped(.drained))
+            }
             taken += 1
             // A runt, or a frame the driver's filters refuse: its buffers stay for the next.
-            guard read.length >= VirtioNetHeader.size + 14, filter.accepts(read.start.dropFirst(VirtioNetHeader.size)) else { continue }
-            var remaining = read.length, used = 0
-            for chain in chains where remaining > 0 {
+            guard length >= VirtioNetHeader.size + 14, Self.withEthernetHeader(in: vectors, length: length, filter.accepts) else { continue }
+            var remaining = length, used = 0
+            for chain in stash.prefix(offered) where remaining > 0 {
                 remaining -= min(remaining, chain.writableLength)
                 used += 1
             }
-            do {
-                try chains[0].write([UInt8(truncatingIfNeeded: used), UInt8(truncatingIfNeeded: used >> 8)], at: 10)
-                remaining = read.length
-                for chain in chains.prefix(used) {
-                    let part = min(remaining, chain.writableLength)
-                    try queue.complete(chain, written: part)
-                    remaining -= part
-                }
-            } catch {
-                stash.removeAll()
-                return .stopped(.needsBuffers)
+            Self.storeNumberOfBuffers(UInt16(truncatingIfNeeded: used), in: vectors)
+            remaining = length
+            for chain in stash.prefix(used) {
+                let part = min(remaining, chain.writableLength)
+                received.append((chain, part))
+                remaining -= part
             }
             stash.removeFirst(used)
             delivered += 1
-            if delivered % Self.interruptBatch == 0 { _ = try? queue.interruptIfNeeded() }
         }
-        return .more
+        return finish(.more)
     }
 
-    /// One readv of the next frame into `chains`' writable buffers. Returns its length and
-    /// its first bytes (header and Ethernet header, for the filter), or nil when none waits.
-    private func readFrame(from backendQueue: any PacketQueue,
-                           into chains: ArraySlice<DescriptorChain>) throws(VirtQueueError) -> (length: Int, start: [UInt8])? {
-        let outcome = try Self.withWritableBuffers(of: chains, collected: []) { buffers -> Result<(length: Int, start: [UInt8])?, SystemError> in
-            var vectors = buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }
-            return vectors.withUnsafeMutableBufferPointer { p in
-                Result { () throws(SystemError) -> (length: Int, start: [UInt8])? in
-                    guard let n = try backendQueue.readv(UnsafeBufferPointer(p)) else { return nil }
-                    var start: [UInt8] = []
-                    for buffer in buffers where start.count < min(n, VirtioNetHeader.size + 18) {
-                        start += buffer.prefix(min(n, VirtioNetHeader.size + 18) - start.count)
-                    }
-                    return (n, start)
-                }
+    /// Runs `body` on the Ethernet header of a received frame (up to 18 bytes after the vnet
+    /// header: addresses, type, a VLAN tag) copied out of its lent bytes.
+    private static func withEthernetHeader(in vectors: [iovec], length: Int,
+                                           _ body: (Slice<UnsafeRawBufferPointer>) -> Bool) -> Bool {
+        var raw: (UInt64, UInt64, UInt16) = (0, 0, 0)
+        let wanted = min(length - VirtioNetHeader.size, 18)
+        return withUnsafeMutableBytes(of: &raw) { bytes in
+            var skip = VirtioNetHeader.size, filled = 0
+            for vector in vectors where filled < wanted {
+                guard let base = vector.iov_base else { continue }
+                let from = min(skip, vector.iov_len)
+                skip -= from
+                let count = min(vector.iov_len - from, wanted - filled)
+                guard count > 0 else { continue }
+                (bytes.baseAddress! + filled).copyMemory(from: base + from, byteCount: count)
+                filled += count
             }
-        }
-        switch outcome {
-        case .success(let read): return read
-        case .failure(let error):
-            GuestErrorLog.report(device: device, kind: "rx-read", "reading the host queue failed: \(error)")
-            return nil
+            return body(UnsafeRawBufferPointer(bytes)[..<filled])
         }
     }
 
-    /// Lends the writable host memory of every chain at once (in order) to `body`.
-    private static func withWritableBuffers<R>(of chains: ArraySlice<DescriptorChain>, collected: [UnsafeMutableRawBufferPointer],
-                                               _ body: ([UnsafeMutableRawBufferPointer]) -> R) throws(VirtQueueError) -> R {
-        guard let first = chains.first else { return body(collected) }
-        let nested = try first.withHostBuffers(.writable) { mine in
-            Result { () throws(VirtQueueError) in try withWritableBuffers(of: chains.dropFirst(), collected: collected + mine, body) }
+    /// The header's num_buffers (little-endian, bytes 10-11), stored in the frame's lent bytes
+    /// (the chain was checked to hold the whole header).
+    private static func storeNumberOfBuffers(_ count: UInt16, in vectors: [iovec]) {
+        var position = 0
+        for vector in vectors {
+            guard let base = vector.iov_base else { continue }
+            for byteIndex in 10..<12 where (position..<position + vector.iov_len).contains(byteIndex) {
+                base.storeBytes(of: UInt8(truncatingIfNeeded: count >> (8 * UInt16(byteIndex - 10))),
+                                toByteOffset: byteIndex - position, as: UInt8.self)
+            }
+            position += vector.iov_len
+            if position >= 12 { return }
         }
-        return try nested.get()
     }
 
     /// While the link is down, waiting frames are read and dropped (a pulled cable).
