@@ -209,12 +209,18 @@ final class NetDatapath: Sendable {
         guard let queue = queues[safe: 2 * pair + 1] ?? nil else { return }
         transmitted.removeAll(keepingCapacity: true)
         do {
+            // No kicks while the ring is being drained (each is an exit for the guest), as
+            // QEMU's transmit bottom half does; asked for again once it is empty.
+            try queue.disableNotifications()
             while true {
                 let step = try queue.burst { () throws(VirtQueueError) -> TransmitStep in
                     try transmitBatch(from: queue, pair: pair, vectors: &vectors, transmitted: &transmitted)
                 }
                 switch step {
-                case .drained: return
+                case .drained:
+                    // Chains added while kicks were off are sent now: no kick will come for them.
+                    guard try queue.enableNotifications() else { return }
+                    try queue.disableNotifications()
                 case .more: continue
                 case .hostFull(let backendQueue): resendWhenThereIsRoom(on: backendQueue, vectors: &vectors)
                 }
