@@ -153,6 +153,23 @@ show_l2_log() { # LOG
   return 0
 }
 
+# KVM's exit counters in L1's debugfs, summed over L1's VMs (one runs at a time).
+# kvm_counters_ready mounts debugfs and arms the histogram below; false when the kernel keeps no
+# such statistics. Exits that reached the VMM (user space) are not in those statistics: KVM
+# handles some exits itself (in-kernel devices, coalesced writes). L1's tracepoint
+# kvm_userspace_exit counts them, for any VMM alike, through a histogram trigger whose "Hits:"
+# total is the count. kvm_snap prints "exits mmio_exits io_exits user_exits".
+KSTAT=/sys/kernel/debug/kvm
+TRACE=/sys/kernel/debug/tracing/events/kvm/kvm_userspace_exit
+kvm_counters_ready() {
+  mount -t debugfs none /sys/kernel/debug 2>/dev/null
+  [ -r $KSTAT/exits ] && [ -r $KSTAT/mmio_exits ] && [ -r $KSTAT/io_exits ] || return 1
+  [ -w $TRACE/trigger ] && ! grep -q '^hist' $TRACE/trigger && echo 'hist:keys=common_pid' >$TRACE/trigger 2>/dev/null
+  return 0
+}
+user_exits() { _h=$(sed -n 's/^ *Hits: *//p' $TRACE/hist 2>/dev/null); echo "${_h:-0}"; }
+kvm_snap() { read _e <$KSTAT/exits; read _m <$KSTAT/mmio_exits; read _i <$KSTAT/io_exits; echo "$_e $_m $_i $(user_exits)"; }
+
 # show_run LABEL LOG [QMPLOG]: L2's console and the QMP replies and events of one run, times
 # relative to VMM_START.
 show_run() {

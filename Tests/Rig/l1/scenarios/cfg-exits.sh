@@ -17,23 +17,8 @@ fi
 if ! grep -q -e '-kernel' /tmp/sy-help.txt; then
   echo "SKIP: /switchyard has no -kernel option yet (Linux boot support)"; exit 77
 fi
-mount -t debugfs none /sys/kernel/debug 2>/dev/null
-KSTAT=/sys/kernel/debug/kvm
-if [ ! -r $KSTAT/exits ] || [ ! -r $KSTAT/mmio_exits ] || [ ! -r $KSTAT/io_exits ]; then
-  echo "no KVM statistics in debugfs: $(ls $KSTAT 2>&1 | head -c 200)"; exit 1
-fi
+kvm_counters_ready || { echo "no KVM statistics in debugfs: $(ls $KSTAT 2>&1 | head -c 200)"; exit 1; }
 PHASES="idle spin full low ext"
-
-# Exits that reached the VMM (user space) are not in those statistics: KVM handles some exits
-# itself (in-kernel devices, coalesced writes). L1's tracepoint kvm_userspace_exit counts them,
-# for any VMM alike, through a histogram trigger whose "Hits:" total is the count.
-TRACE=/sys/kernel/debug/tracing/events/kvm/kvm_userspace_exit
-if [ -w $TRACE/trigger ]; then
-  echo 'hist:keys=common_pid' >$TRACE/trigger 2>/dev/null
-fi
-user_exits() { _h=$(sed -n 's/^ *Hits: *//p' $TRACE/hist 2>/dev/null); echo "${_h:-0}"; }
-
-snap() { read _e <$KSTAT/exits; read _m <$KSTAT/mmio_exits; read _i <$KSTAT/io_exits; echo "$_e $_m $_i $(user_exits)"; }
 
 # measure LABEL CMD...: boots L2 in cfgexits mode, snapshots the counters at each phase marker
 # into /tmp/cfg-LABEL.dat ("phase exits mmio io user" before, then after), prints the L2 console.
@@ -48,11 +33,11 @@ measure() {
     for _ph in $PHASES; do
       _pat=" RIG-L2 cfgphase $_ph +"
       wait_for "$_log" "${_pat}begin" 120 >/dev/null || { echo "$_label: L2 did not begin phase $_ph"; _rc=1; break; }
-      _a=$(snap)
+      _a=$(kvm_snap)
       # L2 sleeps 2 s after each marker; a snapshot later than that counted part of the work.
       grep -q -E "${_pat}end" "$_log" && { echo "$_label: $_ph: begin snapshot too late"; _rc=1; }
       wait_for "$_log" "${_pat}end" 120 >/dev/null || { echo "$_label: L2 did not end phase $_ph"; _rc=1; break; }
-      _b=$(snap)
+      _b=$(kvm_snap)
       grep -q " RIG-L2 cfgresult phase=$_ph " "$_log" && { echo "$_label: $_ph: end snapshot too late"; _rc=1; }
       echo "$_ph $_a $_b" >>$_dat
     done

@@ -11,6 +11,8 @@
 # VF is the oracle that the device and the L1 set-up work; Switchyard runs twice (the VF is
 # reusable after a VMM closed it), and in the second L1 unbinds the VF while L2 runs: the VMM
 # must hand it back (VFIO's request notice -> unplug) and the unbind complete.
+# The first Switchyard run and QEMU's also count L1's KVM exits while L2 moves its 8 MiB
+# (nvme_exits): none may be an MMIO exit under Switchyard.
 # Before the VFs exist, Switchyard also assigns the PF itself to an L2 booted with pci=nomsi:
 # the controller's INTx pin (switchyard-intx), checked as above with the IO-APIC's line.
 # Figures per VMM: LABEL_nvme_live (s from VMM start to L2's namespace), LABEL_write_MiBps,
@@ -29,7 +31,7 @@ PORT="-device pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1"
 run_l2() {
   _label=$1; shift
   _log=/tmp/l2-nvme-$_label.log
-  L2_APPEND_LINE="$(l2_append nvme)${NVME_HOLD:+ rig.l2nvmehold=1}${NVME_APPEND:+ $NVME_APPEND}"
+  L2_APPEND_LINE="$(l2_append nvme)${NVME_HOLD:+ rig.l2nvmehold=1}${NVME_EXITS:+ rig.l2nvmeexits=1}${NVME_APPEND:+ $NVME_APPEND}"
   start_vmm "$_log" "$@"
   if _t=$(wait_for "$_log" ' RIG-L2 nvme (live|not-live)' 300); then
     report_time "${_label}_nvme_live" "$(elapsed "$VMM_START" "$_t")"
@@ -40,6 +42,7 @@ run_l2() {
         grep -q '^Seccomp:[[:space:]]*2$' /proc/$(cat /tmp/l2.pid)/status ;;
     esac
   fi
+  [ -n "${NVME_EXITS:-}" ] && { nvme_exits "$_label" "$_log" || fails=$((fails + 1)); }
   wait_for "$_log" ' RIG-L2 nvme done' 200 >/dev/null || echo "$_label: L2 did not finish its nvme checks"
   [ -n "${NVME_HOLD:-}" ] && take_back
   wait_vmm_exit "$_log" 30
@@ -62,6 +65,26 @@ run_l2() {
     _s=$(sed -n "s/.* RIG-L2 nvme $_step bytes=4194304 .* seconds=\([0-9.]*\).*/\1/p" "$_log")
     [ -n "$_s" ] && report_time "${_label}_${_step}_MiBps" "$(awk "BEGIN { s = $_s; if (s < 0.01) s = 0.01; printf \"%.1f\", 4 / s }")"
   done
+}
+
+# nvme_exits LABEL LOG (NVME_EXITS=1: L2 marks an idle phase and one holding only its 4 MiB
+# O_DIRECT write and read, each followed by 2 s of sleep): L1's KVM counters snapshotted at
+# each marker; the io phase's counts less the idle phase's rate over the io phase's length, per
+# MiB moved (8): LABEL_user_exits_per_MiB (exits that reached the VMM: doorbells in a trapped
+# BAR, interrupts through it), LABEL_mmio_exits_per_MiB, LABEL_exits_per_MiB (KVM's own too).
+nvme_exits() {
+  for _ph in idle io; do
+    wait_for "$2" " RIG-L2 nvme phase $_ph begin" 120 >/dev/null || { echo "CHECK FAILED: $1: L2 began no $_ph phase"; return 1; }
+    eval "_a_$_ph=\"\$(now) \$(kvm_snap)\""
+    wait_for "$2" " RIG-L2 nvme phase $_ph end" 120 >/dev/null || { echo "CHECK FAILED: $1: L2 did not end its $_ph phase"; return 1; }
+    eval "_b_$_ph=\"\$(now) \$(kvm_snap)\""
+  done
+  # Fields: time exits mmio io user, at idle begin (1-5), idle end (6-10), io begin (11-15), io end (16-20).
+  echo "$_a_idle $_b_idle $_a_io $_b_io" | awk -v l="$1" '{
+    ti = $6 - $1; tio = $16 - $11
+    for (k = 2; k <= 5; k++) { rate = ($(k + 5) - $k) / ti; io[k] = ($(k + 15) - $(k + 10) - rate * tio) / 8 }
+    printf "%s_exits_per_MiB %.1f\n%s_mmio_exits_per_MiB %.1f\n%s_user_exits_per_MiB %.1f\n", l, io[2], l, io[3], l, io[5]
+  }' | while read -r _n _v; do report_time "$_n" "$_v"; done
 }
 
 # io_checks LABEL LOG TAG [KIND]: from L2's lines tagged TAG ("" or "cycle=C "): the 4 MiB
@@ -202,22 +225,35 @@ fi
 # Switchyard first, twice, then QEMU: with QEMU first, L1 froze (run.sh's watchdog: "running
 # at one RIP with an interrupt pending") as Switchyard started after QEMU had released the VF,
 # in both boots that got that far on 2026-12-05; see the README.
+_exits=
+if kvm_counters_ready; then _exits=1; else echo "no KVM statistics in L1's debugfs: no exit counts"; fi
+NVME_EXITS=$_exits
 run_l2 switchyard $SY
+NVME_EXITS=
 # The second run ends with the host taking the VF back while L2 runs (take_back).
 NVME_HOLD=1
 run_l2 switchyard2 $SY
 NVME_HOLD=
 # Then hot-plugged after boot, unplugged by button and by surprise.
 run_l2_hotplug switchyard-hp
+NVME_EXITS=$_exits
 run_l2 qemu qemu-system-x86_64 -accel kvm -cpu host -M q35 -m 256 -nodefaults -display none -no-reboot -serial stdio \
   -kernel $L2_QEMU_KERNEL -initrd $L2_INITRD $PORT -device vfio-pci,host=$vf,bus=rp1
 
 # Ratios Switchyard / QEMU from this one L1 boot (figures vary with the host's load).
 ratio() { # NAME A B
   _a=$(sed -n "s/^$2=//p" /tmp/vfio-times); _b=$(sed -n "s/^$3=//p" /tmp/vfio-times)
-  [ -n "$_a" ] && [ -n "$_b" ] && report_time "$1" "$(awk "BEGIN { printf \"%.2f\", $_a / $_b }")"
+  # No ratio over a zero (an exit count of nothing).
+  [ -n "$_a" ] && [ -n "$_b" ] && awk "BEGIN { exit !($_b != 0) }" && report_time "$1" "$(awk "BEGIN { printf \"%.2f\", $_a / $_b }")"
 }
 ratio ratio_nvme_live_switchyard_over_qemu switchyard_nvme_live qemu_nvme_live
 ratio ratio_write_MiBps_switchyard_over_qemu switchyard_write_MiBps qemu_write_MiBps
 ratio ratio_read_MiBps_switchyard_over_qemu switchyard_read_MiBps qemu_read_MiBps
+ratio ratio_exits_per_MiB_switchyard_over_qemu switchyard_exits_per_MiB qemu_exits_per_MiB
+# The VF's doorbells are in BAR pages mapped into L2 and its MSI-X vectors are irqfds: its I/O
+# makes no MMIO exit (a trapped doorbell would be two per NVMe command, 2 commands per MiB).
+if [ -n "$_exits" ]; then
+  _m=$(sed -n 's/^switchyard_mmio_exits_per_MiB=//p' /tmp/vfio-times)
+  check "switchyard: no MMIO exits during the VF's I/O ($_m per MiB)" awk "BEGIN { exit !(\"$_m\" != \"\" && $_m + 0 < 1) }"
+fi
 [ $fails = 0 ]
