@@ -136,6 +136,28 @@ import VMMBase
         #expect(Self.eventually { ((try? vm.ioapicInterruptRequests()) ?? 0) & bit == 0 }, "the removed irqfd's level is gone")
     }
 
+    /// VFIO's hot reset needs the fd of every group the reset reaches (vfio_pci_core's
+    /// VFIO_DEVICE_PCI_HOT_RESET); the twin refuses without them, as the kernel does.
+    @Test("a device with no function reset gets a bus reset when the bus holds only what the VM owns, and none otherwise",
+          arguments: [(reaches: [PCIAddress](), reset: true), (reaches: [PCIAddress(bus: 0x3B, devfn: 1)], reset: false)])
+    func busResetForADeviceWithoutFLR(reaches others: [PCIAddress], reset: Bool) throws {
+        let dependencies = [VFIOHotResetDependency(groupID: 42, address: Self.host)]
+            + others.map { VFIOHotResetDependency(groupID: 7, address: $0) }  // group 7: not this VM's
+        let twin = try VFIOTwinDevice(name: Self.hostText, identity: VFIOTwinIdentity.captured("qemu10-igb"),
+                                      hotResetDependencies: dependencies, msixTableTrapped: true, supportsReset: false)
+        let source = VFIOTwinKernel(devices: [.init(address: Self.host, group: 42, device: twin)])
+        let machine = try Machine(MachineConfiguration(devices: [Self.rootPort]), vfioKernel: source)
+        try machine.runFirmware()
+        try machine.hotPlug(Self.nic)
+        twin.log.clear()
+        try machine.unplug(id: "nic0", mode: .surprise)
+        let calls = twin.log.all
+        #expect(calls.contains(.hotReset(device: Self.hostText, groups: [42])) == reset)
+        #expect(calls.contains(.reset(device: Self.hostText)) == reset)
+        #expect(!calls.contains { if case .hotReset(_, let groups) = $0 { groups != [42] } else { false } },
+                "no hot reset is tried without every group it reaches")
+    }
+
     /// Polls `condition` for up to two seconds (the notices thread answers asynchronously).
     private static func eventually(_ condition: () -> Bool) -> Bool {
         for _ in 0..<200 {
@@ -208,6 +230,7 @@ import VMMBase
         #expect(controller.runState == .running)
         #expect(twin.raise(index: VFIOPCIIRQ.error))
         #expect(Self.eventually { controller.runState == .paused }, "the VM still runs after the host's error report")
-        #expect(failed.withLock { $0 } == ["nic0 \(Self.hostText)"])
+        // Listeners run one after the other on the notices thread: the controller's came first.
+        #expect(Self.eventually { failed.withLock { $0 } == ["nic0 \(Self.hostText)"] })
     }
 }

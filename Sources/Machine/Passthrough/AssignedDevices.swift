@@ -45,6 +45,12 @@ final class AssignedDeviceOpener: Sendable {
         machine.reportAssignedDeviceFailure(id: id, host: host)
     }
 
+    /// A secondary-bus reset of the device (it has no function reset), through the machine's VFIO.
+    func busReset(_ assignment: MachineVFIO.Assignment) throws(VFIOError) {
+        guard let machine = link.withLock({ $0.machine }) else { return }
+        try machine.vfio(kernel: kernel).busReset(assignment)
+    }
+
     /// The device model let go of it (unplug): its DMA maps go with the last assigned device.
     func release(_ assignment: MachineVFIO.Assignment) {
         guard let machine = link.withLock({ $0.machine }) else { return }

@@ -53,7 +53,9 @@ struct VFIOPCIDevice: Sendable {
                                             onError: { opener.hostReportsError(id: id, host: host) })
         do throws(AssignmentError) {
             return try AssignedPCIFunction(name: id, device: assignment.device, options: options, quirks: quirks,
-                                           routing: routes, release: {
+                                           routing: routes,
+                                           busReset: { () throws(VFIOError) in try opener.busReset(assignment) },
+                                           release: {
                                                notices.stop()
                                                opener.release(assignment)
                                            })

@@ -87,6 +87,30 @@ public final class MachineVFIO: Sendable {
         }
     }
 
+    /// A secondary-bus (hot) reset of `assignment`'s device, for a device with neither FLR nor
+    /// PM reset, as QEMU's single-device hot reset: every function the reset reaches must be in
+    /// a group this VM holds (the kernel wants each group's fd as proof), and none may be another
+    /// device assigned to this VM, whose state the reset would lose behind the guest's back.
+    public func busReset(_ assignment: Assignment) throws(VFIOError) {
+        let affected = try assignment.device.hotResetInfo()
+        let groups = try state.withLock { (s) throws(VFIOError) -> [any VFIOGroupIO] in
+            var groups: [Int: any VFIOGroupIO] = [:]
+            for dependency in affected {
+                guard let group = s.groups[dependency.groupID] else {
+                    throw VFIOError(.invalidRequest("a bus reset would also reset \(dependency.address) (IOMMU group \(dependency.groupID)), which this VM does not hold"),
+                                    operation: "VFIO_DEVICE_PCI_HOT_RESET", subject: "\(assignment.address)")
+                }
+                if dependency.address != assignment.address, s.assigned[dependency.address] != nil {
+                    throw VFIOError(.invalidRequest("a bus reset would also reset \(dependency.address), assigned to this VM too"),
+                                    operation: "VFIO_DEVICE_PCI_HOT_RESET", subject: "\(assignment.address)")
+                }
+                groups[dependency.groupID] = group
+            }
+            return groups.keys.sorted().compactMap { groups[$0] }
+        }
+        try assignment.device.hotReset(groups: groups)
+    }
+
     /// The group of an assigned device, by number (for VFIO_DEVICE_PCI_HOT_RESET).
     public func group(_ number: Int) -> (any VFIOGroupIO)? { state.withLock { $0.groups[number] } }
 

@@ -59,14 +59,21 @@ public final class AssignedPCIFunction: DirectlyMappedBARs, HostResourceHolder, 
     let interrupts: AssignedInterrupts
     let limits: DesiredInterrupts.Limits
     private let supportsReset: Bool
+    /// A secondary-bus reset of the device, for one with neither FLR nor PM reset (nil: none).
+    private let busReset: (@Sendable () throws(VFIOError) -> Void)?
     private let release: @Sendable () -> Void
 
-    /// - Parameter release: called once the function let go of the device (unplug), so its
-    ///   owner can close it and drop the DMA maps.
+    /// - Parameters:
+    ///   - busReset: resets the device's bus (VFIO_DEVICE_PCI_HOT_RESET with the groups it
+    ///     reaches), used when the device has no function reset of its own.
+    ///   - release: called once the function let go of the device (unplug), so its owner can
+    ///     close it and drop the DMA maps.
     public init(name: String, device: any VFIODeviceIO, options: AssignmentOptions, quirks: VFIOQuirkTable,
-                routing: any AssignedInterruptRouting, release: @escaping @Sendable () -> Void = {}) throws(AssignmentError) {
+                routing: any AssignedInterruptRouting, busReset: (@Sendable () throws(VFIOError) -> Void)? = nil,
+                release: @escaping @Sendable () -> Void = {}) throws(AssignmentError) {
         self.name = name
         self.device = device
+        self.busReset = busReset
         self.release = release
         func step<T>(_ body: () throws(VFIOError) -> T) throws(AssignmentError) -> T {
             do { return try body() } catch { throw .vfio(error) }
@@ -190,7 +197,13 @@ public final class AssignedPCIFunction: DirectlyMappedBARs, HostResourceHolder, 
 
     private func resetDevice() {
         guard supportsReset else {
-            GuestErrorLog.report(device: name, kind: "reset", "\(device.name) has no function reset (FLR or PM); a bus reset is not done")
+            guard let busReset else {
+                GuestErrorLog.report(device: name, kind: "reset", "\(device.name) has no function reset (FLR or PM); a bus reset is not done")
+                return
+            }
+            do throws(VFIOError) { try busReset() } catch {
+                GuestErrorLog.report(device: name, kind: "reset", "\(device.name) has no function reset (FLR or PM), and its bus cannot be reset: \(error)")
+            }
             return
         }
         do throws(VFIOError) { try device.reset() } catch where error.system?.errno == .wouldBlock {

@@ -14,6 +14,8 @@ public final class VFIOTwinDevice: VFIODeviceIO {
     public let log: VFIOTwinLog
     /// The hot-reset set: this device's group and any other functions on its bus.
     public let hotResetDependencies: [VFIOHotResetDependency]
+    /// VFIO_DEVICE_FLAGS_RESET: the device has a function reset (FLR, PM, or its bus alone).
+    public let supportsReset: Bool
     /// Whether the MSI-X table is left out of the mappable areas (the kernel without
     /// VFIO_REGION_INFO_CAP_MSIX_MAPPABLE) or mappable (x86 with interrupt remapping).
     public let msixTableTrapped: Bool
@@ -33,8 +35,10 @@ public final class VFIOTwinDevice: VFIODeviceIO {
     private let irqs = Mutex(IRQState())
 
     public init(name: String, identity: VFIOTwinIdentity, log: VFIOTwinLog = VFIOTwinLog(),
-                hotResetDependencies: [VFIOHotResetDependency] = [], msixTableTrapped: Bool = false) throws(SystemError) {
+                hotResetDependencies: [VFIOHotResetDependency] = [], msixTableTrapped: Bool = false,
+                supportsReset: Bool = true) throws(SystemError) {
         self.name = name
+        self.supportsReset = supportsReset
         self.identity = identity
         self.log = log
         self.hotResetDependencies = hotResetDependencies
@@ -53,7 +57,7 @@ public final class VFIOTwinDevice: VFIODeviceIO {
     // MARK: Info
 
     public func info() throws(VFIOError) -> VFIODeviceInfo {
-        VFIODeviceInfo(supportsReset: true, isPCI: true, regionCount: 9, irqCount: 5)
+        VFIODeviceInfo(supportsReset: supportsReset, isPCI: true, regionCount: 9, irqCount: 5)
     }
 
     public func regionInfo(_ index: UInt32) throws(VFIOError) -> VFIORegionInfo {
