@@ -338,7 +338,7 @@ public final class Machine: Sendable {
         dmaPorts.withLock { $0[ObjectIdentifier(placed.function)] = port }
         (placed.function as? any BusMasterFunction)?.connect(dma: port)
         guard let function = placed.function as? any InterruptingFunction else { return }
-        let output = FunctionInterrupts(gsi: intxGSI(for: placed), lines: lines, kernelLines: kernelINTxLines, port: port)
+        let output = FunctionInterrupts(owner: placed.id, gsi: intxGSI(for: placed), lines: lines, kernelLines: kernelINTxLines, port: port)
         connections.withLock { $0[ObjectIdentifier(function)] = output }
         function.connect(interrupts: output)
     }

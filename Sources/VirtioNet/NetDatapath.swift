@@ -270,14 +270,26 @@ final class NetDatapath: Sendable {
     private static func header(in vectors: [iovec]) -> VirtioNetHeader {
         var raw: (UInt64, UInt32) = (0, 0)
         return withUnsafeMutableBytes(of: &raw) { bytes in
-            var filled = 0
-            for vector in vectors where filled < VirtioNetHeader.size {
-                let count = min(vector.iov_len, VirtioNetHeader.size - filled)
-                if let base = vector.iov_base { (bytes.baseAddress! + filled).copyMemory(from: base, byteCount: count) }
-                filled += count
-            }
+            _ = gather(from: vectors, skipping: 0, into: bytes[..<VirtioNetHeader.size])
             return VirtioNetHeader(UnsafeRawBufferPointer(rebasing: bytes[..<VirtioNetHeader.size]))!
         }
+    }
+
+    /// Copies the lent bytes after the first `skip` into `destination`, as many as fit; returns
+    /// how many were copied.
+    private static func gather(from vectors: [iovec], skipping skip: Int, into destination: Slice<UnsafeMutableRawBufferPointer>) -> Int {
+        guard let start = destination.base.baseAddress.map({ $0 + destination.startIndex }) else { return 0 }
+        var skip = skip, filled = 0
+        for vector in vectors where filled < destination.count {
+            guard let base = vector.iov_base else { continue }
+            let from = min(skip, vector.iov_len)
+            skip -= from
+            let count = min(vector.iov_len - from, destination.count - filled)
+            guard count > 0 else { continue }
+            (start + filled).copyMemory(from: base + from, byteCount: count)
+            filled += count
+        }
+        return filled
     }
 
     /// One writev of a frame's lent bytes (vnet header and frame); false when the host queue
@@ -363,11 +375,14 @@ final class NetDatapath: Sendable {
             received.removeAll(keepingCapacity: true)
             return step
         }
+        // Writable bytes in the stash, kept as chains come and go (a frame needs `needed`).
+        var stashed = stash.reduce(0) { $0 + $1.writableLength }
+        func short() -> Bool { stash.isEmpty || (mergeable && stashed < needed) }
         var taken = 0
         while taken < Self.interruptBatch {
             guard shared.linkUp.load(ordering: .acquiring) else { return finish(.linkDown) }
             do {
-                while stash.isEmpty || (mergeable && stash.reduce(0, { $0 + $1.writableLength }) < needed) {
+                while short() {
                     guard let chain = try queue.pop() else { break }
                     guard chain.readable.isEmpty, chain.writableLength >= VirtioNetHeader.size else {
                         interrupts.deviceNeedsReset("receive queue \(2 * pair): a buffer with \(chain.readableLength) readable and \(chain.writableLength) writable bytes cannot take a \(VirtioNetHeader.size)-byte header and frame")
@@ -375,8 +390,9 @@ final class NetDatapath: Sendable {
                         return finish(.stopped(.needsBuffers))
                     }
                     stash.append(chain)
+                    stashed += chain.writableLength
                 }
-                if stash.isEmpty || (mergeable && stash.reduce(0, { $0 + $1.writableLength }) < needed) {
+                if short() {
                     // Ask for a kick; buffers that arrived meanwhile are taken at once.
                     if try queue.enableNotifications() { continue }
                     return finish(.stopped(.needsBuffers))
@@ -417,6 +433,7 @@ final class NetDatapath: Sendable {
                 let part = min(remaining, chain.writableLength)
                 received.append((chain, part))
                 remaining -= part
+                stashed -= chain.writableLength
             }
             stash.removeFirst(used)
             delivered += 1
@@ -431,16 +448,7 @@ final class NetDatapath: Sendable {
         var raw: (UInt64, UInt64, UInt16) = (0, 0, 0)
         let wanted = min(length - VirtioNetHeader.size, 18)
         return withUnsafeMutableBytes(of: &raw) { bytes in
-            var skip = VirtioNetHeader.size, filled = 0
-            for vector in vectors where filled < wanted {
-                guard let base = vector.iov_base else { continue }
-                let from = min(skip, vector.iov_len)
-                skip -= from
-                let count = min(vector.iov_len - from, wanted - filled)
-                guard count > 0 else { continue }
-                (bytes.baseAddress! + filled).copyMemory(from: base + from, byteCount: count)
-                filled += count
-            }
+            let filled = gather(from: vectors, skipping: VirtioNetHeader.size, into: bytes[..<wanted])
             return body(UnsafeRawBufferPointer(bytes)[..<filled])
         }
     }

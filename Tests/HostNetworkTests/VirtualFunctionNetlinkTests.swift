@@ -37,4 +37,25 @@ struct VirtualFunctionNetlinkTests {
         // Nothing to set sends nothing.
         try socket.setVirtualFunction(pfIndex: pf.index, vf: 0, VirtualFunctionSettings())
     }
+
+    /// A VF's interface starts down, and a passthru macvtap on a lower that is down carries
+    /// nothing (the rig's virtio-net-vf: "lowerlayerdown"): the lease sets it up and, at
+    /// release, down again. Read back with iproute2.
+    @Test func aLinkIsSetUpAndDownAsIproute2ShowsIt() throws {
+        let namespace = try NamespaceFixture()
+        defer { namespace.remove() }
+        try namespace.run(["ip", "link", "add", "va", "type", "veth", "peer", "name", "vb"])
+        let socket = try RouteSocket(adopting: namespace.routeSocketDescriptor())
+        let link = try socket.link(named: "va")
+        func shownUp() throws -> Bool { try namespace.run(["ip", "-o", "link", "show", "va"]).contains(",UP") }
+        #expect(!link.isUp)
+        #expect(try shownUp() == false)
+        try socket.setLink(index: link.index, up: true)
+        #expect(try shownUp())
+        #expect(try socket.link(named: "va").isUp)
+        try socket.setLink(index: link.index, up: false)
+        #expect(try shownUp() == false)
+        let missing = #expect(throws: NetlinkError.self) { try socket.setLink(index: 99_999, up: true) }
+        #expect(missing?.isNotFound == true)
+    }
 }

@@ -29,7 +29,7 @@ import VMMBase
         let routes = try KVMInterruptRoutes(virtualMachine: vm)
         #expect(routes.hasKernelIOAPIC)
         let lines = KernelINTxLines()
-        let line = try lines.make(routedTo: GSI(16))
+        let line = try lines.make(for: "test-function", routedTo: GSI(16))
         #expect(lines.bound == [], "no VM attached yet")
 
         lines.attach(vm)

@@ -109,6 +109,17 @@ public struct RouteSocket: ~Copyable, @unchecked Sendable {
         try checkNetlink(rtnl_link_delete(handle, link), "rtnl_link_delete", name)
     }
 
+    /// Sets the link `index` administratively up or down (`ip link set LINK up|down`).
+    public func setLink(index: Int32, up: Bool) throws(NetlinkError) {
+        try changeLink(index: index, context: "link \(index) \(up ? "up" : "down")") { changes in
+            if up {
+                rtnl_link_set_flags(changes, UInt32(interfaceUpFlag))
+            } else {
+                rtnl_link_unset_flags(changes, UInt32(interfaceUpFlag))
+            }
+        }
+    }
+
     /// Applies `build`'s changes to the link `index` through RTM_NEWLINK/SETLINK (rtnl_link_change).
     func changeLink(index: Int32, context: String,
                     _ build: (OpaquePointer) throws(NetlinkError) -> Void) throws(NetlinkError) {

@@ -14,6 +14,9 @@ struct VirtualFunctionLease: ~Copyable {
     let sysfs: String
     /// The VF's network interface, the lower device of the passthru macvtap.
     let netdev: String
+    /// The interface's index when the lease set it up (a VF's interface starts down, and a
+    /// passthru macvtap on a lower that is down carries nothing: "lowerlayerdown").
+    let broughtUp: Int32?
 
     var vf: Int { reservation.user.vf }
 
@@ -32,6 +35,7 @@ struct VirtualFunctionLease: ~Copyable {
         let requested = VirtualFunctionSettings(mac: options.mac, vlan: options.vlan,
                                                 spoofCheck: options.spoofCheck, trust: options.trust)
         var restore = VirtualFunctionSettings()
+        var broughtUp: Int32?
         do throws(HostNetworkError) {
             if !requested.isEmpty {
                 let previous: VirtualFunctionSettings?
@@ -44,9 +48,16 @@ struct VirtualFunctionLease: ~Copyable {
             }
             let netdev = try waitForNetdev(pf: name, vf: index, driver: driver ?? "none",
                                            sysfs: environment.sysfs, timeout: environment.virtualFunctionNetdevTimeout)
+            let link = try MacvtapBackend.lookUp(netdev, in: socket)
+            if !link.isUp {
+                do { try socket.setLink(index: link.index, up: true) } catch { throw .netlink(error) }
+                broughtUp = link.index
+            }
             return VirtualFunctionLease(reservation: reservation, pfIndex: pfLink.index, restore: restore,
-                                        rebindDriver: requested.mac != nil ? driver : nil, sysfs: environment.sysfs, netdev: netdev)
+                                        rebindDriver: requested.mac != nil ? driver : nil, sysfs: environment.sysfs,
+                                        netdev: netdev, broughtUp: broughtUp)
         } catch {
+            if let broughtUp { try? socket.setLink(index: broughtUp, up: false) }
             if !restore.isEmpty { try? socket.setVirtualFunction(pfIndex: pfLink.index, vf: index, restore) }
             reservation.release()
             throw error
@@ -56,6 +67,12 @@ struct VirtualFunctionLease: ~Copyable {
     /// Restores the VF's previous settings and drops the reservation; returns the first failure.
     consuming func release(socket: borrowing RouteSocket) -> HostNetworkError? {
         var failure: HostNetworkError?
+        if let broughtUp {
+            // Gone already when the VF went away meanwhile: nothing to put back then.
+            do throws(NetlinkError) { try socket.setLink(index: broughtUp, up: false) } catch {
+                if !error.isNotFound { failure = .netlink(error) }
+            }
+        }
         do throws(NetlinkError) {
             try socket.setVirtualFunction(pfIndex: pfIndex, vf: vf, restore)
         } catch {

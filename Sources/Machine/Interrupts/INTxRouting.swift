@@ -121,8 +121,11 @@ final class FunctionInterrupts: PCIInterruptOutput {
     private let kernelLines: KernelINTxLines
     private let port: BusMasterPort
     private let kernelLine = Mutex<KernelINTxLines.Line?>(nil)
+    /// The function's id, for log lines.
+    private let owner: String
 
-    init(gsi: GSI?, lines: SharedLines, kernelLines: KernelINTxLines, port: BusMasterPort) {
+    init(owner: String, gsi: GSI?, lines: SharedLines, kernelLines: KernelINTxLines, port: BusMasterPort) {
+        self.owner = owner
         self.lines = lines
         self.kernelLines = kernelLines
         self.port = port
@@ -139,7 +142,7 @@ final class FunctionInterrupts: PCIInterruptOutput {
     func kernelINTx() throws(KernelINTxError) -> (any KernelINTxLine)? {
         try kernelLine.withLock { (line) throws(KernelINTxError) -> KernelINTxLines.Line in
             if let line { return line }
-            let made = try kernelLines.make(routedTo: gsi)
+            let made = try kernelLines.make(for: owner, routedTo: gsi)
             line = made
             return made
         }

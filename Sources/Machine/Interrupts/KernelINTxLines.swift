@@ -32,6 +32,8 @@ final class KernelINTxLines: Sendable {
 
     private struct Entry {
         let line: Line
+        /// The function whose pin this is, for log lines.
+        let owner: String
         /// Where the pin is routed now (nil: nowhere).
         var gsi: GSI?
         /// Where KVM has the irqfd.
@@ -43,14 +45,14 @@ final class KernelINTxLines: Sendable {
     }
     private let state = Mutex(State())
 
-    /// A new line for a pin routed to `gsi`, bound in KVM at once when a VM is attached.
-    func make(routedTo gsi: GSI?) throws(KernelINTxError) -> Line {
+    /// A new line for `owner`'s pin routed to `gsi`, bound in KVM at once when a VM is attached.
+    func make(for owner: String, routedTo gsi: GSI?) throws(KernelINTxError) -> Line {
         let line: Line
         do throws(SystemError) { line = try Line() } catch {
             throw KernelINTxError("INTx eventfds: \(error)")
         }
         state.withLock { s in
-            var entry = Entry(line: line, gsi: gsi)
+            var entry = Entry(line: line, owner: owner, gsi: gsi)
             Self.bind(&entry, in: s.vm)
             s.entries[ObjectIdentifier(line)] = entry
         }
@@ -100,14 +102,14 @@ final class KernelINTxLines: Sendable {
             // masked with no EOI to come: unmask it; a pin still asserted triggers again.
             try entry.line.resampleEvent.eventFD.signal()
         } catch {
-            GuestErrorLog.report(device: "intx", kind: "irqfd", "a kernel-driven INTx line on GSI \(gsi.number): \(error); the pin stays silent")
+            GuestErrorLog.report(device: entry.owner, kind: "intx-irqfd", "its kernel-driven INTx line on GSI \(gsi.number): \(error); the pin stays silent")
         }
     }
 
     private static func unbind(_ entry: inout Entry, in vm: KVMVirtualMachine?) {
         guard let vm, let gsi = entry.bound else { return }
         do throws(SystemError) { try vm.unregisterIRQFD(entry.line.triggerEvent.eventFD, gsi: gsi.number) } catch {
-            GuestErrorLog.report(device: "intx", kind: "irqfd", "removing the INTx line on GSI \(gsi.number): \(error)")
+            GuestErrorLog.report(device: entry.owner, kind: "intx-irqfd", "removing its INTx line on GSI \(gsi.number): \(error)")
         }
         entry.bound = nil
     }

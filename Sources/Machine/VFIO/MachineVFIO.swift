@@ -111,9 +111,6 @@ public final class MachineVFIO: Sendable {
         try assignment.device.hotReset(groups: groups)
     }
 
-    /// The group of an assigned device, by number (for VFIO_DEVICE_PCI_HOT_RESET).
-    public func group(_ number: Int) -> (any VFIOGroupIO)? { state.withLock { $0.groups[number] } }
-
     /// Forgets an assignment (the device model closed its device). When the last device goes,
     /// DMA maps stop following guest RAM and are removed.
     public func release(_ assignment: Assignment) {
