@@ -89,6 +89,24 @@ struct VirtualConfigSpaceTests {
         #expect(walked.map(\.kind) == HostCapabilities.walk(host).map(\.kind).filter { $0 != .extended(ExtendedCapabilityID.sriov) })
     }
 
+    @Test("ARI's Next Function is the guest's (0: alone in its slot), whatever the host's says")
+    func ariNextFunctionIsVirtualized() throws {
+        try require(RealLspci.isInstalled, RealLspci.missing)
+        var host = try QEMUFixtures.config("igb")
+        let ari = try #require(HostCapabilities.walk(host).first { $0.kind == .extended(ExtendedCapabilityID.ari) })
+        // A host PF whose ARI chain goes on to function 2 (as a multi-function device's would).
+        host[ari.offset + ARIRegister.capability + 1] = 2
+        let hostOutput = try RealLspci.decode([("01:00.0", host)], arguments: ["-vvv"])
+        #expect(hostOutput.contains("Next Function: 2"))
+        let bars = VirtualBARs.descriptors(host: host, regionSizes: try QEMUFixtures.regionSizes("igb"))
+        let space = try VirtualConfigSpace(host: host, bars: bars.bars, romSize: nil, position: Self.guestLink,
+                                           quirks: try VFIOQuirkTable.builtIn().quirks(vendorID: 0x8086, deviceID: 0x10C9))
+        let output = try RealLspci.decode([("01:00.0", Array(space.merged(host: CapturedDevice(host)).bytes))], arguments: ["-vvv"])
+        #expect(output.contains("Alternative Routing-ID Interpretation (ARI)"))
+        #expect(output.contains("Next Function: 0"))
+        #expect(!output.contains("Next Function: 2"))
+    }
+
     @Test("Command: decode enables pass through and are followed; host-only bits never reach the device")
     func commandIsFiltered() throws {
         var (space, device) = try Self.igb()

@@ -126,6 +126,11 @@ order=()
 add_module nvme
 printf '%s\n' "${order[@]}" >"$l2/lib/modules/order.nvme"
 l2_modules="$l2_modules ${order[*]}"
+# igbvf for rig.l2=net rig.l2nic=igbvf (an assigned igb VF; vfio-igb), loaded only by that mode.
+order=()
+add_module igbvf
+printf '%s\n' "${order[@]}" >"$l2/lib/modules/order.igbvf"
+l2_modules="$l2_modules ${order[*]}"
 pack "$l2" "$work/out/l2-initrd.gz" "gzip -9"
 
 # --- L1 -----------------------------------------------------------------------------------------
@@ -150,6 +155,13 @@ printf '%s\n' "${order[@]}" >"$l1/rig/modules/order.vlan"
 
 cp "$qemu" "$l1/usr/bin/qemu-system-x86_64"
 copy_libs "$l1" "$qemu"
+# iproute2's ip as iproute2-ip, beside busybox's: only it sets a VF's MAC through its PF
+# (`ip link set PF vf N mac ...`; vfio-igb), independently of Switchyard's own rtnetlink code.
+iproute2_ip=""
+for f in /usr/bin/ip /bin/ip /sbin/ip /usr/sbin/ip; do [ -x "$f" ] && { iproute2_ip=$f; break; }; done
+[ -n "$iproute2_ip" ] || { echo "build-initramfs.sh: no iproute2 ip (apt install iproute2)" >&2; exit 1; }
+cp "$iproute2_ip" "$l1/usr/bin/iproute2-ip"
+copy_libs "$l1" "$iproute2_ip"
 for f in bios-256k.bin kvmvapic.bin linuxboot_dma.bin pvh.bin qboot.rom; do
   src=""
   for d in /usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu; do

@@ -192,6 +192,7 @@ private struct Builder {
                 case .msi: placed = addMSI(cap)
                 case .msix: placed = addMSIX(cap)
                 case .standard(CapabilityID.pciExpress): placed = addPCIExpress(cap, position: position)
+                case .extended(ExtendedCapabilityID.ari): placed = addARI(cap)
                 case .standard(let id): placed = link { (c: inout ConfigSpace) throws(ConfigSpaceError) in try c.addCapability(id: id, length: 2, at: cap.offset) }
                 case .extended(let id):
                     placed = link { (c: inout ConfigSpace) throws(ConfigSpaceError) in
@@ -235,6 +236,22 @@ private struct Builder {
         guard MSIXRegister.length <= cap.span,
               link({ (c: inout ConfigSpace) throws(ConfigSpaceError) in try c.addMSIX(layout, at: cap.offset) }) else { return false }
         emulate(cap.offset, count: MSIXRegister.length)
+        return true
+    }
+
+    /// ARI: the device's, except Next Function Number, which is the guest's: 0, the end of the
+    /// chain, as the function sits alone in its guest slot. The host's value names the host's
+    /// functions (a PF's next function, a VF's neighbours), and a guest with ARI forwarding on
+    /// follows it when it scans the bus. (QEMU hides ARI instead.)
+    private mutating func addARI(_ cap: HostCapability) -> Bool {
+        guard link({ (c: inout ConfigSpace) throws(ConfigSpaceError) in
+            try c.addExtendedCapability(id: ExtendedCapabilityID.ari, version: cap.version, length: 4, at: cap.offset)
+        }) else { return false }
+        if cap.span >= ARIRegister.length {
+            let nextFunction = cap.offset + ARIRegister.capability + 1
+            cells.set(nextFunction, width: 1, value: 0)
+            emulate(nextFunction, count: 1)
+        }
         return true
     }
 

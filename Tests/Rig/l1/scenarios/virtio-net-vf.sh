@@ -59,7 +59,8 @@ if wait_for "$log" ' RIG-L2 net link-up' 150 >/dev/null; then
     n=${d##*/}
     echo "counters $n: rx $(cat $d/statistics/rx_packets) tx $(cat $d/statistics/tx_packets) addr $(cat $d/address) $(cat $d/operstate)"
   done
-  nsenter -t $peer -n sh -c 'for d in /sys/class/net/*; do echo "peer counters ${d##*/}: rx $(cat $d/statistics/rx_packets) tx $(cat $d/statistics/tx_packets) $(cat $d/operstate)"; done'
+  # (/proc/net is the reader's namespace; L1's /sys/class/net is not.)
+  nsenter -t $peer -n cat /proc/net/dev | sed 's/^/peer counters /'
 fi
 wait_for "$log" ' RIG-L2 net done' 150 >/dev/null || echo "L2 did not finish its network checks"
 wait_vmm_exit "$log" 30
