@@ -170,6 +170,25 @@ kvm_counters_ready() {
 user_exits() { _h=$(sed -n 's/^ *Hits: *//p' $TRACE/hist 2>/dev/null); echo "${_h:-0}"; }
 kvm_snap() { read _e <$KSTAT/exits; read _m <$KSTAT/mmio_exits; read _i <$KSTAT/io_exits; echo "$_e $_m $_i $(user_exits)"; }
 
+# phase_exits LOG PREFIX: L2 marks an idle phase and an io phase, each "PREFIX phase NAME begin"
+# ... "PREFIX phase NAME end" followed by 2 s of sleep; L1's counters are snapshotted at each
+# marker. Prints the io phase's "exits mmio_exits io_exits user_exits" less the idle phase's
+# rate over the io phase's length (the caller divides by what the phase moved). Fails, saying
+# which, when a marker does not come within 120 s.
+phase_exits() {
+  for _ph in idle io; do
+    wait_for "$1" " $2 phase $_ph begin" 120 >/dev/null || { echo "L2 began no $_ph phase" >&2; return 1; }
+    eval "_a_$_ph=\"\$(now) \$(kvm_snap)\""
+    wait_for "$1" " $2 phase $_ph end" 120 >/dev/null || { echo "L2 did not end its $_ph phase" >&2; return 1; }
+    eval "_b_$_ph=\"\$(now) \$(kvm_snap)\""
+  done
+  # Fields: time exits mmio io user, at idle begin (1-5), idle end (6-10), io begin (11-15), io end (16-20).
+  echo "$_a_idle $_b_idle $_a_io $_b_io" | awk '{
+    ti = $6 - $1; tio = $16 - $11
+    for (k = 2; k <= 5; k++) { rate = ($(k + 5) - $k) / ti; printf "%.1f%s", $(k + 15) - $(k + 10) - rate * tio, k < 5 ? " " : "\n" }
+  }'
+}
+
 # show_run LABEL LOG [QMPLOG]: L2's console and the QMP replies and events of one run, times
 # relative to VMM_START.
 show_run() {

@@ -16,7 +16,9 @@
 # Before the VFs exist, Switchyard also assigns the PF itself to an L2 booted with pci=nomsi:
 # the controller's INTx pin (switchyard-intx), checked as above with the IO-APIC's line.
 # Figures per VMM: LABEL_nvme_live (s from VMM start to L2's namespace), LABEL_write_MiBps,
-# LABEL_read_MiBps; and their ratios switchyard/qemu.
+# LABEL_read_MiBps, LABEL_randread_iops (4 KiB random reads at queue depth 1, l2/randread.c);
+# both VMMs also hot-plug the VF after boot (device_add to the namespace: LABEL_plug_to_live_1);
+# and the ratios switchyard/qemu.
 . /rig/lib.sh
 [ -x /switchyard ] || { echo "SKIP: no /switchyard in this initramfs (build-initramfs.sh --switchyard PATH)"; exit 77; }
 . /rig/scenarios/host-lib.sh
@@ -65,6 +67,9 @@ run_l2() {
     _s=$(sed -n "s/.* RIG-L2 nvme $_step bytes=4194304 .* seconds=\([0-9.]*\).*/\1/p" "$_log")
     [ -n "$_s" ] && report_time "${_label}_${_step}_MiBps" "$(awk "BEGIN { s = $_s; if (s < 0.01) s = 0.01; printf \"%.1f\", 4 / s }")"
   done
+  _iops=$(sed -n 's/.* RIG-L2 nvme randread ios=[1-9][0-9]* seconds=[0-9.]* iops=\([0-9]*\).*/\1/p' "$_log")
+  check "$_label: 4 KiB random reads with O_DIRECT completed (${_iops:-none} IOPS)" [ -n "$_iops" ]
+  [ -n "$_iops" ] && report_time "${_label}_randread_iops" "$_iops"
 }
 
 # nvme_exits LABEL LOG (NVME_EXITS=1: L2 marks an idle phase and one holding only its 4 MiB
@@ -73,17 +78,9 @@ run_l2() {
 # MiB moved (8): LABEL_user_exits_per_MiB (exits that reached the VMM: doorbells in a trapped
 # BAR, interrupts through it), LABEL_mmio_exits_per_MiB, LABEL_exits_per_MiB (KVM's own too).
 nvme_exits() {
-  for _ph in idle io; do
-    wait_for "$2" " RIG-L2 nvme phase $_ph begin" 120 >/dev/null || { echo "CHECK FAILED: $1: L2 began no $_ph phase"; return 1; }
-    eval "_a_$_ph=\"\$(now) \$(kvm_snap)\""
-    wait_for "$2" " RIG-L2 nvme phase $_ph end" 120 >/dev/null || { echo "CHECK FAILED: $1: L2 did not end its $_ph phase"; return 1; }
-    eval "_b_$_ph=\"\$(now) \$(kvm_snap)\""
-  done
-  # Fields: time exits mmio io user, at idle begin (1-5), idle end (6-10), io begin (11-15), io end (16-20).
-  echo "$_a_idle $_b_idle $_a_io $_b_io" | awk -v l="$1" '{
-    ti = $6 - $1; tio = $16 - $11
-    for (k = 2; k <= 5; k++) { rate = ($(k + 5) - $k) / ti; io[k] = ($(k + 15) - $(k + 10) - rate * tio) / 8 }
-    printf "%s_exits_per_MiB %.1f\n%s_mmio_exits_per_MiB %.1f\n%s_user_exits_per_MiB %.1f\n", l, io[2], l, io[3], l, io[5]
+  _counts=$(phase_exits "$2" "RIG-L2 nvme" 2>/tmp/phase-err) || { echo "CHECK FAILED: $1: $(cat /tmp/phase-err)"; return 1; }
+  echo "$_counts" | awk -v l="$1" '{
+    printf "%s_exits_per_MiB %.1f\n%s_mmio_exits_per_MiB %.1f\n%s_user_exits_per_MiB %.1f\n", l, $1 / 8, l, $2 / 8, l, $4 / 8
   }' | while read -r _n _v; do report_time "$_n" "$_v"; done
 }
 
@@ -126,21 +123,21 @@ take_back() {
   wait $_ub 2>/dev/null
 }
 
-# run_l2_hotplug LABEL: Switchyard boots L2 with rp1 empty (Hot-Plug Surprise on); QMP on a
-# FIFO pair plugs the VF in once L2 waits for it (rig.l2nvmehp=2), L2 writes and reads its
-# pattern, and the VF is unplugged: cycle 1 through the attention button (device_del), cycle 2
-# by surprise (device_del x-surprise), the VF staying on vfio-pci and reusable. Figures:
-# LABEL_plug_to_live_C (s, device_add to L2's namespace), LABEL_device_deleted_C (s, device_del
-# to DEVICE_DELETED), LABEL_guest_gone_C (s, L2's ready line to the controller gone).
+# run_l2_hotplug LABEL CMD...: the VMM (CMD) boots L2 with rp1 empty; QMP on a FIFO pair plugs
+# the VF in once L2 waits for it (rig.l2nvmehp=2), L2 writes and reads its pattern, and the VF is
+# unplugged: cycle 1 through the attention button (device_del), cycle 2 by surprise (device_del
+# x-surprise) when HP_SURPRISE=1 (Switchyard, whose rp1 then has Hot-Plug Surprise on), else
+# through the button again (QEMU has no surprise removal); the VF stays on vfio-pci and reusable.
+# Figures: LABEL_plug_to_live_C (s, device_add to L2's namespace), LABEL_device_deleted_C (s,
+# device_del to DEVICE_DELETED), LABEL_guest_gone_C (s, L2's ready line to the controller gone).
 run_l2_hotplug() {
-  _label=$1 _f=0
+  _label=$1 _f=0; shift
   _log=/tmp/l2-nvme-$_label.log
   _q=/tmp/qmp-$_label
   rm -f $_q.in $_q.out; mkfifo $_q.in $_q.out
   stamp <$_q.out >$_q.log &
   L2_APPEND_LINE="$(l2_append nvme) rig.l2nvmehp=2"
-  start_vmm "$_log" /switchyard -machine q35 -accel kvm -m 256 -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD \
-    $PORT,x-hotplug-surprise=on -chardev pipe,id=qmp,path=$_q -mon chardev=qmp,mode=control
+  start_vmm "$_log" "$@" -chardev pipe,id=qmp,path=$_q -mon chardev=qmp,mode=control
   exec 3<>$_q.in
   if ! wait_for $_q.log '"QMP"' 30 >/dev/null; then echo "CHECK FAILED: $_label: no QMP greeting"; _f=1
   else
@@ -159,8 +156,8 @@ run_l2_hotplug() {
       echo "CHECK FAILED: $_label: L2 did not finish its I/O (cycle $_c)"; _f=1; break
     fi
     _t0=$(now)
-    if [ $_c = 1 ]; then _qmp '{"execute":"device_del","arguments":{"id":"vf0"}}'
-    else _qmp '{"execute":"device_del","arguments":{"id":"vf0","x-surprise":true}}'; fi
+    if [ $_c = 2 ] && [ "${HP_SURPRISE:-}" = 1 ]; then _qmp '{"execute":"device_del","arguments":{"id":"vf0","x-surprise":true}}'
+    else _qmp '{"execute":"device_del","arguments":{"id":"vf0"}}'; fi
     # The cycle's own DEVICE_DELETED: the log holds the earlier cycle's too.
     _i=0
     while [ "$(grep -c 'DEVICE_DELETED.*"vf0"' $_q.log)" -lt $_c ] && [ $_i -lt 600 ]; do sleep 0.05; _i=$((_i + 1)); done
@@ -184,7 +181,7 @@ run_l2_hotplug() {
       grep -q " RIG-L2 nvme hp plugged cycle=$_c seconds=[0-9.]* dev=[0-9a-f:.]* ids=1b36:0010 drv=nvme" "$_log"
     io_checks "$_label" "$_log" "cycle=$_c "
   done
-  check "$_label: the VF is still on vfio-pci after button and surprise unplugs" [ "$(driver_of $vf)" = vfio-pci ]
+  check "$_label: the VF is still on vfio-pci after its unplugs" [ "$(driver_of $vf)" = vfio-pci ]
   [ $_f = 0 ] || fails=$((fails + 1))
 }
 
@@ -235,10 +232,16 @@ NVME_HOLD=1
 run_l2 switchyard2 $SY
 NVME_HOLD=
 # Then hot-plugged after boot, unplugged by button and by surprise.
-run_l2_hotplug switchyard-hp
+HP_SURPRISE=1 run_l2_hotplug switchyard-hp /switchyard -machine q35 -accel kvm -m 256 -kernel $L2_SWITCHYARD_KERNEL \
+  -initrd $L2_INITRD $PORT,x-hotplug-surprise=on
 NVME_EXITS=$_exits
 run_l2 qemu qemu-system-x86_64 -accel kvm -cpu host -M q35 -m 256 -nodefaults -display none -no-reboot -serial stdio \
   -kernel $L2_QEMU_KERNEL -initrd $L2_INITRD $PORT -device vfio-pci,host=$vf,bus=rp1
+NVME_EXITS=
+# QEMU hot-plugging the same VF: its q35 hot-plugs through ACPI by default; native PCIe hot-plug,
+# as Switchyard's, needs the LPC's bridge support off. The reference for the time to the namespace.
+run_l2_hotplug qemu-hp qemu-system-x86_64 -accel kvm -cpu host -M q35 -m 256 -nodefaults -display none -no-reboot \
+  -serial stdio -global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off -kernel $L2_QEMU_KERNEL -initrd $L2_INITRD $PORT
 
 # Ratios Switchyard / QEMU from this one L1 boot (figures vary with the host's load).
 ratio() { # NAME A B
@@ -250,6 +253,8 @@ ratio ratio_nvme_live_switchyard_over_qemu switchyard_nvme_live qemu_nvme_live
 ratio ratio_write_MiBps_switchyard_over_qemu switchyard_write_MiBps qemu_write_MiBps
 ratio ratio_read_MiBps_switchyard_over_qemu switchyard_read_MiBps qemu_read_MiBps
 ratio ratio_exits_per_MiB_switchyard_over_qemu switchyard_exits_per_MiB qemu_exits_per_MiB
+ratio ratio_randread_iops_switchyard_over_qemu switchyard_randread_iops qemu_randread_iops
+ratio ratio_plug_to_live_switchyard_over_qemu switchyard-hp_plug_to_live_1 qemu-hp_plug_to_live_1
 # The VF's doorbells are in BAR pages mapped into L2 and its MSI-X vectors are irqfds: its I/O
 # makes no MMIO exit (a trapped doorbell would be two per NVMe command, 2 commands per MiB).
 if [ -n "$_exits" ]; then

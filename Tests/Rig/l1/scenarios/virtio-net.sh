@@ -22,7 +22,7 @@ net_session() {
   _peer=$!
   rm -rf /tmp/peer-$_nl; mkdir -p /tmp/peer-$_nl/www
   dd if=/dev/urandom of=/tmp/peer-$_nl/www/rx bs=64k count=64 2>/dev/null
-  L2_APPEND_LINE="$(l2_append net)"
+  L2_APPEND_LINE="$(l2_append net)${NET_EXITS:+ rig.l2netexits=1}"
   if [ -n "${NET_HOTPLUG:-}" ]; then
     # No NIC at boot: QMP on a FIFO pair plugs it into rp3 once L2 waits for it.
     _q=/tmp/qmp-$_nl
@@ -47,6 +47,7 @@ net_session() {
     echo "CHECK FAILED: $_nl: no tap0 appeared within 10 s of the VMM's start"
   fi
   [ -n "${NET_HOTPLUG:-}" ] && { net_hotplug_cycles || _hpf=1; }
+  [ -n "${NET_EXITS:-}" ] && { net_exits || _hpf=1; }
   wait_for "$_log" ' RIG-L2 net done' 150 >/dev/null || echo "$_nl: L2 did not finish its network checks"
   [ -n "${NET_HOTPLUG:-}" ] && exec 3>&-
   wait_vmm_exit "$_log" 20
@@ -125,6 +126,21 @@ net_hotplug_cycles() {
   echo "ok: $_nl: virtio-net-pci hot-plugged into rp3 and unplugged $NET_HOTPLUG times on one netdev"
 }
 
+# net_exits (in net_session, NET_EXITS=1): L1's KVM counters around L2's transfers (phase_exits,
+# the idle rate subtracted), per packet eth0 moved during them: ${_nl}_user_exits_per_packet
+# (exits that reached the VMM: a kick it traps, an interrupt it injects through an exit),
+# ${_nl}_mmio_exits_per_packet, ${_nl}_exits_per_packet (KVM's own too).
+net_exits() {
+  _counts=$(phase_exits "$_log" "RIG-L2 net" 2>/tmp/phase-err) || { echo "CHECK FAILED: $_nl: $(cat /tmp/phase-err)"; return 1; }
+  wait_for "$_log" ' RIG-L2 net phase packets=[0-9]' 30 >/dev/null || { echo "CHECK FAILED: $_nl: L2 gave no packet count"; return 1; }
+  _pk=$(sed -n 's/.* RIG-L2 net phase packets=\([0-9]*\).*/\1/p' "$_log")
+  [ "${_pk:-0}" -gt 0 ] || { echo "CHECK FAILED: $_nl: no packets in the transfer phase"; return 1; }
+  echo "$_counts" | awk -v l="$_nl" -v p="$_pk" '{
+    printf "%s_exits_per_packet %.2f\n%s_mmio_exits_per_packet %.2f\n%s_user_exits_per_packet %.2f\n", l, $1 / p, l, $2 / p, l, $4 / p
+  }' | while read -r _n _v; do report_time "$_n" "$_v"; done
+  echo "$_nl: $_pk packets in the transfer phase; exits, mmio, io, user (idle-subtracted): $_counts"
+}
+
 # irq_count LOG NAME: the interrupts of the virtio vector NAME (e.g. input.1), summed over CPUs.
 irq_count() {
   # (Console lines end in CR LF.)
@@ -148,6 +164,9 @@ mq_check() {
   return $_mf
 }
 
+# KVM exits per packet, for the sessions that do not hot-plug (L1's debugfs counters).
+NET_EXITS=
+if kvm_counters_ready; then NET_EXITS=1; else echo "no KVM statistics in L1's debugfs: no exit counts"; fi
 NET_DEVICE_EXTRA=,romfile=
 net_session qemu off $(qemu_l2_command)
 net_session qemu_vhost on $(qemu_l2_command)
@@ -155,10 +174,10 @@ NET_DEVICE_EXTRA=
 if [ -x /switchyard ]; then
   # The userspace datapath on a NIC hot-plugged after boot: plugged, checked, unplugged,
   # plugged again on the same netdev, pinged, unplugged.
-  NET_HOTPLUG=2
+  NET_HOTPLUG=2 _exits=$NET_EXITS NET_EXITS=
   net_session switchyard off /switchyard -machine q35 -accel kvm -m 512 -smp $L2_SMP \
     -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY
-  NET_HOTPLUG=
+  NET_HOTPLUG= NET_EXITS=$_exits
   # vhost=on falls back to the userspace datapath (logged); this boot also proves multiqueue:
   # two vCPUs, a two-queue tap, mq=on.
   NET_NETDEV_EXTRA=,queues=2 NET_DEVICE_EXTRA=,mq=on,vectors=6
