@@ -94,7 +94,7 @@ let package = Package(
         .testTarget(name: "PCIPassthroughTests", dependencies: ["PCIPassthrough", "VFIO", "PCI", "Interrupts", "GuestMemory", "VMMBase", "TestRequirements"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "HostNetworkTests", dependencies: ["HostNetwork", "HostOS", "VMMBase", "TestRequirements"], swiftSettings: swiftSettings),
-        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "PCI", "GuestMemory", "Interrupts", "VMMBase", "TestRequirements"],
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioNet", "HostNetwork", "HostOS", "PCI", "GuestMemory", "Interrupts", "VMMBase", "TestRequirements"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "VirtioNetTests", dependencies: ["VirtioNet", "Virtio", "HostNetwork", "PCI", "GuestMemory", "HostOS", "VMMBase", "TestRequirements"],
                     swiftSettings: swiftSettings),

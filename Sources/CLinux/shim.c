@@ -212,3 +212,15 @@ unsigned long sy_ifnamsiz(void) { return IFNAMSIZ; }
 int sy_setns(int fd, int nstype) { return setns(fd, nstype); }
 
 int sy_clone_newnet(void) { return CLONE_NEWNET; }
+
+unsigned long sy_vhost_get_features(void) { return VHOST_GET_FEATURES; }
+unsigned long sy_vhost_set_features(void) { return VHOST_SET_FEATURES; }
+unsigned long sy_vhost_set_owner(void) { return VHOST_SET_OWNER; }
+unsigned long sy_vhost_set_mem_table(void) { return VHOST_SET_MEM_TABLE; }
+unsigned long sy_vhost_set_vring_num(void) { return VHOST_SET_VRING_NUM; }
+unsigned long sy_vhost_set_vring_base(void) { return VHOST_SET_VRING_BASE; }
+unsigned long sy_vhost_get_vring_base(void) { return VHOST_GET_VRING_BASE; }
+unsigned long sy_vhost_set_vring_addr(void) { return VHOST_SET_VRING_ADDR; }
+unsigned long sy_vhost_set_vring_kick(void) { return VHOST_SET_VRING_KICK; }
+unsigned long sy_vhost_set_vring_call(void) { return VHOST_SET_VRING_CALL; }
+unsigned long sy_vhost_net_set_backend(void) { return VHOST_NET_SET_BACKEND; }

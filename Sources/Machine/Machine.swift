@@ -1,6 +1,7 @@
 import AddressSpace
 import Chipset
 import GuestMemory
+import HostNetwork
 import Interrupts
 import PCI
 import PCIPassthrough
@@ -135,6 +136,12 @@ public final class Machine: Sendable {
             vfioPCI: VFIOPCIDevice(opener: assignedDevices, routes: assignedInterrupts), networks: networks))
         sink.connect(self)
         assignedDevices.connect(self)
+        // vhost-net reads guest RAM through its own table: the same banks VFIO maps for DMA.
+        networks.provideGuestRAM { [spaces, ramBanks, ram] in
+            GuestRAMDMA.mappings(in: spaces.platform.view(.memory), knownBanks: ramBanks, of: ram).map {
+                VhostMemoryRegion(guestAddress: $0.iova, size: $0.size, hostAddress: UInt64($0.hostAddress))
+            }
+        }
 
         do {
             try rootBus.attach(hostBridge, at: 0)

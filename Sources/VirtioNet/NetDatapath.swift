@@ -22,6 +22,9 @@ final class NetDatapath: Sendable {
     let kicks: VirtioQueueKicks
     /// The device's control state and link, which this thread reads and the control queue changes.
     let shared: SharedNetState
+    /// With vhost=on: the data queues are the kernel's, this thread serves the control queue
+    /// and turns vhost's call eventfds into queue interrupts.
+    let vhost: VhostNetSession?
 
     private let handles: Handles
     private let pendingKicks = Mutex<Set<Int>>([])
@@ -30,6 +33,8 @@ final class NetDatapath: Sendable {
     /// The I/O thread's pthread id: a kick it answers itself needs no wake-up.
     private let ioThread = Atomic<UInt>(0)
     private static let kickTag: UInt64 = 1 << 32
+    /// Epoll data of vhost's call eventfds (`callTag + queue`).
+    private static let callTag: UInt64 = 1 << 33
     /// Receive-side state only the I/O thread uses (a Mutex for Sendable's sake).
     private let worker: Mutex<Worker>
 
@@ -66,7 +71,7 @@ final class NetDatapath: Sendable {
 
     init(device: String, negotiated: VirtioNetFeatures, queues: [VirtQueue?], pairs: Int, controlIndex: Int?,
          backend: [any PacketQueue], shared: SharedNetState, interrupts: any VirtioInterruptSignaller,
-         kicks: VirtioQueueKicks = .none) throws(SystemError) {
+         kicks: VirtioQueueKicks = .none, vhost: VhostNetSession? = nil) throws(SystemError) {
         self.device = device
         self.negotiated = negotiated
         self.queues = queues
@@ -76,13 +81,21 @@ final class NetDatapath: Sendable {
         self.interrupts = interrupts
         self.kicks = kicks
         self.shared = shared
+        self.vhost = vhost
         handles = try Handles()
         worker = Mutex(Worker(stash: Array(repeating: [], count: pairs), parked: Array(repeating: false, count: backend.count)))
         try handles.epoll.add(handles.wake.rawValue, events: .readable, data: 0)
-        for (j, queue) in backend.enumerated() {
-            try handles.epoll.add(queue.pollDescriptor, events: .readable, data: UInt64(j + 1))
+        if let vhost {
+            // The taps and the data queues' kicks are vhost's; its calls are this thread's.
+            for (queue, call) in vhost.calls.enumerated() {
+                try handles.epoll.add(call.rawValue, events: .readable, data: Self.callTag + UInt64(queue))
+            }
+        } else {
+            for (j, queue) in backend.enumerated() {
+                try handles.epoll.add(queue.pollDescriptor, events: .readable, data: UInt64(j + 1))
+            }
         }
-        for (queue, descriptor) in kicks.descriptors {
+        for (queue, descriptor) in kicks.descriptors where vhost == nil || queue == controlIndex {
             try handles.epoll.add(descriptor, events: .readable, data: Self.kickTag + UInt64(queue))
         }
         let started = try HostThread(kind: .io, name: "virtio-net") { [self] in run() }
@@ -91,6 +104,12 @@ final class NetDatapath: Sendable {
 
     /// Queue `index` was kicked.
     func kick(_ index: Int) {
+        if let vhost, vhost.kicks.indices.contains(index) {
+            // A trapped notify write (no KVM ioeventfd caught it): passed on to vhost's eventfd.
+            var one: UInt64 = 1
+            _ = Glibc.write(vhost.kicks[index], &one, 8)
+            return
+        }
         pendingKicks.withLock { _ = $0.insert(index) }
         // On the I/O thread (a kick eventfd it answered) the loop takes it before waiting again.
         if pthread_self() != ioThread.load(ordering: .acquiring) { wake() }
@@ -137,7 +156,17 @@ final class NetDatapath: Sendable {
                 return
             }
         }
-        var ready = Array(repeating: true, count: backend.count)
+        if let vhost {
+            do {
+                try vhost.start(queues: queues, taps: backend)
+            } catch {
+                vhost.stop(device: device)
+                interrupts.deviceNeedsReset("\(error)")
+                return
+            }
+        }
+        defer { vhost?.stop(device: device) }
+        var ready = Array(repeating: vhost == nil, count: backend.count)
         while !stopping.load(ordering: .acquiring) {
             let events: [Epoll.Event]
             do {
@@ -149,6 +178,9 @@ final class NetDatapath: Sendable {
             for event in events {
                 if event.data == 0 {
                     _ = try? handles.wake.consume()
+                } else if event.data >= Self.callTag, let vhost {
+                    let queue = Int(event.data - Self.callTag)
+                    if let count = try? vhost.calls[queue].eventFD.consume(), count > 0 { interrupts.signalQueue(queue) }
                 } else if event.data >= Self.kickTag {
                     // The transport's notify path; for a live queue it comes back as `kick`.
                     kicks.answer(Int(event.data - Self.kickTag))
@@ -163,6 +195,7 @@ final class NetDatapath: Sendable {
             }
             worker.withLock { w in
                 if let controlIndex, kicks.contains(controlIndex) { serveControl() }
+                guard vhost == nil else { return }
                 let (active, filter) = shared.control.withLock { (min(max($0.activePairs, 1), pairs), $0.filter) }
                 for pair in 0..<active where kicks.contains(2 * pair + 1) {
                     transmit(pair: pair, vectors: &w.transmitVectors, transmitted: &w.transmitted)

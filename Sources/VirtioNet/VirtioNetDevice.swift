@@ -19,6 +19,8 @@ public final class VirtioNetDevice: VirtioDevice {
     /// The queue pairs offered (max_virtqueue_pairs).
     public let maximumPairs: Int
     let backend: [any PacketQueue]
+    /// vhost=on: the kernel moves the frames when an activation allows it (else the I/O thread does).
+    let vhost: VhostNetBackend?
 
     /// Receive and transmit queue size (QEMU's default rx/tx_queue_size).
     public static let dataQueueSize: UInt16 = 256
@@ -38,10 +40,12 @@ public final class VirtioNetDevice: VirtioDevice {
     ///   - pairs: queue pairs offered; MQ is offered when more than one. Pair i sends on
     ///     backend queue i; frames from every backend queue are received (queue j feeds
     ///     pair j modulo the pairs in use).
-    public init(name: String, mac: MACAddress, backend: [any PacketQueue], pairs: Int) {
+    ///   - vhost: one vhost-net instance per backend queue, or nil for the userspace datapath.
+    public init(name: String, mac: MACAddress, backend: [any PacketQueue], pairs: Int, vhost: VhostNetBackend? = nil) {
         precondition((1...256).contains(pairs) && (backend.isEmpty || backend.count >= pairs), "a backend queue per pair")
         self.name = name
         self.backend = backend
+        self.vhost = vhost
         self.maximumPairs = pairs
         configuredMAC = mac
         deviceFeatures = VirtioFeatures(rawValue: VirtioNetFeatures.offered(multiQueue: pairs > 1).rawValue)
@@ -76,11 +80,20 @@ public final class VirtioNetDevice: VirtioDevice {
         }?.stop()
         // The state is the reset's or a restored one (`prepareRestore`), kept as it is.
         shared.control.withLock { $0.fit(negotiated: negotiated, maximumPairs: pairs) }
+        var session: VhostNetSession?
+        if let vhost {
+            switch VhostNetSession.plan(vhost, negotiated: activation.features, pairs: pairs,
+                                        multiQueue: negotiated.contains(.multiQueue), tapQueues: backend.count, kicks: activation.kicks) {
+            case .success(let planned): session = planned
+            case .failure(let reason):
+                GuestErrorLog.report(device: name, kind: "vhost", "vhost-net cannot serve this activation: \(reason); using the userspace datapath")
+            }
+        }
         let started = datapath.withLock { path -> Result<NetDatapath, VirtioActivationError> in
             do {
                 let started = try NetDatapath(device: name, negotiated: negotiated, queues: activation.queues, pairs: pairs,
                                               controlIndex: controlIndex, backend: backend, shared: shared,
-                                              interrupts: activation.interrupts, kicks: activation.kicks)
+                                              interrupts: activation.interrupts, kicks: activation.kicks, vhost: session)
                 path = started
                 return .success(started)
             } catch {

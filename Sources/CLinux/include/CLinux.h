@@ -149,4 +149,18 @@ int sy_setns(int fd, int nstype);
 /// CLONE_NEWNET, for sy_setns.
 int sy_clone_newnet(void);
 
+/* vhost-net (drivers/vhost/net.c): the kernel moves a virtio-net device's packets. */
+#include <linux/vhost.h>
+unsigned long sy_vhost_get_features(void);
+unsigned long sy_vhost_set_features(void);
+unsigned long sy_vhost_set_owner(void);
+unsigned long sy_vhost_set_mem_table(void);
+unsigned long sy_vhost_set_vring_num(void);
+unsigned long sy_vhost_set_vring_base(void);
+unsigned long sy_vhost_get_vring_base(void);
+unsigned long sy_vhost_set_vring_addr(void);
+unsigned long sy_vhost_set_vring_kick(void);
+unsigned long sy_vhost_set_vring_call(void);
+unsigned long sy_vhost_net_set_backend(void);
+
 #endif

@@ -121,6 +121,10 @@ public enum SandboxAllowLists {
                      SyscallRule.calls("read", "recvfrom", "recvmsg", "sendto", "sendmsg", "poll", "ppoll")),
         SyscallGroup("virtio-net's tap queues: one frame per readv (writev is everyone's), the vnet header size and offloads set at DRIVER_OK",
                      SyscallRule.calls("readv") + SyscallRule.ioctl([sy_tun_set_vnet_header_size(), sy_tun_set_offload()])),
+        SyscallGroup("vhost-net (vhost=on): the queues handed to the kernel at DRIVER_OK and taken back at reset, on the /dev/vhost-net fds set-up opened and owned",
+                     SyscallRule.ioctl([sy_vhost_set_features(), sy_vhost_set_mem_table(), sy_vhost_set_vring_num(),
+                                        sy_vhost_set_vring_base(), sy_vhost_get_vring_base(), sy_vhost_set_vring_addr(),
+                                        sy_vhost_set_vring_kick(), sy_vhost_set_vring_call(), sy_vhost_net_set_backend()])),
     ])
 
     public static let control = SandboxAllowList(runtime + [

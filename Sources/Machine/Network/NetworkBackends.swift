@@ -13,6 +13,8 @@ final class NetworkBackends: Sendable {
         let queues: [any PacketQueue]
         /// A macvtap link (and VF) this netdev holds: closed with the machine's networks.
         let macvtap: MacvtapBackend?
+        /// vhost=on: one /dev/vhost-net instance per queue (empty: the userspace datapath).
+        let vhost: [any VhostNetIO]
         var user: String?
         var nic: VirtioNetDevice?
     }
@@ -26,9 +28,11 @@ final class NetworkBackends: Sendable {
             for spec in specs {
                 if spec.type == "macvtap" {
                     let (macvtap, queues) = try Self.openMacvtap(spec)
-                    opened[spec.id] = Backend(spec: spec, queues: queues, macvtap: macvtap, user: nil, nic: nil)
+                    opened[spec.id] = Backend(spec: spec, queues: queues, macvtap: macvtap, vhost: [], user: nil, nic: nil)
                 } else {
-                    opened[spec.id] = Backend(spec: spec, queues: try Self.open(spec), macvtap: nil, user: nil, nic: nil)
+                    let queues = try Self.open(spec)
+                    opened[spec.id] = Backend(spec: spec, queues: queues, macvtap: nil,
+                                              vhost: Self.openVhost(spec, queues: queues.count), user: nil, nic: nil)
                 }
             }
         } catch {
@@ -58,6 +62,34 @@ final class NetworkBackends: Sendable {
         return (backend, queues)
     }
 
+    /// Guest RAM as vhost-net must see it, from the machine once its memory exists.
+    private let guestRAM = Mutex<(@Sendable () -> [VhostMemoryRegion])?>(nil)
+
+    func provideGuestRAM(_ regions: @escaping @Sendable () -> [VhostMemoryRegion]) {
+        guestRAM.withLock { $0 = regions }
+    }
+
+    /// vhost=on: one /dev/vhost-net instance per tap queue, opened and owned now (set-up, before
+    /// the sandbox). Where it cannot be opened the userspace datapath serves, with a line saying why.
+    private static func openVhost(_ spec: NetdevSpec, queues: Int) -> [any VhostNetIO] {
+        guard (try? TapNetdevOptions(spec.properties))?.vhost == true else { return [] }
+        var devices: [any VhostNetIO] = []
+        do throws(SystemError) {
+            for _ in 0..<queues { devices.append(try VhostNetDevice()) }
+        } catch {
+            let fix = error.errno.rawValue == ENOENT ? " (modprobe vhost_net)" : ""
+            log("switchyard: -netdev tap,id=\(spec.id): vhost=on: /dev/vhost-net: \(error)\(fix); using the userspace datapath")
+            return []
+        }
+        return devices
+    }
+
+    /// The vhost-net instances of netdev `id` with guest RAM's table, or nil when it has none.
+    func vhostBackend(of id: String) -> VhostNetBackend? {
+        guard let devices = backends.withLock({ $0[id]?.vhost }), !devices.isEmpty else { return nil }
+        return VhostNetBackend(devices: devices, memory: { [weak self] in self?.guestRAM.withLock { $0 }?() ?? [] })
+    }
+
     /// Deletes the macvtap links Switchyard made and gives SR-IOV VFs their settings back.
     func close() {
         for backend in backends.withLock({ Array($0.values) }) { try? backend.macvtap?.close() }
@@ -77,10 +109,6 @@ final class NetworkBackends: Sendable {
             options = try TapNetdevOptions(spec.properties)
         } catch {
             throw .netdev("tap,id=\(spec.id)", reason: error.reason)
-        }
-        if options.vhost {
-            let reason = access("/dev/vhost-net", F_OK) == 0 ? "vhost-net is not implemented yet" : "/dev/vhost-net is missing"
-            log("switchyard: -netdev tap,id=\(spec.id): vhost=on: \(reason); using the userspace datapath")
         }
         var queues: [any PacketQueue] = []
         do throws(TapError) {

@@ -45,8 +45,9 @@ enum VirtioNetFactory {
         let pairs = multiQueue ? max(queues.count, 1) : 1
         // On a macvtap netdev the default is the link's own address (macvtap delivers by it).
         let linkAddress = spec.properties["netdev"].flatMap { networks?.linkAddress(of: $0) }
+        let vhost = spec.properties["netdev"].flatMap { networks?.vhostBackend(of: $0) }
         let nic = VirtioNetDevice(name: id, mac: mac ?? linkAddress ?? networks?.nextDefaultMAC() ?? .qemuDefault(index: 0),
-                                  backend: queues, pairs: pairs)
+                                  backend: queues, pairs: pairs, vhost: vhost)
         networks?.attach(nic, to: spec.properties["netdev"])
         let netdev = spec.properties["netdev"]
         return VirtioPCIFunction(name: id, device: nic, express: express, multiFunction: multiFunction,

@@ -25,6 +25,9 @@ public struct VirtioQueueKicks: Sendable {
 
     func event(of queue: Int) -> SharedEventFD? { events.indices.contains(queue) ? events[queue] : nil }
 
+    /// Queue `queue`'s kick eventfd, for a backend that waits on it itself (vhost), or nil.
+    public func descriptor(of queue: Int) -> Int32? { event(of: queue)?.rawValue }
+
     /// Queue `queue`'s eventfd was readable: clears it, then notifies as a trapped write would
     /// (dropped when the queue is not live or the device needs a reset). Clearing first means a
     /// kick that lands meanwhile leaves the fd readable again and is not lost.

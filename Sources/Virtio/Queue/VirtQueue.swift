@@ -88,6 +88,10 @@ public final class VirtQueue: Sendable {
     @discardableResult
     public func burst<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R { try port.burst(body) }
 
+    /// The next available-ring slot the device reads: where a backend that takes the queue
+    /// over (vhost) starts.
+    public var nextAvailableIndex: UInt16 { cursor.withLock { $0.nextAvailable } }
+
     /// True once the device needs a reset: nothing more is served.
     public var isBroken: Bool { broken.load(ordering: .acquiring) }
 

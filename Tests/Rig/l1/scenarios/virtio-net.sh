@@ -1,14 +1,18 @@
 #!/bin/sh
 # virtio-net: L2's virtio_net driver over a tap in L1, under QEMU and under Switchyard in the
-# same L1 boot, each with the userspace datapath (vhost=off) and with vhost=on (QEMU: vhost-net;
-# Switchyard has no vhost-net yet: it logs that and keeps the userspace datapath; that boot has
-# two vCPUs and mq=on over a two-queue tap, and must use both queue pairs). Switchyard's
+# same L1 boot, each with the userspace datapath (vhost=off) and with vhost=on (vhost-net: the
+# kernel's worker thread for the VMM's queues must exist; Switchyard's vhost=on boot has two
+# vCPUs and mq=on over a two-queue tap, one vhost-net instance per queue pair, and must use both
+# pairs). Switchyard's
 # vhost=off NIC is hot-plugged after boot through QMP, unplugged, and plugged again.
 # The VMM creates tap0; L1 moves it into a network namespace of its own (the peer: 10.0.2.2,
 # an nc listener on port 5001 and busybox httpd on 5002). L2 (rig.l2=net, l2/init) pings the
 # peer, sends it a 4 MiB file and fetches another: the checksums on both sides must agree, and
 # the virtio interrupts must count. Figures per VMM and mode: link-up, ping, tx and rx times.
 . /rig/lib.sh
+# Every figure also goes to /tmp/net-times for the ratios at the end.
+report_time() { echo "RIG-TIME $1=$2"; echo "RIG-TIME $1=$2" >>/tmp/net-times; }
+: >/tmp/net-times
 MAC=52:54:00:12:34:56
 rc=0
 
@@ -47,6 +51,7 @@ net_session() {
     echo "CHECK FAILED: $_nl: no tap0 appeared within 10 s of the VMM's start"
   fi
   [ -n "${NET_HOTPLUG:-}" ] && { net_hotplug_cycles || _hpf=1; }
+  [ "$_vh" = on ] && [ -z "${NET_HOTPLUG:-}" ] && { vhost_check || _hpf=1; }
   [ -n "${NET_EXITS:-}" ] && { net_exits || _hpf=1; }
   wait_for "$_log" ' RIG-L2 net done' 150 >/dev/null || echo "$_nl: L2 did not finish its network checks"
   [ -n "${NET_HOTPLUG:-}" ] && exec 3>&-
@@ -126,6 +131,19 @@ net_hotplug_cycles() {
   echo "ok: $_nl: virtio-net-pci hot-plugged into rp3 and unplugged $NET_HOTPLUG times on one netdev"
 }
 
+# vhost_check (in net_session, vhost=on): once L2's link is up, L1 has the kernel's vhost-net
+# worker for the VMM's queues: a kernel thread named vhost-PID after the VMM that owns the
+# /dev/vhost-net instance (Linux 6.1 drivers/vhost/vhost.c). Nothing the VMM says counts.
+vhost_check() {
+  wait_for "$_log" ' RIG-L2 net link-up' 150 >/dev/null || { echo "CHECK FAILED: $_nl: L2's link never came up"; return 1; }
+  _vp=$(cat /tmp/l2.pid 2>/dev/null)
+  if grep -qx "vhost-$_vp" /proc/[0-9]*/comm 2>/dev/null; then
+    echo "ok: $_nl: vhost-net's worker vhost-$_vp serves the VMM's queues"
+  else
+    echo "CHECK FAILED: $_nl: no vhost-$_vp kernel thread: the queues are not vhost-net's"; return 1
+  fi
+}
+
 # net_exits (in net_session, NET_EXITS=1): L1's KVM counters around L2's transfers (phase_exits,
 # the idle rate subtracted), per packet eth0 moved during them: ${_nl}_user_exits_per_packet
 # (exits that reached the VMM: a kick it traps, an interrupt it injects through an exit),
@@ -178,8 +196,11 @@ if [ -x /switchyard ]; then
   net_session switchyard off /switchyard -machine q35 -accel kvm -m 512 -smp $L2_SMP \
     -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY
   NET_HOTPLUG= NET_EXITS=$_exits
-  # vhost=on falls back to the userspace datapath (logged); this boot also proves multiqueue:
-  # two vCPUs, a two-queue tap, mq=on.
+  # vhost=on as QEMU's vhost boot: one queue pair, the same vCPUs, for the ratios below.
+  net_session switchyard_vhost on /switchyard -machine q35 -accel kvm -m 512 -smp $L2_SMP \
+    -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY
+  # vhost=on: the kernel moves the frames; this boot also proves multiqueue: two vCPUs, a
+  # two-queue tap, mq=on (a vhost-net instance per pair).
   NET_NETDEV_EXTRA=,queues=2 NET_DEVICE_EXTRA=,mq=on,vectors=6
   net_session switchyard_vhost_mq on /switchyard -machine q35 -accel kvm -m 512 -smp 2 \
     -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY
@@ -187,4 +208,14 @@ if [ -x /switchyard ]; then
 else
   echo "CHECK FAILED: no /switchyard in this initramfs"; rc=1
 fi
+# Throughput ratios Switchyard / QEMU from this one L1 boot (a time ratio turned over: above 1
+# is faster), userspace datapaths against each other and vhost-net against vhost-net.
+speed_ratio() { # NAME SWITCHYARD_TIME QEMU_TIME
+  [ -n "$2" ] && [ -n "$3" ] && awk "BEGIN { exit !($2 > 0) }" && report_time "$1" "$(awk "BEGIN { printf \"%.2f\", $3 / $2 }")"
+}
+figure() { sed -n "s/.*RIG-TIME $1=//p" /tmp/net-times | tail -n 1; }
+for _d in tx rx; do
+  speed_ratio "ratio_${_d}_switchyard_over_qemu" "$(figure switchyard_${_d}_4MiB)" "$(figure qemu_${_d}_4MiB)"
+  speed_ratio "ratio_${_d}_vhost_switchyard_over_qemu" "$(figure switchyard_vhost_${_d}_4MiB)" "$(figure qemu_vhost_${_d}_4MiB)"
+done
 exit $rc
