@@ -6,7 +6,7 @@
 #   --append adds to L1's kernel command line, e.g. rig.l2bios=qboot (see l1/lib.sh)
 #   --no-skip counts a skipped scenario as failed (make rig-test: nothing may go untested)
 #   SCENARIO: kvm-check, qemu-boot, qemu-hotplug, switchyard-boot, switchyard-smp,
-#             switchyard-split, switchyard-hotplug, switchyard-run, cfg-exits, switchyard-coldplug, qemu-acpihp,
+#             switchyard-split, switchyard-hotplug, switchyard-soak, switchyard-run, cfg-exits, switchyard-coldplug, qemu-acpihp,
 #             switchyard-acpihp, switchyard-reboot, switchyard-sriov, iommu-check, host-tools,
 #             host-tools-noir, virtio-net, virtio-net-vf, switchyard-intx, vfio-nvme, vfio-igb, vfio-refusals, or all (every one above),
 #             or quick (all but qemu-boot, qemu-hotplug, qemu-acpihp, cfg-exits: make test)
@@ -33,10 +33,10 @@ while [ $# -gt 0 ]; do
     --append) l1_append_extra="$l1_append_extra $2"; shift 2 ;;
     --no-skip) no_skip=1; shift ;;
     -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    all) scenarios+=(kvm-check qemu-boot qemu-hotplug switchyard-boot switchyard-smp switchyard-split switchyard-hotplug switchyard-run cfg-exits switchyard-coldplug qemu-acpihp switchyard-acpihp switchyard-reboot switchyard-sriov iommu-check host-tools host-tools-noir virtio-net virtio-net-vf switchyard-intx vfio-nvme vfio-igb vfio-refusals); shift ;;
+    all) scenarios+=(kvm-check qemu-boot qemu-hotplug switchyard-boot switchyard-smp switchyard-split switchyard-hotplug switchyard-soak switchyard-run cfg-exits switchyard-coldplug qemu-acpihp switchyard-acpihp switchyard-reboot switchyard-sriov iommu-check host-tools host-tools-noir virtio-net virtio-net-vf switchyard-intx vfio-nvme vfio-igb vfio-refusals); shift ;;
     # quick (make test): every scenario that proves Switchyard, without the QEMU-only references
     # (qemu-boot, qemu-hotplug, qemu-acpihp) and cfg-exits' measurement, which `all` keeps.
-    quick) scenarios+=(kvm-check switchyard-boot switchyard-smp switchyard-split switchyard-hotplug switchyard-run switchyard-coldplug switchyard-acpihp switchyard-reboot switchyard-sriov iommu-check host-tools host-tools-noir virtio-net virtio-net-vf switchyard-intx vfio-nvme vfio-igb vfio-refusals); shift ;;
+    quick) scenarios+=(kvm-check switchyard-boot switchyard-smp switchyard-split switchyard-hotplug switchyard-soak switchyard-run switchyard-coldplug switchyard-acpihp switchyard-reboot switchyard-sriov iommu-check host-tools host-tools-noir virtio-net virtio-net-vf switchyard-intx vfio-nvme vfio-igb vfio-refusals); shift ;;
     -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     *) scenarios+=("$1"); shift ;;
   esac

@@ -52,3 +52,15 @@ json_devices_match() {
   _sys=$(ls /sys/bus/pci/devices | sort | tr '\n' ' ')
   [ "$_json" = "$_sys" ] || { echo "json: $_json / sysfs: $_sys" >&2; return 1; }
 }
+# peer_traffic_checks PREFIX LOG: what L2's net checks (l2/init, rig.l2=net) did with the peer of
+# virtio-net-vf and vfio-igb, from L2's lines and the peer's own files: it answered pings, 10 of
+# 10, and the 4 MiB each way have equal checksums on both sides (/tmp/peer/tx received by the
+# peer, /tmp/peer/www/rx served by it).
+peer_traffic_checks() {
+  check "${1}the peer answered L2's pings" grep -q ' RIG-L2 net link-up ok=1' "$2"
+  check "${1}10 of 10 pings" grep -q ' RIG-L2 net ping sent=10 received=10' "$2"
+  _tx=$(sed -n 's/.* RIG-L2 net tx bytes=4194304 md5=\([0-9a-f]*\).*/\1/p' "$2")
+  check "${1}4 MiB L2 -> peer with equal checksums" [ -n "$_tx" -a "$_tx" = "$(md5sum </tmp/peer/tx | cut -d' ' -f1)" ]
+  _rx=$(sed -n 's/.* RIG-L2 net rx bytes=4194304 md5=\([0-9a-f]*\).*/\1/p' "$2")
+  check "${1}4 MiB peer -> L2 with equal checksums" [ -n "$_rx" -a "$_rx" = "$(md5sum </tmp/peer/www/rx | cut -d' ' -f1)" ]
+}

@@ -68,12 +68,7 @@ run_l2() {
   show_run "$_label" "$_log"
   check_vmm_exit "$_log" "$_label" || fails=$((fails + 1))
   check "$_label: L2's igbvf bound the assigned VF (8086:10ca)" grep -q ' RIG-L2 net nic [0-9a-f:.]* ids=8086:10ca drv=igbvf' "$_log"
-  check "$_label: the peer answered L2's pings" grep -q ' RIG-L2 net link-up ok=1' "$_log"
-  check "$_label: 10 of 10 pings" grep -q ' RIG-L2 net ping sent=10 received=10' "$_log"
-  _tx=$(sed -n 's/.* RIG-L2 net tx bytes=4194304 md5=\([0-9a-f]*\).*/\1/p' "$_log")
-  check "$_label: 4 MiB L2 -> peer with equal checksums" [ -n "$_tx" -a "$_tx" = "$(md5sum </tmp/peer/tx | cut -d' ' -f1)" ]
-  _rx=$(sed -n 's/.* RIG-L2 net rx bytes=4194304 md5=\([0-9a-f]*\).*/\1/p' "$_log")
-  check "$_label: 4 MiB peer -> L2 with equal checksums" [ -n "$_rx" -a "$_rx" = "$(md5sum </tmp/peer/www/rx | cut -d' ' -f1)" ]
+  peer_traffic_checks "$_label: " "$_log"
   nsenter -t $peer -n ip neigh show >/tmp/neigh.txt 2>&1
   cat /tmp/neigh.txt
   check "$_label: the peer saw L2 at $MAC (the MAC the PF gave the VF)" grep -q "10.0.2.15 dev $peer_if lladdr $MAC" /tmp/neigh.txt

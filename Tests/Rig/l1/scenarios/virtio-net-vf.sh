@@ -68,12 +68,7 @@ echo "--- L2 console (switchyard over a VF), times relative to VMM start:"
 show_l2_log "$log"
 check_vmm_exit "$log" switchyard || fails=$((fails + 1))
 check "L2 sees a modern virtio-net (1af4:1041) bound to virtio-pci" grep -q ' RIG-L2 net dev .* ids=1af4:1041 drv=virtio-pci' "$log"
-check "the peer answered L2's pings" grep -q ' RIG-L2 net link-up ok=1' "$log"
-check "10 of 10 pings" grep -q ' RIG-L2 net ping sent=10 received=10' "$log"
-tx=$(sed -n 's/.* RIG-L2 net tx bytes=4194304 md5=\([0-9a-f]*\).*/\1/p' "$log")
-check "4 MiB L2 -> peer with equal checksums" [ -n "$tx" -a "$tx" = "$(md5sum </tmp/peer/tx | cut -d' ' -f1)" ]
-rx=$(sed -n 's/.* RIG-L2 net rx bytes=4194304 md5=\([0-9a-f]*\).*/\1/p' "$log")
-check "4 MiB peer -> L2 with equal checksums" [ -n "$rx" -a "$rx" = "$(md5sum </tmp/peer/www/rx | cut -d' ' -f1)" ]
+peer_traffic_checks "" "$log"
 nsenter -t $peer -n ip neigh show >/tmp/neigh.txt 2>&1
 cat /tmp/neigh.txt
 check "the peer saw L2 on VLAN 100 at $MAC (the VF's tag and the MAC Switchyard set)" grep -q "10.0.2.15 dev $peer_if.100 lladdr $MAC" /tmp/neigh.txt
