@@ -30,9 +30,9 @@ final class NetworkBackends: Sendable {
                     let (macvtap, queues) = try Self.openMacvtap(spec)
                     opened[spec.id] = Backend(spec: spec, queues: queues, macvtap: macvtap, vhost: [], user: nil, nic: nil)
                 } else {
-                    let queues = try Self.open(spec)
+                    let (queues, vhost) = try Self.open(spec)
                     opened[spec.id] = Backend(spec: spec, queues: queues, macvtap: nil,
-                                              vhost: Self.openVhost(spec, queues: queues.count), user: nil, nic: nil)
+                                              vhost: vhost ? Self.openVhost(spec, queues: queues.count) : [], user: nil, nic: nil)
                 }
             }
         } catch {
@@ -72,7 +72,6 @@ final class NetworkBackends: Sendable {
     /// vhost=on: one /dev/vhost-net instance per tap queue, opened and owned now (set-up, before
     /// the sandbox). Where it cannot be opened the userspace datapath serves, with a line saying why.
     private static func openVhost(_ spec: NetdevSpec, queues: Int) -> [any VhostNetIO] {
-        guard (try? TapNetdevOptions(spec.properties))?.vhost == true else { return [] }
         var devices: [any VhostNetIO] = []
         do throws(SystemError) {
             for _ in 0..<queues { devices.append(try VhostNetDevice()) }
@@ -102,8 +101,8 @@ final class NetworkBackends: Sendable {
     }
 
     /// Opens a tap netdev's queues: by interface name (IFF_MULTI_QUEUE when queues > 1) or by
-    /// adopting the fds the caller passed.
-    private static func open(_ spec: NetdevSpec) throws(MachineConfigurationError) -> [any PacketQueue] {
+    /// adopting the fds the caller passed; and whether it asked for vhost=on.
+    private static func open(_ spec: NetdevSpec) throws(MachineConfigurationError) -> (queues: [any PacketQueue], vhost: Bool) {
         let options: TapNetdevOptions
         do {
             options = try TapNetdevOptions(spec.properties)
@@ -131,7 +130,7 @@ final class NetworkBackends: Sendable {
         } catch {
             throw .netdev("tap,id=\(spec.id)", reason: "\(error)")
         }
-        return queues
+        return (queues, options.vhost)
     }
 
     /// Claims netdev `id` for NIC `user`: its queues. QEMU's error when it is unknown or taken.
