@@ -54,11 +54,11 @@ rig-test: $(if $(filter .build/release/switchyard,$(RIG_SWITCHYARD)),release,set
 # Every rig scenario, with the QEMU-only reference boots and cfg-exits' measurement.
 rig-full: $(if $(filter .build/release/switchyard,$(RIG_SWITCHYARD)),release,setup)
 	@bash Tests/Rig/setup.sh
-	bash Tests/Rig/run.sh --no-skip --switchyard $(RIG_SWITCHYARD) all
+	bash Tests/Rig/run.sh --no-skip --switchyard $(RIG_SWITCHYARD) --append rig.full=1 all
 
 # The soak with a real guest: 500 plug/unplug cycles into a running L2 (surprise, every tenth
 # through the attention button), the VMM's fds, threads, memory and query-pci flat at the end.
-# make test runs 20 (switchyard-soak in the quick set). RIG_SOAK_CYCLES to change the count.
+# make test runs 8 (switchyard-soak in the quick set). RIG_SOAK_CYCLES to change the count.
 RIG_SOAK_CYCLES ?= 500
 rig-soak: $(if $(filter .build/release/switchyard,$(RIG_SWITCHYARD)),release,setup)
 	@bash Tests/Rig/setup.sh

@@ -4,7 +4,7 @@
 # device_adds a pci-testdev into rp3, waits for L2 to see it, and unplugs it: by surprise
 # (device_del x-surprise: pciehp removes it at once), and every SOAK_BUTTON_EVERY-th cycle
 # through the attention button (pciehp's 5 s wait). Cycles: rig.soakcycles=N on L1's command
-# line (run.sh --append), 20 by default (make test); make rig-soak runs 500.
+# line (run.sh --append), 8 by default (make test); make rig-soak runs 500.
 # Leak accounting, outside the VMM's own word: before the first cycle and after the last, the
 # VMM's open fds, threads and resident memory (/proc/PID), and its query-pci reply (bus numbers,
 # bridge windows, every function and BAR) must be the same; L2's function count the same.
@@ -15,7 +15,7 @@
 [ -x /switchyard ] || { echo "SKIP: no /switchyard in this initramfs (build-initramfs.sh --switchyard PATH)"; exit 77; }
 . /rig/scenarios/host-lib.sh
 report_time() { echo "RIG-TIME $1=$2"; }
-cycles=20
+cycles=8
 for arg in $(cat /proc/cmdline); do case "$arg" in rig.soakcycles=*) cycles=${arg#rig.soakcycles=} ;; esac; done
 SOAK_BUTTON_EVERY=10
 
