@@ -42,8 +42,8 @@ public final class Machine: Sendable {
     public let guestMemory: GuestMemory
     /// Where an IOMMU translates bus-master addresses; identity until VT-d fills it.
     let dmaTranslation: any DMATranslation = IdentityDMATranslation()
-    /// MSI/MSI-X routes of assigned (vfio-pci) functions, once a KVM irqchip is attached.
-    let assignedInterrupts = AssignedInterruptRoutes()
+    /// In-kernel MSI/MSI-X routes (assigned functions, vhost queues), once a KVM irqchip is attached.
+    let messageVectorRoutes = MessageVectorRoutes()
     /// Assigned functions' INTx pins as KVM resampling irqfds.
     let kernelINTxLines = KernelINTxLines()
     /// The VFIO container and DMA maps of assigned devices, made on first use (MachineVFIO.swift).
@@ -133,7 +133,8 @@ public final class Machine: Sendable {
         self.spaces = spaces
         let assignedDevices = AssignedDeviceOpener(kernel: vfioKernel)
         self.topology = Topology(rootBus: rootBus, backends: DeviceBackends(
-            vfioPCI: VFIOPCIDevice(opener: assignedDevices, routes: assignedInterrupts), networks: networks))
+            vfioPCI: VFIOPCIDevice(opener: assignedDevices, routes: messageVectorRoutes), networks: networks,
+            messageRoutes: messageVectorRoutes))
         sink.connect(self)
         assignedDevices.connect(self)
         // vhost-net reads guest RAM through its own table: the same banks VFIO maps for DMA.
@@ -305,7 +306,7 @@ public final class Machine: Sendable {
     /// Gives assigned functions' MSI/MSI-X vectors KVM irqfds on `routes` (a KVM guest's), and
     /// their INTx pins resampling irqfds when KVM's irqchip has the IOAPIC.
     public func attachInterruptRoutes(_ routes: KVMInterruptRoutes) {
-        assignedInterrupts.attach(routes)
+        messageVectorRoutes.attach(routes)
         if routes.hasKernelIOAPIC { kernelINTxLines.attach(routes.virtualMachine) }
     }
 

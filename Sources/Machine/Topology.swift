@@ -360,10 +360,13 @@ extension String {
 struct DeviceBackends: Sendable {
     var vfioPCI: VFIOPCIDevice?
     var networks: NetworkBackends?
+    /// In-kernel MSI/MSI-X routes for functions whose interrupts a host backend raises.
+    var messageRoutes: (any MessageVectorRouting)?
 
-    init(vfioPCI: VFIOPCIDevice? = nil, networks: NetworkBackends? = nil) {
+    init(vfioPCI: VFIOPCIDevice? = nil, networks: NetworkBackends? = nil, messageRoutes: (any MessageVectorRouting)? = nil) {
         self.vfioPCI = vfioPCI
         self.networks = networks
+        self.messageRoutes = messageRoutes
     }
 }
 
@@ -387,7 +390,7 @@ enum DeviceFactory {
             return try backends.vfioPCI!.make(spec, id: id, parent: parent)
         case VirtioNetFactory.driver:
             return try VirtioNetFactory.make(spec, id: id, express: expressLink, multiFunction: spec.multifunction,
-                                             networks: backends.networks)
+                                             networks: backends.networks, messageRoutes: backends.messageRoutes)
         case let driver where VirtioDeviceFactory.drivers.contains(driver):
             return try VirtioDeviceFactory.make(spec, id: id, expressLink: expressLink)
         case "pci-testdev":

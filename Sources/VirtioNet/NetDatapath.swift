@@ -86,9 +86,10 @@ final class NetDatapath: Sendable {
         worker = Mutex(Worker(stash: Array(repeating: [], count: pairs), parked: Array(repeating: false, count: backend.count)))
         try handles.epoll.add(handles.wake.rawValue, events: .readable, data: 0)
         if let vhost {
-            // The taps and the data queues' kicks are vhost's; its calls are this thread's.
-            for (queue, call) in vhost.calls.enumerated() {
-                try handles.epoll.add(call.rawValue, events: .readable, data: Self.callTag + UInt64(queue))
+            // The taps and the data queues' kicks are vhost's; its calls without an in-kernel
+            // route are this thread's.
+            for (index, call) in vhost.relayed.enumerated() {
+                try handles.epoll.add(call.event.rawValue, events: .readable, data: Self.callTag + UInt64(index))
             }
         } else {
             for (j, queue) in backend.enumerated() {
@@ -105,9 +106,9 @@ final class NetDatapath: Sendable {
     /// Queue `index` was kicked.
     func kick(_ index: Int) {
         if let vhost, vhost.kicks.indices.contains(index) {
-            // A trapped notify write (no KVM ioeventfd caught it): passed on to vhost's eventfd.
-            var one: UInt64 = 1
-            _ = Glibc.write(vhost.kicks[index], &one, 8)
+            // A trapped notify write (no KVM ioeventfd caught it): passed on to vhost's eventfd
+            // (a saturated counter means vhost is already due to look).
+            try? vhost.kicks[index].eventFD.signal()
             return
         }
         pendingKicks.withLock { _ = $0.insert(index) }
@@ -156,9 +157,11 @@ final class NetDatapath: Sendable {
                 return
             }
         }
+        // vhost's vrings have their taps while the link is up (set_link), as this thread last saw it.
+        var vhostAttached = shared.linkUp.load(ordering: .acquiring)
         if let vhost {
             do {
-                try vhost.start(queues: queues, taps: backend)
+                try vhost.start(queues: queues, taps: backend, attached: vhostAttached)
             } catch {
                 vhost.stop(device: device)
                 interrupts.deviceNeedsReset("\(error)")
@@ -179,8 +182,8 @@ final class NetDatapath: Sendable {
                 if event.data == 0 {
                     _ = try? handles.wake.consume()
                 } else if event.data >= Self.callTag, let vhost {
-                    let queue = Int(event.data - Self.callTag)
-                    if let count = try? vhost.calls[queue].eventFD.consume(), count > 0 { interrupts.signalQueue(queue) }
+                    let call = vhost.relayed[Int(event.data - Self.callTag)]
+                    if let count = try? call.event.eventFD.consume(), count > 0 { interrupts.signalQueue(call.queue) }
                 } else if event.data >= Self.kickTag {
                     // The transport's notify path; for a live queue it comes back as `kick`.
                     kicks.answer(Int(event.data - Self.kickTag))
@@ -189,6 +192,10 @@ final class NetDatapath: Sendable {
                 }
             }
             if stopping.load(ordering: .acquiring) { return }
+            if let vhost, shared.linkUp.load(ordering: .acquiring) != vhostAttached {
+                vhostAttached.toggle()
+                vhost.attach(vhostAttached, taps: backend, device: device)
+            }
             let kicks = pendingKicks.withLock { pending in
                 defer { pending.removeAll() }
                 return pending

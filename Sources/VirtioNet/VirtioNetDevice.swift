@@ -83,7 +83,8 @@ public final class VirtioNetDevice: VirtioDevice {
         var session: VhostNetSession?
         if let vhost {
             switch VhostNetSession.plan(vhost, negotiated: activation.features, pairs: pairs,
-                                        multiQueue: negotiated.contains(.multiQueue), tapQueues: backend.count, kicks: activation.kicks) {
+                                        multiQueue: negotiated.contains(.multiQueue), tapQueues: backend.count, kicks: activation.kicks,
+                                        interruptEvents: activation.queueInterruptEvents) {
             case .success(let planned): session = planned
             case .failure(let reason):
                 GuestErrorLog.report(device: name, kind: "vhost", "vhost-net cannot serve this activation: \(reason); using the userspace datapath")

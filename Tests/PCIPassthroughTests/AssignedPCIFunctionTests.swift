@@ -9,7 +9,7 @@ import VMMBase
 
 /// Interrupt routes as the machine would give them, with real eventfds, recording what the
 /// function asked for.
-final class RecordingRouting: AssignedInterruptRouting {
+final class RecordingRouting: MessageVectorRouting {
     final class Vectors: MessageVectors {
         let fds: [EventFDBox]
         let updates = Mutex<[(vector: Int, message: MSIMessage, masked: Bool)]>([])

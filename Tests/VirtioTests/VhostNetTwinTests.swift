@@ -1,4 +1,5 @@
 import Glibc
+import PCI
 import HostNetwork
 import HostOS
 import Synchronization
@@ -36,7 +37,9 @@ final class StubTap: PacketQueue, @unchecked Sendable {
         let tap: StubTap
     }
 
-    static func start(twin: VhostNetTwin, features driverFeatures: UInt64) throws -> Setup {
+    static func start(twin: VhostNetTwin, features driverFeatures: UInt64,
+                      messageRouting: (any MessageVectorRouting)? = nil,
+                      rings: [(descriptors: UInt64, available: UInt64, used: UInt64)] = rings) throws -> Setup {
         let features = driverFeatures | 1 << 33
         let tap = try StubTap()
         // The harness's RAM: 1 MiB at guest-physical 0.
@@ -47,7 +50,8 @@ final class StubTap: PacketQueue, @unchecked Sendable {
                                      }))
         // The transport offers ACCESS_PLATFORM (33), which a driver must accept (6.1); vhost is
         // not told (no guest IOMMU: addresses are guest-physical).
-        let h = try VirtioDriverHarness(device: device)
+        // QEMU's vector count for one pair: receive, transmit, control, configuration.
+        let h = try VirtioDriverHarness(device: device, vectors: 4, messageRouting: messageRouting)
         ramBox.withLock { $0 = UInt64(UInt(bitPattern: h.ram.bytes.baseAddress)) }
         // Linux's order: reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK, queues, DRIVER_OK.
         h.setCommon(0x14, .byte, 0); h.setCommon(0x14, .byte, 1); h.setCommon(0x14, .byte, 3)
@@ -110,6 +114,74 @@ final class StubTap: PacketQueue, @unchecked Sendable {
         #expect(twin.recorded.backends.isEmpty)
     }
 
+    /// With in-kernel routes (the machine's KVM irqfds under `-accel kvm`), vhost's call
+    /// eventfds are the queues' vector eventfds, and the vectors' routes follow the MSI-X table
+    /// the driver writes (PCI Local Bus 3.0, 6.8.2: entry = address, upper address, data,
+    /// control with bit 0 the mask).
+    @Test func inKernelRoutesTakeVhostsInterruptsAndFollowTheTable() throws {
+        let twin = VhostNetTwin()
+        let routing = RecordingVectorRouting()
+        let s = try Self.start(twin: twin, features: Self.version1 | Self.mergeable | Self.eventIndex, messageRouting: routing)
+        #expect(Self.waitUntil { twin.recorded.backends.count == 2 }, "\(twin.recorded.calls)")
+        let vectors = try #require(routing.lastVectors)
+        #expect(vectors.fds.count == 4)
+        // Both queues are on vector 1: vhost signals its eventfd, and KVM (here: nobody) raises it.
+        #expect(twin.recorded.vrings[0]?.call == vectors.fds[1].rawValue)
+        #expect(twin.recorded.vrings[1]?.call == vectors.fds[1].rawValue)
+        // The routes carry what the driver programmed: 0xFEE0_0000 | v << 12, data 0x40 + v,
+        // unmasked; vectors 2 and 3 were never written and stay masked (their reset state).
+        let latest = vectors.latest
+        #expect(latest[0] == RecordingVectorRouting.Update(address: 0xFEE0_0000, data: 0x40, masked: false))
+        #expect(latest[1] == RecordingVectorRouting.Update(address: 0xFEE0_1000, data: 0x41, masked: false))
+        #expect(latest[2]?.masked == true && latest[3]?.masked == true)
+        // A signal on the vector's eventfd is not this process's to relay.
+        var one: UInt64 = 1
+        #expect(write(vectors.fds[1].rawValue, &one, 8) == 8)
+        usleep(50_000)
+        #expect(!s.harness.interrupts.messages.contains { $0.address == 0xFEE0_1000 })
+        // The driver masks vector 1 (control dword, bit 0): its route holds signals.
+        s.harness.function.barWrite(1, offset: 16 + 12, width: .dword, value: 1)
+        #expect(vectors.latest[1]?.masked == true)
+        // Function mask (Message Control bit 14) masks every vector; clearing it unmasks 0.
+        let cap = s.harness.msixCapability
+        _ = s.harness.function.configWrite(cap + 2, width: .word, value: 0xC000)
+        #expect(vectors.latest[0]?.masked == true)
+        _ = s.harness.function.configWrite(cap + 2, width: .word, value: 0x8000)
+        #expect(vectors.latest[0]?.masked == false)
+        // Unplug: vhost lets go of the rings, then the vectors are released.
+        s.harness.function.unrealize()
+        #expect(twin.recorded.calls.suffix(4) == ["detach 0", "stop 0", "detach 1", "stop 1"])
+        #expect(vectors.released.withLock { $0 })
+    }
+
+    /// QMP set_link off: the driver sees the link down (config STATUS) and vhost moves nothing
+    /// (its vrings lose their tap); on, they get it back. QEMU stops vhost while the link is down.
+    @Test func setLinkOffDetachesVhostsTapsAndOnGivesThemBack() throws {
+        let twin = VhostNetTwin()
+        let s = try Self.start(twin: twin, features: Self.version1 | Self.mergeable | Self.eventIndex)
+        #expect(Self.waitUntil { twin.recorded.backends.count == 2 })
+        let nic = try #require(s.harness.function.device as? VirtioNetDevice)
+        nic.setLink(up: false)
+        #expect(Self.waitUntil { twin.recorded.backends.isEmpty }, "\(twin.recorded.calls)")
+        #expect(twin.recorded.calls.suffix(2).sorted() == ["detach 0", "detach 1"])
+        nic.setLink(up: true)
+        #expect(Self.waitUntil { twin.recorded.backends.count == 2 }, "\(twin.recorded.calls)")
+        #expect(twin.recorded.backends[0] == s.tap.pollDescriptor && twin.recorded.backends[1] == s.tap.pollDescriptor)
+        s.harness.setCommon(0x14, .byte, 0)
+    }
+
+    /// A ring the driver placed past guest RAM (the harness has 1 MiB) is refused before vhost
+    /// gets anything of the queue: the device needs a reset (status bit 0x40), the VMM lives.
+    @Test func aRingOutsideGuestRAMNeedsResetAndVhostGetsNoVring() throws {
+        let twin = VhostNetTwin()
+        var rings = Self.rings
+        rings[1].used = 0x10_0000 - 8  // 6 + 8 * 8 bytes from here cross the end of RAM
+        let s = try Self.start(twin: twin, features: Self.version1 | Self.mergeable | Self.eventIndex, rings: rings)
+        #expect(Self.waitUntil { s.harness.status & 0x40 != 0 }, "status \(s.harness.status)")
+        #expect(twin.recorded.vrings[1] == nil && twin.recorded.backends.isEmpty, "\(twin.recorded.calls)")
+        s.harness.setCommon(0x14, .byte, 0)
+    }
+
     @Test func featuresVhostLacksKeepTheUserspaceDatapath() throws {
         // A kernel without EVENT_IDX (bit 29) and a driver that took it: vhost is not used.
         let twin = VhostNetTwin(features: Self.version1 | Self.mergeable | 1 << 28)
@@ -119,4 +191,39 @@ final class StubTap: PacketQueue, @unchecked Sendable {
         #expect(twin.recorded.calls.isEmpty, "\(twin.recorded.calls)")
         s.harness.setCommon(0x14, .byte, 0)
     }
+}
+
+/// The machine's in-kernel routes as a recorder: real eventfds, the updates kept.
+final class RecordingVectorRouting: MessageVectorRouting {
+    struct Update: Hashable { let address: UInt64, data: UInt32, masked: Bool }
+
+    final class Vectors: MessageVectors {
+        let fds: [SharedEventFD]
+        let updates = Mutex<[(vector: Int, update: Update)]>([])
+        let released = Mutex(false)
+        init(count: Int) throws { fds = try (0..<count).map { _ in try SharedEventFD() } }
+        var eventFDs: [Int32] { fds.map(\.rawValue) }
+        func update(vector: Int, message: MSIMessage, masked: Bool) throws(InterruptRoutingError) {
+            updates.withLock { $0.append((vector, Update(address: message.address, data: message.data, masked: masked))) }
+        }
+        func release() { released.withLock { $0 = true } }
+        /// Each vector's last update.
+        var latest: [Int: Update] {
+            updates.withLock { Dictionary($0.map { ($0.vector, $0.update) }, uniquingKeysWith: { $1 }) }
+        }
+    }
+
+    private let made = Mutex<[Vectors]>([])
+
+    func makeMessageVectors(count: Int) throws(InterruptRoutingError) -> any MessageVectors {
+        do {
+            let vectors = try Vectors(count: count)
+            made.withLock { $0.append(vectors) }
+            return vectors
+        } catch {
+            throw InterruptRoutingError("\(error)")
+        }
+    }
+
+    var lastVectors: Vectors? { made.withLock { $0.last } }
 }

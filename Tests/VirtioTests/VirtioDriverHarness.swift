@@ -59,9 +59,11 @@ final class VirtioDriverHarness {
     var queueSize: UInt16 = 8
     private(set) var availableIndex: UInt16 = 0
 
-    init(device: any VirtioDevice, express: Bool = true, accessPlatform: Bool = true) throws {
+    init(device: any VirtioDevice, express: Bool = true, accessPlatform: Bool = true,
+         vectors: Int? = nil, messageRouting: (any MessageVectorRouting)? = nil) throws {
         ram = try TestRAM()
-        function = VirtioPCIFunction(name: "vdev", device: device, express: express, accessPlatform: accessPlatform)
+        function = VirtioPCIFunction(name: "vdev", device: device, express: express, accessPlatform: accessPlatform,
+                                     vectors: vectors, messageRouting: messageRouting)
         port = BusMasterPort(function: function, path: DMARequesterPath(devfn: 0x18, hops: []), memory: ram.memory,
                              translation: IdentityDMATranslation(), interrupts: sink)
         interrupts.port = port

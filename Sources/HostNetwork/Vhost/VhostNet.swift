@@ -15,17 +15,6 @@ public struct VhostMemoryRegion: Hashable, Sendable {
         self.size = size
         self.hostAddress = hostAddress
     }
-
-    /// The host address of guest bytes [address, address + length), when one region holds
-    /// them all (a ring must not straddle regions: vhost reads it through one mapping).
-    public static func hostAddress(of address: UInt64, length: UInt64, in regions: [VhostMemoryRegion]) -> UInt64? {
-        for region in regions where address >= region.guestAddress {
-            let offset = address - region.guestAddress
-            guard offset < region.size, length <= region.size - offset else { continue }
-            return region.hostAddress + offset
-        }
-        return nil
-    }
 }
 
 /// A virtqueue as vhost drives it: its size, the index to start from, where its three parts

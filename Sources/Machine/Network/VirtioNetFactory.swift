@@ -9,7 +9,8 @@ enum VirtioNetFactory {
 
     /// - Parameter express: the device sits behind a PCIe port (QEMU then makes it a PCI
     ///   Express endpoint; on pcie.0 it is a conventional function).
-    static func make(_ spec: DeviceSpec, id: String, express: Bool, multiFunction: Bool, networks: NetworkBackends?) throws(MachineConfigurationError) -> any PCIFunction {
+    static func make(_ spec: DeviceSpec, id: String, express: Bool, multiFunction: Bool, networks: NetworkBackends?,
+                     messageRoutes: (any MessageVectorRouting)? = nil) throws(MachineConfigurationError) -> any PCIFunction {
         for key in spec.properties.keys.sorted() where !["netdev", "mac", "mq", "vectors"].contains(key) {
             throw .invalidProperty(device: id, property: key, reason: "Property 'virtio-net-pci.\(key)' not found; virtio-net-pci takes netdev=, mac=, mq=on|off and vectors=")
         }
@@ -52,6 +53,8 @@ enum VirtioNetFactory {
         let netdev = spec.properties["netdev"]
         return VirtioPCIFunction(name: id, device: nic, express: express, multiFunction: multiFunction,
                                  vectors: vectors ?? 2 * pairs + 2,
+                                 // vhost raises the data queues' interrupts through KVM irqfds.
+                                 messageRouting: vhost == nil ? nil : messageRoutes,
                                  release: { if let netdev { networks?.release(netdev, from: id) } })
     }
 

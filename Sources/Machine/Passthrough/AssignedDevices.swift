@@ -60,47 +60,6 @@ final class AssignedDeviceOpener: Sendable {
     }
 }
 
-/// The machine's interrupt routes for assigned functions. MSI and MSI-X vectors are KVM irqfds
-/// (`MSIVectorGroup`), so they need the in-kernel irqchip, which a KVM guest attaches after the
-/// machine is built; until then (and under qtest) enabling them is refused with a logged reason.
-final class AssignedInterruptRoutes: AssignedInterruptRouting {
-    private let routes = Mutex<KVMInterruptRoutes?>(nil)
-
-    func attach(_ routes: KVMInterruptRoutes) { self.routes.withLock { $0 = routes } }
-
-    func makeMessageVectors(count: Int) throws(InterruptRoutingError) -> any MessageVectors {
-        guard let routes = routes.withLock({ $0 }) else {
-            throw InterruptRoutingError("MSI/MSI-X of an assigned device needs KVM's in-kernel irqchip (-accel kvm)")
-        }
-        do throws(InterruptRouteError) {
-            return KVMMessageVectors(group: try routes.makeMSIGroup(vectors: count))
-        } catch {
-            throw InterruptRoutingError("\(error)")
-        }
-    }
-}
-
-/// An `MSIVectorGroup` as an assigned function's vectors.
-final class KVMMessageVectors: MessageVectors {
-    let group: MSIVectorGroup
-
-    init(group: MSIVectorGroup) { self.group = group }
-
-    var eventFDs: [Int32] { group.notifiers.map { $0.event.rawValue } }
-
-    func update(vector: Int, message: MSIMessage, masked: Bool) throws(InterruptRoutingError) {
-        do throws(InterruptRouteError) { try group.update(vector: vector, message: message, masked: masked) } catch {
-            throw InterruptRoutingError("\(error)")
-        }
-    }
-
-    func release() {
-        do throws(InterruptRouteError) { try group.release() } catch {
-            GuestErrorLog.report(device: "vfio", kind: "irq-release", "releasing MSI vectors: \(error)")
-        }
-    }
-}
-
 /// The two notices vfio-pci sends about an assigned device, each an eventfd answered on the
 /// `vfio-notices` thread (QEMU's vfio_req_notifier_handler and vfio_err_notifier_handler):
 /// - request (VFIO_PCI_REQ_IRQ_INDEX): the host wants the device back (its driver is being

@@ -12,7 +12,7 @@ struct VFIOPCIDevice: Sendable {
     static let properties = ["host", "rombar", "x-no-mmap"]
 
     let opener: AssignedDeviceOpener
-    let routes: AssignedInterruptRoutes
+    let routes: MessageVectorRoutes
 
     func make(_ spec: DeviceSpec, id: String, parent: (any PCIBridgeFunction)?) throws(MachineConfigurationError) -> AssignedPCIFunction {
         for key in spec.properties.keys.sorted() where !Self.properties.contains(key) {

@@ -69,7 +69,7 @@ public final class AssignedPCIFunction: DirectlyMappedBARs, HostResourceHolder, 
     ///   - release: called once the function let go of the device (unplug), so its owner can
     ///     close it and drop the DMA maps.
     public init(name: String, device: any VFIODeviceIO, options: AssignmentOptions, quirks: VFIOQuirkTable,
-                routing: any AssignedInterruptRouting, busReset: (@Sendable () throws(VFIOError) -> Void)? = nil,
+                routing: any MessageVectorRouting, busReset: (@Sendable () throws(VFIOError) -> Void)? = nil,
                 release: @escaping @Sendable () -> Void = {}) throws(AssignmentError) {
         self.name = name
         self.device = device

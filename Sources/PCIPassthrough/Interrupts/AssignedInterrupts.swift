@@ -7,10 +7,7 @@ import VMMBase
 /// MSI-X registers and table (PCI Local Bus 3.0, 6.8: MSI-X over MSI over INTx). A value,
 /// computed under the function's lock and applied after it.
 public struct DesiredInterrupts: Sendable, Hashable {
-    public struct Vector: Sendable, Hashable {
-        public var message: MSIMessage
-        public var masked: Bool
-    }
+    public typealias Vector = MessageVectorState
 
     public enum Mode: Sendable, Hashable {
         case intx
@@ -35,10 +32,7 @@ public struct DesiredInterrupts: Sendable, Hashable {
     /// - Parameter device: names the function in guest-error lines.
     public init(config: ConfigSpace, table: MSIXTable?, limits: Limits, device: String) {
         if let control = config.msixControl, control.enabled, let table {
-            let count = min(table.entries.count, limits.msix)
-            mode = .msix((0..<count).map {
-                Vector(message: table.entries[$0].message, masked: table.isMasked($0, control: control))
-            })
+            mode = .msix(Array(table.vectorStates(control: control).prefix(limits.msix)))
         } else if let msi = config.msiState, msi.enabled {
             let count = min(msi.vectorsAllocated, limits.msi)
             if count < msi.vectorsAllocated {
@@ -71,11 +65,11 @@ final class AssignedInterrupts: Sendable {
 
     private let name: String
     private let device: any VFIODeviceIO
-    private let routing: any AssignedInterruptRouting
+    private let routing: any MessageVectorRouting
     private let hasINTx: Bool
     private let applied = Mutex(Applied())
 
-    init(name: String, device: any VFIODeviceIO, routing: any AssignedInterruptRouting, hasINTx: Bool) {
+    init(name: String, device: any VFIODeviceIO, routing: any MessageVectorRouting, hasINTx: Bool) {
         self.name = name
         self.device = device
         self.routing = routing

@@ -71,13 +71,19 @@ public struct VirtioActivation: Sendable {
     public let interrupts: any VirtioInterruptSignaller
     /// The enabled queues' kick eventfds, for a device that `answersKicksItself` (else none).
     public let kicks: VirtioQueueKicks
+    /// Indexed by queue: an eventfd whose signal raises the queue's MSI-X vector in the kernel
+    /// (a KVM irqfd), for a backend that signals interrupts itself (vhost); nil where the
+    /// queue's interrupts go through `VirtQueue`/`signalQueue` (no vector, MSI-X off). Empty
+    /// when the machine routes no vectors in the kernel (qtest). The transport owns them.
+    public let queueInterruptEvents: [Int32?]
 
     public init(features: VirtioFeatures, queues: [VirtQueue?], interrupts: any VirtioInterruptSignaller,
-                kicks: VirtioQueueKicks = .none) {
+                kicks: VirtioQueueKicks = .none, queueInterruptEvents: [Int32?] = []) {
         self.features = features
         self.queues = queues
         self.interrupts = interrupts
         self.kicks = kicks
+        self.queueInterruptEvents = queueInterruptEvents
     }
 }
 

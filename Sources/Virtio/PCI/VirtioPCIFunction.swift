@@ -40,16 +40,26 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, D
     /// signals it when the driver writes the queue's notify address. Kept for the function's
     /// life, so the ioeventfd registration never names a closed fd.
     private let kickEvents: [SharedEventFD?]
+    /// Where queue interrupts can be raised in the kernel, for a device whose backend signals
+    /// them itself (vhost); nil when every interrupt goes through `signalQueue`.
+    private let messageRouting: (any MessageVectorRouting)?
+    /// The MSI-X vectors as in-kernel routes: made at the first activation that can use them,
+    /// kept in step with the table, released at unplug. Its lock is taken before `state`'s.
+    private let routedVectors = Mutex<RoutedMessageVectors?>(nil)
 
     /// - Parameters:
     ///   - express: a PCI Express endpoint (QEMU's choice on a PCIe port's link).
     ///   - accessPlatform: offer (and require) VIRTIO_F_ACCESS_PLATFORM, QEMU's iommu_platform=on.
     ///   - vectors: MSI-X vectors; QEMU's default is one per queue plus one for configuration.
+    ///   - messageRouting: in-kernel routes for the MSI-X vectors, offered to the device at
+    ///     activation as per-queue interrupt eventfds (`VirtioActivation.queueInterruptEvents`).
     /// - Parameter release: gives back what the device holds of the machine's (a NIC's netdev),
     ///   once it is unplugged (`unrealize`).
     public init(name: String, device: any VirtioDevice, express: Bool, accessPlatform: Bool = false,
-                multiFunction: Bool = false, vectors: Int? = nil, release: @escaping @Sendable () -> Void = {}) {
+                multiFunction: Bool = false, vectors: Int? = nil, messageRouting: (any MessageVectorRouting)? = nil,
+                release: @escaping @Sendable () -> Void = {}) {
         self.name = name
+        self.messageRouting = messageRouting
         self.device = device
         self.release = release
         self.express = express
@@ -182,6 +192,7 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, D
             return (effects, s.interrupts.configWritten(effects, in: &s.config), s.output)
         }
         delivery.send(to: output)
+        if effects.contains(.msixChanged) { syncRoutedVectors() }
         if effects.contains(.functionLevelReset) { reset() }
         if let access = pciConfigurationAccess(offset, width) {
             let data = state.withLock {
@@ -246,6 +257,7 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, D
                  s.output)
             }
             delivery.send(to: output)
+            syncRoutedVectors()
             return
         }
         switch offset {
@@ -302,6 +314,7 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, D
     func activate(restoring positions: [VirtQueue.Cursor?] = []) {
         let signaller = TransportSignaller(function: self)
         let answersItself = device.answersKicksItself
+        let vectorEvents = routeVectors()
         let (activation, unanswered) = state.withLock { s -> (VirtioActivation, Bool) in
             let features = s.common.negotiatedFeatures
             let queues = s.common.queues.enumerated().map { index, q -> VirtQueue? in
@@ -320,8 +333,16 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, D
             for token in s.kickWatches { VirtioKickThread.unwatch(token) }
             let tokens = answersItself ? [] : kicks.descriptors.map { VirtioKickThread.watch(kicks, queue: $0.queue) }
             s.kickWatches = tokens.compactMap { $0 }
+            // Under MSI-X, a queue's vector eventfd raises its interrupt without this process.
+            let interruptEvents = queues.indices.map { index -> Int32? in
+                let vector = Int(s.common.queues[index].vector)
+                guard queues[index] != nil, s.config.msixControl?.enabled == true, let vectorEvents,
+                      vectorEvents.indices.contains(vector) else { return nil }
+                return vectorEvents[vector]
+            }
             return (VirtioActivation(features: features, queues: queues, interrupts: signaller,
-                                     kicks: answersItself ? kicks : .none),
+                                     kicks: answersItself ? kicks : .none,
+                                     queueInterruptEvents: vectorEvents == nil ? [] : interruptEvents),
                     tokens.contains(nil))
         }
         do {
@@ -356,6 +377,10 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, D
     /// gives back what it claimed, so a later device can take it.
     public func unrealize() {
         reset()
+        routedVectors.withLock { routed in
+            routed?.vectors.release()
+            routed = nil
+        }
         release()
     }
 
@@ -365,7 +390,40 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, D
             return (s.interrupts.reset(in: &s.config), s.output)
         }
         delivery.send(to: output)
+        syncRoutedVectors()
         resetDevice()
+    }
+
+    // MARK: In-kernel vector routes
+
+    /// The vectors' eventfds once routed (made now when the machine offers routes), or nil.
+    private func routeVectors() -> [Int32]? {
+        guard let messageRouting else { return nil }
+        let events = routedVectors.withLock { routed -> [Int32]? in
+            if routed == nil {
+                let count = state.withLock { $0.interrupts.msixTable?.entries.count ?? 0 }
+                do throws(InterruptRoutingError) {
+                    routed = RoutedMessageVectors(vectors: try messageRouting.makeMessageVectors(count: count))
+                } catch {
+                    GuestErrorLog.report(device: name, kind: "msix-routes", "no in-kernel MSI-X routes: \(error); queue interrupts pass through the VMM")
+                }
+            }
+            return routed?.vectors.eventFDs
+        }
+        syncRoutedVectors()
+        return events
+    }
+
+    /// Brings the routed vectors in step with the MSI-X table. The table is read under the
+    /// routes' lock, so of two writers racing the later one applies the latest table.
+    func syncRoutedVectors() {
+        routedVectors.withLock { routed in
+            guard routed != nil else { return }
+            let states = state.withLock { s in
+                s.interrupts.msixTable?.vectorStates(control: s.config.msixControl ?? MSIXControl(enabled: false, functionMasked: false)) ?? []
+            }
+            routed?.apply(states, device: name)
+        }
     }
 
     // MARK: Device-side interrupts

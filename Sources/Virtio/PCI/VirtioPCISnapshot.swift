@@ -54,6 +54,7 @@ extension VirtioPCIFunction: DeviceStateSnapshotting {
             return (delivery, s.output)
         }
         delivery.send(to: output)
+        syncRoutedVectors()
         guard !snapshot.queuePositions.isEmpty else { return }
         activate(restoring: snapshot.queuePositions)
         if snapshot.common.status.contains(.needsReset) {

@@ -23,10 +23,8 @@ public struct VirtioQueueKicks: Sendable {
         events.enumerated().compactMap { queue, event in event.map { (queue, $0.rawValue) } }
     }
 
-    func event(of queue: Int) -> SharedEventFD? { events.indices.contains(queue) ? events[queue] : nil }
-
-    /// Queue `queue`'s kick eventfd, for a backend that waits on it itself (vhost), or nil.
-    public func descriptor(of queue: Int) -> Int32? { event(of: queue)?.rawValue }
+    /// Queue `queue`'s kick eventfd (for a backend that waits on it itself: vhost), or nil.
+    public func event(of queue: Int) -> SharedEventFD? { events.indices.contains(queue) ? events[queue] : nil }
 
     /// Queue `queue`'s eventfd was readable: clears it, then notifies as a trapped write would
     /// (dropped when the queue is not live or the device needs a reset). Clearing first means a

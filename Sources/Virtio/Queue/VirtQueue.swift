@@ -92,6 +92,35 @@ public final class VirtQueue: Sendable {
     /// over (vhost) starts.
     public var nextAvailableIndex: UInt16 { cursor.withLock { $0.nextAvailable } }
 
+    /// Where the three parts of the ring are in this process, for a backend that drives the
+    /// queue itself (vhost-net): each part must be one contiguous host range, reached through
+    /// the queue's DMA port with the checks of the device's own accesses (the used ring as a
+    /// write). The port lends guest RAM, which lives as long as the machine.
+    public func hostRings() throws(VirtioActivationError) -> HostRings {
+        typealias L = SplitRing
+        func host(_ part: String, _ address: UInt64, _ length: UInt64, write: Bool) throws(VirtioActivationError) -> UInt64 {
+            let segments: DMAHostSegments
+            switch Result(catching: { () throws(DMAError) in try port.hostSegments(at: address, length: length, write: write) }) {
+            case .success(let lent): segments = lent
+            case .failure(let error): throw VirtioActivationError("queue \(index): its \(part) at 0x\(String(address, radix: 16)): \(error)")
+            }
+            guard segments.buffers.count == 1, let base = segments.buffers[0].baseAddress else {
+                throw VirtioActivationError("queue \(index): its \(part) at 0x\(String(address, radix: 16)) spans \(segments.buffers.count) host mappings")
+            }
+            return UInt64(UInt(bitPattern: base))
+        }
+        return HostRings(descriptorTable: try host("descriptor table", addresses.descriptorTable, L.descriptorTableBytes(size: size), write: false),
+                         availableRing: try host("available ring", addresses.driverArea, L.availableBytes(size: size), write: false),
+                         usedRing: try host("used ring", addresses.deviceArea, L.usedBytes(size: size), write: true))
+    }
+
+    /// Host addresses of a ring's parts (`hostRings`).
+    public struct HostRings: Hashable, Sendable {
+        public let descriptorTable: UInt64
+        public let availableRing: UInt64
+        public let usedRing: UInt64
+    }
+
     /// True once the device needs a reset: nothing more is served.
     public var isBroken: Bool { broken.load(ordering: .acquiring) }
 

@@ -54,6 +54,7 @@ net_session() {
   [ "$_vh" = on ] && [ -z "${NET_HOTPLUG:-}" ] && { vhost_check || _hpf=1; }
   [ -n "${NET_EXITS:-}" ] && { net_exits || _hpf=1; }
   wait_for "$_log" ' RIG-L2 net done' 150 >/dev/null || echo "$_nl: L2 did not finish its network checks"
+  _sw1=$(io_thread_switches "${_vp:-0}")
   [ -n "${NET_HOTPLUG:-}" ] && exec 3>&-
   wait_vmm_exit "$_log" 20
   show_run "$_nl" "$_log" ${NET_HOTPLUG:+$_q.log}
@@ -78,6 +79,7 @@ net_session() {
   _irqs=$(sed -n 's/.* RIG-L2 net irq *[0-9]*: *\([0-9]*\) .*virtio.*input.*/\1/p' "$_log" | head -n 1)
   [ -n "$_irqs" ] && [ "$_irqs" -gt 0 ] || { echo "CHECK FAILED: $_nl: no virtio input interrupts counted"; _f=1; }
   [ -n "$NET_NETDEV_EXTRA" ] && { mq_check "$_log" "$_nl" || _f=1; }
+  [ "$_vh" = on ] && [ -z "${NET_HOTPLUG:-}" ] && { irqfd_check || _f=1; }
   [ $_f = 0 ] && echo "ok: $_nl: ping 10/10, 4 MiB each way with equal checksums, $_irqs rx interrupts"
   [ $_f = 0 ] || rc=1
   _v=$(sed -n 's/.* RIG-L2 net link-up ok=1 seconds=\([0-9.]*\).*/\1/p' "$_log"); [ -n "$_v" ] && report_time "${_nl}_link_up" "$_v"
@@ -135,12 +137,44 @@ net_hotplug_cycles() {
 # worker for the VMM's queues: a kernel thread named vhost-PID after the VMM that owns the
 # /dev/vhost-net instance (Linux 6.1 drivers/vhost/vhost.c). Nothing the VMM says counts.
 vhost_check() {
+  _sw0=none
   wait_for "$_log" ' RIG-L2 net link-up' 150 >/dev/null || { echo "CHECK FAILED: $_nl: L2's link never came up"; return 1; }
   _vp=$(cat /tmp/l2.pid 2>/dev/null)
   if grep -qx "vhost-$_vp" /proc/[0-9]*/comm 2>/dev/null; then
     echo "ok: $_nl: vhost-net's worker vhost-$_vp serves the VMM's queues"
   else
     echo "CHECK FAILED: $_nl: no vhost-$_vp kernel thread: the queues are not vhost-net's"; return 1
+  fi
+  _sw0=$(io_thread_switches "$_vp")
+}
+
+# io_thread_switches PID: the context switches (voluntary and not) of the VMM's virtio-net I/O
+# thread, as L1's kernel counts them; "none" for a VMM without one (QEMU).
+io_thread_switches() {
+  for _t in /proc/$1/task/*; do
+    [ "$(cat $_t/comm 2>/dev/null)" = virtio-net ] || continue
+    awk '/ctxt_switches/ { s += $2 } END { print s + 0 }' $_t/status; return
+  done
+  echo none
+}
+
+# irqfd_check (in net_session, Switchyard with vhost=on): vhost's interrupt requests reach L2
+# through KVM irqfds, so the NIC's I/O thread (which serves only the control queue) hardly runs
+# while L2 moves 8 MiB: its context switches from link-up to the end of the checks must be under
+# a tenth of the queue interrupts L2 counted (every CPU, every input and output vector). Through
+# the I/O thread each interrupt is a wake.
+irqfd_check() {
+  case $_nl in switchyard*) ;; *) return 0 ;; esac
+  [ "${_sw0:-none}" = none ] || [ "$_sw1" = none ] &&
+    { echo "CHECK FAILED: $_nl: no virtio-net I/O thread in the VMM to count (link-up: $_sw0, end: $_sw1)"; return 1; }
+  _wakes=$((_sw1 - _sw0))
+  _qirqs=$(sed -n 's/.* RIG-L2 net irq *[0-9]*:\([0-9 ]*\) .*virtio.*-[a-z]*put\..*/\1/p' "$_log" |
+    awk '{ for (i = 1; i <= NF; i++) s += $i } END { print s + 0 }')
+  echo "RIG-COUNT ${_nl}_io_thread_switches=$_wakes queue_interrupts=$_qirqs"
+  if [ $((_wakes * 10)) -lt "$_qirqs" ]; then
+    echo "ok: $_nl: vhost's interrupts bypass the VMM: its I/O thread switched $_wakes times for $_qirqs queue interrupts"
+  else
+    echo "CHECK FAILED: $_nl: the I/O thread switched $_wakes times for $_qirqs queue interrupts: vhost's calls are not KVM irqfds"; return 1
   fi
 }
 
