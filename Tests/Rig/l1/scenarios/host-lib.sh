@@ -52,6 +52,41 @@ json_devices_match() {
   _sys=$(ls /sys/bus/pci/devices | sort | tr '\n' ' ')
   [ "$_json" = "$_sys" ] || { echo "json: $_json / sysfs: $_sys" >&2; return 1; }
 }
+# start_peer IF [VLAN]: the peer of virtio-net-vf and vfio-igb: IF (the e1000e on L0's hub) in
+# a network namespace of its own (held by the process $peer), at 10.0.2.2/24 on IF or on its
+# VLAN interface, serving /tmp/peer/www/rx (4 MiB of random bytes) over HTTP on port 5002.
+start_peer() {
+  unshare -n sleep 900 </dev/null >/dev/null 2>&1 &
+  peer=$!
+  mkdir -p /tmp/peer/www
+  dd if=/dev/urandom of=/tmp/peer/www/rx bs=64k count=64 2>/dev/null
+  ip link set dev "$1" netns $peer
+  if [ -n "${2:-}" ]; then
+    nsenter -t $peer -n sh -c "
+      ip link set lo up; ip link set $1 up; ip link set $1 promisc on
+      vconfig add $1 $2 >/dev/null
+      ip link set $1.$2 up; ip addr add 10.0.2.2/24 dev $1.$2
+      httpd -p 5002 -h /tmp/peer/www"
+  else
+    nsenter -t $peer -n sh -c "
+      ip link set lo up; ip link set $1 up; ip addr add 10.0.2.2/24 dev $1
+      httpd -p 5002 -h /tmp/peer/www"
+  fi
+}
+
+# peer_listen: a fresh listener for one L2 run's 4 MiB (nc takes one connection) into
+# /tmp/peer/tx, with the peer's neighbour table emptied so it shows only this run's L2.
+peer_listen() {
+  rm -f /tmp/peer/tx
+  nsenter -t $peer -n sh -c "ip neigh flush all; sleep 600 | nc -l -p 5001 >/tmp/peer/tx &"
+}
+
+# stop_peer: the listeners end, and the namespace with its last process.
+stop_peer() {
+  killall nc httpd 2>/dev/null
+  kill $peer 2>/dev/null
+}
+
 # peer_traffic_checks PREFIX LOG: what L2's net checks (l2/init, rig.l2=net) did with the peer of
 # virtio-net-vf and vfio-igb, from L2's lines and the peer's own files: it answered pings, 10 of
 # 10, and the 4 MiB each way have equal checksums on both sides (/tmp/peer/tx received by the

@@ -35,16 +35,9 @@ group=$(group_of $vf)
 check "/dev/vfio/$group present" [ -c /dev/vfio/$group ]
 echo "igb PF $igb_pf ($pf_if), VF $vf in IOMMU group $group, peer e1000e $peer_pf ($peer_if)"
 
-# The peer: the e1000e in a namespace of its own; a fresh listener per run (nc takes one
-# connection), the same file served to every run.
-unshare -n sleep 900 </dev/null >/dev/null 2>&1 &
-peer=$!
-mkdir -p /tmp/peer/www
-dd if=/dev/urandom of=/tmp/peer/www/rx bs=64k count=64 2>/dev/null
-ip link set dev "$peer_if" netns $peer
-nsenter -t $peer -n sh -c "
-  ip link set lo up; ip link set $peer_if up; ip addr add 10.0.2.2/24 dev $peer_if
-  httpd -p 5002 -h /tmp/peer/www"
+# The peer: the e1000e in a namespace of its own; a fresh listener per run, the same file
+# served to every run.
+start_peer "$peer_if"
 
 PORT="-device pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1"
 # run_l2 LABEL CMD...: boots L2 in net mode with igbvf, prints its console, checks what L2 and
@@ -52,8 +45,7 @@ PORT="-device pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1"
 run_l2() {
   _label=$1; shift
   _log=/tmp/l2-igb-$_label.log
-  rm -f /tmp/peer/tx
-  nsenter -t $peer -n sh -c "ip neigh flush all; sleep 600 | nc -l -p 5001 >/tmp/peer/tx &"
+  peer_listen
   L2_APPEND_LINE="$(l2_append net) rig.l2nic=igbvf"
   start_vmm "$_log" "$@"
   if _t=$(wait_for "$_log" ' RIG-L2 net link-up ok=1' 200); then
@@ -117,6 +109,5 @@ ratio ratio_link_up_switchyard_over_qemu switchyard_link_up qemu_link_up
 ratio ratio_ping_avg_switchyard_over_qemu switchyard_ping_avg_ms qemu_ping_avg_ms
 ratio ratio_tx_MiBps_switchyard_over_qemu switchyard_tx_MiBps qemu_tx_MiBps
 ratio ratio_rx_MiBps_switchyard_over_qemu switchyard_rx_MiBps qemu_rx_MiBps
-killall nc httpd 2>/dev/null
-kill $peer 2>/dev/null
+stop_peer
 [ $fails = 0 ]
