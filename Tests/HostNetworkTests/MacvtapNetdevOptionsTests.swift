@@ -11,6 +11,9 @@ struct MacvtapNetdevOptionsTests {
         #expect(options.mode == .bridge)
         #expect(options.queues == 1)
         #expect(options.mac == nil)
+        #expect(!options.vhost)
+        #expect(try MacvtapNetdevOptions(properties: ["id": "n0", "link": "eth0", "vhost": "on"]).vhost)
+        #expect(try MacvtapNetdevOptions(properties: ["id": "n0", "pf": "enp1s0", "vf": "auto", "vhost": "on"]).vhost)
     }
 
     @Test func everyModeAndTheQueueLimitAreAccepted() throws {
@@ -44,7 +47,8 @@ struct MacvtapNetdevOptionsTests {
         (["id": "n0", "link": "eth0", "mac": "01:00:5e:00:00:01"], "Parameter 'mac' expects a unicast MAC address such as 52:54:00:12:34:56"),
         (["id": "n0", "link": "eth0", "mac": "52:54:00:12:34"], "Parameter 'mac' expects a unicast MAC address such as 52:54:00:12:34:56"),
         (["id": "n0", "link": "eth0", "vlan": "5"], "Parameter 'vlan' applies to VFs only: add pf=PF,vf=auto|N or drop vlan="),
-        (["id": "n0", "link": "eth0", "colour": "red"], "Invalid parameter 'colour' (macvtap takes id, ifname, link, mode, queues, mac, pf, vf, vlan, spoofchk, trust)"),
+        (["id": "n0", "link": "eth0", "colour": "red"], "Invalid parameter 'colour' (macvtap takes id, ifname, link, mode, queues, mac, pf, vf, vlan, spoofchk, trust, vhost)"),
+        (["id": "n0", "link": "eth0", "vhost": "yes please"], "Parameter 'vhost' expects 'on' or 'off'"),
         (["id": "n0", "link": "an-interface-name-too-long"], "Parameter 'link' expects a network interface name (1-15 characters, no '/' or spaces)"),
         (["id": "n0", "ifname": "mvt0", "mode": "vepa"], "Parameter 'mode' cannot change an existing macvtap (ifname=): set it with `ip link` or use link=LOWER"),
         (["id": "n0", "pf": "enp1s0"], "Parameter 'vf' is missing (pf= needs vf=auto or vf=N)"),

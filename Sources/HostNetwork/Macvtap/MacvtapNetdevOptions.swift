@@ -8,6 +8,8 @@ import VMMBase
 ///                                                                 a new macvtap on eth0 (default mode bridge)
 ///   `-netdev macvtap,id=n0,pf=enp1s0,vf=auto|N[,mac=][,vlan=][,spoofchk=on|off][,trust=on|off][,queues=N]`
 ///                                                                 a passthru macvtap on a free VF of the PF
+/// Each takes `vhost=on|off` (QEMU's tap spelling): vhost-net moves the frames, as libvirt's
+/// `<interface type='direct'>` has it by default.
 /// `ifname` is QEMU's tap spelling, `link` is iproute2's (`ip link add link eth0 ...`), the modes are
 /// libvirt's `<source dev= mode=>`. Links Switchyard creates (and VF settings) are undone at exit.
 public struct MacvtapNetdevOptions: Hashable, Sendable {
@@ -26,16 +28,18 @@ public struct MacvtapNetdevOptions: Hashable, Sendable {
     public var vlan: UInt16?
     public var spoofCheck: Bool?
     public var trust: Bool?
+    /// vhost=on: the in-kernel datapath (vhost-net reads and writes the macvtap's queues).
+    public var vhost = false
 
     /// The kernel's limit on queues of one macvtap link (MAX_TAP_QUEUES).
     public static let maximumQueues = 256
 
     static let knownKeys: Set<String> = ["type", "id", "ifname", "link", "mode", "queues", "mac",
-                                         "pf", "vf", "vlan", "spoofchk", "trust"]
+                                         "pf", "vf", "vlan", "spoofchk", "trust", "vhost"]
 
     public init(properties: [String: String]) throws(HostNetworkError) {
         if let unknown = properties.keys.sorted().first(where: { !Self.knownKeys.contains($0) }) {
-            throw .invalidOption("Invalid parameter '\(unknown)' (macvtap takes id, ifname, link, mode, queues, mac, pf, vf, vlan, spoofchk, trust)")
+            throw .invalidOption("Invalid parameter '\(unknown)' (macvtap takes id, ifname, link, mode, queues, mac, pf, vf, vlan, spoofchk, trust, vhost)")
         }
         if let type = properties["type"], type != "macvtap" {
             throw .invalidOption("Parameter 'type' expects macvtap")
@@ -100,6 +104,7 @@ public struct MacvtapNetdevOptions: Hashable, Sendable {
         }
         spoofCheck = try properties["spoofchk"].map { (text) throws(HostNetworkError) in try Self.onOff(text, key: "spoofchk") }
         trust = try properties["trust"].map { (text) throws(HostNetworkError) in try Self.onOff(text, key: "trust") }
+        vhost = try properties["vhost"].map { (text) throws(HostNetworkError) in try Self.onOff(text, key: "vhost") } ?? false
     }
 
     static func interfaceName(_ name: String, key: String) throws(HostNetworkError) -> String {

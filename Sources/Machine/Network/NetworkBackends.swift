@@ -27,8 +27,9 @@ final class NetworkBackends: Sendable {
         do {
             for spec in specs {
                 if spec.type == "macvtap" {
-                    let (macvtap, queues) = try Self.openMacvtap(spec)
-                    opened[spec.id] = Backend(spec: spec, queues: queues, macvtap: macvtap, vhost: [], user: nil, nic: nil)
+                    let (macvtap, queues, vhost) = try Self.openMacvtap(spec)
+                    opened[spec.id] = Backend(spec: spec, queues: queues, macvtap: macvtap,
+                                              vhost: vhost ? Self.openVhost(spec, queues: queues.count) : [], user: nil, nic: nil)
                 } else {
                     let (queues, vhost) = try Self.open(spec)
                     opened[spec.id] = Backend(spec: spec, queues: queues, macvtap: nil,
@@ -43,12 +44,15 @@ final class NetworkBackends: Sendable {
     }
 
     /// Opens a macvtap netdev (an existing link, a new one on a lower device, or a passthru one
-    /// on a free SR-IOV VF) and adopts each of its queues as a tap queue.
-    private static func openMacvtap(_ spec: NetdevSpec) throws(MachineConfigurationError) -> (MacvtapBackend, [any PacketQueue]) {
+    /// on a free SR-IOV VF) and adopts each of its queues as a tap queue; and whether it asked
+    /// for vhost=on.
+    private static func openMacvtap(_ spec: NetdevSpec) throws(MachineConfigurationError) -> (MacvtapBackend, [any PacketQueue], vhost: Bool) {
         let label = "macvtap,id=\(spec.id)"
         let backend: MacvtapBackend
+        let options: MacvtapNetdevOptions
         do {
-            backend = try MacvtapBackend(options: try MacvtapNetdevOptions(properties: spec.macvtapProperties), socket: try RouteSocket())
+            options = try MacvtapNetdevOptions(properties: spec.macvtapProperties)
+            backend = try MacvtapBackend(options: options, socket: try RouteSocket())
         } catch {
             throw .netdev(label, reason: "\(error)")
         }
@@ -59,7 +63,7 @@ final class NetworkBackends: Sendable {
             try? backend.close()
             throw .netdev(label, reason: "\(error)")
         }
-        return (backend, queues)
+        return (backend, queues, options.vhost)
     }
 
     /// Guest RAM as vhost-net must see it, from the machine once its memory exists.
@@ -69,7 +73,7 @@ final class NetworkBackends: Sendable {
         guestRAM.withLock { $0 = regions }
     }
 
-    /// vhost=on: one /dev/vhost-net instance per tap queue, opened and owned now (set-up, before
+    /// vhost=on: one /dev/vhost-net instance per tap (or macvtap) queue, opened and owned now (set-up, before
     /// the sandbox). Where it cannot be opened the userspace datapath serves, with a line saying why.
     private static func openVhost(_ spec: NetdevSpec, queues: Int) -> [any VhostNetIO] {
         var devices: [any VhostNetIO] = []
@@ -77,7 +81,7 @@ final class NetworkBackends: Sendable {
             for _ in 0..<queues { devices.append(try VhostNetDevice()) }
         } catch {
             let fix = error.errno.rawValue == ENOENT ? " (modprobe vhost_net)" : ""
-            log("switchyard: -netdev tap,id=\(spec.id): vhost=on: /dev/vhost-net: \(error)\(fix); using the userspace datapath")
+            log("switchyard: -netdev \(spec.type),id=\(spec.id): vhost=on: /dev/vhost-net: \(error)\(fix); using the userspace datapath")
             return []
         }
         return devices

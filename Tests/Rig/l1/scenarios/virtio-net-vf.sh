@@ -12,6 +12,7 @@
 # - the peer's neighbour table has L2 at 52:54:00:12:34:57: the MAC Switchyard set;
 # - while it runs, `switchyard host list` shows the VF held by that switchyard pid;
 # - after the VMM exits: no macvtap link left, and no VF held.
+# Twice: the userspace datapath, then vhost=on (the kernel's vhost-net worker must serve it).
 . /rig/lib.sh
 [ -x /switchyard ] || { echo "SKIP: no /switchyard in this initramfs (build-initramfs.sh --switchyard PATH)"; exit 77; }
 . /rig/scenarios/host-lib.sh
@@ -33,52 +34,55 @@ for n in 0 1; do
 done
 
 # The peer: the e1000e in a namespace of its own, listening on VLAN 100.
-unshare -n sleep 900 </dev/null >/dev/null 2>&1 &
-peer=$!
-mkdir -p /tmp/peer/www
-dd if=/dev/urandom of=/tmp/peer/www/rx bs=64k count=64 2>/dev/null
-ip link set dev "$peer_if" netns $peer
-nsenter -t $peer -n sh -c "
-  ip link set lo up; ip link set $peer_if up; ip link set $peer_if promisc on
-  vconfig add $peer_if 100 >/dev/null
-  ip link set $peer_if.100 up; ip addr add 10.0.2.2/24 dev $peer_if.100
-  sleep 900 | nc -l -p 5001 >/tmp/peer/tx &
-  httpd -p 5002 -h /tmp/peer/www"
+start_peer "$peer_if" 100
+# vf_session LABEL VHOST: one L2 boot over a passthru macvtap on a free VF (vhost=VHOST), the
+# checks above, and figures LABEL_ping_avg_ms, LABEL_tx_4MiB, LABEL_rx_4MiB.
+vf_session() {
+  _label=$1
+  peer_listen
+  log=/tmp/l2-net-$_label.log
+  L2_APPEND_LINE="$(l2_append net)"
+  start_vmm "$log" /switchyard -machine q35 -accel kvm -m 512 -smp $L2_SMP \
+    -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY \
+    -netdev macvtap,id=n0,pf=$pf_if,vf=auto,mac=$MAC,vlan=100,vhost=$2 -device virtio-net-pci,netdev=n0,bus=rp3
+  if wait_for "$log" ' RIG-L2 net link-up' 150 >/dev/null; then
+    /switchyard host list >/tmp/list-running.txt 2>&1
+    check "$_label: host list shows a VF held by this switchyard (netdev n0)" grep -q "switchyard pid [0-9]* uses it (netdev n0)" /tmp/list-running.txt
+    grep -B3 "switchyard pid" /tmp/list-running.txt | head -n 8
+    # vhost-net's worker for the VMM's queues (Linux 6.1 names it vhost-PID): the kernel moves
+    # the frames between the rings and the macvtap.
+    [ "$2" = on ] && check "$_label: vhost-net's worker vhost-$(cat /tmp/l2.pid) serves the queues" \
+      grep -qx "vhost-$(cat /tmp/l2.pid)" /proc/[0-9]*/comm
+    # Where frames went: packet counters along the path (VF netdev, macvtap, PF; the peer's side).
+    for d in /sys/class/net/*; do
+      n=${d##*/}
+      echo "counters $n: rx $(cat $d/statistics/rx_packets) tx $(cat $d/statistics/tx_packets) addr $(cat $d/address) $(cat $d/operstate)"
+    done
+    # (/proc/net is the reader's namespace; L1's /sys/class/net is not.)
+    nsenter -t $peer -n cat /proc/net/dev | sed 's/^/peer counters /'
+  fi
+  wait_for "$log" ' RIG-L2 net done' 150 >/dev/null || echo "$_label: L2 did not finish its network checks"
+  wait_vmm_exit "$log" 30
+  echo "--- L2 console ($_label: switchyard over a VF, vhost=$2), times relative to VMM start:"
+  show_l2_log "$log"
+  check_vmm_exit "$log" "$_label" || fails=$((fails + 1))
+  check "$_label: L2 sees a modern virtio-net (1af4:1041) bound to virtio-pci" grep -q ' RIG-L2 net dev .* ids=1af4:1041 drv=virtio-pci' "$log"
+  peer_traffic_checks "$_label: " "$log"
+  nsenter -t $peer -n ip neigh show >/tmp/neigh.txt 2>&1
+  cat /tmp/neigh.txt
+  check "$_label: the peer saw L2 on VLAN 100 at $MAC (the VF's tag and the MAC Switchyard set)" grep -q "10.0.2.15 dev $peer_if.100 lladdr $MAC" /tmp/neigh.txt
+  ls /sys/class/net >/tmp/links-after.txt
+  check "$_label: no macvtap link left after the VMM exited" sh -c "! grep -q '^sy' /tmp/links-after.txt"
+  /switchyard host list >/tmp/list-after.txt 2>&1
+  check "$_label: no VF held after the VMM exited" sh -c "! grep -q 'switchyard pid' /tmp/list-after.txt"
+  v=$(sed -n 's/.* RIG-L2 net ping .* avg_ms=\([0-9.]*\).*/\1/p' "$log"); [ -n "$v" ] && report_time ${_label}_ping_avg_ms "$v"
+  v=$(sed -n 's/.* RIG-L2 net tx .* seconds=\([0-9.]*\).*/\1/p' "$log"); [ -n "$v" ] && report_time ${_label}_tx_4MiB "$v"
+  v=$(sed -n 's/.* RIG-L2 net rx .* seconds=\([0-9.]*\).*/\1/p' "$log"); [ -n "$v" ] && report_time ${_label}_rx_4MiB "$v"
+}
 
-log=/tmp/l2-net-vf.log
-L2_APPEND_LINE="$(l2_append net)"
-start_vmm "$log" /switchyard -machine q35 -accel kvm -m 512 -smp $L2_SMP \
-  -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY \
-  -netdev macvtap,id=n0,pf=$pf_if,vf=auto,mac=$MAC,vlan=100 -device virtio-net-pci,netdev=n0,bus=rp3
-if wait_for "$log" ' RIG-L2 net link-up' 150 >/dev/null; then
-  /switchyard host list >/tmp/list-running.txt 2>&1
-  check "host list shows a VF held by this switchyard (netdev n0)" grep -q "switchyard pid [0-9]* uses it (netdev n0)" /tmp/list-running.txt
-  grep -B3 "switchyard pid" /tmp/list-running.txt | head -n 8
-  # Where frames went: packet counters along the path (VF netdev, macvtap, PF; the peer's side).
-  for d in /sys/class/net/*; do
-    n=${d##*/}
-    echo "counters $n: rx $(cat $d/statistics/rx_packets) tx $(cat $d/statistics/tx_packets) addr $(cat $d/address) $(cat $d/operstate)"
-  done
-  # (/proc/net is the reader's namespace; L1's /sys/class/net is not.)
-  nsenter -t $peer -n cat /proc/net/dev | sed 's/^/peer counters /'
-fi
-wait_for "$log" ' RIG-L2 net done' 150 >/dev/null || echo "L2 did not finish its network checks"
-wait_vmm_exit "$log" 30
-echo "--- L2 console (switchyard over a VF), times relative to VMM start:"
-show_l2_log "$log"
-check_vmm_exit "$log" switchyard || fails=$((fails + 1))
-check "L2 sees a modern virtio-net (1af4:1041) bound to virtio-pci" grep -q ' RIG-L2 net dev .* ids=1af4:1041 drv=virtio-pci' "$log"
-peer_traffic_checks "" "$log"
-nsenter -t $peer -n ip neigh show >/tmp/neigh.txt 2>&1
-cat /tmp/neigh.txt
-check "the peer saw L2 on VLAN 100 at $MAC (the VF's tag and the MAC Switchyard set)" grep -q "10.0.2.15 dev $peer_if.100 lladdr $MAC" /tmp/neigh.txt
-ls /sys/class/net >/tmp/links-after.txt
-check "no macvtap link left after the VMM exited" sh -c "! grep -q '^sy' /tmp/links-after.txt"
-/switchyard host list >/tmp/list-after.txt 2>&1
-check "no VF held after the VMM exited" sh -c "! grep -q 'switchyard pid' /tmp/list-after.txt"
-v=$(sed -n 's/.* RIG-L2 net ping .* avg_ms=\([0-9.]*\).*/\1/p' "$log"); [ -n "$v" ] && report_time vf_ping_avg_ms "$v"
-v=$(sed -n 's/.* RIG-L2 net tx .* seconds=\([0-9.]*\).*/\1/p' "$log"); [ -n "$v" ] && report_time vf_tx_4MiB "$v"
-v=$(sed -n 's/.* RIG-L2 net rx .* seconds=\([0-9.]*\).*/\1/p' "$log"); [ -n "$v" ] && report_time vf_rx_4MiB "$v"
-killall nc httpd 2>/dev/null
-kill $peer 2>/dev/null
+vf_session vf off
+# The same over vhost-net (libvirt's default for a direct interface): the VF the first boot
+# gave back is taken again.
+vf_session vf_vhost on
+stop_peer
 [ $fails = 0 ]
