@@ -207,6 +207,15 @@ int sy_tun_get_iff(int fd, char *name_out, short *flags_out) {
     return rc;
 }
 
+int sy_tun_set_queue(int fd, short flags) {
+    struct ifreq request;
+    memset(&request, 0, sizeof request);
+    request.ifr_flags = flags;
+    return ioctl(fd, TUNSETQUEUE, &request);
+}
+
+unsigned long sy_tun_set_queue_request(void) { return TUNSETQUEUE; }
+
 unsigned long sy_ifnamsiz(void) { return IFNAMSIZ; }
 
 int sy_setns(int fd, int nstype) { return setns(fd, nstype); }
@@ -224,3 +233,59 @@ unsigned long sy_vhost_set_vring_addr(void) { return VHOST_SET_VRING_ADDR; }
 unsigned long sy_vhost_set_vring_kick(void) { return VHOST_SET_VRING_KICK; }
 unsigned long sy_vhost_set_vring_call(void) { return VHOST_SET_VRING_CALL; }
 unsigned long sy_vhost_net_set_backend(void) { return VHOST_NET_SET_BACKEND; }
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/landlock.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+#ifndef LANDLOCK_ACCESS_FS_TRUNCATE
+#define LANDLOCK_ACCESS_FS_TRUNCATE (1ULL << 14)
+#endif
+
+int sy_landlock_abi(void) {
+    long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);
+    return abi < 0 ? -errno : (int)abi;
+}
+
+/* The rights each ABI version added: v1 the first 13, v2 REFER, v3 TRUNCATE. Later ones
+   (ioctl on devices, network, scopes) are left unhandled: those stay as seccomp has them. */
+static unsigned long long handled_rights(int abi) {
+    unsigned long long rights = (LANDLOCK_ACCESS_FS_MAKE_SYM << 1) - 1;
+    if (abi >= 2) rights |= LANDLOCK_ACCESS_FS_REFER;
+    if (abi >= 3) rights |= LANDLOCK_ACCESS_FS_TRUNCATE;
+    return rights;
+}
+
+int sy_landlock_ruleset(int abi) {
+    struct landlock_ruleset_attr attr = { .handled_access_fs = handled_rights(abi) };
+    long fd = syscall(SYS_landlock_create_ruleset, &attr, sizeof attr, 0);
+    return fd < 0 ? -errno : (int)fd;
+}
+
+int sy_landlock_allow(int ruleset, int abi, const char *path, unsigned long long access) {
+    int fd = open(path, O_PATH | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    struct stat st;
+    if (fstat(fd, &st) != 0) { int e = errno; close(fd); return -e; }
+    if (!S_ISDIR(st.st_mode)) {
+        access &= LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_READ_FILE
+                  | LANDLOCK_ACCESS_FS_TRUNCATE;
+    }
+    struct landlock_path_beneath_attr rule = {
+        .allowed_access = access & handled_rights(abi), .parent_fd = fd };
+    long rc = syscall(SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, &rule, 0);
+    int e = errno;
+    close(fd);
+    return rc < 0 ? -e : 0;
+}
+
+int sy_landlock_restrict_self(int ruleset) {
+    long rc = syscall(SYS_landlock_restrict_self, ruleset, 0);
+    return rc < 0 ? -errno : 0;
+}
+
+unsigned long long sy_landlock_read_file(void) { return LANDLOCK_ACCESS_FS_READ_FILE; }
+unsigned long long sy_landlock_write_file(void) { return LANDLOCK_ACCESS_FS_WRITE_FILE; }
+unsigned long long sy_landlock_remove_file(void) { return LANDLOCK_ACCESS_FS_REMOVE_FILE; }

@@ -13,8 +13,8 @@ enum Command {
     case lspci(MachineConfiguration, LspciOptions)
     case firmware(MachineConfiguration, outputDirectory: String)
     case kvmProbe
-    /// sandbox-probe KIND CALL [-sandbox on|off[,spawn=...]]
-    case sandboxProbe(SandboxProbe.Call, SandboxThreadKind, SandboxPolicy?)
+    /// sandbox-probe KIND CALL [-sandbox on|off[,spawn=...]] [-kernel FILE]
+    case sandboxProbe(SandboxProbe.Call, SandboxThreadKind, SandboxPolicy?, kernel: String?)
     /// host list|bind|unbind|sriov: the host's PCI devices (HostCommand)
     case host(HostCommand)
     case help
@@ -51,11 +51,12 @@ let usage = """
       kvm-probe           time a tiny 64-bit guest on /dev/kvm: exit 0 when this host's KVM
                           runs 64-bit guests at a usable speed, 1 when it does not (too slow,
                           hangs or fails), 2 when there is no usable KVM
-      sandbox-probe KIND CALL [-sandbox on|off[,spawn=allow|deny]]
+      sandbox-probe KIND CALL [-sandbox on|off[,spawn=allow|deny]] [-kernel FILE]
                           lock the process down as -sandbox on does and make CALL (execve,
-                          socket, ioctl-kvm-run, getpid) on a thread of KIND (vcpu, io,
-                          control, signal): a call KIND may not make ends the process with
-                          the sandbox's report (SIGSYS); otherwise prints what it returned
+                          socket, ioctl-kvm-run, getpid, open-etc-passwd, open-kernel) on a
+                          thread of KIND (vcpu, io, control, signal): a call KIND may not make
+                          ends the process with the sandbox's report (SIGSYS); otherwise
+                          prints what it returned (an open outside the granted files: EACCES)
     \(HostCommand.usage)
       help, --help        this text
 
@@ -86,8 +87,8 @@ func parse(_ arguments: [String]) throws -> Command {
     if verb == "sandbox-probe" {
         let kinds = SandboxThreadKind.allCases.map(\.rawValue).joined(separator: ", ")
         let calls = SandboxProbe.Call.allCases.map(\.rawValue).joined(separator: ", ")
-        guard arguments.count == 3 || (arguments.count == 5 && arguments[3] == "-sandbox") else {
-            throw UsageError(description: "sandbox-probe needs KIND CALL [-sandbox on|off], e.g. sandbox-probe control socket")
+        guard arguments.count >= 3 else {
+            throw UsageError(description: "sandbox-probe needs KIND CALL [-sandbox on|off] [-kernel FILE], e.g. sandbox-probe control socket")
         }
         guard let kind = SandboxThreadKind(rawValue: arguments[1]) else {
             throw UsageError(description: "sandbox-probe: unknown thread kind '\(arguments[1])'; kinds are \(kinds)")
@@ -96,7 +97,7 @@ func parse(_ arguments: [String]) throws -> Command {
             throw UsageError(description: "sandbox-probe: unknown call '\(arguments[2])'; calls are \(calls)")
         }
         let invocation = try QEMUInvocation.parse(Array(arguments.dropFirst(3)))
-        return .sandboxProbe(call, kind, invocation.sandboxPolicy)
+        return .sandboxProbe(call, kind, invocation.sandboxPolicy, kernel: invocation.kernel)
     }
     if verb.hasPrefix("-"), !["-h", "--help", "-help"].contains(verb) {
         return .serve(try QEMUInvocation.parse(arguments))
@@ -160,6 +161,7 @@ func parse(_ arguments: [String]) throws -> Command {
         options.extraCommandLine = append
         // As for -accel kvm: a guest runs, so the sandbox is on unless -sandbox off.
         options.sandbox = try QEMUInvocation.sandboxPolicy(option: sandbox, defaultOn: true)
+        options.sandbox?.fileAccess = .machine(bootImages: [kernel, initrd], socketPaths: [])
         guard configuration.devices.contains(where: { $0.id == options.slotBus }) else {
             throw UsageError(description: "run --kernel hot-plugs into root port '\(options.slotBus)', which this machine lacks (-device or -nodefaults leave out the default machine); add -device pcie-root-port,id=\(options.slotBus),chassis=1,slot=1")
         }
@@ -182,8 +184,8 @@ func execute(_ command: Command) throws {
         print(usage)
     case .host(let command):
         print(try command.run(), terminator: "")
-    case .sandboxProbe(let call, let kind, let policy):
-        print(try SandboxProbe.run(call, on: kind, policy: policy))
+    case .sandboxProbe(let call, let kind, let policy, let kernel):
+        print(try SandboxProbe.run(call, on: kind, policy: policy, kernel: kernel))
     case .kvmProbe:
         let outcome = LongModeProbe.run()
         print("switchyard: \(outcome)")

@@ -7,7 +7,7 @@ import Testing
 /// The error texts are checked against QEMU itself in IntegrationTests/SandboxTests.
 @Suite struct SandboxOptionTests {
     @Test func onByDefaultOnlyUnderKVM() throws {
-        #expect(try QEMUInvocation.parse(["-accel", "kvm"]).sandboxPolicy == SandboxPolicy(allowsSpawning: true))
+        #expect(try QEMUInvocation.parse(["-accel", "kvm"]).sandboxPolicy?.allowsSpawning == true)
         #expect(try QEMUInvocation.parse(["-accel", "qtest"]).sandboxPolicy == nil)
         #expect(try QEMUInvocation.parse(["-accel", "kvm", "-sandbox", "off"]).sandboxPolicy == nil)
         #expect(try QEMUInvocation.parse(["-accel", "qtest", "-sandbox", "on"]).sandboxPolicy != nil)
@@ -15,9 +15,24 @@ import Testing
 
     @Test func spawnDeny() throws {
         let policy = try QEMUInvocation.parse(["-sandbox", "on,spawn=deny,obsolete=deny,elevateprivileges=deny"]).sandboxPolicy
-        #expect(policy == SandboxPolicy(allowsSpawning: false))
+        #expect(policy?.allowsSpawning == false)
         // spawn= alone leaves the default (QEMU accepts it and keeps the sandbox as it was).
-        #expect(try QEMUInvocation.parse(["-accel", "kvm", "-sandbox", "spawn=deny"]).sandboxPolicy == SandboxPolicy(allowsSpawning: false))
+        #expect(try QEMUInvocation.parse(["-accel", "kvm", "-sandbox", "spawn=deny"]).sandboxPolicy?.allowsSpawning == false)
+    }
+
+    /// The files granted after lock-down come from the command line: the boot images to the
+    /// kinds that reboot, /dev/vfio to control threads, and the directory of each socket this
+    /// process serves (where its file is removed at quit), not of one it connects to.
+    @Test func fileGrantsFollowTheCommandLine() throws {
+        let invocation = try QEMUInvocation.parse(["-accel", "kvm", "-kernel", "/boot/k", "-initrd", "/boot/i",
+                                                   "-qmp", "unix:/run/sy/qmp.sock,server=on,wait=off",
+                                                   "-serial", "unix:/var/tmp/console.sock"])
+        let access = try #require(invocation.sandboxPolicy?.fileAccess)
+        #expect(access.grants(for: .vcpu).map(\.path) == ["/boot/k", "/boot/i"])
+        #expect(access.grants(for: .io).map(\.path) == ["/boot/k", "/boot/i"])
+        #expect(access.grants(for: .control).map(\.path) == ["/boot/k", "/boot/i", "/dev/vfio", "/run/sy"])
+        #expect(access.grants(for: .signal).isEmpty)
+        #expect(access.grants.first { $0.path == "/run/sy" }?.access == .removeFiles)
     }
 
     @Test func allowingWhatNoListHasIsRefused() {

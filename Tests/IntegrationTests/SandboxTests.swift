@@ -84,6 +84,29 @@ struct SandboxTests {
         #expect(!socket.err.contains("sandbox") && !execve.err.contains("sandbox"))
     }
 
+    /// Landlock, where the kernel has it: after lock-down a thread opens only what set-up
+    /// granted its kind. The -kernel file (a reboot reads it again) opens on vCPU, I/O and
+    /// control threads; /etc/passwd, granted to none, fails with the kernel's EACCES, and opens
+    /// with -sandbox off.
+    @Test func threadsOpenOnlyTheFilesGrantedAtSetUp() throws {
+        let kernel = NSTemporaryDirectory() + "sy-\(getpid())-sandbox-kernel"
+        try Data("a boot image".utf8).write(to: URL(fileURLWithPath: kernel))
+        defer { unlink(kernel) }
+        let first = try Self.probe(["sandbox-probe", "vcpu", "open-etc-passwd", "-kernel", kernel])
+        try require(!first.err.contains("file opens are not narrowed"), "no Landlock here: \(first.err)")
+        let denied = "returned -1 (\(String(cString: strerror(EACCES))) (errno \(EACCES)))"
+        let opened = #"returned [0-9]+\n"#
+        for kind in ["vcpu", "io", "control"] {
+            let ungranted = try Self.probe(["sandbox-probe", kind, "open-etc-passwd", "-kernel", kernel])
+            #expect(ungranted.reason == .exit && ungranted.status == 0, "\(ungranted)")
+            #expect(ungranted.out.contains(denied), "\(kind): \(ungranted.out)")
+            let granted = try Self.probe(["sandbox-probe", kind, "open-kernel", "-kernel", kernel])
+            #expect(granted.out.range(of: opened, options: .regularExpression) != nil, "\(kind): \(granted)")
+        }
+        let off = try Self.probe(["sandbox-probe", "vcpu", "open-etc-passwd", "-sandbox", "off"])
+        #expect(off.out.range(of: opened, options: .regularExpression) != nil, "\(off)")
+    }
+
     /// A qtest and QMP session under -sandbox on: config cycles, a hot-plug and an unplug, quit.
     @Test(.timeLimit(.minutes(1)))
     func qtestSessionRunsUnderTheSandbox() throws {

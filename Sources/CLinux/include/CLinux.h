@@ -142,6 +142,11 @@ unsigned long sy_tun_get_features(void);
 int sy_tun_set_iff(int fd, const char *name, short flags, char *name_out);
 /// TUNGETIFF: the interface's name (IFNAMSIZ bytes) and the queue's flags.
 int sy_tun_get_iff(int fd, char *name_out, short *flags_out);
+/// TUNSETQUEUE with IFF_ATTACH_QUEUE or IFF_DETACH_QUEUE: a multi-queue tap's (or macvtap's)
+/// queue joins or leaves the set the kernel steers frames to.
+int sy_tun_set_queue(int fd, short flags);
+/// TUNSETQUEUE's request number (for the sandbox lists).
+unsigned long sy_tun_set_queue_request(void);
 /// The interface name size (IFNAMSIZ, 16 with the terminating NUL).
 unsigned long sy_ifnamsiz(void);
 /// setns(2) (declared by glibc only under _GNU_SOURCE): moves the calling thread.
@@ -162,5 +167,21 @@ unsigned long sy_vhost_set_vring_addr(void);
 unsigned long sy_vhost_set_vring_kick(void);
 unsigned long sy_vhost_set_vring_call(void);
 unsigned long sy_vhost_net_set_backend(void);
+
+/* Landlock (Documentation/userspace-api/landlock.rst): a thread confines which files it can
+   open. Each returns the result or -errno. */
+/// The ABI version (1 and up), or -ENOSYS (not built) / -EOPNOTSUPP (disabled at boot).
+int sy_landlock_abi(void);
+/// A ruleset handling every file-system right of ABI versions 1-3 that `abi` knows.
+int sy_landlock_ruleset(int abi);
+/// Allows `access` (LANDLOCK_ACCESS_FS_* bits, those `abi` handles) on `path` and, for a
+/// directory, beneath it; a regular file takes only the file rights of `access`.
+int sy_landlock_allow(int ruleset, int abi, const char *path, unsigned long long access);
+/// Confines the calling thread (and the threads it starts) to `ruleset`. Needs no_new_privs
+/// (which the seccomp filters set on every thread) or CAP_SYS_ADMIN.
+int sy_landlock_restrict_self(int ruleset);
+unsigned long long sy_landlock_read_file(void);
+unsigned long long sy_landlock_write_file(void);
+unsigned long long sy_landlock_remove_file(void);
 
 #endif

@@ -42,9 +42,16 @@ public struct QEMUInvocation: Sendable, Hashable {
     /// -sandbox spawn=allow|deny (QEMU's default: allow).
     public var sandboxAllowsSpawning = true
 
-    /// The seccomp sandbox this invocation runs under after set-up, or nil for none.
+    /// The sandbox this invocation runs under after set-up, or nil for none: the system-call
+    /// lists, and the files a thread may still open (the boot images, /dev/vfio, the server
+    /// sockets' directories for their removal).
     public var sandboxPolicy: SandboxPolicy? {
-        (sandbox ?? (accelerator == .kvm)) ? SandboxPolicy(allowsSpawning: sandboxAllowsSpawning) : nil
+        guard sandbox ?? (accelerator == .kvm) else { return nil }
+        var sockets = qmp + [qtest].compactMap { $0 }
+        if case .socket(let endpoint) = serial { sockets.append(endpoint) }
+        return SandboxPolicy(allowsSpawning: sandboxAllowsSpawning,
+                             fileAccess: .machine(bootImages: [kernel, initrd].compactMap { $0 },
+                                                  socketPaths: sockets.filter(\.server).map(\.path)))
     }
 
     /// Where -serial sends COM1 (and where its input comes from).

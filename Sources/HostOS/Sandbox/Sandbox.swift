@@ -11,8 +11,14 @@ public struct SandboxError: Error, Hashable, Sendable, CustomStringConvertible {
 public struct SandboxPolicy: Sendable, Hashable {
     /// spawn=allow (QEMU's default): fork and process clones run; execve never does.
     public var allowsSpawning: Bool
+    /// The files each kind may still open (Landlock, where the kernel has it); nil: only the
+    /// system-call lists apply.
+    public var fileAccess: SandboxFileAccess?
 
-    public init(allowsSpawning: Bool = true) { self.allowsSpawning = allowsSpawning }
+    public init(allowsSpawning: Bool = true, fileAccess: SandboxFileAccess? = nil) {
+        self.allowsSpawning = allowsSpawning
+        self.fileAccess = fileAccess
+    }
 
     /// A kind's list, or the base every thread gets at lock-down (nil).
     public func allowList(for kind: SandboxThreadKind?) -> SandboxAllowList {
@@ -35,6 +41,8 @@ public enum Sandbox {
     }
 
     private static let stage = Mutex(Stage.off)
+    /// Each kind's Landlock ruleset, made at `arm` (nil: no file-access narrowing).
+    private static let fileRulesets = Mutex<LandlockRulesets?>(nil)
 
     /// Prepares the sandbox: the reporter is installed, and threads started from now on wait
     /// for `lockDown()` before they run their loops.
@@ -46,6 +54,16 @@ public enum Sandbox {
         }
         let rc = sy_seccomp_install_reporter()
         guard rc == 0 else { throw SandboxError("cannot install the SIGSYS reporter: \(Errno(rawValue: -rc))") }
+        if let access = policy.fileAccess {
+            switch LandlockRulesets.version() {
+            case .success(let abi):
+                let rulesets = try LandlockRulesets(access, abi: abi)
+                fileRulesets.withLock { $0 = rulesets }
+            case .failure(let reason):
+                let line = "switchyard: sandbox: file opens are not narrowed to the granted paths: \(reason); the system-call lists still apply\n"
+                _ = line.withCString { Glibc.write(STDERR_FILENO, $0, strlen($0)) }
+            }
+        }
         stage.withLock { $0 = .armed(policy) }
     }
 
@@ -82,6 +100,8 @@ public enum Sandbox {
             case .lockedDown(let policy):
                 sy_seccomp_set_thread_kind(kindNames[kind])
                 do {
+                    // Landlock first: its call is in the base list every thread already has.
+                    try fileRulesets.withLock { $0 }?.confine(kind)
                     try load(policy.allowList(for: kind), allThreads: false)
                 } catch {
                     let line = "switchyard: sandbox: cannot confine a \(kind.rawValue) thread: \(error)\n"

@@ -18,7 +18,8 @@ public enum SandboxThreadKind: String, Sendable, Hashable, CaseIterable {
 /// SIGSYS. No list has execve, execveat, socket, bind, listen, connect, ptrace, mount, kexec,
 /// bpf, or a privilege change; opens after set-up happen only where a reboot re-reads the
 /// -kernel and -initrd files, whose paths set-up fixed, and on control threads for a device_add
-/// of vfio-pci (sysfs and /dev/vfio).
+/// of vfio-pci (sysfs and /dev/vfio). Where the kernel has Landlock, `SandboxFileAccess` holds
+/// those opens to exactly those paths.
 ///
 /// Found by running the real workloads (qtest sessions, a real-mode KVM guest, the rig's Linux
 /// guests: boot, hot-plug, reboot) and reading each trap report (it names the call, the
@@ -48,8 +49,9 @@ public enum SandboxAllowLists {
                      + SyscallRule.calls("set_robust_list", "rseq", "exit", "exit_group")
                      + [SyscallRule("prctl", .allowIf(argument: 0, mask: UInt64.max, equals: 15)),
                         SyscallRule("prctl", .allowIf(argument: 0, mask: UInt64.max, equals: 16))]),
-        SyscallGroup("a thread confines itself further: no_new_privs (PR_SET_NO_NEW_PRIVS, 38) and another filter on top (filters only narrow)",
-                     [SyscallRule("prctl", .allowIf(argument: 0, mask: UInt64.max, equals: 38))] + SyscallRule.calls("seccomp")),
+        SyscallGroup("a thread confines itself further: no_new_privs (PR_SET_NO_NEW_PRIVS, 38), another filter on top and its kind's Landlock ruleset (both only narrow)",
+                     [SyscallRule("prctl", .allowIf(argument: 0, mask: UInt64.max, equals: 38))]
+                     + SyscallRule.calls("seccomp", "landlock_restrict_self")),
         SyscallGroup("clone3 passes its flags in memory a filter cannot read: it fails, and glibc falls back to clone",
                      [SyscallRule("clone3", .fail(errno: ENOSYS))]),
         SyscallGroup("log lines and guest errors to standard error, eventfd signals; closing what a thread owns",
@@ -119,8 +121,9 @@ public enum SandboxAllowLists {
         vcpuState, rereadBootImages, dispatchWorkers,
         SyscallGroup("bytes in and out: standard input, sockets, FIFOs, the virtio queues' kick eventfds",
                      SyscallRule.calls("read", "recvfrom", "recvmsg", "sendto", "sendmsg", "poll", "ppoll")),
-        SyscallGroup("virtio-net's tap queues: one frame per readv (writev is everyone's), the vnet header size and offloads set at DRIVER_OK",
-                     SyscallRule.calls("readv") + SyscallRule.ioctl([sy_tun_set_vnet_header_size(), sy_tun_set_offload()])),
+        SyscallGroup("virtio-net's tap queues: one frame per readv (writev is everyone's), the vnet header size and offloads set at DRIVER_OK, queues of unused pairs detached and attached again",
+                     SyscallRule.calls("readv") + SyscallRule.ioctl([sy_tun_set_vnet_header_size(), sy_tun_set_offload(),
+                                                                     sy_tun_set_queue_request()])),
         SyscallGroup("vhost-net (vhost=on): the queues handed to the kernel at DRIVER_OK and taken back at reset, on the /dev/vhost-net fds set-up opened and owned",
                      SyscallRule.ioctl([sy_vhost_set_features(), sy_vhost_set_mem_table(), sy_vhost_set_vring_num(),
                                         sy_vhost_set_vring_base(), sy_vhost_get_vring_base(), sy_vhost_set_vring_addr(),

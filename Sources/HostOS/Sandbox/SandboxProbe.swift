@@ -15,22 +15,28 @@ public enum SandboxProbe {
         case kvmRun = "ioctl-kvm-run"
         /// getpid: allowed everywhere.
         case getpid
+        /// open(2) of /etc/passwd for reading: no thread kind is granted it (EACCES under
+        /// Landlock; a kind whose list lacks openat traps).
+        case openUngranted = "open-etc-passwd"
+        /// open(2) of the -kernel file for reading: granted to the kinds that reboot.
+        case openKernel = "open-kernel"
     }
 
     /// Runs `call` on a new thread of `kind` under `policy` (nil: no sandbox) and returns what
     /// the call returned.
-    public static func run(_ call: Call, on kind: SandboxThreadKind, policy: SandboxPolicy?) throws -> String {
+    /// - Parameter kernel: the file `open-kernel` opens (the invocation's -kernel).
+    public static func run(_ call: Call, on kind: SandboxThreadKind, policy: SandboxPolicy?, kernel: String? = nil) throws -> String {
         if let policy {
             try Sandbox.arm(policy)
             try Sandbox.lockDown()
         }
         let outcome = Outcome()
-        let thread = try HostThread(kind: kind, name: "sandbox-probe") { outcome.text = perform(call) }
+        let thread = try HostThread(kind: kind, name: "sandbox-probe") { outcome.text = perform(call, kernel: kernel) }
         thread.join()
         return "sandbox-probe: \(call.rawValue) on a \(kind.rawValue) thread returned \(outcome.text)"
     }
 
-    private static func perform(_ call: Call) -> String {
+    private static func perform(_ call: Call, kernel: String?) -> String {
         let rc: Int
         switch call {
         case .execve:
@@ -47,6 +53,10 @@ public enum SandboxProbe {
             rc = Int(sy_ioctl_int(-1, sy_kvm_run(), 0))
         case .getpid:
             rc = Int(Glibc.getpid())
+        case .openUngranted, .openKernel:
+            let path = call == .openKernel ? kernel ?? "/nonexistent/no-kernel-given" : "/etc/passwd"
+            rc = Int(Glibc.open(path, O_RDONLY | O_CLOEXEC))
+            if rc >= 0 { Glibc.close(Int32(rc)) }
         }
         return rc < 0 ? "-1 (\(Errno.current))" : "\(rc)"
     }

@@ -5,7 +5,8 @@
 # end with the VMM's exit status 0, and what L2 found under Switchyard (functions, drivers,
 # hot-plug slots, the real lspci -tvnn, resource errors) must equal, line by line, what it
 # found under QEMU. Switchyard runs under its seccomp sandbox (the -accel kvm default); one
-# more PVH boot with -sandbox off gives the sandbox's cost as a ratio.
+# more PVH boot with -sandbox off gives the sandbox's cost as a ratio. sandbox-probe shows
+# L1's Landlock holding a vCPU thread to the files set-up granted.
 # Skips (exit 77) when the binary is absent or has no Linux boot (-kernel) support yet.
 . /rig/lib.sh
 if [ ! -x /switchyard ]; then
@@ -35,6 +36,18 @@ if [ -e $L2_VMLINUX ]; then
 else
   echo "CHECK FAILED: no $L2_VMLINUX in this initramfs for the PVH boot"; rc=1
 fi
+# L1's kernel (Debian 6.1) has Landlock: a locked-down vCPU thread opens the -kernel file set-up
+# granted it, and /etc/passwd fails with the kernel's EACCES (Permission denied).
+p=$(/switchyard sandbox-probe vcpu open-etc-passwd -kernel $L2_KERNEL 2>&1)
+case $p in
+  *"returned -1 (Permission denied"*) echo "ok: sandbox: a vCPU thread's open of an ungranted file: $p" ;;
+  *) echo "CHECK FAILED: sandbox: a vCPU thread opened an ungranted file (no Landlock?): $p"; rc=1 ;;
+esac
+p=$(/switchyard sandbox-probe vcpu open-kernel -kernel $L2_KERNEL 2>&1)
+case $p in
+  *"returned -1"*|"") echo "CHECK FAILED: sandbox: a vCPU thread cannot open the granted -kernel: $p"; rc=1 ;;
+  *) echo "ok: sandbox: the granted -kernel opens: $p" ;;
+esac
 # Same devices, same kernel: L2 must find the same functions, drivers, slots and lspci tree.
 compare_l2_reports /tmp/l2-qemu.log qemu /tmp/l2-sy.log switchyard || rc=1
 [ -e $L2_VMLINUX ] && { compare_l2_reports /tmp/l2-qemu.log qemu /tmp/l2-sy-pvh.log switchyard_pvh || rc=1; }

@@ -1,0 +1,112 @@
+import CLinux
+import Glibc
+
+/// Which files each thread kind may still open (or remove) once the sandbox is locked down,
+/// enforced by Landlock on top of the system-call lists: the paths are decided at set-up from
+/// the command line, and are data like the lists. Any other open fails with EACCES, which the
+/// caller reports as any failed open. Reading links, stat and descriptors opened before
+/// lock-down are not affected.
+public struct SandboxFileAccess: Sendable, Hashable {
+    public enum Access: Sendable, Hashable {
+        /// Open for reading.
+        case read
+        /// Open for reading and writing.
+        case readWrite
+        /// Remove files in a directory (the unlink of a socket file at quit).
+        case removeFiles
+    }
+
+    public struct Grant: Sendable, Hashable {
+        public let path: String
+        public let access: Access
+        public let kinds: Set<SandboxThreadKind>
+        /// Why the grant is there, for the reviewed list.
+        public let reason: String
+
+        public init(_ path: String, _ access: Access, kinds: Set<SandboxThreadKind>, reason: String) {
+            self.path = path
+            self.access = access
+            self.kinds = kinds
+            self.reason = reason
+        }
+    }
+
+    public var grants: [Grant]
+
+    public init(grants: [Grant] = []) { self.grants = grants }
+
+    /// A machine's grants:
+    /// - the boot images (-kernel, -initrd) a reboot reads again, for every kind that can start
+    ///   one (a vCPU's reset write, the flusher's replayed write, QMP system_reset);
+    /// - /dev/vfio for control threads: device_add vfio-pci opens /dev/vfio/vfio and the
+    ///   group's /dev/vfio/N (its sysfs lookups are link reads);
+    /// - the directories of the monitor sockets, where a control thread removes its socket
+    ///   file at quit.
+    public static func machine(bootImages: [String], socketPaths: [String]) -> SandboxFileAccess {
+        var grants = bootImages.map {
+            Grant($0, .read, kinds: [.vcpu, .io, .control], reason: "a reboot re-reads the boot images")
+        }
+        grants.append(Grant("/dev/vfio", .readWrite, kinds: [.control], reason: "device_add vfio-pci opens the container and the group"))
+        for directory in Set(socketPaths.map(Self.directory(of:))).sorted() {
+            grants.append(Grant(directory, .removeFiles, kinds: [.control], reason: "a monitor's socket file is removed at quit"))
+        }
+        return SandboxFileAccess(grants: grants)
+    }
+
+    static func directory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    public func grants(for kind: SandboxThreadKind) -> [Grant] { grants.filter { $0.kinds.contains(kind) } }
+}
+
+/// One Landlock ruleset per thread kind, made at set-up (when opening the granted paths is
+/// still allowed); a thread confines itself to its kind's as it starts.
+struct LandlockRulesets: Sendable {
+    let rulesets: [SandboxThreadKind: Int32]
+
+    /// The Landlock ABI version, or why the kernel has none.
+    static func version() -> Result<Int32, SandboxError> {
+        let abi = sy_landlock_abi()
+        if abi > 0 { return .success(abi) }
+        let reason = -abi == ENOSYS ? "the kernel is built without Landlock"
+            : -abi == EOPNOTSUPP ? "Landlock is disabled at boot (add landlock to the kernel's lsm= list)"
+            : "\(Errno(rawValue: -abi))"
+        return .failure(SandboxError(reason))
+    }
+
+    /// Builds every kind's ruleset; a granted path that does not exist is left out (nothing
+    /// there to open: /dev/vfio on a host without VFIO).
+    init(_ access: SandboxFileAccess, abi: Int32) throws(SandboxError) {
+        var made: [SandboxThreadKind: Int32] = [:]
+        for kind in SandboxThreadKind.allCases {
+            let ruleset = sy_landlock_ruleset(abi)
+            guard ruleset >= 0 else {
+                for fd in made.values { close(fd) }
+                throw SandboxError("cannot make a Landlock ruleset: \(Errno(rawValue: -ruleset))")
+            }
+            made[kind] = ruleset
+            for grant in access.grants(for: kind) {
+                let rights: UInt64 = switch grant.access {
+                case .read: sy_landlock_read_file()
+                case .readWrite: sy_landlock_read_file() | sy_landlock_write_file()
+                case .removeFiles: sy_landlock_remove_file()
+                }
+                let rc = sy_landlock_allow(ruleset, abi, grant.path, rights)
+                guard rc == 0 || -rc == ENOENT else {
+                    for fd in made.values { close(fd) }
+                    throw SandboxError("cannot grant \(grant.path) to \(kind.rawValue) threads: \(Errno(rawValue: -rc))")
+                }
+            }
+        }
+        rulesets = made
+    }
+
+    /// Confines the calling thread to `kind`'s ruleset.
+    func confine(_ kind: SandboxThreadKind) throws(SandboxError) {
+        guard let ruleset = rulesets[kind] else { return }
+        let rc = sy_landlock_restrict_self(ruleset)
+        guard rc == 0 else { throw SandboxError("Landlock refused to confine the thread: \(Errno(rawValue: -rc))") }
+    }
+}
