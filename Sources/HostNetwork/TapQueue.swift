@@ -1,6 +1,7 @@
 import CLinux
 import Glibc
 import HostOS
+import Synchronization
 
 /// One queue of a tap (or macvtap) interface: an owned, nonblocking fd whose every read gives
 /// one frame and every write sends one, each behind a virtio-net header (IFF_VNET_HDR).
@@ -13,6 +14,8 @@ public final class TapQueue: Sendable {
     public let interfaceName: String
     /// TUNGETIFF's flags for this queue (IFF_TAP, IFF_NO_PI, IFF_VNET_HDR, IFF_MULTI_QUEUE ...).
     public let flags: TapFlags
+    /// Whether the queue is attached as this process last set it (a queue opens attached).
+    private let attached = Mutex(true)
 
     /// Opens /dev/net/tun and attaches a queue of tap `interfaceName` (created when missing;
     /// an empty name lets the kernel pick tapN), with vnet headers and no packet information;
@@ -92,6 +95,29 @@ public final class TapQueue: Sendable {
     /// which must be what the guest accepts (its GUEST_CSUM/GUEST_TSO4/6 features).
     public func setOffloads(_ offloads: TapOffloads) throws(SystemError) {
         try ioctl(descriptor, sy_tun_set_offload(), UInt(offloads.rawValue))
+    }
+
+    /// TUNSETQUEUE: attaches this queue of a multi-queue tap (or macvtap) or detaches it. The
+    /// kernel steers frames only to attached queues, as QEMU has it for queue pairs the guest
+    /// does not use.
+    /// Setting the state it is in does nothing (the kernel refuses it).
+    public func setAttached(_ wanted: Bool) throws(SystemError) {
+        try attached.withLock { (current: inout Bool) throws(SystemError) in
+            guard current != wanted else { return }
+            let flags = Int16(wanted ? IFF_ATTACH_QUEUE : IFF_DETACH_QUEUE)
+            if sy_tun_set_queue(descriptor.rawValue, flags) != 0 {
+                throw .current("ioctl(TUNSETQUEUE, \(wanted ? "IFF_ATTACH_QUEUE" : "IFF_DETACH_QUEUE"))", interfaceName)
+            }
+            current = wanted
+        }
+    }
+
+    /// Whether this tap queue is attached (TUNGETIFF reports IFF_DETACH_QUEUE on a detached one).
+    public func isAttached() throws(SystemError) -> Bool {
+        var name = [CChar](repeating: 0, count: Int(sy_ifnamsiz()))
+        var raw: Int16 = 0
+        if sy_tun_get_iff(descriptor.rawValue, &name, &raw) != 0 { throw .current("ioctl(TUNGETIFF)", interfaceName) }
+        return Int32(UInt16(bitPattern: raw)) & IFF_DETACH_QUEUE == 0
     }
 
     /// Sends one frame (vnet header first) gathered from `buffers`. Returns the bytes

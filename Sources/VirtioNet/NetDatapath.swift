@@ -157,6 +157,7 @@ final class NetDatapath: Sendable {
                 return
             }
         }
+        attachQueues()
         // vhost's vrings have their taps while the link is up (set_link), as this thread last saw it.
         var vhostAttached = shared.linkUp.load(ordering: .acquiring)
         if let vhost {
@@ -201,7 +202,10 @@ final class NetDatapath: Sendable {
                 return pending
             }
             worker.withLock { w in
-                if let controlIndex, kicks.contains(controlIndex) { serveControl() }
+                if let controlIndex, kicks.contains(controlIndex) {
+                    serveControl()
+                    attachQueues()
+                }
                 guard vhost == nil else { return }
                 let (active, filter) = shared.control.withLock { (min(max($0.activePairs, 1), pairs), $0.filter) }
                 for pair in 0..<active where kicks.contains(2 * pair + 1) {
@@ -224,6 +228,22 @@ final class NetDatapath: Sendable {
                         try? handles.epoll.remove(backend[j].pollDescriptor)
                     }
                 }
+            }
+        }
+    }
+
+    /// With more backend queues than queue pairs in use (a driver without MQ, or one that set
+    /// fewer pairs), the extra queues leave the backend, so the host steers frames only to
+    /// queues that are served (vhost serves its vrings whatever the driver uses); they join
+    /// again when the driver takes more pairs. QEMU detaches them the same way.
+    private func attachQueues() {
+        guard backend.count > 1 else { return }
+        let active = shared.control.withLock { min(max($0.activePairs, 1), pairs) }
+        for (j, queue) in backend.enumerated() {
+            do {
+                try queue.setAttached(j < active)
+            } catch {
+                GuestErrorLog.report(device: device, kind: "tap-queue", "backend queue \(j): \(error)")
             }
         }
     }

@@ -14,6 +14,9 @@ public protocol PacketQueue: AnyObject, Sendable {
     func writev(_ buffers: UnsafeBufferPointer<iovec>) throws(SystemError) -> Int?
     /// Receives one frame; nil when none waits.
     func readv(_ buffers: UnsafeBufferPointer<iovec>) throws(SystemError) -> Int?
+    /// Joins or leaves the queues of a multi-queue backend the host steers frames to (a queue
+    /// pair the driver does not use is left out).
+    func setAttached(_ attached: Bool) throws(SystemError)
 }
 
 extension TapQueue: PacketQueue {

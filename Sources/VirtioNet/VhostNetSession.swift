@@ -42,10 +42,10 @@ struct VhostNetSession: Sendable {
         guard let features = VhostNetFeatures.forKernel(negotiated: negotiated.rawValue, offered: offered) else {
             return .failure(VirtioActivationError("the driver negotiated features vhost-net does not serve (0x\(String(negotiated.rawValue, radix: 16)))"))
         }
-        // Each tap queue is one vhost instance's: with fewer pairs in use than tap queues, the
-        // others' frames would have no reader.
-        guard pairs == tapQueues, backend.devices.count == tapQueues else {
-            return .failure(VirtioActivationError("\(tapQueues) tap queues but \(pairs) queue pair\(pairs == 1 ? "" : "s") in use\(multiQueue ? "" : " (the driver did not take MQ)")"))
+        // Each tap queue is one vhost instance's; the pairs the driver has serve the first ones,
+        // and the tap queues past them are detached (NetDatapath), so the host sends them nothing.
+        guard pairs <= tapQueues, backend.devices.count == tapQueues else {
+            return .failure(VirtioActivationError("\(tapQueues) tap queues and \(backend.devices.count) vhost-net instances for \(pairs) queue pair\(pairs == 1 ? "" : "s")\(multiQueue ? "" : " (the driver did not take MQ)")"))
         }
         var kickEvents: [SharedEventFD] = []
         for queue in 0..<(2 * pairs) {
@@ -69,7 +69,7 @@ struct VhostNetSession: Sendable {
         } catch {
             return .failure(VirtioActivationError("call eventfds: \(error)"))
         }
-        return .success(VhostNetSession(devices: backend.devices, features: features, memory: backend.memory,
+        return .success(VhostNetSession(devices: Array(backend.devices.prefix(pairs)), features: features, memory: backend.memory,
                                         kicks: kickEvents, calls: calls, relayed: relayed))
     }
 

@@ -46,6 +46,26 @@ struct TapQueueTests {
         #expect(details.contains("multi_queue numqueues 2"), "\(details)")
     }
 
+    /// TUNSETQUEUE: a detached queue leaves the set the kernel steers frames to (iproute2 counts
+    /// it as disabled, TUNGETIFF reports IFF_DETACH_QUEUE), and joins it again when attached;
+    /// asking for the state a queue is in changes nothing (the kernel would refuse it).
+    @Test func aQueueDetachesAndAttachesAgain() throws {
+        let namespace = try TestNetworkNamespace()
+        let queues = try NetworkNamespace.run(in: namespace.name) {
+            Result { () throws(TapError) in
+                [try TapQueue.open(interfaceName: "sytap0", multiQueue: true), try TapQueue.open(interfaceName: "sytap0", multiQueue: true)]
+            }
+        }.get()
+        try queues[1].setAttached(false)
+        try queues[1].setAttached(false)
+        #expect(try !queues[1].isAttached() && queues[0].isAttached())
+        #expect(try namespace.ip("-d", "link", "show", "sytap0").contains("multi_queue numqueues 1 numdisabled 1"))
+        try queues[1].setAttached(true)
+        try queues[0].setAttached(true)
+        #expect(try queues[1].isAttached())
+        #expect(try namespace.ip("-d", "link", "show", "sytap0").contains("multi_queue numqueues 2 numdisabled 0"))
+    }
+
     @Test func framesCrossTheTapByteForByteBothWays() throws {
         let namespace = try TestNetworkNamespace()
         let tap = try NetworkNamespace.run(in: namespace.name) { Result { () throws(TapError) in try TapQueue.open(interfaceName: "sytap0", multiQueue: false) } }.get()

@@ -17,6 +17,10 @@ final class StubTap: PacketQueue, @unchecked Sendable {
     func configure(headerSize: Int, offloads: TapOffloads) throws(SystemError) { configured.withLock { $0.append(headerSize) } }
     func writev(_ buffers: UnsafeBufferPointer<iovec>) throws(SystemError) -> Int? { 0 }
     func readv(_ buffers: UnsafeBufferPointer<iovec>) throws(SystemError) -> Int? { nil }
+    private let attachment = Mutex<[Bool]>([])
+    func setAttached(_ attached: Bool) throws(SystemError) { attachment.withLock { $0.append(attached) } }
+    /// Every setAttached, in order.
+    var attachments: [Bool] { attachment.withLock { $0 } }
     var headerSizes: [Int] { configured.withLock { $0 } }
 }
 
@@ -35,17 +39,21 @@ final class StubTap: PacketQueue, @unchecked Sendable {
         let harness: VirtioDriverHarness
         let twin: VhostNetTwin
         let tap: StubTap
+        /// With `secondQueue`: the tap's second queue.
+        let secondTap: StubTap?
     }
 
     static func start(twin: VhostNetTwin, features driverFeatures: UInt64,
                       messageRouting: (any MessageVectorRouting)? = nil,
-                      rings: [(descriptors: UInt64, available: UInt64, used: UInt64)] = rings) throws -> Setup {
+                      rings: [(descriptors: UInt64, available: UInt64, used: UInt64)] = rings,
+                      secondQueue: VhostNetTwin? = nil) throws -> Setup {
         let features = driverFeatures | 1 << 33
         let tap = try StubTap()
+        let secondTap = try secondQueue.map { _ in try StubTap() }
         // The harness's RAM: 1 MiB at guest-physical 0.
         let ramBox = Mutex<UInt64>(0)
-        let device = VirtioNetDevice(name: "net0", mac: MACAddress("52:54:00:12:34:56")!, backend: [tap], pairs: 1,
-                                     vhost: VhostNetBackend(devices: [twin], memory: {
+        let device = VirtioNetDevice(name: "net0", mac: MACAddress("52:54:00:12:34:56")!, backend: [tap] + [secondTap].compactMap { $0 },
+                                     pairs: 1, vhost: VhostNetBackend(devices: [twin] + [secondQueue].compactMap { $0 }, memory: {
                                          [VhostMemoryRegion(guestAddress: 0, size: UInt64(TestRAM.size), hostAddress: ramBox.withLock { $0 })]
                                      }))
         // The transport offers ACCESS_PLATFORM (33), which a driver must accept (6.1); vhost is
@@ -71,7 +79,7 @@ final class StubTap: PacketQueue, @unchecked Sendable {
             h.setCommon(0x1C, .word, 1)
         }
         h.setCommon(0x14, .byte, 0xF)
-        return Setup(harness: h, twin: twin, tap: tap)
+        return Setup(harness: h, twin: twin, tap: tap, secondTap: secondTap)
     }
 
     static func waitUntil(_ condition: () -> Bool) -> Bool {
@@ -179,6 +187,19 @@ final class StubTap: PacketQueue, @unchecked Sendable {
         let s = try Self.start(twin: twin, features: Self.version1 | Self.mergeable | Self.eventIndex, rings: rings)
         #expect(Self.waitUntil { s.harness.status & 0x40 != 0 }, "status \(s.harness.status)")
         #expect(twin.recorded.vrings[1] == nil && twin.recorded.backends.isEmpty, "\(twin.recorded.calls)")
+        s.harness.setCommon(0x14, .byte, 0)
+    }
+
+    /// A driver with one queue pair over a two-queue tap (a NIC without mq=on, QEMU's default):
+    /// the first vhost instance serves the pair, the second gets nothing, and the tap's second
+    /// queue is detached, so the host steers no frames where nobody reads them.
+    @Test func onePairOverTwoTapQueuesServesTheFirstAndDetachesTheSecond() throws {
+        let twin = VhostNetTwin(), spare = VhostNetTwin()
+        let s = try Self.start(twin: twin, features: Self.version1 | Self.mergeable | Self.eventIndex, secondQueue: spare)
+        #expect(Self.waitUntil { twin.recorded.backends.count == 2 }, "\(twin.recorded.calls)")
+        #expect(spare.recorded.calls.isEmpty, "\(spare.recorded.calls)")
+        let second = try #require(s.secondTap)
+        #expect(second.attachments == [false] && s.tap.attachments == [true])
         s.harness.setCommon(0x14, .byte, 0)
     }
 
