@@ -67,6 +67,9 @@ let package = Package(
 
         // `.requires(...)`: a missing tool or host capability is a visible skip, a failure under CI.
         .target(name: "TestRequirements", path: "Tests/TestRequirements", swiftSettings: swiftSettings),
+        // A recording twin of the machine's in-kernel message routes, for the tests of the
+        // functions that use them.
+        .target(name: "RoutingTwins", dependencies: ["PCI", "HostOS", "VMMBase"], path: "Tests/RoutingTwins", swiftSettings: swiftSettings),
         // ThreadSanitizer annotations for Synchronization.Mutex's contended paths (empty unless
         // built with --sanitize=thread); linked into the test binary through MachineTests.
         .target(name: "TSanMutexAnnotations", path: "Tests/TSanMutexAnnotations"),
@@ -91,10 +94,10 @@ let package = Package(
         .testTarget(name: "ControlTests", dependencies: ["Control", "Machine", "VMMBase", "PCI", "HostDevices", "TestRequirements"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "VFIOTests", dependencies: ["VFIO", "HostOS", "VMMBase", "TestRequirements"], swiftSettings: swiftSettings),
-        .testTarget(name: "PCIPassthroughTests", dependencies: ["PCIPassthrough", "VFIO", "PCI", "Interrupts", "GuestMemory", "VMMBase", "TestRequirements"],
+        .testTarget(name: "PCIPassthroughTests", dependencies: ["PCIPassthrough", "VFIO", "PCI", "Interrupts", "GuestMemory", "VMMBase", "TestRequirements", "RoutingTwins"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "HostNetworkTests", dependencies: ["HostNetwork", "HostOS", "VMMBase", "TestRequirements"], swiftSettings: swiftSettings),
-        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioNet", "HostNetwork", "HostOS", "PCI", "GuestMemory", "Interrupts", "VMMBase", "TestRequirements"],
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioNet", "HostNetwork", "HostOS", "PCI", "GuestMemory", "Interrupts", "VMMBase", "TestRequirements", "RoutingTwins"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "VirtioNetTests", dependencies: ["VirtioNet", "Virtio", "HostNetwork", "PCI", "GuestMemory", "HostOS", "VMMBase", "TestRequirements"],
                     swiftSettings: swiftSettings),

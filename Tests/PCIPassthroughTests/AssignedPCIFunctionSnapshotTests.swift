@@ -33,7 +33,7 @@ struct AssignedPCIFunctionSnapshotTests {
     /// The routes' last word per vector: message and mask.
     func routes(_ igb: AssignedIGB) throws -> [String] {
         let vectors = try #require(igb.routing.lastVectors)
-        let updates = vectors.updates.withLock { $0 }
+        let updates = vectors.updates
         return (0..<vectors.fds.count).map { v in
             updates.last { $0.vector == v }.map { "\(v): \($0.message) masked \($0.masked)" } ?? "\(v): none"
         }

@@ -3,39 +3,10 @@ import PCI
 import PCIPassthrough
 import Synchronization
 import TestRequirements
+import RoutingTwins
 import Testing
 import VFIO
 import VMMBase
-
-/// Interrupt routes as the machine would give them, with real eventfds, recording what the
-/// function asked for.
-final class RecordingRouting: MessageVectorRouting {
-    final class Vectors: MessageVectors {
-        let fds: [EventFDBox]
-        let updates = Mutex<[(vector: Int, message: MSIMessage, masked: Bool)]>([])
-        let released = Mutex(false)
-        init(count: Int) throws { fds = try (0..<count).map { _ in try EventFDBox() } }
-        var eventFDs: [Int32] { fds.map { $0.rawValue } }
-        func update(vector: Int, message: MSIMessage, masked: Bool) throws(InterruptRoutingError) {
-            updates.withLock { $0.append((vector, message, masked)) }
-        }
-        func release() { released.withLock { $0 = true } }
-    }
-
-    let made = Mutex<[Vectors]>([])
-
-    func makeMessageVectors(count: Int) throws(InterruptRoutingError) -> any MessageVectors {
-        do {
-            let vectors = try Vectors(count: count)
-            made.withLock { $0.append(vectors) }
-            return vectors
-        } catch {
-            throw InterruptRoutingError("\(error)")
-        }
-    }
-
-    var lastVectors: Vectors? { made.withLock { $0.last } }
-}
 
 /// A placement's interrupt output as the machine gives an assigned function: a kernel INTx line
 /// made of real eventfds, the same one on every call (the machine's binds it to a KVM irqfd).
@@ -64,7 +35,7 @@ final class EventFDBox: Sendable {
 /// QEMU 10's igb behind a root port, as the VFIO twin presents it, assigned.
 struct AssignedIGB {
     let twin: VFIOTwinDevice
-    let routing = RecordingRouting()
+    let routing = RecordingMessageVectorRouting()
     let output: RecordingOutput
     let function: AssignedPCIFunction
 
@@ -146,23 +117,23 @@ struct AssignedPCIFunctionTests {
         #expect(vectors.fds.count == 10)  // igb's MSI-X Table Size + 1
         #expect(Array(igb.irqCalls.suffix(2)) == [VFIOIRQRequest(index: VFIOPCIIRQ.intx, .disable),
                                                   VFIOIRQRequest(index: VFIOPCIIRQ.msix, .trigger(eventfds: vectors.eventFDs))])
-        let updates = vectors.updates.withLock { $0 }
+        let updates = vectors.updates
         #expect(updates.count == 10)
         #expect(updates.contains { $0.vector == 2 && $0.message == message && !$0.masked })
         #expect(updates.filter { $0.vector != 2 }.allSatisfy { $0.masked })
         // The device's vector 2 signals our eventfd: no userspace hop in between.
         #expect(igb.twin.raise(index: VFIOPCIIRQ.msix, vector: 2))
-        #expect(vectors.fds[2].count() == 1)
+        #expect(vectors.signals(of: 2) == 1)
 
         // Masking a vector only updates its route.
         let calls = igb.irqCalls.count
         igb.function.barWrite(3, offset: 2 * 16 + 12, width: .dword, value: 1)
         #expect(igb.irqCalls.count == calls)
-        #expect(vectors.updates.withLock { $0.last.map { $0.vector == 2 && $0.masked } } == true)
+        #expect(vectors.updates.last.map { $0.vector == 2 && $0.masked } == true)
 
         // Disabling: MSI-X off in VFIO, vectors released, INTx back.
         igb.setMSIX(enabled: false)
-        #expect(vectors.released.withLock { $0 })
+        #expect(vectors.released)
         let intx = igb.output.line
         #expect(Array(igb.irqCalls.suffix(3)) == [VFIOIRQRequest(index: VFIOPCIIRQ.msix, .disable),
                                                   VFIOIRQRequest(index: VFIOPCIIRQ.intx, .trigger(eventfds: [intx.trigger])),
@@ -186,13 +157,13 @@ struct AssignedPCIFunctionTests {
         let igb = try AssignedIGB()
         igb.setMSIX(enabled: true)
         let vectors = try #require(igb.routing.lastVectors)
-        let before = vectors.updates.withLock { $0.count }
+        let before = vectors.updates.count
         // Past the table's 10 entries (0xA0 bytes): not a vector; the rest of the trapped page is
         // the device's, reached through the region. (Misaligned table and PBA writes are
         // MSIXTable's, tested in PCITests.)
         igb.function.barWrite(3, offset: 0xA0, width: .dword, value: 0xFFFF_FFFF)
         igb.function.barWrite(3, offset: 10 * 16 + 12, width: .dword, value: 0)  // "unmask" vector 10
-        #expect(vectors.updates.withLock { $0.count } == before)
+        #expect(vectors.updates.count == before)
         #expect(igb.twin.log.all.contains(.write(device: "0000:01:00.0", region: 3, offset: 0xA0, bytes: [0xFF, 0xFF, 0xFF, 0xFF])))
         #expect(igb.function.barRead(3, offset: 0x2000, width: .qword) == 0)  // nothing pending
         #expect(igb.function.barRead(2, offset: 0x1_0000, width: .dword) == 0xFFFF_FFFF)  // past the I/O region
