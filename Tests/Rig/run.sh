@@ -8,7 +8,7 @@
 #   SCENARIO: kvm-check, qemu-boot, qemu-hotplug, switchyard-boot, switchyard-smp,
 #             switchyard-split, switchyard-hotplug, switchyard-soak, switchyard-run, cfg-exits, switchyard-coldplug, qemu-acpihp,
 #             switchyard-acpihp, switchyard-reboot, switchyard-sriov, iommu-check, host-tools,
-#             host-tools-noir, virtio-net, virtio-net-vf, switchyard-intx, vfio-nvme, vfio-igb, vfio-refusals, or all (every one above),
+#             host-tools-noir, virtio-net, virtio-net-vf, switchyard-intx, vfio-nvme, vfio-igb, vfio-busreset, vfio-refusals, or all (every one above),
 #             or quick (all but qemu-boot, qemu-hotplug, qemu-acpihp, cfg-exits: make test)
 # Each scenario boots its own L1; a scenario's NAME.l0 next to it adds L0 devices (l0-sets.sh).
 # Exit status: one scenario: 0 passed, 77 skipped, 1 failed (or
@@ -33,10 +33,10 @@ while [ $# -gt 0 ]; do
     --append) l1_append_extra="$l1_append_extra $2"; shift 2 ;;
     --no-skip) no_skip=1; shift ;;
     -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    all) scenarios+=(kvm-check qemu-boot qemu-hotplug switchyard-boot switchyard-smp switchyard-split switchyard-hotplug switchyard-soak switchyard-run cfg-exits switchyard-coldplug qemu-acpihp switchyard-acpihp switchyard-reboot switchyard-sriov iommu-check host-tools host-tools-noir virtio-net virtio-net-vf switchyard-intx vfio-nvme vfio-igb vfio-refusals); shift ;;
+    all) scenarios+=(kvm-check qemu-boot qemu-hotplug switchyard-boot switchyard-smp switchyard-split switchyard-hotplug switchyard-soak switchyard-run cfg-exits switchyard-coldplug qemu-acpihp switchyard-acpihp switchyard-reboot switchyard-sriov iommu-check host-tools host-tools-noir virtio-net virtio-net-vf switchyard-intx vfio-nvme vfio-igb vfio-busreset vfio-refusals); shift ;;
     # quick (make test): every scenario that proves Switchyard, without the QEMU-only references
     # (qemu-boot, qemu-hotplug, qemu-acpihp) and cfg-exits' measurement, which `all` keeps.
-    quick) scenarios+=(kvm-check switchyard-boot switchyard-smp switchyard-split switchyard-hotplug switchyard-soak switchyard-run switchyard-coldplug switchyard-acpihp switchyard-reboot switchyard-sriov iommu-check host-tools host-tools-noir virtio-net virtio-net-vf switchyard-intx vfio-nvme vfio-igb vfio-refusals); shift ;;
+    quick) scenarios+=(kvm-check switchyard-boot switchyard-smp switchyard-split switchyard-hotplug switchyard-soak switchyard-run switchyard-coldplug switchyard-acpihp switchyard-reboot switchyard-sriov iommu-check host-tools host-tools-noir virtio-net virtio-net-vf switchyard-intx vfio-nvme vfio-igb vfio-busreset vfio-refusals); shift ;;
     -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     *) scenarios+=("$1"); shift ;;
   esac
