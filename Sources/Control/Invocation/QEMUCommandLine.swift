@@ -97,7 +97,8 @@ extension QEMUInvocation {
           -netdev macvtap,id=ID,pf=PF,vf=auto|N[,mac=][,vlan=N][,spoofchk=on|off][,trust=on|off]
                                            a macvtap: a new one on LOWER (deleted at exit), an
                                            existing one, or a passthru one on a free SR-IOV VF of
-                                           PF whose MAC/VLAN Switchyard sets and restores at exit
+                                           PF whose MAC/VLAN Switchyard sets and restores at exit;
+                                           each takes vhost=on|off (vhost-net moves the frames)
           -nodefaults                      accepted; a QEMU-style machine starts bare anyway
           -S                               do not start: query-status reports prelaunch until cont
           -display none                    (only none)
