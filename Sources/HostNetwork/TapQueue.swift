@@ -61,13 +61,12 @@ public final class TapQueue: Sendable {
     }
 
     private init(checking fd: consuming FileDescriptor) throws(TapError) {
-        var name = [CChar](repeating: 0, count: Int(sy_ifnamsiz()))
-        var raw: Int16 = 0
-        if sy_tun_get_iff(fd.rawValue, &name, &raw) != 0 {
-            throw .system(.current("ioctl(TUNGETIFF)", "fd \(fd.rawValue)"), hint: "the fd is not a tap or macvtap queue")
+        let interfaceName: String, flags: TapFlags
+        do throws(SystemError) {
+            (interfaceName, flags) = try Self.interface(of: fd.rawValue)
+        } catch {
+            throw .system(error, hint: "the fd is not a tap or macvtap queue")
         }
-        let flags = TapFlags(rawValue: UInt32(UInt16(bitPattern: raw)))
-        let interfaceName = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         guard flags.contains(.tap) else { throw .notATap(interfaceName, missing: "IFF_TAP (it is a tun: no Ethernet frames)") }
         guard flags.contains(.vnetHeader) else {
             throw .notATap(interfaceName, missing: "IFF_VNET_HDR (open it with vnet_hdr=on / IFF_VNET_HDR)")
@@ -114,10 +113,16 @@ public final class TapQueue: Sendable {
 
     /// Whether this tap queue is attached (TUNGETIFF reports IFF_DETACH_QUEUE on a detached one).
     public func isAttached() throws(SystemError) -> Bool {
+        !(try Self.interface(of: descriptor.rawValue).flags.contains(.detachedQueue))
+    }
+
+    /// TUNGETIFF: the interface's name and this queue's flags.
+    private static func interface(of fd: Int32) throws(SystemError) -> (name: String, flags: TapFlags) {
         var name = [CChar](repeating: 0, count: Int(sy_ifnamsiz()))
         var raw: Int16 = 0
-        if sy_tun_get_iff(descriptor.rawValue, &name, &raw) != 0 { throw .current("ioctl(TUNGETIFF)", interfaceName) }
-        return Int32(UInt16(bitPattern: raw)) & IFF_DETACH_QUEUE == 0
+        if sy_tun_get_iff(fd, &name, &raw) != 0 { throw .current("ioctl(TUNGETIFF)", "fd \(fd)") }
+        return (String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self),
+                TapFlags(rawValue: UInt32(UInt16(bitPattern: raw))))
     }
 
     /// Sends one frame (vnet header first) gathered from `buffers`. Returns the bytes
@@ -174,6 +179,8 @@ public struct TapFlags: OptionSet, Sendable, Hashable {
     public static let noPacketInformation = TapFlags(rawValue: UInt32(IFF_NO_PI))
     public static let vnetHeader = TapFlags(rawValue: UInt32(IFF_VNET_HDR))
     public static let multiQueue = TapFlags(rawValue: UInt32(IFF_MULTI_QUEUE))
+    /// TUNGETIFF reports it on a queue TUNSETQUEUE detached.
+    public static let detachedQueue = TapFlags(rawValue: UInt32(IFF_DETACH_QUEUE))
 }
 
 /// TUNSETOFFLOAD bits (linux/if_tun.h TUN_F_*).
