@@ -481,7 +481,7 @@ final class NetDatapath: Sendable {
             }
             taken += 1
             // A runt, or a frame the driver's filters refuse: its buffers stay for the next.
-            guard length >= VirtioNetHeader.size + 14, Self.withEthernetHeader(in: vectors, length: length, filter.accepts) else { continue }
+            guard length >= VirtioNetHeader.size + 14, Self.withEthernetHeader(in: vectors, length: length, { filter.accepts($0) }) else { continue }
             var remaining = length, used = 0
             for chain in stash.prefix(offered) where remaining > 0 {
                 remaining -= min(remaining, chain.writableLength)

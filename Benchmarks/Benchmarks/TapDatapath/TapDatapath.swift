@@ -13,6 +13,13 @@
 // buffers available and kicks; the device's I/O thread readvs every frame into a buffer and
 // the iteration ends when used.idx has caught up. Raw: 256 frames wait the same way in a second
 // tap, and this thread readvs them, one call each. The producer's work is outside both.
+//
+// "Raw ... other thread": the same raw loop on a thread of its own, started the way the device's
+// I/O thread is (an eventfd it sleeps on, written by the benchmark thread, which then spins until
+// the loop reports it is done), reading into 256 distinct 2 KiB buffers as the device does. It
+// pays what any I/O thread pays and a loop on the producer's own thread does not: the wake-up,
+// and frames (receive) or sends (transmit) whose socket buffers another CPU touched last. So
+// datapath/raw-other-thread is what our own code costs; datapath/raw is the whole gap.
 
 import Benchmark
 import Foundation
@@ -57,6 +64,35 @@ func writeRing(_ packet: [UInt8], to queue: TapQueue) {
                 guard (try? queue.writev(UnsafeBufferPointer(start: v, count: 1))) != nil else { fatalError("tap writev failed") }
             }
         }
+    }
+}
+
+/// A thread that runs one job per wake-up, as the device's I/O thread does: it sleeps in
+/// read(2) on an eventfd; `run` writes the eventfd and spins (sched_yield) until the job ran.
+final class RawIOThread: @unchecked Sendable {
+    private let wake: SharedEventFD
+    private let job = Mutex<(@Sendable () -> Void)?>(nil)
+    private let finished = Atomic<Int>(0)
+
+    init(name: String) {
+        wake = try! SharedEventFD(options: [.closeOnExec])  // blocking: the thread sleeps in read(2)
+        let thread = Foundation.Thread { [self] in
+            var count: UInt64 = 0
+            while read(wake.rawValue, &count, 8) == 8 {
+                job.withLock { $0 }?()
+                finished.add(1, ordering: .releasing)
+            }
+        }
+        thread.name = name
+        thread.start()
+    }
+
+    /// Runs `work` on the thread and returns when it has.
+    func run(_ work: @escaping @Sendable () -> Void) {
+        job.withLock { $0 = work }
+        let target = finished.load(ordering: .acquiring) + 1
+        try! wake.eventFD.signal()
+        while finished.load(ordering: .acquiring) < target { sched_yield() }
     }
 }
 
@@ -172,6 +208,13 @@ final class TapFixture: Sendable {
     /// The same frames by writev from this thread, one call each.
     func transmitRaw() { writeRing(packet, to: raw) }
 
+    private let rawThread = RawIOThread(name: "raw-tx")
+    /// The same frames by writev from a thread of its own, woken for each ring.
+    func transmitRawOnOtherThread() {
+        let (packet, raw) = (packet, raw)
+        rawThread.run { writeRing(packet, to: raw) }
+    }
+
     /// Frames the host stack took in on `interface` (its receive counter).
     func received(on interface: String) -> Int { counter("rx_packets", of: interface, in: namespace) }
 
@@ -281,6 +324,25 @@ final class ReceiveFixture: Sendable {
         }
     }
 
+    private let rawThread = RawIOThread(name: "raw-rx")
+    /// 256 distinct 2 KiB buffers for the other thread's reads, as the device's ring has.
+    private nonisolated(unsafe) let rawBuffers = UnsafeMutableRawBufferPointer.allocate(byteCount: batch * Int(bufferSize), alignment: 4096)
+
+    /// The same number of frames read by a thread of its own, woken for each ring, one readv
+    /// each into the next of 256 buffers.
+    func receiveRawOnOtherThread() {
+        struct Loan: @unchecked Sendable { let bytes: UnsafeMutableRawBufferPointer; let queue: TapQueue }
+        let loan = Loan(bytes: rawBuffers, queue: raw)
+        rawThread.run {
+            for slot in 0..<batch {
+                var vector = iovec(iov_base: loan.bytes.baseAddress! + slot * Int(Self.bufferSize), iov_len: Int(Self.bufferSize))
+                withUnsafePointer(to: &vector) { v in
+                    waitFor("a frame on the raw tap") { (try? loan.queue.readv(UnsafeBufferPointer(start: v, count: 1))) != nil }
+                }
+            }
+        }
+    }
+
     func remove() {
         machine.mmioWrite(Self.bar + 0x14, width: .byte, value: 0)
         run([TapFixture.ip, "netns", "del", namespace])
@@ -348,6 +410,17 @@ let benchmarks: @Sendable () -> Void = {
             f.transmitRaw()
             precondition(f.received(on: "syraw0") - before >= batch, "the raw tap's frames did not arrive")
         }, teardown: { removeFixture(length) })
+        Benchmark("Tap TX \(length) B raw other thread", closure: { benchmark in
+            let f = fixture(length)
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations { f.transmitRawOnOtherThread() }
+            benchmark.stopMeasurement()
+        }, setup: {
+            let f = fixture(length)
+            let before = f.received(on: "syraw0")
+            f.transmitRawOnOtherThread()
+            precondition(f.received(on: "syraw0") - before >= batch, "the raw tap's frames did not arrive")
+        }, teardown: { removeFixture(length) })
         Benchmark("Tap RX \(length) B datapath", closure: { benchmark in
             let f = receiveFixture(length)
             for _ in benchmark.scaledIterations {
@@ -377,6 +450,19 @@ let benchmarks: @Sendable () -> Void = {
             let f = receiveFixture(length)
             f.produce(into: f.rawProducer)
             f.receiveRaw()
+        }, teardown: { removeReceiveFixture(length) })
+        Benchmark("Tap RX \(length) B raw other thread", closure: { benchmark in
+            let f = receiveFixture(length)
+            for _ in benchmark.scaledIterations {
+                f.produce(into: f.rawProducer)
+                benchmark.startMeasurement()
+                f.receiveRawOnOtherThread()
+                benchmark.stopMeasurement()
+            }
+        }, setup: {
+            let f = receiveFixture(length)
+            f.produce(into: f.rawProducer)
+            f.receiveRawOnOtherThread()
         }, teardown: { removeReceiveFixture(length) })
     }
 }

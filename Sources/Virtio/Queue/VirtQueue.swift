@@ -1,3 +1,4 @@
+import Glibc
 import PCI
 import Synchronization
 import VMMBase
@@ -85,8 +86,69 @@ public final class VirtQueue: Sendable {
 
     /// Runs a batch of this queue's work (pops, chain accesses, completions) with the DMA
     /// port's admission checked once (`DMAPort.burst`): the batch must not wait on the host.
+    /// The ring's three parts are also looked up once, at the start (as QEMU's vring caches):
+    /// where each is one contiguous range of guest RAM, the batch reads and writes the ring
+    /// words there instead of through a DMA access each. So a translation changed during a
+    /// batch applies to its ring words from the next one, as Bus Master Enable does (an IOMMU
+    /// invalidation will have to wait for bursts, as an unplug does).
     @discardableResult
-    public func burst<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R { try port.burst(body) }
+    public func burst<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+        try port.burst { () throws(E) -> R in
+            guard heldView == nil, var view = lookUpRingView() else { return try body() }
+            return try withUnsafeMutablePointer(to: &view) { (held) throws(E) -> R in
+                let outer = pthread_getspecific(Self.ringViewKey)
+                pthread_setspecific(Self.ringViewKey, held)
+                defer { pthread_setspecific(Self.ringViewKey, outer) }
+                return try body()
+            }
+        }
+    }
+
+    /// A burst's view of the ring: its parts in host memory, for the burst's thread only (a
+    /// thread-specific pointer to the burst's stack, so it cannot outlive the burst).
+    private struct RingView {
+        let queue: ObjectIdentifier
+        let descriptorTable: UnsafeMutableRawPointer
+        let availableRing: UnsafeMutableRawPointer
+        let usedRing: UnsafeMutableRawPointer
+    }
+
+    private static let ringViewKey: pthread_key_t = {
+        var key = pthread_key_t()
+        let status = pthread_key_create(&key, nil)
+        precondition(status == 0, "pthread_key_create: \(status)")
+        return key
+    }()
+
+    /// This queue's view, when this thread is in one of its bursts.
+    private var heldView: UnsafePointer<RingView>? {
+        guard let raw = pthread_getspecific(Self.ringViewKey) else { return nil }
+        let view = UnsafePointer(raw.assumingMemoryBound(to: RingView.self))
+        return view.pointee.queue == ObjectIdentifier(self) ? view : nil
+    }
+
+    /// The ring's parts through the port (with the checks of the accesses they replace: the
+    /// used ring as a write), or nil when one is not a single host range, or refused: then
+    /// each access goes through the port and reports its own error.
+    private func lookUpRingView() -> RingView? {
+        typealias L = SplitRing
+        guard let table = try? singleHostRange(at: addresses.descriptorTable, length: L.descriptorTableBytes(size: size), write: false),
+              let available = try? singleHostRange(at: addresses.driverArea, length: L.availableBytes(size: size), write: false),
+              let used = try? singleHostRange(at: addresses.deviceArea, length: L.usedBytes(size: size), write: true) else { return nil }
+        return RingView(queue: ObjectIdentifier(self), descriptorTable: table, availableRing: available, usedRing: used)
+    }
+
+    /// The start of `[address, address + length)` in this process, when the port lends it as
+    /// one range; nil when it spans several.
+    private func singleHostRange(at address: UInt64, length: UInt64, write: Bool) throws(DMAError) -> UnsafeMutableRawPointer? {
+        var pieces = 0
+        var start: UnsafeMutableRawPointer?
+        try port.forEachHostSegment(at: address, length: length, write: write) { segment in
+            pieces += 1
+            start = segment.baseAddress
+        }
+        return pieces == 1 ? start : nil
+    }
 
     /// The next available-ring slot the device reads: where a backend that takes the queue
     /// over (vhost) starts.
@@ -99,15 +161,15 @@ public final class VirtQueue: Sendable {
     public func hostRings() throws(VirtioActivationError) -> HostRings {
         typealias L = SplitRing
         func host(_ part: String, _ address: UInt64, _ length: UInt64, write: Bool) throws(VirtioActivationError) -> UInt64 {
-            let segments: DMAHostSegments
-            switch Result(catching: { () throws(DMAError) in try port.hostSegments(at: address, length: length, write: write) }) {
-            case .success(let lent): segments = lent
+            let start: UnsafeMutableRawPointer?
+            switch Result(catching: { () throws(DMAError) in try singleHostRange(at: address, length: length, write: write) }) {
+            case .success(let lent): start = lent
             case .failure(let error): throw VirtioActivationError("queue \(index): its \(part) at 0x\(String(address, radix: 16)): \(error)")
             }
-            guard segments.buffers.count == 1, let base = segments.buffers[0].baseAddress else {
-                throw VirtioActivationError("queue \(index): its \(part) at 0x\(String(address, radix: 16)) spans \(segments.buffers.count) host mappings")
+            guard let start else {
+                throw VirtioActivationError("queue \(index): its \(part) at 0x\(String(address, radix: 16)) spans several host mappings")
             }
-            return UInt64(UInt(bitPattern: base))
+            return UInt64(UInt(bitPattern: start))
         }
         return HostRings(descriptorTable: try host("descriptor table", addresses.descriptorTable, L.descriptorTableBytes(size: size), write: false),
                          availableRing: try host("available ring", addresses.driverArea, L.availableBytes(size: size), write: false),
@@ -150,7 +212,7 @@ public final class VirtQueue: Sendable {
 
     private func take(_ c: inout Cursor) throws(VirtQueueError) -> DescriptorChain? {
         if c.lastAvailableIndex.map({ $0 == c.nextAvailable }) ?? true {
-            let availableIndex: UInt16 = try load(at: addresses.driverArea, offset: SplitRing.availableIndex)
+            let availableIndex: UInt16 = try loadAvailable(offset: SplitRing.availableIndex)
             guard availableIndex &- c.nextAvailable <= size else {
                 throw .availableIndexJump(from: c.nextAvailable, to: availableIndex, size: size)
             }
@@ -160,12 +222,12 @@ public final class VirtQueue: Sendable {
         // The ring entry and descriptors are read after the index (the driver wrote them first).
         atomicMemoryFence(ordering: .acquiring)
         let slot = UInt64(c.nextAvailable & (size - 1))
-        let head: UInt16 = try load(at: addresses.driverArea, offset: SplitRing.availableRing + 2 * slot)
+        let head: UInt16 = try loadAvailable(offset: SplitRing.availableRing + 2 * slot)
         let chain = try readChain(head: head)
         c.nextAvailable &+= 1
         if eventIndex && c.notificationsEnabled {
             // Kick me when the next entry after this one arrives (2.7.10).
-            try store(c.nextAvailable, at: addresses.deviceArea, offset: SplitRing.availableEventOffset(size: size))
+            try storeUsed(c.nextAvailable, offset: SplitRing.availableEventOffset(size: size))
         }
         return chain
     }
@@ -250,6 +312,11 @@ public final class VirtQueue: Sendable {
         guard Int(index) < tableSize else { throw .descriptorIndexOutOfRange(index: index, tableSize: tableSize) }
         let (address, overflow) = tableAddress.addingReportingOverflow(UInt64(index) * UInt64(SplitRing.descriptorSize))
         guard !overflow else { throw .bufferOverflow(address: tableAddress, length: UInt32(SplitRing.descriptorSize)) }
+        if tableAddress == addresses.descriptorTable, let view = heldView {
+            // index < tableSize == size: inside the part the view holds.
+            return SplitDescriptor(bytes: UnsafeRawBufferPointer(start: view.pointee.descriptorTable + Int(index) * SplitRing.descriptorSize,
+                                                                 count: SplitRing.descriptorSize))
+        }
         var raw = (UInt64(0), UInt64(0))
         do {
             try withUnsafeMutableBytes(of: &raw) { (bytes) throws(DMAError) in try port.read(at: address, into: bytes) }
@@ -291,12 +358,12 @@ public final class VirtQueue: Sendable {
                 for (chain, written) in batch {
                     let element = SplitRing.usedRing + SplitRing.usedElementSize * UInt64(next & (size - 1))
                     // virtq_used_elem { le32 id; le32 len; } as one 8-byte little-endian store.
-                    try store(UInt64(UInt32(written)) << 32 | UInt64(chain.head), at: addresses.deviceArea, offset: element)
+                    try storeUsed(UInt64(UInt32(written)) << 32 | UInt64(chain.head), offset: element)
                     next &+= 1
                 }
                 // The elements are visible before the index that publishes them.
                 atomicMemoryFence(ordering: .releasing)
-                try store(next, at: addresses.deviceArea, offset: SplitRing.usedIndex)
+                try storeUsed(next, offset: SplitRing.usedIndex)
                 c.nextUsed = next
             }
         } catch {
@@ -326,10 +393,10 @@ public final class VirtQueue: Sendable {
                 guard c.usedAtLastSignal != new, new != 0 || c.usedAtLastSignal != nil else { return false }
                 let needed: Bool
                 if eventIndex {
-                    let event: UInt16 = try load(at: addresses.driverArea, offset: SplitRing.usedEventOffset(size: size))
+                    let event: UInt16 = try loadAvailable(offset: SplitRing.usedEventOffset(size: size))
                     needed = c.usedAtLastSignal.map { SplitRing.needsEvent(event: event, new: new, old: $0) } ?? true
                 } else {
-                    let flags: UInt16 = try load(at: addresses.driverArea, offset: SplitRing.availableFlags)
+                    let flags: UInt16 = try loadAvailable(offset: SplitRing.availableFlags)
                     needed = flags & SplitRing.availableNoInterrupt == 0
                 }
                 c.usedAtLastSignal = new
@@ -363,14 +430,14 @@ public final class VirtQueue: Sendable {
                 c.notificationsEnabled = enabled
                 if eventIndex {
                     guard enabled else { return false }
-                    try store(c.nextAvailable, at: addresses.deviceArea, offset: SplitRing.availableEventOffset(size: size))
+                    try storeUsed(c.nextAvailable, offset: SplitRing.availableEventOffset(size: size))
                 } else {
-                    try store(enabled ? 0 : SplitRing.usedNoNotify, at: addresses.deviceArea, offset: SplitRing.usedFlags)
+                    try storeUsed(enabled ? 0 : SplitRing.usedNoNotify, offset: SplitRing.usedFlags)
                     guard enabled else { return false }
                 }
                 // Re-read avail->idx after publishing the request, so a racing addition is seen.
                 atomicMemoryFence(ordering: .sequentiallyConsistent)
-                let available: UInt16 = try load(at: addresses.driverArea, offset: SplitRing.availableIndex)
+                let available: UInt16 = try loadAvailable(offset: SplitRing.availableIndex)
                 return available != c.nextAvailable
             }
         } catch {
@@ -379,6 +446,24 @@ public final class VirtQueue: Sendable {
     }
 
     // MARK: Ring words
+
+    /// A word of the available ring (driver area) at `offset`, one of SplitRing's offsets for
+    /// this queue's size (so inside the part).
+    private func loadAvailable<T: FixedWidthInteger>(offset: UInt64) throws(VirtQueueError) -> T {
+        if let view = heldView {
+            return T(littleEndian: view.pointee.availableRing.loadUnaligned(fromByteOffset: Int(offset), as: T.self))
+        }
+        return try load(at: addresses.driverArea, offset: offset)
+    }
+
+    /// A word of the used ring (device area) at `offset`, one of SplitRing's offsets.
+    private func storeUsed<T: FixedWidthInteger>(_ value: T, offset: UInt64) throws(VirtQueueError) {
+        if let view = heldView {
+            view.pointee.usedRing.storeBytes(of: value.littleEndian, toByteOffset: Int(offset), as: T.self)
+            return
+        }
+        try store(value, at: addresses.deviceArea, offset: offset)
+    }
 
     private func load<T: FixedWidthInteger>(at base: UInt64, offset: UInt64) throws(VirtQueueError) -> T {
         let (address, overflow) = base.addingReportingOverflow(offset)
