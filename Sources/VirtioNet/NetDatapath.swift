@@ -168,6 +168,7 @@ final class NetDatapath: Sendable {
                 interrupts.deviceNeedsReset("\(error)")
                 return
             }
+            if !vhostAttached { dropFramesWhileDetached(true) }
         }
         defer { vhost?.stop(device: device) }
         var ready = Array(repeating: vhost == nil, count: backend.count)
@@ -195,7 +196,16 @@ final class NetDatapath: Sendable {
             if stopping.load(ordering: .acquiring) { return }
             if let vhost, shared.linkUp.load(ordering: .acquiring) != vhostAttached {
                 vhostAttached.toggle()
+                if vhostAttached { dropFramesWhileDetached(false) }
                 vhost.attach(vhostAttached, taps: backend, device: device)
+                if !vhostAttached { dropFramesWhileDetached(true) }
+            }
+            if vhost != nil, !vhostAttached {
+                // The link is down: what the host sends meanwhile is lost, as on a pulled cable.
+                for j in backend.indices where ready[j] {
+                    ready[j] = false
+                    dropWaitingFrames(backend[j])
+                }
             }
             let kicks = pendingKicks.withLock { pending in
                 defer { pending.removeAll() }
@@ -229,6 +239,21 @@ final class NetDatapath: Sendable {
                     }
                 }
             }
+        }
+    }
+
+    /// While vhost's vrings have no tap (the link is down), this thread reads the taps and
+    /// drops what they hold, as the userspace datapath does with the link down, so frames the
+    /// host sent meanwhile are not delivered once the link is up again (QEMU drops them too).
+    /// Frames waiting when the link goes down are dropped at once.
+    private func dropFramesWhileDetached(_ dropping: Bool) {
+        for (j, queue) in backend.enumerated() {
+            if dropping {
+                try? handles.epoll.add(queue.pollDescriptor, events: .readable, data: UInt64(j + 1))
+            } else {
+                try? handles.epoll.remove(queue.pollDescriptor)
+            }
+            dropWaitingFrames(queue)
         }
     }
 

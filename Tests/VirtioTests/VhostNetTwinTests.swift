@@ -17,7 +17,22 @@ final class StubTap: PacketQueue, @unchecked Sendable {
     var pollDescriptor: Int32 { event.rawValue }
     func configure(headerSize: Int, offloads: TapOffloads) throws(SystemError) { configured.withLock { $0.append(headerSize) } }
     func writev(_ buffers: UnsafeBufferPointer<iovec>) throws(SystemError) -> Int? { 0 }
-    func readv(_ buffers: UnsafeBufferPointer<iovec>) throws(SystemError) -> Int? { nil }
+    /// Frames the "host" sent that nobody read yet; the eventfd is readable while there are any.
+    private let waiting = Mutex<Int>(0)
+    func send(frames: Int) {
+        waiting.withLock { $0 += frames }
+        try? event.eventFD.signal()
+    }
+    var framesWaiting: Int { waiting.withLock { $0 } }
+    /// Takes a 60-byte frame, if one waits.
+    func readv(_ buffers: UnsafeBufferPointer<iovec>) throws(SystemError) -> Int? {
+        waiting.withLock { count in
+            guard count > 0 else { return nil }
+            count -= 1
+            if count == 0 { _ = try? event.eventFD.consume() }
+            return 12 + 60
+        }
+    }
     private let attachment = Mutex<[Bool]>([])
     func setAttached(_ attached: Bool) throws(SystemError) { attachment.withLock { $0.append(attached) } }
     /// Every setAttached, in order.
@@ -170,12 +185,22 @@ final class StubTap: PacketQueue, @unchecked Sendable {
         let s = try Self.start(twin: twin, features: Self.version1 | Self.mergeable | Self.eventIndex)
         #expect(Self.waitUntil { twin.recorded.backends.count == 2 })
         let nic = try #require(s.harness.function.device as? VirtioNetDevice)
+        // Frames waiting in the tap when the link goes down, and frames sent while it is down,
+        // are dropped (a pulled cable; QEMU drops them too), not kept for vhost.
+        s.tap.send(frames: 2)
         nic.setLink(up: false)
         #expect(Self.waitUntil { twin.recorded.backends.isEmpty }, "\(twin.recorded.calls)")
         #expect(twin.recorded.calls.suffix(2).sorted() == ["detach 0", "detach 1"])
+        #expect(Self.waitUntil { s.tap.framesWaiting == 0 }, "\(s.tap.framesWaiting) frames left in the tap")
+        s.tap.send(frames: 3)
+        #expect(Self.waitUntil { s.tap.framesWaiting == 0 }, "\(s.tap.framesWaiting) frames left in the tap")
         nic.setLink(up: true)
         #expect(Self.waitUntil { twin.recorded.backends.count == 2 }, "\(twin.recorded.calls)")
         #expect(twin.recorded.backends[0] == s.tap.pollDescriptor && twin.recorded.backends[1] == s.tap.pollDescriptor)
+        // With the link up the tap is vhost's again: the VMM reads nothing from it.
+        s.tap.send(frames: 1)
+        usleep(100_000)
+        #expect(s.tap.framesWaiting == 1)
         s.harness.setCommon(0x14, .byte, 0)
     }
 

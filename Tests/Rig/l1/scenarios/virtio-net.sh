@@ -4,7 +4,8 @@
 # kernel's worker thread for the VMM's queues must exist; Switchyard's vhost=on boot has two
 # vCPUs and mq=on over a two-queue tap, one vhost-net instance per queue pair, and must use both
 # pairs). Switchyard's
-# vhost=off NIC is hot-plugged after boot through QMP, unplugged, and plugged again.
+# vhost=off NIC is hot-plugged after boot through QMP, unplugged, and plugged again; its vhost=on
+# mq boot also takes QMP's set_link off and on (net_link_cycle).
 # The VMM creates tap0; L1 moves it into a network namespace of its own (the peer: 10.0.2.2,
 # an nc listener on port 5001 and busybox httpd on 5002). L2 (rig.l2=net, l2/init) pings the
 # peer, sends it a 4 MiB file and fetches another: the checksums on both sides must agree, and
@@ -26,10 +27,15 @@ net_session() {
   _peer=$!
   rm -rf /tmp/peer-$_nl; mkdir -p /tmp/peer-$_nl/www
   dd if=/dev/urandom of=/tmp/peer-$_nl/www/rx bs=64k count=64 2>/dev/null
-  L2_APPEND_LINE="$(l2_append net)${NET_EXITS:+ rig.l2netexits=1}"
-  if [ -n "${NET_HOTPLUG:-}" ]; then
+  L2_APPEND_LINE="$(l2_append net)${NET_EXITS:+ rig.l2netexits=1}${NET_LINK:+ rig.l2netlink=1}"
+  _q=/tmp/qmp-$_nl
+  if [ -n "${NET_LINK:-}" ]; then
+    rm -f $_q.in $_q.out; mkfifo $_q.in $_q.out
+    stamp <$_q.out >$_q.log &
+    start_vmm "$_log" "$@" -netdev tap,id=n0,ifname=tap0,script=no,downscript=no,vhost=$_vh$NET_NETDEV_EXTRA \
+      -device virtio-net-pci,netdev=n0,bus=rp3,mac=$MAC$NET_DEVICE_EXTRA -chardev pipe,id=qmp,path=$_q -mon chardev=qmp,mode=control
+  elif [ -n "${NET_HOTPLUG:-}" ]; then
     # No NIC at boot: QMP on a FIFO pair plugs it into rp3 once L2 waits for it.
-    _q=/tmp/qmp-$_nl
     rm -f $_q.in $_q.out; mkfifo $_q.in $_q.out
     stamp <$_q.out >$_q.log &
     L2_APPEND_LINE="$L2_APPEND_LINE rig.l2nethp=$NET_HOTPLUG"
@@ -53,14 +59,15 @@ net_session() {
   [ -n "${NET_HOTPLUG:-}" ] && { net_hotplug_cycles || _hpf=1; }
   [ "$_vh" = on ] && [ -z "${NET_HOTPLUG:-}" ] && { vhost_check || _hpf=1; }
   [ -n "${NET_EXITS:-}" ] && { net_exits || _hpf=1; }
+  [ -n "${NET_LINK:-}" ] && { net_link_cycle || _hpf=1; }
   wait_for "$_log" ' RIG-L2 net done' 150 >/dev/null || echo "$_nl: L2 did not finish its network checks"
   _sw1=$(io_thread_switches "${_vp:-0}")
-  [ -n "${NET_HOTPLUG:-}" ] && exec 3>&-
+  [ -n "${NET_HOTPLUG:-}${NET_LINK:-}" ] && exec 3>&-
   wait_vmm_exit "$_log" 20
   show_run "$_nl" "$_log" ${NET_HOTPLUG:+$_q.log}
   check_vmm_exit "$_log" "$_nl" || rc=1
   _f=${_hpf:-0}; _hpf=0
-  if [ -n "${NET_HOTPLUG:-}" ]; then
+  if [ -n "${NET_HOTPLUG:-}${NET_LINK:-}" ]; then
     grep -q ' "error"' $_q.log && { echo "CHECK FAILED: $_nl: QMP returned an error"; _f=1; }
   fi
   grep -q ' RIG-L2 net dev .* ids=1af4:1041 drv=virtio-pci' "$_log" ||
@@ -90,6 +97,35 @@ net_session() {
   killall nc httpd 2>/dev/null
   kill $_peer 2>/dev/null
   sleep 0.2
+}
+
+# net_link_cycle (in net_session, NET_LINK=1): QMP set_link off once L2 is done with its checks;
+# L2 must see its carrier go, and while it is down the peer pings L2 five times (L2's MAC in the
+# peer's neighbour table, so the frames leave): no reply may come back and L2's rx_packets must
+# not move (the VMM drops what the host sends, a pulled cable, with vhost too); set_link on:
+# L2's carrier comes back and three pings to the peer are answered.
+net_link_cycle() {
+  exec 3<>$_q.in
+  wait_for $_q.log '"QMP"' 30 >/dev/null || { echo "CHECK FAILED: $_nl: no QMP greeting"; return 1; }
+  _qmp '{"execute":"qmp_capabilities"}'
+  wait_for $_q.log '"return"' 10 >/dev/null || { echo "CHECK FAILED: $_nl: qmp_capabilities failed"; return 1; }
+  wait_for "$_log" ' RIG-L2 net link ready' 150 >/dev/null || { echo "CHECK FAILED: $_nl: L2 never reached its set_link phase"; return 1; }
+  _qmp '{"execute":"set_link","arguments":{"name":"n0","up":false}}'
+  _down=$(wait_for "$_log" ' RIG-L2 net link down' 40 >/dev/null && sed -n 's/.* RIG-L2 net link down \(.*\)/\1/p' "$_log" | tr -d '\r')
+  nsenter -t $_peer -n sh -c "iproute2-ip neigh replace 10.0.2.15 lladdr $MAC dev tap0 nud permanent; ping -c 5 -i 0.2 -W 1 10.0.2.15" >/tmp/linkping-$_nl.txt 2>&1
+  _peer_got=$(sed -n 's/.* \([0-9]*\) packets received.*/\1/p' /tmp/linkping-$_nl.txt)
+  _qmp '{"execute":"set_link","arguments":{"name":"n0","up":true}}'
+  _up=$(wait_for "$_log" ' RIG-L2 net link up' 70 >/dev/null && sed -n 's/.* RIG-L2 net link up \(.*\)/\1/p' "$_log" | tr -d '\r')
+  wait_for "$_log" ' RIG-L2 net link ping received=' 30 >/dev/null
+  _after=$(sed -n 's/.* RIG-L2 net link ping received=\([0-9]*\).*/\1/p' "$_log" | tr -d '\r')
+  _lf=0
+  case "$_down" in "carrier=0 rx="*) ;; *) echo "CHECK FAILED: $_nl: after set_link off L2 reported '${_down:-nothing}', want carrier=0"; _lf=1 ;; esac
+  case "$_up" in "carrier=1 rx="*) ;; *) echo "CHECK FAILED: $_nl: after set_link on L2 reported '${_up:-nothing}', want carrier=1"; _lf=1 ;; esac
+  [ "${_down#*rx=}" = "${_up#*rx=}" ] || { echo "CHECK FAILED: $_nl: L2 received frames while its link was down (rx_packets ${_down#*rx=} -> ${_up#*rx=})"; _lf=1; }
+  [ "$_peer_got" = 0 ] || { echo "CHECK FAILED: $_nl: the peer got '${_peer_got:-?}' replies from L2 while its link was down, want 0"; _lf=1; }
+  [ "$_after" = 3 ] || { echo "CHECK FAILED: $_nl: after set_link on L2's pings got '${_after:-none}' replies, want 3"; _lf=1; }
+  [ $_lf = 0 ] && echo "ok: $_nl: set_link off: carrier down, the peer's 5 pings lost, L2's rx_packets still ${_up#*rx=}; on: carrier up, 3/3 pings"
+  return $_lf
 }
 
 # net_hotplug_cycles (in net_session, NET_HOTPLUG=N): for each cycle, when L2 waits for its NIC,
@@ -236,10 +272,11 @@ if [ -x /switchyard ]; then
     -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY
   # vhost=on: the kernel moves the frames; this boot also proves multiqueue: two vCPUs, a
   # two-queue tap, mq=on (a vhost-net instance per pair).
-  NET_NETDEV_EXTRA=,queues=2 NET_DEVICE_EXTRA=,mq=on,vectors=6
+  # And set_link under vhost: off takes the taps from vhost and drops what the host sends.
+  NET_NETDEV_EXTRA=,queues=2 NET_DEVICE_EXTRA=,mq=on,vectors=6 NET_LINK=1
   net_session switchyard_vhost_mq on /switchyard -machine q35 -accel kvm -m 512 -smp 2 \
     -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY
-  NET_NETDEV_EXTRA= NET_DEVICE_EXTRA=
+  NET_NETDEV_EXTRA= NET_DEVICE_EXTRA= NET_LINK=
 else
   echo "CHECK FAILED: no /switchyard in this initramfs"; rc=1
 fi
