@@ -128,7 +128,10 @@ public struct HostDriverBinder<Files: SysfsReader & SysfsWriter>: Sendable {
     }
 
     /// Checks everything first, then binds the device (and with `wholeGroup`, every other group
-    /// member bound to a host driver) to vfio-pci.
+    /// member that is not a bridge and not already on a VFIO driver) to vfio-pci. A member with no
+    /// driver does not stop VFIO from taking the group, but it is bound too: Linux resets a bus
+    /// for a VMM (VFIO_DEVICE_PCI_HOT_RESET) only when every function the reset reaches is
+    /// vfio-pci's, and a group's members are often the functions of one device.
     public func bind(_ address: PCIAddress, wholeGroup: Bool,
                      in inventory: HostInventory) throws(HostDeviceControlError) -> [HostDeviceChange] {
         guard let device = inventory.device(at: address) else { throw .noSuchDevice(address) }
@@ -141,10 +144,7 @@ public struct HostDriverBinder<Files: SysfsReader & SysfsWriter>: Sendable {
         if !blockers.isEmpty && !wholeGroup {
             throw .groupHasHostDrivers(address, group: device.iommuGroup ?? 0, members: blockers)
         }
-        var targets = [device]
-        if wholeGroup {
-            targets += inventory.groupMembers(of: device).filter { $0.address != address && GroupViability.blocks($0) }
-        }
+        let targets = Self.bindTargets(of: device, wholeGroup: wholeGroup, in: inventory)
         for target in targets {
             if let uses = inventory.uses[target.address], !uses.isEmpty { throw .inUse(target.address, uses) }
         }
@@ -163,6 +163,15 @@ public struct HostDriverBinder<Files: SysfsReader & SysfsWriter>: Sendable {
             changes.append(HostDeviceChange(address: target.address, from: target.driver, to: now))
         }
         return changes
+    }
+
+    /// The devices `bind` gives to vfio-pci: `device`, and with `wholeGroup` every other member
+    /// of its group that is on a host driver, or on none and not a bridge.
+    public static func bindTargets(of device: HostPCIDevice, wholeGroup: Bool, in inventory: HostInventory) -> [HostPCIDevice] {
+        guard wholeGroup else { return [device] }
+        return [device] + inventory.groupMembers(of: device).filter { member in
+            member.address != device.address && (GroupViability.blocks(member) || (member.driver == nil && !member.isBridge))
+        }
     }
 
     /// Takes the device (with `wholeGroup`, every group member on vfio-pci) from vfio-pci and

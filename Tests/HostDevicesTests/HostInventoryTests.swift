@@ -209,6 +209,19 @@ private struct RecordingSysfs: SysfsReader, SysfsWriter {
         #expect(groupError.description.hasSuffix("bind the whole group: switchyard host bind 0000:03:00.0 --group"))
     }
 
+    /// --group takes the members on host drivers and the driverless ones too (a bus reset needs
+    /// every function on the bus on vfio-pci), not bridges, not what is on vfio-pci already.
+    @Test func theWholeGroupIncludesDriverlessFunctionsButNotBridges() throws {
+        let sys = try vtdHost()
+        try sys.addDevice("0000:03:00.2", attributes: ids("0x8086", "0x10fb", "0x020000"), links: ["iommu_group": sys.group(13)])
+        try sys.addDevice("0000:03:01.0", attributes: ids("0x1b36", "0x000c", "0x060400"), links: ["iommu_group": sys.group(13)])
+        let inv = try inventory(sys)
+        let device = try #require(inv.device(at: address("0000:03:00.0")))
+        let whole = HostDriverBinder<Sysfs>.bindTargets(of: device, wholeGroup: true, in: inv).map(\.address)
+        #expect(whole.sorted() == [address("0000:03:00.0"), address("0000:03:00.1"), address("0000:03:00.2")])
+        #expect(HostDriverBinder<Sysfs>.bindTargets(of: device, wholeGroup: false, in: inv).map(\.address) == [address("0000:03:00.0")])
+    }
+
     @Test func theStoreKeepsTheFirstDriver() throws {
         let dir = try FileSystem.makeTemporaryDirectory(prefix: "host-drivers")
         defer { try? FileSystem.removeTree(dir) }

@@ -158,6 +158,26 @@ import VMMBase
                 "no hot reset is tried without every group it reaches")
     }
 
+    /// The bus also holds a function of the same group left without a driver: Linux refuses
+    /// the reset (EINVAL, found in the rig with a two-function e1000), and the line says which
+    /// function to bind.
+    @Test func aBusResetRefusedForAFunctionOffVFIONamesTheBind() throws {
+        let sibling = PCIAddress(bus: 0x3B, devfn: 1)
+        let twin = try VFIOTwinDevice(name: Self.hostText, identity: VFIOTwinIdentity.captured("qemu10-igb"),
+                                      hotResetDependencies: [VFIOHotResetDependency(groupID: 42, address: Self.host),
+                                                             VFIOHotResetDependency(groupID: 42, address: sibling)],
+                                      functionsOffVFIO: [sibling], msixTableTrapped: true, supportsReset: false)
+        let source = VFIOTwinKernel(devices: [.init(address: Self.host, group: 42, device: twin)])
+        let machine = try Machine(MachineConfiguration(devices: [Self.rootPort]), vfioKernel: source)
+        try machine.runFirmware()
+        try machine.hotPlug(Self.nic)
+        try machine.unplug(id: "nic0", mode: .surprise)
+        #expect(twin.log.all.contains(.hotReset(device: Self.hostText, groups: [42])))
+        #expect(!twin.log.all.contains(.reset(device: Self.hostText)))
+        let line = GuestErrorLog.recent.last { $0.device == "nic0" && $0.message.contains("VFIO_DEVICE_PCI_HOT_RESET") }
+        #expect(line?.message.contains("switchyard host bind \(sibling)") == true, "\(String(describing: line))")
+    }
+
     /// Polls `condition` for up to two seconds (the notices thread answers asynchronously).
     private static func eventually(_ condition: () -> Bool) -> Bool {
         for _ in 0..<200 {

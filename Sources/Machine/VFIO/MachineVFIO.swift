@@ -108,7 +108,18 @@ public final class MachineVFIO: Sendable {
             }
             return groups.keys.sorted().compactMap { groups[$0] }
         }
-        try assignment.device.hotReset(groups: groups)
+        do {
+            try assignment.device.hotReset(groups: groups)
+        } catch where error.system?.errno == .invalidArgument {
+            // Linux refuses with EINVAL when a function the reset reaches is not on vfio-pci
+            // (vfio-pci's dev_set must hold them all), whatever the groups passed.
+            let others = affected.map(\.address).filter { $0 != assignment.address }
+            let fix = others.isEmpty ? "" : "; Linux resets a bus only when every function on it is bound to vfio-pci: "
+                + others.map { "switchyard host bind \($0)" }.joined(separator: ", ")
+                + " (or the whole group: switchyard host bind \(assignment.address) --group)"
+            throw VFIOError(.invalidRequest("the kernel refused the bus reset (EINVAL)\(fix)"),
+                            operation: "VFIO_DEVICE_PCI_HOT_RESET", subject: "\(assignment.address)")
+        }
     }
 
     /// Forgets an assignment (the device model closed its device). When the last device goes,

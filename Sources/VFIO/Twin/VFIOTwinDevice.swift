@@ -34,10 +34,14 @@ public final class VFIOTwinDevice: VFIODeviceIO {
     private let config: Mutex<[UInt8]>
     private let irqs = Mutex(IRQState())
 
+    /// Functions a bus reset reaches that are not bound to vfio-pci on the "host".
+    public let functionsOffVFIO: Set<PCIAddress>
+
     public init(name: String, identity: VFIOTwinIdentity, log: VFIOTwinLog = VFIOTwinLog(),
-                hotResetDependencies: [VFIOHotResetDependency] = [], msixTableTrapped: Bool = false,
-                supportsReset: Bool = true) throws(SystemError) {
+                hotResetDependencies: [VFIOHotResetDependency] = [], functionsOffVFIO: Set<PCIAddress> = [],
+                msixTableTrapped: Bool = false, supportsReset: Bool = true) throws(SystemError) {
         self.name = name
+        self.functionsOffVFIO = functionsOffVFIO
         self.supportsReset = supportsReset
         self.identity = identity
         self.log = log
@@ -204,6 +208,11 @@ public final class VFIOTwinDevice: VFIODeviceIO {
         log.record(.hotReset(device: name, groups: numbers))
         guard Set(hotResetDependencies.map(\.groupID)).isSubset(of: numbers) else {
             throw refuse(.notPermitted, "VFIO_DEVICE_PCI_HOT_RESET")
+        }
+        // vfio-pci resets a bus only when its dev_set holds every function on it (6.1's
+        // vfio_pci_dev_set_resettable): one on another driver, or none, gets EINVAL.
+        guard hotResetDependencies.allSatisfy({ !functionsOffVFIO.contains($0.address) }) else {
+            throw refuse(.invalidArgument, "VFIO_DEVICE_PCI_HOT_RESET")
         }
         try reset()
     }

@@ -98,8 +98,11 @@ hotplug_session switchyard $SWITCHYARD || rc=1
 intx_check switchyard counts || rc=1
 # QEMU 10 is the oracle for the routing (link, IRQ, register, XT-PIC, pciehp), not for the
 # counts: its root port raised no INTx in PIC mode here (see the header), so its session is
-# printed but its hot-plug cycle is not required.
-hotplug_session qemu $(qemu_l2_command) || echo "note: QEMU's hot-plug cycle did not complete (see the header)"
+# printed but its hot-plug cycle is not required. That cycle only ever timed out (a minute of
+# make test's time), so QEMU boots for the routing facts alone; make rig-full still tries it.
+grep -q rig.full=1 /proc/cmdline || HOTPLUG_TARGETS=
+hotplug_session qemu $(qemu_l2_command) ||
+  echo "note: QEMU's session did not complete (its hot-plug cycle is not required: see the header)"
 intx_check qemu || rc=1
 if cmp -s /tmp/intx-qemu.facts /tmp/intx-switchyard.facts; then
   echo "ok: the INTx routing under switchyard matches qemu ($(tr '\n' ';' </tmp/intx-qemu.facts))"
