@@ -7,11 +7,13 @@
 #   l1_append+=" some.option=1"          # L1 kernel command line
 #   l1_timeout=600                       # seconds for this scenario's L1 (run.sh's --timeout otherwise)
 #   l1_smp=2                             # L1's vCPUs for this scenario (run.sh's --smp otherwise)
+#   l1_memory=6144                       # L1's RAM in MiB for this scenario (2048 otherwise)
 # (facts behind the set: ../../shared/RIG-RECIPES.md in the checkout's parent, or the README here).
 l0_args=()
 l1_append=""
 l1_timeout=""
 l1_smp=""
+l1_memory=""
 
 # l0_device_set NAME [intremap=on|off]
 l0_device_set() {

@@ -8,8 +8,8 @@
 #   SCENARIO: kvm-check, qemu-boot, qemu-hotplug, switchyard-boot, switchyard-smp,
 #             switchyard-split, switchyard-hotplug, switchyard-soak, switchyard-run, cfg-exits, switchyard-coldplug, qemu-acpihp,
 #             switchyard-acpihp, switchyard-reboot, switchyard-sriov, iommu-check, host-tools,
-#             host-tools-noir, virtio-net, virtio-net-vf, switchyard-intx, vfio-nvme, vfio-igb, vfio-busreset, vfio-refusals, or all (every one above),
-#             or quick (all but qemu-boot, qemu-hotplug, qemu-acpihp, cfg-exits: make test)
+#             host-tools-noir, virtio-net, virtio-net-vf, switchyard-intx, vfio-nvme, vfio-igb, vfio-busreset, vfio-refusals, vfio-dmamap, or all (every one above),
+#             or quick (all but qemu-boot, qemu-hotplug, qemu-acpihp, cfg-exits, vfio-dmamap: make test)
 # Each scenario boots its own L1; a scenario's NAME.l0 next to it adds L0 devices (l0-sets.sh).
 # Exit status: one scenario: 0 passed, 77 skipped, 1 failed (or
 # timed out); several: 0 when none failed. Logs: .rig/logs/SCENARIO-TIME.log
@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
     --append) l1_append_extra="$l1_append_extra $2"; shift 2 ;;
     --no-skip) no_skip=1; shift ;;
     -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    all) scenarios+=(kvm-check qemu-boot qemu-hotplug switchyard-boot switchyard-smp switchyard-split switchyard-hotplug switchyard-soak switchyard-run cfg-exits switchyard-coldplug qemu-acpihp switchyard-acpihp switchyard-reboot switchyard-sriov iommu-check host-tools host-tools-noir virtio-net virtio-net-vf switchyard-intx vfio-nvme vfio-igb vfio-busreset vfio-refusals); shift ;;
+    all) scenarios+=(kvm-check qemu-boot qemu-hotplug switchyard-boot switchyard-smp switchyard-split switchyard-hotplug switchyard-soak switchyard-run cfg-exits switchyard-coldplug qemu-acpihp switchyard-acpihp switchyard-reboot switchyard-sriov iommu-check host-tools host-tools-noir virtio-net virtio-net-vf switchyard-intx vfio-nvme vfio-igb vfio-busreset vfio-refusals vfio-dmamap); shift ;;
     # quick (make test): every scenario that proves Switchyard, without the QEMU-only references
     # (qemu-boot, qemu-hotplug, qemu-acpihp) and cfg-exits' measurement, which `all` keeps.
     quick) scenarios+=(kvm-check switchyard-boot switchyard-smp switchyard-split switchyard-hotplug switchyard-soak switchyard-run switchyard-coldplug switchyard-acpihp switchyard-reboot switchyard-sriov iommu-check host-tools host-tools-noir virtio-net virtio-net-vf switchyard-intx vfio-nvme vfio-igb vfio-busreset vfio-refusals); shift ;;
@@ -65,7 +65,7 @@ run_one() {
   # The scenario's own L0 devices, L1 kernel arguments and time limit (l0-sets.sh), if any.
   . "$HERE/l0-sets.sh"
   if [ -f "$HERE/l1/scenarios/$scenario.l0" ]; then . "$HERE/l1/scenarios/$scenario.l0"; fi
-  local timeout_s=${l1_timeout:-$timeout_s} smp=${l1_smp:-$smp}
+  local timeout_s=${l1_timeout:-$timeout_s} smp=${l1_smp:-$smp} memory=${l1_memory:-2048}
   echo "== rig: $scenario (L1: TCG, -smp $smp, timeout ${timeout_s}s) log: $log"
   t0=$EPOCHREALTIME
   # L0's monitor, so that an L1 about to be killed can be looked at first (l0_snapshot).
@@ -76,7 +76,7 @@ run_one() {
   l1_wakeup_watchdog "$monitor" "$log.wake" </dev/null >/dev/null 2>&1 &
   waker=$!
   # The pipeline's status is tee's; QEMU's (124 or 137 when timeout ended it) is PIPESTATUS[0].
-  timeout -k 10 "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -M q35 -m 2048 -smp "$smp" \
+  timeout -k 10 "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -M q35 -m "$memory" -smp "$smp" \
     -nodefaults -display none -serial stdio -no-reboot -nic none \
     -monitor "unix:$monitor,server=on,wait=off" \
     -kernel "$images/$l1_kernel" -initrd "$images/l1-initrd.img" "${l0_args[@]}" \
