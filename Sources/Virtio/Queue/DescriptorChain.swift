@@ -13,6 +13,46 @@ public struct GuestBuffer: Hashable, Sendable {
     }
 }
 
+/// A chain's buffers in one direction, in chain order. The first two are kept inline (a
+/// received frame's one buffer, a request's header and data), so reading most chains allocates
+/// nothing; more go to an array.
+public struct GuestBuffers: RandomAccessCollection, Hashable, Sendable {
+    private var first = GuestBuffer(address: 0, length: 0)
+    private var second = GuestBuffer(address: 0, length: 0)
+    private var more: [GuestBuffer] = []
+    public private(set) var count = 0
+
+    public init() {}
+
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { count }
+
+    public subscript(position: Int) -> GuestBuffer {
+        precondition(position >= 0 && position < count, "buffer index out of range")
+        switch position {
+        case 0: return first
+        case 1: return second
+        default: return more[position - 2]
+        }
+    }
+
+    mutating func append(_ buffer: GuestBuffer) {
+        switch count {
+        case 0: first = buffer
+        case 1: second = buffer
+        default: more.append(buffer)
+        }
+        count += 1
+    }
+
+    public static func == (a: GuestBuffers, b: GuestBuffers) -> Bool { a.elementsEqual(b) }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(count)
+        for buffer in self { hasher.combine(buffer) }
+    }
+}
+
 /// A descriptor chain the device took from the available ring: the device-readable buffers
 /// (the driver's request), then the device-writable ones (room for the reply). Every access
 /// goes through the function's DMA port; a failed one marks the device NEEDS_RESET, so a
@@ -22,8 +62,8 @@ public struct GuestBuffer: Hashable, Sendable {
 public struct DescriptorChain: Sendable {
     /// The head descriptor index, the id in the used ring.
     public let head: UInt16
-    public let readable: [GuestBuffer]
-    public let writable: [GuestBuffer]
+    public let readable: GuestBuffers
+    public let writable: GuestBuffers
     /// Sums of the buffer lengths (each fits 32 bits: checked when the chain was read).
     public let readableLength: Int
     public let writableLength: Int
@@ -115,7 +155,7 @@ public struct DescriptorChain: Sendable {
 
     /// Calls `body(address, bytesDoneSoFar, count)` for each piece of `[offset, offset+count)`
     /// across `buffers`; a DMA refusal fails the queue.
-    private func forEachPiece(of buffers: [GuestBuffer], offset: Int, count: Int,
+    private func forEachPiece(of buffers: GuestBuffers, offset: Int, count: Int,
                               _ body: (UInt64, Int, Int) throws(DMAError) -> Void) throws(VirtQueueError) {
         var skip = offset, done = 0
         for buffer in buffers where done < count {

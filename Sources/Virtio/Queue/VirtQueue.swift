@@ -235,7 +235,7 @@ public final class VirtQueue: Sendable {
     /// Walks the chain from `head`: direct descriptors, then at most one indirect table
     /// (which must end the direct part), no more than `size` descriptors in all.
     private func readChain(head: UInt16) throws(VirtQueueError) -> DescriptorChain {
-        var readable: [GuestBuffer] = [], writable: [GuestBuffer] = []
+        var readable = GuestBuffers(), writable = GuestBuffers()
         var readableLength: UInt64 = 0, writableLength: UInt64 = 0
         var visited = 0
         let limit = Int(size)
