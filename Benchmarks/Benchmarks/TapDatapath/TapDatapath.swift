@@ -399,28 +399,21 @@ let benchmarks: @Sendable () -> Void = {
             let after = f.received(on: "sytx0")
             precondition(after - before >= batch, "the tap took in \(after - before) of \(batch) frames")
         }, teardown: { removeFixture(length) })
-        Benchmark("Tap TX \(length) B raw writev", closure: { benchmark in
-            let f = fixture(length)
-            benchmark.startMeasurement()
-            for _ in benchmark.scaledIterations { f.transmitRaw() }
-            benchmark.stopMeasurement()
-        }, setup: {
-            let f = fixture(length)
-            let before = f.received(on: "syraw0")
-            f.transmitRaw()
-            precondition(f.received(on: "syraw0") - before >= batch, "the raw tap's frames did not arrive")
-        }, teardown: { removeFixture(length) })
-        Benchmark("Tap TX \(length) B raw other thread", closure: { benchmark in
-            let f = fixture(length)
-            benchmark.startMeasurement()
-            for _ in benchmark.scaledIterations { f.transmitRawOnOtherThread() }
-            benchmark.stopMeasurement()
-        }, setup: {
-            let f = fixture(length)
-            let before = f.received(on: "syraw0")
-            f.transmitRawOnOtherThread()
-            precondition(f.received(on: "syraw0") - before >= batch, "the raw tap's frames did not arrive")
-        }, teardown: { removeFixture(length) })
+        // The raw writes, from this thread and from one of their own.
+        for (name, send) in [("raw writev", { (f: TapFixture) in f.transmitRaw() }),
+                             ("raw other thread", { (f: TapFixture) in f.transmitRawOnOtherThread() })] {
+            Benchmark("Tap TX \(length) B \(name)", closure: { benchmark in
+                let f = fixture(length)
+                benchmark.startMeasurement()
+                for _ in benchmark.scaledIterations { send(f) }
+                benchmark.stopMeasurement()
+            }, setup: {
+                let f = fixture(length)
+                let before = f.received(on: "syraw0")
+                send(f)
+                precondition(f.received(on: "syraw0") - before >= batch, "the raw tap's frames did not arrive")
+            }, teardown: { removeFixture(length) })
+        }
         Benchmark("Tap RX \(length) B datapath", closure: { benchmark in
             let f = receiveFixture(length)
             for _ in benchmark.scaledIterations {
@@ -438,31 +431,22 @@ let benchmarks: @Sendable () -> Void = {
             f.receiveThroughDatapath()
             precondition(f.sent(on: "syrx0") - before >= batch, "the NIC's tap gave its reader \(f.sent(on: "syrx0") - before) of \(batch) frames")
         }, teardown: { removeReceiveFixture(length) })
-        Benchmark("Tap RX \(length) B raw readv", closure: { benchmark in
-            let f = receiveFixture(length)
-            for _ in benchmark.scaledIterations {
+        // The raw reads, from this thread and from one of their own: the same frames waiting.
+        for (name, read) in [("raw readv", { (f: ReceiveFixture) in f.receiveRaw() }),
+                             ("raw other thread", { (f: ReceiveFixture) in f.receiveRawOnOtherThread() })] {
+            Benchmark("Tap RX \(length) B \(name)", closure: { benchmark in
+                let f = receiveFixture(length)
+                for _ in benchmark.scaledIterations {
+                    f.produce(into: f.rawProducer)
+                    benchmark.startMeasurement()
+                    read(f)
+                    benchmark.stopMeasurement()
+                }
+            }, setup: {
+                let f = receiveFixture(length)
                 f.produce(into: f.rawProducer)
-                benchmark.startMeasurement()
-                f.receiveRaw()
-                benchmark.stopMeasurement()
-            }
-        }, setup: {
-            let f = receiveFixture(length)
-            f.produce(into: f.rawProducer)
-            f.receiveRaw()
-        }, teardown: { removeReceiveFixture(length) })
-        Benchmark("Tap RX \(length) B raw other thread", closure: { benchmark in
-            let f = receiveFixture(length)
-            for _ in benchmark.scaledIterations {
-                f.produce(into: f.rawProducer)
-                benchmark.startMeasurement()
-                f.receiveRawOnOtherThread()
-                benchmark.stopMeasurement()
-            }
-        }, setup: {
-            let f = receiveFixture(length)
-            f.produce(into: f.rawProducer)
-            f.receiveRawOnOtherThread()
-        }, teardown: { removeReceiveFixture(length) })
+                read(f)
+            }, teardown: { removeReceiveFixture(length) })
+        }
     }
 }

@@ -99,16 +99,21 @@ net_session() {
   sleep 0.2
 }
 
+# net_qmp_open (in net_session): QMP on the session's FIFO pair (fd 3), capabilities negotiated.
+net_qmp_open() {
+  exec 3<>$_q.in
+  wait_for $_q.log '"QMP"' 30 >/dev/null || { echo "CHECK FAILED: $_nl: no QMP greeting"; return 1; }
+  _qmp '{"execute":"qmp_capabilities"}'
+  wait_for $_q.log '"return"' 10 >/dev/null || { echo "CHECK FAILED: $_nl: qmp_capabilities failed"; return 1; }
+}
+
 # net_link_cycle (in net_session, NET_LINK=1): QMP set_link off once L2 is done with its checks;
 # L2 must see its carrier go, and while it is down the peer pings L2 five times (L2's MAC in the
 # peer's neighbour table, so the frames leave): no reply may come back and L2's rx_packets must
 # not move (the VMM drops what the host sends, a pulled cable, with vhost too); set_link on:
 # L2's carrier comes back and three pings to the peer are answered.
 net_link_cycle() {
-  exec 3<>$_q.in
-  wait_for $_q.log '"QMP"' 30 >/dev/null || { echo "CHECK FAILED: $_nl: no QMP greeting"; return 1; }
-  _qmp '{"execute":"qmp_capabilities"}'
-  wait_for $_q.log '"return"' 10 >/dev/null || { echo "CHECK FAILED: $_nl: qmp_capabilities failed"; return 1; }
+  net_qmp_open || return 1
   wait_for "$_log" ' RIG-L2 net link ready' 150 >/dev/null || { echo "CHECK FAILED: $_nl: L2 never reached its set_link phase"; return 1; }
   _qmp '{"execute":"set_link","arguments":{"name":"n0","up":false}}'
   _down=$(wait_for "$_log" ' RIG-L2 net link down' 40 >/dev/null && sed -n 's/.* RIG-L2 net link down \(.*\)/\1/p' "$_log" | tr -d '\r')
@@ -136,10 +141,7 @@ net_link_cycle() {
 # device status until it reads 0, and a removed function reads all ones, so the guest's remove
 # never ends (the same under QEMU; a known Linux limitation, not the VMM's).
 net_hotplug_cycles() {
-  exec 3<>$_q.in
-  wait_for $_q.log '"QMP"' 30 >/dev/null || { echo "CHECK FAILED: $_nl: no QMP greeting"; return 1; }
-  _qmp '{"execute":"qmp_capabilities"}'
-  wait_for $_q.log '"return"' 10 >/dev/null || { echo "CHECK FAILED: $_nl: qmp_capabilities failed"; return 1; }
+  net_qmp_open || return 1
   wait_for "$_log" ' RIG-L2 net hp waiting' 120 >/dev/null || { echo "CHECK FAILED: $_nl: L2 never waited for its NIC"; return 1; }
   _c=1
   while [ $_c -le "$NET_HOTPLUG" ]; do
