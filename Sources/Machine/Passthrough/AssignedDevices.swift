@@ -123,6 +123,11 @@ final class AssignedDeviceNotices: Sendable {
     /// The indices wired (for tests and the log).
     var wiredIndices: [UInt32] { notices.withLock { $0.map(\.index) } }
 
+    /// A machine dropped with the device still assigned (tests, fuzzing: many machines in one
+    /// process) never unplugs it: the notices go with the device model, or the notices thread
+    /// would keep their eventfds and handlers (and the device) for the life of the process.
+    deinit { stop() }
+
     /// Unwires them: before the device is released (unplug, machine end).
     func stop() {
         let taken = notices.withLock { n -> [Notice] in

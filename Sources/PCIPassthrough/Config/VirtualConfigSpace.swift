@@ -157,7 +157,20 @@ private struct Builder {
         for i in 0..<width { emulated[offset + i] |= UInt8(truncatingIfNeeded: bits >> (8 * UInt64(i))) }
     }
 
-    func hostValue(_ offset: Int, width: Int) -> UInt64 { LittleEndian.load(host, at: offset, count: width) }
+    /// The device's bytes at `offset`, little-endian. A capability the device placed at the
+    /// very end of its config space reaches past it (found by the vfio fuzz target: an MSI-X
+    /// capability at 0xF4 of 256 bytes): those bytes read as 0, and the caller's length check
+    /// refuses the capability.
+    func hostValue(_ offset: Int, width: Int) -> UInt64 {
+        guard offset >= 0, width >= 0, offset <= host.count - width else {
+            var value: UInt64 = 0
+            for i in 0..<max(width, 0) where offset + i >= 0 && offset + i < host.count {
+                value |= UInt64(host[offset + i]) << (8 * UInt64(i))
+            }
+            return value
+        }
+        return LittleEndian.load(host, at: offset, count: width)
+    }
 
     /// Single-function (the guest's slot is ours), BARs and ROM ours, the capability pointer
     /// and list bit follow the visible chain, interrupt line ours and pin as the device has it.
@@ -228,13 +241,13 @@ private struct Builder {
 
     /// MSI-X: ours whole, with the device's table and PBA placement (the table is trapped).
     private mutating func addMSIX(_ cap: HostCapability) -> Bool {
+        guard MSIXRegister.length <= cap.span else { return false }
         let control = UInt16(hostValue(cap.offset + MSIXRegister.control, width: 2))
         let table = hostValue(cap.offset + MSIXRegister.table, width: 4)
         let pba = hostValue(cap.offset + MSIXRegister.pba, width: 4)
         let layout = MSIXLayout(vectors: Int(control & 0x7FF) + 1, tableBAR: Int(table & 7), tableOffset: table & ~7,
                                 pbaBAR: Int(pba & 7), pbaOffset: pba & ~7)
-        guard MSIXRegister.length <= cap.span,
-              link({ (c: inout ConfigSpace) throws(ConfigSpaceError) in try c.addMSIX(layout, at: cap.offset) }) else { return false }
+        guard link({ (c: inout ConfigSpace) throws(ConfigSpaceError) in try c.addMSIX(layout, at: cap.offset) }) else { return false }
         emulate(cap.offset, count: MSIXRegister.length)
         return true
     }
