@@ -72,6 +72,15 @@ unsigned long sy_vfio_device_pci_hot_reset(void) { return VFIO_DEVICE_PCI_HOT_RE
 unsigned long sy_vfio_iommu_get_info(void) { return VFIO_IOMMU_GET_INFO; }
 unsigned long sy_vfio_iommu_map_dma(void) { return VFIO_IOMMU_MAP_DMA; }
 unsigned long sy_vfio_iommu_unmap_dma(void) { return VFIO_IOMMU_UNMAP_DMA; }
+/* iommufd and VFIO's device cdev (Linux 6.6) are newer than Debian 12's headers: the numbers are
+ * <linux/iommufd.h>'s and <linux/vfio.h>'s, all _IO(';', nr) (the size lives in the struct). */
+#define SY_IOMMUFD_TYPE ';'
+unsigned long sy_iommu_ioas_alloc(void) { return _IO(SY_IOMMUFD_TYPE, 0x81); }
+unsigned long sy_iommu_ioas_iova_ranges(void) { return _IO(SY_IOMMUFD_TYPE, 0x84); }
+unsigned long sy_iommu_ioas_map(void) { return _IO(SY_IOMMUFD_TYPE, 0x85); }
+unsigned long sy_iommu_ioas_unmap(void) { return _IO(SY_IOMMUFD_TYPE, 0x86); }
+unsigned long sy_vfio_device_bind_iommufd(void) { return _IO(VFIO_TYPE, VFIO_BASE + 18); }
+unsigned long sy_vfio_device_attach_iommufd_pt(void) { return _IO(VFIO_TYPE, VFIO_BASE + 19); }
 int sy_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
 #define SY_OFFSET(field) ((unsigned long)offsetof(struct kvm_run, field))

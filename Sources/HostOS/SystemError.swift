@@ -30,6 +30,7 @@ public struct Errno: RawRepresentable, Hashable, Sendable, CustomStringConvertib
     public static let notSupported = Errno(rawValue: EOPNOTSUPP)
     public static let noSuchDevice = Errno(rawValue: ENXIO)
     public static let argumentListTooLong = Errno(rawValue: E2BIG)
+    public static let messageTooLong = Errno(rawValue: EMSGSIZE)
 
     /// strerror text, e.g. "No such file or directory".
     public var message: String {

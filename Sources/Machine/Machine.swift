@@ -60,7 +60,7 @@ public final class Machine: Sendable {
     public init(_ configuration: MachineConfiguration = .defaultMachine,
                 serialBackend: any SerialBackend = NullSerialBackend(),
                 clock: any PlatformClock = SystemClock(),
-                vfioKernel: any VFIOKernel = VFIOHost()) throws(MachineConfigurationError) {
+                vfioKernel: any VFIOKernel = VFIOHost.automatic()) throws(MachineConfigurationError) {
         self.configuration = configuration
         let rootBus = PCIBus(name: "pcie.0")
         let sink = WeakEffectSink()

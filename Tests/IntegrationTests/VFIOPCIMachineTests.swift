@@ -178,6 +178,32 @@ import VMMBase
         #expect(line?.message.contains("switchyard host bind \(sibling)") == true, "\(String(describing: line))")
     }
 
+    /// A device opened as a cdev under iommufd: the kernel judges ownership itself and reports it
+    /// per function (VFIO_PCI_HOT_RESET_FLAG_DEV_ID; VFIO_PCI_DEVID_NOT_OWNED for a function
+    /// outside our iommufd), and the reset passes no group fds (<linux/vfio.h>).
+    @Test("under iommufd a bus reset passes no group fds, and none is tried when a function is not owned",
+          arguments: [true, false])
+    func busResetUnderIOMMUFD(siblingOwned: Bool) throws {
+        let sibling = PCIAddress(bus: 0x3B, devfn: 1)
+        let twin = try VFIOTwinDevice(name: Self.hostText, identity: VFIOTwinIdentity.captured("qemu10-igb"),
+                                      hotResetDependencies: [.init(owner: .iommufd(owned: true), address: Self.host),
+                                                             .init(owner: .iommufd(owned: siblingOwned), address: sibling)],
+                                      msixTableTrapped: true, supportsReset: false)
+        let source = VFIOTwinKernel(devices: [.init(address: Self.host, group: 42, device: twin)])
+        let machine = try Machine(MachineConfiguration(devices: [Self.rootPort]), vfioKernel: source)
+        try machine.runFirmware()
+        try machine.hotPlug(Self.nic)
+        twin.log.clear()
+        try machine.unplug(id: "nic0", mode: .surprise)
+        #expect(twin.log.all.contains(.hotReset(device: Self.hostText, groups: [])) == siblingOwned)
+        #expect(twin.log.all.contains(.reset(device: Self.hostText)) == siblingOwned)
+        if !siblingOwned {
+            let line = GuestErrorLog.recent.last { $0.device == "nic0" && $0.message.contains("VFIO_DEVICE_PCI_HOT_RESET") }
+            #expect(line?.message.contains("iommufd does not own") == true && line?.message.contains("switchyard host bind \(sibling)") == true,
+                    "\(String(describing: line))")
+        }
+    }
+
     /// A machine dropped with its device still assigned (tests, fuzzing: many machines in one
     /// process) lets go of it: nothing, the notices thread included, keeps the device (the vfio
     /// fuzz target ran out of file descriptors when the notices outlived their machines).

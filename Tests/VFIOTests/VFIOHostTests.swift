@@ -49,6 +49,25 @@ import VMMBase
         #expect(VFIORequest.iommuGetInfo == 0x3B70 && VFIORequest.deviceGetPCIHotResetInfo == 0x3B70)
     }
 
+    /// iommufd and the device cdev's bind and attach are newer than this host's headers (Debian
+    /// 12's are 6.1): the numbers are pinned from Linux 6.12's <linux/iommufd.h> (IOMMUFD_TYPE ';',
+    /// IOMMUFD_CMD_IOAS_ALLOC 0x81, IOAS_IOVA_RANGES 0x84, IOAS_MAP 0x85, IOAS_UNMAP 0x86) and
+    /// <linux/vfio.h> (VFIO_BASE + 18 and + 19), all _IO.
+    @Test func iommufdRequestsAreTheNewerHeadersIOEncodings() throws {
+        #expect(VFIORequest.deviceBindIOMMUFD == Self.encodeIO(18) && VFIORequest.deviceBindIOMMUFD == 0x3B76)
+        #expect(VFIORequest.deviceAttachIOMMUFDPageTable == Self.encodeIO(19))
+        #expect([VFIORequest.ioasAlloc, VFIORequest.ioasIOVARanges, VFIORequest.ioasMap, VFIORequest.ioasUnmap]
+                == [0x3B81, 0x3B84, 0x3B85, 0x3B86])
+        // Where this host's header is new enough to name them, it agrees.
+        let header = try Self.headerRequests()
+        for (name, n) in [("VFIO_DEVICE_BIND_IOMMUFD", UInt(18)), ("VFIO_DEVICE_ATTACH_IOMMUFD_PT", 19)] {
+            if let found = header[name] { #expect(found == n, "\(name)") }
+        }
+        // The structs (all u32 fields, then u64s on their natural alignment).
+        #expect(VFIOLayout.bindIOMMUFDSize == 16 && VFIOLayout.attachPageTableSize == 12 && VFIOLayout.ioasAllocSize == 12)
+        #expect(VFIOLayout.ioasIOVARangesSize == 32 && VFIOLayout.ioasMapSize == 40 && VFIOLayout.ioasUnmapSize == 24)
+    }
+
     @Test func argumentLayoutsAreTheCompilersLayoutOfTheHeaderStructs() {
         #expect(VFIOLayout.groupStatusSize == MemoryLayout<vfio_group_status>.size)
         #expect(VFIOLayout.deviceInfoSize == MemoryLayout<vfio_device_info>.size)
@@ -190,6 +209,58 @@ import VMMBase
             #expect(error.errno == .noSuchFileOrDirectory)
             #expect(error.description.contains("no device of group 5 is bound to vfio-pci (on host drivers: 0000:01:00.0 (nvme))"))
             #expect(error.description.contains("switchyard host bind BDF --group"))
+        }
+    }
+
+    /// iommufd is chosen where the kernel has it: /dev/iommu, and vfio's "vfio-dev" class in sysfs
+    /// (CONFIG_VFIO_DEVICE_CDEV); a kernel with only one of them (Debian 12's 6.1 has neither,
+    /// bookworm-backports' 6.12 has the group interface only) gets the container.
+    @Test func theAutomaticChoiceTakesIOMMUFDOnlyWithDeviceCdevs() throws {
+        let root = try FileSystem.makeTemporaryDirectory(prefix: "switchyard-vfio")
+        defer { try? FileSystem.removeTree(root) }
+        let sysfs = root + "/sys"
+        try FileSystem.makeDirectories(sysfs + "/class")
+        func chosen() -> String {
+            String(describing: type(of: VFIOHost.automatic(devicePath: root, iommuPath: root + "/iommu", sysfsPath: sysfs)))
+        }
+        #expect(chosen() == "VFIOHost")
+        try FileSystem.writeFile(root + "/iommu", [])
+        #expect(chosen() == "VFIOHost", "/dev/iommu without device cdevs")
+        try FileSystem.makeDirectories(sysfs + "/class/vfio-dev")
+        #expect(chosen() == "IOMMUFDHost")
+    }
+
+    /// Under iommufd a device is its cdev, named in sysfs (/sys/bus/pci/devices/BDF/vfio-dev/vfioN);
+    /// a device that has none is not on vfio-pci, and the error says to bind it. A group with a
+    /// member on a host driver is refused before any bind, naming it.
+    @Test func iommufdRefusalsNameTheFix() throws {
+        let root = try FileSystem.makeTemporaryDirectory(prefix: "switchyard-vfio")
+        defer { try? FileSystem.removeTree(root) }
+        let sysfs = root + "/sys"
+        try FileSystem.makeDirectories(sysfs + "/kernel/iommu_groups/5/devices")
+        try FileSystem.makeDirectories(sysfs + "/bus/pci/devices/0000:01:00.0")
+        // A regular file in place of /dev/iommu: the IOAS allocation reaches the kernel, which says ENOTTY.
+        try FileSystem.writeFile(root + "/iommu", [])
+        let host = IOMMUFDHost(devicePath: root, iommuPath: root + "/iommu", sysfsPath: sysfs)
+        do { _ = try host.openContainer(); Issue.record("allocated an IOAS on a regular file") } catch {
+            #expect(error.operation == "IOMMU_IOAS_ALLOC" && error.errno == .inappropriateIOControl)
+        }
+        let ioas = IOMMUFDAddressSpace(try FileDescriptor.open(root + "/iommu", .readWrite), ioas: 1)
+        let group = try host.openGroup(5)
+        #expect(try group.status() == VFIOGroupStatus(viable: true, containerSet: false))
+        try group.setContainer(ioas)
+        do { _ = try group.openDevice("0000:01:00.0"); Issue.record("opened a device without a cdev") } catch {
+            #expect(error.description.contains("has no VFIO device node"))
+            #expect(error.description.contains("switchyard host bind 0000:01:00.0"))
+        }
+        // A member on nvme: not viable, named.
+        try FileSystem.makeDirectories(sysfs + "/bus/pci/drivers/nvme")
+        try FileSystem.makeDirectories(sysfs + "/devices/pci0000:00/0000:01:00.1")
+        try FileSystem.createSymbolicLink(at: sysfs + "/devices/pci0000:00/0000:01:00.1/driver", to: "../../../bus/pci/drivers/nvme")
+        try FileSystem.createSymbolicLink(at: sysfs + "/kernel/iommu_groups/5/devices/0000:01:00.1",
+                                          to: "../../../../devices/pci0000:00/0000:01:00.1")
+        do { try host.openGroup(5).setContainer(ioas); Issue.record("a group with a member on nvme was attached") } catch {
+            #expect(error.reason == .groupNotViable(group: 5, offenders: ["0000:01:00.1 (nvme)"]))
         }
     }
 

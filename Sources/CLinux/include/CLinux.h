@@ -73,6 +73,13 @@ unsigned long sy_vfio_device_pci_hot_reset(void);
 unsigned long sy_vfio_iommu_get_info(void);
 unsigned long sy_vfio_iommu_map_dma(void);
 unsigned long sy_vfio_iommu_unmap_dma(void);
+/// iommufd (/dev/iommu) and the VFIO device cdev's bind and attach (Linux 6.6).
+unsigned long sy_iommu_ioas_alloc(void);
+unsigned long sy_iommu_ioas_iova_ranges(void);
+unsigned long sy_iommu_ioas_map(void);
+unsigned long sy_iommu_ioas_unmap(void);
+unsigned long sy_vfio_device_bind_iommufd(void);
+unsigned long sy_vfio_device_attach_iommufd_pt(void);
 /// memfd_create(2) (declared by glibc only under _GNU_SOURCE), close-on-exec.
 int sy_memfd_create(const char *name);
 

@@ -9,7 +9,7 @@ import VMMBase
 /// commit. The device model (PCIPassthrough) gets its `VFIODeviceIO` from `openDevice` and
 /// shows its mmap'd BAR areas through `DirectlyMappedBARs`, which the KVM memory slots follow.
 ///
-///     let vfio = try machine.vfio()                  // VFIOHost() on a real host, a twin in tests
+///     let vfio = try machine.vfio()                  // the host's VFIO (iommufd or container), a twin in tests
 ///     let assigned = try vfio.openDevice(PCIAddress(bus: 1, device: 0, function: 0)!)
 ///     // ... hand assigned.device to the device model; on unplug:
 ///     vfio.release(assigned)
@@ -96,15 +96,24 @@ public final class MachineVFIO: Sendable {
         let groups = try state.withLock { (s) throws(VFIOError) -> [any VFIOGroupIO] in
             var groups: [Int: any VFIOGroupIO] = [:]
             for dependency in affected {
-                guard let group = s.groups[dependency.groupID] else {
-                    throw VFIOError(.invalidRequest("a bus reset would also reset \(dependency.address) (IOMMU group \(dependency.groupID)), which this VM does not hold"),
-                                    operation: "VFIO_DEVICE_PCI_HOT_RESET", subject: "\(assignment.address)")
+                switch dependency.owner {
+                case .group(let id):
+                    guard let group = s.groups[id] else {
+                        throw VFIOError(.invalidRequest("a bus reset would also reset \(dependency.address) (IOMMU group \(id)), which this VM does not hold"),
+                                        operation: "VFIO_DEVICE_PCI_HOT_RESET", subject: "\(assignment.address)")
+                    }
+                    groups[id] = group
+                case .iommufd(let owned):
+                    // The kernel judged ownership by our iommufd (a device of ours, or in a group of ours).
+                    guard owned else {
+                        throw VFIOError(.invalidRequest("a bus reset would also reset \(dependency.address), which this VM's iommufd does not own (bind it to vfio-pci: switchyard host bind \(dependency.address))"),
+                                        operation: "VFIO_DEVICE_PCI_HOT_RESET", subject: "\(assignment.address)")
+                    }
                 }
                 if dependency.address != assignment.address, s.assigned[dependency.address] != nil {
                     throw VFIOError(.invalidRequest("a bus reset would also reset \(dependency.address), assigned to this VM too"),
                                     operation: "VFIO_DEVICE_PCI_HOT_RESET", subject: "\(assignment.address)")
                 }
-                groups[dependency.groupID] = group
             }
             return groups.keys.sorted().compactMap { groups[$0] }
         }
@@ -145,9 +154,9 @@ public final class MachineVFIO: Sendable {
 }
 
 extension Machine {
-    /// This machine's VFIO: made on first use over `kernel` (the host's /dev/vfio unless a test
-    /// passes a twin); later calls return the same one whatever `kernel` they pass.
-    public func vfio(kernel: @autoclosure () -> any VFIOKernel = VFIOHost()) throws(VFIOError) -> MachineVFIO {
+    /// This machine's VFIO: made on first use over `kernel` (the host's iommufd or /dev/vfio
+    /// container unless a test passes a twin); later calls return the same one whatever `kernel` they pass.
+    public func vfio(kernel: @autoclosure () -> any VFIOKernel = VFIOHost.automatic()) throws(VFIOError) -> MachineVFIO {
         try vfioSlot.withLock { (slot) throws(VFIOError) -> MachineVFIO in
             if let made = slot { return made }
             let made = try MachineVFIO(kernel: kernel(), layer: spaces.platform, ram: ram, banks: ramBanks)

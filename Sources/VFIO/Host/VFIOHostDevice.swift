@@ -1,14 +1,17 @@
 import HostOS
 import VMMBase
 
-/// A device fd from VFIO_GROUP_GET_DEVICE_FD.
+/// A device fd from VFIO_GROUP_GET_DEVICE_FD, or a device cdev bound to iommufd.
 final class VFIOHostDevice: VFIODeviceIO {
     let name: String
     let descriptor: FileDescriptor
+    /// Opened as /dev/vfio/devices/vfioN and bound to an iommufd: a hot reset passes no group fds.
+    let boundToIOMMUFD: Bool
 
-    init(name: String, descriptor: consuming FileDescriptor) {
+    init(name: String, descriptor: consuming FileDescriptor, boundToIOMMUFD: Bool = false) {
         self.name = name
         self.descriptor = descriptor
+        self.boundToIOMMUFD = boundToIOMMUFD
     }
 
     private var subject: String { "device \(name)" }
@@ -78,17 +81,20 @@ final class VFIOHostDevice: VFIODeviceIO {
             throw failure("VFIO_DEVICE_GET_PCI_HOT_RESET_INFO", error)
         }
         let count = Int(b[u32: 8])
+        let devids = b[u32: 4] & VFIOLayout.hotResetFlagDeviceID != 0
         return (0..<count).compactMap { i in
             let at = VFIOLayout.hotResetInfoHeaderSize + i * VFIOLayout.dependentDeviceSize
             guard b.has(at, VFIOLayout.dependentDeviceSize) else { return nil }
-            return VFIOHotResetDependency(groupID: Int(b[u32: at]),
+            let id = b[u32: at]
+            return VFIOHotResetDependency(owner: devids ? .iommufd(owned: id != VFIOLayout.hotResetDeviceNotOwned) : .group(Int(id)),
                                           address: PCIAddress(segment: b[u16: at + 4], bus: b[u8: at + 6], devfn: b[u8: at + 7]))
         }
     }
 
     func hotReset(groups: [any VFIOGroupIO]) throws(VFIOError) {
         var fds: [Int32] = []
-        for group in groups {
+        // A cdev proves ownership through its iommufd; the kernel wants an empty fd array.
+        for group in boundToIOMMUFD ? [] : groups {
             guard let host = group as? VFIOHostGroup else {
                 throw VFIOError(.invalidRequest("group \(group.number) is not a /dev/vfio group"),
                                 operation: "VFIO_DEVICE_PCI_HOT_RESET", subject: subject)

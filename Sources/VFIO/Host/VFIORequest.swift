@@ -19,4 +19,11 @@ enum VFIORequest {
     static let iommuGetInfo = sy_vfio_iommu_get_info()
     static let iommuMapDMA = sy_vfio_iommu_map_dma()
     static let iommuUnmapDMA = sy_vfio_iommu_unmap_dma()
+    // The device cdev (/dev/vfio/devices/vfioN) and iommufd (/dev/iommu).
+    static let deviceBindIOMMUFD = sy_vfio_device_bind_iommufd()
+    static let deviceAttachIOMMUFDPageTable = sy_vfio_device_attach_iommufd_pt()
+    static let ioasAlloc = sy_iommu_ioas_alloc()
+    static let ioasIOVARanges = sy_iommu_ioas_iova_ranges()
+    static let ioasMap = sy_iommu_ioas_map()
+    static let ioasUnmap = sy_iommu_ioas_unmap()
 }

@@ -107,9 +107,13 @@ enum VFIOLayout {
     static let irqSetActionTrigger: UInt32 = 1 << 5
 
     // struct vfio_pci_hot_reset_info: argsz, flags, count, devices[] of
-    // struct vfio_pci_dependent_device: group_id (u32), segment (u16), bus (u8), devfn (u8)
+    // struct vfio_pci_dependent_device: group_id or devid (u32), segment (u16), bus (u8), devfn (u8)
     static let hotResetInfoHeaderSize = 12
     static let dependentDeviceSize = 8
+    // Set when the calling device is a cdev bound to iommufd: entries carry devids, where 0 means
+    // "owned through a group this iommufd holds" and 0xFFFFFFFF "not owned".
+    static let hotResetFlagDeviceID: UInt32 = 1 << 0
+    static let hotResetDeviceNotOwned: UInt32 = 0xFFFF_FFFF
     // struct vfio_pci_hot_reset: argsz, flags, count, group_fds[] (s32)
     static let hotResetHeaderSize = 12
 
@@ -126,4 +130,21 @@ enum VFIOLayout {
     static let dmaFlagWrite: UInt32 = 1 << 1
     // struct vfio_iommu_type1_dma_unmap: argsz, flags, iova, size, data[]
     static let dmaUnmapSize = 24
+
+    // struct vfio_device_bind_iommufd: argsz, flags, iommufd (s32), out_devid
+    static let bindIOMMUFDSize = 16
+    // struct vfio_device_attach_iommufd_pt: argsz, flags, pt_id
+    static let attachPageTableSize = 12
+    // struct iommu_ioas_alloc: size, flags, out_ioas_id
+    static let ioasAllocSize = 12
+    // struct iommu_ioas_iova_ranges: size, ioas_id, num_iovas, reserved, allowed_iovas (pointer to
+    // struct iommu_iova_range { u64 start, last }), out_iova_alignment (u64)
+    static let ioasIOVARangesSize = 32
+    // struct iommu_ioas_map: size, flags, ioas_id, reserved, user_va, length, iova (u64s)
+    static let ioasMapSize = 40
+    static let ioasMapFixedIOVA: UInt32 = 1 << 0
+    static let ioasMapWriteable: UInt32 = 1 << 1
+    static let ioasMapReadable: UInt32 = 1 << 2
+    // struct iommu_ioas_unmap: size, ioas_id, iova, length (in: asked, out: unmapped)
+    static let ioasUnmapSize = 24
 }

@@ -71,7 +71,7 @@ public struct VFIOError: Error, Hashable, Sendable, CustomStringConvertible {
         case .noInterruptRemapping(let group):
             "the IOMMU refused group \(group) without interrupt remapping; boot with intel_iommu=on on a host "
                 + "with interrupt remapping, or (unsafe) allow it: "
-                + "echo 1 > /sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts"
+                + "echo 1 > /sys/module/\(operation.contains("IOMMUFD") ? "iommufd" : "vfio_iommu_type1")/parameters/allow_unsafe_interrupts"
         case .busy:
             "\(subject) is busy; it is in use by another process or container (close the other VMM)"
         case .unsupportedAPIVersion(let v):

@@ -239,10 +239,23 @@ public struct VFIOIRQRequest: Hashable, Sendable {
 
 /// One function a bus reset of the device would also reset (struct vfio_pci_dependent_device).
 public struct VFIOHotResetDependency: Hashable, Sendable {
-    public var groupID: Int
+    /// How the caller proves it owns the function: by holding its group's fd (a device opened
+    /// through a group), or through the iommufd the calling device is bound to (a cdev), where
+    /// the kernel has already decided.
+    public enum Owner: Hashable, Sendable {
+        case group(Int)
+        case iommufd(owned: Bool)
+    }
+    public var owner: Owner
     public var address: PCIAddress
-    public init(groupID: Int, address: PCIAddress) {
-        self.groupID = groupID
+    public init(owner: Owner, address: PCIAddress) {
+        self.owner = owner
         self.address = address
+    }
+    public init(groupID: Int, address: PCIAddress) { self.init(owner: .group(groupID), address: address) }
+    /// The function's IOMMU group, when the kernel named it (devices opened through a group).
+    public var groupID: Int? {
+        if case .group(let id) = owner { return id }
+        return nil
     }
 }

@@ -2,6 +2,10 @@
 // a group and a device, as three narrow protocols. `VFIOHost` (over /dev/vfio) implements them
 // for real; `VFIOTwin` simulates a device for hosts without VFIO and records every call.
 //
+// With iommufd (Linux 6.6+, `IOMMUFDHost`) the same three roles are an IOAS (the address space
+// DMA maps live in), a group checked through sysfs, and device cdevs bound to the iommufd and
+// attached to the IOAS; `VFIOHost.automatic()` picks it when the kernel has it.
+//
 // The order the kernel wants: open the container, check the API version and type1v2, open the
 // group, check it is viable, put it in the container, only then set the IOMMU type on the
 // container, then get device fds from the group and map DMA.
@@ -66,7 +70,8 @@ public protocol VFIODeviceIO: AnyObject, Sendable {
     func reset() throws(VFIOError)
     /// VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: every function a bus reset would also reset.
     func hotResetInfo() throws(VFIOError) -> [VFIOHotResetDependency]
-    /// VFIO_DEVICE_PCI_HOT_RESET, proving ownership of every affected group by its fd.
+    /// VFIO_DEVICE_PCI_HOT_RESET, proving ownership of every affected group by its fd. A device
+    /// bound to iommufd proves it through its iommufd instead and passes no fds (`groups` unused).
     func hotReset(groups: [any VFIOGroupIO]) throws(VFIOError)
     /// pread on the device fd at an absolute offset (a region's `offset` plus the offset inside
     /// it); returns the bytes read. Use the `read(region:at:count:)` helpers, which bound it.

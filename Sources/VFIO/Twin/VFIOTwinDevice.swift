@@ -206,9 +206,14 @@ public final class VFIOTwinDevice: VFIODeviceIO {
     public func hotReset(groups: [any VFIOGroupIO]) throws(VFIOError) {
         let numbers = groups.map(\.number)
         log.record(.hotReset(device: name, groups: numbers))
-        guard Set(hotResetDependencies.map(\.groupID)).isSubset(of: numbers) else {
-            throw refuse(.notPermitted, "VFIO_DEVICE_PCI_HOT_RESET")
+        // Group ownership is proven by the fds passed; a cdev's by its iommufd, as the kernel decided.
+        let proven = hotResetDependencies.allSatisfy { dependency in
+            switch dependency.owner {
+            case .group(let id): numbers.contains(id)
+            case .iommufd(let owned): owned && numbers.isEmpty
+            }
         }
+        guard proven else { throw refuse(.notPermitted, "VFIO_DEVICE_PCI_HOT_RESET") }
         // vfio-pci resets a bus only when its dev_set holds every function on it (6.1's
         // vfio_pci_dev_set_resettable): one on another driver, or none, gets EINVAL.
         guard hotResetDependencies.allSatisfy({ !functionsOffVFIO.contains($0.address) }) else {
