@@ -9,7 +9,7 @@ BIN = .build/debug/switchyard
 # from Debian's python3; tests and scripts find python3 and dt-validate there first.
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup build release run test unit-test tool-test bench clean rig-test rig-full rig-soak fuzz fuzz-long fuzz-build fuzz-smoke soak stress stress-tsan test-asan test-tsan
+.PHONY: setup build release run test unit-test tool-test bench clean rig-test rig-full rig-iommufd rig-soak fuzz fuzz-long fuzz-build fuzz-smoke soak stress stress-tsan test-asan test-tsan
 
 setup:
 	@bash scripts/setup.sh
@@ -55,6 +55,13 @@ rig-test: $(if $(filter .build/release/switchyard,$(RIG_SWITCHYARD)),release,set
 rig-full: $(if $(filter .build/release/switchyard,$(RIG_SWITCHYARD)),release,setup)
 	@bash Tests/Rig/setup.sh
 	bash Tests/Rig/run.sh --no-skip --switchyard $(RIG_SWITCHYARD) --append rig.full=1 all
+
+# Device assignment through iommufd: builds the kernel first (Tests/Rig/build-kernel.sh, about
+# 35 minutes once; Debian's kernels have no iommufd), then vfio-nvme and vfio-busreset on it.
+rig-iommufd: $(if $(filter .build/release/switchyard,$(RIG_SWITCHYARD)),release,setup)
+	@bash Tests/Rig/setup.sh
+	bash Tests/Rig/build-kernel.sh
+	bash Tests/Rig/run.sh --no-skip --switchyard $(RIG_SWITCHYARD) vfio-iommufd
 
 # The soak with a real guest: 500 plug/unplug cycles into a running L2 (surprise, every tenth
 # through the attention button), the VMM's fds, threads, memory and query-pci flat at the end.

@@ -298,3 +298,4 @@ int sy_landlock_restrict_self(int ruleset) {
 unsigned long long sy_landlock_read_file(void) { return LANDLOCK_ACCESS_FS_READ_FILE; }
 unsigned long long sy_landlock_write_file(void) { return LANDLOCK_ACCESS_FS_WRITE_FILE; }
 unsigned long long sy_landlock_remove_file(void) { return LANDLOCK_ACCESS_FS_REMOVE_FILE; }
+unsigned long long sy_landlock_read_dir(void) { return LANDLOCK_ACCESS_FS_READ_DIR; }

@@ -30,7 +30,7 @@ import Testing
         let access = try #require(invocation.sandboxPolicy?.fileAccess)
         #expect(access.grants(for: .vcpu).map(\.path) == ["/boot/k", "/boot/i"])
         #expect(access.grants(for: .io).map(\.path) == ["/boot/k", "/boot/i"])
-        #expect(access.grants(for: .control).map(\.path) == ["/boot/k", "/boot/i", "/dev/vfio", "/run/sy"])
+        #expect(access.grants(for: .control).map(\.path) == ["/boot/k", "/boot/i", "/dev/vfio", "/dev/iommu", "/sys/devices", "/sys/kernel/iommu_groups", "/run/sy"])
         #expect(access.grants(for: .signal).isEmpty)
         #expect(access.grants.first { $0.path == "/run/sy" }?.access == .removeFiles)
     }

@@ -9,7 +9,9 @@
 #                    shared libraries ldd lists
 # KEY hashes every input (these scripts, the kernel, busybox, QEMU, the Switchyard binary), so a
 # second call with the same inputs only prints the path.
-# usage: build-initramfs.sh [--switchyard PATH] [--kernel-version VERSION]
+# usage: build-initramfs.sh [--switchyard PATH] [--kernel-version VERSION] [--kernel-dir DIR]
+#   --kernel-dir: a kernel built by build-kernel.sh (DIR/vmlinuz, DIR/lib/modules/VERSION) in
+#   place of Debian's 6.1 from /boot, for L1 and L2 alike
 # RIG_L1_COMPRESS=none|gzip (default none: an uncompressed cpio unpacks faster under TCG).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -19,10 +21,12 @@ COMPRESS=${RIG_L1_COMPRESS:-none}
 
 switchyard=""
 kver=""
+kdir=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --switchyard) switchyard=$(realpath "$2"); shift 2 ;;
     --kernel-version) kver=$2; shift 2 ;;
+    --kernel-dir) kdir=$(realpath "$2"); shift 2 ;;
     -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build-initramfs.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -33,9 +37,17 @@ fi
 
 # shellcheck source=common.sh
 . "$HERE/common.sh"
-[ -n "$kver" ] || kver=$(rig_kernel_version)
-kernel=/boot/vmlinuz-$kver
-moddir=/lib/modules/$kver
+# modinfo's root: / for Debian's kernel, the build's folder for build-kernel.sh's.
+modroot=/
+if [ -n "$kdir" ]; then
+  kver=$(cat "$kdir/version")
+  kernel=$kdir/vmlinuz
+  modroot=$kdir
+else
+  [ -n "$kver" ] || kver=$(rig_kernel_version)
+  kernel=/boot/vmlinuz-$kver
+fi
+moddir=$modroot/lib/modules/$kver
 [ -r "$kernel" ] && [ -d "$moddir" ] || { echo "build-initramfs.sh: no $kernel or $moddir; run setup.sh" >&2; exit 1; }
 busybox=$(command -v busybox)
 qemu=$(command -v qemu-system-x86_64)
@@ -84,9 +96,9 @@ add_module() {
   local m=${1//_/-} dep
   [ -n "${seen[$mod_dest:$m]:-}" ] && return
   seen[$mod_dest:$m]=1
-  for dep in $(modinfo -k "$kver" -F depends "$m" | tr ',' ' '); do add_module "$dep"; done
+  for dep in $(modinfo -b "$modroot" -k "$kver" -F depends "$m" | tr ',' ' '); do add_module "$dep"; done
   local f name
-  f=$(modinfo -k "$kver" -F filename "$m")
+  f=$(modinfo -b "$modroot" -k "$kver" -F filename "$m")
   name=$(basename "$f"); name=${name%.xz}; name=${name%.zst}; name=${name%.gz}
   case "$f" in
     *.xz) xz -dc "$f" >"$mod_dest/$name" ;;

@@ -8,12 +8,14 @@
 #   l1_timeout=600                       # seconds for this scenario's L1 (run.sh's --timeout otherwise)
 #   l1_smp=2                             # L1's vCPUs for this scenario (run.sh's --smp otherwise)
 #   l1_memory=6144                       # L1's RAM in MiB for this scenario (2048 otherwise)
+#   l1_kernel_dir=$CACHE/kernel/iommufd  # L1's and L2's kernel: build-kernel.sh's (Debian's 6.1 otherwise)
 # (facts behind the set: ../../shared/RIG-RECIPES.md in the checkout's parent, or the README here).
 l0_args=()
 l1_append=""
 l1_timeout=""
 l1_smp=""
 l1_memory=""
+l1_kernel_dir=""
 
 # l0_device_set NAME [intremap=on|off]
 l0_device_set() {

@@ -9,7 +9,8 @@
 #             switchyard-split, switchyard-hotplug, switchyard-soak, switchyard-run, cfg-exits, switchyard-coldplug, qemu-acpihp,
 #             switchyard-acpihp, switchyard-reboot, switchyard-sriov, iommu-check, host-tools,
 #             host-tools-noir, virtio-net, virtio-net-vf, switchyard-intx, vfio-nvme, vfio-igb, vfio-busreset, vfio-refusals, vfio-dmamap, or all (every one above),
-#             or quick (all but qemu-boot, qemu-hotplug, qemu-acpihp, cfg-exits, vfio-dmamap: make test)
+#             or quick (all but qemu-boot, qemu-hotplug, qemu-acpihp, cfg-exits, vfio-dmamap: make test);
+#             vfio-iommufd (make rig-iommufd) boots a kernel of build-kernel.sh's, in no set
 # Each scenario boots its own L1; a scenario's NAME.l0 next to it adds L0 devices (l0-sets.sh).
 # Exit status: one scenario: 0 passed, 77 skipped, 1 failed (or
 # timed out); several: 0 when none failed. Logs: .rig/logs/SCENARIO-TIME.log
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
     --bzimage) l1_kernel=vmlinuz; shift ;;
     --append) l1_append_extra="$l1_append_extra $2"; shift 2 ;;
     --no-skip) no_skip=1; shift ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     all) scenarios+=(kvm-check qemu-boot qemu-hotplug switchyard-boot switchyard-smp switchyard-split switchyard-hotplug switchyard-soak switchyard-run cfg-exits switchyard-coldplug qemu-acpihp switchyard-acpihp switchyard-reboot switchyard-sriov iommu-check host-tools host-tools-noir virtio-net virtio-net-vf switchyard-intx vfio-nvme vfio-igb vfio-busreset vfio-refusals vfio-dmamap); shift ;;
     # quick (make test): every scenario that proves Switchyard, without the QEMU-only references
     # (qemu-boot, qemu-hotplug, qemu-acpihp) and cfg-exits' measurement, which `all` keeps.
@@ -41,7 +42,7 @@ while [ $# -gt 0 ]; do
     *) scenarios+=("$1"); shift ;;
   esac
 done
-[ ${#scenarios[@]} -gt 0 ] || { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ ${#scenarios[@]} -gt 0 ] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 for s in "${scenarios[@]}"; do
   [ -f "$HERE/l1/scenarios/$s.sh" ] || { echo "run.sh: no scenario $s (Tests/Rig/l1/scenarios/)" >&2; exit 2; }
 done
@@ -65,7 +66,16 @@ run_one() {
   # The scenario's own L0 devices, L1 kernel arguments and time limit (l0-sets.sh), if any.
   . "$HERE/l0-sets.sh"
   if [ -f "$HERE/l1/scenarios/$scenario.l0" ]; then . "$HERE/l1/scenarios/$scenario.l0"; fi
-  local timeout_s=${l1_timeout:-$timeout_s} smp=${l1_smp:-$smp} memory=${l1_memory:-2048}
+  local timeout_s=${l1_timeout:-$timeout_s} smp=${l1_smp:-$smp} memory=${l1_memory:-2048} images=$images
+  if [ -n "$l1_kernel_dir" ]; then
+    # A kernel of build-kernel.sh's for this scenario's L1 and L2 (their own images).
+    if [ ! -f "$l1_kernel_dir/done" ]; then
+      echo "== rig: $scenario boots the kernel build-kernel.sh makes, and $l1_kernel_dir has none: make rig-iommufd builds it (about 35 minutes)"
+      l1_froze=0
+      return 1
+    fi
+    images=$("$HERE/build-initramfs.sh" "${build_args[@]}" --kernel-dir "$l1_kernel_dir")
+  fi
   echo "== rig: $scenario (L1: TCG, -smp $smp, timeout ${timeout_s}s) log: $log"
   t0=$EPOCHREALTIME
   # L0's monitor, so that an L1 about to be killed can be looked at first (l0_snapshot).

@@ -190,5 +190,6 @@ int sy_landlock_restrict_self(int ruleset);
 unsigned long long sy_landlock_read_file(void);
 unsigned long long sy_landlock_write_file(void);
 unsigned long long sy_landlock_remove_file(void);
+unsigned long long sy_landlock_read_dir(void);
 
 #endif

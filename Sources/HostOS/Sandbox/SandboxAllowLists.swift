@@ -77,24 +77,30 @@ public enum SandboxAllowLists {
 
     /// An assigned host function (-device vfio-pci) at run time: config space and trapped BAR
     /// accesses are pread/pwrite on its VFIO device fd, MSI/MSI-X changes are SET_IRQS, a reset is
-    /// VFIO_DEVICE_RESET (or a hot reset), and guest RAM changes move the container's DMA maps.
+    /// VFIO_DEVICE_RESET (or a hot reset), and guest RAM changes move the DMA maps (the
+    /// container's, or the iommufd IOAS's).
     static let assignedDevices = SyscallGroup(
         "vfio-pci: device fd reads and writes, interrupt eventfds, resets, DMA maps following guest RAM",
         SyscallRule.calls("pread64", "pwrite64")
         + SyscallRule.ioctl([sy_vfio_device_set_irqs(), sy_vfio_device_reset(), sy_vfio_device_pci_hot_reset(),
-                             sy_vfio_device_get_pci_hot_reset_info(), sy_vfio_iommu_map_dma(), sy_vfio_iommu_unmap_dma()]))
+                             sy_vfio_device_get_pci_hot_reset_info(), sy_vfio_iommu_map_dma(), sy_vfio_iommu_unmap_dma(),
+                             sy_iommu_ioas_map(), sy_iommu_ioas_unmap()]))
 
     /// device_add vfio-pci after set-up (QMP, a control thread): the host function's IOMMU group
     /// found through sysfs, /dev/vfio/vfio (for the first assignment) and /dev/vfio/N opened and
-    /// joined, the device fd obtained and described. Opens of paths named by the command, as
-    /// QEMU's sandbox allows for its own hot-plug.
+    /// joined, the device fd obtained and described; under iommufd, /dev/iommu and an IOAS (for
+    /// the first assignment), the device's cdev (its name read from sysfs) bound and attached.
+    /// Opens of paths named by the command, as QEMU's sandbox allows for its own hot-plug.
     static let runtimeAssignment = SyscallGroup(
-        "device_add vfio-pci: sysfs iommu_group link, /dev/vfio/vfio and /dev/vfio/N opened, container and group set up, device fd described",
-        SyscallRule.calls("openat", "readlink", "access", "faccessat", "faccessat2", "newfstatat", "fstat", "statx")
+        "device_add vfio-pci: sysfs iommu_group link, /dev/vfio/vfio and /dev/vfio/N (or /dev/iommu and /dev/vfio/devices/vfioN) opened, container or IOAS set up, device fd described",
+        SyscallRule.calls("openat", "readlink", "access", "faccessat", "faccessat2", "newfstatat", "fstat", "statx",
+                          "getdents64")
         + SyscallRule.ioctl([sy_vfio_get_api_version(), sy_vfio_check_extension(), sy_vfio_set_iommu(),
                              sy_vfio_iommu_get_info(), sy_vfio_group_get_status(), sy_vfio_group_set_container(),
                              sy_vfio_group_unset_container(), sy_vfio_group_get_device_fd(), sy_vfio_device_get_info(),
-                             sy_vfio_device_get_region_info(), sy_vfio_device_get_irq_info()]))
+                             sy_vfio_device_get_region_info(), sy_vfio_device_get_irq_info(),
+                             sy_iommu_ioas_alloc(), sy_iommu_ioas_iova_ranges(), sy_vfio_device_bind_iommufd(),
+                             sy_vfio_device_attach_iommufd_pt()]))
 
     /// A reboot reads the -kernel and -initrd files again (their paths fixed at set-up).
     static let rereadBootImages = SyscallGroup("a reboot re-reads -kernel and -initrd (paths fixed at set-up)",

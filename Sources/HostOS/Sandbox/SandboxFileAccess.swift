@@ -14,6 +14,8 @@ public struct SandboxFileAccess: Sendable, Hashable {
         case readWrite
         /// Remove files in a directory (the unlink of a socket file at quit).
         case removeFiles
+        /// List the directories beneath (sysfs lookups of a device being assigned).
+        case listDirectories
     }
 
     public struct Grant: Sendable, Hashable {
@@ -38,15 +40,22 @@ public struct SandboxFileAccess: Sendable, Hashable {
     /// A machine's grants:
     /// - the boot images (-kernel, -initrd) a reboot reads again, for every kind that can start
     ///   one (a vCPU's reset write, the flusher's replayed write, QMP system_reset);
-    /// - /dev/vfio for control threads: device_add vfio-pci opens /dev/vfio/vfio and the
-    ///   group's /dev/vfio/N (its sysfs lookups are link reads);
+    /// - /dev/vfio and /dev/iommu for control threads: device_add vfio-pci opens /dev/vfio/vfio
+    ///   and the group's /dev/vfio/N, or under iommufd /dev/iommu and /dev/vfio/devices/vfioN
+    ///   (its sysfs lookups are link reads, and listings of the device's and the group's
+    ///   directories: the cdev's name, the members on host drivers);
     /// - the directories of the monitor sockets, where a control thread removes its socket
     ///   file at quit.
     public static func machine(bootImages: [String], socketPaths: [String]) -> SandboxFileAccess {
         var grants = bootImages.map {
             Grant($0, .read, kinds: [.vcpu, .io, .control], reason: "a reboot re-reads the boot images")
         }
-        grants.append(Grant("/dev/vfio", .readWrite, kinds: [.control], reason: "device_add vfio-pci opens the container and the group"))
+        grants.append(Grant("/dev/vfio", .readWrite, kinds: [.control], reason: "device_add vfio-pci opens the container and the group (or the device's cdev)"))
+        grants.append(Grant("/dev/iommu", .readWrite, kinds: [.control], reason: "device_add vfio-pci under iommufd opens /dev/iommu"))
+        grants.append(Grant("/sys/devices", .listDirectories, kinds: [.control],
+                            reason: "device_add vfio-pci under iommufd finds the device's cdev (BDF/vfio-dev/vfioN)"))
+        grants.append(Grant("/sys/kernel/iommu_groups", .listDirectories, kinds: [.control],
+                            reason: "device_add vfio-pci names the group's members still on host drivers"))
         for directory in Set(socketPaths.map(Self.directory(of:))).sorted() {
             grants.append(Grant(directory, .removeFiles, kinds: [.control], reason: "a monitor's socket file is removed at quit"))
         }
@@ -92,6 +101,7 @@ struct LandlockRulesets: Sendable {
                 case .read: sy_landlock_read_file()
                 case .readWrite: sy_landlock_read_file() | sy_landlock_write_file()
                 case .removeFiles: sy_landlock_remove_file()
+                case .listDirectories: sy_landlock_read_dir()
                 }
                 let rc = sy_landlock_allow(ruleset, abi, grant.path, rights)
                 guard rc == 0 || -rc == ENOENT else {

@@ -13,6 +13,17 @@ pci_by_id() {
 }
 driver_of() { [ -e /sys/bus/pci/devices/$1/driver ] && basename "$(readlink /sys/bus/pci/devices/$1/driver)"; }
 group_of() { basename "$(readlink /sys/bus/pci/devices/$1/iommu_group)"; }
+# vfio_backend PID: the VFIO interface process PID holds, from its open files: iommufd
+# (/dev/iommu and a device cdev /dev/vfio/devices/vfioN), container (/dev/vfio/vfio) or none.
+vfio_backend() {
+  _fds=$(ls -l /proc/$1/fd 2>/dev/null)
+  if echo "$_fds" | grep -q ' -> /dev/iommu$' && echo "$_fds" | grep -q ' -> /dev/vfio/devices/vfio[0-9]*$'; then echo iommufd
+  elif echo "$_fds" | grep -q ' -> /dev/vfio/vfio$'; then echo container
+  else echo none; fi
+}
+# The interface this kernel offers a VMM that picks the newest: iommufd where it has /dev/iommu
+# and VFIO device cdevs (a vfio-dev class), the container otherwise.
+vfio_kernel_backend() { if [ -c /dev/iommu ] && [ -d /sys/class/vfio-dev ]; then echo iommufd; else echo container; fi; }
 # list_has FILE BDF TEXT: TEXT appears in the block host list printed for BDF.
 list_has() {
   awk -v bdf="$2" -v want="$3" '

@@ -39,9 +39,13 @@ run_l2() {
     report_time "${_label}_nvme_live" "$(elapsed "$VMM_START" "$_t")"
     # Switchyard's seccomp sandbox (the -accel kvm default) is on while the VF works:
     # the kernel's view of the VMM process, mode 2 = filter.
+    # And it holds the VF through the kernel's newest interface (its open files say which).
     case $_label in switchyard*)
       check "$_label: the VMM runs under its seccomp filter (/proc/PID/status Seccomp: 2)" \
-        grep -q '^Seccomp:[[:space:]]*2$' /proc/$(cat /tmp/l2.pid)/status ;;
+        grep -q '^Seccomp:[[:space:]]*2$' /proc/$(cat /tmp/l2.pid)/status
+      _b=$(vfio_backend "$(cat /tmp/l2.pid)")
+      check "$_label: the VMM holds the VF through $(vfio_kernel_backend), as this kernel offers (its files: $_b)" \
+        [ "$_b" = "$(vfio_kernel_backend)" ] ;;
     esac
   fi
   [ -n "${NVME_EXITS:-}" ] && { nvme_exits "$_label" "$_log" || fails=$((fails + 1)); }
