@@ -58,6 +58,7 @@ public enum AssignmentObstacle: Hashable, Sendable {
             "boot the host with intel_iommu=on"
         case .noInterruptRemapping(let capable) where capable == false:
             "use a host whose IOMMU remaps interrupts, or accept the risk: modprobe vfio_iommu_type1 allow_unsafe_interrupts=1"
+                + " (with iommufd: modprobe iommufd allow_unsafe_interrupts=1)"
         case .noInterruptRemapping:
             "boot the host without intremap=off or nointremap (interrupt remapping is on by default with intel_iommu=on)"
         case .hostBridge:

@@ -35,15 +35,30 @@ public struct IOMMUState: Hashable, Sendable {
     public var hasGroups: Bool
     /// The kernel remaps interrupts (an "IR-" interrupt chip in /proc/interrupts).
     public var interruptRemappingEnabled: Bool
-    /// vfio_iommu_type1's allow_unsafe_interrupts parameter is set: VFIO accepts groups without
-    /// interrupt remapping.
+    /// The allow_unsafe_interrupts parameter of the interface VFIO goes through (vfio_iommu_type1's,
+    /// or iommufd's) is set: it accepts groups without interrupt remapping.
     public var unsafeInterruptsAllowed: Bool
+    /// The VFIO interface the kernel offers, and Switchyard takes (the newest).
+    public var vfioInterface: VFIOInterface
 
-    public init(units: [Unit], hasGroups: Bool, interruptRemappingEnabled: Bool, unsafeInterruptsAllowed: Bool) {
+    /// How a VMM reaches VFIO on this kernel.
+    public enum VFIOInterface: String, Hashable, Sendable {
+        /// Neither /dev/vfio/vfio nor /dev/iommu: vfio-pci is not loaded.
+        case none
+        /// The type1 container, /dev/vfio/vfio (a misc device "vfio").
+        case container
+        /// iommufd, /dev/iommu (misc device "iommu"), with VFIO device cdevs (class "vfio-dev";
+        /// Linux 6.6+ built with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV).
+        case iommufd
+    }
+
+    public init(units: [Unit], hasGroups: Bool, interruptRemappingEnabled: Bool, unsafeInterruptsAllowed: Bool,
+                vfioInterface: VFIOInterface = .container) {
         self.units = units
         self.hasGroups = hasGroups
         self.interruptRemappingEnabled = interruptRemappingEnabled
         self.unsafeInterruptsAllowed = unsafeInterruptsAllowed
+        self.vfioInterface = vfioInterface
     }
 
     /// DMA isolation is on: there are units and the kernel made groups.
@@ -65,12 +80,18 @@ public struct IOMMUState: Hashable, Sendable {
                 units.append(Unit(name: name, kind: .other, interruptRemappingCapable: nil))
             }
         }
-        let unsafe = try files.attribute("module/vfio_iommu_type1/parameters/allow_unsafe_interrupts")
+        let misc = try files.entries("class/misc")
+        let classes = try files.entries("class")
+        let interface: VFIOInterface = misc.contains("iommu") && classes.contains("vfio-dev") ? .iommufd
+            : misc.contains("vfio") ? .container : .none
+        let module = interface == .iommufd ? "iommufd" : "vfio_iommu_type1"
+        let unsafe = try files.attribute("module/\(module)/parameters/allow_unsafe_interrupts")
         return IOMMUState(
             units: units,
             hasGroups: !(try files.entries("kernel/iommu_groups")).isEmpty,
             interruptRemappingEnabled: interruptChipsRemap(procInterrupts),
-            unsafeInterruptsAllowed: unsafe == "Y" || unsafe == "1")
+            unsafeInterruptsAllowed: unsafe == "Y" || unsafe == "1",
+            vfioInterface: interface)
     }
 
     /// Any interrupt in /proc/interrupts is delivered through a remapping chip ("IR-...").

@@ -102,6 +102,26 @@ private func vtdHost(ecap: String = "f00f4a") throws -> FakeSysfs {
         #expect(none.units.isEmpty && !none.isEnabled)
     }
 
+    /// The interface VFIO is reached through, from sysfs: the misc devices "vfio" (/dev/vfio/vfio,
+    /// drivers/vfio/container.c) and "iommu" (/dev/iommu, drivers/iommu/iommufd/main.c), and the
+    /// class "vfio-dev" of device cdevs (drivers/vfio/device_cdev.c); the allow_unsafe_interrupts
+    /// read is that interface's module's.
+    @Test func theVFIOInterfaceAndItsUnsafeInterruptsParameter() throws {
+        let sys = try vtdHost()
+        func state() throws -> IOMMUState { try IOMMUState.read(sysfs: sys.reader, procInterrupts: interruptsWithIR) }
+        #expect(try state().vfioInterface == .none)
+        try FileSystem.makeDirectories(sys.root + "/class/misc/vfio")
+        try FileSystem.makeDirectories(sys.root + "/module/iommufd/parameters")
+        try FileSystem.writeFile(sys.root + "/module/iommufd/parameters/allow_unsafe_interrupts", Array("Y\n".utf8))
+        #expect(try state().vfioInterface == .container)
+        #expect(try !state().unsafeInterruptsAllowed, "iommufd's parameter does not apply to the container")
+        try FileSystem.makeDirectories(sys.root + "/class/misc/iommu")
+        #expect(try state().vfioInterface == .container, "/dev/iommu without device cdevs")
+        try FileSystem.makeDirectories(sys.root + "/class/vfio-dev")
+        #expect(try state().vfioInterface == .iommufd)
+        #expect(try state().unsafeInterruptsAllowed)
+    }
+
     @Test func verdictsWithReasonsAndFixes() throws {
         let inv = try inventory(try vtdHost())
         func obstacles(_ bdf: String) -> [AssignmentObstacle] {

@@ -66,6 +66,11 @@ import Testing
         guard units.isEmpty else { return }
         #expect(iommu["enabled"] as? Bool == false)
         #expect(text.out.hasPrefix("IOMMU: none (no DMA-remapping unit in /sys/class/iommu): no device can be assigned\n"))
+        // This host's kernel has no VFIO (no misc device "vfio" or "iommu").
+        if !FileManager.default.fileExists(atPath: "/sys/class/misc/vfio") && !FileManager.default.fileExists(atPath: "/sys/class/misc/iommu") {
+            #expect(iommu["vfio_interface"] as? String == "none")
+            #expect(text.out.contains("\nVFIO: not loaded (modprobe vfio-pci)\n"))
+        }
         for device in devices {
             #expect(device["assignable"] as? Bool == false)
             let obstacles = device["obstacles"] as? [[String: String]] ?? []

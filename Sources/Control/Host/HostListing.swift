@@ -56,6 +56,8 @@ public struct HostListing {
         public var enabled: Bool
         public var interruptRemapping: Bool
         public var unsafeInterruptsAllowed: Bool
+        /// "iommufd", "container" or "none" (IOMMUState.VFIOInterface).
+        public var vfioInterface: String
         public struct Unit: Codable, Hashable, Sendable {
             public var name: String
             public var kind: String
@@ -74,7 +76,7 @@ public struct HostListing {
             iommu: IOMMU(units: iommu.units.map { .init(name: $0.name, kind: $0.kind.rawValue,
                                                         interruptRemappingCapable: $0.interruptRemappingCapable) },
                          enabled: iommu.isEnabled, interruptRemapping: iommu.interruptRemappingEnabled,
-                         unsafeInterruptsAllowed: iommu.unsafeInterruptsAllowed),
+                         unsafeInterruptsAllowed: iommu.unsafeInterruptsAllowed, vfioInterface: iommu.vfioInterface.rawValue),
             devices: inventory.devices.map(device))
     }
 
@@ -105,7 +107,7 @@ public struct HostListing {
 
     /// The IOMMU line, then per device its lspci -nn style line and indented details.
     public func text() -> String {
-        var out = "IOMMU: " + iommuSummary() + "\n"
+        var out = "IOMMU: " + iommuSummary() + "\n" + "VFIO: " + vfioSummary() + "\n"
         for d in inventory.devices {
             let cls = names.className(UInt16(d.classCode >> 8))
             out += "\(d.address) \(cls) [\(hex(d.classCode >> 8, 4))]: "
@@ -135,6 +137,14 @@ public struct HostListing {
             }
         }
         return out
+    }
+
+    func vfioSummary() -> String {
+        switch inventory.iommu.vfioInterface {
+        case .iommufd: "iommufd (/dev/iommu and device cdevs /dev/vfio/devices/vfioN)"
+        case .container: "type1 container (/dev/vfio/vfio)"
+        case .none: "not loaded (modprobe vfio-pci)"
+        }
     }
 
     func iommuSummary() -> String {
