@@ -143,6 +143,16 @@ import VMMBase
     func busResetForADeviceWithoutFLR(reaches others: [PCIAddress], reset: Bool) throws {
         let dependencies = [VFIOHotResetDependency(groupID: 42, address: Self.host)]
             + others.map { VFIOHotResetDependency(groupID: 7, address: $0) }  // group 7: not this VM's
+        let calls = try Self.callsOfAnUnplug(withoutFLRReaching: dependencies)
+        #expect(calls.contains(.hotReset(device: Self.hostText, groups: [42])) == reset)
+        #expect(calls.contains(.reset(device: Self.hostText)) == reset)
+        #expect(!calls.contains { if case .hotReset(_, let groups) = $0 { groups != [42] } else { false } },
+                "no hot reset is tried without every group it reaches")
+    }
+
+    /// The twin calls a surprise unplug makes of a hot-plugged device (group 42) that has no
+    /// function reset and whose bus reset reaches `dependencies`.
+    private static func callsOfAnUnplug(withoutFLRReaching dependencies: [VFIOHotResetDependency]) throws -> [VFIOTwinCall] {
         let twin = try VFIOTwinDevice(name: Self.hostText, identity: VFIOTwinIdentity.captured("qemu10-igb"),
                                       hotResetDependencies: dependencies, msixTableTrapped: true, supportsReset: false)
         let source = VFIOTwinKernel(devices: [.init(address: Self.host, group: 42, device: twin)])
@@ -151,11 +161,7 @@ import VMMBase
         try machine.hotPlug(Self.nic)
         twin.log.clear()
         try machine.unplug(id: "nic0", mode: .surprise)
-        let calls = twin.log.all
-        #expect(calls.contains(.hotReset(device: Self.hostText, groups: [42])) == reset)
-        #expect(calls.contains(.reset(device: Self.hostText)) == reset)
-        #expect(!calls.contains { if case .hotReset(_, let groups) = $0 { groups != [42] } else { false } },
-                "no hot reset is tried without every group it reaches")
+        return twin.log.all
     }
 
     /// The bus also holds a function of the same group left without a driver: Linux refuses
@@ -185,18 +191,10 @@ import VMMBase
           arguments: [true, false])
     func busResetUnderIOMMUFD(siblingOwned: Bool) throws {
         let sibling = PCIAddress(bus: 0x3B, devfn: 1)
-        let twin = try VFIOTwinDevice(name: Self.hostText, identity: VFIOTwinIdentity.captured("qemu10-igb"),
-                                      hotResetDependencies: [.init(owner: .iommufd(owned: true), address: Self.host),
-                                                             .init(owner: .iommufd(owned: siblingOwned), address: sibling)],
-                                      msixTableTrapped: true, supportsReset: false)
-        let source = VFIOTwinKernel(devices: [.init(address: Self.host, group: 42, device: twin)])
-        let machine = try Machine(MachineConfiguration(devices: [Self.rootPort]), vfioKernel: source)
-        try machine.runFirmware()
-        try machine.hotPlug(Self.nic)
-        twin.log.clear()
-        try machine.unplug(id: "nic0", mode: .surprise)
-        #expect(twin.log.all.contains(.hotReset(device: Self.hostText, groups: [])) == siblingOwned)
-        #expect(twin.log.all.contains(.reset(device: Self.hostText)) == siblingOwned)
+        let calls = try Self.callsOfAnUnplug(withoutFLRReaching: [.init(owner: .iommufd(owned: true), address: Self.host),
+                                                                  .init(owner: .iommufd(owned: siblingOwned), address: sibling)])
+        #expect(calls.contains(.hotReset(device: Self.hostText, groups: [])) == siblingOwned)
+        #expect(calls.contains(.reset(device: Self.hostText)) == siblingOwned)
         if !siblingOwned {
             let line = GuestErrorLog.recent.last { $0.device == "nic0" && $0.message.contains("VFIO_DEVICE_PCI_HOT_RESET") }
             #expect(line?.message.contains("iommufd does not own") == true && line?.message.contains("switchyard host bind \(sibling)") == true,

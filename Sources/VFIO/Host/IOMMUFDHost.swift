@@ -114,7 +114,7 @@ final class IOMMUFDAddressSpace: VFIOContainerIO {
         b[u64: 24] = m.size
         b[u64: 32] = m.iova
         do { try b.call(descriptor, VFIORequest.ioasMap) } catch {
-            throw VFIOError(.kernel, operation: "IOMMU_IOAS_MAP", subject: subject + Self.range(m.iova, m.size), system: error)
+            throw VFIOError(.kernel, operation: "IOMMU_IOAS_MAP", subject: subject + iovaRangeText(m.iova, m.size), system: error)
         }
     }
 
@@ -124,13 +124,9 @@ final class IOMMUFDAddressSpace: VFIOContainerIO {
         b[u64: 8] = iova
         b[u64: 16] = size
         do { try b.call(descriptor, VFIORequest.ioasUnmap) } catch {
-            throw VFIOError(.kernel, operation: "IOMMU_IOAS_UNMAP", subject: subject + Self.range(iova, size), system: error)
+            throw VFIOError(.kernel, operation: "IOMMU_IOAS_UNMAP", subject: subject + iovaRangeText(iova, size), system: error)
         }
         return b[u64: 16]
-    }
-
-    private static func range(_ iova: UInt64, _ size: UInt64) -> String {
-        ", IOVA 0x\(String(iova, radix: 16)) size 0x\(String(size, radix: 16))"
     }
 }
 

@@ -124,7 +124,7 @@ final class VFIOHostContainer: VFIOContainerIO {
         do { try b.call(descriptor, VFIORequest.iommuMapDMA) } catch {
             // type1 says ENOSPC when dma_entry_limit is reached.
             let reason: VFIOError.Reason = error.errno == .noSpace ? .dmaMappingLimit(needed: 1, available: 0) : .kernel
-            throw VFIOError(reason, operation: "VFIO_IOMMU_MAP_DMA", subject: subject + Self.range(m.iova, m.size), system: error)
+            throw VFIOError(reason, operation: "VFIO_IOMMU_MAP_DMA", subject: subject + iovaRangeText(m.iova, m.size), system: error)
         }
     }
 
@@ -133,12 +133,8 @@ final class VFIOHostContainer: VFIOContainerIO {
         b[u64: 8] = iova
         b[u64: 16] = size
         do { try b.call(descriptor, VFIORequest.iommuUnmapDMA) } catch {
-            throw VFIOError(.kernel, operation: "VFIO_IOMMU_UNMAP_DMA", subject: subject + Self.range(iova, size), system: error)
+            throw VFIOError(.kernel, operation: "VFIO_IOMMU_UNMAP_DMA", subject: subject + iovaRangeText(iova, size), system: error)
         }
         return b[u64: 16]
-    }
-
-    private static func range(_ iova: UInt64, _ size: UInt64) -> String {
-        ", IOVA 0x\(String(iova, radix: 16)) size 0x\(String(size, radix: 16))"
     }
 }

@@ -5,6 +5,11 @@ import VMMBase
 // them (every struct starts with argsz and flags; several end in a flexible array, which Swift
 // does not import). Offsets are the header's; the capability chains are parsed with bounds checks.
 
+/// ", IOVA 0x... size 0x...": a DMA map's range, for an error's subject.
+func iovaRangeText(_ iova: UInt64, _ size: UInt64) -> String {
+    ", IOVA 0x\(String(iova, radix: 16)) size 0x\(String(size, radix: 16))"
+}
+
 /// A byte buffer handed to one ioctl.
 struct IoctlBuffer {
     var bytes: [UInt8]
