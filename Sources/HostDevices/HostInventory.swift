@@ -6,11 +6,14 @@ public struct HostProcFiles: Hashable, Sendable {
     public var interrupts: String
     public var mounts: String
     public var swaps: String
+    /// The registered device majors (/proc/devices).
+    public var devices: ProcDevices
 
-    public init(interrupts: String, mounts: String, swaps: String) {
+    public init(interrupts: String, mounts: String, swaps: String, devices: ProcDevices = ProcDevices(parsing: "")) {
         self.interrupts = interrupts
         self.mounts = mounts
         self.swaps = swaps
+        self.devices = devices
     }
 
     /// This host's /proc; a file that cannot be read counts as empty.
@@ -18,7 +21,8 @@ public struct HostProcFiles: Hashable, Sendable {
         func text(_ name: String) -> String {
             (try? FileSystem.readFile(root + "/" + name, limit: 4 << 20)).map { String(decoding: $0, as: UTF8.self) } ?? ""
         }
-        return HostProcFiles(interrupts: text("interrupts"), mounts: text("mounts"), swaps: text("swaps"))
+        return HostProcFiles(interrupts: text("interrupts"), mounts: text("mounts"), swaps: text("swaps"),
+                             devices: ProcDevices(parsing: text("devices")))
     }
 }
 
@@ -40,7 +44,7 @@ public struct HostInventory: Sendable {
                             proc: HostProcFiles) throws(HostDevicesError) -> HostInventory {
         HostInventory(
             devices: devices,
-            iommu: try IOMMUState.read(sysfs: sysfs, procInterrupts: proc.interrupts),
+            iommu: try IOMMUState.read(sysfs: sysfs, procInterrupts: proc.interrupts, procDevices: proc.devices),
             uses: try DeviceUseScanner(reader: sysfs, mounts: proc.mounts, swaps: proc.swaps).uses())
     }
 

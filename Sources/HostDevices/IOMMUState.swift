@@ -1,3 +1,5 @@
+import HostOS
+
 /// What the host's IOMMUs offer device assignment, from sysfs and the kernel's interrupt list.
 ///
 /// Interrupt remapping is read from two places, because they answer different questions:
@@ -47,8 +49,8 @@ public struct IOMMUState: Hashable, Sendable {
         case none
         /// The type1 container, /dev/vfio/vfio (a misc device "vfio").
         case container
-        /// iommufd, /dev/iommu (misc device "iommu"), with VFIO device cdevs (class "vfio-dev";
-        /// Linux 6.6+ built with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV).
+        /// iommufd, /dev/iommu (misc device "iommu"), with VFIO device cdevs (the "vfio-dev"
+        /// character major; Linux 6.6+ built with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV).
         case iommufd
     }
 
@@ -65,7 +67,8 @@ public struct IOMMUState: Hashable, Sendable {
     public var isEnabled: Bool { !units.isEmpty && hasGroups }
 
     /// Reads sysfs through `sysfs` and the text of /proc/interrupts.
-    public static func read(sysfs: some SysfsReader, procInterrupts: String) throws(HostDevicesError) -> IOMMUState {
+    public static func read(sysfs: some SysfsReader, procInterrupts: String,
+                            procDevices: ProcDevices = ProcDevices(parsing: "")) throws(HostDevicesError) -> IOMMUState {
         let files = SysfsFiles(reader: sysfs)
         var units: [Unit] = []
         for name in try files.entries("class/iommu") {
@@ -81,8 +84,7 @@ public struct IOMMUState: Hashable, Sendable {
             }
         }
         let misc = try files.entries("class/misc")
-        let classes = try files.entries("class")
-        let interface: VFIOInterface = misc.contains("iommu") && classes.contains("vfio-dev") ? .iommufd
+        let interface: VFIOInterface = misc.contains("iommu") && procDevices.hasVFIODeviceCdevs ? .iommufd
             : misc.contains("vfio") ? .container : .none
         let module = interface == .iommufd ? "iommufd" : "vfio_iommu_type1"
         let unsafe = try files.attribute("module/\(module)/parameters/allow_unsafe_interrupts")

@@ -102,13 +102,17 @@ private func vtdHost(ecap: String = "f00f4a") throws -> FakeSysfs {
         #expect(none.units.isEmpty && !none.isEnabled)
     }
 
-    /// The interface VFIO is reached through, from sysfs: the misc devices "vfio" (/dev/vfio/vfio,
-    /// drivers/vfio/container.c) and "iommu" (/dev/iommu, drivers/iommu/iommufd/main.c), and the
-    /// class "vfio-dev" of device cdevs (drivers/vfio/device_cdev.c); the allow_unsafe_interrupts
-    /// read is that interface's module's.
+    /// The interface VFIO is reached through: the misc devices "vfio" (/dev/vfio/vfio,
+    /// drivers/vfio/container.c) and "iommu" (/dev/iommu, drivers/iommu/iommufd/main.c) in
+    /// sysfs, and the device cdevs' "vfio-dev" major in /proc/devices (drivers/vfio/device_cdev.c;
+    /// the vfio-dev class in sysfs is there without them); the allow_unsafe_interrupts read is
+    /// that interface's module's.
     @Test func theVFIOInterfaceAndItsUnsafeInterruptsParameter() throws {
         let sys = try vtdHost()
-        func state() throws -> IOMMUState { try IOMMUState.read(sysfs: sys.reader, procInterrupts: interruptsWithIR) }
+        var majors = "Character devices:\n 10 misc\n"
+        func state() throws -> IOMMUState {
+            try IOMMUState.read(sysfs: sys.reader, procInterrupts: interruptsWithIR, procDevices: ProcDevices(parsing: majors))
+        }
         #expect(try state().vfioInterface == .none)
         try FileSystem.makeDirectories(sys.root + "/class/misc/vfio")
         try FileSystem.makeDirectories(sys.root + "/module/iommufd/parameters")
@@ -118,6 +122,8 @@ private func vtdHost(ecap: String = "f00f4a") throws -> FakeSysfs {
         try FileSystem.makeDirectories(sys.root + "/class/misc/iommu")
         #expect(try state().vfioInterface == .container, "/dev/iommu without device cdevs")
         try FileSystem.makeDirectories(sys.root + "/class/vfio-dev")
+        #expect(try state().vfioInterface == .container, "the vfio-dev class without the cdev major")
+        majors += "238 vfio-dev\n"
         #expect(try state().vfioInterface == .iommufd)
         #expect(try state().unsafeInterruptsAllowed)
     }

@@ -212,22 +212,25 @@ import VMMBase
         }
     }
 
-    /// iommufd is chosen where the kernel has it: /dev/iommu, and vfio's "vfio-dev" class in sysfs
-    /// (CONFIG_VFIO_DEVICE_CDEV); a kernel with only one of them (Debian 12's 6.1 has neither,
+    /// iommufd is chosen where the kernel has it: /dev/iommu, and the "vfio-dev" character major
+    /// in /proc/devices (drivers/vfio/device_cdev.c registers it only with
+    /// CONFIG_VFIO_DEVICE_CDEV); a kernel with only one of them (Debian 12's 6.1 has neither,
     /// bookworm-backports' 6.12 has the group interface only) gets the container.
     @Test func theAutomaticChoiceTakesIOMMUFDOnlyWithDeviceCdevs() throws {
         let root = try FileSystem.makeTemporaryDirectory(prefix: "switchyard-vfio")
         defer { try? FileSystem.removeTree(root) }
-        let sysfs = root + "/sys"
-        try FileSystem.makeDirectories(sysfs + "/class")
-        func chosen() -> String {
-            String(describing: type(of: VFIOHost.automatic(devicePath: root, iommuPath: root + "/iommu", sysfsPath: sysfs)))
+        let withCdevs = ProcDevices(parsing: "Character devices:\n  1 mem\n 10 misc\n239 vfio-dev\n\nBlock devices:\n  8 sd\n")
+        let without = ProcDevices(parsing: "Character devices:\n  1 mem\n 10 misc\n\nBlock devices:\n  8 vfio-dev\n")
+        #expect(withCdevs.hasVFIODeviceCdevs && !without.hasVFIODeviceCdevs, "a block major of that name does not count")
+        func chosen(_ devices: ProcDevices) -> String {
+            String(describing: type(of: VFIOHost.automatic(devicePath: root, iommuPath: root + "/iommu", devices: devices)))
         }
-        #expect(chosen() == "VFIOHost")
+        #expect(chosen(withCdevs) == "VFIOHost", "device cdevs without /dev/iommu")
         try FileSystem.writeFile(root + "/iommu", [])
-        #expect(chosen() == "VFIOHost", "/dev/iommu without device cdevs")
-        try FileSystem.makeDirectories(sysfs + "/class/vfio-dev")
-        #expect(chosen() == "IOMMUFDHost")
+        #expect(chosen(without) == "VFIOHost", "/dev/iommu without device cdevs")
+        #expect(chosen(withCdevs) == "IOMMUFDHost")
+        // This host: its own /proc/devices parses (a kernel always has "mem").
+        #expect(ProcDevices.read().characterDevices.contains("mem"))
     }
 
     /// Under iommufd a device is its cdev, named in sysfs (/sys/bus/pci/devices/BDF/vfio-dev/vfioN);

@@ -16,10 +16,12 @@ public final class IOMMUFDHost: VFIOKernel {
         groups = VFIOHost(devicePath: devicePath, sysfsPath: sysfsPath)
     }
 
-    /// Whether this kernel offers iommufd with device cdevs: /dev/iommu, and vfio's "vfio-dev"
-    /// class (made only with CONFIG_VFIO_DEVICE_CDEV).
-    public static func available(iommuPath: String = "/dev/iommu", sysfsPath: String = "/sys") -> Bool {
-        FileSystem.exists(iommuPath) && FileSystem.isDirectory(sysfsPath + "/class/vfio-dev")
+    /// Whether this kernel offers iommufd with device cdevs: /dev/iommu, and the "vfio-dev"
+    /// character major in /proc/devices (registered only with CONFIG_VFIO_DEVICE_CDEV; the
+    /// vfio-dev class in sysfs exists without it).
+    /// (`devices`: this host's /proc/devices unless given; read only when /dev/iommu exists.)
+    public static func available(iommuPath: String = "/dev/iommu", devices: ProcDevices? = nil) -> Bool {
+        FileSystem.exists(iommuPath) && (devices ?? .read()).hasVFIODeviceCdevs
     }
 
     /// A new iommufd with one IOAS.
@@ -47,8 +49,8 @@ extension VFIOHost {
     /// The host's VFIO as QEMU users would want it chosen: iommufd when the kernel has it (the
     /// interface new kernel features arrive in), the type1 container otherwise.
     public static func automatic(devicePath: String = "/dev/vfio", iommuPath: String = "/dev/iommu",
-                                 sysfsPath: String = "/sys") -> any VFIOKernel {
-        if IOMMUFDHost.available(iommuPath: iommuPath, sysfsPath: sysfsPath) {
+                                 sysfsPath: String = "/sys", devices: ProcDevices? = nil) -> any VFIOKernel {
+        if IOMMUFDHost.available(iommuPath: iommuPath, devices: devices) {
             return IOMMUFDHost(devicePath: devicePath, iommuPath: iommuPath, sysfsPath: sysfsPath)
         }
         return VFIOHost(devicePath: devicePath, sysfsPath: sysfsPath)

@@ -22,8 +22,10 @@ vfio_backend() {
   else echo none; fi
 }
 # The interface this kernel offers a VMM that picks the newest: iommufd where it has /dev/iommu
-# and VFIO device cdevs (a vfio-dev class), the container otherwise.
-vfio_kernel_backend() { if [ -c /dev/iommu ] && [ -d /sys/class/vfio-dev ]; then echo iommufd; else echo container; fi; }
+# and VFIO device cdevs (their "vfio-dev" character major), the container otherwise.
+vfio_kernel_backend() {
+  if [ -c /dev/iommu ] && sed -n '/^Character/,/^$/p' /proc/devices | grep -q ' vfio-dev$'; then echo iommufd; else echo container; fi
+}
 # list_has FILE BDF TEXT: TEXT appears in the block host list printed for BDF.
 list_has() {
   awk -v bdf="$2" -v want="$3" '

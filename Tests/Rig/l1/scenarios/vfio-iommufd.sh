@@ -17,7 +17,7 @@
 fails=0
 echo "L1 kernel $(uname -r)"
 check "L1's kernel has iommufd (/dev/iommu)" [ -c /dev/iommu ]
-check "L1's kernel has VFIO device cdevs (/sys/class/vfio-dev)" [ -d /sys/class/vfio-dev ]
+check "L1's kernel has VFIO device cdevs (a vfio-dev major in /proc/devices)" grep -q ' vfio-dev$' /proc/devices
 [ "$(vfio_kernel_backend)" = iommufd ] || { echo "CHECK FAILED: this L1 has no iommufd; is vfio-iommufd.l0's kernel booted?"; exit 1; }
 echo "=== vfio-nvme under iommufd"
 /rig/scenarios/vfio-nvme.sh || fails=$((fails + 1))
