@@ -59,8 +59,8 @@ cd "$src"
 } >"$work/lsmod"
 cp "$work/config-debian" .config
 # iommufd with device cdevs; no debug information, module signing or lockdown (nothing here
-# signs); modules compressed with gzip (build-initramfs.sh unpacks it).
-scripts/config --module IOMMUFD --enable VFIO_DEVICE_CDEV --disable MODULE_COMPRESS_XZ --enable MODULE_COMPRESS_GZIP \
+# signs); modules compressed with xz as Debian's are (Debian 12's depmod reads no gzip).
+scripts/config --module IOMMUFD --enable VFIO_DEVICE_CDEV --disable MODULE_COMPRESS_GZIP --enable MODULE_COMPRESS_XZ \
   --disable DEBUG_INFO --disable DEBUG_INFO_DWARF5 --disable DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT \
   --enable DEBUG_INFO_NONE --disable DEBUG_INFO_BTF \
   --disable MODULE_SIG --disable MODULE_SIG_ALL --disable MODULE_SIG_FORCE --disable SECURITY_LOCKDOWN_LSM \
@@ -79,6 +79,7 @@ rm -rf "$out.tmp" && mkdir -p "$out.tmp"
 make -s INSTALL_MOD_PATH="$out.tmp" modules_install >/dev/null
 cp arch/x86/boot/bzImage "$out.tmp/vmlinuz"
 echo "$version" >"$out.tmp/version"
+[ -s "$out.tmp/lib/modules/$version/modules.dep" ] || { echo "build-kernel.sh: depmod wrote no modules.dep" >&2; exit 1; }
 touch "$out.tmp/done"
 rm -rf "$out" && mv "$out.tmp" "$out"
 echo "$out"
