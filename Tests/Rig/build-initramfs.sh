@@ -99,6 +99,8 @@ add_module() {
   for dep in $(modinfo -b "$modroot" -k "$kver" -F depends "$m" | tr ',' ' '); do add_module "$dep"; done
   local f name
   f=$(modinfo -b "$modroot" -k "$kver" -F filename "$m")
+  # Built into this kernel (build-kernel.sh's has some of Debian's modules built in).
+  [ "$f" = "(builtin)" ] && return
   name=$(basename "$f"); name=${name%.xz}; name=${name%.zst}; name=${name%.gz}
   case "$f" in
     *.xz) xz -dc "$f" >"$mod_dest/$name" ;;

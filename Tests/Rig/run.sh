@@ -74,7 +74,11 @@ run_one() {
       l1_froze=0
       return 1
     fi
-    images=$("$HERE/build-initramfs.sh" "${build_args[@]}" --kernel-dir "$l1_kernel_dir")
+    images=$("$HERE/build-initramfs.sh" "${build_args[@]}" --kernel-dir "$l1_kernel_dir") || {
+      echo "== rig: $scenario: build-initramfs.sh failed for $l1_kernel_dir"
+      l1_froze=0
+      return 1
+    }
   fi
   echo "== rig: $scenario (L1: TCG, -smp $smp, timeout ${timeout_s}s) log: $log"
   t0=$EPOCHREALTIME
