@@ -124,7 +124,7 @@ run_one() {
     l1_froze=1
   fi
   if [ "$l1_froze" = 0 ] && grep -q 'RIG-RESULT .*status=FAIL' "$log" &&
-     grep -q 'CHECK FAILED: qemu[:_]' "$log"; then
+     grep -q 'CHECK FAILED: qemu[-:_]' "$log"; then
     # The reference, QEMU's own L2 in the same L1, failed a check of its own: it ran out of
     # its time (seen once on a loaded host, every L2 far behind), or it reset itself right after
     # a device_add (switchyard-split, 2026-12-06). Switchyard cannot make QEMU's L2 fail, so this
