@@ -14,7 +14,8 @@ enum Command {
     case firmware(MachineConfiguration, outputDirectory: String)
     case kvmProbe
     /// sandbox-probe KIND CALL [-sandbox on|off[,spawn=...]] [-kernel FILE]
-    case sandboxProbe(SandboxProbe.Call, SandboxThreadKind, SandboxPolicy?, kernel: String?)
+    /// (KIND nil: the main thread itself, after lock-down.)
+    case sandboxProbe(SandboxProbe.Call, SandboxThreadKind?, SandboxPolicy?, kernel: String?)
     /// host list|bind|unbind|sriov: the host's PCI devices (HostCommand)
     case host(HostCommand)
     case help
@@ -54,7 +55,8 @@ let usage = """
       sandbox-probe KIND CALL [-sandbox on|off[,spawn=allow|deny]] [-kernel FILE]
                           lock the process down as -sandbox on does and make CALL (execve,
                           socket, ioctl-kvm-run, getpid, open-etc-passwd, open-kernel) on a
-                          thread of KIND (vcpu, io, control, signal): a call KIND may not make
+                          thread of KIND (vcpu, io, control, signal; main: the main thread
+                          itself, after lock-down): a call KIND may not make
                           ends the process with the sandbox's report (SIGSYS); otherwise
                           prints what it returned (an open outside the granted files: EACCES)
     \(HostCommand.usage)
@@ -85,12 +87,13 @@ func parse(_ arguments: [String]) throws -> Command {
     }
     if verb == "host" { return .host(try HostCommand(arguments: Array(arguments.dropFirst()))) }
     if verb == "sandbox-probe" {
-        let kinds = SandboxThreadKind.allCases.map(\.rawValue).joined(separator: ", ")
+        let kinds = (SandboxThreadKind.allCases.map(\.rawValue) + ["main"]).joined(separator: ", ")
         let calls = SandboxProbe.Call.allCases.map(\.rawValue).joined(separator: ", ")
         guard arguments.count >= 3 else {
             throw UsageError(description: "sandbox-probe needs KIND CALL [-sandbox on|off] [-kernel FILE], e.g. sandbox-probe control socket")
         }
-        guard let kind = SandboxThreadKind(rawValue: arguments[1]) else {
+        let kind = SandboxThreadKind(rawValue: arguments[1])
+        guard kind != nil || arguments[1] == "main" else {
             throw UsageError(description: "sandbox-probe: unknown thread kind '\(arguments[1])'; kinds are \(kinds)")
         }
         guard let call = SandboxProbe.Call(rawValue: arguments[2]) else {

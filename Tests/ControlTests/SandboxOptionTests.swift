@@ -33,6 +33,13 @@ import Testing
         #expect(access.grants(for: .control).map(\.path) == ["/boot/k", "/boot/i", "/dev/vfio", "/dev/iommu", "/sys/devices", "/sys/kernel/iommu_groups", "/run/sy"])
         #expect(access.grants(for: .signal).isEmpty)
         #expect(access.grants.first { $0.path == "/run/sy" }?.access == .removeFiles)
+        // The main thread holds every kind's grants; teardown adds nothing without a leased VF.
+        #expect(access.teardown.isEmpty && access.mainThreadGrants == access.grants)
+        let leasing = try QEMUInvocation.parse(["-accel", "kvm", "-netdev", "macvtap,id=n0,pf=eth9,vf=auto",
+                                                "-device", "virtio-net-pci,netdev=n0"])
+        let teardown = try #require(leasing.sandboxPolicy?.fileAccess).teardown
+        #expect(teardown.map(\.path) == ["/sys/bus/pci/drivers", "/run/switchyard/vf"])
+        #expect(teardown.map(\.access) == [.readWrite, .removeFiles])
     }
 
     @Test func allowingWhatNoListHasIsRefused() {

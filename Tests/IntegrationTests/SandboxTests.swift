@@ -96,7 +96,8 @@ struct SandboxTests {
         try require(!first.err.contains("file opens are not narrowed"), "no Landlock here: \(first.err)")
         let denied = "returned -1 (\(String(cString: strerror(EACCES))) (errno \(EACCES)))"
         let opened = #"returned [0-9]+\n"#
-        for kind in ["vcpu", "io", "control"] {
+        // main: the main thread after lock-down (it waits, then tears down), within every kind's grants.
+        for kind in ["vcpu", "io", "control", "main"] {
             let ungranted = try Self.probe(["sandbox-probe", kind, "open-etc-passwd", "-kernel", kernel])
             #expect(ungranted.reason == .exit && ungranted.status == 0, "\(ungranted)")
             #expect(ungranted.out.contains(denied), "\(kind): \(ungranted.out)")

@@ -44,14 +44,15 @@ public struct QEMUInvocation: Sendable, Hashable {
 
     /// The sandbox this invocation runs under after set-up, or nil for none: the system-call
     /// lists, and the files a thread may still open (the boot images, /dev/vfio, the server
-    /// sockets' directories for their removal).
+    /// sockets' directories for their removal; at teardown, a leased VF's rebind).
     public var sandboxPolicy: SandboxPolicy? {
         guard sandbox ?? (accelerator == .kvm) else { return nil }
         var sockets = qmp + [qtest].compactMap { $0 }
         if case .socket(let endpoint) = serial { sockets.append(endpoint) }
         return SandboxPolicy(allowsSpawning: sandboxAllowsSpawning,
                              fileAccess: .machine(bootImages: [kernel, initrd].compactMap { $0 },
-                                                  socketPaths: sockets.filter(\.server).map(\.path)))
+                                                  socketPaths: sockets.filter(\.server).map(\.path),
+                                                  leasesVirtualFunctions: machine.netdevs.contains { $0.properties["pf"] != nil }))
     }
 
     /// Where -serial sends COM1 (and where its input comes from).

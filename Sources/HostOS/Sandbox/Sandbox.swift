@@ -67,11 +67,14 @@ public enum Sandbox {
         stage.withLock { $0 = .armed(policy) }
     }
 
-    /// Ends set-up: every thread gets the base filter.
+    /// Ends set-up: every thread gets the base filter, and the calling thread (the main one,
+    /// which waits for the end and tears down) its own Landlock ruleset (every kind's grants and
+    /// the teardown's): threads it starts from now on begin inside that ruleset.
     public static func lockDown() throws(SandboxError) {
         try stage.withLock { (stage) throws(SandboxError) in
             guard case .armed(let policy) = stage else { return }
             do throws(SandboxError) {
+                try fileRulesets.withLock { $0 }?.confine(nil)
                 try load(policy.allowList(for: nil), allThreads: true)
             } catch {
                 stage = .off

@@ -34,8 +34,17 @@ public struct SandboxFileAccess: Sendable, Hashable {
     }
 
     public var grants: [Grant]
+    /// What only the main thread adds: after lock-down it waits for the end and tears down.
+    public var teardown: [Grant]
 
-    public init(grants: [Grant] = []) { self.grants = grants }
+    public init(grants: [Grant] = [], teardown: [Grant] = []) {
+        self.grants = grants
+        self.teardown = teardown
+    }
+
+    /// The main thread's grants: every kind's (a thread it starts confines itself within the
+    /// main thread's ruleset too, so that must hold what any kind holds) and the teardown's.
+    public var mainThreadGrants: [Grant] { grants + teardown }
 
     /// A machine's grants:
     /// - the boot images (-kernel, -initrd) a reboot reads again, for every kind that can start
@@ -45,8 +54,12 @@ public struct SandboxFileAccess: Sendable, Hashable {
     ///   (its sysfs lookups are link reads, and listings of the device's and the group's
     ///   directories: the cdev's name, the members on host drivers);
     /// - the directories of the monitor sockets, where a control thread removes its socket
-    ///   file at quit.
-    public static func machine(bootImages: [String], socketPaths: [String]) -> SandboxFileAccess {
+    ///   file at quit;
+    /// - for the main thread's teardown, when the machine leases SR-IOV VFs (`-netdev
+    ///   macvtap,pf=`): the VF's driver rebound through sysfs (`driver/unbind`, `drivers/D/bind`
+    ///   under /sys/bus/pci/drivers) and its reservation file removed (RUN/vf).
+    public static func machine(bootImages: [String], socketPaths: [String], leasesVirtualFunctions: Bool = false,
+                               runDirectory: String = "/run/switchyard") -> SandboxFileAccess {
         var grants = bootImages.map {
             Grant($0, .read, kinds: [.vcpu, .io, .control], reason: "a reboot re-reads the boot images")
         }
@@ -59,7 +72,13 @@ public struct SandboxFileAccess: Sendable, Hashable {
         for directory in Set(socketPaths.map(Self.directory(of:))).sorted() {
             grants.append(Grant(directory, .removeFiles, kinds: [.control], reason: "a monitor's socket file is removed at quit"))
         }
-        return SandboxFileAccess(grants: grants)
+        var teardown: [Grant] = []
+        if leasesVirtualFunctions {
+            teardown.append(Grant("/sys/bus/pci/drivers", .readWrite, kinds: [],
+                                  reason: "a leased VF's driver is rebound at exit (unbind, bind)"))
+            teardown.append(Grant(runDirectory + "/vf", .removeFiles, kinds: [], reason: "a leased VF's reservation file is removed at exit"))
+        }
+        return SandboxFileAccess(grants: grants, teardown: teardown)
     }
 
     static func directory(of path: String) -> String {
@@ -74,6 +93,8 @@ public struct SandboxFileAccess: Sendable, Hashable {
 /// still allowed); a thread confines itself to its kind's as it starts.
 struct LandlockRulesets: Sendable {
     let rulesets: [SandboxThreadKind: Int32]
+    /// The main thread's, which it takes at lock-down.
+    let mainThread: Int32
 
     /// The Landlock ABI version, or why the kernel has none.
     static func version() -> Result<Int32, SandboxError> {
@@ -88,15 +109,16 @@ struct LandlockRulesets: Sendable {
     /// Builds every kind's ruleset; a granted path that does not exist is left out (nothing
     /// there to open: /dev/vfio on a host without VFIO).
     init(_ access: SandboxFileAccess, abi: Int32) throws(SandboxError) {
-        var made: [SandboxThreadKind: Int32] = [:]
-        for kind in SandboxThreadKind.allCases {
+        var made: [SandboxThreadKind?: Int32] = [:]
+        // nil: the main thread.
+        for kind in SandboxThreadKind.allCases.map(Optional.some) + [nil] {
             let ruleset = sy_landlock_ruleset(abi)
             guard ruleset >= 0 else {
                 for fd in made.values { close(fd) }
                 throw SandboxError("cannot make a Landlock ruleset: \(Errno(rawValue: -ruleset))")
             }
             made[kind] = ruleset
-            for grant in access.grants(for: kind) {
+            for grant in kind.map(access.grants(for:)) ?? access.mainThreadGrants {
                 let rights: UInt64 = switch grant.access {
                 case .read: sy_landlock_read_file()
                 case .readWrite: sy_landlock_read_file() | sy_landlock_write_file()
@@ -106,16 +128,17 @@ struct LandlockRulesets: Sendable {
                 let rc = sy_landlock_allow(ruleset, abi, grant.path, rights)
                 guard rc == 0 || -rc == ENOENT else {
                     for fd in made.values { close(fd) }
-                    throw SandboxError("cannot grant \(grant.path) to \(kind.rawValue) threads: \(Errno(rawValue: -rc))")
+                    throw SandboxError("cannot grant \(grant.path) to \(kind?.rawValue ?? "the main") threads: \(Errno(rawValue: -rc))")
                 }
             }
         }
-        rulesets = made
+        mainThread = made.removeValue(forKey: nil) ?? -1
+        rulesets = Dictionary(uniqueKeysWithValues: made.compactMap { key, value in key.map { ($0, value) } })
     }
 
-    /// Confines the calling thread to `kind`'s ruleset.
-    func confine(_ kind: SandboxThreadKind) throws(SandboxError) {
-        guard let ruleset = rulesets[kind] else { return }
+    /// Confines the calling thread to `kind`'s ruleset, or the main thread's (nil).
+    func confine(_ kind: SandboxThreadKind?) throws(SandboxError) {
+        guard let ruleset = kind.map({ rulesets[$0] }) ?? mainThread else { return }
         let rc = sy_landlock_restrict_self(ruleset)
         guard rc == 0 else { throw SandboxError("Landlock refused to confine the thread: \(Errno(rawValue: -rc))") }
     }

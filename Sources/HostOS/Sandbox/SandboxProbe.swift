@@ -25,11 +25,13 @@ public enum SandboxProbe {
     /// Runs `call` on a new thread of `kind` under `policy` (nil: no sandbox) and returns what
     /// the call returned.
     /// - Parameter kernel: the file `open-kernel` opens (the invocation's -kernel).
-    public static func run(_ call: Call, on kind: SandboxThreadKind, policy: SandboxPolicy?, kernel: String? = nil) throws -> String {
+    /// - Parameter kind: nil makes the call on the calling (main) thread after lock-down.
+    public static func run(_ call: Call, on kind: SandboxThreadKind?, policy: SandboxPolicy?, kernel: String? = nil) throws -> String {
         if let policy {
             try Sandbox.arm(policy)
             try Sandbox.lockDown()
         }
+        guard let kind else { return "sandbox-probe: \(call.rawValue) on the main thread returned \(perform(call, kernel: kernel))" }
         let outcome = Outcome()
         let thread = try HostThread(kind: kind, name: "sandbox-probe") { outcome.text = perform(call, kernel: kernel) }
         thread.join()
