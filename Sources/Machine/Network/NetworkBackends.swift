@@ -94,8 +94,15 @@ final class NetworkBackends: Sendable {
     }
 
     /// Deletes the macvtap links Switchyard made and gives SR-IOV VFs their settings back.
+    /// A failure is said on standard error (a VF left with the guest's MAC, a link left behind:
+    /// the operator's to clean up), and the others still close.
     func close() {
-        for backend in backends.withLock({ Array($0.values) }) { try? backend.macvtap?.close() }
+        for (id, backend) in backends.withLock({ Array($0) }).sorted(by: { $0.key < $1.key }) {
+            do { try backend.macvtap?.close() } catch {
+                let line = "switchyard: netdev \(id): closing it failed: \(error)\n"
+                _ = line.withCString { Glibc.write(STDERR_FILENO, $0, strlen($0)) }
+            }
+        }
     }
 
     /// The MAC a NIC on netdev `id` must use when none is given: a macvtap link outside

@@ -75,6 +75,11 @@ vf_session() {
   check "$_label: no macvtap link left after the VMM exited" sh -c "! grep -q '^sy' /tmp/links-after.txt"
   /switchyard host list >/tmp/list-after.txt 2>&1
   check "$_label: no VF held after the VMM exited" sh -c "! grep -q 'switchyard pid' /tmp/list-after.txt"
+  # The teardown runs on the VMM's main thread under its sandbox (Landlock: the VF's rebind in
+  # sysfs and the reservation file are its grants): it must say no failure and leave no file.
+  check "$_label: the VMM's teardown reported no failure" sh -c "! grep -q 'closing it failed' $log.err"
+  check "$_label: the VF's reservation file is gone (/run/switchyard/vf: $(ls /run/switchyard/vf 2>/dev/null | tr '\n' ' '))" \
+    sh -c '[ -z "$(ls /run/switchyard/vf 2>/dev/null)" ]'
   v=$(sed -n 's/.* RIG-L2 net ping .* avg_ms=\([0-9.]*\).*/\1/p' "$log"); [ -n "$v" ] && report_time ${_label}_ping_avg_ms "$v"
   v=$(sed -n 's/.* RIG-L2 net tx .* seconds=\([0-9.]*\).*/\1/p' "$log"); [ -n "$v" ] && report_time ${_label}_tx_4MiB "$v"
   v=$(sed -n 's/.* RIG-L2 net rx .* seconds=\([0-9.]*\).*/\1/p' "$log"); [ -n "$v" ] && report_time ${_label}_rx_4MiB "$v"
