@@ -57,7 +57,7 @@ rig-full: $(if $(filter .build/release/switchyard,$(RIG_SWITCHYARD)),release,set
 	bash Tests/Rig/run.sh --no-skip --switchyard $(RIG_SWITCHYARD) --append rig.full=1 all
 
 # Device assignment through iommufd: builds the kernel first (Tests/Rig/build-kernel.sh, about
-# 35 minutes once; Debian's kernels have no iommufd), then vfio-nvme and vfio-busreset on it.
+# 25 minutes once; Debian's kernels have no iommufd), then vfio-nvme and vfio-busreset on it.
 rig-iommufd: $(if $(filter .build/release/switchyard,$(RIG_SWITCHYARD)),release,setup)
 	@bash Tests/Rig/setup.sh
 	bash Tests/Rig/build-kernel.sh

@@ -4,7 +4,7 @@
 # CONFIG_VFIO_DEVICE_CDEV, which Debian leaves out (its 6.1 predates them; the bookworm-backports
 # 6.12 image has "# CONFIG_IOMMUFD is not set"). Only the modules the rig loads are built
 # (localmodconfig over the list below), and no debug information, so the build takes about
-# 35 minutes on two cores; once built it is kept.
+# 25 minutes on two cores; once built it is kept.
 #   DIR/vmlinuz                     the kernel (bzImage)
 #   DIR/lib/modules/VERSION/        its modules (modinfo -b DIR -k VERSION)
 #   DIR/version                     VERSION (6.12.N-iommufd)
@@ -72,7 +72,7 @@ make -s olddefconfig
 for option in CONFIG_IOMMUFD=m CONFIG_VFIO_DEVICE_CDEV=y CONFIG_INTEL_IOMMU=y CONFIG_IRQ_REMAP=y CONFIG_KVM_AMD=m CONFIG_PVH=y; do
   grep -qx "$option" .config || { echo "build-kernel.sh: the configuration lost $option" >&2; exit 1; }
 done
-echo "build-kernel.sh: building $(make -s kernelrelease) (about 35 minutes on two cores)" >&2
+echo "build-kernel.sh: building $(make -s kernelrelease) (about 25 minutes on two cores)" >&2
 make -j"$(nproc)" bzImage modules >"$work/build.log" 2>&1 || { tail -20 "$work/build.log" >&2; exit 1; }
 version=$(make -s kernelrelease)
 rm -rf "$out.tmp" && mkdir -p "$out.tmp"

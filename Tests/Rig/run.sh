@@ -70,7 +70,7 @@ run_one() {
   if [ -n "$l1_kernel_dir" ]; then
     # A kernel of build-kernel.sh's for this scenario's L1 and L2 (their own images).
     if [ ! -f "$l1_kernel_dir/done" ]; then
-      echo "== rig: $scenario boots the kernel build-kernel.sh makes, and $l1_kernel_dir has none: make rig-iommufd builds it (about 35 minutes)"
+      echo "== rig: $scenario boots the kernel build-kernel.sh makes, and $l1_kernel_dir has none: make rig-iommufd builds it (about 25 minutes)"
       l1_froze=0
       return 1
     fi
