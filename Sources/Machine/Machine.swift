@@ -133,7 +133,8 @@ public final class Machine: Sendable {
         self.spaces = spaces
         let assignedDevices = AssignedDeviceOpener(kernel: vfioKernel)
         self.topology = Topology(rootBus: rootBus, backends: DeviceBackends(
-            vfioPCI: VFIOPCIDevice(opener: assignedDevices, routes: messageVectorRoutes), networks: networks,
+            vfioPCI: VFIOPCIDevice(opener: assignedDevices, routes: messageVectorRoutes,
+                                   iommufdObjects: Set(configuration.iommufdObjects)), networks: networks,
             messageRoutes: messageVectorRoutes))
         sink.connect(self)
         assignedDevices.connect(self)

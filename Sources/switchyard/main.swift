@@ -68,7 +68,9 @@ let usage = """
                           ioh3420, x3130-upstream, xio3130-downstream, virtio-rng-pci,
                           virtio-net-pci with netdev=ID[,mac=][,mq=on][,vectors=N] (a
                           -netdev of the QEMU-style invocation), and vfio-pci with
-                          host=BDF[,rombar=0|1][,x-no-mmap=on]); BUS is pcie.0 or
+                          host=BDF[,rombar=0|1][,x-no-mmap=on][,iommufd=ID] (VFIO through
+                          iommufd where the kernel has it, else the type1 container; iommufd=
+                          names an -object iommufd,id=ID and insists on it)); BUS is pcie.0 or
                           the id of a bridge or port added earlier. Devices add to a bare
                           q35, as with QEMU: the built-in default machine (a pci-testdev t0
                           at 00:02, a pci-bridge br1 at 00:03 with t1 and t2, an empty root

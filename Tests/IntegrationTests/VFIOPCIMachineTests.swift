@@ -202,6 +202,25 @@ import VMMBase
         }
     }
 
+    /// `iommufd=ID` (QEMU's property, naming an `-object iommufd`) insists on iommufd: a host
+    /// whose VFIO is the type1 container refuses the device with what the kernel needs; one with
+    /// iommufd assigns it.
+    @Test("iommufd= assigns through iommufd or refuses, naming the kernel it needs", arguments: [true, false])
+    func iommufdPropertyInsistsOnIOMMUFD(hostHasIt: Bool) throws {
+        let twin = try VFIOTwinDevice(name: Self.hostText, identity: VFIOTwinIdentity.captured("qemu10-igb"), msixTableTrapped: true)
+        let source = VFIOTwinKernel(devices: [.init(address: Self.host, group: 42, device: twin)], usesIOMMUFD: hostHasIt)
+        var nic = Self.nic
+        nic.properties["iommufd"] = "iommufd0"
+        var configuration = MachineConfiguration(devices: [Self.rootPort, nic])
+        configuration.iommufdObjects = ["iommufd0"]
+        do {
+            let machine = try Machine(configuration, vfioKernel: source)
+            #expect(hostHasIt && machine.device(id: "nic0") != nil)
+        } catch {
+            #expect(!hostHasIt && "\(error)".contains("this host's VFIO has no iommufd"), "\(error)")
+        }
+    }
+
     /// A machine dropped with its device still assigned (tests, fuzzing: many machines in one
     /// process) lets go of it: nothing, the notices thread included, keeps the device (the vfio
     /// fuzz target ran out of file descriptors when the notices outlived their machines).

@@ -13,6 +13,7 @@ struct VFIOPCIOptionTests {
         "vfio-pci,host=0000:01:00.0,rombar=x",
         "vfio-pci,host=0000:01:00.0,x-no-mmap=maybe",
         "vfio-pci,host=0000:01:00.0,foo=1",
+        "vfio-pci,host=0000:01:00.0,iommufd=nope",
     ]
 
     /// QEMU's message without its "qemu-system-x86_64: -device ...: " prefix.
@@ -33,6 +34,34 @@ struct VFIOPCIOptionTests {
         #expect(ours.status != 0)
         let line = ours.err.split(separator: "\n").first.map(String.init) ?? ""
         #expect(line.hasPrefix("switchyard: " + expected), "QEMU: \(expected); switchyard: \(line)")
+    }
+
+    /// `-object iommufd`'s errors against QEMU's, through the QEMU-style invocation.
+    @Test("each bad -object is refused with QEMU's message",
+          arguments: [["-object", "iommufd"], ["-object", "id=i0"], ["-object", "iommufd,id=i0,foo=1"],
+                      ["-object", "iommufd,id=i0", "-object", "iommufd,id=i0"], ["-object", "nosuch,id=i0"]])
+    func badObjectsAsQEMU(arguments: [String]) throws {
+        let qemu = try #require(QTestDifferentialTests.qemu)
+        let theirs = try run(qemu, ["-machine", "q35", "-accel", "tcg", "-S", "-nodefaults", "-display", "none",
+                                    "-monitor", "none"] + arguments)
+        let expected = try #require(theirs.err.split(separator: "\n").first.map(String.init))
+        try #require(expected.hasPrefix("qemu-system-x86_64: -object "), "QEMU said: \(expected)")
+        let ours = try run(switchyardBinary, ["-machine", "q35", "-accel", "qtest", "-nodefaults"] + arguments)
+        #expect(ours.status != 0)
+        let line = ours.err.split(separator: "\n").first.map(String.init) ?? ""
+        #expect(line.hasPrefix("switchyard: " + expected.dropFirst("qemu-system-x86_64: ".count)),
+                "QEMU: \(expected); switchyard: \(line)")
+    }
+
+    /// iommufd= insists on iommufd: on this host (no /dev/iommu) a defined object is refused
+    /// with what the kernel needs; QEMU accepts the object and fails opening /dev/iommu.
+    @Test func iommufdOnAHostWithoutIt() throws {
+        let ours = try run(switchyardBinary, ["-machine", "q35", "-accel", "qtest", "-nodefaults",
+                                              "-object", "iommufd,id=i0", "-device", "vfio-pci,host=0000:7f:1f.7,iommufd=i0"])
+        #expect(ours.status != 0)
+        if !FileManager.default.fileExists(atPath: "/dev/iommu") {
+            #expect(ours.err.contains("this host's VFIO has no iommufd") && ours.err.contains("CONFIG_VFIO_DEVICE_CDEV"), "\(ours.err)")
+        }
     }
 
     @Test("a host function that cannot be assigned here is refused, naming it and the fix, as QEMU refuses it")

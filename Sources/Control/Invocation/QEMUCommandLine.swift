@@ -213,6 +213,13 @@ extension QEMUInvocation {
                     throw InvocationError("-netdev \(text): Duplicate ID '\(netdev.id)' for netdev")
                 }
                 result.machine.netdevs.append(netdev)
+            case "-object":
+                let text = try value(option)
+                let id = try Self.iommufdObject(text)
+                guard !result.machine.iommufdObjects.contains(id) else {
+                    throw InvocationError("-object \(text): Duplicate ID '\(id)' for object")
+                }
+                result.machine.iommufdObjects.append(id)
             case "-nodefaults", "-no-user-config", "-no-shutdown":
                 break
             case "-no-reboot":
@@ -360,6 +367,31 @@ extension QEMUInvocation {
     /// `-sandbox on|off[,spawn=allow|deny][,obsolete=deny]...`, with QEMU's error texts.
     /// The policy `-sandbox TEXT` asks for (nil: off), for commands other than the QEMU-style
     /// invocation (`switchyard run`); `defaultOn` decides when the option is absent.
+    /// `-object iommufd,id=ID` (QEMU's spelling; also `qom-type=iommufd`): the id. Other object
+    /// types, and an fd= of a /dev/iommu the caller opened, are refused with what is supported;
+    /// the errors are QEMU 10's words.
+    static func iommufdObject(_ text: String) throws(InvocationError) -> String {
+        var type: String?, id: String?
+        for (index, part) in text.split(separator: ",", omittingEmptySubsequences: false).enumerated() {
+            let pair = part.split(separator: "=", maxSplits: 1).map(String.init)
+            switch (pair.first, pair.count) {
+            case (let key?, 1) where index == 0: type = key
+            case ("qom-type", 2): type = pair[1]
+            case ("id", 2): id = pair[1]
+            case ("fd", 2):
+                throw InvocationError("-object \(text): fd= is not supported: Switchyard opens /dev/iommu itself; leave fd= out")
+            default:
+                throw InvocationError("-object \(text): Invalid parameter '\(pair.first ?? "")'")
+            }
+        }
+        guard let type else { throw InvocationError("-object \(text): Parameter 'qom-type' is missing") }
+        guard type == "iommufd" else {
+            throw InvocationError("-object \(text): Parameter 'qom-type' does not accept value '\(type)' (Switchyard knows iommufd: -object iommufd,id=ID)")
+        }
+        guard let id, !id.isEmpty else { throw InvocationError("-object \(text): Parameter 'id' is missing") }
+        return id
+    }
+
     public static func sandboxPolicy(option text: String?, defaultOn: Bool) throws(InvocationError) -> SandboxPolicy? {
         var parsed = QEMUInvocation()
         if let text { try sandboxOption(text, into: &parsed) }

@@ -11,6 +11,8 @@ public struct MachineConfiguration: Sendable, Hashable {
     public var acpiPCIHotplug: Bool
     /// Host network backends (-netdev), by id, for devices' netdev= to name.
     public var netdevs: [NetdevSpec] = []
+    /// `-object iommufd,id=ID`: the iommufd objects a vfio-pci's `iommufd=` may name.
+    public var iommufdObjects: [String] = []
 
     public init(memorySize: UInt64 = 128 << 20, layout: Q35Layout = .standard, devices: [DeviceSpec] = [],
                 acpiPCIHotplug: Bool = false) {

@@ -14,6 +14,8 @@ final class AssignedDeviceOpener: Sendable {
 
     init(kernel: any VFIOKernel) { self.kernel = kernel }
 
+    var usesIOMMUFD: Bool { kernel.usesIOMMUFD }
+
     func connect(_ machine: Machine) { link.withLock { $0.machine = machine } }
 
     func open(_ host: PCIAddress) throws(VFIOError) -> MachineVFIO.Assignment {

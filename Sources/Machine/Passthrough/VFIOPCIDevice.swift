@@ -4,15 +4,18 @@ import PCIPassthrough
 import VFIO
 import VMMBase
 
-/// `-device vfio-pci,host=BDF[,rombar=0|1][,x-no-mmap=on|off]`: QEMU's properties and
-/// errors, the guest topology's PCI Express position, and the machine's VFIO and interrupt
-/// routes.
+/// `-device vfio-pci,host=BDF[,rombar=0|1][,x-no-mmap=on|off][,iommufd=ID]`: QEMU's
+/// properties and errors, the guest topology's PCI Express position, and the machine's VFIO and
+/// interrupt routes. iommufd= (an `-object iommufd`) insists on iommufd, which the machine
+/// otherwise takes by itself where the kernel has it; it is refused where the kernel has not.
 struct VFIOPCIDevice: Sendable {
     static let driver = "vfio-pci"
-    static let properties = ["host", "rombar", "x-no-mmap"]
+    static let properties = ["host", "rombar", "x-no-mmap", "iommufd"]
 
     let opener: AssignedDeviceOpener
     let routes: MessageVectorRoutes
+    /// The machine's `-object iommufd` ids.
+    let iommufdObjects: Set<String>
 
     func make(_ spec: DeviceSpec, id: String, parent: (any PCIBridgeFunction)?) throws(MachineConfigurationError) -> AssignedPCIFunction {
         for key in spec.properties.keys.sorted() where !Self.properties.contains(key) {
@@ -23,6 +26,14 @@ struct VFIOPCIDevice: Sendable {
         }
         guard let host = PCIAddress(parsing: hostText) else {
             throw .device(id: id, reason: "Property '\(Self.driver).host' doesn't take value '\(hostText)'")
+        }
+        if let object = spec.properties["iommufd"] {
+            guard iommufdObjects.contains(object) else {
+                throw .device(id: id, reason: "Device '\(object)' not found (define it first: -object iommufd,id=\(object))")
+            }
+            guard opener.usesIOMMUFD else {
+                throw .device(id: id, reason: "iommufd=\(object): this host's VFIO has no iommufd, which needs /dev/iommu and VFIO device cdevs (Linux 6.6 or later built with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV); leave iommufd= out to use the type1 container")
+            }
         }
         var options = AssignmentOptions(position: Self.position(behind: parent))
         if let text = spec.properties["rombar"] {

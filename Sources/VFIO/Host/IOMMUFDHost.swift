@@ -38,6 +38,8 @@ public final class IOMMUFDHost: VFIOKernel {
         return IOMMUFDAddressSpace(fd, ioas: b[u32: 8])
     }
 
+    public var usesIOMMUFD: Bool { true }
+
     public func iommuGroup(of device: PCIAddress) throws(VFIOError) -> Int { try groups.iommuGroup(of: device) }
 
     public func openGroup(_ number: Int) throws(VFIOError) -> any VFIOGroupIO {

@@ -14,12 +14,19 @@ import VMMBase
 
 /// Opens containers and groups: the root of the seam, handed to the machine.
 public protocol VFIOKernel: AnyObject, Sendable {
+    /// Devices are cdevs bound to an iommufd (`IOMMUFDHost`), not group members in a type1
+    /// container; what QEMU's `iommufd=` property asks for.
+    var usesIOMMUFD: Bool { get }
     /// A new, empty container (/dev/vfio/vfio).
     func openContainer() throws(VFIOError) -> any VFIOContainerIO
     /// The IOMMU group of a host PCI function (/sys/bus/pci/devices/BDF/iommu_group).
     func iommuGroup(of device: PCIAddress) throws(VFIOError) -> Int
     /// The group's character device (/dev/vfio/N).
     func openGroup(_ number: Int) throws(VFIOError) -> any VFIOGroupIO
+}
+
+extension VFIOKernel {
+    public var usesIOMMUFD: Bool { false }
 }
 
 /// A container: one IOMMU context, shared by the groups put in it; DMA maps live here.

@@ -25,8 +25,12 @@ public final class VFIOTwinKernel: VFIOKernel {
     private let devices: [Assigned]
     private let containers = Mutex<[VFIOTwinContainer]>([])
 
+    /// Whether it stands for a host with iommufd (what vfio-pci's iommufd= needs).
+    public let usesIOMMUFD: Bool
+
     public init(devices: [Assigned], containerConfiguration: VFIOTwinContainer.Configuration = .init(),
-                log: VFIOTwinLog = VFIOTwinLog()) {
+                log: VFIOTwinLog = VFIOTwinLog(), usesIOMMUFD: Bool = false) {
+        self.usesIOMMUFD = usesIOMMUFD
         self.devices = devices
         self.containerConfiguration = containerConfiguration
         self.log = log

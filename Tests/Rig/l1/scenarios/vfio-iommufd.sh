@@ -9,6 +9,8 @@
 #   unbind), hot-plugged and unplugged, under QEMU; DMA of 4 MiB each way with equal md5, MSI-X
 #   vectors counting, no MMIO exits; each Switchyard run also checks that the VMM's open files
 #   are /dev/iommu and a device cdev, not /dev/vfio/vfio;
+# - vfio-nvme again with -object iommufd,id=iommufd0 and iommufd=iommufd0 on both VMMs'
+#   cold-plugged VF (QEMU's spelling): QEMU then holds the VF through iommufd too;
 # - vfio-busreset: the lone e1000's reset (VFIO_DEVICE_RESET) and the pair's bus reset, which
 #   under iommufd passes no group fds (the kernel finds function 1 owned: same group).
 . /rig/lib.sh
@@ -21,6 +23,8 @@ check "L1's kernel has VFIO device cdevs (a vfio-dev major in /proc/devices)" gr
 [ "$(vfio_kernel_backend)" = iommufd ] || { echo "CHECK FAILED: this L1 has no iommufd; is vfio-iommufd.l0's kernel booted?"; exit 1; }
 echo "=== vfio-nvme under iommufd"
 /rig/scenarios/vfio-nvme.sh || fails=$((fails + 1))
+echo "=== vfio-nvme again, both VMMs told iommufd=iommufd0 with -object iommufd,id=iommufd0 (QEMU's spelling)"
+VFIO_IOMMUFD_OBJECT=1 /rig/scenarios/vfio-nvme.sh || fails=$((fails + 1))
 echo "=== vfio-busreset under iommufd"
 /rig/scenarios/vfio-busreset.sh || fails=$((fails + 1))
 [ $fails = 0 ]

@@ -40,7 +40,10 @@ run_l2() {
     # Switchyard's seccomp sandbox (the -accel kvm default) is on while the VF works:
     # the kernel's view of the VMM process, mode 2 = filter.
     # And it holds the VF through the kernel's newest interface (its open files say which).
-    case $_label in switchyard*)
+    case $_label in qemu)
+      [ -n "${VFIO_IOMMUFD_OBJECT:-}" ] && check "$_label: QEMU holds the VF through iommufd, as iommufd= asks (its files: $(vfio_backend "$(cat /tmp/l2.pid)"))" \
+        [ "$(vfio_backend "$(cat /tmp/l2.pid)")" = iommufd ] ;;
+    switchyard*)
       check "$_label: the VMM runs under its seccomp filter (/proc/PID/status Seccomp: 2)" \
         grep -q '^Seccomp:[[:space:]]*2$' /proc/$(cat /tmp/l2.pid)/status
       _b=$(vfio_backend "$(cat /tmp/l2.pid)")
@@ -192,9 +195,11 @@ run_l2_hotplug() {
 # INTx first, on the PF (a VF has no INTx pin): L2 boots with pci=nomsi, so its nvme driver
 # takes the controller's pin: VFIO's trigger eventfd is a KVM resampling irqfd on the pin's
 # IOAPIC input, and the guest's EOI unmasks it. The PF then goes back to L1's nvme driver,
-# which sets up the VFs.
-/switchyard host bind $nvme_pf || echo "CHECK FAILED: host bind $nvme_pf"
-if [ "$(driver_of $nvme_pf)" = vfio-pci ]; then
+# which sets up the VFs. (VFIO_IOMMUFD_OBJECT=1, a second pass in one L1: the cold-plugged VF
+# under both VMMs only; the VF is there and on vfio-pci from the first.)
+SECOND_PASS=${VFIO_IOMMUFD_OBJECT:-}
+[ -n "$SECOND_PASS" ] || /switchyard host bind $nvme_pf || echo "CHECK FAILED: host bind $nvme_pf"
+if [ -z "$SECOND_PASS" ] && [ "$(driver_of $nvme_pf)" = vfio-pci ]; then
   ASSIGNED=$nvme_pf NVME_APPEND=pci=nomsi NVME_IRQ=IO-APIC
   run_l2 switchyard-intx /switchyard -machine q35 -accel kvm -m 256 -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD \
     $PORT -device vfio-pci,host=$nvme_pf,bus=rp1
@@ -207,16 +212,20 @@ fi
 _i=0
 while ! ls /sys/bus/pci/devices/$nvme_pf/nvme/ 2>/dev/null | grep -q nvme && [ $_i -lt 300 ]; do sleep 0.1; _i=$((_i + 1)); done
 
-/switchyard host sriov $nvme_pf --vfs 1 --assign-resources || { echo "CHECK FAILED: host sriov on $nvme_pf"; exit 1; }
+[ -n "$SECOND_PASS" ] || /switchyard host sriov $nvme_pf --vfs 1 --assign-resources || { echo "CHECK FAILED: host sriov on $nvme_pf"; exit 1; }
 vf=$(basename "$(readlink /sys/bus/pci/devices/$nvme_pf/virtfn0)")
 ASSIGNED=$vf
-/switchyard host bind $vf || { echo "CHECK FAILED: host bind $vf"; exit 1; }
+[ -n "$SECOND_PASS" ] || /switchyard host bind $vf || { echo "CHECK FAILED: host bind $vf"; exit 1; }
 check "VF $vf bound to vfio-pci" [ "$(driver_of $vf)" = vfio-pci ]
 group=$(group_of $vf)
 check "/dev/vfio/$group present" [ -c /dev/vfio/$group ]
 echo "NVMe PF $nvme_pf, VF $vf in IOMMU group $group"
 
-SY="/switchyard -machine q35 -accel kvm -m 256 -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $PORT -device vfio-pci,host=$vf,bus=rp1"
+# VFIO_IOMMUFD_OBJECT=1 (vfio-iommufd's second pass): both VMMs' cold-plugged VF names an
+# iommufd object, QEMU's spelling (-object iommufd,id=ID ... iommufd=ID), so QEMU uses iommufd too.
+OBJ="" ASSIGN=""
+[ -n "${VFIO_IOMMUFD_OBJECT:-}" ] && OBJ="-object iommufd,id=iommufd0" ASSIGN=",iommufd=iommufd0"
+SY="/switchyard -machine q35 -accel kvm -m 256 -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $PORT $OBJ -device vfio-pci,host=$vf,bus=rp1$ASSIGN"
 # run.sh --append rig.vfio=switchyard-only: one Switchyard run alone (for debugging the VMM;
 # the scenario then fails for want of QEMU's figures).
 if grep -q 'rig.vfio=switchyard-only' /proc/cmdline; then
@@ -231,21 +240,23 @@ if kvm_counters_ready; then _exits=1; else echo "no KVM statistics in L1's debug
 NVME_EXITS=$_exits
 run_l2 switchyard $SY
 NVME_EXITS=
-# The second run ends with the host taking the VF back while L2 runs (take_back).
-NVME_HOLD=1
-run_l2 switchyard2 $SY
-NVME_HOLD=
-# Then hot-plugged after boot, unplugged by button and by surprise.
-HP_SURPRISE=1 run_l2_hotplug switchyard-hp /switchyard -machine q35 -accel kvm -m 256 -kernel $L2_SWITCHYARD_KERNEL \
-  -initrd $L2_INITRD $PORT,x-hotplug-surprise=on
+if [ -z "$SECOND_PASS" ]; then
+  # The second run ends with the host taking the VF back while L2 runs (take_back).
+  NVME_HOLD=1
+  run_l2 switchyard2 $SY
+  NVME_HOLD=
+  # Then hot-plugged after boot, unplugged by button and by surprise.
+  HP_SURPRISE=1 run_l2_hotplug switchyard-hp /switchyard -machine q35 -accel kvm -m 256 -kernel $L2_SWITCHYARD_KERNEL \
+    -initrd $L2_INITRD $PORT,x-hotplug-surprise=on
+fi
 NVME_EXITS=$_exits
 run_l2 qemu qemu-system-x86_64 -accel kvm -cpu host -M q35 -m 256 -nodefaults -display none -no-reboot -serial stdio \
-  -kernel $L2_QEMU_KERNEL -initrd $L2_INITRD $PORT -device vfio-pci,host=$vf,bus=rp1
+  -kernel $L2_QEMU_KERNEL -initrd $L2_INITRD $PORT $OBJ -device vfio-pci,host=$vf,bus=rp1$ASSIGN
 NVME_EXITS=
 # QEMU hot-plugging the same VF: its q35 hot-plugs through ACPI by default; native PCIe hot-plug,
 # as Switchyard's, needs the LPC's bridge support off. The reference for the time to the namespace,
 # and the side-by-side of the hot-plug (in make test since 2026-12-07: about 30 s of L1 time).
-run_l2_hotplug qemu-hp qemu-system-x86_64 -accel kvm -cpu host -M q35 -m 256 -nodefaults -display none -no-reboot \
+[ -n "$SECOND_PASS" ] || run_l2_hotplug qemu-hp qemu-system-x86_64 -accel kvm -cpu host -M q35 -m 256 -nodefaults -display none -no-reboot \
   -serial stdio -global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off -kernel $L2_QEMU_KERNEL -initrd $L2_INITRD $PORT
 
 # Ratios Switchyard / QEMU from this one L1 boot (figures vary with the host's load).
