@@ -205,6 +205,6 @@ final class IOMMUFDGroup: VFIOGroupIO {
             throw VFIOError(.kernel, operation: "VFIO_DEVICE_ATTACH_IOMMUFD_PT(IOAS \(ioas.ioas))", subject: "\(path) (\(name))",
                             system: error)
         }
-        return VFIOHostDevice(name: name, descriptor: fd, boundToIOMMUFD: true)
+        return VFIOHostDevice(name: name, descriptor: fd)
     }
 }

@@ -5,13 +5,10 @@ import VMMBase
 final class VFIOHostDevice: VFIODeviceIO {
     let name: String
     let descriptor: FileDescriptor
-    /// Opened as /dev/vfio/devices/vfioN and bound to an iommufd: a hot reset passes no group fds.
-    let boundToIOMMUFD: Bool
 
-    init(name: String, descriptor: consuming FileDescriptor, boundToIOMMUFD: Bool = false) {
+    init(name: String, descriptor: consuming FileDescriptor) {
         self.name = name
         self.descriptor = descriptor
-        self.boundToIOMMUFD = boundToIOMMUFD
     }
 
     private var subject: String { "device \(name)" }
@@ -93,8 +90,8 @@ final class VFIOHostDevice: VFIODeviceIO {
 
     func hotReset(groups: [any VFIOGroupIO]) throws(VFIOError) {
         var fds: [Int32] = []
-        // A cdev proves ownership through its iommufd; the kernel wants an empty fd array.
-        for group in boundToIOMMUFD ? [] : groups {
+        // (A cdev's caller passes no groups: its iommufd is the proof, and the array is empty.)
+        for group in groups {
             guard let host = group as? VFIOHostGroup else {
                 throw VFIOError(.invalidRequest("group \(group.number) is not a /dev/vfio group"),
                                 operation: "VFIO_DEVICE_PCI_HOT_RESET", subject: subject)

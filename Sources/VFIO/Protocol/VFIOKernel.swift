@@ -77,8 +77,9 @@ public protocol VFIODeviceIO: AnyObject, Sendable {
     func reset() throws(VFIOError)
     /// VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: every function a bus reset would also reset.
     func hotResetInfo() throws(VFIOError) -> [VFIOHotResetDependency]
-    /// VFIO_DEVICE_PCI_HOT_RESET, proving ownership of every affected group by its fd. A device
-    /// bound to iommufd proves it through its iommufd instead and passes no fds (`groups` unused).
+    /// VFIO_DEVICE_PCI_HOT_RESET, proving ownership of every affected group by its fd. For a
+    /// device bound to iommufd (its dependencies' owners are `.iommufd`) `groups` is empty: the
+    /// iommufd is the proof.
     func hotReset(groups: [any VFIOGroupIO]) throws(VFIOError)
     /// pread on the device fd at an absolute offset (a region's `offset` plus the offset inside
     /// it); returns the bytes read. Use the `read(region:at:count:)` helpers, which bound it.
