@@ -53,18 +53,50 @@ final class NetDatapath: Sendable {
     }
 
     private struct Worker {
-        /// Receive chains taken from the ring but not yet used, per pair (mergeable buffers
-        /// take enough for the largest frame before each readv; the rest wait here).
-        var stash: [[DescriptorChain]]
         /// Backend queues not polled until the driver adds receive buffers.
         var parked: [Bool]
-        /// Reused by every transmitted frame: its iovecs, and the chains sent since the used
-        /// ring was last updated (so the steady state allocates nothing per frame).
+        /// Reused by every transmitted frame: its iovecs, and the used entries of the chains
+        /// sent since the used ring was last updated (so the steady state allocates nothing
+        /// per frame).
         var transmitVectors: [iovec] = []
-        var transmitted: [(chain: DescriptorChain, written: Int)] = []
-        /// The same for received frames.
-        var receiveVectors: [iovec] = []
-        var received: [(chain: DescriptorChain, written: Int)] = []
+        var transmitted: [UsedElement] = []
+        var receiving = ReceiveBuffers()
+    }
+
+    /// Receive chains popped in the current burst and not yet filled (mergeable buffers take
+    /// enough for the largest frame before each readv), their iovecs contiguous in chain
+    /// order, and the used entries of the frames delivered since the used ring was last
+    /// updated. The iovecs are lent for one burst: what is left unfilled at its end goes back
+    /// to the ring (`VirtQueue.undoPop`) and is popped again by the next.
+    private struct ReceiveBuffers {
+        var chains: [LentChain] = []
+        var vectors: [iovec] = []
+        var used: [UsedElement] = []
+        /// Writable bytes in `chains`.
+        var bytes = 0
+
+        mutating func add(_ chain: LentChain) {
+            chains.append(chain)
+            bytes += chain.writableLength
+        }
+
+        /// The first `count` chains were filled: they and their iovecs leave.
+        mutating func removeFirst(_ count: Int) {
+            let filled = chains[..<count]
+            vectors.removeFirst(filled.reduce(0) { $0 + $1.vectorCount })
+            bytes -= filled.reduce(0) { $0 + $1.writableLength }
+            chains.removeFirst(count)
+        }
+
+        /// Forgets the unfilled chains (capacity kept); returns how many there were.
+        mutating func forgetUnfilled() -> Int {
+            defer {
+                chains.removeAll(keepingCapacity: true)
+                vectors.removeAll(keepingCapacity: true)
+                bytes = 0
+            }
+            return chains.count
+        }
     }
 
     private enum ReceiveOutcome { case drained, needsBuffers }
@@ -83,7 +115,7 @@ final class NetDatapath: Sendable {
         self.shared = shared
         self.vhost = vhost
         handles = try Handles()
-        worker = Mutex(Worker(stash: Array(repeating: [], count: pairs), parked: Array(repeating: false, count: backend.count)))
+        worker = Mutex(Worker(parked: Array(repeating: false, count: backend.count)))
         try handles.epoll.add(handles.wake.rawValue, events: .readable, data: 0)
         if let vhost {
             // The taps and the data queues' kicks are vhost's; its calls without an in-kernel
@@ -231,8 +263,7 @@ final class NetDatapath: Sendable {
                     }
                     guard ready[j], !w.parked[j] else { continue }
                     ready[j] = false
-                    if receive(from: backend[j], pair: pair, stash: &w.stash[pair], filter: filter,
-                               vectors: &w.receiveVectors, received: &w.received) == .needsBuffers {
+                    if receive(from: backend[j], pair: pair, filter: filter, buffers: &w.receiving) == .needsBuffers {
                         // Until the driver adds buffers: a readable tap would spin the thread.
                         w.parked[j] = true
                         try? handles.epoll.remove(backend[j].pollDescriptor)
@@ -290,7 +321,7 @@ final class NetDatapath: Sendable {
     /// `DMAPort.burst`), the used ring updated (one used->idx store) and the interrupt decided
     /// at the end of each. A wait for room in a full host queue happens between batches, so an
     /// unplug never waits for the host.
-    private func transmit(pair: Int, vectors: inout [iovec], transmitted: inout [(chain: DescriptorChain, written: Int)]) {
+    private func transmit(pair: Int, vectors: inout [iovec], transmitted: inout [UsedElement]) {
         guard let queue = queues[safe: 2 * pair + 1] ?? nil else { return }
         transmitted.removeAll(keepingCapacity: true)
         do {
@@ -316,21 +347,20 @@ final class NetDatapath: Sendable {
     }
 
     private func transmitBatch(from queue: VirtQueue, pair: Int, vectors: inout [iovec],
-                               transmitted: inout [(chain: DescriptorChain, written: Int)]) throws(VirtQueueError) -> TransmitStep {
+                               transmitted: inout [UsedElement]) throws(VirtQueueError) -> TransmitStep {
         var sent = 0
-        while sent < Self.interruptBatch, let chain = try queue.pop() {
+        // The frame's bytes are lent once, at the pop: the header is read from them, and they
+        // are what writev sends.
+        vectors.removeAll(keepingCapacity: true)
+        while sent < Self.interruptBatch, let chain = try queue.popLending(.readable, into: &vectors) {
             sent += 1
             guard chain.readableLength >= VirtioNetHeader.size else {
                 interrupts.deviceNeedsReset("transmit queue \(2 * pair + 1): a chain of \(chain.readableLength) readable bytes has no \(VirtioNetHeader.size)-byte virtio-net header")
                 try? complete(&transmitted, on: queue)
                 return .drained
             }
-            transmitted.append((chain, 0))
-            // The frame's bytes are lent once: the header is read from them, and they are what
-            // writev sends.
-            vectors.removeAll(keepingCapacity: true)
-            try chain.appendHostIOVectors(.readable, to: &vectors)
-            if let problem = Self.header(in: vectors).transmitViolation(negotiated) {
+            transmitted.append(UsedElement(head: chain.head, written: 0))
+            if let problem = vectors.withUnsafeBufferPointer({ Self.header(in: $0) }).transmitViolation(negotiated) {
                 GuestErrorLog.report(device: device, kind: "tx-header", "\(problem); frame dropped")
             } else if shared.linkUp.load(ordering: .acquiring), pair < backend.count,
                       !send(vectors, to: backend[pair]) {
@@ -344,15 +374,15 @@ final class NetDatapath: Sendable {
     }
 
     /// Returns `chains` to the used ring at once and empties the list (capacity kept).
-    private func complete(_ chains: inout [(chain: DescriptorChain, written: Int)], on queue: VirtQueue) throws(VirtQueueError) {
-        guard !chains.isEmpty else { return }
-        try queue.complete(chains)
-        chains.removeAll(keepingCapacity: true)
+    private func complete(_ used: inout [UsedElement], on queue: VirtQueue) throws(VirtQueueError) {
+        guard !used.isEmpty else { return }
+        try used.withUnsafeBufferPointer { u in Result { () throws(VirtQueueError) in try queue.complete(u) } }.get()
+        used.removeAll(keepingCapacity: true)
     }
 
     /// The virtio-net header at the start of a frame's lent bytes (at least its size: checked
     /// against the chain's readable length).
-    private static func header(in vectors: [iovec]) -> VirtioNetHeader {
+    private static func header(in vectors: UnsafeBufferPointer<iovec>) -> VirtioNetHeader {
         var raw: (UInt64, UInt32) = (0, 0)
         return withUnsafeMutableBytes(of: &raw) { bytes in
             _ = gather(from: vectors, skipping: 0, into: bytes[..<VirtioNetHeader.size])
@@ -362,7 +392,7 @@ final class NetDatapath: Sendable {
 
     /// Copies the lent bytes after the first `skip` into `destination`, as many as fit; returns
     /// how many were copied.
-    private static func gather(from vectors: [iovec], skipping skip: Int, into destination: Slice<UnsafeMutableRawBufferPointer>) -> Int {
+    private static func gather(from vectors: UnsafeBufferPointer<iovec>, skipping skip: Int, into destination: Slice<UnsafeMutableRawBufferPointer>) -> Int {
         guard let start = destination.base.baseAddress.map({ $0 + destination.startIndex }) else { return 0 }
         var skip = skip, filled = 0
         for vector in vectors where filled < destination.count {
@@ -414,16 +444,14 @@ final class NetDatapath: Sendable {
 
     /// Delivers waiting frames, a batch at a time under one DMA admission (`DMAPort.burst`);
     /// readv does not block, so a batch never waits on the host.
-    private func receive(from backendQueue: any PacketQueue, pair: Int, stash: inout [DescriptorChain],
-                         filter: ReceiveFilter, vectors: inout [iovec],
-                         received: inout [(chain: DescriptorChain, written: Int)]) -> ReceiveOutcome {
+    private func receive(from backendQueue: any PacketQueue, pair: Int, filter: ReceiveFilter,
+                         buffers: inout ReceiveBuffers) -> ReceiveOutcome {
         guard let queue = queues[safe: 2 * pair] ?? nil else { return .needsBuffers }
         var delivered = 0
         defer { if delivered > 0 { _ = try? queue.interruptIfNeeded() } }
         while true {
             let step = queue.burst {
-                receiveBatch(from: backendQueue, into: queue, pair: pair, stash: &stash, filter: filter,
-                             vectors: &vectors, received: &received, delivered: &delivered)
+                receiveBatch(from: backendQueue, into: queue, pair: pair, filter: filter, buffers: &buffers, delivered: &delivered)
             }
             switch step {
             case .more:
@@ -439,43 +467,42 @@ final class NetDatapath: Sendable {
 
     /// Up to `interruptBatch` frames, each read straight into the lent bytes of the chains it
     /// fills (one readv), its header's num_buffers stored there too; the chains it used go back
-    /// to the used ring together at the end of the batch.
+    /// to the used ring together at the end of the batch, and those popped but not filled go
+    /// back to the available ring (their bytes were lent for this burst only).
     private func receiveBatch(from backendQueue: any PacketQueue, into queue: VirtQueue, pair: Int,
-                              stash: inout [DescriptorChain], filter: ReceiveFilter, vectors: inout [iovec],
-                              received: inout [(chain: DescriptorChain, written: Int)], delivered: inout Int) -> ReceiveStep {
+                              filter: ReceiveFilter, buffers: inout ReceiveBuffers, delivered: inout Int) -> ReceiveStep {
         let mergeable = negotiated.contains(.mergeableReceiveBuffers)
         let needed = negotiated.largestReceivedFrame
-        received.removeAll(keepingCapacity: true)
-        // Every way out returns the frames delivered so far to the used ring first.
+        // Every way out publishes the frames delivered so far first.
         func finish(_ step: ReceiveStep) -> ReceiveStep {
-            guard !received.isEmpty else { return step }
+            queue.undoPop(buffers.forgetUnfilled())
+            guard !buffers.used.isEmpty else { return step }
+            defer { buffers.used.removeAll(keepingCapacity: true) }
             do {
-                try queue.complete(received)
+                try complete(&buffers.used, on: queue)
             } catch {
                 // The queue has marked the device NEEDS_RESET and logged why.
-                received.removeAll(keepingCapacity: true)
-                stash.removeAll()
                 return .stopped(.needsBuffers)
             }
-            received.removeAll(keepingCapacity: true)
             return step
         }
-        // Writable bytes in the stash, kept as chains come and go (a frame needs `needed`).
-        var stashed = stash.reduce(0) { $0 + $1.writableLength }
-        func short() -> Bool { stash.isEmpty || (mergeable && stashed < needed) }
+        // The queue is broken: nothing to give back.
+        func fail() -> ReceiveStep {
+            _ = buffers.forgetUnfilled()
+            return finish(.stopped(.needsBuffers))
+        }
+        func short() -> Bool { buffers.chains.isEmpty || (mergeable && buffers.bytes < needed) }
         var taken = 0
         while taken < Self.interruptBatch {
             guard shared.linkUp.load(ordering: .acquiring) else { return finish(.linkDown) }
             do {
                 while short() {
-                    guard let chain = try queue.pop() else { break }
-                    guard chain.readable.isEmpty, chain.writableLength >= VirtioNetHeader.size else {
+                    guard let chain = try queue.popLending(.writable, into: &buffers.vectors) else { break }
+                    guard chain.readableLength == 0, chain.writableLength >= VirtioNetHeader.size else {
                         interrupts.deviceNeedsReset("receive queue \(2 * pair): a buffer with \(chain.readableLength) readable and \(chain.writableLength) writable bytes cannot take a \(VirtioNetHeader.size)-byte header and frame")
-                        stash.removeAll()
-                        return finish(.stopped(.needsBuffers))
+                        return fail()
                     }
-                    stash.append(chain)
-                    stashed += chain.writableLength
+                    buffers.add(chain)
                 }
                 if short() {
                     // Ask for a kick; buffers that arrived meanwhile are taken at once.
@@ -483,18 +510,12 @@ final class NetDatapath: Sendable {
                     return finish(.stopped(.needsBuffers))
                 }
             } catch {
-                return finish(.stopped(.needsBuffers))
+                return fail()
             }
-            let offered = mergeable ? stash.count : 1
-            vectors.removeAll(keepingCapacity: true)
-            do {
-                for chain in stash.prefix(offered) { try chain.appendHostIOVectors(.writable, to: &vectors) }
-            } catch {
-                stash.removeAll()
-                return finish(.stopped(.needsBuffers))
-            }
-            let outcome = vectors.withUnsafeBufferPointer { p in
-                Result { () throws(SystemError) -> Int? in try backendQueue.readv(p) }
+            let offered = mergeable ? buffers.chains.count : 1
+            let offeredVectors = mergeable ? buffers.vectors.count : buffers.chains[0].vectorCount
+            let outcome = buffers.vectors.withUnsafeBufferPointer { p in
+                Result { () throws(SystemError) -> Int? in try backendQueue.readv(UnsafeBufferPointer(rebasing: p[..<offeredVectors])) }
             }
             let length: Int
             switch outcome {
@@ -505,22 +526,26 @@ final class NetDatapath: Sendable {
                 return finish(.stopped(.drained))
             }
             taken += 1
-            // A runt, or a frame the driver's filters refuse: its buffers stay for the next.
-            guard length >= VirtioNetHeader.size + 14, Self.withEthernetHeader(in: vectors, length: length, { filter.accepts($0) }) else { continue }
-            var remaining = length, used = 0
-            for chain in stash.prefix(offered) where remaining > 0 {
-                remaining -= min(remaining, chain.writableLength)
-                used += 1
+            let accepted = buffers.vectors.withUnsafeBufferPointer { frame in
+                // A runt, or a frame the driver's filters refuse: its buffers stay for the next.
+                guard length >= VirtioNetHeader.size + 14,
+                      Self.withEthernetHeader(in: frame, length: length, { filter.accepts($0) }) else { return 0 }
+                var remaining = length, used = 0
+                for chain in buffers.chains[..<offered] where remaining > 0 {
+                    remaining -= min(remaining, chain.writableLength)
+                    used += 1
+                }
+                Self.storeNumberOfBuffers(UInt16(truncatingIfNeeded: used), in: frame)
+                return used
             }
-            Self.storeNumberOfBuffers(UInt16(truncatingIfNeeded: used), in: vectors)
-            remaining = length
-            for chain in stash.prefix(used) {
+            guard accepted > 0 else { continue }
+            var remaining = length
+            for chain in buffers.chains[..<accepted] {
                 let part = min(remaining, chain.writableLength)
-                received.append((chain, part))
+                buffers.used.append(UsedElement(head: chain.head, written: UInt32(part)))
                 remaining -= part
-                stashed -= chain.writableLength
             }
-            stash.removeFirst(used)
+            buffers.removeFirst(accepted)
             delivered += 1
         }
         return finish(.more)
@@ -528,7 +553,7 @@ final class NetDatapath: Sendable {
 
     /// Runs `body` on the Ethernet header of a received frame (up to 18 bytes after the vnet
     /// header: addresses, type, a VLAN tag) copied out of its lent bytes.
-    private static func withEthernetHeader(in vectors: [iovec], length: Int,
+    private static func withEthernetHeader(in vectors: UnsafeBufferPointer<iovec>, length: Int,
                                            _ body: (Slice<UnsafeRawBufferPointer>) -> Bool) -> Bool {
         var raw: (UInt64, UInt64, UInt16) = (0, 0, 0)
         let wanted = min(length - VirtioNetHeader.size, 18)
@@ -540,7 +565,7 @@ final class NetDatapath: Sendable {
 
     /// The header's num_buffers (little-endian, bytes 10-11), stored in the frame's lent bytes
     /// (the chain was checked to hold the whole header).
-    private static func storeNumberOfBuffers(_ count: UInt16, in vectors: [iovec]) {
+    private static func storeNumberOfBuffers(_ count: UInt16, in vectors: UnsafeBufferPointer<iovec>) {
         var position = 0
         for vector in vectors {
             guard let base = vector.iov_base else { continue }

@@ -227,11 +227,44 @@ import VMMBase
         // The port refuses a span outside RAM and the interrupt window, as for any access.
         #expect(throws: DMAError.self) { try h.port.hostSegments(at: UInt64(TestRAM.size) - 4, length: 8, write: true) }
         #expect(throws: DMAError.self) { try h.port.hostSegments(at: 0xFEE0_0000, length: 4, write: false) }
-        // The transmit path's iovecs: the same guest bytes, in chain order.
+        // The datapaths' pop: the same chain again (given back), its guest bytes as iovecs
+        // in chain order, appended after what the caller's array holds.
+        queue.undoPop()
+        var vectors = [iovec(iov_base: nil, iov_len: 99)]
+        let lent = try #require(try queue.popLending(.writable, into: &vectors))
+        #expect(lent == LentChain(head: 0, readableLength: 0, writableLength: 16, vectorCount: 2))
+        #expect(vectors.map(\.iov_len) == [99, 8, 8])
+        #expect(vectors.dropFirst().map { $0.iov_base?.load(as: UInt8.self) } == [0xA0, 0xA1])
+    }
+
+    @Test func aLendingPopLendsOneDirectionAndAppendsNothingWhenItFails() throws {
+        let h = try VirtioDriverHarness(device: ReplyDevice(replyLength: 0))
+        #expect(h.initialize() == 0xF)
+        let queue = VirtQueue(index: 0, size: 8, addresses: VirtQueueAddresses(descriptorTable: h.descriptors, driverArea: h.available,
+                                                                              deviceArea: h.used),
+                              features: [.version1], port: h.port, interrupts: NoInterrupts())
+        // A request (readable 12 + 20 bytes) with room for a reply (writable 4 bytes).
+        h.writeDescriptor(0, address: h.buffers, length: 12, flags: 1, next: 1)
+        h.writeDescriptor(1, address: h.buffers + 0x100, length: 20, flags: 1, next: 2)
+        h.writeDescriptor(2, address: h.buffers + 0x800, length: 4, flags: 2)
+        h.makeAvailable(0)
         var vectors: [iovec] = []
-        try chain.appendHostIOVectors(.writable, to: &vectors)
-        #expect(vectors.map(\.iov_len) == [8, 8])
-        #expect(vectors.map { $0.iov_base?.load(as: UInt8.self) } == [0xA0, 0xA1])
+        let request = try #require(try queue.popLending(.readable, into: &vectors))
+        #expect(request == LentChain(head: 0, readableLength: 32, writableLength: 4, vectorCount: 2))
+        #expect(vectors.map(\.iov_len) == [12, 20])
+        // Published through the used ring as the driver reads it: id and length, then the index.
+        try [UsedElement(head: 0, written: 4)].withUnsafeBufferPointer { try queue.complete($0) }
+        #expect(h.usedIndex == 1)
+        #expect(h.usedElement(0) == (id: 0, length: 4))
+        // A chain that breaks a rule halfway (a writable buffer past RAM after a good one)
+        // leaves the caller's iovecs as they were and the device NEEDS_RESET.
+        h.writeDescriptor(3, address: h.buffers, length: 8, flags: 2 | 1, next: 4)
+        h.writeDescriptor(4, address: UInt64(TestRAM.size) - 4, length: 8, flags: 2)
+        h.makeAvailable(3)
+        vectors = [iovec(iov_base: nil, iov_len: 7)]
+        #expect(throws: VirtQueueError.self) { try queue.popLending(.writable, into: &vectors) }
+        #expect(vectors.map(\.iov_len) == [7])
+        #expect(queue.isBroken)
     }
 }
 

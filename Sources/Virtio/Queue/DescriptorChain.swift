@@ -53,6 +53,30 @@ public struct GuestBuffers: RandomAccessCollection, Hashable, Sendable {
     }
 }
 
+/// A chain taken with `VirtQueue.popLending`, whose buffers in one direction were lent to the
+/// caller as iovecs: what the used ring needs back and the lengths a device checks. It holds
+/// no reference, so a datapath keeps thousands without reference counting.
+public struct LentChain: Hashable, Sendable {
+    /// The head descriptor index, the id in the used ring.
+    public let head: UInt16
+    public let readableLength: Int
+    public let writableLength: Int
+    /// The iovecs the pop appended: the lent direction's buffers, split where the translation
+    /// splits (none for empty buffers).
+    public let vectorCount: Int
+}
+
+/// One entry of the used ring: the chain's head and the bytes the device wrote into it.
+public struct UsedElement: Hashable, Sendable {
+    public let head: UInt16
+    public let written: UInt32
+
+    public init(head: UInt16, written: UInt32) {
+        self.head = head
+        self.written = written
+    }
+}
+
 /// A descriptor chain the device took from the available ring: the device-readable buffers
 /// (the driver's request), then the device-writable ones (room for the reply). Every access
 /// goes through the function's DMA port; a failed one marks the device NEEDS_RESET, so a
@@ -121,24 +145,6 @@ public struct DescriptorChain: Sendable {
             throw queue.fail(.dma(error))
         }
         return withExtendedLifetime(lent) { body(lent.flatMap(\.buffers)) }
-    }
-
-    /// The host memory behind the readable (for writev) or writable (for readv) buffers as
-    /// iovecs appended to `vectors`, in chain order, each buffer checked by the DMA port as in
-    /// `withHostBuffers`. A device reuses one array (emptied, capacity kept) for every I/O;
-    /// the bytes stay mapped while the queue's port lives, and are used for one I/O.
-    public func appendHostIOVectors(_ direction: Direction, to vectors: inout [iovec]) throws(VirtQueueError) {
-        let buffers = direction == .readable ? readable : writable
-        do {
-            for buffer in buffers where buffer.length > 0 {
-                try queue.port.forEachHostSegment(at: buffer.address, length: UInt64(buffer.length),
-                                                  write: direction == .writable) { segment in
-                    vectors.append(iovec(iov_base: segment.baseAddress, iov_len: segment.count))
-                }
-            }
-        } catch {
-            throw queue.fail(.dma(error))
-        }
     }
 
     /// A device that needs more bytes than the driver gave (a request shorter than its header,

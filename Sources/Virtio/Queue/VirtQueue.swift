@@ -202,42 +202,91 @@ public final class VirtQueue: Sendable {
     /// The next chain the driver made available, or nil when there is none. Throws (after
     /// marking the device NEEDS_RESET) when the driver broke a rule.
     public func pop() throws(VirtQueueError) -> DescriptorChain? {
+        try take { head throws(VirtQueueError) in try readChain(head: head) }
+    }
+
+    /// The next chain, for I/O straight to or from its host memory: the host memory behind its
+    /// buffers in `direction` is appended to `vectors` as iovecs (in chain order, split where
+    /// the translation splits), each buffer checked by the DMA port once, as the pop checks
+    /// every buffer anyway. The iovecs are valid inside the current burst only (`burst`): a
+    /// device that keeps a chain past its burst gives it back with `undoPop` and pops it
+    /// again. Nothing is appended when it throws or returns nil.
+    public func popLending(_ direction: DescriptorChain.Direction, into vectors: inout [iovec]) throws(VirtQueueError) -> LentChain? {
+        let start = vectors.count
+        do throws(VirtQueueError) {
+            return try take { head throws(VirtQueueError) in
+                let lengths = try walkChain(head: head) { buffer, isWritable throws(VirtQueueError) in
+                    guard isWritable == (direction == .writable) else {
+                        try checkReachable(buffer, write: isWritable)
+                        return
+                    }
+                    guard buffer.length > 0 else { return }
+                    do throws(DMAError) {
+                        try port.forEachHostSegment(at: buffer.address, length: UInt64(buffer.length), write: isWritable) { segment in
+                            vectors.append(iovec(iov_base: segment.baseAddress, iov_len: segment.count))
+                        }
+                    } catch {
+                        throw .dma(error)
+                    }
+                }
+                return LentChain(head: head, readableLength: lengths.readable, writableLength: lengths.writable,
+                                 vectorCount: vectors.count - start)
+            }
+        } catch {
+            vectors.removeSubrange(start...)
+            throw error
+        }
+    }
+
+    /// Takes the next available entry and hands its head to `read` (which walks the chain);
+    /// the cursor moves on only when it succeeds.
+    private func take<Chain>(_ read: (UInt16) throws(VirtQueueError) -> Chain) throws(VirtQueueError) -> Chain? {
         guard !isBroken else { throw .deviceNeedsReset }
         do {
-            return try cursor.withLock { c throws(VirtQueueError) -> DescriptorChain? in try take(&c) }
+            return try cursor.withLock { c throws(VirtQueueError) -> Chain? in
+                if c.lastAvailableIndex.map({ $0 == c.nextAvailable }) ?? true {
+                    let availableIndex: UInt16 = try loadAvailable(offset: SplitRing.availableIndex)
+                    guard availableIndex &- c.nextAvailable <= size else {
+                        throw .availableIndexJump(from: c.nextAvailable, to: availableIndex, size: size)
+                    }
+                    c.lastAvailableIndex = availableIndex
+                    guard availableIndex != c.nextAvailable else { return nil }
+                }
+                // The ring entry and descriptors are read after the index (the driver wrote them first).
+                atomicMemoryFence(ordering: .acquiring)
+                let slot = UInt64(c.nextAvailable & (size - 1))
+                let head: UInt16 = try loadAvailable(offset: SplitRing.availableRing + 2 * slot)
+                let chain = try read(head)
+                c.nextAvailable &+= 1
+                if eventIndex && c.notificationsEnabled {
+                    // Kick me when the next entry after this one arrives (2.7.10).
+                    try storeUsed(c.nextAvailable, offset: SplitRing.availableEventOffset(size: size))
+                }
+                return chain
+            }
         } catch {
             throw fail(error)
         }
     }
 
-    private func take(_ c: inout Cursor) throws(VirtQueueError) -> DescriptorChain? {
-        if c.lastAvailableIndex.map({ $0 == c.nextAvailable }) ?? true {
-            let availableIndex: UInt16 = try loadAvailable(offset: SplitRing.availableIndex)
-            guard availableIndex &- c.nextAvailable <= size else {
-                throw .availableIndexJump(from: c.nextAvailable, to: availableIndex, size: size)
-            }
-            c.lastAvailableIndex = availableIndex
-            guard availableIndex != c.nextAvailable else { return nil }
+    private func readChain(head: UInt16) throws(VirtQueueError) -> DescriptorChain {
+        var readable = GuestBuffers(), writable = GuestBuffers()
+        let lengths = try walkChain(head: head) { buffer, isWritable throws(VirtQueueError) in
+            try checkReachable(buffer, write: isWritable)
+            if isWritable { writable.append(buffer) } else { readable.append(buffer) }
         }
-        // The ring entry and descriptors are read after the index (the driver wrote them first).
-        atomicMemoryFence(ordering: .acquiring)
-        let slot = UInt64(c.nextAvailable & (size - 1))
-        let head: UInt16 = try loadAvailable(offset: SplitRing.availableRing + 2 * slot)
-        let chain = try readChain(head: head)
-        c.nextAvailable &+= 1
-        if eventIndex && c.notificationsEnabled {
-            // Kick me when the next entry after this one arrives (2.7.10).
-            try storeUsed(c.nextAvailable, offset: SplitRing.availableEventOffset(size: size))
-        }
-        return chain
+        return DescriptorChain(head: head, readable: readable, writable: writable,
+                               readableLength: lengths.readable, writableLength: lengths.writable, queue: self)
     }
 
     /// Walks the chain from `head`: direct descriptors, then at most one indirect table
-    /// (which must end the direct part), no more than `size` descriptors in all.
-    private func readChain(head: UInt16) throws(VirtQueueError) -> DescriptorChain {
-        var readable = GuestBuffers(), writable = GuestBuffers()
+    /// (which must end the direct part), no more than `size` descriptors in all, readable
+    /// buffers before writable ones, no buffer wrapping the address space, each direction's
+    /// total within 32 bits. Hands every buffer to `take` in chain order; returns the totals.
+    private func walkChain(head: UInt16, _ take: (GuestBuffer, _ isWritable: Bool) throws(VirtQueueError) -> Void)
+        throws(VirtQueueError) -> (readable: Int, writable: Int) {
         var readableLength: UInt64 = 0, writableLength: UInt64 = 0
-        var visited = 0
+        var visited = 0, sawWritable = false
         let limit = Int(size)
 
         func add(_ d: SplitDescriptor) throws(VirtQueueError) {
@@ -246,18 +295,16 @@ public final class VirtQueue: Sendable {
             guard d.length == 0 || d.address <= UInt64.max - UInt64(d.length - 1) else {
                 throw .bufferOverflow(address: d.address, length: d.length)
             }
-            let buffer = GuestBuffer(address: d.address, length: d.length)
-            try checkReachable(buffer, write: d.isWritable)
             if d.isWritable {
                 writableLength += UInt64(d.length)
                 guard writableLength <= UInt64(UInt32.max) else { throw .bufferOverflow(address: d.address, length: d.length) }
-                writable.append(buffer)
             } else {
-                guard writable.isEmpty else { throw .readableAfterWritable(index: UInt16(visited - 1)) }
+                guard !sawWritable else { throw .readableAfterWritable(index: UInt16(visited - 1)) }
                 readableLength += UInt64(d.length)
                 guard readableLength <= UInt64(UInt32.max) else { throw .bufferOverflow(address: d.address, length: d.length) }
-                readable.append(buffer)
             }
+            sawWritable = sawWritable || d.isWritable
+            try take(GuestBuffer(address: d.address, length: d.length), d.isWritable)
         }
 
         var index = head
@@ -273,8 +320,7 @@ public final class VirtQueue: Sendable {
             guard d.hasNext else { break }
             index = d.next
         }
-        return DescriptorChain(head: head, readable: readable, writable: writable,
-                               readableLength: Int(readableLength), writableLength: Int(writableLength), queue: self)
+        return (Int(readableLength), Int(writableLength))
     }
 
     /// A buffer past guest RAM (or refused by the IOMMU) fails the chain now, not when the
@@ -350,15 +396,29 @@ public final class VirtQueue: Sendable {
             precondition(chain.queue === self, "a chain goes back to its own queue")
             precondition(written >= 0 && written <= chain.writableLength, "the device wrote more than the chain holds")
         }
+        try publish(batch.count) { UsedElement(head: batch[$0].chain.head, written: UInt32(batch[$0].written)) }
+    }
+
+    /// Used entries of chains popped with `popLending` (each `written` no more than its
+    /// writable length), published with one used->idx store as above.
+    public func complete(_ used: UnsafeBufferPointer<UsedElement>) throws(VirtQueueError) {
+        for element in used { precondition(element.head < size, "a used entry names a descriptor of this queue") }
+        try publish(used.count) { used[$0] }
+    }
+
+    /// Writes `count` used elements (`element(i)` for i in 0..<count) after the last, then the
+    /// used index that publishes them all.
+    private func publish(_ count: Int, _ element: (Int) -> UsedElement) throws(VirtQueueError) {
         guard !isBroken else { throw .deviceNeedsReset }
-        guard !batch.isEmpty else { return }
+        guard count > 0 else { return }
         do {
             try cursor.withLock { c throws(VirtQueueError) in
                 var next = c.nextUsed
-                for (chain, written) in batch {
-                    let element = SplitRing.usedRing + SplitRing.usedElementSize * UInt64(next & (size - 1))
+                for i in 0..<count {
+                    let used = element(i)
+                    let slot = SplitRing.usedRing + SplitRing.usedElementSize * UInt64(next & (size - 1))
                     // virtq_used_elem { le32 id; le32 len; } as one 8-byte little-endian store.
-                    try storeUsed(UInt64(UInt32(written)) << 32 | UInt64(chain.head), offset: element)
+                    try storeUsed(UInt64(used.written) << 32 | UInt64(used.head), offset: slot)
                     next &+= 1
                 }
                 // The elements are visible before the index that publishes them.
