@@ -82,9 +82,16 @@ final class NetDatapath: Sendable {
 
         /// The first `count` chains were filled: they and their iovecs leave.
         mutating func removeFirst(_ count: Int) {
-            let filled = chains[..<count]
-            vectors.removeFirst(filled.reduce(0) { $0 + $1.vectorCount })
-            bytes -= filled.reduce(0) { $0 + $1.writableLength }
+            guard count < chains.count else {
+                _ = forgetUnfilled()
+                return
+            }
+            var filledVectors = 0
+            for chain in chains[..<count] {
+                filledVectors += chain.vectorCount
+                bytes -= chain.writableLength
+            }
+            vectors.removeFirst(filledVectors)
             chains.removeFirst(count)
         }
 
