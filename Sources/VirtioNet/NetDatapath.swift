@@ -559,11 +559,15 @@ final class NetDatapath: Sendable {
     }
 
     /// Runs `body` on the Ethernet header of a received frame (up to 18 bytes after the vnet
-    /// header: addresses, type, a VLAN tag) copied out of its lent bytes.
+    /// header: addresses, type, a VLAN tag) in its lent bytes, copied out where it is split.
     private static func withEthernetHeader(in vectors: UnsafeBufferPointer<iovec>, length: Int,
                                            _ body: (Slice<UnsafeRawBufferPointer>) -> Bool) -> Bool {
-        var raw: (UInt64, UInt64, UInt16) = (0, 0, 0)
         let wanted = min(length - VirtioNetHeader.size, 18)
+        if let first = vectors.first, let base = first.iov_base, first.iov_len >= VirtioNetHeader.size + wanted {
+            // Nearly always: the header lies in the first buffer, read where it is.
+            return body(UnsafeRawBufferPointer(start: base + VirtioNetHeader.size, count: wanted)[...])
+        }
+        var raw: (UInt64, UInt64, UInt16) = (0, 0, 0)
         return withUnsafeMutableBytes(of: &raw) { bytes in
             let filled = gather(from: vectors, skipping: VirtioNetHeader.size, into: bytes[..<wanted])
             return body(UnsafeRawBufferPointer(bytes)[..<filled])
@@ -573,6 +577,10 @@ final class NetDatapath: Sendable {
     /// The header's num_buffers (little-endian, bytes 10-11), stored in the frame's lent bytes
     /// (the chain was checked to hold the whole header).
     private static func storeNumberOfBuffers(_ count: UInt16, in vectors: UnsafeBufferPointer<iovec>) {
+        if let first = vectors.first, first.iov_len >= 12, let base = first.iov_base {
+            base.storeBytes(of: count.littleEndian, toByteOffset: 10, as: UInt16.self)
+            return
+        }
         var position = 0
         for vector in vectors {
             guard let base = vector.iov_base else { continue }

@@ -37,13 +37,15 @@ public struct ReceiveFilter: Sendable, Hashable {
             if !vlans.contains(vid) { return false }
         }
         if promiscuous { return true }
-        let destination = MACAddress(bytes: (0..<6).map(byte))!
-        if destination.isBroadcast { return !noBroadcast }
-        if destination.isMulticast {
+        // The destination compared where it lies (a MACAddress would be an allocation per frame).
+        let destination = frame.prefix(6)
+        func isDestination(_ address: MACAddress) -> Bool { address.bytes.elementsEqual(destination) }
+        if destination.allSatisfy({ $0 == 0xFF }) { return !noBroadcast }
+        if byte(0) & 1 != 0 {
             if noMulticast { return false }
-            return allMulticast || multicastOverflow || multicastTable.contains(destination)
+            return allMulticast || multicastOverflow || multicastTable.contains(where: isDestination)
         }
         if noUnicast { return false }
-        return allUnicast || unicastOverflow || destination == mac || unicastTable.contains(destination)
+        return allUnicast || unicastOverflow || isDestination(mac) || unicastTable.contains(where: isDestination)
     }
 }
