@@ -1,9 +1,10 @@
+import Glibc
 import Synchronization
 import VMMBase
 
 /// The entropy device (virtio 1.2, 5.4) with QEMU virtio-rng's semantics: one request queue
 /// of 8 entries; each chain's writable buffers are filled with random bytes from the host
-/// (getrandom through the standard library) and returned with the count written.
+/// (getrandom through the standard library), at most 64 KiB, and returned with the count written.
 public final class VirtioEntropyDevice: VirtioDevice {
     /// QEMU's virtio-rng queue size.
     public static let queueSize: UInt16 = 8
@@ -30,27 +31,43 @@ public final class VirtioEntropyDevice: VirtioDevice {
 
     public func queueNotified(_ index: Int) {
         guard index == 0, let requests = queue.withLock({ $0 }) else { return }
-        var generator = SystemRandomNumberGenerator()
+        var vectors: [iovec] = []
+        var used: [UsedElement] = []
         do {
-            while let chain = try requests.pop() {
-                let count = min(chain.writableLength, Self.maximumRequest)
-                var bytes = [UInt8](repeating: 0, count: count)
-                var i = 0
-                while i < count {
-                    withUnsafeBytes(of: generator.next() as UInt64) { random in
-                        for b in random where i < count {
-                            bytes[i] = b
-                            i += 1
-                        }
-                    }
+            // The random bytes go straight into the lent buffers; the chains served go back
+            // with one used-index store.
+            try requests.burst { () throws(VirtQueueError) in
+                while let chain = try requests.popLending(.writable, into: &vectors) {
+                    let written = vectors.withUnsafeBufferPointer { Self.fillWithRandomBytes($0, upTo: Self.maximumRequest) }
+                    used.append(UsedElement(head: chain.head, written: UInt32(written)))
+                    vectors.removeAll(keepingCapacity: true)
                 }
-                try chain.write(bytes)
-                try requests.complete(chain, written: count)
+                try used.withUnsafeBufferPointer { (u) throws(VirtQueueError) in try requests.complete(u) }
+                try requests.interruptIfNeeded()
             }
-            try requests.interruptIfNeeded()
         } catch {
             // The queue has marked the device NEEDS_RESET and logged why; nothing more to do.
         }
+    }
+
+    /// Fills `buffers` in order with random bytes (getrandom through the standard library), no
+    /// more than `limit` in all; returns how many.
+    private static func fillWithRandomBytes(_ buffers: UnsafeBufferPointer<iovec>, upTo limit: Int) -> Int {
+        var generator = SystemRandomNumberGenerator()
+        var filled = 0
+        for buffer in buffers where filled < limit {
+            guard let base = buffer.iov_base else { continue }
+            let count = min(buffer.iov_len, limit - filled)
+            var offset = 0
+            while offset < count {
+                let random = generator.next() as UInt64
+                let piece = min(8, count - offset)
+                withUnsafeBytes(of: random) { (base + offset).copyMemory(from: $0.baseAddress!, byteCount: piece) }
+                offset += piece
+            }
+            filled += count
+        }
+        return filled
     }
 
     public func reset() { queue.withLock { $0 = nil } }
