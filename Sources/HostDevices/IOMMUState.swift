@@ -43,16 +43,8 @@ public struct IOMMUState: Hashable, Sendable {
     /// The VFIO interface the kernel offers, and Switchyard takes (the newest).
     public var vfioInterface: VFIOInterface
 
-    /// How a VMM reaches VFIO on this kernel.
-    public enum VFIOInterface: String, Hashable, Sendable {
-        /// Neither /dev/vfio/vfio nor /dev/iommu: vfio-pci is not loaded.
-        case none
-        /// The type1 container, /dev/vfio/vfio (a misc device "vfio").
-        case container
-        /// iommufd, /dev/iommu (misc device "iommu"), with VFIO device cdevs (the "vfio-dev"
-        /// character major; Linux 6.6+ built with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV).
-        case iommufd
-    }
+    /// How a VMM reaches VFIO on this kernel (HostOS's rule).
+    public typealias VFIOInterface = HostOS.VFIOInterface
 
     public init(units: [Unit], hasGroups: Bool, interruptRemappingEnabled: Bool, unsafeInterruptsAllowed: Bool,
                 vfioInterface: VFIOInterface = .container) {
@@ -84,8 +76,8 @@ public struct IOMMUState: Hashable, Sendable {
             }
         }
         let misc = try files.entries("class/misc")
-        let interface: VFIOInterface = misc.contains("iommu") && procDevices.hasVFIODeviceCdevs ? .iommufd
-            : misc.contains("vfio") ? .container : .none
+        let interface = VFIOInterface.offered(iommufdDevice: misc.contains("iommu"), containerDevice: misc.contains("vfio"),
+                                              devices: procDevices)
         let module = interface == .iommufd ? "iommufd" : "vfio_iommu_type1"
         let unsafe = try files.attribute("module/\(module)/parameters/allow_unsafe_interrupts")
         return IOMMUState(

@@ -27,3 +27,24 @@ public struct ProcDevices: Hashable, Sendable {
     /// VFIO's device cdevs (/dev/vfio/devices/vfioN, CONFIG_VFIO_DEVICE_CDEV) have their major.
     public var hasVFIODeviceCdevs: Bool { characterDevices.contains("vfio-dev") }
 }
+
+/// How a VMM reaches VFIO on a kernel: the newest interface it offers, which Switchyard takes.
+public enum VFIOInterface: String, Hashable, Sendable {
+    /// Neither /dev/vfio/vfio nor /dev/iommu: vfio-pci is not loaded.
+    case none
+    /// The type1 container, /dev/vfio/vfio (a misc device "vfio").
+    case container
+    /// iommufd, /dev/iommu (misc device "iommu"), with VFIO device cdevs (the "vfio-dev"
+    /// character major; Linux 6.6+ built with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV).
+    case iommufd
+
+    /// The one rule: iommufd needs its device and VFIO's device cdevs (/proc/devices' major,
+    /// registered only with CONFIG_VFIO_DEVICE_CDEV: the vfio-dev class in sysfs exists
+    /// without it); else the container where its device exists. `devices` is read only when
+    /// the iommufd device exists.
+    public static func offered(iommufdDevice: Bool, containerDevice: Bool,
+                               devices: @autoclosure () -> ProcDevices) -> VFIOInterface {
+        if iommufdDevice && devices().hasVFIODeviceCdevs { return .iommufd }
+        return containerDevice ? .container : .none
+    }
+}

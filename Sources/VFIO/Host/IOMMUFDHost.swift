@@ -16,12 +16,11 @@ public final class IOMMUFDHost: VFIOKernel {
         groups = VFIOHost(devicePath: devicePath, sysfsPath: sysfsPath)
     }
 
-    /// Whether this kernel offers iommufd with device cdevs: /dev/iommu, and the "vfio-dev"
-    /// character major in /proc/devices (registered only with CONFIG_VFIO_DEVICE_CDEV; the
-    /// vfio-dev class in sysfs exists without it).
+    /// Whether this kernel offers iommufd with device cdevs (`VFIOInterface.offered`).
     /// (`devices`: this host's /proc/devices unless given; read only when /dev/iommu exists.)
     public static func available(iommuPath: String = "/dev/iommu", devices: ProcDevices? = nil) -> Bool {
-        FileSystem.exists(iommuPath) && (devices ?? .read()).hasVFIODeviceCdevs
+        VFIOInterface.offered(iommufdDevice: FileSystem.exists(iommuPath), containerDevice: false,
+                              devices: devices ?? .read()) == .iommufd
     }
 
     /// A new iommufd with one IOAS.
