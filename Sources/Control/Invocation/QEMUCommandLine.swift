@@ -371,19 +371,14 @@ extension QEMUInvocation {
     /// types, and an fd= of a /dev/iommu the caller opened, are refused with what is supported;
     /// the errors are QEMU 10's words.
     static func iommufdObject(_ text: String) throws(InvocationError) -> String {
-        var type: String?, id: String?
-        for (index, part) in text.split(separator: ",", omittingEmptySubsequences: false).enumerated() {
-            let pair = part.split(separator: "=", maxSplits: 1).map(String.init)
-            switch (pair.first, pair.count) {
-            case (let key?, 1) where index == 0: type = key
-            case ("qom-type", 2): type = pair[1]
-            case ("id", 2): id = pair[1]
-            case ("fd", 2):
+        let fields = try KeyValueList(text, implicitKey: "qom-type", option: "-object")
+        for (key, _) in fields.pairs where key != "qom-type" && key != "id" {
+            if key == "fd" {
                 throw InvocationError("-object \(text): fd= is not supported: Switchyard opens /dev/iommu itself; leave fd= out")
-            default:
-                throw InvocationError("-object \(text): Invalid parameter '\(pair.first ?? "")'")
             }
+            throw InvocationError("-object \(text): Invalid parameter '\(key)'")
         }
+        let type = fields["qom-type"], id = fields["id"]
         guard let type else { throw InvocationError("-object \(text): Parameter 'qom-type' is missing") }
         guard type == "iommufd" else {
             throw InvocationError("-object \(text): Parameter 'qom-type' does not accept value '\(type)' (Switchyard knows iommufd: -object iommufd,id=ID)")
