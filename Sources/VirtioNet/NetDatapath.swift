@@ -83,7 +83,7 @@ final class NetDatapath: Sendable {
         /// The first `count` chains were filled: they and their iovecs leave.
         mutating func removeFirst(_ count: Int) {
             guard count < chains.count else {
-                _ = forgetUnfilled()
+                forgetUnfilled()
                 return
             }
             var filledVectors = 0
@@ -95,14 +95,11 @@ final class NetDatapath: Sendable {
             chains.removeFirst(count)
         }
 
-        /// Forgets the unfilled chains (capacity kept); returns how many there were.
-        mutating func forgetUnfilled() -> Int {
-            defer {
-                chains.removeAll(keepingCapacity: true)
-                vectors.removeAll(keepingCapacity: true)
-                bytes = 0
-            }
-            return chains.count
+        /// Forgets the unfilled chains (capacity kept).
+        mutating func forgetUnfilled() {
+            chains.removeAll(keepingCapacity: true)
+            vectors.removeAll(keepingCapacity: true)
+            bytes = 0
         }
     }
 
@@ -366,7 +363,7 @@ final class NetDatapath: Sendable {
                 try? complete(&transmitted, on: queue)
                 return .drained
             }
-            transmitted.append(UsedElement(head: chain.head, written: 0))
+            transmitted.append(UsedElement(chain, written: 0))
             if let problem = vectors.withUnsafeBufferPointer({ Self.header(in: $0) }).transmitViolation(negotiated) {
                 GuestErrorLog.report(device: device, kind: "tx-header", "\(problem); frame dropped")
             } else if shared.linkUp.load(ordering: .acquiring), pair < backend.count,
@@ -482,7 +479,8 @@ final class NetDatapath: Sendable {
         let needed = negotiated.largestReceivedFrame
         // Every way out publishes the frames delivered so far first.
         func finish(_ step: ReceiveStep) -> ReceiveStep {
-            queue.undoPop(buffers.forgetUnfilled())
+            queue.undoPop(buffers.chains)
+            buffers.forgetUnfilled()
             guard !buffers.used.isEmpty else { return step }
             defer { buffers.used.removeAll(keepingCapacity: true) }
             do {
@@ -495,7 +493,7 @@ final class NetDatapath: Sendable {
         }
         // The queue is broken: nothing to give back.
         func fail() -> ReceiveStep {
-            _ = buffers.forgetUnfilled()
+            buffers.forgetUnfilled()
             return finish(.stopped(.needsBuffers))
         }
         func short() -> Bool { buffers.chains.isEmpty || (mergeable && buffers.bytes < needed) }
@@ -549,7 +547,7 @@ final class NetDatapath: Sendable {
             var remaining = length
             for chain in buffers.chains[..<accepted] {
                 let part = min(remaining, chain.writableLength)
-                buffers.used.append(UsedElement(head: chain.head, written: UInt32(part)))
+                buffers.used.append(UsedElement(chain, written: UInt32(part)))
                 remaining -= part
             }
             buffers.removeFirst(accepted)

@@ -40,7 +40,10 @@ struct VirtioDifferentialTests {
         case poll(String, until: String)
     }
 
-    static func script(featureWord1: UInt64) -> [Step] {
+    /// The driver's set-up, as Linux's virtio_pci_modern does it: the root port and BARs by
+    /// hand, the whole config space read, features (word 1 as given), MSI-X with two masked
+    /// vectors, queue 0 (of `queueSize` entries when given) at the rings' addresses, DRIVER_OK.
+    static func setUp(featureWord1: UInt64, queueSize: UInt64? = nil) -> [String] {
         var s: [String] = []
         // ECAM at 0xB0000000; rp1: bus 1, windows 0xC0000000 (memory) and 0xC0200000 (prefetchable).
         s += ["outl 0xcf8 0x80000064", "outl 0xcfc 0x0", "outl 0xcf8 0x80000060", "outl 0xcfc 0xb0000001"]
@@ -63,12 +66,18 @@ struct VirtioDifferentialTests {
         }
         s += ["writew \(ecam(1, 0xde)) 0x8000"]
         s += [setCommon(0x10, "w", 0), readCommon(0x10, "w"), setCommon(0x10, "w", 5), readCommon(0x10, "w"), setCommon(0x10, "w", 0),
-              setCommon(0x16, "w", 0), readCommon(0x18, "w"), readCommon(0x1e, "w"), setCommon(0x1a, "w", 1), readCommon(0x1a, "w"),
+              setCommon(0x16, "w", 0), readCommon(0x18, "w")] + (queueSize.map { [setCommon(0x18, "w", $0), readCommon(0x18, "w")] } ?? []) + [
+              readCommon(0x1e, "w"), setCommon(0x1a, "w", 1), readCommon(0x1a, "w"),
               setCommon(0x20, "l", descriptors), setCommon(0x24, "l", 0), setCommon(0x28, "l", available), setCommon(0x2c, "l", 0),
               setCommon(0x30, "l", used), setCommon(0x34, "l", 0), setCommon(0x1c, "w", 1), readCommon(0x1c, "w"),
               readCommon(0x20, "l"), readCommon(0x28, "l"), readCommon(0x30, "l"),
               setCommon(0x16, "w", 1), readCommon(0x18, "w"), readCommon(0x1a, "w"), setCommon(0x16, "w", 0),
               setCommon(0x14, "b", 0xf), readCommon(0x14, "b"), readCommon(0x15, "b")]
+        return s
+    }
+
+    static func script(featureWord1: UInt64) -> [Step] {
+        var s = setUp(featureWord1: featureWord1)
         // One 16-byte device-writable buffer, made available and kicked.
         s += ["writeq \(hex(descriptors)) \(hex(buffer))", "writel \(hex(descriptors + 8)) 0x10", "writew \(hex(descriptors + 12)) 0x2",
               "writew \(hex(descriptors + 14)) 0x0", "writew \(hex(available + 4)) 0x0", "writew \(hex(available + 2)) 0x1",

@@ -227,12 +227,18 @@ import VMMBase
         // The port refuses a span outside RAM and the interrupt window, as for any access.
         #expect(throws: DMAError.self) { try h.port.hostSegments(at: UInt64(TestRAM.size) - 4, length: 8, write: true) }
         #expect(throws: DMAError.self) { try h.port.hostSegments(at: 0xFEE0_0000, length: 4, write: false) }
-        // The datapaths' pop: the same chain again (given back), its guest bytes as iovecs
-        // in chain order, appended after what the caller's array holds.
-        queue.undoPop()
+        // The datapaths' pop (a fresh queue on the same ring: the same chain again), its guest
+        // bytes as iovecs in chain order, appended after what the caller's array holds; given
+        // back, it is popped again.
+        let lending = VirtQueue(index: 0, size: 8, addresses: queue.addresses, features: [.version1], port: h.port,
+                                interrupts: NoInterrupts())
         var vectors = [iovec(iov_base: nil, iov_len: 99)]
-        let lent = try #require(try queue.popLending(.writable, into: &vectors))
-        #expect(lent == LentChain(head: 0, readableLength: 0, writableLength: 16, vectorCount: 2))
+        let first = try #require(try lending.popLending(.writable, into: &vectors))
+        lending.undoPop([first])
+        vectors.removeLast(2)
+        let lent = try #require(try lending.popLending(.writable, into: &vectors))
+        #expect(lent == first)
+        #expect(lent == LentChain(head: 0, readableLength: 0, writableLength: 16, vectorCount: 2, slots: 1))
         #expect(vectors.map(\.iov_len) == [99, 8, 8])
         #expect(vectors.dropFirst().map { $0.iov_base?.load(as: UInt8.self) } == [0xA0, 0xA1])
     }
@@ -250,10 +256,10 @@ import VMMBase
         h.makeAvailable(0)
         var vectors: [iovec] = []
         let request = try #require(try queue.popLending(.readable, into: &vectors))
-        #expect(request == LentChain(head: 0, readableLength: 32, writableLength: 4, vectorCount: 2))
+        #expect(request == LentChain(head: 0, readableLength: 32, writableLength: 4, vectorCount: 2, slots: 1))
         #expect(vectors.map(\.iov_len) == [12, 20])
         // Published through the used ring as the driver reads it: id and length, then the index.
-        try [UsedElement(head: 0, written: 4)].withUnsafeBufferPointer { try queue.complete($0) }
+        try [UsedElement(request, written: 4)].withUnsafeBufferPointer { try queue.complete($0) }
         #expect(h.usedIndex == 1)
         #expect(h.usedElement(0) == (id: 0, length: 4))
         // A chain that breaks a rule halfway (a writable buffer past RAM after a good one)

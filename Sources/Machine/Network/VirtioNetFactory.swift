@@ -3,7 +3,8 @@ import PCI
 import Virtio
 import VirtioNet
 
-/// `-device virtio-net-pci,netdev=ID[,mac=][,mq=on|off][,vectors=N]` (QEMU's properties).
+/// `-device virtio-net-pci,netdev=ID[,mac=][,mq=on|off][,vectors=N][,iommu_platform=][,packed=]`
+/// (QEMU's properties).
 enum VirtioNetFactory {
     static let driver = "virtio-net-pci"
 
@@ -11,9 +12,10 @@ enum VirtioNetFactory {
     ///   Express endpoint; on pcie.0 it is a conventional function).
     static func make(_ spec: DeviceSpec, id: String, express: Bool, multiFunction: Bool, networks: NetworkBackends?,
                      messageRoutes: (any MessageVectorRouting)? = nil) throws(MachineConfigurationError) -> any PCIFunction {
-        for key in spec.properties.keys.sorted() where !["netdev", "mac", "mq", "vectors"].contains(key) {
-            throw .invalidProperty(device: id, property: key, reason: "Property 'virtio-net-pci.\(key)' not found; virtio-net-pci takes netdev=, mac=, mq=on|off and vectors=")
+        for key in spec.properties.keys.sorted() where !VirtioTransportProperties.names.union(["netdev", "mac", "mq", "vectors"]).contains(key) {
+            throw .invalidProperty(device: id, property: key, reason: "Property 'virtio-net-pci.\(key)' not found; virtio-net-pci takes netdev=, mac=, mq=on|off, vectors=, \(VirtioTransportProperties.usage)")
         }
+        let transport = try VirtioTransportProperties(spec, id: id)
         let mac: MACAddress?
         if let text = spec.properties["mac"] {
             guard let parsed = MACAddress(text), !parsed.isMulticast else {
@@ -51,7 +53,9 @@ enum VirtioNetFactory {
                                   backend: queues, pairs: pairs, vhost: vhost)
         networks?.attach(nic, to: spec.properties["netdev"])
         let netdev = spec.properties["netdev"]
-        return VirtioPCIFunction(name: id, device: nic, express: express, multiFunction: multiFunction,
+        // vhost-net has no packed rings: as QEMU does, the NIC then offers split rings only.
+        return VirtioPCIFunction(name: id, device: nic, express: express, accessPlatform: transport.accessPlatform,
+                                 packedRing: transport.packedRing && vhost == nil, multiFunction: multiFunction,
                                  vectors: vectors ?? 2 * pairs + 2,
                                  // vhost raises the data queues' interrupts through KVM irqfds.
                                  messageRouting: vhost == nil ? nil : messageRoutes,

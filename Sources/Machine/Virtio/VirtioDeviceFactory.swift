@@ -8,10 +8,10 @@ enum VirtioDeviceFactory {
     static let drivers = ["virtio-rng-pci", "virtio-rng-pci-non-transitional"]
 
     static func make(_ spec: DeviceSpec, id: String, expressLink: Bool) throws(MachineConfigurationError) -> any PCIFunction {
-        let known: Set<String> = ["disable-legacy", "disable-modern", "iommu_platform"]
-        for key in spec.properties.keys where !known.contains(key) {
+        let known = VirtioTransportProperties.names.union(["disable-legacy", "disable-modern"])
+        for key in spec.properties.keys.sorted() where !known.contains(key) {
             throw .invalidProperty(device: id, property: key,
-                                   reason: "\(spec.driver) accepts only disable-legacy=on|auto, disable-modern=off and iommu_platform=on|off")
+                                   reason: "\(spec.driver) accepts only disable-legacy=on|auto, disable-modern=off, \(VirtioTransportProperties.usage)")
         }
         let transitional = !spec.driver.hasSuffix("-non-transitional")
         if transitional {
@@ -31,14 +31,9 @@ enum VirtioDeviceFactory {
         if let modern = spec.properties["disable-modern"], DeviceSpec.parseBool(modern) != false {
             throw .invalidProperty(device: id, property: "disable-modern", reason: "'\(modern)': the modern interface is the only one implemented; use disable-modern=off")
         }
-        var accessPlatform = false
-        if let text = spec.properties["iommu_platform"] {
-            guard let on = DeviceSpec.parseBool(text) else {
-                throw .invalidProperty(device: id, property: "iommu_platform", reason: "'\(text)' must be on or off")
-            }
-            accessPlatform = on
-        }
+        let transport = try VirtioTransportProperties(spec, id: id)
         return VirtioPCIFunction(name: id, device: VirtioEntropyDevice(name: id), express: expressLink,
-                                 accessPlatform: accessPlatform, multiFunction: spec.multifunction)
+                                 accessPlatform: transport.accessPlatform, packedRing: transport.packedRing,
+                                 multiFunction: spec.multifunction)
     }
 }

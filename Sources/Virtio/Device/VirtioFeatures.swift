@@ -13,7 +13,7 @@ public struct VirtioFeatures: OptionSet, Hashable, Sendable, CustomStringConvert
     /// VIRTIO_F_ACCESS_PLATFORM (33): the device reaches memory through the platform's DMA
     /// translation (an IOMMU), as every access here does, through the function's DMA port.
     public static let accessPlatform = VirtioFeatures(rawValue: 1 << 33)
-    /// VIRTIO_F_RING_PACKED (34): not offered (split virtqueues only).
+    /// VIRTIO_F_RING_PACKED (34): packed virtqueues (2.8), offered on request (QEMU's packed=on).
     public static let ringPacked = VirtioFeatures(rawValue: 1 << 34)
 
     /// The reserved bits this transport offers with every device (ACCESS_PLATFORM is offered

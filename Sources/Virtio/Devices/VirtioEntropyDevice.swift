@@ -39,7 +39,7 @@ public final class VirtioEntropyDevice: VirtioDevice {
             try requests.burst { () throws(VirtQueueError) in
                 while let chain = try requests.popLending(.writable, into: &vectors) {
                     let written = vectors.withUnsafeBufferPointer { Self.fillWithRandomBytes($0, upTo: Self.maximumRequest) }
-                    used.append(UsedElement(head: chain.head, written: UInt32(written)))
+                    used.append(UsedElement(chain, written: UInt32(written)))
                     vectors.removeAll(keepingCapacity: true)
                 }
                 try used.withUnsafeBufferPointer { (u) throws(VirtQueueError) in try requests.complete(u) }

@@ -141,9 +141,11 @@ public struct VirtioCommonConfiguration: Hashable, Sendable, Codable {
     private mutating func writeQueueSize(_ size: UInt16) -> VirtioCommonConfigurationEffect {
         guard let i = selected else { return .none }
         guard !queues[i].enabled else { return .guestError("queue \(i) size written while enabled", needsReset: false) }
-        // A split ring's size is a power of two no larger than the device's maximum (2.7).
-        guard size > 0, size & (size - 1) == 0, size <= queues[i].maximumSize else {
-            return .guestError("queue \(i) size \(size) is not a power of two up to \(queues[i].maximumSize); kept \(queues[i].size)",
+        // A split ring's size is a power of two no larger than the device's maximum (2.7); a
+        // packed ring's any size up to it (2.8), once FEATURES_OK has fixed the ring format.
+        let packed = status.contains(.featuresOK) && negotiatedFeatures.contains(.ringPacked)
+        guard VirtQueue.acceptsSize(size, packed: packed), size <= queues[i].maximumSize else {
+            return .guestError("queue \(i) size \(size) is not \(packed ? "a size" : "a power of two") from 1 up to \(queues[i].maximumSize); kept \(queues[i].size)",
                                needsReset: false)
         }
         queues[i].size = size

@@ -50,12 +50,13 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, D
     /// - Parameters:
     ///   - express: a PCI Express endpoint (QEMU's choice on a PCIe port's link).
     ///   - accessPlatform: offer (and require) VIRTIO_F_ACCESS_PLATFORM, QEMU's iommu_platform=on.
+    ///   - packedRing: offer VIRTIO_F_RING_PACKED, QEMU's packed=on (the driver chooses).
     ///   - vectors: MSI-X vectors; QEMU's default is one per queue plus one for configuration.
     ///   - messageRouting: in-kernel routes for the MSI-X vectors, offered to the device at
     ///     activation as per-queue interrupt eventfds (`VirtioActivation.queueInterruptEvents`).
     /// - Parameter release: gives back what the device holds of the machine's (a NIC's netdev),
     ///   once it is unplugged (`unrealize`).
-    public init(name: String, device: any VirtioDevice, express: Bool, accessPlatform: Bool = false,
+    public init(name: String, device: any VirtioDevice, express: Bool, accessPlatform: Bool = false, packedRing: Bool = false,
                 multiFunction: Bool = false, vectors: Int? = nil, messageRouting: (any MessageVectorRouting)? = nil,
                 release: @escaping @Sendable () -> Void = {}) {
         self.name = name
@@ -121,6 +122,7 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, D
         }
         var offered = device.deviceFeatures.intersection(.deviceSpecificMask).union(.transport)
         if accessPlatform { offered.insert(.accessPlatform) }
+        if packedRing { offered.insert(.ringPacked) }
         state = Mutex(State(config: cs, resetConfig: cs, interrupts: InterruptArbiter(msix: layout),
                             common: VirtioCommonConfiguration(offeredFeatures: offered, queueMaximumSizes: queueSizes,
                                                               vectorCount: vectorCount)))
@@ -318,7 +320,8 @@ public final class VirtioPCIFunction: InterruptingFunction, BusMasterFunction, D
         let (activation, unanswered) = state.withLock { s -> (VirtioActivation, Bool) in
             let features = s.common.negotiatedFeatures
             let queues = s.common.queues.enumerated().map { index, q -> VirtQueue? in
-                guard q.enabled else { return nil }
+                // A size the ring format refuses cannot be set (writeQueueSize, restore): kept off.
+                guard q.enabled, VirtQueue.acceptsSize(q.size, packed: features.contains(.ringPacked)) else { return nil }
                 let queue = VirtQueue(index: index, size: q.size, addresses: q.addresses, features: features,
                                       port: s.dma, interrupts: signaller)
                 if index < positions.count, let position = positions[index] { queue.cursor.withLock { $0 = position } }

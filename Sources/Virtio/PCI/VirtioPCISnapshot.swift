@@ -77,9 +77,10 @@ extension VirtioPCIFunction: DeviceStateSnapshotting {
               common.driverFeatureWords.count == 2 else {
             throw .layoutMismatch(device: device, reason: "other offered features, vectors or queues")
         }
+        let packed = common.negotiatedFeatures.contains(.ringPacked)
         for (index, queue) in common.queues.enumerated()
-        where queue.size == 0 || queue.size & (queue.size - 1) != 0 || queue.size > queue.maximumSize {
-            throw .invalidValue(device: device, reason: "queue \(index) size \(queue.size) is not a power of two up to \(queue.maximumSize)")
+        where !VirtQueue.acceptsSize(queue.size, packed: packed) || queue.size > queue.maximumSize {
+            throw .invalidValue(device: device, reason: "queue \(index) size \(queue.size) is not \(packed ? "a size from 1" : "a power of two") up to \(queue.maximumSize)")
         }
         let positions = snapshot.queuePositions
         guard positions.isEmpty || (positions.count == common.queues.count

@@ -57,23 +57,35 @@ public struct GuestBuffers: RandomAccessCollection, Hashable, Sendable {
 /// caller as iovecs: what the used ring needs back and the lengths a device checks. It holds
 /// no reference, so a datapath keeps thousands without reference counting.
 public struct LentChain: Hashable, Sendable {
-    /// The head descriptor index, the id in the used ring.
+    /// The id the used ring gives back: a split chain's head descriptor, a packed chain's buffer id.
     public let head: UInt16
     public let readableLength: Int
     public let writableLength: Int
     /// The iovecs the pop appended: the lent direction's buffers, split where the translation
     /// splits (none for empty buffers).
     public let vectorCount: Int
+    /// Ring slots the chain took: 1 in a split ring; its descriptors in a packed ring, which
+    /// the used descriptor skips (2.8.7).
+    public let slots: UInt16
 }
 
-/// One entry of the used ring: the chain's head and the bytes the device wrote into it.
+/// One entry of the used ring: the chain's id, the bytes the device wrote into it, and (for
+/// a packed ring) the ring slots it took.
 public struct UsedElement: Hashable, Sendable {
-    public let head: UInt16
-    public let written: UInt32
+    let id: UInt16
+    let written: UInt32
+    let slots: UInt16
 
-    public init(head: UInt16, written: UInt32) {
-        self.head = head
+    init(id: UInt16, written: UInt32, slots: UInt16) {
+        self.id = id
         self.written = written
+        self.slots = slots
+    }
+
+    /// `chain` used with `written` bytes written into its writable buffers (no more than its
+    /// writable length).
+    public init(_ chain: LentChain, written: UInt32) {
+        self.init(id: chain.head, written: written, slots: chain.slots)
     }
 }
 
@@ -91,6 +103,8 @@ public struct DescriptorChain: Sendable {
     /// Sums of the buffer lengths (each fits 32 bits: checked when the chain was read).
     public let readableLength: Int
     public let writableLength: Int
+    /// Ring slots it took (see `LentChain.slots`).
+    let slots: UInt16
     let queue: VirtQueue
 
     public enum Direction: Sendable { case readable, writable }
