@@ -89,7 +89,7 @@ let package = Package(
         .testTarget(name: "PCITests", dependencies: ["PCI", "VMMBase", "TestRequirements"], swiftSettings: swiftSettings),
         .testTarget(name: "ChipsetTests", dependencies: ["Chipset", "PCI", "VMMBase", "AddressSpace", "Interrupts", "TestRequirements"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "MachineTests", dependencies: ["Machine", "Chipset", "PCI", "VMMBase", "Firmware", "KVM", "Interrupts", "GuestMemory", "VFIO", "TestRequirements", "TSanMutexAnnotations"],
+        .testTarget(name: "MachineTests", dependencies: ["Machine", "Virtio", "Chipset", "PCI", "VMMBase", "Firmware", "KVM", "Interrupts", "GuestMemory", "VFIO", "TestRequirements", "TSanMutexAnnotations"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "ControlTests", dependencies: ["Control", "Machine", "VMMBase", "PCI", "HostDevices", "TestRequirements"],
                     swiftSettings: swiftSettings),

@@ -1,14 +1,15 @@
 import Machine
 import VMMBase
 
-/// The `virtqueue` target: virtio-rng-pci behind a root port after firmware ran, set up by a
-/// driver as Linux's virtio_pci_modern sets it up (features, queue 0 of 8 with its rings in
-/// RAM, DRIVER_OK), then a byte stream of guest moves: descriptors, indirect tables,
+/// The `virtqueue` target: virtio-rng-pci (packed=on) behind a root port after firmware ran, set
+/// up by a driver as Linux's virtio_pci_modern sets it up (features, queue 0 of 8 with its rings
+/// in RAM, DRIVER_OK; a split ring, or a packed one when a fresh driver asks), then a byte
+/// stream of guest moves: descriptors, indirect tables,
 /// available-ring entries and indices, used_event and flags, kicks, common-config writes,
 /// status writes (reset included), a fresh driver setup, Bus Master Enable toggles. The
 /// device must survive every one: hostile rings end in NEEDS_RESET, never a trap.
 struct VirtqueueFuzzRun {
-    static let topology = ["pcie-root-port,id=rp1,chassis=1,slot=1", "virtio-rng-pci,id=rng,bus=rp1"]
+    static let topology = ["pcie-root-port,id=rp1,chassis=1,slot=1", "virtio-rng-pci,id=rng,bus=rp1,packed=on"]
     static let descriptors: UInt64 = 0x10_0000, available: UInt64 = 0x10_1000, used: UInt64 = 0x10_2000
     /// Where descriptors point: buffers and indirect tables.
     static let buffers: UInt64 = 0x10_3000
@@ -43,15 +44,17 @@ struct VirtqueueFuzzRun {
         machine.mmioWrite(regions + offset, width: width, value: value)
     }
 
-    /// ACKNOWLEDGE, DRIVER, VERSION_1 + INDIRECT_DESC + EVENT_IDX, FEATURES_OK, queue 0, DRIVER_OK.
-    func setUpDriver() {
+    /// ACKNOWLEDGE, DRIVER, VERSION_1 + INDIRECT_DESC + EVENT_IDX (+ RING_PACKED), FEATURES_OK,
+    /// queue 0, DRIVER_OK. A packed ring's driver and device event structures are where the
+    /// split ring's available and used rings are.
+    func setUpDriver(packed: Bool = false) {
         common(0x14, .byte, 0)
         common(0x14, .byte, 1)
         common(0x14, .byte, 3)
         common(0x08, .dword, 0)
         common(0x0C, .dword, 0x3000_0000)
         common(0x08, .dword, 1)
-        common(0x0C, .dword, 1)
+        common(0x0C, .dword, packed ? 5 : 1)
         common(0x14, .byte, 0xB)
         common(0x16, .word, 0)
         common(0x20, .dword, Self.descriptors)
@@ -80,8 +83,9 @@ struct VirtqueueFuzzRun {
             case 1:  // an available-ring entry, then avail->idx
                 machine.writeMemory(Self.available + 4 + 2 * UInt64(op >> 5), [byte(), byte()])
                 machine.writeMemory(Self.available + 2, [byte(), byte()])
-            case 2:  // avail->flags or used_event
-                machine.writeMemory(op & 0x8 != 0 ? Self.available : Self.available + 4 + 2 * 8, [byte(), byte()])
+            case 2:  // avail->flags or used_event; a packed ring's driver event flags
+                let at = op & 0x10 != 0 ? Self.available + 2 : op & 0x8 != 0 ? Self.available : Self.available + 4 + 2 * 8
+                machine.writeMemory(at, [byte(), byte()])
             case 3:  // an indirect table or buffer bytes
                 let offset = value(2) % 0x4000
                 machine.writeMemory(Self.buffers + offset, (0..<16).map { _ in byte() })
@@ -90,8 +94,8 @@ struct VirtqueueFuzzRun {
             case 5:  // any common-config register
                 let widths: [AccessWidth] = [.byte, .word, .dword]
                 common(value(1) % 0x40, widths[Int(op >> 3) % 3], value(4))
-            case 6:  // a status write (0 resets), or a fresh driver
-                if op & 0x8 != 0 { setUpDriver() } else { common(0x14, .byte, value(1)) }
+            case 6:  // a status write (0 resets), or a fresh driver (split or packed ring)
+                if op & 0x8 != 0 { setUpDriver(packed: op & 0x10 != 0) } else { common(0x14, .byte, value(1)) }
             default:  // Bus Master Enable and Memory Space off or on
                 machine.mmioWrite(ecam + 4, width: .word, value: op & 0x8 != 0 ? 0x6 : UInt64(op >> 4) & 0x6)
             }

@@ -1,6 +1,7 @@
 import Machine
 import PCI
 import Testing
+import Virtio
 
 /// virtio-rng-pci as QEMU 10 places it (its config space read under qtest): modern-only
 /// 1af4:1044 with a PCI Express capability behind a root port; without one on pcie.0 as
@@ -29,5 +30,24 @@ import Testing
         }
         #expect(throws: Never.self) { try machine(["virtio-rng-pci,id=rng,disable-legacy=on"]) }
         #expect(throws: MachineConfigurationError.self) { try machine(["virtio-rng-pci-non-transitional,iommu_platform=maybe"]) }
+    }
+
+    /// packed=on offers VIRTIO_F_RING_PACKED (bit 34: feature word 1 reads VERSION_1 | RING_PACKED,
+    /// 0x5, as QEMU 10's virtio-rng-pci,packed=on does); a bad value gets QEMU's words.
+    @Test func packedRingsOnRequestInQEMUsSpelling() throws {
+        let m = try machine(["pcie-root-port,id=rp1,chassis=1,slot=1", "virtio-rng-pci,id=rng,bus=rp1,packed=on",
+                             "virtio-rng-pci-non-transitional,id=plain,addr=5,packed=off"])
+        func featureWord1(_ id: String) throws -> UInt64 {
+            let function = try #require(m.device(id: id)?.function as? VirtioPCIFunction)
+            function.barWrite(4, offset: 0, width: .dword, value: 1)
+            return function.barRead(4, offset: 4, width: .dword)
+        }
+        #expect(try featureWord1("rng") == 0x5)
+        #expect(try featureWord1("plain") == 0x1)
+        #expect {
+            try machine(["virtio-rng-pci-non-transitional,packed=maybe"])
+        } throws: { error in
+            "\(error)".contains("Parameter 'packed' expects 'on' or 'off'")
+        }
     }
 }

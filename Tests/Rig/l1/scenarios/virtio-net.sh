@@ -5,7 +5,8 @@
 # vCPUs and mq=on over a two-queue tap, one vhost-net instance per queue pair, and must use both
 # pairs). Switchyard's
 # vhost=off NIC is hot-plugged after boot through QMP, unplugged, and plugged again; its vhost=on
-# mq boot also takes QMP's set_link off and on (net_link_cycle).
+# mq boot also takes QMP's set_link off and on (net_link_cycle). Both userspace datapaths
+# use packed rings (packed=on; packed_check: L2's driver took them).
 # The VMM creates tap0; L1 moves it into a network namespace of its own (the peer: 10.0.2.2,
 # an nc listener on port 5001 and busybox httpd on 5002). L2 (rig.l2=net, l2/init) pings the
 # peer, sends it a 4 MiB file and fetches another: the checksums on both sides must agree, and
@@ -87,6 +88,7 @@ net_session() {
   [ -n "$_irqs" ] && [ "$_irqs" -gt 0 ] || { echo "CHECK FAILED: $_nl: no virtio input interrupts counted"; _f=1; }
   [ -n "$NET_NETDEV_EXTRA" ] && { mq_check "$_log" "$_nl" || _f=1; }
   [ "$_vh" = on ] && [ -z "${NET_HOTPLUG:-}" ] && { irqfd_check || _f=1; }
+  [ -n "${NET_PACKED:-}" ] && { packed_check || _f=1; }
   [ $_f = 0 ] && echo "ok: $_nl: ping 10/10, 4 MiB each way with equal checksums, $_irqs rx interrupts"
   [ $_f = 0 ] || rc=1
   _v=$(sed -n 's/.* RIG-L2 net link-up ok=1 seconds=\([0-9.]*\).*/\1/p' "$_log"); [ -n "$_v" ] && report_time "${_nl}_link_up" "$_v"
@@ -97,6 +99,18 @@ net_session() {
   killall nc httpd 2>/dev/null
   kill $_peer 2>/dev/null
   sleep 0.2
+}
+
+# packed_check (in net_session, NET_PACKED=1: the NIC offers VIRTIO_F_RING_PACKED, packed=on):
+# L2's virtio_net took the packed ring. Its sysfs features string (L2 prints it) has one 0/1
+# character per feature bit; bit 34 is RING_PACKED.
+packed_check() {
+  _feat=$(sed -n 's/.* RIG-L2 net dev .* ids=1af4:1041 drv=virtio-pci features=\([01]*\).*/\1/p' "$_log" | head -n 1)
+  if [ "$(printf '%s' "$_feat" | cut -c35)" = 1 ]; then
+    echo "ok: $_nl: L2's driver took the packed ring (feature 34 of $_feat)"
+  else
+    echo "CHECK FAILED: $_nl: packed=on, but L2's negotiated features '${_feat:-none}' have no RING_PACKED (bit 34)"; return 1
+  fi
 }
 
 # net_qmp_open (in net_session): QMP on the session's FIFO pair (fd 3), capabilities negotiated.
@@ -146,7 +160,7 @@ net_hotplug_cycles() {
   _c=1
   while [ $_c -le "$NET_HOTPLUG" ]; do
     _t0=$(now)
-    _qmp "{\"execute\":\"device_add\",\"arguments\":{\"driver\":\"virtio-net-pci\",\"netdev\":\"n0\",\"bus\":\"rp3\",\"id\":\"net0\",\"mac\":\"$MAC\"}}"
+    _qmp "{\"execute\":\"device_add\",\"arguments\":{\"driver\":\"virtio-net-pci\",\"netdev\":\"n0\",\"bus\":\"rp3\",\"id\":\"net0\",\"mac\":\"$MAC\"${NET_PACKED:+,\"packed\":true}}}"
     _t1=$(wait_for "$_log" " RIG-L2 net hp plugged cycle=$_c seconds=[0-9]" 60) ||
       { echo "CHECK FAILED: $_nl: L2 did not see eth0 within 60 s of device_add (cycle $_c)"; return 1; }
     report_time "${_nl}_plug_to_eth0_$_c" "$(elapsed "$_t0" "$_t1")"
@@ -257,17 +271,20 @@ mq_check() {
 # KVM exits per packet, for the sessions that do not hot-plug (L1's debugfs counters).
 NET_EXITS=
 if kvm_counters_ready; then NET_EXITS=1; else echo "no KVM statistics in L1's debugfs: no exit counts"; fi
-NET_DEVICE_EXTRA=,romfile=
+# The userspace datapaths (QEMU's and Switchyard's) run packed rings (packed=on): L2's
+# virtio_net takes them when offered. vhost-net has none: those boots keep split rings.
+NET_DEVICE_EXTRA=,romfile=,packed=on NET_PACKED=1
 net_session qemu off $(qemu_l2_command)
+NET_DEVICE_EXTRA=,romfile= NET_PACKED=
 net_session qemu_vhost on $(qemu_l2_command)
 NET_DEVICE_EXTRA=
 if [ -x /switchyard ]; then
   # The userspace datapath on a NIC hot-plugged after boot: plugged, checked, unplugged,
   # plugged again on the same netdev, pinged, unplugged.
-  NET_HOTPLUG=2 _exits=$NET_EXITS NET_EXITS=
+  NET_HOTPLUG=2 _exits=$NET_EXITS NET_EXITS= NET_PACKED=1
   net_session switchyard off /switchyard -machine q35 -accel kvm -m 512 -smp $L2_SMP \
     -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY
-  NET_HOTPLUG= NET_EXITS=$_exits
+  NET_HOTPLUG= NET_EXITS=$_exits NET_PACKED=
   # vhost=on as QEMU's vhost boot: one queue pair, the same vCPUs, for the ratios below.
   # (make rig-full only: rig.full=1 on L1's command line; make test keeps under 45 minutes.)
   grep -q rig.full=1 /proc/cmdline && net_session switchyard_vhost on /switchyard -machine q35 -accel kvm -m 512 -smp $L2_SMP \
