@@ -68,9 +68,7 @@ import Testing
     static let packed: VirtioFeatures = [.version1, .ringPacked, .indirectDescriptors, .eventIndex]
 
     func queue(_ h: VirtioDriverHarness, size: UInt16, features: VirtioFeatures = packed, signals: Signals = Signals()) -> VirtQueue {
-        VirtQueue(index: 0, size: size, addresses: VirtQueueAddresses(descriptorTable: h.descriptors, driverArea: h.available,
-                                                                     deviceArea: h.used),
-                  features: features, port: h.port, interrupts: signals)
+        h.directQueue(size: size, features: features, interrupts: signals)
     }
 
     @Test func chainsWrapAndUsedDescriptorsSkipTheirChainsSlots() throws {

@@ -210,9 +210,7 @@ import VMMBase
     @Test func hostBuffersAreTheGuestBytesAndRefuseWhatIsNotRAM() throws {
         let h = try VirtioDriverHarness(device: ReplyDevice(replyLength: 0))
         #expect(h.initialize() == 0xF)
-        let queue = VirtQueue(index: 0, size: 8, addresses: VirtQueueAddresses(descriptorTable: h.descriptors, driverArea: h.available,
-                                                                              deviceArea: h.used),
-                              features: [.version1], port: h.port, interrupts: NoInterrupts())
+        let queue = h.directQueue(size: 8)
         h.writeDescriptor(0, address: h.buffers, length: 8, flags: 2 | 1, next: 1)
         h.writeDescriptor(1, address: h.buffers + 0x800, length: 8, flags: 2)
         h.makeAvailable(0)
@@ -230,8 +228,7 @@ import VMMBase
         // The datapaths' pop (a fresh queue on the same ring: the same chain again), its guest
         // bytes as iovecs in chain order, appended after what the caller's array holds; given
         // back, it is popped again.
-        let lending = VirtQueue(index: 0, size: 8, addresses: queue.addresses, features: [.version1], port: h.port,
-                                interrupts: NoInterrupts())
+        let lending = h.directQueue(size: 8)
         var vectors = [iovec(iov_base: nil, iov_len: 99)]
         let first = try #require(try lending.popLending(.writable, into: &vectors))
         lending.undoPop([first])
@@ -246,9 +243,7 @@ import VMMBase
     @Test func aLendingPopLendsOneDirectionAndAppendsNothingWhenItFails() throws {
         let h = try VirtioDriverHarness(device: ReplyDevice(replyLength: 0))
         #expect(h.initialize() == 0xF)
-        let queue = VirtQueue(index: 0, size: 8, addresses: VirtQueueAddresses(descriptorTable: h.descriptors, driverArea: h.available,
-                                                                              deviceArea: h.used),
-                              features: [.version1], port: h.port, interrupts: NoInterrupts())
+        let queue = h.directQueue(size: 8)
         // A request (readable 12 + 20 bytes) with room for a reply (writable 4 bytes).
         h.writeDescriptor(0, address: h.buffers, length: 12, flags: 1, next: 1)
         h.writeDescriptor(1, address: h.buffers + 0x100, length: 20, flags: 1, next: 2)
@@ -281,6 +276,13 @@ struct NoInterrupts: VirtioInterruptSignaller {
 }
 
 extension VirtioDriverHarness {
+    /// A queue of this harness's rings and port driven directly, not through the transport.
+    func directQueue(size: UInt16, features: VirtioFeatures = [.version1],
+                     interrupts: any VirtioInterruptSignaller = NoInterrupts()) -> VirtQueue {
+        VirtQueue(index: 0, size: size, addresses: VirtQueueAddresses(descriptorTable: descriptors, driverArea: available, deviceArea: used),
+                  features: features, port: port, interrupts: interrupts)
+    }
+
     /// A new driver instance starts its available index from 0 again.
     func availableIndexReset() {
         ram.store(UInt16(0), at: available + 2)

@@ -48,17 +48,10 @@ public enum PackedRing {
 
 /// One packed descriptor as read from guest memory (a copy: checked once, never re-read).
 public struct PackedDescriptor: Hashable, Sendable {
-    public var address: UInt64
-    public var length: UInt32
-    public var id: UInt16
-    public var flags: UInt16
-
-    public init(address: UInt64, length: UInt32, id: UInt16, flags: UInt16) {
-        self.address = address
-        self.length = length
-        self.id = id
-        self.flags = flags
-    }
+    public let address: UInt64
+    public let length: UInt32
+    public let id: UInt16
+    public let flags: UInt16
 
     /// Decodes the 16 little-endian bytes of a pvirtq_desc.
     public init(bytes: UnsafeRawBufferPointer) {
@@ -67,18 +60,6 @@ public struct PackedDescriptor: Hashable, Sendable {
         length = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: PackedRing.lengthOffset, as: UInt32.self))
         id = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: PackedRing.idOffset, as: UInt16.self))
         flags = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: PackedRing.flagsOffset, as: UInt16.self))
-    }
-
-    /// The 16 bytes a driver writes for this descriptor.
-    public var bytes: [UInt8] {
-        var out = [UInt8](repeating: 0, count: PackedRing.descriptorSize)
-        out.withUnsafeMutableBytes { raw in
-            raw.storeBytes(of: address.littleEndian, toByteOffset: 0, as: UInt64.self)
-            raw.storeBytes(of: length.littleEndian, toByteOffset: PackedRing.lengthOffset, as: UInt32.self)
-            raw.storeBytes(of: id.littleEndian, toByteOffset: PackedRing.idOffset, as: UInt16.self)
-            raw.storeBytes(of: flags.littleEndian, toByteOffset: PackedRing.flagsOffset, as: UInt16.self)
-        }
-        return out
     }
 
     public var hasNext: Bool { flags & PackedRing.flagNext != 0 }
