@@ -451,6 +451,11 @@ final class NetDatapath: Sendable {
     private func receive(from backendQueue: any PacketQueue, pair: Int, filter: ReceiveFilter,
                          buffers: inout ReceiveBuffers) -> ReceiveOutcome {
         guard let queue = queues[safe: 2 * pair] ?? nil else { return .needsBuffers }
+        // No kicks while the ring has buffers (the tap's readiness wakes this thread, not the
+        // driver's refills: each kick is an exit); asked for again once the buffers run out
+        // (below). As QEMU's receive path does. A packed ring starts with kicks enabled for
+        // every refill; a split ring's avail_event stays where it was.
+        _ = try? queue.disableNotifications()
         var delivered = 0
         defer { if delivered > 0 { _ = try? queue.interruptIfNeeded() } }
         while true {
