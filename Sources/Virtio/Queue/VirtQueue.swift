@@ -37,6 +37,9 @@ public final class VirtQueue: Sendable {
     /// VIRTIO_F_RING_PACKED was negotiated: the ring is packed (2.8), else split (2.7).
     public let packed: Bool
     private let broken = Atomic<Bool>(false)
+    /// The thread-specific key of burst views, copied from the one all queues share (read on
+    /// every ring word: a copy spares the lazy global's check).
+    private let ringViewKey = VirtQueue.sharedRingViewKey
 
     struct Cursor: Hashable, Sendable, Codable {
         /// The next available-ring slot the device reads (free-running 16-bit).
@@ -124,9 +127,9 @@ public final class VirtQueue: Sendable {
         try port.burst { () throws(E) -> R in
             guard heldView == nil, var view = lookUpRingView() else { return try body() }
             return try withUnsafeMutablePointer(to: &view) { (held) throws(E) -> R in
-                let outer = pthread_getspecific(Self.ringViewKey)
-                pthread_setspecific(Self.ringViewKey, held)
-                defer { pthread_setspecific(Self.ringViewKey, outer) }
+                let outer = pthread_getspecific(ringViewKey)
+                pthread_setspecific(ringViewKey, held)
+                defer { pthread_setspecific(ringViewKey, outer) }
                 return try body()
             }
         }
@@ -177,7 +180,7 @@ public final class VirtQueue: Sendable {
         }
     }
 
-    private static let ringViewKey: pthread_key_t = {
+    private static let sharedRingViewKey: pthread_key_t = {
         var key = pthread_key_t()
         let status = pthread_key_create(&key, nil)
         precondition(status == 0, "pthread_key_create: \(status)")
@@ -186,7 +189,7 @@ public final class VirtQueue: Sendable {
 
     /// This queue's view, when this thread is in one of its bursts.
     var heldView: UnsafePointer<RingView>? {
-        guard let raw = pthread_getspecific(Self.ringViewKey) else { return nil }
+        guard let raw = pthread_getspecific(ringViewKey) else { return nil }
         let view = UnsafePointer(raw.assumingMemoryBound(to: RingView.self))
         return view.pointee.queue == ObjectIdentifier(self) ? view : nil
     }
