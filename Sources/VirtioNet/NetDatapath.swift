@@ -451,11 +451,12 @@ final class NetDatapath: Sendable {
     private func receive(from backendQueue: any PacketQueue, pair: Int, filter: ReceiveFilter,
                          buffers: inout ReceiveBuffers) -> ReceiveOutcome {
         guard let queue = queues[safe: 2 * pair] ?? nil else { return .needsBuffers }
-        // No kicks while the ring has buffers (the tap's readiness wakes this thread, not the
-        // driver's refills: each kick is an exit); asked for again once the buffers run out
-        // (below). As QEMU's receive path does. A packed ring starts with kicks enabled for
-        // every refill; a split ring's avail_event stays where it was.
-        _ = try? queue.disableNotifications()
+        // A packed ring starts with the device's events ENABLE: the driver would kick after
+        // every refill (each kick an exit). No kicks while the ring has buffers (the tap's
+        // readiness wakes this thread, not the refills); asked for again once they run out
+        // (below), as QEMU's receive path does. A split ring's avail_event, moved per pop,
+        // already lags behind the driver's refills, so it asks for few kicks as it is.
+        if queue.packed { _ = try? queue.disableNotifications() }
         var delivered = 0
         defer { if delivered > 0 { _ = try? queue.interruptIfNeeded() } }
         while true {
