@@ -228,21 +228,21 @@ public final class VirtQueue: Sendable {
     /// write). The port lends guest RAM, which lives as long as the machine.
     public func hostRings() throws(VirtioActivationError) -> HostRings {
         guard !packed else { throw VirtioActivationError("queue \(index) is a packed ring; a backend that drives the queue itself takes split rings only") }
-        typealias L = SplitRing
-        func host(_ part: String, _ address: UInt64, _ length: UInt64, write: Bool) throws(VirtioActivationError) -> UInt64 {
+        // Each part with the length and direction of the device's own accesses (`extent`).
+        func host(_ name: String, _ part: RingPart) throws(VirtioActivationError) -> UInt64 {
+            let address = base(of: part), (length, write) = extent(of: part)
             let start: UnsafeMutableRawPointer?
             switch Result(catching: { () throws(DMAError) in try singleHostRange(at: address, length: length, write: write) }) {
             case .success(let lent): start = lent
-            case .failure(let error): throw VirtioActivationError("queue \(index): its \(part) at 0x\(String(address, radix: 16)): \(error)")
+            case .failure(let error): throw VirtioActivationError("queue \(index): its \(name) at 0x\(String(address, radix: 16)): \(error)")
             }
             guard let start else {
-                throw VirtioActivationError("queue \(index): its \(part) at 0x\(String(address, radix: 16)) spans several host mappings")
+                throw VirtioActivationError("queue \(index): its \(name) at 0x\(String(address, radix: 16)) spans several host mappings")
             }
             return UInt64(UInt(bitPattern: start))
         }
-        return HostRings(descriptorTable: try host("descriptor table", addresses.descriptorTable, L.descriptorTableBytes(size: size), write: false),
-                         availableRing: try host("available ring", addresses.driverArea, L.availableBytes(size: size), write: false),
-                         usedRing: try host("used ring", addresses.deviceArea, L.usedBytes(size: size), write: true))
+        return HostRings(descriptorTable: try host("descriptor table", .descriptors), availableRing: try host("available ring", .driver),
+                         usedRing: try host("used ring", .device))
     }
 
     /// Host addresses of a ring's parts (`hostRings`).
