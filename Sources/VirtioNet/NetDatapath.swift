@@ -380,8 +380,9 @@ final class NetDatapath: Sendable {
     /// Returns `chains` to the used ring at once and empties the list (capacity kept).
     private func complete(_ used: inout [UsedElement], on queue: VirtQueue) throws(VirtQueueError) {
         guard !used.isEmpty else { return }
+        // Emptied either way: after a failure the queue is broken and will take nothing back.
+        defer { used.removeAll(keepingCapacity: true) }
         try used.withUnsafeBufferPointer { u in Result { () throws(VirtQueueError) in try queue.complete(u) } }.get()
-        used.removeAll(keepingCapacity: true)
     }
 
     /// The virtio-net header at the start of a frame's lent bytes (at least its size: checked
@@ -451,12 +452,9 @@ final class NetDatapath: Sendable {
     private func receive(from backendQueue: any PacketQueue, pair: Int, filter: ReceiveFilter,
                          buffers: inout ReceiveBuffers) -> ReceiveOutcome {
         guard let queue = queues[safe: 2 * pair] ?? nil else { return .needsBuffers }
-        // A packed ring starts with the device's events ENABLE: the driver would kick after
-        // every refill (each kick an exit). No kicks while the ring has buffers (the tap's
-        // readiness wakes this thread, not the refills); asked for again once they run out
-        // (below), as QEMU's receive path does. A split ring's avail_event, moved per pop,
-        // already lags behind the driver's refills, so it asks for few kicks as it is.
-        if queue.packed { _ = try? queue.disableNotifications() }
+        // The tap's readiness wakes this thread, not the driver's refills: no kicks while the
+        // ring has buffers; asked for again once they run out (below), as QEMU's receive does.
+        _ = try? queue.quietKicksWhileServing()
         var delivered = 0
         defer { if delivered > 0 { _ = try? queue.interruptIfNeeded() } }
         while true {
@@ -488,7 +486,6 @@ final class NetDatapath: Sendable {
             queue.undoPop(buffers.chains)
             buffers.forgetUnfilled()
             guard !buffers.used.isEmpty else { return step }
-            defer { buffers.used.removeAll(keepingCapacity: true) }
             do {
                 try complete(&buffers.used, on: queue)
             } catch {

@@ -143,24 +143,6 @@ public struct DescriptorChain: Sendable {
         }.get()
     }
 
-    /// The host memory behind the readable (for writev to a host fd) or writable (for readv)
-    /// buffers, in chain order, valid only inside `body`. Each buffer is checked by the DMA
-    /// port (Bus Master Enable, translation, RAM bounds) before `body` runs.
-    public func withHostBuffers<R>(_ direction: Direction, _ body: ([UnsafeMutableRawBufferPointer]) -> R) throws(VirtQueueError) -> R {
-        let buffers = direction == .readable ? readable : writable
-        var lent: [DMAHostSegments] = []
-        lent.reserveCapacity(buffers.count)
-        do {
-            for buffer in buffers where buffer.length > 0 {
-                lent.append(try queue.port.hostSegments(at: buffer.address, length: UInt64(buffer.length),
-                                                        write: direction == .writable))
-            }
-        } catch {
-            throw queue.fail(.dma(error))
-        }
-        return withExtendedLifetime(lent) { body(lent.flatMap(\.buffers)) }
-    }
-
     /// A device that needs more bytes than the driver gave (a request shorter than its header,
     /// a reply into read-only or short buffers) has met the driver's mistake, not its own.
     private func checkSpan(_ offset: Int, _ count: Int, total: Int, writing: Bool) throws(VirtQueueError) {

@@ -600,6 +600,15 @@ public final class VirtQueue: Sendable {
         try setNotifications(false)
     }
 
+    /// The device serves this ring for as long as it has buffers and is woken by something
+    /// else (a backend's readiness), so a kick after each of the driver's refills is only an
+    /// exit. A packed ring starts with the device's events ENABLE: they are turned off. A split
+    /// ring is left as it is: its avail_event, moved per pop, already lags behind the refills
+    /// and asks for few kicks. `enableNotifications` asks again once the buffers run out.
+    public func quietKicksWhileServing() throws(VirtQueueError) {
+        if packed { try setNotifications(false) }
+    }
+
     /// Asks for kicks again. Returns true when buffers arrived meanwhile (the device must
     /// pop them: no kick will come for them).
     public func enableNotifications() throws(VirtQueueError) -> Bool {
