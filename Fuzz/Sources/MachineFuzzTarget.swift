@@ -18,8 +18,6 @@ struct MachineFuzzRun {
     /// Ids whose DEVICE_DELETED came, filled by the machine's event listener.
     let deleted = DeletedIDs()
     let listener: Int
-    /// Where guest memory may have been written (MMIO writes land in RAM where RAM is).
-    var written: [Range<UInt64>] = []
 
     /// Ports a guest of this machine talks to: CF8/CFC, the LPC's legacy devices, PM and GPE
     /// blocks at PMBASE 0x600, QEMU's ACPI PCI hot-plug registers, the reset control register.
@@ -32,23 +30,21 @@ struct MachineFuzzRun {
     /// The fuzz topology after firmware, as the run starts from it.
     static func build() -> ReusedMachine.Built? {
         guard let machine = FuzzTarget.machine(), let report = try? machine.runFirmware() else { return nil }
-        return ReusedMachine.Built(machine: machine, bars: report.functions.flatMap { $0.bars.map(\.range) })
+        return ReusedMachine.Built(machine: machine, functions: report.functions)
     }
 
     init(_ input: [UInt8], on built: ReusedMachine.Built) {
         machine = built.machine
-        bars = built.bars
+        bars = built.functions.flatMap { $0.bars.map(\.range) }
         bytes = input[...]
         listener = machine.addEventListener { [deleted] event in
             if case .deviceDeleted(let id?, _) = event { deleted.ids.withLock { $0.append(id) } }
         }
     }
 
-    /// Runs the input; returns where guest memory may have been written.
-    mutating func runToEnd() -> [Range<UInt64>] {
+    mutating func runToEnd() {
         run()
         machine.removeEventListener(listener)
-        return written
     }
 
     mutating func byte() -> UInt8? { bytes.popFirst() }
@@ -106,9 +102,6 @@ struct MachineFuzzRun {
     }
 
     mutating func access(mmio address: UInt64, width: AccessWidth, write: Bool) {
-        if write, address < machine.configuration.memorySize {
-            written.append(address..<address + UInt64(width.rawValue))
-        }
         if write { machine.mmioWrite(address, width: width, value: value(width.rawValue)) } else { _ = machine.mmioRead(address, width: width) }
     }
 

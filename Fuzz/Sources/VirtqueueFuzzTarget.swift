@@ -20,13 +20,18 @@ struct VirtqueueFuzzRun {
     let ecam: UInt64
     var bytes: ArraySlice<UInt8>
 
-    init?(_ input: [UInt8]) {
-        guard let devices = try? Self.topology.map({ text throws(MachineConfigurationError) in try DeviceSpec(parsing: text) }),
+    /// The machine after firmware, kept across inputs (ReusedMachine).
+    static func build() -> ReusedMachine.Built? {
+        guard let devices = try? topology.map({ text throws(MachineConfigurationError) in try DeviceSpec(parsing: text) }),
               let machine = try? Machine(MachineConfiguration(memorySize: 32 << 20, devices: devices)),
-              let report = try? machine.runFirmware(),
-              let rng = report.functions.first(where: { $0.vendorID == 0x1AF4 }),
+              let report = try? machine.runFirmware() else { return nil }
+        return ReusedMachine.Built(machine: machine, functions: report.functions)
+    }
+
+    init?(_ input: [UInt8], on built: ReusedMachine.Built) {
+        guard let rng = built.functions.first(where: { $0.vendorID == 0x1AF4 }),
               let bar = rng.bars.first(where: { $0.index == 4 }) else { return nil }
-        self.machine = machine
+        machine = built.machine
         regions = bar.range.base
         ecam = machine.configuration.layout.ecamBase + UInt64(rng.address.bus) << 20
             + UInt64(rng.address.device) << 15 + UInt64(rng.address.function) << 12
