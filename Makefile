@@ -9,7 +9,7 @@ BIN = .build/debug/switchyard
 # from Debian's python3; tests and scripts find python3 and dt-validate there first.
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup build release run test unit-test tool-test bench clean rig-test rig-full rig-iommufd rig-soak fuzz fuzz-long fuzz-build fuzz-smoke soak stress stress-tsan test-asan test-tsan
+.PHONY: setup build release run test unit-test tool-test bench clean rig-test rig-full rig-iommufd rig-soak rig-bench fuzz fuzz-long fuzz-build fuzz-smoke soak stress stress-tsan test-asan test-tsan
 
 setup:
 	@bash scripts/setup.sh
@@ -70,6 +70,15 @@ RIG_SOAK_CYCLES ?= 500
 rig-soak: $(if $(filter .build/release/switchyard,$(RIG_SWITCHYARD)),release,setup)
 	@bash Tests/Rig/setup.sh
 	bash Tests/Rig/run.sh --no-skip --switchyard $(RIG_SWITCHYARD) --timeout 7200 --append rig.soakcycles=$(RIG_SOAK_CYCLES) switchyard-soak
+
+# virtio-net's figures against QEMU from several boots, not one: RIG_BENCH_ROUNDS rounds in one L1
+# boot, each round an L2 boot of QEMU and of Switchyard with vhost=off and with vhost=on (the
+# same cold-plugged NIC, the order swapped every round); medians per VMM, their ratio and the
+# per-round spread (Tests/Rig/README.md). About 2.5 minutes a round here.
+RIG_BENCH_ROUNDS ?= 5
+rig-bench: $(if $(filter .build/release/switchyard,$(RIG_SWITCHYARD)),release,setup)
+	@bash Tests/Rig/setup.sh
+	bash Tests/Rig/run.sh --no-skip --switchyard $(RIG_SWITCHYARD) --timeout 7200 --append rig.netbench=$(RIG_BENCH_ROUNDS) virtio-net
 
 # Fuzzing (Fuzz/README.md): libFuzzer with AddressSanitizer, one binary, a target per name.
 FUZZ_TARGETS = qmp qtest options machine loaders virtqueue vfio

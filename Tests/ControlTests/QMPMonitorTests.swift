@@ -137,6 +137,10 @@ struct QMPMonitorTests {
                 .contains("addr=0x40") == true)
         #expect(desc(#"{"execute": "device_add", "arguments": {"driver": "pci-testdev", "x": {"y": 1}}}"#)
                 == "Invalid parameter type for 'x', expected: string")
+        #expect(desc(#"{"execute": "device_add", "arguments": {"driver": "pci-testdev", "romfile": "efi.rom"}}"#)?
+                .contains("loads no option ROMs") == true)
+        #expect(desc(#"{"execute": "device_add", "arguments": {"driver": "pci-testdev", "multifunction": "maybe"}}"#)
+                == "Parameter 'multifunction' expects 'on' or 'off'")
         #expect(desc(#"{"execute": "device_del", "arguments": {"id": "br1"}}"#) == "Bus 'pcie.0' does not support hotplugging")
         #expect(Self.run(m, s, #"{"execute": "device_del", "arguments": {"id": "zz"}}"#) ==
                 #"{"error": {"class": "DeviceNotFound", "desc": "Device 'zz' not found"}}"#)

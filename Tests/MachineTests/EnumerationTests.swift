@@ -132,12 +132,16 @@ import VMMBase
         #expect(spec.multifunction)
         #expect(spec.properties == ["foo": "bar"])
         #expect(try DeviceSpec(parsing: "pci-bridge,addr=5").devfn == 5 << 3)
+        // romfile= (empty: no option ROM), as QEMU command lines and libvirt write it: accepted
+        // for any device and left out of its properties (no factory has to know it).
+        #expect(try DeviceSpec(parsing: "virtio-net-pci,netdev=n0,romfile=").properties == ["netdev": "n0"])
     }
 
     @Test func rejectsMalformedDevicesWithReasons() {
         for (text, fragment) in [("", "driver"), ("id=x", "driver"), ("pci-testdev,addr=0x20", "slot 0-31"),
                                  ("pci-testdev,addr=1.8", "function 0-7"), ("pci-testdev,junk", "name=value"),
-                                 ("pci-testdev,multifunction=maybe", "on or off")] {
+                                 ("pci-testdev,multifunction=maybe", "on or off"),
+                                 ("pci-testdev,romfile=efi-virtio.rom", "loads no option ROMs")] {
             #expect {
                 _ = try DeviceSpec(parsing: text)
             } throws: { "\($0)".contains(fragment) }

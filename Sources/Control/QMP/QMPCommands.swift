@@ -126,11 +126,10 @@ enum QMPCommands {
                     }
                 }
             case "multifunction":
-                switch text {
-                case "on", "true", "yes": spec.multifunction = true
-                case "off", "false", "no": spec.multifunction = false
-                default: throw QMPError("Parameter 'multifunction' expects 'on' or 'off'")
-                }
+                guard let on = DeviceSpec.parseBool(text) else { throw QMPError("Parameter 'multifunction' expects 'on' or 'off'") }
+                spec.multifunction = on
+            case "romfile":
+                if let reason = DeviceSpec.romFileRefusal(text) { throw QMPError(reason) }
             default:
                 spec.properties[name] = text
             }

@@ -42,6 +42,8 @@ public struct DeviceSpec: Sendable, Hashable {
                     throw .malformedDevice(text, reason: "multifunction must be on or off, not '\(value)'")
                 }
                 multifunction = on
+            case "romfile":
+                if let reason = Self.romFileRefusal(value) { throw .malformedDevice(text, reason: reason) }
             default: properties[key] = value
             }
         }
@@ -62,7 +64,14 @@ public struct DeviceSpec: Sendable, Hashable {
         return UInt64(s)
     }
 
-    static func parseBool(_ s: String) -> Bool? {
+    /// Why `romfile=VALUE` cannot be honoured, or nil: Switchyard loads no option ROMs (a
+    /// direct kernel boot has no firmware to run them), so only the empty value, "no ROM", as
+    /// QEMU command lines and libvirt's `<rom file=''/>` write it, is accepted, for any device.
+    public static func romFileRefusal(_ value: String) -> String? {
+        value.isEmpty ? nil : "romfile=\(value): Switchyard loads no option ROMs; leave romfile out or give it empty (romfile=)"
+    }
+
+    public static func parseBool(_ s: String) -> Bool? {
         switch s {
         case "on", "true", "yes": true
         case "off", "false", "no": false

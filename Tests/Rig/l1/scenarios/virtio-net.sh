@@ -272,6 +272,61 @@ mq_check() {
   return $_mf
 }
 
+# net_bench ROUNDS (rig.netbench=ROUNDS on L1's command line: make rig-bench): only the
+# transfers, QEMU against Switchyard, ROUNDS times in this one L1 boot, each round one boot of
+# each VMM with vhost=off and one with vhost=on, the same cold-plugged NIC on both, the order
+# swapped every round (so neither VMM always runs on a warmer L1). A single boot's times swing
+# by 2x here; the figures are the medians per VMM, their ratio, and the spread of the
+# per-round ratios. Every session keeps its checks (ping, checksums, vhost's worker).
+net_bench() {
+  _rounds=$1 NET_EXITS=
+  _r=0
+  while [ $_r -lt "$_rounds" ]; do
+    _r=$((_r + 1))
+    for _vhost in off on; do
+      _m=; [ $_vhost = on ] && _m=_vhost
+      if [ $((_r % 2)) = 1 ]; then _order="qemu switchyard"; else _order="switchyard qemu"; fi
+      for _vmm in $_order; do
+        if [ $_vmm = qemu ]; then
+          NET_DEVICE_EXTRA=,romfile= net_session "qemu${_m}_r$_r" $_vhost $(qemu_l2_command)
+        else
+          NET_DEVICE_EXTRA= net_session "switchyard${_m}_r$_r" $_vhost /switchyard -machine q35 -accel kvm -m 512 -smp $L2_SMP \
+            -kernel $L2_SWITCHYARD_KERNEL -initrd $L2_INITRD $TOPOLOGY
+        fi
+      done
+    done
+  done
+  # Medians, ratio of medians (QEMU's time over Switchyard's: above 1, Switchyard is faster),
+  # and the lowest and highest ratio of a round.
+  for _m in "" _vhost; do
+    for _d in tx rx; do
+      awk -v m="$_m" -v d="$_d" -F'[ =]' '
+        function median(a, n,   i, j, t) {
+          for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+          return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        $2 ~ "^(qemu|switchyard)" m "_r[0-9]+_" d "_4MiB$" {
+          match($2, /_r[0-9]+_/); vmm = substr($2, 1, RSTART - 1); round = substr($2, RSTART + 2, RLENGTH - 3)
+          t[vmm, round] = $3; if (vmm ~ /^qemu/) q[++nq] = $3; else s[++ns] = $3
+        }
+        END {
+          if (nq == 0 || ns == 0) exit
+          for (k in t) { split(k, kk, SUBSEP); if (kk[1] ~ /^qemu/ && ((("switchyard" m), kk[2]) in t)) r[++nr] = t[kk[1], kk[2]] / t["switchyard" m, kk[2]] }
+          mq = median(q, nq); ms = median(s, ns); lo = hi = r[1]
+          for (i = 2; i <= nr; i++) { if (r[i] < lo) lo = r[i]; if (r[i] > hi) hi = r[i] }
+          printf "bench%s_%s_qemu_median_s %.2f\nbench%s_%s_switchyard_median_s %.2f\nbench%s_%s_ratio_of_medians %.2f\nbench%s_%s_round_ratios_low_high %.2f-%.2f/%d\n",
+            m, d, mq, m, d, ms, m, d, mq / ms, m, d, lo, hi, nr
+        }' /tmp/net-times
+    done
+  done | while read -r _n _v; do report_time "$_n" "$_v"; done
+}
+_bench=$(sed -n 's/.*rig\.netbench=\([0-9][0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$_bench" ]; then
+  [ -x /switchyard ] || { echo "CHECK FAILED: no /switchyard in this initramfs"; exit 1; }
+  net_bench "$_bench"
+  exit $rc
+fi
+
 # KVM exits per packet, for the sessions that do not hot-plug (L1's debugfs counters).
 NET_EXITS=
 if kvm_counters_ready; then NET_EXITS=1; else echo "no KVM statistics in L1's debugfs: no exit counts"; fi
