@@ -1,6 +1,5 @@
 import Glibc
 import GuestMemory
-import VMMBase
 
 /// Guest RAM below 4 GiB as a machine was built, and putting it back after an input wrote it
 /// by any path: the fuzzer's own stores, MMIO and qtest writes, a device's DMA (a virtqueue's

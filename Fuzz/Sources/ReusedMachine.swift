@@ -7,10 +7,10 @@ import VMMBase
 /// and firmware's enumeration cost ~100 ms under ASAN, the input itself well under 1 ms).
 ///
 /// Putting back: devices the input added are detached (`Machine.removeDevices(addedSince:)`),
-/// RAM touched since the build is put back (`RAMBaseline`: found by the host's page residency,
-/// so a device's DMA counts as much as the input's own writes), then every device's state is
-/// restored (`Machine.restoreDevices`, which also rebuilds routes, mappings and INTx routing).
-/// Where that cannot reach the built state — a built device is gone, an added one stays, the
+/// every device's state is restored (`Machine.restoreDevices`, which also rebuilds routes,
+/// mappings and INTx routing), then RAM touched since the build is put back (`RAMBaseline`:
+/// found by the host's page residency, so a device's DMA counts as much as the input's own
+/// writes). Where that cannot reach the built state — a built device is gone, an added one stays, the
 /// snapshot is refused, INTx line levels differ — the machine is built afresh (`rebuilds`
 /// counts those). Tests/FuzzTests checks that a put-back machine equals a fresh one.
 final class ReusedMachine {
