@@ -74,7 +74,8 @@ rig-soak: $(if $(filter .build/release/switchyard,$(RIG_SWITCHYARD)),release,set
 # virtio-net's figures against QEMU from several boots, not one: RIG_BENCH_ROUNDS rounds in one L1
 # boot, each round an L2 boot of QEMU and of Switchyard with vhost=off and with vhost=on (the
 # same cold-plugged NIC, the order swapped every round); medians per VMM, their ratio and the
-# per-round spread (Tests/Rig/README.md). About 2.5 minutes a round here.
+# per-round spread (Tests/Rig/README.md). About 2.5 minutes a round here. L1 has one CPU
+# (RIG_L1_SMP=2 gives it two; TCG then sometimes freezes L1 and the rig boots another).
 RIG_BENCH_ROUNDS ?= 5
 rig-bench: $(if $(filter .build/release/switchyard,$(RIG_SWITCHYARD)),release,setup)
 	@bash Tests/Rig/setup.sh
