@@ -62,6 +62,7 @@ net_session() {
   [ -n "${NET_EXITS:-}" ] && { net_exits || _hpf=1; }
   [ -n "${NET_LINK:-}" ] && { net_link_cycle || _hpf=1; }
   wait_for "$_log" ' RIG-L2 net done' 150 >/dev/null || echo "$_nl: L2 did not finish its network checks"
+  [ -n "${NET_THREADS:-}" ] && vmm_threads
   _sw1=$(io_thread_switches "${_vp:-0}")
   [ -n "${NET_HOTPLUG:-}${NET_LINK:-}" ] && exec 3>&-
   wait_vmm_exit "$_log" 20
@@ -272,6 +273,18 @@ mq_check() {
   return $_mf
 }
 
+# vmm_threads (in net_session, NET_THREADS=1: make rig-bench): for each thread of the VMM, the
+# CPU time it ran and the time it spent runnable but waiting for a CPU, in ms, and how many
+# times it ran (L1's /proc/PID/task/TID/schedstat), so VMMs sharing L1's CPU with L2's vCPU can
+# be compared thread by thread.
+vmm_threads() {
+  _tp=$(cat /tmp/l2.pid 2>/dev/null) || return 0
+  for _t in /proc/$_tp/task/*; do
+    read -r _run _wait _slices <$_t/schedstat 2>/dev/null || continue
+    echo "RIG-THREADS $_nl $(cat $_t/comm 2>/dev/null | tr ' ' _) run_ms=$((_run / 1000000)) wait_ms=$((_wait / 1000000)) slices=$_slices"
+  done
+}
+
 # net_bench ROUNDS (rig.netbench=ROUNDS on L1's command line: make rig-bench): only the
 # transfers, QEMU against Switchyard, ROUNDS times in this one L1 boot, each round one boot of
 # each VMM with vhost=off and one with vhost=on, the same cold-plugged NIC on both, the order
@@ -279,7 +292,7 @@ mq_check() {
 # by 2x here; the figures are the medians per VMM, their ratio, and the spread of the
 # per-round ratios. Every session keeps its checks (ping, checksums, vhost's worker).
 net_bench() {
-  _rounds=$1 NET_EXITS=
+  _rounds=$1 NET_EXITS= NET_THREADS=1
   _r=0
   while [ $_r -lt "$_rounds" ]; do
     _r=$((_r + 1))
