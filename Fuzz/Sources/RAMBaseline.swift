@@ -22,7 +22,6 @@ struct RAMBaseline {
     /// One host-contiguous stretch of RAM and its pages as built.
     private struct Stretch {
         let host: UnsafeMutableRawPointer
-        let pageCount: Int
         let pages: [Page]
         /// mincore's answer, one byte per page, reused by every sweep.
         var residency: [UInt8]
@@ -48,7 +47,7 @@ struct RAMBaseline {
             let pages: [Page] = (0..<pageCount).map { index in
                 residency[index] & 1 != 0 ? .bytes(Array(UnsafeRawBufferPointer(start: host + index * Self.pageSize, count: Self.pageSize))) : .untouched
             }
-            stretches.append(Stretch(host: host, pageCount: pageCount, pages: pages, residency: residency))
+            stretches.append(Stretch(host: host, pages: pages, residency: residency))
         }
         self.stretches = stretches
     }
@@ -58,13 +57,14 @@ struct RAMBaseline {
     mutating func restore() -> Bool {
         restoredPages = 0
         for which in stretches.indices {
-            guard mincore(stretches[which].host, stretches[which].pageCount * Self.pageSize, &stretches[which].residency) == 0 else {
+            let pageCount = stretches[which].pages.count
+            guard mincore(stretches[which].host, pageCount * Self.pageSize, &stretches[which].residency) == 0 else {
                 return false
             }
             let stretch = stretches[which]
             let resident = { (index: Int) in stretch.residency[index] & 1 != 0 }
             var index = 0
-            while index < stretch.pageCount {
+            while index < pageCount {
                 guard resident(index) else { index += 1; continue }
                 switch stretch.pages[index] {
                 case .bytes(let bytes):
@@ -77,7 +77,7 @@ struct RAMBaseline {
                 case .untouched:
                     // A run of them in one call.
                     var end = index + 1
-                    while end < stretch.pageCount, resident(end), case .untouched = stretch.pages[end] { end += 1 }
+                    while end < pageCount, resident(end), case .untouched = stretch.pages[end] { end += 1 }
                     guard madvise(stretch.host + index * Self.pageSize, (end - index) * Self.pageSize, MADV_DONTNEED) == 0 else {
                         return false
                     }
