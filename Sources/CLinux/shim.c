@@ -249,6 +249,9 @@ unsigned long sy_vhost_net_set_backend(void) { return VHOST_NET_SET_BACKEND; }
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
+int sy_tgkill(int tgid, int tid, int signal) { return (int)syscall(SYS_tgkill, tgid, tid, signal); }
+int sy_gettid(void) { return (int)syscall(SYS_gettid); }
+
 #ifndef LANDLOCK_ACCESS_FS_TRUNCATE
 #define LANDLOCK_ACCESS_FS_TRUNCATE (1ULL << 14)
 #endif

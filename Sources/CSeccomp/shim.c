@@ -5,7 +5,9 @@
 #include <seccomp.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/ucontext.h>
 #include <unistd.h>
@@ -74,9 +76,49 @@ static size_t append_number(char *buffer, size_t used, size_t capacity, long val
     return used;
 }
 
+// Landlock confines only the calling thread (Linux has no TSYNC for it before 6.18), so at
+// lock-down every thread already running is sent SIGSYS with tgkill, which nothing blocks
+// (Dispatch's workers block every other asynchronous signal). The handler tells that signal
+// from a trapped call by its code, takes the ruleset set here and records the outcome.
+enum { confined_slots = 4096 };
+static atomic_int confining_ruleset = -1;
+static atomic_int confined_count;
+static struct { atomic_int tid; atomic_int result; } confined[confined_slots];
+
+void sy_seccomp_set_confining_ruleset(int ruleset) { atomic_store(&confining_ruleset, ruleset); }
+
+int sy_seccomp_confined_result(int tid) {
+    int count = atomic_load(&confined_count);
+    if (count > confined_slots) count = confined_slots;
+    for (int i = count - 1; i >= 0; i--) {
+        if (atomic_load(&confined[i].tid) == tid) return atomic_load(&confined[i].result);
+    }
+    return 1;
+}
+
+static void confine_on_request(void) {
+    int saved = errno;
+    int result = 0;
+    int ruleset = atomic_load(&confining_ruleset);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) result = -errno;
+    else if (syscall(SYS_landlock_restrict_self, ruleset, 0) != 0) result = -errno;
+    int slot = atomic_fetch_add(&confined_count, 1);
+    if (slot < confined_slots) {
+        atomic_store(&confined[slot].result, result);
+        atomic_store(&confined[slot].tid, (int)syscall(SYS_gettid));
+    }
+    errno = saved;
+}
+
 // Async-signal-safe: formats into a stack buffer, one write(2), then dies by SIGSYS (the
 // default action, now that the handler is gone); exit_group(128 + SIGSYS) if that returns.
+// A SIGSYS this process sent itself (tgkill, while a ruleset is set) is lock-down's request
+// to confine the thread instead.
 static void report_trapped_call(int signal, siginfo_t *info, void *context) {
+    if (info->si_code == SI_TKILL && info->si_pid == getpid() && atomic_load(&confining_ruleset) >= 0) {
+        confine_on_request();
+        return;
+    }
     const greg_t *registers = ((const ucontext_t *)context)->uc_mcontext.gregs;
     char line[256];
     size_t used = 0, capacity = sizeof line - 1;
@@ -117,7 +159,8 @@ int sy_seccomp_install_reporter(void) {
     struct sigaction action;
     memset(&action, 0, sizeof action);
     action.sa_sigaction = report_trapped_call;
-    action.sa_flags = SA_SIGINFO;
+    // SA_RESTART: a thread interrupted by lock-down's request resumes its call.
+    action.sa_flags = SA_SIGINFO | SA_RESTART;
     sigemptyset(&action.sa_mask);
     return sigaction(SIGSYS, &action, NULL) == 0 ? 0 : -errno;
 }

@@ -13,9 +13,8 @@ enum Command {
     case lspci(MachineConfiguration, LspciOptions)
     case firmware(MachineConfiguration, outputDirectory: String)
     case kvmProbe
-    /// sandbox-probe KIND CALL [-sandbox on|off[,spawn=...]] [-kernel FILE]
-    /// (KIND nil: the main thread itself, after lock-down.)
-    case sandboxProbe(SandboxProbe.Call, SandboxThreadKind?, SandboxPolicy?, kernel: String?)
+    /// sandbox-probe WHERE CALL [-sandbox on|off[,spawn=...]] [-kernel FILE]
+    case sandboxProbe(SandboxProbe.Call, SandboxProbe.Site, SandboxPolicy?, kernel: String?)
     /// host list|bind|unbind|sriov: the host's PCI devices (HostCommand)
     case host(HostCommand)
     case help
@@ -52,12 +51,13 @@ let usage = """
       kvm-probe           time a tiny 64-bit guest on /dev/kvm: exit 0 when this host's KVM
                           runs 64-bit guests at a usable speed, 1 when it does not (too slow,
                           hangs or fails), 2 when there is no usable KVM
-      sandbox-probe KIND CALL [-sandbox on|off[,spawn=allow|deny]] [-kernel FILE]
+      sandbox-probe WHERE CALL [-sandbox on|off[,spawn=allow|deny]] [-kernel FILE]
                           lock the process down as -sandbox on does and make CALL (execve,
-                          socket, ioctl-kvm-run, getpid, open-etc-passwd, open-kernel) on a
-                          thread of KIND (vcpu, io, control, signal; main: the main thread
-                          itself, after lock-down): a call KIND may not make
-                          ends the process with the sandbox's report (SIGSYS); otherwise
+                          socket, ioctl-kvm-run, getpid, open-etc-passwd, open-kernel,
+                          signal-parent, signal-self) on a thread WHERE says (a kind: vcpu,
+                          io, control, signal; main: the main thread itself; early: a thread
+                          of no kind started before lock-down): a call that thread may not
+                          make ends the process with the sandbox's report (SIGSYS); otherwise
                           prints what it returned (an open outside the granted files: EACCES)
     \(HostCommand.usage)
       help, --help        this text
@@ -89,20 +89,19 @@ func parse(_ arguments: [String]) throws -> Command {
     }
     if verb == "host" { return .host(try HostCommand(arguments: Array(arguments.dropFirst()))) }
     if verb == "sandbox-probe" {
-        let kinds = (SandboxThreadKind.allCases.map(\.rawValue) + ["main"]).joined(separator: ", ")
+        let sites = SandboxProbe.Site.names.joined(separator: ", ")
         let calls = SandboxProbe.Call.allCases.map(\.rawValue).joined(separator: ", ")
         guard arguments.count >= 3 else {
-            throw UsageError(description: "sandbox-probe needs KIND CALL [-sandbox on|off] [-kernel FILE], e.g. sandbox-probe control socket")
+            throw UsageError(description: "sandbox-probe needs WHERE CALL [-sandbox on|off] [-kernel FILE], e.g. sandbox-probe control socket")
         }
-        let kind = SandboxThreadKind(rawValue: arguments[1])
-        guard kind != nil || arguments[1] == "main" else {
-            throw UsageError(description: "sandbox-probe: unknown thread kind '\(arguments[1])'; kinds are \(kinds)")
+        guard let site = SandboxProbe.Site(arguments[1]) else {
+            throw UsageError(description: "sandbox-probe: unknown thread '\(arguments[1])'; it is one of \(sites)")
         }
         guard let call = SandboxProbe.Call(rawValue: arguments[2]) else {
             throw UsageError(description: "sandbox-probe: unknown call '\(arguments[2])'; calls are \(calls)")
         }
         let invocation = try QEMUInvocation.parse(Array(arguments.dropFirst(3)))
-        return .sandboxProbe(call, kind, invocation.sandboxPolicy, kernel: invocation.kernel)
+        return .sandboxProbe(call, site, invocation.sandboxPolicy, kernel: invocation.kernel)
     }
     if verb.hasPrefix("-"), !["-h", "--help", "-help"].contains(verb) {
         return .serve(try QEMUInvocation.parse(arguments))
@@ -189,8 +188,8 @@ func execute(_ command: Command) throws {
         print(usage)
     case .host(let command):
         print(try command.run(), terminator: "")
-    case .sandboxProbe(let call, let kind, let policy, let kernel):
-        print(try SandboxProbe.run(call, on: kind, policy: policy, kernel: kernel))
+    case .sandboxProbe(let call, let site, let policy, let kernel):
+        print(try SandboxProbe.run(call, at: site, policy: policy, kernel: kernel))
     case .kvmProbe:
         let outcome = LongModeProbe.run()
         print("switchyard: \(outcome)")

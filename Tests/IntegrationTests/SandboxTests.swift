@@ -96,8 +96,10 @@ struct SandboxTests {
         try require(!first.err.contains("file opens are not narrowed"), "no Landlock here: \(first.err)")
         let denied = "returned -1 (\(String(cString: strerror(EACCES))) (errno \(EACCES)))"
         let opened = #"returned [0-9]+\n"#
-        // main: the main thread after lock-down (it waits, then tears down), within every kind's grants.
-        for kind in ["vcpu", "io", "control", "main"] {
+        // main: the main thread after lock-down (it waits, then tears down), within every kind's
+        // grants; early: a thread started before lock-down (as the runtime's are), which
+        // lock-down gives the main thread's ruleset (without it, it opened /etc/passwd).
+        for kind in ["vcpu", "io", "control", "main", "early"] {
             let ungranted = try Self.probe(["sandbox-probe", kind, "open-etc-passwd", "-kernel", kernel])
             #expect(ungranted.reason == .exit && ungranted.status == 0, "\(ungranted)")
             #expect(ungranted.out.contains(denied), "\(kind): \(ungranted.out)")
@@ -106,6 +108,23 @@ struct SandboxTests {
         }
         let off = try Self.probe(["sandbox-probe", "vcpu", "open-etc-passwd", "-sandbox", "off"])
         #expect(off.out.range(of: opened, options: .regularExpression) != nil, "\(off)")
+    }
+
+    /// tgkill reaches only this process's own threads (pthread_kill, raise): signalling
+    /// another process (here the test, the probe's parent, with signal 0) traps on every
+    /// thread, those started before lock-down included; -sandbox off lets it run.
+    @Test(arguments: ["vcpu", "io", "control", "signal", "main", "early"])
+    func noThreadSignalsAnotherProcess(site: String) throws {
+        let number = try required(Self.kernelNumber("tgkill"), "no asm/unistd_64.h (apt install linux-libc-dev)")
+        let other = try Self.probe(["sandbox-probe", site, "signal-parent"])
+        #expect(other.reason == .uncaughtSignal && other.status == SIGSYS, "\(site): \(other)")
+        #expect(other.err.contains("forbidden system call tgkill (number \(number), arguments 0x\(String(getpid(), radix: 16)) "),
+                "\(site): \(other.err)")
+        let own = try Self.probe(["sandbox-probe", site, "signal-self"])
+        #expect(own.reason == .exit && own.status == 0 && own.out.contains("signal-self") && own.out.hasSuffix("returned 0\n"),
+                "\(site): \(own)")
+        let off = try Self.probe(["sandbox-probe", site, "signal-parent", "-sandbox", "off"])
+        #expect(off.reason == .exit && off.out.hasSuffix("returned 0\n"), "\(site): \(off)")
     }
 
     /// A qtest and QMP session under -sandbox on: config cycles, a hot-plug and an unplug, quit.

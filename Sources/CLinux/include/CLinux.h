@@ -131,6 +131,10 @@ void sy_strerror(int error, char *buffer, size_t size);
 int sy_pipe2(int fds[2], int flags);
 /// pthread_setname_np for the calling thread (glibc declares it only under _GNU_SOURCE).
 int sy_set_thread_name(const char *name);
+/// tgkill(2) (syscall(2) is variadic): 0, or -1 with errno set.
+int sy_tgkill(int tgid, int tid, int signal);
+/// The calling thread's id (gettid(2)).
+int sy_gettid(void);
 /// accept4(2) without the peer address (declared by glibc only under _GNU_SOURCE).
 int sy_accept4(int fd, int flags);
 

@@ -32,5 +32,10 @@ int sy_seccomp_install_reporter(void);
 
 /// The calling thread's kind, named in the report (a string that lives forever).
 void sy_seccomp_set_thread_kind(const char *kind);
+/// From now on a SIGSYS the process sends itself (tgkill) makes the receiving thread take this
+/// Landlock ruleset (with no_new_privs) instead of reporting a trapped call; -1 ends that.
+void sy_seccomp_set_confining_ruleset(int ruleset);
+/// For thread `tid`: 0 once it took the ruleset, -errno if that failed, 1 while it has not answered.
+int sy_seccomp_confined_result(int tid);
 
 #endif

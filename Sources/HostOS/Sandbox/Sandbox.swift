@@ -69,12 +69,18 @@ public enum Sandbox {
 
     /// Ends set-up: every thread gets the base filter, and the calling thread (the main one,
     /// which waits for the end and tears down) its own Landlock ruleset (every kind's grants and
-    /// the teardown's): threads it starts from now on begin inside that ruleset.
+    /// the teardown's): threads it starts from now on begin inside that ruleset, and every
+    /// thread already running takes it too (`RunningThreads.confine`).
     public static func lockDown() throws(SandboxError) {
         try stage.withLock { (stage) throws(SandboxError) in
             guard case .armed(let policy) = stage else { return }
             do throws(SandboxError) {
-                try fileRulesets.withLock { $0 }?.confine(nil)
+                if let rulesets = fileRulesets.withLock({ $0 }) {
+                    // The threads already running first: listing them reads /proc, which the
+                    // main thread's own ruleset no longer allows.
+                    try RunningThreads.confine(to: rulesets.mainThread)
+                    try rulesets.confine(nil)
+                }
                 try load(policy.allowList(for: nil), allThreads: true)
             } catch {
                 stage = .off

@@ -29,6 +29,10 @@ public enum SandboxAllowLists {
     /// (linux/prctl.h).
     static let cloneThread: UInt64 = 0x0001_0000
 
+    /// This process's id, fixed when the lists are first built (at lock-down): tgkill's thread
+    /// group must be it, so a thread the filter holds cannot signal another process.
+    static let ownProcess = UInt64(UInt32(bitPattern: getpid()))
+
     /// Without spawn=deny: fork, as QEMU's -sandbox on allows it (a child still cannot execve).
     public static let spawning = SyscallGroup("spawn=allow: fork and process clones (never execve)",
         SyscallRule.calls("clone", "fork", "vfork"))
@@ -41,9 +45,9 @@ public enum SandboxAllowLists {
                      SyscallRule.calls("futex", "sched_yield", "sched_getaffinity")),
         SyscallGroup("clocks (the vDSO falls back to the call) and the sleeps of polling loops",
                      SyscallRule.calls("clock_gettime", "clock_getres", "gettimeofday", "clock_nanosleep", "nanosleep")),
-        SyscallGroup("signal delivery (the vCPU kick, SIGSYS reports), masks, pthread_kill",
-                     SyscallRule.calls("rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "sigaltstack", "tgkill",
-                                       "getpid", "gettid")),
+        SyscallGroup("signal delivery (the vCPU kick, SIGSYS reports), masks; pthread_kill and raise signal this process's own threads only (tgkill's thread group is this process)",
+                     SyscallRule.calls("rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "sigaltstack", "getpid", "gettid")
+                     + [SyscallRule("tgkill", .allowIf(argument: 0, mask: 0xFFFF_FFFF, equals: ownProcess))]),
         SyscallGroup("a thread's life: pthread_create's clone (threads only: CLONE_THREAD set), robust lists, rseq, its name, its end",
                      [SyscallRule("clone", .allowIf(argument: 0, mask: cloneThread, equals: cloneThread))]
                      + SyscallRule.calls("set_robust_list", "rseq", "exit", "exit_group")

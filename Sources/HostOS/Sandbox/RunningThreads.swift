@@ -1,0 +1,59 @@
+import CLinux
+import CSeccomp
+import Glibc
+
+/// The threads of this process other than the caller, by /proc/self/task.
+enum RunningThreads {
+    /// Their thread ids (an unreadable directory gives none).
+    static func others() -> [Int32] {
+        let me = sy_gettid()
+        guard let directory = opendir("/proc/self/task") else { return [] }
+        defer { closedir(directory) }
+        var ids: [Int32] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if let id = Int32(name), id != me { ids.append(id) }
+        }
+        return ids
+    }
+
+    /// Whether thread `id` of this process still runs.
+    static func exists(_ id: Int32) -> Bool { access("/proc/self/task/\(id)", F_OK) == 0 }
+
+    /// Its name (what ps shows), or "?" once it has ended.
+    static func name(_ id: Int32) -> String {
+        guard let file = fopen("/proc/self/task/\(id)/comm", "r") else { return "?" }
+        defer { fclose(file) }
+        var buffer = [CChar](repeating: 0, count: 32)
+        guard fgets(&buffer, Int32(buffer.count), file) != nil else { return "?" }
+        return String(decoding: buffer.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Gives every thread already running the Landlock `ruleset` (Linux confines only the
+    /// calling thread, and threads the runtime or Dispatch started during set-up have no kind
+    /// that would confine them): each is sent the request (SIGSYS by tgkill, see the C shim)
+    /// and answers from its handler. Repeats while new threads appear (one not yet confined
+    /// may have started another). A thread that does not answer within `timeout` (one that
+    /// blocks SIGSYS) or cannot take the ruleset fails lock-down, naming it.
+    static func confine(to ruleset: Int32, timeout: Duration = .seconds(2)) throws(SandboxError) {
+        sy_seccomp_set_confining_ruleset(ruleset)
+        let process = getpid()
+        let deadline = ContinuousClock.now + timeout
+        var asked = Set<Int32>()
+        while case let fresh = others().filter({ !asked.contains($0) }), !fresh.isEmpty {
+            // ESRCH: the thread ended meanwhile, nothing to confine.
+            for id in fresh where sy_tgkill(process, id, SIGSYS) == 0 { asked.insert(id) }
+            while let waiting = asked.first(where: { sy_seccomp_confined_result($0) == 1 && exists($0) }) {
+                guard ContinuousClock.now < deadline else {
+                    throw SandboxError("thread \(waiting) (\(name(waiting))) did not take the file-access ruleset within \(timeout) (does it block SIGSYS?); -sandbox off runs without it")
+                }
+                usleep(1000)
+            }
+        }
+        // 1 (no answer) is a thread that ended before it took the request.
+        for id in asked where sy_seccomp_confined_result(id) < 0 {
+            let result = sy_seccomp_confined_result(id)
+            throw SandboxError("thread \(id) (\(name(id))) could not take the file-access ruleset: \(Errno(rawValue: -result))")
+        }
+    }
+}
