@@ -101,9 +101,7 @@ enum QMPCommands {
     /// as strings, numbers or booleans. A numeric `addr` is a devfn, as QEMU reads it.
     static func deviceSpec(_ args: QMPArguments) throws(QMPError) -> DeviceSpec {
         var spec = DeviceSpec(driver: args["driver"]?.stringValue ?? "")
-        spec.id = args["id"]?.stringValue
-        spec.bus = args["bus"]?.stringValue
-        for (name, value) in args.values where !["driver", "id", "bus"].contains(name) {
+        for (name, value) in args.values where name != "driver" {
             let text: String
             switch value {
             case .string(let s): text = s
@@ -113,25 +111,20 @@ enum QMPCommands {
             case .double(let d): text = "\(d)"
             default: throw QMPError("Invalid parameter type for '\(name)', expected: string")
             }
-            switch name {
-            case "addr":
-                if case .int(let devfn) = value {
-                    guard (0...255).contains(devfn) else { throw QMPError("Property 'addr' expects a PCI address 0-255 or SLOT.FN") }
-                    spec.devfn = UInt8(devfn)
-                } else {
-                    do throws(MachineConfigurationError) {
-                        spec.devfn = try DeviceSpec.parseAddress(text, in: "addr=\(text)")
-                    } catch {
-                        throw QMPError("Property 'addr' expects a PCI address SLOT[.FN] with slot 0-31 and function 0-7, not addr=\(text)")
-                    }
+            if name == "addr", case .int(let devfn) = value {
+                guard (0...255).contains(devfn) else { throw QMPError("Property 'addr' expects a PCI address 0-255 or SLOT.FN") }
+                spec.devfn = UInt8(devfn)
+                continue
+            }
+            do {
+                try spec.set(name, text)
+            } catch {
+                switch error {
+                case .address(let value):
+                    throw QMPError("Property 'addr' expects a PCI address SLOT[.FN] with slot 0-31 and function 0-7, not addr=\(value)")
+                case .multifunction: throw QMPError("Parameter 'multifunction' expects 'on' or 'off'")
+                case .romFile: throw QMPError(error.reason)
                 }
-            case "multifunction":
-                guard let on = DeviceSpec.parseBool(text) else { throw QMPError("Parameter 'multifunction' expects 'on' or 'off'") }
-                spec.multifunction = on
-            case "romfile":
-                if let reason = DeviceSpec.romFileRefusal(text) { throw QMPError(reason) }
-            default:
-                spec.properties[name] = text
             }
         }
         return spec

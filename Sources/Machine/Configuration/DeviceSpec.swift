@@ -32,43 +32,62 @@ public struct DeviceSpec: Sendable, Hashable {
             guard let eq = field.firstIndex(of: "=") else {
                 throw .malformedDevice(text, reason: "'\(field)' is not of the form name=value")
             }
-            let key = String(field[..<eq]), value = String(field[field.index(after: eq)...])
-            switch key {
-            case "id": id = value
-            case "bus": bus = value
-            case "addr": devfn = try Self.parseAddress(value, in: text)
-            case "multifunction":
-                guard let on = Self.parseBool(value) else {
-                    throw .malformedDevice(text, reason: "multifunction must be on or off, not '\(value)'")
-                }
-                multifunction = on
-            case "romfile":
-                if let reason = Self.romFileRefusal(value) { throw .malformedDevice(text, reason: reason) }
-            default: properties[key] = value
+            do {
+                try set(String(field[..<eq]), String(field[field.index(after: eq)...]))
+            } catch {
+                throw .malformedDevice(text, reason: error.reason)
             }
         }
     }
 
-    /// `SLOT[.FN]`, each decimal or 0x-hex, as QEMU accepts it.
-    public static func parseAddress(_ value: String, in text: String) throws(MachineConfigurationError) -> UInt8 {
+    /// A value one of the keys every device has cannot take.
+    public enum Refusal: Error, Hashable {
+        case address(String)
+        case multifunction(String)
+        case romFile(String)
+
+        /// In the command line's words; QMP words them as QEMU's monitor does.
+        public var reason: String {
+            switch self {
+            case .address(let value): "addr=\(value) must be SLOT[.FN] with slot 0-31 and function 0-7"
+            case .multifunction(let value): "multifunction must be on or off, not '\(value)'"
+            // Switchyard loads no option ROMs (a direct kernel boot has no firmware to run
+            // them): only the empty value, "no ROM", as QEMU command lines and libvirt's
+            // `<rom file=''/>` write it, is accepted, for any device.
+            case .romFile(let value): "romfile=\(value): Switchyard loads no option ROMs; leave romfile out or give it empty (romfile=)"
+            }
+        }
+    }
+
+    /// Takes one `key=value` of `-device` or device_add: the keys every device has (id, bus,
+    /// addr, multifunction, romfile) here, any other into `properties` for the device's factory.
+    public mutating func set(_ key: String, _ value: String) throws(Refusal) {
+        switch key {
+        case "id": id = value
+        case "bus": bus = value
+        case "addr":
+            guard let devfn = Self.address(value) else { throw .address(value) }
+            self.devfn = devfn
+        case "multifunction":
+            guard let on = Self.parseBool(value) else { throw .multifunction(value) }
+            multifunction = on
+        case "romfile":
+            guard value.isEmpty else { throw .romFile(value) }
+        default: properties[key] = value
+        }
+    }
+
+    /// `SLOT[.FN]`, each decimal or 0x-hex, as QEMU accepts it, as a devfn.
+    static func address(_ value: String) -> UInt8? {
         let parts = value.split(separator: ".", omittingEmptySubsequences: false)
         guard (1...2).contains(parts.count), let slot = parseNumber(parts[0]),
-              let fn = parts.count == 2 ? parseNumber(parts[1]) : 0, slot < 32, fn < 8 else {
-            throw .malformedDevice(text, reason: "addr=\(value) must be SLOT[.FN] with slot 0-31 and function 0-7")
-        }
+              let fn = parts.count == 2 ? parseNumber(parts[1]) : 0, slot < 32, fn < 8 else { return nil }
         return UInt8(slot << 3 | fn)
     }
 
     static func parseNumber(_ s: Substring) -> UInt64? {
         if s.hasPrefix("0x") || s.hasPrefix("0X") { return UInt64(s.dropFirst(2), radix: 16) }
         return UInt64(s)
-    }
-
-    /// Why `romfile=VALUE` cannot be honoured, or nil: Switchyard loads no option ROMs (a
-    /// direct kernel boot has no firmware to run them), so only the empty value, "no ROM", as
-    /// QEMU command lines and libvirt's `<rom file=''/>` write it, is accepted, for any device.
-    public static func romFileRefusal(_ value: String) -> String? {
-        value.isEmpty ? nil : "romfile=\(value): Switchyard loads no option ROMs; leave romfile out or give it empty (romfile=)"
     }
 
     public static func parseBool(_ s: String) -> Bool? {
