@@ -81,6 +81,9 @@ for _arg in $(cat /proc/cmdline); do
     rig.l2bios=qboot) L2_BIOS_ARGS="-bios /usr/share/qemu/qboot.rom" ;;
     rig.l2kernel=bzimage) L2_QEMU_KERNEL=$L2_KERNEL L2_SWITCHYARD_KERNEL=$L2_KERNEL ;;
     rig.l2gaps=*) L2_FORWARD="$L2_FORWARD $_arg" ;;
+    # L2's TCP congestion control (e.g. rig.l2tcp=tcp_cubic.hystart=0: no HyStart), the same
+    # for every VMM in the boot.
+    rig.l2tcp=*) L2_FORWARD="$L2_FORWARD ${_arg#rig.l2tcp=}" ;;
     rig.l2smp=*) L2_SMP=${_arg#rig.l2smp=} ;;
   esac
 done
