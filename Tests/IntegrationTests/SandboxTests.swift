@@ -102,6 +102,11 @@ struct SandboxTests {
         for kind in ["vcpu", "io", "control", "main", "early"] {
             let ungranted = try Self.probe(["sandbox-probe", kind, "open-etc-passwd", "-kernel", kernel])
             #expect(ungranted.reason == .exit && ungranted.status == 0, "\(ungranted)")
+            if kind == "early" && ungranted.err.contains("a ThreadSanitizer build: threads already running at lock-down keep no Landlock ruleset") {
+                // make test-tsan: the binary says it left them out (its own line), and they open.
+                #expect(ungranted.out.range(of: opened, options: .regularExpression) != nil, "\(ungranted)")
+                continue
+            }
             #expect(ungranted.out.contains(denied), "\(kind): \(ungranted.out)")
             let granted = try Self.probe(["sandbox-probe", kind, "open-kernel", "-kernel", kernel])
             #expect(granted.out.range(of: opened, options: .regularExpression) != nil, "\(kind): \(granted)")

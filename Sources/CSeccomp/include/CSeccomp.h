@@ -37,5 +37,7 @@ void sy_seccomp_set_thread_kind(const char *kind);
 void sy_seccomp_set_confining_ruleset(int ruleset);
 /// For thread `tid`: 0 once it took the ruleset, -errno if that failed, 1 while it has not answered.
 int sy_seccomp_confined_result(int tid);
+/// 0 in a ThreadSanitizer build, whose own thread cannot take a signal; else 1.
+int sy_seccomp_signals_reach_every_thread(void);
 
 #endif
