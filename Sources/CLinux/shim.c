@@ -251,6 +251,11 @@ unsigned long sy_vhost_net_set_backend(void) { return VHOST_NET_SET_BACKEND; }
 
 int sy_tgkill(int tgid, int tid, int signal) { return (int)syscall(SYS_tgkill, tgid, tid, signal); }
 int sy_gettid(void) { return (int)syscall(SYS_gettid); }
+int sy_sched_batch_policy(void) { return SCHED_BATCH; }
+int sy_sched_batch_self(void) {
+    struct sched_param none = { .sched_priority = 0 };
+    return sched_setscheduler(0, SCHED_BATCH, &none) == 0 ? 0 : -errno;
+}
 
 #ifndef LANDLOCK_ACCESS_FS_TRUNCATE
 #define LANDLOCK_ACCESS_FS_TRUNCATE (1ULL << 14)

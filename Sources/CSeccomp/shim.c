@@ -31,6 +31,18 @@ int sy_seccomp_allow_masked(void *filter, int syscall, unsigned index, uint64_t 
     return seccomp_rule_add_array(filter, SCMP_ACT_ALLOW, syscall, 1, &comparison);
 }
 
+int sy_seccomp_allow_all_masked(void *filter, int syscall, unsigned count, const unsigned *indexes,
+                                const uint64_t *masks, const uint64_t *values) {
+    struct scmp_arg_cmp comparisons[6];
+    if (count == 0 || count > 6) return -EINVAL;
+    for (unsigned i = 0; i < count; i++) {
+        if (indexes[i] > 5) return -EINVAL;
+        comparisons[i] = (struct scmp_arg_cmp){ .arg = indexes[i], .op = SCMP_CMP_MASKED_EQ,
+                                                .datum_a = masks[i], .datum_b = values[i] };
+    }
+    return seccomp_rule_add_array(filter, SCMP_ACT_ALLOW, syscall, count, comparisons);
+}
+
 int sy_seccomp_fail_with(void *filter, int syscall, int error) {
     return seccomp_rule_add(filter, SCMP_ACT_ERRNO(error), syscall, 0);
 }

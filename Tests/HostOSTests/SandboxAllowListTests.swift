@@ -41,6 +41,18 @@ import Testing
         #expect(clones == [SyscallRule("clone", .allowIf(argument: 0, mask: 0x10000, equals: 0x10000))])
     }
 
+    /// sched_setscheduler only for the calling thread (pid 0) and only to SCHED_BATCH (3 in
+    /// linux/sched.h), both in one rule: I/O threads lower their own wake-up priority, no thread
+    /// raises its own or touches another's. Only the I/O list (and so the base) has it.
+    @Test(arguments: SandboxThreadKind.allCases)
+    func schedulingChangesOnlyLowerTheCallersOwn(kind: SandboxThreadKind) {
+        let rules = SandboxAllowLists.list(for: kind).rules.filter { $0.name == "sched_setscheduler" }
+        let own = SyscallRule("sched_setscheduler", .allowIfAll([ArgumentTest(argument: 0, mask: 0xFFFF_FFFF, equals: 0),
+                                                                 ArgumentTest(argument: 1, mask: 0xFFFF_FFFF, equals: 3)]))
+        #expect(rules == (kind == .io ? [own] : []), "\(kind)")
+        #expect(!SandboxAllowLists.base.allowedCalls.contains("sched_setattr"))
+    }
+
     @Test func onlyVCPUThreadsEnterTheGuest() {
         // KVM_RUN is _IO(0xAE, 0x80) (linux/kvm.h): no direction, no size.
         let kvmRun = SyscallRule("ioctl", .allowIf(argument: 1, mask: 0xFFFF_FFFF, equals: 0xAE80))

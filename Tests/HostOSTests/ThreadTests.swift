@@ -4,6 +4,16 @@ import Synchronization
 import Testing
 
 @Suite struct HostThreadTests {
+    /// I/O threads run under SCHED_BATCH (3 in linux/sched.h), as the kernel reports it to
+    /// the thread itself; vCPU and control threads stay SCHED_OTHER (0).
+    @Test(arguments: [(SandboxThreadKind.io, Int32(3)), (.vcpu, 0), (.control, 0), (.signal, 0)])
+    func ioThreadsDoNotPreemptOnWakeUp(kind: SandboxThreadKind, policy: Int32) throws {
+        let seen = Mutex<Int32>(-1)
+        let thread = try HostThread(kind: kind, name: "policy-test") { seen.withLock { $0 = sched_getscheduler(0) } }
+        thread.join()
+        #expect(seen.withLock { $0 } == policy, "\(kind)")
+    }
+
     @Test func runsTheBodyAndJoins() throws {
         let counter = Atomic<Int>(0)
         let thread = try HostThread { counter.add(1, ordering: .relaxed) }

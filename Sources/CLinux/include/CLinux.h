@@ -135,6 +135,10 @@ int sy_set_thread_name(const char *name);
 int sy_tgkill(int tgid, int tid, int signal);
 /// The calling thread's id (gettid(2)).
 int sy_gettid(void);
+/// Puts the calling thread under SCHED_BATCH (its wake-up does not preempt the running thread): 0 or -errno.
+int sy_sched_batch_self(void);
+/// SCHED_BATCH (a _GNU_SOURCE macro Swift does not see).
+int sy_sched_batch_policy(void);
 /// accept4(2) without the peer address (declared by glibc only under _GNU_SOURCE).
 int sy_accept4(int fd, int flags);
 

@@ -137,6 +137,9 @@ public enum Sandbox {
             case .allow: rc = sy_seccomp_allow(filter, number)
             case .allowIf(let argument, let mask, let value):
                 rc = sy_seccomp_allow_masked(filter, number, UInt32(argument), mask, value)
+            case .allowIfAll(let tests):
+                let arguments = tests.map { UInt32($0.argument) }, masks = tests.map(\.mask), values = tests.map(\.value)
+                rc = sy_seccomp_allow_all_masked(filter, number, UInt32(tests.count), arguments, masks, values)
             case .fail(let error): rc = sy_seccomp_fail_with(filter, number, error)
             }
             guard rc == 0 else { throw SandboxError("libseccomp refused the rule for \(rule.name): \(Errno(rawValue: -rc))") }

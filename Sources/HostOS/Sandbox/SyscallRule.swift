@@ -1,11 +1,26 @@
 /// One line of a seccomp allow-list: a system call by the name libseccomp knows it by, and
 /// what the filter does with it.
+/// (argument `argument` & `mask`) == `value`.
+public struct ArgumentTest: Sendable, Hashable {
+    public let argument: Int
+    public let mask: UInt64
+    public let value: UInt64
+
+    public init(argument: Int, mask: UInt64, equals value: UInt64) {
+        self.argument = argument
+        self.mask = mask
+        self.value = value
+    }
+}
+
 public struct SyscallRule: Sendable, Hashable {
     public enum Action: Sendable, Hashable {
         /// Runs.
         case allow
         /// Runs when (argument `index` & `mask`) == `value`; rules for one call are alternatives.
         case allowIf(argument: Int, mask: UInt64, equals: UInt64)
+        /// Runs when every one of these holds (one rule: its tests are all required).
+        case allowIfAll([ArgumentTest])
         /// Fails with this errno without running (a caller that has a fallback takes it).
         case fail(errno: Int32)
     }
