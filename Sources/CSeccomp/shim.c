@@ -89,8 +89,8 @@ static size_t append_number(char *buffer, size_t used, size_t capacity, long val
 }
 
 // Landlock confines only the calling thread (Linux has no TSYNC for it before 6.18), so at
-// lock-down every thread already running is sent SIGSYS with tgkill, which nothing blocks
-// (Dispatch's workers block every other asynchronous signal). The handler tells that signal
+// lock-down every thread already running is sent SIGSYS with tgkill, which Dispatch's workers
+// leave unblocked (of the asynchronous signals only SIGPIPE and SIGPROF besides). The handler tells that signal
 // from a trapped call by its code, takes the ruleset set here and records the outcome.
 enum { confined_slots = 4096 };
 static atomic_int confining_ruleset = -1;

@@ -18,10 +18,10 @@ int sy_seccomp_syscall_number(const char *name);
 int sy_seccomp_allow(void *filter, int syscall);
 /// Allowed when (argument `index` & mask) == value.
 int sy_seccomp_allow_masked(void *filter, int syscall, unsigned index, uint64_t mask, uint64_t value);
-/// The call fails with `error` (an errno) instead of running or trapping.
 /// Allows `syscall` when every test (argument index, mask, value) holds: one rule, its tests ANDed.
 int sy_seccomp_allow_all_masked(void *filter, int syscall, unsigned count, const unsigned *indexes,
                                 const uint64_t *masks, const uint64_t *values);
+/// The call fails with `error` (an errno) instead of running or trapping.
 int sy_seccomp_fail_with(void *filter, int syscall, int error);
 
 /// Loads the filter into the calling thread (every thread with all_threads, SECCOMP's TSYNC),

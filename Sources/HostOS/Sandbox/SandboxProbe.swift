@@ -14,8 +14,8 @@ public enum SandboxProbe {
         /// The main thread itself, after lock-down.
         case main
         /// A thread of no kind started before lock-down (as the runtime's and Dispatch's first
-        /// workers are), making the call after it: it has only the base list, which TSYNC gave
-        /// it, and no Landlock ruleset (Linux confines only the calling thread).
+        /// workers are), making the call after it: it has the base list, which TSYNC gave it,
+        /// and the main thread's Landlock ruleset, which lock-down asked it to take.
         case early
 
         /// `main`, `early` or a kind's name.
