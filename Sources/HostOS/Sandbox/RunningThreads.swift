@@ -7,26 +7,17 @@ enum RunningThreads {
     /// Their thread ids (an unreadable directory gives none).
     static func others() -> [Int32] {
         let me = sy_gettid()
-        guard let directory = opendir("/proc/self/task") else { return [] }
-        defer { closedir(directory) }
-        var ids: [Int32] = []
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if let id = Int32(name), id != me { ids.append(id) }
-        }
-        return ids
+        let names = (try? FileSystem.listDirectory("/proc/self/task")) ?? []
+        return names.compactMap(Int32.init).filter { $0 != me }
     }
 
     /// Whether thread `id` of this process still runs.
-    static func exists(_ id: Int32) -> Bool { access("/proc/self/task/\(id)", F_OK) == 0 }
+    static func exists(_ id: Int32) -> Bool { FileSystem.exists("/proc/self/task/\(id)") }
 
     /// Its name (what ps shows), or "?" once it has ended.
     static func name(_ id: Int32) -> String {
-        guard let file = fopen("/proc/self/task/\(id)/comm", "r") else { return "?" }
-        defer { fclose(file) }
-        var buffer = [CChar](repeating: 0, count: 32)
-        guard fgets(&buffer, Int32(buffer.count), file) != nil else { return "?" }
-        return String(decoding: buffer.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let bytes = try? FileSystem.readFile("/proc/self/task/\(id)/comm", limit: 64) else { return "?" }
+        return String(decoding: bytes.prefix { $0 != 10 }, as: UTF8.self)
     }
 
     /// Gives every thread already running the Landlock `ruleset` (Linux confines only the
@@ -56,8 +47,9 @@ enum RunningThreads {
             }
         }
         // 1 (no answer) is a thread that ended before it took the request.
-        for id in asked where sy_seccomp_confined_result(id) < 0 {
+        for id in asked {
             let result = sy_seccomp_confined_result(id)
+            guard result < 0 else { continue }
             throw SandboxError("thread \(id) (\(name(id))) could not take the file-access ruleset: \(Errno(rawValue: -result))")
         }
     }
