@@ -333,7 +333,7 @@ public final class Machine: Sendable {
     /// The GSI a function's INTx pin reaches: swizzled up to bus 0, then through the LPC's
     /// PIRQ links (each link is its own IOAPIC input in APIC mode).
     func intxGSI(for placed: PlacedDevice) -> GSI? {
-        guard let pin = INTxPin(register: placed.function.configSnapshot().interruptPin) else { return nil }
+        guard let pin = INTxPin(register: placed.function.decodeSnapshot().interruptPin) else { return nil }
         let route = INTxRoute(pin: pin, slotPath: topology.slotPath(busName: placed.busName, devfn: placed.devfn))
         return lpc.pirq(forSlot: route.rootSlot, pin: route.rootPin).apicGSI
     }

@@ -78,9 +78,19 @@ import VMMBase
         // The guest moves BAR 0 by 1 MiB (decode off, new address, decode on).
         let cycles = PortConfigCycles(machine)
         let command = cycles.read(bus: 1, devfn: 0, offset: 0x04, width: .word)
+        twin.log.clear()
         cycles.write(bus: 1, devfn: 0, offset: 0x04, width: .word, value: command & ~0x2)
         cycles.write(bus: 1, devfn: 0, offset: 0x10, width: .dword, value: UInt32(bar0 + 0x10_0000))
         cycles.write(bus: 1, devfn: 0, offset: 0x04, width: .word, value: command)
+        // Both Command writes reached the device, and the address space was committed after
+        // each; the commits read none of the device's config registers (the guest's whole view
+        // of this Express function is 1,024 dword reads, a pread each on real VFIO). The only
+        // reads are of Command itself, for the bits a write leaves as the device has them.
+        var read: [UInt64] = [], written: [UInt64] = []
+        for case .read(_, VFIOPCIRegion.config, let offset, let count) in twin.log.all { read += (0..<UInt64(count)).map { offset + $0 } }
+        for case .write(_, VFIOPCIRegion.config, let offset, let bytes) in twin.log.all { written += (0..<UInt64(bytes.count)).map { offset + $0 } }
+        #expect(Set(read).isSubset(of: [4, 5]) && read.count <= 4, "config bytes read: \(read)")
+        #expect(written.sorted() == [4, 4, 5, 5], "config bytes written: \(written)")
         #expect(machine.mmioRead(bar0 + 0x10_0000 + 0x10, width: .dword) == 0xA5A5_0001)
         #expect(machine.mmioRead(bar0 + 0x10, width: .dword) == 0xFFFF_FFFF)  // nothing there any more
     }

@@ -52,7 +52,7 @@ final class MachineAddressSpaces: Sendable {
     func invalidatePCI(ifAffecting functions: [any PCIFunction]) {
         busTrees.invalidateAll()
         let decoding = functions.contains {
-            let command = $0.configSnapshot().command
+            let command = $0.decodeSnapshot().command
             return command.contains(.memory) || command.contains(.io)
         }
         if decoding || shows(functions) { commitPCI() }
@@ -137,7 +137,7 @@ final class MachineAddressSpaces: Sendable {
     /// nowhere (what BAR sizing does): nothing to commit.
     private static func leavesViewsAlone(_ effects: ConfigWriteEffects, _ function: any PCIFunction) -> Bool {
         guard effects.isSubset(of: [.anyBAR, .romChanged]) else { return false }
-        let command = function.configSnapshot().command
+        let command = function.decodeSnapshot().command
         return !command.contains(.memory) && !command.contains(.io)
     }
 }

@@ -142,7 +142,7 @@ enum PCIMappings {
         var functions: [ObjectIdentifier] = []
         for (devfn, function) in bus.functions {
             functions.append(ObjectIdentifier(function))
-            let config = function.configSnapshot()
+            let config = function.decodeSnapshot()
             for (index, bar) in config.bars.enumerated() {
                 guard let bar, let range = config.decodedBARRange(index), let size = range.size else { continue }
                 let handler = handlers.handler(for: function, at: devfn, bar: index)

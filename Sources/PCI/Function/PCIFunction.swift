@@ -8,8 +8,12 @@ public protocol PCIFunction: AnyObject, Sendable {
     var name: String { get }
     func configRead(_ offset: Int, width: AccessWidth) -> UInt32
     func configWrite(_ offset: Int, width: AccessWidth, value: UInt32) -> ConfigWriteEffects
-    /// A copy of the config space, to decide mappings and for monitors.
+    /// A copy of the config space as the guest reads it (monitors, lspci-style dumps).
     func configSnapshot() -> ConfigSpace
+    /// A copy that is exact in what the platform decodes: Command, the BARs and ROM, bridge
+    /// windows and bus numbers, the interrupt pin, the capability chain and SR-IOV control.
+    /// Mappings and interrupt routing read this. Other bytes may be stale.
+    func decodeSnapshot() -> ConfigSpace
     /// An access to BAR `index` (the ROM is index 6) at `offset` within it.
     func barRead(_ index: Int, offset: UInt64, width: AccessWidth) -> UInt64
     func barWrite(_ index: Int, offset: UInt64, width: AccessWidth, value: UInt64)
@@ -20,6 +24,8 @@ public protocol PCIFunction: AnyObject, Sendable {
 }
 
 extension PCIFunction {
+    /// Most functions hold their whole config space: the two snapshots are the same copy.
+    public func decodeSnapshot() -> ConfigSpace { configSnapshot() }
     public func reset(_ kind: PCIResetKind) { reset() }
     public func barRead(_ index: Int, offset: UInt64, width: AccessWidth) -> UInt64 { width.allOnes }
     public func barWrite(_ index: Int, offset: UInt64, width: AccessWidth, value: UInt64) {}

@@ -149,6 +149,14 @@ public final class AssignedPCIFunction: DirectlyMappedBARs, HostResourceHolder, 
         state.withLock { $0.config.merged(host: host) }
     }
 
+    /// The emulated cells: every register the platform decodes is emulated or mirrored there
+    /// (Command's enables are written to both), so this reads nothing of the host's; the
+    /// whole merged view costs a host read per dword (VFIO: a pread each, 1,024 for an Express
+    /// function), once per function at every address-space commit before this.
+    public func decodeSnapshot() -> ConfigSpace {
+        state.withLock { $0.config.cells }
+    }
+
     public func barRead(_ index: Int, offset: UInt64, width: AccessWidth) -> UInt64 {
         if let value = state.withLock({ $0.arbiter.msixRead(bar: index, offset: offset, width: width) }) { return value }
         return bars.read(device: device, bar: index, offset: offset, width: width, name: name)
