@@ -21,6 +21,9 @@ public final class PCIBus: Sendable {
 
     private struct Slots {
         var functions: [(any PCIFunction)?] = Array(repeating: nil, count: 256)
+        /// The same functions in devfn order, kept beside the table so a walk of the bus (every
+        /// commit builds each bus) copies one array instead of scanning 256 slots.
+        var attached: [(devfn: UInt8, function: any PCIFunction)] = []
         var bridges: [any PCIBridgeFunction] = []
         /// Attached functions that can enable SR-IOV virtual functions.
         var physicalFunctions: [(devfn: UInt8, function: any SRIOVPhysicalFunction)] = []
@@ -71,7 +74,7 @@ public final class PCIBus: Sendable {
     /// free routing IDs.
     public var functions: [(devfn: UInt8, function: any PCIFunction)] {
         let (attached, physicalFunctions) = slots.withLock { s in
-            (s.functions.enumerated().compactMap { i, f in f.map { (UInt8(i), $0) } }, s.physicalFunctions)
+            (s.attached, s.physicalFunctions)
         }
         guard !physicalFunctions.isEmpty else { return attached }
         var all = attached
@@ -86,7 +89,7 @@ public final class PCIBus: Sendable {
     }
 
     /// Attached functions only.
-    public var isEmpty: Bool { slots.withLock { s in s.functions.allSatisfy { $0 == nil } } }
+    public var isEmpty: Bool { slots.withLock { $0.attached.isEmpty } }
 
     public func attach(_ function: any PCIFunction, at devfn: UInt8) throws(PCIBusError) {
         try slots.withLock { (s: inout Slots) throws(PCIBusError) in
@@ -94,6 +97,8 @@ public final class PCIBus: Sendable {
                 throw .addressInUse(bus: name, devfn: devfn, occupant: existing.name)
             }
             s.functions[Int(devfn)] = function
+            let position = s.attached.firstIndex { $0.devfn > devfn } ?? s.attached.endIndex
+            s.attached.insert((devfn, function), at: position)
             if let bridge = function as? any PCIBridgeFunction { s.bridges.append(bridge) }
             if let pf = function as? any SRIOVPhysicalFunction, pf.isSRIOVCapable { s.physicalFunctions.append((devfn, pf)) }
         }
@@ -105,6 +110,7 @@ public final class PCIBus: Sendable {
         slots.withLock { s in
             guard let f = s.functions[Int(devfn)] else { return nil }
             s.functions[Int(devfn)] = nil
+            s.attached.removeAll { $0.devfn == devfn }
             s.bridges.removeAll { $0 === f }
             s.physicalFunctions.removeAll { $0.function === f }
             return f
