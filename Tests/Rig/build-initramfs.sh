@@ -121,6 +121,8 @@ cp "$HERE/l2/init" "$l2/init"; chmod 755 "$l2/init"
 gcc -static -Os -Wall -Werror -o "$l2/bin/pci-uevents" "$HERE/l2/pci-uevents.c"
 # 4 KiB random-read IOPS for rig.l2=nvme (fio is not in the image).
 gcc -static -Os -Wall -Werror -o "$l2/bin/randread" "$HERE/l2/randread.c"
+# TCP request/response rate for rig.l2=net (netperf is not in the image).
+gcc -static -Os -Wall -Werror -o "$l2/bin/rr" "$HERE/l2/rr.c"
 # The real lspci (pciutils) with its libraries and names, for rig.l2lspci=1 (busybox's lspci
 # applet cannot draw a tree).
 mkdir -p "$l2/usr/bin" "$l2/usr/share/misc"

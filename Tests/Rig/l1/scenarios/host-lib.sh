@@ -88,10 +88,11 @@ start_peer() {
 }
 
 # peer_listen: a fresh listener for one L2 run's 4 MiB (nc takes one connection) into
-# /tmp/peer/tx, with the peer's neighbour table emptied so it shows only this run's L2.
+# /tmp/peer/tx and an echo on port 5003 for its request/response (l2/rr.c), with the peer's
+# neighbour table emptied so it shows only this run's L2.
 peer_listen() {
   rm -f /tmp/peer/tx
-  nsenter -t $peer -n sh -c "ip neigh flush all; sleep 600 | nc -l -p 5001 >/tmp/peer/tx &"
+  nsenter -t $peer -n sh -c "ip neigh flush all; sleep 600 | nc -l -p 5001 >/tmp/peer/tx & nc -l -p 5003 -e cat &"
 }
 
 # stop_peer: the listeners end, and the namespace with its last process.
@@ -102,8 +103,8 @@ stop_peer() {
 
 # peer_traffic_checks PREFIX LOG: what L2's net checks (l2/init, rig.l2=net) did with the peer of
 # virtio-net-vf and vfio-igb, from L2's lines and the peer's own files: it answered pings, 10 of
-# 10, and the 4 MiB each way have equal checksums on both sides (/tmp/peer/tx received by the
-# peer, /tmp/peer/www/rx served by it).
+# 10, the 4 MiB each way have equal checksums on both sides (/tmp/peer/tx received by the
+# peer, /tmp/peer/www/rx served by it), and request/response transactions went through.
 peer_traffic_checks() {
   check "${1}the peer answered L2's pings" grep -q ' RIG-L2 net link-up ok=1' "$2"
   check "${1}10 of 10 pings" grep -q ' RIG-L2 net ping sent=10 received=10' "$2"
@@ -111,4 +112,6 @@ peer_traffic_checks() {
   check "${1}4 MiB L2 -> peer with equal checksums" [ -n "$_tx" -a "$_tx" = "$(md5sum </tmp/peer/tx | cut -d' ' -f1)" ]
   _rx=$(sed -n 's/.* RIG-L2 net rx bytes=4194304 md5=\([0-9a-f]*\).*/\1/p' "$2")
   check "${1}4 MiB peer -> L2 with equal checksums" [ -n "$_rx" -a "$_rx" = "$(md5sum </tmp/peer/www/rx | cut -d' ' -f1)" ]
+  check "${1}request/response with the peer ($(sed -n 's/.* RIG-L2 net rr .*per_s=\([0-9]*\).*/\1/p' "$2" | head -n 1)/s)" \
+    grep -q ' RIG-L2 net rr transactions=[1-9]' "$2"
 }

@@ -10,7 +10,8 @@
 # The VMM creates tap0; L1 moves it into a network namespace of its own (the peer: 10.0.2.2,
 # an nc listener on port 5001 and busybox httpd on 5002). L2 (rig.l2=net, l2/init) pings the
 # peer, sends it a 4 MiB file and fetches another: the checksums on both sides must agree, and
-# the virtio interrupts must count. Figures per VMM and mode: link-up, ping, tx and rx times.
+# the virtio interrupts must count; then 2 s of 1-byte request/response with the peer's echo on
+# port 5003 (l2/rr.c). Figures per VMM and mode: link-up, ping, tx and rx times, transactions/s.
 . /rig/lib.sh
 # Every figure also goes to /tmp/net-times for the ratios at the end.
 report_time() { echo "RIG-TIME $1=$2"; echo "RIG-TIME $1=$2" >>/tmp/net-times; }
@@ -53,6 +54,7 @@ net_session() {
     nsenter -t $_peer -n sh -c "
       ip link set lo up; ip addr add 10.0.2.2/24 dev tap0; ip link set tap0 up
       sleep 600 | nc -l -p 5001 >/tmp/peer-$_nl/tx &
+      nc -l -p 5003 -e cat &
       httpd -p 5002 -h /tmp/peer-$_nl/www"
   else
     echo "CHECK FAILED: $_nl: no tap0 appeared within 10 s of the VMM's start"
@@ -85,17 +87,20 @@ net_session() {
   _peer_rx=$(md5sum </tmp/peer-$_nl/www/rx | cut -d' ' -f1)
   [ -n "$_rx" ] && [ "$_rx" = "$_peer_rx" ] ||
     { echo "CHECK FAILED: $_nl: L2 fetched md5 '${_rx:-none}', the peer served '$_peer_rx'"; _f=1; }
+  _rr=$(sed -n 's/.* RIG-L2 net rr transactions=\([1-9][0-9]*\) .*per_s=\([0-9]*\).*/\2/p' "$_log" | head -n 1)
+  [ -n "$_rr" ] || { echo "CHECK FAILED: $_nl: no request/response transactions: '$(sed -n 's/.* RIG-L2 net rr //p' "$_log" | head -n 1)'"; _f=1; }
   _irqs=$(sed -n 's/.* RIG-L2 net irq *[0-9]*: *\([0-9]*\) .*virtio.*input.*/\1/p' "$_log" | head -n 1)
   [ -n "$_irqs" ] && [ "$_irqs" -gt 0 ] || { echo "CHECK FAILED: $_nl: no virtio input interrupts counted"; _f=1; }
   [ -n "$NET_NETDEV_EXTRA" ] && { mq_check "$_log" "$_nl" || _f=1; }
   [ "$_vh" = on ] && [ -z "${NET_HOTPLUG:-}" ] && { irqfd_check || _f=1; }
   [ -n "${NET_PACKED:-}" ] && { packed_check || _f=1; }
-  [ $_f = 0 ] && echo "ok: $_nl: ping 10/10, 4 MiB each way with equal checksums, $_irqs rx interrupts"
+  [ $_f = 0 ] && echo "ok: $_nl: ping 10/10, 4 MiB each way with equal checksums, $_rr request/response per s, $_irqs rx interrupts"
   [ $_f = 0 ] || rc=1
   _v=$(sed -n 's/.* RIG-L2 net link-up ok=1 seconds=\([0-9.]*\).*/\1/p' "$_log"); [ -n "$_v" ] && report_time "${_nl}_link_up" "$_v"
   _v=$(sed -n 's/.* RIG-L2 net ping .* avg_ms=\([0-9.]*\).*/\1/p' "$_log"); [ -n "$_v" ] && report_time "${_nl}_ping_avg_ms" "$_v"
   _v=$(sed -n 's/.* RIG-L2 net tx .* seconds=\([0-9.]*\).*/\1/p' "$_log"); [ -n "$_v" ] && report_time "${_nl}_tx_4MiB" "$_v"
   _v=$(sed -n 's/.* RIG-L2 net rx .* seconds=\([0-9.]*\).*/\1/p' "$_log"); [ -n "$_v" ] && report_time "${_nl}_rx_4MiB" "$_v"
+  [ -n "$_rr" ] && report_time "${_nl}_rr_per_s" "$_rr"
   # The namespace lives while a process is in it: the listeners go with the peer.
   killall nc httpd 2>/dev/null
   kill $_peer 2>/dev/null
@@ -309,26 +314,29 @@ net_bench() {
       done
     done
   done
-  # Medians, ratio of medians (QEMU's time over Switchyard's: above 1, Switchyard is faster),
-  # and the lowest and highest ratio of a round.
+  # Medians, ratio of medians (QEMU's time over Switchyard's, Switchyard's request/response
+  # rate over QEMU's: above 1, Switchyard is faster), and the lowest and highest ratio of a round.
   for _m in "" _vhost; do
-    for _d in tx rx; do
+    for _d in tx_4MiB rx_4MiB rr_per_s; do
       awk -v m="$_m" -v d="$_d" -F'[ =]' '
         function median(a, n,   i, j, t) {
           for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
           return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
         }
-        $2 ~ "^(qemu|switchyard)" m "_r[0-9]+_" d "_4MiB$" {
+        $2 ~ "^(qemu|switchyard)" m "_r[0-9]+_" d "$" {
           match($2, /_r[0-9]+_/); vmm = substr($2, 1, RSTART - 1); round = substr($2, RSTART + 2, RLENGTH - 3)
           t[vmm, round] = $3; if (vmm ~ /^qemu/) q[++nq] = $3; else s[++ns] = $3
         }
         END {
           if (nq == 0 || ns == 0) exit
-          for (k in t) { split(k, kk, SUBSEP); if (kk[1] ~ /^qemu/ && ((("switchyard" m), kk[2]) in t)) r[++nr] = t[kk[1], kk[2]] / t["switchyard" m, kk[2]] }
+          rate = d ~ /_per_s$/
+          for (k in t) { split(k, kk, SUBSEP); if (kk[1] ~ /^qemu/ && ((("switchyard" m), kk[2]) in t)) {
+            qv = t[kk[1], kk[2]]; sv = t["switchyard" m, kk[2]]; r[++nr] = rate ? sv / qv : qv / sv } }
           mq = median(q, nq); ms = median(s, ns); lo = hi = r[1]
           for (i = 2; i <= nr; i++) { if (r[i] < lo) lo = r[i]; if (r[i] > hi) hi = r[i] }
-          printf "bench%s_%s_qemu_median_s %.2f\nbench%s_%s_switchyard_median_s %.2f\nbench%s_%s_ratio_of_medians %.2f\nbench%s_%s_round_ratios_low_high %.2f-%.2f/%d\n",
-            m, d, mq, m, d, ms, m, d, mq / ms, m, d, lo, hi, nr
+          unit = rate ? "_per_s" : "_s"; sub(/_(4MiB|per_s)$/, "", d)
+          printf "bench%s_%s_qemu_median%s %.2f\nbench%s_%s_switchyard_median%s %.2f\nbench%s_%s_ratio_of_medians %.2f\nbench%s_%s_round_ratios_low_high %.2f-%.2f/%d\n",
+            m, d, unit, mq, m, d, unit, ms, m, d, rate ? ms / mq : mq / ms, m, d, lo, hi, nr
         }' /tmp/net-times
     done
   done | while read -r _n _v; do report_time "$_n" "$_v"; done
@@ -378,4 +386,7 @@ for _d in tx rx; do
   speed_ratio "ratio_${_d}_switchyard_over_qemu" "$(figure switchyard_${_d}_4MiB)" "$(figure qemu_${_d}_4MiB)"
   speed_ratio "ratio_${_d}_vhost_switchyard_over_qemu" "$(figure switchyard_vhost_${_d}_4MiB)" "$(figure qemu_vhost_${_d}_4MiB)"
 done
+# Request/response is a rate: the ratio is Switchyard's over QEMU's as it stands.
+speed_ratio ratio_rr_switchyard_over_qemu "$(figure qemu_rr_per_s)" "$(figure switchyard_rr_per_s)"
+speed_ratio ratio_rr_vhost_switchyard_over_qemu "$(figure qemu_vhost_rr_per_s)" "$(figure switchyard_vhost_rr_per_s)"
 exit $rc
