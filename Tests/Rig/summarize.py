@@ -35,6 +35,12 @@ def main(path: str) -> int:
             print(f"   {name}: {value:.3f}")
         elif "_kernel_" in name:  # hot-plug steps by the guest kernel's clock: ms matter
             print(f"   {name}: {value * 1000:.0f} ms")
+        elif name.endswith("_ms"):  # already milliseconds (ping averages)
+            print(f"   {name}: {value:.2f} ms")
+        elif name.endswith("_MiBps"):
+            print(f"   {name}: {value:.1f} MiB/s")
+        elif name.endswith(("_per_s", "_iops")):  # transactions or I/Os per second
+            print(f"   {name}: {value:.0f} /s")
         else:
             print(f"   {name}: {value:.2f} s")
     for what in ("boot_to_init", "total"):
