@@ -103,6 +103,25 @@ private func run(_ tool: String, _ arguments: [String]) throws -> String {
                              .init(index: 3, kind: .memory64(prefetchable: false), size: 0x4000)])
         #expect(igb.msixTable?.bar == 3 && igb.msixTable?.offset == 0)
     }
+
+    /// Found by the vfio fuzz target: a device whose MSI-X capability sits in the last four
+    /// bytes of a 256-byte config space has its Table Offset/BIR word past the end (PCI 3.0,
+    /// 6.8.2: the capability is 12 bytes). The twin reads what lies inside (the control word:
+    /// 8 vectors here) and reports no table, instead of reading past its bytes.
+    @Test func anMSIXCapabilityCutOffByTheEndOfConfigSpaceHasNoTable() throws {
+        var config = [UInt8](repeating: 0, count: 256)
+        config[0x06] = 0x10  // Status: Capabilities List
+        config[0x34] = 0xFC
+        config[0xFC] = 0x11  // MSI-X, next 0
+        config[0xFE] = 0x07  // Table Size 7: 8 vectors
+        let identity = VFIOTwinIdentity(name: "cut-off", config: config,
+                                        bars: [.init(index: 0, kind: .memory32(prefetchable: false), size: 0x1000)])
+        #expect(identity.msixCount == 8)
+        #expect(identity.msixTable == nil)
+        let twin = try VFIOTwinDevice(name: "0000:01:00.0", identity: identity, msixTableTrapped: true)
+        let bar0 = try twin.regionInfo(0)
+        #expect(bar0.size == 0x1000 && bar0.mappableAreas == [VFIOMappableArea(offset: 0, size: 0x1000)])
+    }
 }
 
 /// A twin host with one device, opened in the order QEMU's hw/vfio opens it.

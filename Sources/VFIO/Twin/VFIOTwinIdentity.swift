@@ -54,22 +54,29 @@ public struct VFIOTwinIdentity: Hashable, Sendable {
         return nil
     }
 
+    /// `count` bytes at `offset`, little-endian; nil past the end of the config space, where a
+    /// capability placed at its very end runs (the vfio fuzz target's devices do that).
+    func field(_ offset: Int, count: Int) -> UInt64? {
+        guard offset >= 0, count <= config.count, offset <= config.count - count else { return nil }
+        return LittleEndian.load(config, at: offset, count: count)
+    }
+
     /// INTx: 1 when Interrupt Pin names a pin.
     public var intxCount: UInt32 { config[0x3d] != 0 ? 1 : 0 }
-    /// MSI: 2^(Multiple Message Capable).
+    /// MSI: 2^(Multiple Message Capable); none when its control word is past the end.
     public var msiCount: UInt32 {
-        guard let cap = capability(0x05) else { return 0 }
-        return 1 << UInt32((config[cap + 2] >> 1) & 7)
+        guard let cap = capability(0x05), let control = field(cap + 2, count: 2) else { return 0 }
+        return 1 << UInt32((control >> 1) & 7)
     }
-    /// MSI-X: Table Size + 1.
+    /// MSI-X: Table Size + 1; none when its control word is past the end.
     public var msixCount: UInt32 {
-        guard let cap = capability(0x11) else { return 0 }
-        return UInt32(LittleEndian.load(config, at: cap + 2, count: 2) & 0x7ff) + 1
+        guard let cap = capability(0x11), let control = field(cap + 2, count: 2) else { return 0 }
+        return UInt32(control & 0x7ff) + 1
     }
-    /// Where the MSI-X table lives: its BAR and byte range.
+    /// Where the MSI-X table lives: its BAR and byte range; nil when the capability has none
+    /// (absent, or its table word past the end).
     public var msixTable: (bar: Int, offset: UInt64, size: UInt64)? {
-        guard let cap = capability(0x11) else { return nil }
-        let entry = LittleEndian.load(config, at: cap + 4, count: 4)
+        guard let cap = capability(0x11), let entry = field(cap + 4, count: 4), msixCount > 0 else { return nil }
         return (Int(entry & 7), entry & ~7, UInt64(msixCount) * 16)
     }
     /// PCI Express capability present (then the error IRQ index has one vector).
