@@ -84,8 +84,10 @@ public final class Machine: Sendable {
         let interrupts = RecordingSink()
         let interruptOutput = ForwardingSink(interrupts)
         let ioapic = IOAPIC(output: interruptOutput)
-        _ = interrupts.addObserver { event in
-            if case .level(let gsi, let high) = event { ioapic.setLevel(gsi, high: high) }
+        // Weak: the IOAPIC's output leads back to `interrupts`, and a strong capture made the two
+        // a cycle that outlived the machine (LeakSanitizer, make test-asan); the machine holds it.
+        _ = interrupts.addObserver { [weak ioapic] event in
+            if case .level(let gsi, let high) = event { ioapic?.setLevel(gsi, high: high) }
         }
         let events = EventBroadcaster()
         let lowMemory = min(ram.size, layout.lowMemoryLimit)
